@@ -1,0 +1,306 @@
+//! One raw protocol v3 connection to a shard: startup, authentication
+//! (trust, cleartext, MD5, SCRAM-SHA-256 via `postgres-protocol`), and frame
+//! I/O (PostgreSQL docs §55.2).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
+use postgres_protocol::message::frontend;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+use crate::protocol::backend::{data_row, error_fields};
+use crate::protocol::frontend::Cursor;
+use crate::protocol::{Frame, FrameReader, ProtocolError};
+
+/// Largest backend frame accepted, in bytes (PostgreSQL's own limit is 1 GiB).
+const MAX_BACKEND_FRAME: usize = 1 << 30;
+
+/// Where and as whom to connect to a shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardTarget {
+    /// Shard name (catalog `shards.name`).
+    pub name: String,
+    /// Host name or IP address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Database name.
+    pub dbname: String,
+    /// Role to connect as.
+    pub user: String,
+    /// Password for cleartext/MD5/SCRAM authentication, if the shard asks.
+    pub password: Option<String>,
+    /// TCP connect + startup timeout.
+    pub connect_timeout: Duration,
+}
+
+/// Errors talking to a shard.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// TCP connect failed or timed out.
+    #[error("could not connect to shard \"{shard}\" at {addr}: {reason}")]
+    Connect {
+        /// Shard name.
+        shard: String,
+        /// host:port.
+        addr: String,
+        /// Cause.
+        reason: String,
+    },
+    /// The shard refused the startup or authentication.
+    #[error("shard \"{shard}\" refused the connection: {message}")]
+    Refused {
+        /// Shard name.
+        shard: String,
+        /// The shard's error message.
+        message: String,
+        /// The shard's SQLSTATE.
+        code: String,
+    },
+    /// Protocol failure after connecting.
+    #[error("shard \"{shard}\": {source}")]
+    Protocol {
+        /// Shard name.
+        shard: String,
+        /// Cause.
+        #[source]
+        source: ProtocolError,
+    },
+}
+
+/// A raw connection to one shard.
+pub struct BackendConn {
+    reader: FrameReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+    /// Messages queued for sending (encoded frames).
+    pub out: BytesMut,
+    /// Shard name.
+    pub shard: std::sync::Arc<str>,
+    /// Backend process id (from BackendKeyData).
+    pub pid: i32,
+    /// Cancel secret (from BackendKeyData).
+    pub secret: i32,
+    /// Ids of the router-named prepared statements that exist on this
+    /// connection (`pgr_<id>`).
+    pub prepared: HashSet<u64>,
+    /// Hash of the session settings last applied (0 = server defaults).
+    pub settings_hash: u64,
+    /// Transaction status from the last ReadyForQuery (`b'I'`, `b'T'`, `b'E'`).
+    pub status: u8,
+    /// Set when the connection can no longer be trusted (I/O error, protocol
+    /// desync); broken connections are dropped instead of pooled.
+    pub broken: bool,
+    /// ParameterStatus values reported at startup.
+    pub params: Vec<(String, String)>,
+}
+
+impl BackendConn {
+    /// Connects, authenticates and waits for the first ReadyForQuery.
+    ///
+    /// Errors: [`BackendError::Connect`] (TCP/timeout), [`BackendError::Refused`]
+    /// (the shard sent an ErrorResponse, e.g. bad password),
+    /// [`BackendError::Protocol`].
+    pub async fn connect(t: &ShardTarget) -> Result<BackendConn, BackendError> {
+        let addr = format!("{}:{}", t.host, t.port);
+        let fut = async {
+            let stream = TcpStream::connect(&addr).await.map_err(|e| BackendError::Connect {
+                shard: t.name.clone(),
+                addr: addr.clone(),
+                reason: e.to_string(),
+            })?;
+            let _ = stream.set_nodelay(true);
+            let (r, w) = stream.into_split();
+            let mut conn = BackendConn {
+                reader: FrameReader::new(r, MAX_BACKEND_FRAME),
+                writer: w,
+                out: BytesMut::with_capacity(8192),
+                shard: t.name.as_str().into(),
+                pid: 0,
+                secret: 0,
+                prepared: HashSet::new(),
+                settings_hash: 0,
+                status: b'I',
+                broken: false,
+                params: Vec::new(),
+            };
+            conn.startup(t).await?;
+            Ok(conn)
+        };
+        match tokio::time::timeout(t.connect_timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(BackendError::Connect {
+                shard: t.name.clone(),
+                addr,
+                reason: format!("timed out after {} ms", t.connect_timeout.as_millis()),
+            }),
+        }
+    }
+
+    fn perr(&self, source: ProtocolError) -> BackendError {
+        BackendError::Protocol { shard: self.shard.to_string(), source }
+    }
+
+    async fn startup(&mut self, t: &ShardTarget) -> Result<(), BackendError> {
+        let params = [
+            ("user", t.user.as_str()),
+            ("database", t.dbname.as_str()),
+            ("application_name", "pg-router"),
+        ];
+        frontend::startup_message(params.iter().copied(), &mut self.out)
+            .map_err(|e| self.perr(e.into()))?;
+        self.flush().await.map_err(|e| self.perr(e))?;
+        let mut scram: Option<ScramSha256> = None;
+        loop {
+            let f = self.recv().await.map_err(|e| self.perr(e))?;
+            match f.tag {
+                b'R' => {
+                    let mut c = Cursor::new(f.body());
+                    let code = c.i32().map_err(|e| self.perr(e))?;
+                    let password = t.password.as_deref().unwrap_or("");
+                    match code {
+                        0 => {}
+                        3 => {
+                            let mut pw = password.as_bytes().to_vec();
+                            pw.push(0);
+                            frontend::password_message(&pw, &mut self.out).map_err(|e| self.perr(e.into()))?;
+                            self.flush().await.map_err(|e| self.perr(e))?;
+                        }
+                        5 => {
+                            let salt = c.bytes(4).map_err(|e| self.perr(e))?;
+                            let hash = postgres_protocol::authentication::md5_hash(
+                                t.user.as_bytes(),
+                                password.as_bytes(),
+                                [salt[0], salt[1], salt[2], salt[3]],
+                            );
+                            let mut pw = hash.into_bytes();
+                            pw.push(0);
+                            frontend::password_message(&pw, &mut self.out).map_err(|e| self.perr(e.into()))?;
+                            self.flush().await.map_err(|e| self.perr(e))?;
+                        }
+                        10 => {
+                            let s = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
+                            frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut self.out)
+                                .map_err(|e| self.perr(e.into()))?;
+                            self.flush().await.map_err(|e| self.perr(e))?;
+                            scram = Some(s);
+                        }
+                        11 | 12 => {
+                            let data = &f.body()[4..];
+                            let s = scram.as_mut().ok_or_else(|| {
+                                self.perr(ProtocolError::Malformed("SASL continue without SASL start".into()))
+                            })?;
+                            if code == 11 {
+                                s.update(data).map_err(|e| self.perr(e.into()))?;
+                                frontend::sasl_response(s.message(), &mut self.out).map_err(|e| self.perr(e.into()))?;
+                                self.flush().await.map_err(|e| self.perr(e))?;
+                            } else {
+                                s.finish(data).map_err(|e| self.perr(e.into()))?;
+                            }
+                        }
+                        other => {
+                            return Err(BackendError::Refused {
+                                shard: t.name.clone(),
+                                message: format!("unsupported authentication method {other}"),
+                                code: "28000".into(),
+                            })
+                        }
+                    }
+                }
+                b'S' => {
+                    let mut c = Cursor::new(f.body());
+                    if let (Ok(k), Ok(v)) = (c.cstr(), c.cstr()) {
+                        self.params.push((k.to_string(), v.to_string()));
+                    }
+                }
+                b'K' => {
+                    let mut c = Cursor::new(f.body());
+                    self.pid = c.i32().map_err(|e| self.perr(e))?;
+                    self.secret = c.i32().map_err(|e| self.perr(e))?;
+                }
+                b'E' => {
+                    let fields = error_fields(f.body()).unwrap_or_default();
+                    let get = |c: u8| fields.iter().find(|(k, _)| *k == c).map(|(_, v)| v.to_string());
+                    return Err(BackendError::Refused {
+                        shard: t.name.clone(),
+                        message: get(b'M').unwrap_or_default(),
+                        code: get(b'C').unwrap_or_else(|| "08006".into()),
+                    });
+                }
+                b'Z' => {
+                    self.status = f.body().first().copied().unwrap_or(b'I');
+                    return Ok(());
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Sends everything queued in [`BackendConn::out`].
+    pub async fn flush(&mut self) -> Result<(), ProtocolError> {
+        if !self.out.is_empty() {
+            let r = self.writer.write_all(&self.out).await;
+            self.out.clear();
+            if let Err(e) = r {
+                self.broken = true;
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Receives the next frame.
+    pub async fn recv(&mut self) -> Result<Frame, ProtocolError> {
+        match self.reader.next().await {
+            Ok(f) => Ok(f),
+            Err(e) => {
+                self.broken = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs `sql` with the simple protocol and returns its rows as text
+    /// (control-plane helper; not for the data path). A shard error is
+    /// returned as `Err(Ok((sqlstate, message)))`.
+    pub async fn simple_rows(
+        &mut self,
+        sql: &str,
+    ) -> Result<Result<Vec<Vec<Option<String>>>, (String, String)>, ProtocolError> {
+        frontend::query(sql, &mut self.out)?;
+        self.flush().await?;
+        let mut rows = Vec::new();
+        let mut err = None;
+        loop {
+            let f = self.recv().await?;
+            match f.tag {
+                b'D' => {
+                    let vals = data_row(f.body())?;
+                    rows.push(vals.into_iter().map(|v| v.map(|b| String::from_utf8_lossy(b).into_owned())).collect());
+                }
+                b'E' => {
+                    let fields = error_fields(f.body())?;
+                    let get = |c: u8| fields.iter().find(|(k, _)| *k == c).map(|(_, v)| v.to_string()).unwrap_or_default();
+                    err = Some((get(b'C'), get(b'M')));
+                }
+                b'Z' => {
+                    self.status = f.body().first().copied().unwrap_or(b'I');
+                    return Ok(match err {
+                        Some(e) => Err(e),
+                        None => Ok(rows),
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Sends Terminate (best effort) before dropping.
+    pub async fn terminate(mut self) {
+        frontend::terminate(&mut self.out);
+        let _ = self.flush().await;
+    }
+}

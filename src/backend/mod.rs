@@ -1,0 +1,11 @@
+//! Backend side: raw protocol connections to shards and per-shard pools.
+//!
+//! The data path speaks the protocol directly (no row decoding) so frames can
+//! be forwarded to clients byte for byte; `tokio-postgres` is used only on
+//! the control plane (catalog).
+
+pub mod conn;
+pub mod pool;
+
+pub use conn::{BackendConn, BackendError, ShardTarget};
+pub use pool::{PooledConn, ShardPool};

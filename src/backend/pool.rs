@@ -1,0 +1,115 @@
+//! Per-shard connection pool for raw backend connections, used in
+//! transaction pooling mode: a client holds a connection for the length of a
+//! transaction and gives it back at ReadyForQuery idle.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::{BackendConn, BackendError, ShardTarget};
+
+/// A bounded pool of connections to one shard.
+pub struct ShardPool {
+    /// Connection parameters.
+    pub target: ShardTarget,
+    idle: Mutex<Vec<BackendConn>>,
+    slots: Arc<Semaphore>,
+    max_size: usize,
+    checkout_timeout: Duration,
+}
+
+/// Errors checking a connection out.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// No connection became free within the checkout timeout.
+    #[error("timed out after {ms} ms waiting for a connection to shard \"{shard}\" (pool size {size})")]
+    Timeout {
+        /// Shard name.
+        shard: String,
+        /// Waited, in ms.
+        ms: u128,
+        /// Pool size.
+        size: usize,
+    },
+    /// Connecting failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+impl ShardPool {
+    /// A pool of at most `max_size` connections; checkouts wait at most
+    /// `checkout_timeout`.
+    pub fn new(target: ShardTarget, max_size: usize, checkout_timeout: Duration) -> Arc<ShardPool> {
+        Arc::new(ShardPool {
+            target,
+            idle: Mutex::new(Vec::new()),
+            slots: Arc::new(Semaphore::new(max_size.max(1))),
+            max_size: max_size.max(1),
+            checkout_timeout,
+        })
+    }
+
+    /// Checks out an idle connection or opens a new one.
+    pub async fn get(self: &Arc<Self>) -> Result<PooledConn, PoolError> {
+        let permit = match tokio::time::timeout(self.checkout_timeout, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(p)) => p,
+            _ => {
+                return Err(PoolError::Timeout {
+                    shard: self.target.name.clone(),
+                    ms: self.checkout_timeout.as_millis(),
+                    size: self.max_size,
+                })
+            }
+        };
+        let idle = self.idle.lock().pop();
+        let conn = match idle {
+            Some(c) => c,
+            None => BackendConn::connect(&self.target).await?,
+        };
+        Ok(PooledConn { conn: Some(conn), pool: self.clone(), _permit: permit })
+    }
+
+    /// Number of idle connections.
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().len()
+    }
+
+    /// Drops every idle connection (e.g. after the shard restarted).
+    pub fn clear_idle(&self) {
+        self.idle.lock().clear();
+    }
+}
+
+/// A checked-out connection; returned to its pool on drop when it is healthy
+/// and idle (status `I`), closed otherwise.
+pub struct PooledConn {
+    conn: Option<BackendConn>,
+    pool: Arc<ShardPool>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl std::ops::Deref for PooledConn {
+    type Target = BackendConn;
+    fn deref(&self) -> &BackendConn {
+        // Invariant: `conn` is Some until drop.
+        self.conn.as_ref().expect("pooled connection present until drop")
+    }
+}
+
+impl std::ops::DerefMut for PooledConn {
+    fn deref_mut(&mut self) -> &mut BackendConn {
+        self.conn.as_mut().expect("pooled connection present until drop")
+    }
+}
+
+impl Drop for PooledConn {
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take() {
+            if !c.broken && c.status == b'I' && c.out.is_empty() {
+                self.pool.idle.lock().push(c);
+            }
+        }
+    }
+}

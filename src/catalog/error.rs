@@ -1,0 +1,139 @@
+//! [`CatalogError`]: everything that can go wrong reading or writing the catalog.
+
+use crate::topology::TopologyError;
+
+/// An error of a catalog operation. Every message names the row, key or
+/// argument at fault (`keyspace 'main'`, `table 'orders'`, ...).
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// Could not connect to the catalog database (the DSN is not repeated
+    /// because it may hold a password).
+    #[error("cannot connect to the catalog database: {0}")]
+    Connect(#[source] tokio_postgres::Error),
+
+    /// A statement against the catalog database failed; `context` says which
+    /// step (e.g. `"reading pgrouter.keyspaces"`).
+    #[error("{context}: {source}")]
+    Db {
+        /// The step that failed.
+        context: String,
+        /// The driver / server error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    /// An embedded migration failed to apply; nothing of it was committed.
+    #[error("migration {version:04}_{name}: {source}")]
+    Migration {
+        /// Migration version (the file's number).
+        version: i32,
+        /// Migration name (the file's name without number and extension).
+        name: &'static str,
+        /// The server error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    /// A vindex name the router does not know.
+    #[error("{row}: unknown vindex '{name}'")]
+    UnknownVindex {
+        /// The row or argument holding it, e.g. `keyspace 'main'`.
+        row: String,
+        /// The unknown name.
+        name: String,
+    },
+
+    /// A key type name the router does not know.
+    #[error("{row}: unknown key type '{name}' (expected int, text or uuid)")]
+    UnknownKeyType {
+        /// The row or argument holding it, e.g. `table 'orders'`.
+        row: String,
+        /// The unknown name.
+        name: String,
+    },
+
+    /// A reference to a keyspace that does not exist.
+    #[error("{row}: unknown keyspace '{keyspace}'")]
+    UnknownKeyspace {
+        /// The row or argument holding the reference, e.g. `table 'orders'`.
+        row: String,
+        /// The missing keyspace.
+        keyspace: String,
+    },
+
+    /// A reference to a shard that does not exist.
+    #[error("{row}: unknown shard '{shard}'")]
+    UnknownShard {
+        /// The row or argument holding the reference.
+        row: String,
+        /// The missing shard.
+        shard: String,
+    },
+
+    /// A keyspace whose active generation has no `shard_ranges` rows.
+    #[error("keyspace '{keyspace}': no shard_ranges rows at its active generation {generation}")]
+    NoRanges {
+        /// Keyspace name.
+        keyspace: String,
+        /// Its active generation (`keyspaces.generation`).
+        generation: i64,
+    },
+
+    /// The ranges of a keyspace's active generation leave a gap, overlap, or
+    /// do not cover the whole keyspace id space.
+    /// The message reads `shard_ranges at generation G: keyspace 'K': key range gap [..)`.
+    #[error("shard_ranges at generation {generation}: {source}")]
+    Routing {
+        /// Keyspace name.
+        keyspace: String,
+        /// Generation whose ranges are invalid.
+        generation: i64,
+        /// What is wrong (names the gap or overlap); boxed to keep
+        /// `Result<_, CatalogError>` small.
+        #[source]
+        source: Box<TopologyError>,
+    },
+
+    /// A malformed value in a catalog row (a key id outside `[0, 2^64]`, a
+    /// port outside `1..=65535`, ...).
+    #[error("{row}: {problem}")]
+    BadRow {
+        /// The row, e.g. `shard_ranges (main, gen 1, start 42)`.
+        row: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+
+    /// A keyspace already exists with a different vindex.
+    #[error(
+        "keyspace '{keyspace}' already exists with vindex '{existing}' (asked for '{requested}')"
+    )]
+    VindexConflict {
+        /// Keyspace name.
+        keyspace: String,
+        /// The stored vindex name.
+        existing: String,
+        /// The requested vindex name.
+        requested: String,
+    },
+
+    /// An argument of an operation is invalid (no shards given, zero vnodes,
+    /// ambiguous default keyspace, ...).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+}
+
+/// Attaches a step description to a `tokio_postgres::Error`.
+pub(crate) trait DbContext<T> {
+    /// Maps the error to [`CatalogError::Db`] with `context`.
+    fn ctx(self, context: impl Into<String>) -> Result<T, CatalogError>;
+}
+
+impl<T> DbContext<T> for Result<T, tokio_postgres::Error> {
+    fn ctx(self, context: impl Into<String>) -> Result<T, CatalogError> {
+        self.map_err(|source| CatalogError::Db {
+            context: context.into(),
+            source,
+        })
+    }
+}

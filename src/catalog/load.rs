@@ -1,0 +1,113 @@
+//! [`load`]: reads the catalog tables in one snapshot into raw rows, then
+//! hands them to [`validate::build`](super::validate::build).
+
+use tokio_postgres::{Client, Row};
+
+use super::error::{CatalogError, DbContext};
+use super::model::Catalog;
+use super::tx;
+use super::validate::{self, RawCatalog, RawKeyspace, RawRange, RawShard, RawTable};
+
+/// Reads the whole catalog in one REPEATABLE READ, READ ONLY transaction and
+/// validates it. Only the `shard_ranges` rows at each keyspace's active
+/// generation (`keyspaces.generation`) are read; range bounds are read as
+/// `numeric::text` and parsed to `u64` (an end of 2^64 or NULL = unbounded).
+///
+/// Errors: [`CatalogError::Db`] when a read fails (e.g. the schema is not
+/// migrated); a validation error naming the offending row:
+/// [`CatalogError::UnknownVindex`], [`CatalogError::UnknownKeyType`],
+/// [`CatalogError::NoRanges`], [`CatalogError::Routing`] (gap / overlap),
+/// [`CatalogError::UnknownKeyspace`], [`CatalogError::UnknownShard`],
+/// [`CatalogError::BadRow`].
+pub async fn load(client: &Client) -> Result<Catalog, CatalogError> {
+    tx::begin(client, tx::SNAPSHOT).await?;
+    let raw = read_all(client).await;
+    let raw = tx::finish(client, raw).await?;
+    validate::build(raw)
+}
+
+async fn read_all(client: &Client) -> Result<RawCatalog, CatalogError> {
+    let keyspaces = select(
+        client,
+        "pgrouter.keyspaces",
+        "select name, vindex, generation from pgrouter.keyspaces order by name",
+        |r| {
+            Ok(RawKeyspace {
+                name: r.try_get(0)?,
+                vindex: r.try_get(1)?,
+                generation: r.try_get(2)?,
+            })
+        },
+    )
+    .await?;
+    let shards = select(
+        client,
+        "pgrouter.shards",
+        "select name, host, port, dbname, user_name from pgrouter.shards order by name",
+        |r| {
+            Ok(RawShard {
+                name: r.try_get(0)?,
+                host: r.try_get(1)?,
+                port: r.try_get(2)?,
+                dbname: r.try_get(3)?,
+                user: r.try_get(4)?,
+            })
+        },
+    )
+    .await?;
+    let ranges = select(
+        client,
+        "pgrouter.shard_ranges",
+        "select r.keyspace, r.start_id::text, r.end_id::text, r.shard, r.generation
+           from pgrouter.shard_ranges r
+           join pgrouter.keyspaces k on k.name = r.keyspace and k.generation = r.generation
+          order by r.keyspace, r.start_id",
+        |r| {
+            Ok(RawRange {
+                keyspace: r.try_get(0)?,
+                start: r.try_get(1)?,
+                end: r.try_get(2)?,
+                shard: r.try_get(3)?,
+                generation: r.try_get(4)?,
+            })
+        },
+    )
+    .await?;
+    let tables = select(
+        client,
+        "pgrouter.sharded_tables",
+        "select table_name, keyspace, key_column, vindex, key_type
+           from pgrouter.sharded_tables order by table_name",
+        |r| {
+            Ok(RawTable {
+                name: r.try_get(0)?,
+                keyspace: r.try_get(1)?,
+                key_column: r.try_get(2)?,
+                vindex: r.try_get(3)?,
+                key_type: r.try_get(4)?,
+            })
+        },
+    )
+    .await?;
+    Ok(RawCatalog {
+        keyspaces,
+        shards,
+        ranges,
+        tables,
+    })
+}
+
+/// Runs `sql` (no parameters) and converts every row with `f`.
+async fn select<T>(
+    client: &Client,
+    table: &str,
+    sql: &str,
+    f: impl Fn(&Row) -> Result<T, tokio_postgres::Error>,
+) -> Result<Vec<T>, CatalogError> {
+    let context = || format!("reading {table}");
+    let rows = client.query(sql, &[]).await.ctx(context())?;
+    rows.iter()
+        .map(&f)
+        .collect::<Result<Vec<T>, _>>()
+        .ctx(context())
+}

@@ -1,0 +1,46 @@
+//! The routing catalog: which keyspaces, shards and sharded tables exist and
+//! which shard owns which keyspace ids.
+//!
+//! The catalog lives in a PostgreSQL database, schema `pgrouter` (see
+//! `shard-metadata/README.md`): tables `keyspaces`, `shards`, `shard_ranges`,
+//! `sharded_tables`, `schema_migrations`. This module
+//! - applies the embedded schema migrations ([`migrate`]),
+//! - reads and validates a snapshot of it ([`load`] → [`Catalog`]),
+//! - declares keyspaces, shards, ranges and tables ([`add_keyspace`],
+//!   [`add_shard`], [`add_ranges`], [`add_table`], [`seed_default`]),
+//! - follows changes live via `LISTEN pgrouter_catalog` ([`spawn_watcher`]),
+//! - renders it for people ([`show_routing`]) and backs the
+//!   `pg-router meta` subcommand ([`cli`]).
+//!
+//! Every operation takes a `&tokio_postgres::Client` connected to the catalog
+//! database and returns [`CatalogError`], whose messages name the row at fault.
+
+pub mod cli;
+mod error;
+mod keyid;
+mod load;
+mod migrate;
+mod model;
+mod ops;
+mod ranges;
+mod seed;
+mod show;
+mod tx;
+mod validate;
+mod watch;
+
+#[cfg(test)]
+mod test_pg;
+#[cfg(test)]
+mod tests;
+
+pub use cli::{run_meta, MetaArgs, MetaCommand};
+pub use error::CatalogError;
+pub use load::load;
+pub use migrate::{migrate, Migration, MIGRATIONS};
+pub use model::{normalize_table_name, Catalog, Keyspace, ShardInfo, ShardedTable};
+pub use ops::{add_keyspace, add_shard, add_table};
+pub use ranges::{add_ranges, plan_ranges, RangeLayout};
+pub use seed::{seed_default, DEFAULT_KEYSPACE, DEFAULT_TABLES};
+pub use show::show_routing;
+pub use watch::{spawn_watcher, CHANNEL, WATCHER_APPLICATION_NAME};

@@ -1,0 +1,104 @@
+//! The in-memory catalog: keyspaces with their routing, shards, sharded tables.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use crate::topology::RoutingTable;
+use crate::vindex::{KeyType, VindexKind};
+
+/// A validated snapshot of the `pgrouter` catalog, as read by
+/// [`load`](super::load) in one REPEATABLE READ transaction.
+///
+/// Invariants (checked by `load`): every keyspace has a gap-free,
+/// overlap-free routing table covering `[0, 2^64)`; every table's keyspace is
+/// in `keyspaces`; every shard a routing table names is in `shards`.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    /// Keyspaces by name.
+    pub keyspaces: HashMap<String, Keyspace>,
+    /// Shards by name (sorted).
+    pub shards: BTreeMap<String, ShardInfo>,
+    /// Sharded tables by name (lower case, no schema).
+    pub tables: HashMap<String, ShardedTable>,
+    /// When this snapshot was read.
+    pub loaded_at: Instant,
+}
+
+/// A keyspace: tables sharded together by one vindex over one set of ranges.
+#[derive(Debug, Clone)]
+pub struct Keyspace {
+    /// Keyspace name (`keyspaces.name`).
+    pub name: String,
+    /// The keyspace's default vindex (tables may override it).
+    pub vindex: VindexKind,
+    /// The active generation: `routing` holds the `shard_ranges` rows of it.
+    pub generation: i64,
+    /// Keyspace id → shard for the active generation.
+    pub routing: RoutingTable,
+}
+
+/// Where a shard lives (`shards` row).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardInfo {
+    /// Shard name, referenced by `shard_ranges.shard`.
+    pub name: String,
+    /// Host name or IP address.
+    pub host: String,
+    /// TCP port (1..=65535).
+    pub port: u16,
+    /// Database name on that server.
+    pub dbname: String,
+    /// User to connect as; `None` = the user the client authenticated as.
+    pub user: Option<String>,
+}
+
+/// A sharded table (`sharded_tables` row).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardedTable {
+    /// Table name, lower case, without schema.
+    pub name: String,
+    /// The keyspace whose routing places its rows.
+    pub keyspace: String,
+    /// The sharding key column (lower case).
+    pub key_column: String,
+    /// Vindex mapping the key to a keyspace id.
+    pub vindex: VindexKind,
+    /// How key values are parsed before hashing.
+    pub key_type: KeyType,
+}
+
+impl Catalog {
+    /// A catalog with no keyspaces, shards or tables (every table lookup
+    /// misses); what a router serves before its first load.
+    pub fn empty() -> Catalog {
+        Catalog {
+            keyspaces: HashMap::new(),
+            shards: BTreeMap::new(),
+            tables: HashMap::new(),
+            loaded_at: Instant::now(),
+        }
+    }
+
+    /// The sharded table `name`, which the caller has already normalized
+    /// (lower case, no schema); `None` if it is not declared.
+    pub fn table(&self, name: &str) -> Option<&ShardedTable> {
+        self.tables.get(name)
+    }
+
+    /// The keyspace of table `t`; `None` only if `t` is not from this catalog.
+    pub fn keyspace_of(&self, t: &ShardedTable) -> Option<&Keyspace> {
+        self.keyspaces.get(&t.keyspace)
+    }
+
+    /// Names of all shards in the `shards` table, sorted.
+    pub fn shard_names(&self) -> Vec<&str> {
+        self.shards.keys().map(String::as_str).collect()
+    }
+}
+
+/// Normalizes a table name the way the router looks it up: drops a schema
+/// qualifier (`public.Orders` → `Orders`), then lower-cases (`orders`).
+pub fn normalize_table_name(name: &str) -> String {
+    let bare = name.rsplit('.').next().unwrap_or(name);
+    bare.trim().trim_matches('"').to_lowercase()
+}

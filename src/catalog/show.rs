@@ -1,0 +1,153 @@
+//! [`show_routing`]: a human-readable dump of a [`Catalog`].
+
+use std::fmt::Write;
+
+use super::model::Catalog;
+
+/// Renders `catalog` as plain text, sorted by name, in three sections:
+///
+/// ```text
+/// keyspaces:
+///   main  vindex hash_murmur3  generation 1  (2 ranges)
+///     [0x0000000000000000, 0x8000000000000000) -> shard0
+///     [0x8000000000000000, 0xffffffffffffffff] -> shard1
+/// shards:
+///   shard0  127.0.0.1:5433/postgres
+/// tables:
+///   pgbench_accounts  keyspace main  key aid  vindex hash_murmur3  key_type int
+/// ```
+///
+/// Ranges use `KeyRange`'s `Display`: an unbounded end is shown as the
+/// inclusive `0xffffffffffffffff]`.
+/// The text ends with a newline.
+pub fn show_routing(catalog: &Catalog) -> String {
+    let mut out = String::new();
+    // Writing to a String cannot fail; the results are ignored.
+    let _ = write_keyspaces(&mut out, catalog);
+    let _ = write_shards(&mut out, catalog);
+    let _ = write_tables(&mut out, catalog);
+    out
+}
+
+fn write_keyspaces(out: &mut String, catalog: &Catalog) -> std::fmt::Result {
+    writeln!(out, "keyspaces:")?;
+    let mut keyspaces: Vec<_> = catalog.keyspaces.values().collect();
+    keyspaces.sort_by(|a, b| a.name.cmp(&b.name));
+    if keyspaces.is_empty() {
+        writeln!(out, "  (none)")?;
+    }
+    for ks in keyspaces {
+        let ranges = ks.routing.ranges();
+        writeln!(
+            out,
+            "  {}  vindex {}  generation {}  ({} range{})",
+            ks.name,
+            ks.vindex.as_str(),
+            ks.generation,
+            ranges.len(),
+            if ranges.len() == 1 { "" } else { "s" }
+        )?;
+        for r in ranges {
+            writeln!(out, "    {} -> {}", r.range, r.shard)?;
+        }
+    }
+    Ok(())
+}
+
+fn write_shards(out: &mut String, catalog: &Catalog) -> std::fmt::Result {
+    writeln!(out, "shards:")?;
+    if catalog.shards.is_empty() {
+        writeln!(out, "  (none)")?;
+    }
+    let width = catalog.shards.keys().map(String::len).max().unwrap_or(0);
+    for s in catalog.shards.values() {
+        write!(
+            out,
+            "  {:width$}  {}:{}/{}",
+            s.name, s.host, s.port, s.dbname
+        )?;
+        match &s.user {
+            Some(u) => writeln!(out, "  user {u}")?,
+            None => writeln!(out)?,
+        }
+    }
+    Ok(())
+}
+
+fn write_tables(out: &mut String, catalog: &Catalog) -> std::fmt::Result {
+    writeln!(out, "tables:")?;
+    let mut tables: Vec<_> = catalog.tables.values().collect();
+    tables.sort_by(|a, b| a.name.cmp(&b.name));
+    if tables.is_empty() {
+        writeln!(out, "  (none)")?;
+    }
+    let width = tables.iter().map(|t| t.name.len()).max().unwrap_or(0);
+    for t in tables {
+        writeln!(
+            out,
+            "  {:width$}  keyspace {}  key {}  vindex {}  key_type {}",
+            t.name,
+            t.keyspace,
+            t.key_column,
+            t.vindex.as_str(),
+            t.key_type.as_str()
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::validate::{build, RawCatalog, RawKeyspace, RawRange, RawShard, RawTable};
+
+    #[test]
+    fn shows_every_section() {
+        let raw = RawCatalog {
+            keyspaces: vec![RawKeyspace {
+                name: "main".into(),
+                vindex: "hash_murmur3".into(),
+                generation: 2,
+            }],
+            shards: vec![RawShard {
+                name: "shard0".into(),
+                host: "10.0.0.1".into(),
+                port: 6432,
+                dbname: "app".into(),
+                user: Some("router".into()),
+            }],
+            ranges: vec![RawRange {
+                keyspace: "main".into(),
+                start: "0".into(),
+                end: None,
+                shard: "shard0".into(),
+                generation: 2,
+            }],
+            tables: vec![RawTable {
+                name: "orders".into(),
+                keyspace: "main".into(),
+                key_column: "id".into(),
+                vindex: "hash_murmur3".into(),
+                key_type: "text".into(),
+            }],
+        };
+        let text = show_routing(&build(raw).expect("valid"));
+        assert!(
+            text.contains("main  vindex hash_murmur3  generation 2  (1 range)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("[0x0000000000000000, 0xffffffffffffffff] -> shard0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("shard0  10.0.0.1:6432/app  user router"),
+            "{text}"
+        );
+        assert!(
+            text.contains("orders  keyspace main  key id  vindex hash_murmur3  key_type text"),
+            "{text}"
+        );
+        assert!(show_routing(&Catalog::empty()).contains("(none)"));
+    }
+}

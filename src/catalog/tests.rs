@@ -1,0 +1,517 @@
+//! Catalog tests against a real throwaway PostgreSQL server.
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use tokio::sync::mpsc;
+
+use super::test_pg::TestPg;
+use super::*;
+use crate::topology::KeyRange;
+use crate::vindex::{KeyType, VindexKind};
+
+fn shard(name: &str, port: u16) -> ShardInfo {
+    ShardInfo {
+        name: name.to_string(),
+        host: "127.0.0.1".to_string(),
+        port,
+        dbname: "postgres".to_string(),
+        user: None,
+    }
+}
+
+fn two_shards() -> Vec<ShardInfo> {
+    vec![shard("shard0", 5433), shard("shard1", 5434)]
+}
+
+/// Waits up to `within` for a catalog satisfying `pred`; returns it and the
+/// time it took.
+async fn wait_for(
+    rx: &mut mpsc::UnboundedReceiver<Catalog>,
+    within: Duration,
+    pred: impl Fn(&Catalog) -> bool,
+) -> Option<(Catalog, Duration)> {
+    let t0 = Instant::now();
+    loop {
+        let left = within.checked_sub(t0.elapsed())?;
+        match tokio::time::timeout(left, rx.recv()).await {
+            Ok(Some(c)) if pred(&c) => return Some((c, t0.elapsed())),
+            Ok(Some(_)) => continue,
+            Ok(None) | Err(_) => return None,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_is_idempotent_and_serialized() {
+    let pg = TestPg::start();
+    let (a, b) = (pg.connect().await, pg.connect().await);
+    // Two concurrent migrators: the advisory lock lets exactly one apply v1.
+    let (ra, rb) = tokio::join!(migrate(&a), migrate(&b));
+    let mut applied = [ra.expect("migrate a"), rb.expect("migrate b")];
+    applied.sort();
+    assert_eq!(applied, [vec![], vec![1]]);
+    assert_eq!(migrate(&a).await.expect("third migrate"), Vec::<i32>::new());
+    let n: i64 = a
+        .query_one("select count(*) from pgrouter.schema_migrations", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(n, MIGRATIONS.len() as i64);
+    // An empty, migrated catalog loads.
+    let c = load(&a).await.expect("load empty");
+    assert!(c.keyspaces.is_empty() && c.tables.is_empty() && c.shards.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_default_twice_then_load() {
+    let pg = TestPg::start();
+    let c = pg.connect().await;
+    seed_default(&c, &two_shards()).await.expect("seed 1");
+    seed_default(&c, &two_shards())
+        .await
+        .expect("seed 2 (idempotent)");
+    let cat = load(&c).await.expect("load");
+    let ks = &cat.keyspaces[DEFAULT_KEYSPACE];
+    assert_eq!(ks.vindex, VindexKind::HashMurmur3);
+    assert_eq!(ks.generation, 1);
+    let ranges: Vec<(KeyRange, &str)> = ks
+        .routing
+        .ranges()
+        .iter()
+        .map(|r| (r.range, r.shard.as_str()))
+        .collect();
+    assert_eq!(
+        ranges,
+        vec![
+            (
+                KeyRange {
+                    start: 0,
+                    end: Some(1 << 63)
+                },
+                "shard0"
+            ),
+            (
+                KeyRange {
+                    start: 1 << 63,
+                    end: None
+                },
+                "shard1"
+            ),
+        ]
+    );
+    assert_eq!(cat.tables.len(), 4);
+    let t = cat.table("pgbench_tellers").expect("tellers");
+    assert_eq!(
+        (t.key_column.as_str(), t.key_type, t.vindex),
+        ("tid", KeyType::Int, VindexKind::HashMurmur3)
+    );
+    assert_eq!(cat.keyspace_of(t).map(|k| k.name.as_str()), Some("main"));
+    assert_eq!(cat.shard_names(), vec!["shard0", "shard1"]);
+    assert_eq!(cat.shards["shard1"].port, 5434);
+    let rows: i64 = c
+        .query_one("select count(*) from pgrouter.shard_ranges", &[])
+        .await
+        .expect("n")
+        .get(0);
+    assert_eq!(rows, 2, "re-seeding must not duplicate ranges");
+    let text = show_routing(&cat);
+    assert!(
+        text.contains("[0x0000000000000000, 0x8000000000000000) -> shard0"),
+        "{text}"
+    );
+    assert!(text.contains("shard1  127.0.0.1:5434/postgres"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_rejects_bad_catalogs_naming_the_row() {
+    let pg = TestPg::start();
+    let c = pg.connect().await;
+    seed_default(&c, &two_shards()).await.expect("seed");
+
+    // A gap [2^63, 2^63 + 16) inserted by hand.
+    c.batch_execute("update pgrouter.shard_ranges set start_id = 9223372036854775824 where start_id = 9223372036854775808")
+        .await
+        .expect("make gap");
+    let e = load(&c).await.expect_err("gap must fail");
+    assert!(
+        matches!(&e, CatalogError::Routing { keyspace, generation: 1, .. } if keyspace == "main"),
+        "{e}"
+    );
+    let msg = e.to_string();
+    assert!(
+        msg.contains("keyspace 'main'") && msg.contains("generation 1"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("gap [0x8000000000000000, 0x8000000000000010)"),
+        "{msg}"
+    );
+    c.batch_execute("update pgrouter.shard_ranges set start_id = 9223372036854775808 where start_id = 9223372036854775824")
+        .await
+        .expect("fix gap");
+    load(&c).await.expect("fixed");
+
+    // An unknown key type.
+    c.batch_execute(
+        "insert into pgrouter.sharded_tables values ('floaty', 'main', 'x', 'hash', 'float')",
+    )
+    .await
+    .expect("insert");
+    let msg = load(&c).await.expect_err("key type").to_string();
+    assert!(
+        msg.contains("table 'floaty'") && msg.contains("'float'"),
+        "{msg}"
+    );
+    c.batch_execute("delete from pgrouter.sharded_tables where table_name = 'floaty'")
+        .await
+        .expect("del");
+
+    // An unknown vindex on the keyspace.
+    c.batch_execute("update pgrouter.keyspaces set vindex = 'md5' where name = 'main'")
+        .await
+        .expect("upd");
+    let msg = load(&c).await.expect_err("vindex").to_string();
+    assert!(
+        msg.contains("keyspace 'main'") && msg.contains("'md5'"),
+        "{msg}"
+    );
+    c.batch_execute("update pgrouter.keyspaces set vindex = 'hash' where name = 'main'")
+        .await
+        .expect("upd");
+
+    // Flipping to a generation that has no ranges.
+    c.batch_execute("update pgrouter.keyspaces set generation = 2 where name = 'main'")
+        .await
+        .expect("flip");
+    let e = load(&c).await.expect_err("no ranges");
+    assert!(
+        matches!(&e, CatalogError::NoRanges { keyspace, generation: 2 } if keyspace == "main"),
+        "{e}"
+    );
+    c.batch_execute("update pgrouter.keyspaces set generation = 1 where name = 'main'")
+        .await
+        .expect("flip back");
+
+    // The schema itself refuses out-of-range ids.
+    let err = c
+        .batch_execute("insert into pgrouter.shard_ranges values ('main', 18446744073709551616, null, 'shard0', 9)")
+        .await
+        .expect_err("start 2^64 must violate the check");
+    assert!(
+        format!("{err:?}").contains("shard_ranges_start_in_range"),
+        "{err:?}"
+    );
+    load(&c).await.expect("still valid");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watcher_applies_changes_within_a_second_and_skips_invalid_ones() {
+    let pg = TestPg::start();
+    let c = pg.connect().await;
+    seed_default(&c, &two_shards()).await.expect("seed");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let watcher = spawn_watcher(pg.dsn(), move |cat| {
+        let _ = tx.send(cat);
+    });
+    wait_for(&mut rx, Duration::from_secs(5), |cat| cat.tables.len() == 4)
+        .await
+        .expect("initial load");
+
+    add_table(
+        &c,
+        "Public.Orders",
+        "Customer_ID",
+        "main",
+        None,
+        KeyType::Text,
+    )
+    .await
+    .expect("add_table");
+    let (cat, took) = wait_for(&mut rx, Duration::from_secs(1), |cat| {
+        cat.table("orders").is_some()
+    })
+    .await
+    .expect("watcher must deliver the new table within 1 s");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    eprintln!("watcher delivered the new table after {took:?}");
+    let t = cat.table("orders").expect("orders");
+    assert_eq!(
+        (t.key_column.as_str(), t.key_type),
+        ("customer_id", KeyType::Text)
+    );
+
+    // An invalid change (a gap) is not delivered...
+    c.batch_execute("update pgrouter.shard_ranges set end_id = 42 where start_id = 0")
+        .await
+        .expect("gap");
+    assert!(
+        wait_for(&mut rx, Duration::from_millis(500), |_| true)
+            .await
+            .is_none(),
+        "an invalid catalog must not be applied"
+    );
+    // ...and the fix is.
+    c.batch_execute(
+        "update pgrouter.shard_ranges set end_id = 9223372036854775808 where start_id = 0",
+    )
+    .await
+    .expect("fix");
+    wait_for(&mut rx, Duration::from_secs(1), |cat| {
+        cat.table("orders").is_some()
+    })
+    .await
+    .expect("fixed catalog");
+
+    // Kill the watcher's session: it reconnects, reloads, and sees changes made meanwhile.
+    let killed: i64 = c
+        .query_one(
+            "select count(pg_terminate_backend(pid)) from pg_stat_activity where application_name = $1",
+            &[&WATCHER_APPLICATION_NAME],
+        )
+        .await
+        .expect("terminate")
+        .get(0);
+    assert_eq!(killed, 1);
+    add_table(
+        &c,
+        "payments",
+        "order_id",
+        "main",
+        Some(VindexKind::HashCrc32),
+        KeyType::Int,
+    )
+    .await
+    .expect("add");
+    let (cat, _) = wait_for(&mut rx, Duration::from_secs(3), |cat| {
+        cat.table("payments").is_some()
+    })
+    .await
+    .expect("watcher must recover after losing its connection");
+    assert_eq!(
+        cat.table("payments").map(|t| t.vindex),
+        Some(VindexKind::HashCrc32)
+    );
+    watcher.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ring_layout_loads_and_routes_to_every_shard() {
+    let pg = TestPg::start();
+    let c = pg.connect().await;
+    migrate(&c).await.expect("migrate");
+    assert!(add_keyspace(&c, "ring", VindexKind::ConsistentHash)
+        .await
+        .expect("ks"));
+    assert!(!add_keyspace(&c, "ring", VindexKind::ConsistentHash)
+        .await
+        .expect("ks again"));
+    let e = add_keyspace(&c, "ring", VindexKind::HashCrc32)
+        .await
+        .expect_err("conflict");
+    assert!(matches!(e, CatalogError::VindexConflict { .. }), "{e}");
+    let names: Vec<String> = (0..3).map(|i| format!("s{i}")).collect();
+    for (i, n) in names.iter().enumerate() {
+        add_shard(&c, n, "127.0.0.1", 6000 + i as u16, "postgres", Some("app"))
+            .await
+            .expect("shard");
+    }
+    let e = add_ranges(
+        &c,
+        "ring",
+        &["s0".into(), "nope".into()],
+        RangeLayout::Equal,
+    )
+    .await
+    .expect_err("unknown shard");
+    assert!(e.to_string().contains("'nope'"), "{e}");
+    let e = add_ranges(&c, "nokeyspace", &names, RangeLayout::Equal)
+        .await
+        .expect_err("unknown keyspace");
+    assert!(e.to_string().contains("'nokeyspace'"), "{e}");
+
+    let written = add_ranges(&c, "ring", &names, RangeLayout::Ring { vnodes: 16 })
+        .await
+        .expect("ring");
+    let cat = load(&c).await.expect("ring layout validates");
+    let ks = &cat.keyspaces["ring"];
+    assert_eq!(ks.routing.ranges().len(), written.len());
+    assert!(written.len() > 3);
+    let owners: std::collections::BTreeSet<&str> = ks
+        .routing
+        .ranges()
+        .iter()
+        .map(|r| r.shard.as_str())
+        .collect();
+    assert_eq!(
+        owners.into_iter().collect::<Vec<_>>(),
+        vec!["s0", "s1", "s2"]
+    );
+    assert_eq!(cat.shards["s2"].user.as_deref(), Some("app"));
+
+    // Replacing with an equal layout (same generation) leaves no ring rows behind.
+    add_ranges(&c, "ring", &names, RangeLayout::Equal)
+        .await
+        .expect("equal");
+    let cat = load(&c).await.expect("equal validates");
+    assert_eq!(cat.keyspaces["ring"].routing.ranges().len(), 3);
+}
+
+/// `pg-router meta ...` as a top-level parser, for the CLI test.
+#[derive(clap::Parser, Debug)]
+struct Top {
+    #[command(subcommand)]
+    cmd: TopCmd,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum TopCmd {
+    Meta(MetaArgs),
+}
+
+fn parse(dsn: &str, args: &[&str]) -> MetaArgs {
+    let argv: Vec<&str> = ["pg-router", "meta", "--catalog", dsn]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
+    match Top::try_parse_from(argv).expect("parse").cmd {
+        TopCmd::Meta(m) => m,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meta_cli_end_to_end() {
+    let pg = TestPg::start();
+    let dsn = pg.dsn();
+    let c = pg.connect().await;
+    let run = |args: &'static [&'static str]| {
+        let m = parse(&dsn, args);
+        let c = &c;
+        async move { cli::execute(c, &m.command).await }
+    };
+    assert!(run(&["init"]).await.expect("init").contains("migrated"));
+    assert!(run(&["init"]).await.expect("init 2").contains("up to date"));
+    let e = run(&["add-table", "--table", "t", "--column", "id"])
+        .await
+        .expect_err("no keyspace");
+    assert!(e.to_string().contains("no keyspace"), "{e}");
+    assert!(run(&["add-keyspace", "--name", "app"])
+        .await
+        .expect("ks")
+        .contains("created"));
+    run(&[
+        "add-shard",
+        "--name",
+        "a",
+        "--host",
+        "10.0.0.1",
+        "--port",
+        "5432",
+    ])
+    .await
+    .expect("shard a");
+    run(&[
+        "add-shard",
+        "--name",
+        "b",
+        "--host",
+        "10.0.0.2",
+        "--port",
+        "5432",
+        "--user",
+        "u",
+    ])
+    .await
+    .expect("b");
+    let out = run(&["add-ranges", "--keyspace", "app", "--shards", "a,b"])
+        .await
+        .expect("ranges");
+    assert!(out.contains("2 ranges") && out.contains("-> b"), "{out}");
+    let out = run(&[
+        "add-table",
+        "--table",
+        "Users",
+        "--column",
+        "id",
+        "--key-type",
+        "uuid",
+    ])
+    .await
+    .expect("table");
+    assert!(
+        out.contains("table users: keyspace app, key id, vindex hash_murmur3, key_type uuid"),
+        "{out}"
+    );
+    let out = run(&["show"]).await.expect("show");
+    assert!(
+        out.contains("[0x8000000000000000, 0xffffffffffffffff] -> b"),
+        "{out}"
+    );
+    assert!(out.contains("b  10.0.0.2:5432/postgres  user u"), "{out}");
+    run(&["add-keyspace", "--name", "other", "--vindex", "crc32"])
+        .await
+        .expect("ks 2");
+    let e = run(&["add-table", "--table", "t", "--column", "id"])
+        .await
+        .expect_err("ambiguous");
+    assert!(
+        e.to_string().contains("several keyspaces (app, other)"),
+        "{e}"
+    );
+    let out = run(&[
+        "add-ranges",
+        "--keyspace",
+        "other",
+        "--shards",
+        "a,b",
+        "--layout",
+        "ring",
+        "--vnodes",
+        "4",
+    ])
+    .await
+    .expect("ring");
+    assert!(out.contains("keyspace other generation 1"), "{out}");
+
+    // Bad arguments are rejected by the parser.
+    let bad = |args: &[&str]| {
+        let argv = ["pg-router", "meta", "--catalog", "x"]
+            .iter()
+            .chain(args.iter())
+            .copied()
+            .collect::<Vec<_>>();
+        Top::try_parse_from(argv).is_err()
+    };
+    assert!(bad(&["add-keyspace", "--name", "k", "--vindex", "md5"]));
+    assert!(bad(&[
+        "add-shard",
+        "--name",
+        "s",
+        "--host",
+        "h",
+        "--port",
+        "0"
+    ]));
+    assert!(bad(&[
+        "add-table",
+        "--table",
+        "t",
+        "--column",
+        "c",
+        "--key-type",
+        "float"
+    ]));
+    assert!(bad(&["add-ranges", "--keyspace", "k"]));
+
+    // run_meta itself (prints to stdout).
+    run_meta(parse(&dsn, &["show"]))
+        .await
+        .expect("run_meta show");
+    let e = run_meta(parse(
+        "host=127.0.0.1 port=1 user=postgres connect_timeout=2",
+        &["show"],
+    ))
+    .await
+    .expect_err("unreachable");
+    assert!(matches!(e, CatalogError::Connect(_)), "{e}");
+}

@@ -1,0 +1,362 @@
+//! Turning raw catalog rows into a validated [`Catalog`] (no I/O).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use crate::topology::{KeyRange, RoutingTable, ShardRange};
+use crate::vindex::{KeyType, VindexKind};
+
+use super::error::CatalogError;
+use super::keyid;
+use super::model::{normalize_table_name, Catalog, Keyspace, ShardInfo, ShardedTable};
+
+/// A `pgrouter.keyspaces` row as stored.
+#[derive(Debug, Clone)]
+pub struct RawKeyspace {
+    /// `name`.
+    pub name: String,
+    /// `vindex` (not yet parsed).
+    pub vindex: String,
+    /// `generation` (the active one).
+    pub generation: i64,
+}
+
+/// A `pgrouter.shards` row as stored.
+#[derive(Debug, Clone)]
+pub struct RawShard {
+    /// `name`.
+    pub name: String,
+    /// `host`.
+    pub host: String,
+    /// `port` (not yet range-checked).
+    pub port: i32,
+    /// `dbname`.
+    pub dbname: String,
+    /// `user_name`.
+    pub user: Option<String>,
+}
+
+/// A `pgrouter.shard_ranges` row of an active generation, bounds as text.
+#[derive(Debug, Clone)]
+pub struct RawRange {
+    /// `keyspace`.
+    pub keyspace: String,
+    /// `start_id::text`.
+    pub start: String,
+    /// `end_id::text` (NULL = unbounded).
+    pub end: Option<String>,
+    /// `shard`.
+    pub shard: String,
+    /// `generation`.
+    pub generation: i64,
+}
+
+/// A `pgrouter.sharded_tables` row as stored.
+#[derive(Debug, Clone)]
+pub struct RawTable {
+    /// `table_name`.
+    pub name: String,
+    /// `keyspace`.
+    pub keyspace: String,
+    /// `key_column`.
+    pub key_column: String,
+    /// `vindex` (not yet parsed).
+    pub vindex: String,
+    /// `key_type` (not yet parsed).
+    pub key_type: String,
+}
+
+/// All rows read by one [`load`](super::load).
+#[derive(Debug, Clone, Default)]
+pub struct RawCatalog {
+    /// Keyspaces, by name.
+    pub keyspaces: Vec<RawKeyspace>,
+    /// Shards, by name.
+    pub shards: Vec<RawShard>,
+    /// Ranges of active generations, by keyspace then start.
+    pub ranges: Vec<RawRange>,
+    /// Sharded tables, by name.
+    pub tables: Vec<RawTable>,
+}
+
+/// Validates `raw` and builds the catalog. Rows are checked in the order
+/// given, so the first error reported is deterministic.
+///
+/// Errors: the first invalid row, see [`load`](super::load).
+pub fn build(raw: RawCatalog) -> Result<Catalog, CatalogError> {
+    let shards = build_shards(raw.shards)?;
+    let mut ranges_by_ks: HashMap<String, Vec<ShardRange>> = HashMap::new();
+    for r in raw.ranges {
+        let range = build_range(&r, &shards)?;
+        ranges_by_ks
+            .entry(r.keyspace.clone())
+            .or_default()
+            .push(range);
+    }
+    let mut keyspaces = HashMap::new();
+    for k in raw.keyspaces {
+        let vindex = parse_vindex(&k.vindex, || format!("keyspace '{}'", k.name))?;
+        let ranges = ranges_by_ks.remove(&k.name).unwrap_or_default();
+        if ranges.is_empty() {
+            return Err(CatalogError::NoRanges {
+                keyspace: k.name,
+                generation: k.generation,
+            });
+        }
+        let routing =
+            RoutingTable::from_ranges(&k.name, ranges).map_err(|source| CatalogError::Routing {
+                keyspace: k.name.clone(),
+                generation: k.generation,
+                source: Box::new(source),
+            })?;
+        keyspaces.insert(
+            k.name.clone(),
+            Keyspace {
+                name: k.name,
+                vindex,
+                generation: k.generation,
+                routing,
+            },
+        );
+    }
+    let mut tables = HashMap::new();
+    for t in raw.tables {
+        let table = build_table(t, &keyspaces)?;
+        if tables.contains_key(&table.name) {
+            return Err(CatalogError::BadRow {
+                row: format!("table '{}'", table.name),
+                problem: "declared twice (names differing only in case or schema)".into(),
+            });
+        }
+        tables.insert(table.name.clone(), table);
+    }
+    Ok(Catalog {
+        keyspaces,
+        shards,
+        tables,
+        loaded_at: Instant::now(),
+    })
+}
+
+fn build_shards(raw: Vec<RawShard>) -> Result<BTreeMap<String, ShardInfo>, CatalogError> {
+    let mut shards = BTreeMap::new();
+    for s in raw {
+        let port = u16::try_from(s.port)
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| CatalogError::BadRow {
+                row: format!("shard '{}'", s.name),
+                problem: format!("port {} is not in 1..=65535", s.port),
+            })?;
+        shards.insert(
+            s.name.clone(),
+            ShardInfo {
+                name: s.name,
+                host: s.host,
+                port,
+                dbname: s.dbname,
+                user: s.user,
+            },
+        );
+    }
+    Ok(shards)
+}
+
+fn build_range(
+    r: &RawRange,
+    shards: &BTreeMap<String, ShardInfo>,
+) -> Result<ShardRange, CatalogError> {
+    let row = || {
+        format!(
+            "shard_ranges row (keyspace '{}', generation {}, start_id {})",
+            r.keyspace, r.generation, r.start
+        )
+    };
+    let bad = |problem: String| CatalogError::BadRow {
+        row: row(),
+        problem,
+    };
+    let start = keyid::parse_start(&r.start).map_err(bad)?;
+    let end = keyid::parse_end(r.end.as_deref()).map_err(bad)?;
+    if end.is_some_and(|e| e <= start) {
+        return Err(bad(format!(
+            "end_id {} is not above start_id",
+            r.end.as_deref().unwrap_or("NULL")
+        )));
+    }
+    if !shards.contains_key(&r.shard) {
+        return Err(CatalogError::UnknownShard {
+            row: row(),
+            shard: r.shard.clone(),
+        });
+    }
+    Ok(ShardRange {
+        keyspace: r.keyspace.clone(),
+        range: KeyRange { start, end },
+        shard: r.shard.clone(),
+        generation: r.generation,
+    })
+}
+
+fn build_table(
+    t: RawTable,
+    keyspaces: &HashMap<String, Keyspace>,
+) -> Result<ShardedTable, CatalogError> {
+    let name = normalize_table_name(&t.name);
+    let row = || format!("table '{}'", t.name);
+    if !keyspaces.contains_key(&t.keyspace) {
+        return Err(CatalogError::UnknownKeyspace {
+            row: row(),
+            keyspace: t.keyspace,
+        });
+    }
+    let vindex = parse_vindex(&t.vindex, row)?;
+    let key_type = parse_key_type(&t.key_type, row)?;
+    Ok(ShardedTable {
+        name,
+        keyspace: t.keyspace,
+        key_column: t.key_column.to_lowercase(),
+        vindex,
+        key_type,
+    })
+}
+
+/// Parses a vindex name; `row` names where it came from for the error.
+///
+/// Errors: [`CatalogError::UnknownVindex`].
+pub fn parse_vindex(name: &str, row: impl FnOnce() -> String) -> Result<VindexKind, CatalogError> {
+    name.parse::<VindexKind>()
+        .map_err(|_| CatalogError::UnknownVindex {
+            row: row(),
+            name: name.to_string(),
+        })
+}
+
+/// Parses a key type name; `row` names where it came from for the error.
+///
+/// Errors: [`CatalogError::UnknownKeyType`].
+pub fn parse_key_type(name: &str, row: impl FnOnce() -> String) -> Result<KeyType, CatalogError> {
+    name.parse::<KeyType>()
+        .map_err(|_| CatalogError::UnknownKeyType {
+            row: row(),
+            name: name.to_string(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw() -> RawCatalog {
+        RawCatalog {
+            keyspaces: vec![RawKeyspace {
+                name: "main".into(),
+                vindex: "hash".into(),
+                generation: 1,
+            }],
+            shards: ["s0", "s1"]
+                .iter()
+                .map(|n| RawShard {
+                    name: n.to_string(),
+                    host: "127.0.0.1".into(),
+                    port: 5432,
+                    dbname: "postgres".into(),
+                    user: None,
+                })
+                .collect(),
+            ranges: vec![
+                RawRange {
+                    keyspace: "main".into(),
+                    start: "0".into(),
+                    end: Some("9223372036854775808".into()),
+                    shard: "s0".into(),
+                    generation: 1,
+                },
+                RawRange {
+                    keyspace: "main".into(),
+                    start: "9223372036854775808".into(),
+                    end: Some(keyid::TWO_POW_64.into()),
+                    shard: "s1".into(),
+                    generation: 1,
+                },
+            ],
+            tables: vec![RawTable {
+                name: "Public.Orders".into(),
+                keyspace: "main".into(),
+                key_column: "ID".into(),
+                vindex: "hash_murmur3".into(),
+                key_type: "bigint".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn builds_a_valid_catalog() {
+        let c = build(raw()).expect("valid");
+        let ks = &c.keyspaces["main"];
+        assert_eq!(ks.vindex, VindexKind::HashMurmur3);
+        assert_eq!(ks.routing.ranges().len(), 2);
+        assert_eq!(
+            ks.routing.ranges()[1].range,
+            KeyRange {
+                start: 1 << 63,
+                end: None
+            }
+        );
+        let t = c.table("orders").expect("normalized name");
+        assert_eq!(t.key_column, "id");
+        assert_eq!(t.key_type, KeyType::Int);
+        assert_eq!(c.shard_names(), vec!["s0", "s1"]);
+        assert_eq!(c.keyspace_of(t).map(|k| k.name.as_str()), Some("main"));
+    }
+
+    #[test]
+    fn reports_the_offending_row() {
+        let mut r = raw();
+        r.keyspaces[0].vindex = "md5".into();
+        let e = build(r).expect_err("bad vindex").to_string();
+        assert!(e.contains("keyspace 'main'") && e.contains("md5"), "{e}");
+
+        let mut r = raw();
+        r.tables[0].key_type = "float".into();
+        let e = build(r).expect_err("bad key type").to_string();
+        assert!(
+            e.contains("table 'Public.Orders'") && e.contains("float"),
+            "{e}"
+        );
+
+        let mut r = raw();
+        r.tables[0].keyspace = "other".into();
+        let e = build(r).expect_err("unknown keyspace").to_string();
+        assert!(
+            e.contains("table 'Public.Orders'") && e.contains("'other'"),
+            "{e}"
+        );
+
+        let mut r = raw();
+        r.ranges.clear();
+        let e = build(r).expect_err("no ranges").to_string();
+        assert!(
+            e.contains("keyspace 'main'") && e.contains("generation 1"),
+            "{e}"
+        );
+
+        let mut r = raw();
+        r.ranges[1].start = "9223372036854775809".into();
+        let e = build(r).expect_err("gap");
+        assert!(
+            matches!(&e, CatalogError::Routing { keyspace, generation: 1, .. } if keyspace == "main"),
+            "{e}"
+        );
+
+        let mut r = raw();
+        r.ranges[1].start = "-5".into();
+        let e = build(r).expect_err("negative").to_string();
+        assert!(e.contains("start_id -5"), "{e}");
+
+        let mut r = raw();
+        r.shards[0].port = 70000;
+        let e = build(r).expect_err("port").to_string();
+        assert!(e.contains("shard 's0'") && e.contains("70000"), "{e}");
+    }
+}

@@ -1,0 +1,180 @@
+//! Router configuration (`router-config/router.toml`), read with serde/toml.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// Errors loading the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// File path.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The TOML is invalid or a key has the wrong type; the message names the key.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// File path.
+        path: String,
+        /// toml's message (names the key and line).
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid config value for `{key}`: {message}")]
+    Value {
+        /// Dotted key name.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Top-level router configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterConfig {
+    /// Address to listen on for PostgreSQL clients, e.g. "127.0.0.1:6432".
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Catalog database connection string (libpq key=value or URL).
+    pub catalog: String,
+    /// Backend (shard) connection settings.
+    #[serde(default)]
+    pub backend: BackendConfig,
+    /// Limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// How the router connects to shards.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// Role used on shards unless the catalog names one per shard.
+    #[serde(default = "default_user")]
+    pub user: String,
+    /// Password for that role (or env `PGROUTER_BACKEND_PASSWORD`).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Maximum connections per shard.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// TCP connect + startup timeout, ms.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_ms: u64,
+    /// How long a client waits for a free pooled connection, ms.
+    #[serde(default = "default_checkout_timeout")]
+    pub checkout_timeout_ms: u64,
+}
+
+/// Resource limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest client message accepted, bytes.
+    #[serde(default = "default_max_message")]
+    pub max_message_bytes: usize,
+    /// Plan cache entries (statement shapes) kept.
+    #[serde(default = "default_plan_cache")]
+    pub plan_cache_capacity: usize,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:6432".into()
+}
+fn default_user() -> String {
+    "postgres".into()
+}
+fn default_pool_size() -> usize {
+    20
+}
+fn default_connect_timeout() -> u64 {
+    5000
+}
+fn default_checkout_timeout() -> u64 {
+    10_000
+}
+fn default_max_message() -> usize {
+    256 << 20
+}
+fn default_plan_cache() -> usize {
+    10_000
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        BackendConfig {
+            user: default_user(),
+            password: None,
+            pool_size: default_pool_size(),
+            connect_timeout_ms: default_connect_timeout(),
+            checkout_timeout_ms: default_checkout_timeout(),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig { max_message_bytes: default_max_message(), plan_cache_capacity: default_plan_cache() }
+    }
+}
+
+impl RouterConfig {
+    /// Reads and validates a TOML file.
+    ///
+    /// Errors: [`ConfigError`] naming the file and the offending key.
+    pub fn load(path: &Path) -> Result<RouterConfig, ConfigError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: p.clone(), source })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse { path: p, message },
+            other => other,
+        })
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<RouterConfig, ConfigError> {
+        let mut c: RouterConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: String::new(), message: e.to_string() })?;
+        if c.backend.password.is_none() {
+            c.backend.password = std::env::var("PGROUTER_BACKEND_PASSWORD").ok();
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::Value { key: "listen", message: format!("{:?} is not an ip:port address", self.listen) });
+        }
+        if self.backend.pool_size == 0 {
+            return Err(ConfigError::Value { key: "backend.pool_size", message: "must be at least 1".into() });
+        }
+        if self.limits.max_message_bytes < 1024 {
+            return Err(ConfigError::Value { key: "limits.max_message_bytes", message: "must be at least 1024".into() });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_errors() {
+        let c = RouterConfig::parse("catalog = \"host=x\"").unwrap();
+        assert_eq!(c.listen, "127.0.0.1:6432");
+        assert_eq!(c.backend.pool_size, 20);
+        let e = RouterConfig::parse("catalog = \"x\"\n[backend]\npool_size = 0").unwrap_err();
+        assert!(e.to_string().contains("backend.pool_size"), "{e}");
+        let e = RouterConfig::parse("catalog = \"x\"\nlisten = 5").unwrap_err();
+        assert!(e.to_string().contains("listen"), "{e}");
+        let e = RouterConfig::parse("catalog = \"x\"\nbogus = 1").unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+    }
+}

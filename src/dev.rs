@@ -1,0 +1,211 @@
+//! Wiring: start a router from a configuration (`serve`), or start an
+//! embedded throwaway cluster plus a router in front of it (`dev`, also the
+//! harness used by the integration tests).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::catalog::{self, ShardInfo};
+use crate::cluster::{ClusterOptions, LocalCluster};
+use crate::config::{BackendConfig, LimitsConfig, RouterConfig};
+use crate::state::RouterState;
+
+/// Errors starting the router or the embedded cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum DevError {
+    /// Configuration problem.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The embedded cluster could not start.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
+    /// The catalog could not be reached or is invalid.
+    #[error("catalog: {0}")]
+    Catalog(#[from] crate::catalog::CatalogError),
+    /// Connecting to the catalog database failed.
+    #[error("cannot connect to the catalog database: {0}")]
+    CatalogConnect(#[from] tokio_postgres::Error),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// Address.
+        addr: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Other start-up failure.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// `pg-router dev` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DevArgs {
+    /// Number of shards to start.
+    #[arg(long, default_value_t = 2)]
+    pub shards: usize,
+    /// Port the router listens on (127.0.0.1).
+    #[arg(long, default_value_t = 6432)]
+    pub port: u16,
+    /// Keep the PostgreSQL data here (reused on the next start) instead of a
+    /// fresh temporary directory.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Connections per shard in the router's pools.
+    #[arg(long, default_value_t = 20)]
+    pub pool_size: usize,
+}
+
+/// A running router: its address and how to stop it.
+pub struct RouterHandle {
+    /// Shared state (catalog, pools).
+    pub state: Arc<RouterState>,
+    /// Address clients connect to.
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+    watcher: JoinHandle<()>,
+}
+
+impl RouterHandle {
+    /// Stops accepting clients and the catalog watcher.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.watcher.abort();
+        let _ = (&mut self.task).await;
+    }
+}
+
+/// Starts a router: loads the catalog, opens pools, watches the catalog for
+/// changes (LISTEN/NOTIFY) and accepts clients on `cfg.listen`.
+pub async fn start_router(cfg: &RouterConfig) -> Result<RouterHandle, DevError> {
+    let (client, conn) = tokio_postgres::connect(&cfg.catalog, tokio_postgres::NoTls).await?;
+    let conn_task = tokio::spawn(conn);
+    let cat = catalog::load(&client).await?;
+    drop(client);
+    conn_task.abort();
+    let state = RouterState::new(cat, cfg.backend.clone(), cfg.limits.plan_cache_capacity, cfg.limits.max_message_bytes);
+    if let Err(e) = state.fetch_server_params().await {
+        tracing::warn!("could not read server parameters from the first shard: {e}");
+    }
+    let st = state.clone();
+    let watcher = catalog::spawn_watcher(cfg.catalog.clone(), move |c| {
+        tracing::info!(tables = c.tables.len(), shards = c.shards.len(), "catalog reloaded");
+        st.apply_catalog(c);
+    });
+    let listener = TcpListener::bind(&cfg.listen)
+        .await
+        .map_err(|source| DevError::Listen { addr: cfg.listen.clone(), source })?;
+    let addr = listener.local_addr().map_err(|source| DevError::Listen { addr: cfg.listen.clone(), source })?;
+    let (tx, rx) = oneshot::channel();
+    let task = tokio::spawn(crate::frontend::serve(listener, state.clone(), async move {
+        let _ = rx.await;
+    }));
+    Ok(RouterHandle { state, addr, stop: Some(tx), task, watcher })
+}
+
+/// An embedded cluster (N shards + catalog) with a router in front: what
+/// `pg-router dev` runs and what integration tests use.
+pub struct DevCluster {
+    /// The PostgreSQL instances (stopped when this is dropped).
+    pub cluster: LocalCluster,
+    /// The router.
+    pub router: RouterHandle,
+}
+
+impl DevCluster {
+    /// Starts `opts.shards` shards and a catalog, seeds the catalog for
+    /// pgbench (keyspace `main`, hash_murmur3 over equal key ranges) and
+    /// starts a router on `listen` (port 0 = any free port).
+    pub async fn start(opts: ClusterOptions, listen: SocketAddr, pool_size: usize) -> Result<DevCluster, DevError> {
+        let cluster = tokio::task::spawn_blocking(move || LocalCluster::start(&opts))
+            .await
+            .map_err(|e| DevError::Other(format!("cluster start task failed: {e}")))??;
+        let shards: Vec<ShardInfo> = cluster
+            .shards
+            .iter()
+            .map(|s| ShardInfo { name: s.name.clone(), host: s.host.clone(), port: s.port, dbname: s.dbname.clone(), user: None })
+            .collect();
+        let catalog_dsn = cluster.catalog.dsn();
+        let (client, conn) = tokio_postgres::connect(&catalog_dsn, tokio_postgres::NoTls).await?;
+        let conn_task = tokio::spawn(conn);
+        catalog::seed_default(&client, &shards).await?;
+        drop(client);
+        conn_task.abort();
+        let cfg = RouterConfig {
+            listen: listen.to_string(),
+            catalog: catalog_dsn,
+            backend: BackendConfig { pool_size, ..BackendConfig::default() },
+            limits: LimitsConfig::default(),
+        };
+        let router = start_router(&cfg).await?;
+        Ok(DevCluster { cluster, router })
+    }
+
+    /// Catalog connection string (for `pg-router meta --catalog`).
+    pub fn catalog_dsn(&self) -> String {
+        self.cluster.catalog.dsn()
+    }
+
+    /// Stops the router, then every PostgreSQL instance.
+    pub async fn stop(self) {
+        let DevCluster { mut cluster, router } = self;
+        router.stop().await;
+        let _ = tokio::task::spawn_blocking(move || cluster.stop()).await;
+    }
+}
+
+/// `pg-router dev`: runs until Ctrl-C or SIGTERM, then stops everything.
+pub async fn run(args: DevArgs) -> Result<(), DevError> {
+    let opts = ClusterOptions { shards: args.shards.max(1), data_dir: args.data_dir.clone(), ..ClusterOptions::default() };
+    let listen: SocketAddr = ([127, 0, 0, 1], args.port).into();
+    let dev = DevCluster::start(opts, listen, args.pool_size).await?;
+    let port = dev.router.addr.port();
+    println!("pg-router is ready on 127.0.0.1:{port} with {} shards.", dev.cluster.shards.len());
+    for s in &dev.cluster.shards {
+        println!("  {}: 127.0.0.1:{} (data {})", s.name, s.port, s.data_dir.display());
+    }
+    println!("  catalog: {}", dev.catalog_dsn());
+    println!();
+    println!("Connect:   psql -h 127.0.0.1 -p {port} -U postgres");
+    println!("Benchmark: pgbench -i -s 10 -h 127.0.0.1 -p {port} -U postgres postgres");
+    println!("           pgbench -S -c 8 -j 2 -T 30 -h 127.0.0.1 -p {port} -U postgres postgres");
+    println!("Catalog:   pg-router meta --catalog \"{}\" show", dev.catalog_dsn());
+    println!("Press Ctrl-C to stop.");
+    wait_for_shutdown().await;
+    println!("stopping...");
+    dev.stop().await;
+    Ok(())
+}
+
+/// `pg-router serve --config FILE`: runs until Ctrl-C or SIGTERM.
+pub async fn serve(config: &Path) -> Result<(), DevError> {
+    let cfg = RouterConfig::load(config)?;
+    let router = start_router(&cfg).await?;
+    tracing::info!("pg-router listening on {}", router.addr);
+    wait_for_shutdown().await;
+    router.stop().await;
+    Ok(())
+}
+
+async fn wait_for_shutdown() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

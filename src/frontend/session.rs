@@ -1,0 +1,463 @@
+//! One client connection after startup: the message loop, backend
+//! acquisition in transaction pooling mode, the router-level transaction
+//! block, and the exchange helpers shared by the simple and extended query
+//! paths.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use postgres_protocol::message::frontend as fe;
+use tokio::net::tcp::OwnedReadHalf;
+
+use crate::backend::PooledConn;
+use crate::protocol::error::codes;
+use crate::protocol::{synth, FrameReader, PgError, ProtocolError};
+use crate::state::RouterState;
+
+use super::client::ClientOut;
+use super::exchange::{self, Direct, ExchangeError, Expect, Slot};
+use super::extended::{Batch, ClientStmt, Route};
+use super::merge::{MergeMode, MergeState};
+
+/// Prepared statements kept per backend connection before it is reset.
+const MAX_PREPARED_PER_BACKEND: usize = 2000;
+
+/// How a client request ended.
+#[derive(Debug)]
+pub enum End {
+    /// The client disconnected or sent Terminate.
+    Closed,
+    /// The client connection failed (I/O or fatal protocol error).
+    Failed(ProtocolError),
+}
+
+impl From<ProtocolError> for End {
+    fn from(e: ProtocolError) -> Self {
+        match e {
+            ProtocolError::Eof => End::Closed,
+            e => End::Failed(e),
+        }
+    }
+}
+
+/// A backend connection pinned to this client.
+pub struct Held {
+    /// The connection.
+    pub conn: PooledConn,
+    /// BEGIN was sent on it for the current transaction block.
+    pub began: bool,
+}
+
+/// The router-level transaction block (BEGIN is sent lazily to each shard
+/// the block touches).
+pub struct Block {
+    /// Statement that opened the block, replayed on each participant.
+    pub begin_sql: String,
+    /// An error happened in the block (client status `E`).
+    pub failed: bool,
+    /// Opened by the router for a multi-statement simple query.
+    pub implicit: bool,
+}
+
+/// Per-client session state.
+pub struct Session {
+    pub(crate) state: Arc<RouterState>,
+    pub(crate) reader: FrameReader<OwnedReadHalf>,
+    pub(crate) out: ClientOut,
+    pub(crate) held: Vec<Held>,
+    pub(crate) block: Option<Block>,
+    /// `SET` statements to replay on backends, in order, by lower-case name.
+    pub(crate) settings: Vec<(String, String)>,
+    pub(crate) settings_hash: u64,
+    pub(crate) statements: HashMap<String, Arc<ClientStmt>>,
+    pub(crate) batch: Batch,
+    /// Routes of the portals bound in the current transaction.
+    pub(crate) portals: HashMap<String, Route>,
+    /// After an error in an extended-protocol batch, messages are skipped
+    /// until Sync (PostgreSQL docs §55.2.3).
+    pub(crate) skip_until_sync: bool,
+}
+
+impl Session {
+    /// A session for an authenticated client.
+    pub fn new(
+        state: Arc<RouterState>,
+        reader: FrameReader<OwnedReadHalf>,
+        out: ClientOut,
+        settings: Vec<(String, String)>,
+    ) -> Session {
+        let mut s = Session {
+            state,
+            reader,
+            out,
+            held: Vec::new(),
+            block: None,
+            settings,
+            settings_hash: 0,
+            statements: HashMap::new(),
+            batch: Batch::default(),
+            portals: HashMap::new(),
+            skip_until_sync: false,
+        };
+        s.rehash_settings();
+        s
+    }
+
+    /// Runs the message loop until the client leaves.
+    pub async fn run(mut self) -> End {
+        let end = match self.run_inner().await {
+            Ok(()) => End::Closed,
+            Err(e) => e,
+        };
+        self.held.clear();
+        end
+    }
+
+    async fn run_inner(&mut self) -> Result<(), End> {
+        loop {
+            if self.reader.buffered() == 0 && !self.out.buf.is_empty() {
+                self.out.flush().await?;
+            }
+            let f = match self.reader.next().await {
+                Ok(f) => f,
+                Err(ProtocolError::Eof) => return Err(End::Closed),
+                Err(e @ ProtocolError::TooLarge { .. }) | Err(e @ ProtocolError::Malformed(_)) => {
+                    synth::error(&mut self.out.buf, &PgError::fatal(codes::PROTOCOL_VIOLATION, e.to_string()));
+                    let _ = self.out.flush().await;
+                    return Err(End::Failed(e));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match f.tag {
+                b'Q' => {
+                    self.skip_until_sync = false;
+                    self.on_query(f).await?;
+                    self.finish_request();
+                    let st = self.client_status();
+                    synth::ready(&mut self.out.buf, st);
+                }
+                b'P' | b'B' | b'D' | b'E' | b'C' => {
+                    if !self.skip_until_sync {
+                        self.batch.frames.push(f);
+                    }
+                }
+                b'H' => {
+                    if !self.skip_until_sync {
+                        self.batch.frames.push(f);
+                        self.run_batch(false).await?;
+                    }
+                    self.out.flush().await?;
+                }
+                b'S' => {
+                    self.batch.frames.push(f);
+                    self.run_batch(true).await?;
+                    self.skip_until_sync = false;
+                    self.finish_request();
+                    let st = self.client_status();
+                    synth::ready(&mut self.out.buf, st);
+                }
+                b'X' => return Err(End::Closed),
+                // CopyData/CopyDone/CopyFail outside COPY are ignored, as PostgreSQL does.
+                b'd' | b'c' | b'f' => {}
+                other => {
+                    let e = PgError::fatal(
+                        codes::PROTOCOL_VIOLATION,
+                        format!("invalid frontend message type {}", other),
+                    );
+                    synth::error(&mut self.out.buf, &e);
+                    let _ = self.out.flush().await;
+                    return Err(End::Failed(ProtocolError::Malformed(e.message)));
+                }
+            }
+        }
+    }
+
+    /// Client-visible transaction status for ReadyForQuery.
+    pub(crate) fn client_status(&self) -> u8 {
+        match &self.block {
+            None => b'I',
+            Some(b) if b.failed => b'E',
+            Some(_) => b'T',
+        }
+    }
+
+    /// Releases backends at the end of a request when no block is open.
+    pub(crate) fn finish_request(&mut self) {
+        if self.block.is_none() {
+            self.held.clear();
+            self.portals.clear();
+        }
+    }
+
+    pub(crate) fn rehash_settings(&mut self) {
+        if self.settings.is_empty() {
+            self.settings_hash = 0;
+            return;
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.settings.hash(&mut h);
+        self.settings_hash = h.finish() | 1;
+    }
+
+    /// Records a successful session-level SET (replayed on other backends).
+    pub(crate) fn record_setting(&mut self, sql: &str, reset_all: bool) {
+        if reset_all {
+            self.settings.clear();
+        } else {
+            let name = setting_name(sql);
+            self.settings.retain(|(n, _)| *n != name);
+            let lower = sql.trim_start().to_ascii_lowercase();
+            if !lower.starts_with("reset") {
+                self.settings.push((name, sql.trim().trim_end_matches(';').to_string()));
+            }
+        }
+        self.rehash_settings();
+    }
+
+    /// Marks the open block failed after an error.
+    pub(crate) fn note_error(&mut self) {
+        if let Some(b) = &mut self.block {
+            b.failed = true;
+        }
+    }
+
+    /// Sends an error generated by the router.
+    pub(crate) fn send_error(&mut self, e: &PgError) {
+        synth::error(&mut self.out.buf, e);
+        self.note_error();
+    }
+
+    /// Index into `held` of a connection to `shard`, checking one out of the
+    /// shard's pool if needed.
+    pub(crate) async fn acquire(&mut self, shard: &str) -> Result<usize, PgError> {
+        if let Some(i) = self.held.iter().position(|h| &*h.conn.shard == shard) {
+            return Ok(i);
+        }
+        let pool = self.state.pool(shard).ok_or_else(|| {
+            PgError::new(codes::CONNECTION_FAILURE, format!("shard \"{shard}\" is not configured"))
+        })?;
+        let conn = pool.get().await.map_err(|e| PgError::new(codes::CONNECTION_FAILURE, e.to_string()))?;
+        self.held.push(Held { conn, began: false });
+        Ok(self.held.len() - 1)
+    }
+
+    /// Queues what a held connection needs before the client's messages:
+    /// session settings replay, statement-cache reset, lazy BEGIN.
+    pub(crate) fn prelude(&mut self, idx: usize, slots: &mut VecDeque<Slot>) {
+        let h = &mut self.held[idx];
+        let conn = &mut *h.conn;
+        if conn.prepared.len() > MAX_PREPARED_PER_BACKEND {
+            let _ = fe::query("DEALLOCATE ALL", &mut conn.out);
+            conn.prepared.clear();
+            slots.push_back(Slot::Swallow(Expect::Query));
+        }
+        if conn.settings_hash != self.settings_hash {
+            let mut sql = String::from("RESET ALL;");
+            for (_, s) in &self.settings {
+                sql.push_str(s);
+                sql.push(';');
+            }
+            let _ = fe::query(&sql, &mut conn.out);
+            conn.settings_hash = self.settings_hash;
+            slots.push_back(Slot::Swallow(Expect::Query));
+        }
+        if let Some(b) = &self.block {
+            if !h.began {
+                let _ = fe::query(&b.begin_sql, &mut conn.out);
+                h.began = true;
+                slots.push_back(Slot::Swallow(Expect::Query));
+            }
+        }
+    }
+
+    /// Picks the shard for a statement any shard can answer: a pinned one if
+    /// any, else round-robin.
+    pub(crate) fn any_shard(&self) -> Result<String, PgError> {
+        if let Some(h) = self.held.first() {
+            return Ok(h.conn.shard.to_string());
+        }
+        self.state.any_shard().ok_or_else(|| PgError::new(codes::CONNECTION_FAILURE, "no shards are configured"))
+    }
+
+    /// Sends `msgs` (already encoded client messages, with their `slots`) to
+    /// `shard` and forwards the responses. Returns false if the statement
+    /// failed (error already sent to the client).
+    pub(crate) async fn exchange_one(
+        &mut self,
+        shard: &str,
+        msgs: &[u8],
+        user_slots: VecDeque<Slot>,
+    ) -> Result<bool, End> {
+        let idx = match self.acquire(shard).await {
+            Ok(i) => i,
+            Err(e) => {
+                self.send_error(&e);
+                return Ok(false);
+            }
+        };
+        let mut slots = VecDeque::with_capacity(user_slots.len() + 2);
+        self.prelude(idx, &mut slots);
+        slots.extend(user_slots);
+        let conn = &mut self.held[idx].conn;
+        conn.out.extend_from_slice(msgs);
+        let r = match conn.flush().await {
+            Ok(()) => exchange::run(conn, &mut slots, &mut self.out, &mut Direct).await,
+            Err(e) => Err(ExchangeError::Backend(e)),
+        };
+        self.after_exchange(idx, r)
+    }
+
+    /// Common handling of an exchange's result on held connection `idx`.
+    pub(crate) fn after_exchange(
+        &mut self,
+        idx: usize,
+        r: Result<exchange::Outcome, ExchangeError>,
+    ) -> Result<bool, End> {
+        match r {
+            Ok(o) => {
+                if o.error {
+                    self.note_error();
+                }
+                Ok(!o.error)
+            }
+            Err(ExchangeError::Client(e)) => Err(e.into()),
+            Err(ExchangeError::Backend(e)) => {
+                let shard = self.held[idx].conn.shard.to_string();
+                self.held.remove(idx);
+                self.send_error(
+                    &PgError::new(codes::CONNECTION_FAILURE, format!("lost connection to shard \"{shard}\": {e}"))
+                        .with_detail(format!("shard: {shard}")),
+                );
+                Ok(false)
+            }
+        }
+    }
+
+    /// Sends per-shard messages to several shards at once and merges the
+    /// responses. `parts` = (shard, encoded messages, slots). Returns false
+    /// if any shard failed (the error was sent).
+    pub(crate) async fn exchange_many(
+        &mut self,
+        parts: Vec<(String, Bytes, VecDeque<Slot>)>,
+        mode: MergeMode,
+    ) -> Result<bool, End> {
+        self.exchange_many_with(parts, MergeState::new(mode)).await
+    }
+
+    /// [`Session::exchange_many`] with a prepared merge state.
+    pub(crate) async fn exchange_many_with(
+        &mut self,
+        parts: Vec<(String, Bytes, VecDeque<Slot>)>,
+        mut merge: MergeState,
+    ) -> Result<bool, End> {
+        let mut idxs: Vec<usize> = Vec::with_capacity(parts.len());
+        let mut all_slots = Vec::with_capacity(parts.len());
+        for (shard, msgs, user_slots) in parts {
+            let idx = match self.acquire(&shard).await {
+                Ok(i) => i,
+                Err(e) => {
+                    // Nothing was sent yet on shards acquired so far except
+                    // preludes queued below; send the error and stop.
+                    for &i in &idxs {
+                        let c = &mut self.held[i].conn;
+                        c.out.clear();
+                        c.broken = true;
+                    }
+                    self.send_error(&e);
+                    return Ok(false);
+                }
+            };
+            let mut slots = VecDeque::with_capacity(user_slots.len() + 2);
+            self.prelude(idx, &mut slots);
+            slots.extend(user_slots);
+            self.held[idx].conn.out.extend_from_slice(&msgs);
+            merge.shard_names.push(shard);
+            idxs.push(idx);
+            all_slots.push(slots);
+        }
+        let mut lost: Option<(usize, ProtocolError)> = None;
+        for &i in &idxs {
+            if let Err(e) = self.held[i].conn.flush().await {
+                lost.get_or_insert((i, e));
+            }
+        }
+        for (n, (&i, slots)) in idxs.iter().zip(all_slots.iter_mut()).enumerate() {
+            if lost.as_ref().is_some_and(|(j, _)| *j == i) {
+                continue;
+            }
+            let conn = &mut self.held[i].conn;
+            let mut sink = merge.sink(n);
+            match exchange::run(conn, slots, &mut self.out, &mut sink).await {
+                Ok(_) => {}
+                Err(ExchangeError::Client(e)) => return Err(e.into()),
+                Err(ExchangeError::Backend(e)) => {
+                    lost.get_or_insert((i, e));
+                }
+            }
+        }
+        if let Some((i, e)) = lost {
+            let shard = self.held[i].conn.shard.to_string();
+            // Drop broken connections (highest index first keeps indexes valid).
+            let mut broken: Vec<usize> = (0..self.held.len()).filter(|&k| self.held[k].conn.broken).collect();
+            broken.sort_unstable_by(|a, b| b.cmp(a));
+            for k in broken {
+                self.held.remove(k);
+            }
+            self.send_error(
+                &PgError::new(codes::CONNECTION_FAILURE, format!("lost connection to shard \"{shard}\": {e}"))
+                    .with_detail(format!("shard: {shard}")),
+            );
+            return Ok(false);
+        }
+        let ok = merge.finish(&mut self.out.buf);
+        if !ok {
+            self.note_error();
+        }
+        Ok(ok)
+    }
+
+    /// Ends the transaction block: COMMIT (or ROLLBACK when `commit` is false
+    /// or the block failed) on every participant. Returns the command tag to
+    /// report, or the first participant error (already forwarded).
+    pub(crate) async fn end_block(&mut self, commit: bool) -> Result<Option<&'static str>, End> {
+        let Some(block) = self.block.take() else { return Ok(Some(if commit { "COMMIT" } else { "ROLLBACK" })) };
+        let commit = commit && !block.failed;
+        let sql = if commit { "COMMIT" } else { "ROLLBACK" };
+        let parts: Vec<(String, Bytes, VecDeque<Slot>)> = self
+            .held
+            .iter()
+            .filter(|h| h.began)
+            .map(|h| {
+                let mut b = BytesMut::new();
+                let _ = fe::query(sql, &mut b);
+                (h.conn.shard.to_string(), b.freeze(), VecDeque::from([Slot::Swallow(Expect::Query)]))
+            })
+            .collect();
+        let ok = if parts.is_empty() { true } else { self.exchange_many(parts, MergeMode::FirstOnly).await? };
+        self.held.clear();
+        Ok(if ok { Some(sql) } else { None })
+    }
+}
+
+/// Lower-case name of the setting a SET/RESET statement changes.
+fn setting_name(sql: &str) -> String {
+    let mut words = sql.split(|c: char| c.is_whitespace() || c == '=' || c == ';').filter(|w| !w.is_empty());
+    let first = words.next().unwrap_or("").to_ascii_lowercase();
+    let mut name = words.next().unwrap_or("").to_ascii_lowercase();
+    if first == "set" && (name == "session" || name == "local") {
+        name = words.next().unwrap_or("").to_ascii_lowercase();
+    }
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn setting_names() {
+        assert_eq!(super::setting_name("SET search_path TO x"), "search_path");
+        assert_eq!(super::setting_name("set session TimeZone = 'UTC'"), "timezone");
+        assert_eq!(super::setting_name("RESET work_mem"), "work_mem");
+    }
+}

@@ -1,0 +1,606 @@
+//! Walking a parsed statement: which tables it references (in FROM, JOINs,
+//! subqueries, CTEs), which of them are sharded, and which sharded table
+//! occurrences have an equality condition on their key column.
+//!
+//! Each SELECT's own WHERE conjunction (and the ON conditions of its inner
+//! joins) supplies keys for the sharded tables of its own FROM clause, so a
+//! subquery with its own key condition is routable too.
+
+use std::sync::Arc;
+
+use sqlparser::ast::{
+    BinaryOperator, Expr, GroupByExpr, JoinConstraint, JoinOperator, LimitClause, NamedWindowExpr,
+    OrderByKind, Query, Select, SelectItem, SetExpr, TableFactor, TableWithJoins, UnaryOperator,
+    Value,
+};
+
+use super::classify::unsupported;
+use super::names::{
+    classify_object, classify_table, last_part, norm_ident, undeclared, TableClass,
+};
+use super::types::{KeyExpr, KeyRef, Plan};
+use super::walk::{expr_children, function_arg, window_children, Node};
+use super::SchemaView;
+
+/// How `$n` placeholders in the parsed text are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ParamMode {
+    /// `$n` is a key value: `KeyExpr::Param { index: n - 1 }` (normalized
+    /// simple-protocol text, or extended-protocol text).
+    Keys,
+    /// `$n` is not a usable value (simple-protocol text that could not be
+    /// normalized: PostgreSQL will reject the parameter anyway).
+    Ignore,
+}
+
+/// One occurrence of a sharded table in a statement.
+#[derive(Debug, Clone)]
+pub(crate) struct Occ {
+    pub table: Arc<str>,
+    pub key_col: String,
+    /// Name the statement refers to it by (alias, or table name).
+    pub qualifier: String,
+    pub key: Option<KeyExpr>,
+    /// In the FROM clause of the outermost SELECT (or the target of an
+    /// UPDATE/DELETE), as opposed to a subquery, CTE or set operation.
+    pub top: bool,
+}
+
+/// How the sharded tables of a statement can be reached.
+#[derive(Debug)]
+pub(crate) enum Routing {
+    /// No sharded table at all (only system catalogs, or no table).
+    NoTables,
+    /// Every sharded table occurrence has a key.
+    Keyed(Vec<KeyRef>),
+    /// Exactly one sharded table occurrence, without a key.
+    Single {
+        table: Arc<str>,
+        key_col: String,
+        top: bool,
+    },
+    /// Refused (undeclared table, unsupported construct, unkeyed join...).
+    Error(Plan),
+}
+
+/// Collects table occurrences and key conditions of one statement.
+pub(crate) struct Analyzer<'s> {
+    schema: &'s dyn SchemaView,
+    mode: ParamMode,
+    ctes: Vec<String>,
+    occs: Vec<Occ>,
+    error: Option<Plan>,
+}
+
+impl<'s> Analyzer<'s> {
+    pub fn new(schema: &'s dyn SchemaView, mode: ParamMode) -> Analyzer<'s> {
+        Analyzer {
+            schema,
+            mode,
+            ctes: Vec::new(),
+            occs: Vec::new(),
+            error: None,
+        }
+    }
+
+    /// Record the first error (later ones are ignored).
+    pub fn fail(&mut self, p: Plan) {
+        if self.error.is_none() {
+            self.error = Some(p);
+        }
+    }
+
+    /// Number of sharded table occurrences found so far.
+    pub fn occurrences(&self) -> usize {
+        self.occs.len()
+    }
+
+    /// The first error found, if any.
+    pub fn take_error(&mut self) -> Option<Plan> {
+        self.error.take()
+    }
+
+    /// Summarize what was found.
+    pub fn routing(self) -> Routing {
+        if let Some(e) = self.error {
+            return Routing::Error(e);
+        }
+        if self.occs.is_empty() {
+            return Routing::NoTables;
+        }
+        if self.occs.iter().all(|o| o.key.is_some()) {
+            let mut keys: Vec<KeyRef> = Vec::with_capacity(self.occs.len());
+            for o in self.occs {
+                if let Some(key) = o.key {
+                    let k = KeyRef {
+                        table: o.table,
+                        key,
+                    };
+                    if !keys.contains(&k) {
+                        keys.push(k);
+                    }
+                }
+            }
+            return Routing::Keyed(keys);
+        }
+        if let [o] = self.occs.as_slice() {
+            return Routing::Single {
+                table: o.table.clone(),
+                key_col: o.key_col.clone(),
+                top: o.top,
+            };
+        }
+        let mut names: Vec<String> = Vec::new();
+        for o in &self.occs {
+            let n = format!("\"{}\"", o.table);
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
+        let unkeyed = self.occs.iter().find(|o| o.key.is_none());
+        Routing::Error(Plan::Error {
+            sqlstate: "0A000",
+            message: format!(
+                "a statement over several sharded table references ({}) needs an equality condition on the sharding key of each; multi-shard joins and subqueries are not supported yet",
+                names.join(", ")
+            ),
+            hint: unkeyed.map(|o| format!("add a condition like {}.{} = <value>", o.qualifier, o.key_col)),
+        })
+    }
+
+    pub fn node(&mut self, n: Node<'_>) {
+        match n {
+            Node::Expr(e) => self.expr(e),
+            Node::Query(q) => self.query(q, false),
+        }
+    }
+
+    /// Look for tables in an expression's subqueries. Iterative: operator
+    /// chains make trees thousands of levels deep (only subquery nesting,
+    /// bounded by sqlparser's recursion limit, recurses).
+    pub fn expr(&mut self, e: &Expr) {
+        let mut stack: Vec<&Expr> = vec![e];
+        let mut queries: Vec<&Query> = Vec::new();
+        while let Some(x) = stack.pop() {
+            expr_children(x, &mut |n| match n {
+                Node::Expr(c) => stack.push(c),
+                Node::Query(q) => queries.push(q),
+            });
+        }
+        for q in queries {
+            if self.error.is_some() {
+                return;
+            }
+            self.query(q, false);
+        }
+    }
+
+    fn select_item(&mut self, item: &SelectItem) {
+        match item {
+            SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => self.expr(e),
+            SelectItem::ExprWithAliases { expr, .. } => self.expr(expr),
+            SelectItem::QualifiedWildcard(..) | SelectItem::Wildcard(_) => {}
+        }
+    }
+
+    /// Walk RETURNING-style select items.
+    pub fn select_items(&mut self, items: &[SelectItem]) {
+        items.iter().for_each(|i| self.select_item(i));
+    }
+
+    /// A query; `top` for the statement's outermost query.
+    pub fn query(&mut self, q: &Query, top: bool) {
+        if self.error.is_some() {
+            return;
+        }
+        let saved = self.ctes.len();
+        if let Some(with) = &q.with {
+            for cte in &with.cte_tables {
+                let name = norm_ident(&cte.alias.name);
+                // A non-recursive CTE cannot see itself: `WITH t AS (SELECT
+                // * FROM t)` reads the real table t.
+                if with.recursive {
+                    self.ctes.push(name);
+                    self.query(&cte.query, false);
+                } else {
+                    self.query(&cte.query, false);
+                    self.ctes.push(name);
+                }
+            }
+        }
+        self.set_expr(&q.body, top);
+        if let Some(ob) = &q.order_by {
+            if let OrderByKind::Expressions(v) = &ob.kind {
+                v.iter().for_each(|o| self.expr(&o.expr));
+            }
+        }
+        match &q.limit_clause {
+            Some(LimitClause::LimitOffset {
+                limit,
+                offset,
+                limit_by,
+            }) => {
+                if let Some(l) = limit {
+                    self.expr(l);
+                }
+                if let Some(o) = offset {
+                    self.expr(&o.value);
+                }
+                limit_by.iter().for_each(|x| self.expr(x));
+            }
+            Some(LimitClause::OffsetCommaLimit { offset, limit }) => {
+                self.expr(offset);
+                self.expr(limit);
+            }
+            None => {}
+        }
+        if let Some(x) = q.fetch.as_ref().and_then(|f| f.quantity.as_ref()) {
+            self.expr(x);
+        }
+        self.ctes.truncate(saved);
+    }
+
+    fn set_expr(&mut self, s: &SetExpr, top: bool) {
+        match s {
+            SetExpr::Select(sel) => self.select(sel, top),
+            SetExpr::Query(q) => self.query(q, false),
+            SetExpr::SetOperation { left, right, .. } => {
+                self.set_expr(left, false);
+                self.set_expr(right, false);
+            }
+            SetExpr::Values(v) => {
+                for row in &v.rows {
+                    row.content.iter().for_each(|x| self.expr(x));
+                }
+            }
+            SetExpr::Table(t) => {
+                let mut parts: Vec<String> = Vec::new();
+                if let Some(s) = &t.schema_name {
+                    parts.push(s.to_ascii_lowercase());
+                }
+                match &t.table_name {
+                    Some(n) => parts.push(n.to_ascii_lowercase()),
+                    None => return,
+                }
+                let mut local = Vec::new();
+                self.table_parts(&parts, None, top, &mut local);
+            }
+            SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_) | SetExpr::Merge(_) => {
+                self.fail(unsupported(
+                    "data-modifying statements inside a query (WITH ... INSERT/UPDATE/DELETE) are not supported yet",
+                    None,
+                ));
+            }
+        }
+    }
+
+    fn select<'a>(&mut self, sel: &'a Select, top: bool) {
+        let mut local: Vec<usize> = Vec::new();
+        let mut conds: Vec<&'a Expr> = Vec::new();
+        for twj in &sel.from {
+            self.table_with_joins(twj, top, &mut local, &mut conds);
+        }
+        if let Some(w) = &sel.selection {
+            conds.push(w);
+            self.expr(w);
+        }
+        for c in conds {
+            self.conjuncts(c, &local);
+        }
+        sel.projection.iter().for_each(|i| self.select_item(i));
+        if let GroupByExpr::Expressions(v, _) = &sel.group_by {
+            v.iter().for_each(|x| self.expr(x));
+        }
+        for x in [&sel.having, &sel.qualify, &sel.prewhere]
+            .into_iter()
+            .flatten()
+        {
+            self.expr(x);
+        }
+        for nw in &sel.named_window {
+            if let NamedWindowExpr::WindowSpec(w) = &nw.1 {
+                window_children(w, &mut |n| self.node(n));
+            }
+        }
+        for x in sel.cluster_by.iter().chain(&sel.distribute_by) {
+            self.expr(x);
+        }
+        sel.sort_by.iter().for_each(|o| self.expr(&o.expr));
+        sel.lateral_views
+            .iter()
+            .for_each(|l| self.expr(&l.lateral_view));
+        if sel.into.is_some() {
+            self.fail(unsupported(
+                "SELECT INTO is not supported through pg-router",
+                Some("create the table with CREATE TABLE, then INSERT"),
+            ));
+        }
+    }
+
+    /// A FROM item with its joins; inner-join ON conditions join `conds`.
+    pub fn table_with_joins<'a>(
+        &mut self,
+        twj: &'a TableWithJoins,
+        top: bool,
+        local: &mut Vec<usize>,
+        conds: &mut Vec<&'a Expr>,
+    ) {
+        self.table_factor(&twj.relation, top, local, conds);
+        for j in &twj.joins {
+            self.table_factor(&j.relation, top, local, conds);
+            let (constraint, inner) = match &j.join_operator {
+                JoinOperator::Join(c) | JoinOperator::Inner(c) => (Some(c), true),
+                JoinOperator::Left(c)
+                | JoinOperator::LeftOuter(c)
+                | JoinOperator::Right(c)
+                | JoinOperator::RightOuter(c)
+                | JoinOperator::FullOuter(c)
+                | JoinOperator::CrossJoin(c)
+                | JoinOperator::Semi(c)
+                | JoinOperator::LeftSemi(c)
+                | JoinOperator::RightSemi(c)
+                | JoinOperator::Anti(c)
+                | JoinOperator::LeftAnti(c)
+                | JoinOperator::RightAnti(c)
+                | JoinOperator::StraightJoin(c) => (Some(c), false),
+                JoinOperator::AsOf {
+                    constraint,
+                    match_condition,
+                } => {
+                    self.expr(match_condition);
+                    (Some(constraint), false)
+                }
+                _ => (None, false),
+            };
+            if let Some(JoinConstraint::On(e)) = constraint {
+                self.expr(e);
+                if inner {
+                    conds.push(e);
+                }
+            }
+        }
+    }
+
+    fn table_factor<'a>(
+        &mut self,
+        tf: &'a TableFactor,
+        top: bool,
+        local: &mut Vec<usize>,
+        conds: &mut Vec<&'a Expr>,
+    ) {
+        match tf {
+            TableFactor::Table {
+                name, alias, args, ..
+            } => {
+                if let Some(a) = args {
+                    // A set-returning function: `FROM generate_series(1, 3)`.
+                    a.args
+                        .iter()
+                        .for_each(|fa| function_arg(fa, &mut |n| self.node(n)));
+                    return;
+                }
+                if name.0.len() == 1 {
+                    if let Some(n) = last_part(name) {
+                        if self.ctes.contains(&n) {
+                            return;
+                        }
+                    }
+                }
+                let qualifier = alias
+                    .as_ref()
+                    .map(|a| norm_ident(&a.name))
+                    .or_else(|| last_part(name));
+                match classify_object(name, self.schema) {
+                    TableClass::System => {}
+                    TableClass::Unknown(t) => self.fail(undeclared(&t)),
+                    TableClass::Sharded { table, key } => {
+                        self.push_occ(table, key, qualifier, top, local)
+                    }
+                }
+            }
+            TableFactor::Derived { subquery, .. } => self.query(subquery, false),
+            TableFactor::TableFunction { expr, .. } => self.expr(expr),
+            TableFactor::Function { args, .. } => args
+                .iter()
+                .for_each(|fa| function_arg(fa, &mut |n| self.node(n))),
+            TableFactor::UNNEST { array_exprs, .. } => {
+                array_exprs.iter().for_each(|x| self.expr(x))
+            }
+            TableFactor::JsonTable { json_expr, .. }
+            | TableFactor::OpenJsonTable { json_expr, .. } => self.expr(json_expr),
+            TableFactor::NestedJoin {
+                table_with_joins, ..
+            } => self.table_with_joins(table_with_joins, top, local, conds),
+            _ => self.fail(unsupported(
+                "this kind of FROM item is not supported through pg-router",
+                None,
+            )),
+        }
+    }
+
+    fn table_parts(
+        &mut self,
+        parts: &[String],
+        alias: Option<String>,
+        top: bool,
+        local: &mut Vec<usize>,
+    ) {
+        if parts.len() == 1 && self.ctes.contains(&parts[0]) {
+            return;
+        }
+        match classify_table(parts, self.schema) {
+            TableClass::System => {}
+            TableClass::Unknown(t) => self.fail(undeclared(&t)),
+            TableClass::Sharded { table, key } => {
+                let qualifier = alias.or_else(|| parts.last().cloned());
+                self.push_occ(table, key, qualifier, top, local)
+            }
+        }
+    }
+
+    /// Register a sharded table occurrence in the current scope.
+    pub fn push_occ(
+        &mut self,
+        table: Arc<str>,
+        key_col: String,
+        qualifier: Option<String>,
+        top: bool,
+        local: &mut Vec<usize>,
+    ) {
+        let qualifier =
+            qualifier.unwrap_or_else(|| table.rsplit('.').next().unwrap_or("").to_string());
+        self.occs.push(Occ {
+            table,
+            key_col,
+            qualifier,
+            key: None,
+            top,
+        });
+        local.push(self.occs.len() - 1);
+    }
+
+    /// Apply the key equalities of a conjunction to the scope's occurrences.
+    pub fn conjuncts(&mut self, e: &Expr, local: &[usize]) {
+        let mut stack: Vec<&Expr> = vec![e];
+        while let Some(x) = stack.pop() {
+            match x {
+                Expr::BinaryOp {
+                    left,
+                    op: BinaryOperator::And,
+                    right,
+                } => {
+                    stack.push(right);
+                    stack.push(left);
+                }
+                Expr::Nested(inner) => stack.push(inner),
+                _ => {
+                    let Some((qual, col, val)) = self.key_equality(x) else {
+                        continue;
+                    };
+                    for &i in local {
+                        if let Some(o) = self.occs.get_mut(i) {
+                            if o.key.is_none()
+                                && o.key_col == col
+                                && qual.as_ref().is_none_or(|q| *q == o.qualifier)
+                            {
+                                o.key = Some(val.clone());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `col = value`, `value = col`, `col IN (value)`.
+    fn key_equality(&self, e: &Expr) -> Option<(Option<String>, String, KeyExpr)> {
+        match e {
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::Eq,
+                right,
+            } => {
+                if let (Some((q, c)), Some(v)) = (column_ref(left), self.key_value(right)) {
+                    return Some((q, c, v));
+                }
+                let (q, c) = column_ref(right)?;
+                Some((q, c, self.key_value(left)?))
+            }
+            Expr::InList {
+                expr,
+                list,
+                negated: false,
+            } if list.len() == 1 => {
+                let (q, c) = column_ref(expr)?;
+                Some((q, c, self.key_value(list.first()?)?))
+            }
+            _ => None,
+        }
+    }
+
+    /// A literal, a parameter, or either under casts, parentheses and unary
+    /// minus/plus.
+    pub fn key_value(&self, e: &Expr) -> Option<KeyExpr> {
+        let mut minus = false;
+        let mut e = e;
+        loop {
+            match e {
+                Expr::Cast { expr, .. }
+                | Expr::Nested(expr)
+                | Expr::UnaryOp {
+                    op: UnaryOperator::Plus,
+                    expr,
+                } => e = expr,
+                Expr::UnaryOp {
+                    op: UnaryOperator::Minus,
+                    expr,
+                } => {
+                    minus = !minus;
+                    e = expr;
+                }
+                Expr::Value(v) => {
+                    break self
+                        .value_key(&v.value)
+                        .map(|k| if minus { negate(k) } else { k })
+                }
+                Expr::TypedString(ts) => {
+                    break self
+                        .value_key(&ts.value.value)
+                        .map(|k| if minus { negate(k) } else { k })
+                }
+                _ => break None,
+            }
+        }
+    }
+
+    fn value_key(&self, v: &Value) -> Option<KeyExpr> {
+        match v {
+            Value::Placeholder(p) => {
+                if self.mode == ParamMode::Ignore {
+                    return None;
+                }
+                let n: usize = p.strip_prefix('$')?.parse().ok()?;
+                Some(KeyExpr::Param {
+                    index: n.checked_sub(1)?,
+                    negate: false,
+                })
+            }
+            Value::Number(s, _) => Some(KeyExpr::Const(s.to_string())),
+            Value::SingleQuotedString(s)
+            | Value::EscapedStringLiteral(s)
+            | Value::NationalStringLiteral(s)
+            | Value::UnicodeStringLiteral(s) => Some(KeyExpr::Const(s.clone())),
+            Value::DollarQuotedString(d) => Some(KeyExpr::Const(d.value.clone())),
+            _ => None,
+        }
+    }
+}
+
+fn negate(k: KeyExpr) -> KeyExpr {
+    match k {
+        KeyExpr::Param { index, negate } => KeyExpr::Param {
+            index,
+            negate: !negate,
+        },
+        KeyExpr::Const(s) => match s.strip_prefix('-') {
+            Some(rest) => KeyExpr::Const(rest.to_string()),
+            None => KeyExpr::Const(format!("-{s}")),
+        },
+    }
+}
+
+/// `col`, `t.col` or `schema.t.col` -> (qualifier, column), folded.
+fn column_ref(mut e: &Expr) -> Option<(Option<String>, String)> {
+    while let Expr::Nested(x) = e {
+        e = x;
+    }
+    match e {
+        Expr::Identifier(id) => Some((None, norm_ident(id))),
+        Expr::CompoundIdentifier(ids) if ids.len() >= 2 => {
+            let col = norm_ident(ids.last()?);
+            let qual = norm_ident(ids.get(ids.len() - 2)?);
+            Some((Some(qual), col))
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,499 @@
+//! `COPY` planning: `COPY table [(cols)] FROM STDIN | TO STDOUT` with new
+//! style (`WITH (FORMAT csv, ...)`) or legacy (`CSV HEADER DELIMITER ','`)
+//! options.
+//!
+//! sqlparser is tried first; the statements it cannot parse
+//! (`WITH (FREEZE ON)`, `HEADER MATCH`, `ON_ERROR`, `FORCE_NULL *`, `WHERE`,
+//! ...) go through a small parser of PostgreSQL's COPY grammar here.
+//! Options other than FORMAT, DELIMITER, HEADER, QUOTE and ESCAPE are
+//! accepted and left in the text the executor forwards to the shards.
+
+use sqlparser::ast::{
+    CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget, Statement,
+};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+use super::classify::unsupported;
+use super::fingerprint::{decode_literal, LitKind};
+use super::lex::{significant, Tok, Token};
+use super::names::{classify_table, norm_ident, object_parts, undeclared, TableClass};
+use super::types::{CopyFormat, CopyPlan, Plan};
+use super::SchemaView;
+
+/// What a COPY statement asks for, before catalog resolution.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct CopySpec {
+    /// Folded table name parts; None for `COPY (query) TO`.
+    table: Option<Vec<String>>,
+    columns: Option<Vec<String>>,
+    /// COPY ... TO.
+    to: bool,
+    /// STDIN / STDOUT (as opposed to a file or program).
+    std: bool,
+    format: Option<String>,
+    delimiter: Option<String>,
+    header: bool,
+    quote: Option<String>,
+    escape: Option<String>,
+}
+
+/// Plan a COPY statement (see the module docs).
+pub(crate) fn plan_copy(sql: &str, schema: &dyn SchemaView) -> Plan {
+    let spec = match from_sqlparser(sql) {
+        Some(spec) => spec,
+        None => match parse(sql) {
+            Ok(spec) => spec,
+            Err(msg) => {
+                return Plan::Error {
+                    sqlstate: "42601",
+                    message: format!("syntax error: {msg}"),
+                    hint: None,
+                }
+            }
+        },
+    };
+    resolve(spec, schema)
+}
+
+fn resolve(spec: CopySpec, schema: &dyn SchemaView) -> Plan {
+    let Some(parts) = spec.table else {
+        return unsupported(
+            "COPY (query) TO is not supported through pg-router",
+            Some("use COPY table TO STDOUT, or run the query as a SELECT"),
+        );
+    };
+    if !spec.std {
+        return unsupported(
+            "COPY to or from a server file or program is not supported through pg-router",
+            Some("use COPY ... FROM STDIN or COPY ... TO STDOUT (psql's \\copy)"),
+        );
+    }
+    let (table, _key) = match classify_table(&parts, schema) {
+        TableClass::System if spec.to => return Plan::AnyShard,
+        TableClass::System => return super::names::system_write(),
+        TableClass::Unknown(name) => return undeclared(&name),
+        TableClass::Sharded { table, key } => (table, key),
+    };
+    let format = match spec
+        .format
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("text") => CopyFormat::Text,
+        Some("csv") => CopyFormat::Csv,
+        Some("binary") => CopyFormat::Binary,
+        Some(other) => {
+            return Plan::Error {
+                sqlstate: "22023",
+                message: format!("COPY format \"{other}\" not recognized"),
+                hint: None,
+            }
+        }
+    };
+    let one_byte = |v: &Option<String>, default: u8, what: &str| -> Result<u8, Plan> {
+        match v {
+            None => Ok(default),
+            Some(s) if s.len() == 1 => Ok(s.as_bytes()[0]),
+            Some(_) => Err(unsupported(
+                format!("COPY {what} must be a single one-byte character"),
+                None,
+            )),
+        }
+    };
+    let default_delim = if format == CopyFormat::Csv {
+        b','
+    } else {
+        b'\t'
+    };
+    let built = (|| {
+        let delimiter = one_byte(&spec.delimiter, default_delim, "delimiter")?;
+        let quote = one_byte(&spec.quote, b'"', "quote")?;
+        let escape = one_byte(&spec.escape, quote, "escape")?;
+        Ok::<_, Plan>((delimiter, quote, escape))
+    })();
+    match built {
+        Ok((delimiter, quote, escape)) => Plan::Copy(CopyPlan {
+            table,
+            columns: spec.columns,
+            from_stdin: !spec.to,
+            format,
+            delimiter,
+            header: spec.header,
+            quote,
+            escape,
+        }),
+        Err(e) => e,
+    }
+}
+
+/// Use sqlparser's COPY support when it parses the statement.
+fn from_sqlparser(sql: &str) -> Option<CopySpec> {
+    let stmts = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+    let [Statement::Copy {
+        source,
+        to,
+        target,
+        options,
+        legacy_options,
+        ..
+    }] = stmts.as_slice()
+    else {
+        return None;
+    };
+    let mut spec = CopySpec {
+        to: *to,
+        std: matches!(target, CopyTarget::Stdin | CopyTarget::Stdout),
+        ..Default::default()
+    };
+    match source {
+        CopySource::Table {
+            table_name,
+            columns,
+        } => {
+            spec.table = Some(object_parts(table_name)?);
+            if !columns.is_empty() {
+                spec.columns = Some(columns.iter().map(norm_ident).collect());
+            }
+        }
+        CopySource::Query(_) => {}
+    }
+    for o in options {
+        match o {
+            CopyOption::Format(f) => spec.format = Some(f.value.clone()),
+            CopyOption::Delimiter(c) => spec.delimiter = Some(c.to_string()),
+            CopyOption::Header(h) => spec.header = *h,
+            CopyOption::Quote(c) => spec.quote = Some(c.to_string()),
+            CopyOption::Escape(c) => spec.escape = Some(c.to_string()),
+            _ => {}
+        }
+    }
+    for o in legacy_options {
+        match o {
+            CopyLegacyOption::Binary => spec.format = Some("binary".into()),
+            CopyLegacyOption::Delimiter(c) => spec.delimiter = Some(c.to_string()),
+            CopyLegacyOption::Csv(csv) => {
+                spec.format = Some("csv".into());
+                for c in csv {
+                    match c {
+                        CopyLegacyCsvOption::Header => spec.header = true,
+                        CopyLegacyCsvOption::Quote(q) => spec.quote = Some(q.to_string()),
+                        CopyLegacyCsvOption::Escape(e) => spec.escape = Some(e.to_string()),
+                        _ => {}
+                    }
+                }
+            }
+            CopyLegacyOption::Null(_) => {}
+            // Anything else is not PostgreSQL syntax (other dialects'
+            // options); let our own parser judge the statement.
+            _ => return None,
+        }
+    }
+    Some(spec)
+}
+
+/// Cursor over the significant tokens of a COPY statement.
+struct Cur<'a> {
+    sql: &'a str,
+    toks: Vec<Token>,
+    i: usize,
+}
+
+impl<'a> Cur<'a> {
+    fn peek(&self) -> Option<&Token> {
+        self.toks.get(self.i)
+    }
+    fn peek_word(&self, w: &str) -> bool {
+        self.peek().is_some_and(|t| t.is_word(self.sql, w))
+    }
+    fn peek_punct(&self, c: u8) -> bool {
+        self.peek().is_some_and(|t| t.is_punct(self.sql, c))
+    }
+    fn eat_word(&mut self, w: &str) -> bool {
+        let yes = self.peek_word(w);
+        if yes {
+            self.i += 1;
+        }
+        yes
+    }
+    fn eat_punct(&mut self, c: u8) -> bool {
+        let yes = self.peek_punct(c);
+        if yes {
+            self.i += 1;
+        }
+        yes
+    }
+    fn err_here(&self) -> String {
+        match self.peek() {
+            Some(t) => format!("syntax error at or near \"{}\" in COPY", t.text(self.sql)),
+            None => "syntax error at end of COPY statement".to_string(),
+        }
+    }
+    /// An identifier, folded (unquoted) or unquoted (`"x"`).
+    fn ident(&mut self) -> Result<String, String> {
+        match self.peek().copied() {
+            Some(t) if t.kind == Tok::Ident => {
+                self.i += 1;
+                Ok(t.text(self.sql).to_ascii_lowercase())
+            }
+            Some(t) if t.kind == Tok::QuotedIdent => {
+                self.i += 1;
+                let text = t.text(self.sql);
+                let inner = text.strip_prefix('"').unwrap_or(text);
+                let inner = inner.strip_suffix('"').unwrap_or(inner);
+                Ok(inner.replace("\"\"", "\""))
+            }
+            _ => Err(self.err_here()),
+        }
+    }
+    /// A string constant, decoded.
+    fn string(&mut self) -> Result<String, String> {
+        match self.peek().copied() {
+            Some(t) if matches!(t.kind, Tok::Str(_)) => {
+                self.i += 1;
+                Ok(token_value(self.sql, &t))
+            }
+            _ => Err(self.err_here()),
+        }
+    }
+    /// `ident [, ident]*` or `*` (FORCE QUOTE / FORCE NOT NULL targets), with
+    /// optional parentheses.
+    fn column_targets(&mut self) -> Result<(), String> {
+        if self.eat_punct(b'*') {
+            return Ok(());
+        }
+        let paren = self.eat_punct(b'(');
+        loop {
+            self.ident()?;
+            if !self.eat_punct(b',') {
+                break;
+            }
+        }
+        if paren && !self.eat_punct(b')') {
+            return Err(self.err_here());
+        }
+        Ok(())
+    }
+}
+
+fn token_value(sql: &str, t: &Token) -> String {
+    let text = t.text(sql);
+    match t.kind {
+        Tok::Str(k) => decode_literal(text, LitKind::Str(k))
+            .map(|c| c.into_owned())
+            .unwrap_or_default(),
+        Tok::Ident => text.to_ascii_lowercase(),
+        _ => text.to_string(),
+    }
+}
+
+fn truthy(v: Option<&str>) -> bool {
+    !matches!(
+        v.map(str::to_ascii_lowercase).as_deref(),
+        Some("false" | "off" | "0")
+    )
+}
+
+/// Our own parser of PostgreSQL's COPY grammar (see the module docs).
+fn parse(sql: &str) -> Result<CopySpec, String> {
+    let mut c = Cur {
+        sql,
+        toks: significant(sql).collect(),
+        i: 0,
+    };
+    let mut spec = CopySpec::default();
+    if !c.eat_word("copy") {
+        return Err(c.err_here());
+    }
+    if c.peek_punct(b'(') {
+        // COPY (query) TO ...: rejected whatever follows.
+        spec.to = true;
+        spec.std = true;
+        return Ok(spec);
+    }
+    // Pre-7.3 `COPY BINARY table`.
+    if c.peek_word("binary")
+        && c.toks
+            .get(c.i + 1)
+            .is_some_and(|t| matches!(t.kind, Tok::Ident | Tok::QuotedIdent))
+    {
+        c.i += 1;
+        spec.format = Some("binary".into());
+    }
+    let mut parts = vec![c.ident()?];
+    while c.eat_punct(b'.') {
+        parts.push(c.ident()?);
+    }
+    spec.table = Some(parts);
+    if c.eat_punct(b'(') {
+        let mut cols = vec![c.ident()?];
+        while c.eat_punct(b',') {
+            cols.push(c.ident()?);
+        }
+        if !c.eat_punct(b')') {
+            return Err(c.err_here());
+        }
+        spec.columns = Some(cols);
+    }
+    if c.eat_word("to") {
+        spec.to = true;
+    } else if !c.eat_word("from") {
+        return Err(c.err_here());
+    }
+    if c.eat_word("stdin") || c.eat_word("stdout") {
+        spec.std = true;
+    } else {
+        // 'filename' or PROGRAM 'command'.
+        c.eat_word("program");
+        c.string()?;
+    }
+    c.eat_word("with");
+    if c.eat_punct(b'(') {
+        options_list(&mut c, &mut spec)?;
+    } else {
+        legacy_options(&mut c, &mut spec)?;
+    }
+    if c.eat_word("where") {
+        // The filter is applied by each shard.
+        return Ok(spec);
+    }
+    if c.peek().is_some_and(|t| t.kind == Tok::Semicolon) {
+        c.i += 1;
+    }
+    if c.peek().is_some() {
+        return Err(c.err_here());
+    }
+    Ok(spec)
+}
+
+/// `( name [value] [, ...] )`, the opening parenthesis already consumed.
+fn options_list(c: &mut Cur<'_>, spec: &mut CopySpec) -> Result<(), String> {
+    loop {
+        let name = c.ident()?;
+        // The value: every token up to `,` or `)` at this level.
+        let mut depth = 0usize;
+        let mut value: Option<String> = None;
+        loop {
+            let Some(t) = c.peek().copied() else {
+                return Err(c.err_here());
+            };
+            if depth == 0 && (t.is_punct(c.sql, b',') || t.is_punct(c.sql, b')')) {
+                break;
+            }
+            if t.is_punct(c.sql, b'(') {
+                depth += 1;
+            } else if t.is_punct(c.sql, b')') {
+                depth -= 1;
+            } else if depth == 0 && value.is_none() {
+                value = Some(token_value(c.sql, &t));
+            }
+            c.i += 1;
+        }
+        match name.as_str() {
+            "format" => spec.format = value,
+            "delimiter" => spec.delimiter = value,
+            "quote" => spec.quote = value,
+            "escape" => spec.escape = value,
+            "header" => spec.header = truthy(value.as_deref()),
+            _ => {}
+        }
+        if c.eat_punct(b')') {
+            return Ok(());
+        }
+        if !c.eat_punct(b',') {
+            return Err(c.err_here());
+        }
+    }
+}
+
+/// Pre-9.0 options: `BINARY`, `DELIMITER [AS] 'c'`, `NULL [AS] 'n'`, `CSV`,
+/// `HEADER`, `QUOTE [AS] 'q'`, `ESCAPE [AS] 'e'`, `FORCE QUOTE cols|*`,
+/// `FORCE NOT NULL cols`, `FORCE NULL cols`, `FREEZE`, `OIDS`,
+/// `ENCODING 'e'`.
+fn legacy_options(c: &mut Cur<'_>, spec: &mut CopySpec) -> Result<(), String> {
+    loop {
+        if c.eat_word("binary") {
+            spec.format = Some("binary".into());
+        } else if c.eat_word("csv") {
+            spec.format = Some("csv".into());
+        } else if c.eat_word("header") {
+            spec.header = true;
+        } else if c.eat_word("freeze") || c.eat_word("oids") {
+        } else if c.eat_word("delimiter") {
+            c.eat_word("as");
+            spec.delimiter = Some(c.string()?);
+        } else if c.eat_word("null") {
+            c.eat_word("as");
+            c.string()?;
+        } else if c.eat_word("quote") {
+            c.eat_word("as");
+            spec.quote = Some(c.string()?);
+        } else if c.eat_word("escape") {
+            c.eat_word("as");
+            spec.escape = Some(c.string()?);
+        } else if c.eat_word("encoding") {
+            c.string()?;
+        } else if c.eat_word("force") {
+            if c.eat_word("quote") || c.eat_word("null") {
+            } else if c.eat_word("not") {
+                if !c.eat_word("null") {
+                    return Err(c.err_here());
+                }
+            } else {
+                return Err(c.err_here());
+            }
+            c.column_targets()?;
+        } else {
+            return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(sql: &str) -> CopySpec {
+        parse(sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    #[test]
+    fn own_parser_matches_sqlparser_where_both_parse() {
+        for sql in [
+            "copy pgbench_accounts from stdin",
+            "COPY t (a, \"B\") FROM STDIN WITH CSV HEADER DELIMITER ','",
+            "COPY public.t TO STDOUT (FORMAT csv, HEADER true, QUOTE '''', ESCAPE '\\')",
+            "COPY t FROM STDIN WITH DELIMITER AS '|'",
+            "COPY t TO STDOUT BINARY",
+            "COPY t FROM STDIN (FORMAT binary)",
+        ] {
+            let ours = spec(sql);
+            let theirs = from_sqlparser(sql).unwrap_or_else(|| panic!("sqlparser: {sql}"));
+            assert_eq!(ours, theirs, "{sql}");
+        }
+    }
+
+    #[test]
+    fn own_parser_handles_what_sqlparser_does_not() {
+        let s = spec("copy pgbench_accounts from stdin with (freeze on)");
+        assert_eq!(s.table, Some(vec!["pgbench_accounts".to_string()]));
+        assert!(s.std && !s.to);
+        let s =
+            spec("COPY t TO STDOUT (FORMAT 'csv', HEADER MATCH, FORCE_QUOTE *, DELIMITER E'\\t');");
+        assert_eq!(s.format.as_deref(), Some("csv"));
+        assert!(s.header);
+        assert_eq!(s.delimiter.as_deref(), Some("\t"));
+        let s = spec("COPY t FROM STDIN (HEADER off, ON_ERROR ignore) WHERE a > 1");
+        assert!(!s.header);
+        let s = spec("COPY t FROM STDIN CSV HEADER FORCE NOT NULL a, b QUOTE AS '\"'");
+        assert_eq!(s.quote.as_deref(), Some("\""));
+        assert!(parse("COPY t FROM").is_err());
+        assert!(parse("COPY t FROM STDIN (FORMAT").is_err());
+        assert!(parse("COPY t FROM STDIN bogus").is_err());
+        assert!(parse("COPY").is_err());
+        assert_eq!(spec("COPY (SELECT 1) TO STDOUT").table, None);
+        assert!(!spec("COPY t FROM '/tmp/x'").std);
+        assert!(!spec("COPY t TO PROGRAM 'gzip'").std);
+    }
+}

@@ -1,0 +1,306 @@
+//! Statement planning: classify each SQL statement and decide how to route
+//! it across the shards ([`Plan`]), with a plan cache keyed by the
+//! statement's shape.
+//!
+//! # Pipeline
+//!
+//! * **Simple protocol** ([`Planner::plan_simple`]): one pass over the text
+//!   replaces every literal by a placeholder `$1..$n` and records the
+//!   literal spans ([`Literals`]); the normalized text is looked up in the
+//!   plan cache. On a miss, the statement is pre-classified by its leading
+//!   keyword(s) (transaction control, SET, utility and DDL statements, COPY,
+//!   statements sqlparser cannot parse), or parsed with sqlparser
+//!   (PostgreSQL dialect) and planned; the plan is cached. Keys in the plan
+//!   are `KeyExpr::Param { index }` = literal `index` of the text.
+//! * **Extended protocol** ([`Planner::plan_extended`]): the Parse message's
+//!   text is planned the same way, cached by exact text; `$n` is
+//!   `KeyExpr::Param { index: n - 1 }`, literals are `KeyExpr::Const`.
+//!
+//! If a normalized text does not parse (a literal where sqlparser wants a
+//! constant, e.g. `numeric($1, $2)`), the original text is parsed and
+//! planned with `KeyExpr::Const` keys. Such a plan is cached under the
+//! normalized text when it has no constant key (it is then valid for every
+//! text of that shape); otherwise only the fact that the original text must
+//! be parsed is cached, and the plan is rebuilt each time.
+//!
+//! # Cache bounds
+//!
+//! Each of the two caches (simple, extended) holds at most `capacity`
+//! entries; inserting into a full cache first clears it (cheap, no
+//! per-entry bookkeeping on the hit path; hot statements are re-planned
+//! once). Texts longer than [`MAX_CACHED_TEXT`] bytes are never cached.
+//! [`Planner::clear`] forgets everything (catalog change).
+//!
+//! # Naming rules
+//!
+//! Table names: a `public.` schema is stripped, unquoted identifiers are
+//! folded to lower case, quoted ones keep their case. Tables in
+//! `pg_catalog`, `information_schema` or any `pg_*` schema, and tables named
+//! `pg_*`, are system catalogs (present and identical on every shard). Any
+//! other table must be known to the [`SchemaView`].
+//!
+//! # Refusals
+//!
+//! Planning never fails; refused statements get a [`Plan::Error`]:
+//! `0A000` for unsupported statements and constructs (the message names
+//! them), `42601` for text sqlparser cannot parse and for a text holding
+//! several statements, `54001` for statements with more than 4096 binary
+//! operators (deeper syntax trees could overflow a 2 MiB thread stack while
+//! parsing), `22023` for an unknown COPY format.
+//!
+//! # Known limits
+//!
+//! User-defined aggregates are not recognized as aggregates (a scattered
+//! `SELECT my_agg(x) FROM t` is concatenated). A simple-protocol text that
+//! contains `$n` (which PostgreSQL rejects there) or a `U&'..'` string is
+//! planned as written, uncached, and its `$n` are not used as keys.
+
+pub mod types;
+
+mod analyze;
+mod classify;
+mod copy;
+mod fingerprint;
+mod lex;
+mod merge;
+mod names;
+mod parse;
+mod spans;
+mod split;
+mod statements;
+mod walk;
+
+#[cfg(test)]
+mod tests;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+pub use fingerprint::Literals;
+pub use spans::{insert_values_spans, InsertSpans};
+pub use split::split_statements;
+pub use types::*;
+
+use analyze::ParamMode;
+use classify::pre_classify;
+use fingerprint::{normalize, Normalized};
+use parse::{parse_and_plan, syntax_error};
+
+/// What the planner needs to know about sharded tables.
+pub trait SchemaView {
+    /// Sharding key column (lower case) of a sharded table given its catalog
+    /// name (lower case, no schema), None if the table is not
+    /// sharded/declared.
+    fn key_column(&self, table: &str) -> Option<&str>;
+}
+
+/// Longest statement text (normalized text for the simple protocol) that is
+/// cached, in bytes.
+pub const MAX_CACHED_TEXT: usize = 16 * 1024;
+
+/// A simple-protocol cache entry.
+#[derive(Clone)]
+enum Entry {
+    /// The plan of every statement with this normalized text.
+    Plan(Arc<Plan>),
+    /// The normalized text does not parse: plan the original text.
+    Original,
+}
+
+thread_local! {
+    /// Reused buffer for the normalized text (no allocation on a cache hit).
+    static NORMALIZED: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// The statement planner and its plan caches; shared by all client
+/// sessions (`Send + Sync`).
+pub struct Planner {
+    capacity: usize,
+    simple: RwLock<HashMap<Box<str>, Entry>>,
+    extended: RwLock<HashMap<Box<str>, Arc<Plan>>>,
+}
+
+impl std::fmt::Debug for Planner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Planner")
+            .field("capacity", &self.capacity)
+            .field("simple_entries", &self.simple.read().len())
+            .field("extended_entries", &self.extended.read().len())
+            .finish()
+    }
+}
+
+fn insert_bounded<V>(map: &RwLock<HashMap<Box<str>, V>>, capacity: usize, key: &str, value: V) {
+    if capacity == 0 || key.len() > MAX_CACHED_TEXT {
+        return;
+    }
+    let mut m = map.write();
+    if m.len() >= capacity && !m.contains_key(key) {
+        m.clear();
+    }
+    m.insert(Box::from(key), value);
+}
+
+/// True if the plan holds a key read from the text itself.
+fn has_const(plan: &Plan) -> bool {
+    match plan {
+        Plan::Keyed { keys, .. } => keys.iter().any(|k| matches!(k.key, KeyExpr::Const(_))),
+        Plan::Insert { rows, .. } => rows.iter().any(|k| matches!(k, KeyExpr::Const(_))),
+        _ => false,
+    }
+}
+
+/// The refusal of a text holding several statements.
+fn several_statements() -> Plan {
+    Plan::Error {
+        sqlstate: "42601",
+        message: "cannot plan several statements at once; split the query string first".to_string(),
+        hint: None,
+    }
+}
+
+/// Plan a text as written (no normalization).
+fn plan_text(sql: &str, schema: &dyn SchemaView, mode: ParamMode) -> Plan {
+    if split_statements(sql).len() > 1 {
+        return several_statements();
+    }
+    if let Some(c) = pre_classify(sql, schema) {
+        return c.plan;
+    }
+    parse_and_plan(sql, schema, mode).unwrap_or_else(|msg| syntax_error(&msg))
+}
+
+/// Plan a simple-protocol text as written: keys are constants read from
+/// the text.
+fn plan_original(sql: &str, schema: &dyn SchemaView) -> Plan {
+    plan_text(sql, schema, ParamMode::Ignore)
+}
+
+impl Planner {
+    /// A planner whose simple-protocol and extended-protocol caches each
+    /// hold at most `capacity` plans (0 disables caching).
+    pub fn new(capacity: usize) -> Planner {
+        Planner {
+            capacity,
+            simple: RwLock::new(HashMap::new()),
+            extended: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Forget all cached plans (called when the catalog changes).
+    pub fn clear(&self) {
+        self.simple.write().clear();
+        self.extended.write().clear();
+    }
+
+    /// Number of cached plans (simple-protocol shapes + extended-protocol
+    /// texts).
+    pub fn cached(&self) -> usize {
+        self.simple.read().len() + self.extended.read().len()
+    }
+
+    /// Simple protocol: plan ONE statement's text (as returned by
+    /// [`split_statements`]; a trailing `;` is accepted). Returns the plan
+    /// for the statement's shape and the literals found in this text:
+    /// `KeyExpr::Param { index: i, .. }` in the plan is literal `i`.
+    ///
+    /// Never fails: refused or malformed statements get a
+    /// [`Plan::Error`] (0A000 for unsupported constructs, 42601 for syntax
+    /// errors, 54001 for statements too complex to parse safely). Several
+    /// statements in one text are refused with 42601.
+    pub fn plan_simple(&self, sql: &str, schema: &dyn SchemaView) -> (Arc<Plan>, Literals) {
+        NORMALIZED.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buf) => {
+                let r = self.plan_simple_with(sql, schema, &mut buf);
+                if buf.capacity() > 4 * MAX_CACHED_TEXT {
+                    *buf = String::new();
+                }
+                r
+            }
+            Err(_) => self.plan_simple_with(sql, schema, &mut String::new()),
+        })
+    }
+
+    fn plan_simple_with(
+        &self,
+        sql: &str,
+        schema: &dyn SchemaView,
+        buf: &mut String,
+    ) -> (Arc<Plan>, Literals) {
+        let mut lits = Literals::default();
+        if normalize(sql, buf, &mut lits) == Normalized::Unfit {
+            return (Arc::new(plan_original(sql, schema)), lits);
+        }
+        let cached = self.simple.read().get(buf.as_str()).cloned();
+        match cached {
+            Some(Entry::Plan(p)) => return (p, lits),
+            Some(Entry::Original) => return (Arc::new(plan_original(sql, schema)), lits),
+            None => {}
+        }
+        let (plan, entry) = Self::simple_miss(sql, buf, &lits, schema);
+        if let Some(e) = entry {
+            insert_bounded(&self.simple, self.capacity, buf, e);
+        }
+        (plan, lits)
+    }
+
+    /// Plan a statement whose shape is not cached; also returns what to
+    /// cache under its normalized text.
+    fn simple_miss(
+        sql: &str,
+        normalized: &str,
+        lits: &Literals,
+        schema: &dyn SchemaView,
+    ) -> (Arc<Plan>, Option<Entry>) {
+        if split_statements(sql).len() > 1 {
+            // Valid for the whole shape: literals never hold a `;`.
+            let p = Arc::new(several_statements());
+            return (p.clone(), Some(Entry::Plan(p)));
+        }
+        if let Some(c) = pre_classify(sql, schema) {
+            let p = Arc::new(c.plan);
+            // A plan built from the text (BEGIN's replay text, COPY options)
+            // is valid for this exact text only.
+            let cache = !c.text_derived || lits.is_empty();
+            return (p.clone(), cache.then_some(Entry::Plan(p)));
+        }
+        match parse_and_plan(normalized, schema, ParamMode::Keys) {
+            Ok(plan) => {
+                let p = Arc::new(plan);
+                (p.clone(), Some(Entry::Plan(p)))
+            }
+            Err(_) => {
+                let plan = plan_original(sql, schema);
+                let syntax = matches!(
+                    &plan,
+                    Plan::Error {
+                        sqlstate: "42601",
+                        ..
+                    }
+                );
+                if has_const(&plan) || syntax {
+                    (Arc::new(plan), Some(Entry::Original))
+                } else {
+                    let p = Arc::new(plan);
+                    (p.clone(), Some(Entry::Plan(p)))
+                }
+            }
+        }
+    }
+
+    /// Extended protocol: plan a Parse message's query text (which may
+    /// contain `$n` parameters: `KeyExpr::Param { index: n - 1 }`; literals
+    /// give `KeyExpr::Const`). Cached by exact text. Never fails (see
+    /// [`Planner::plan_simple`] for the error plans).
+    pub fn plan_extended(&self, sql: &str, schema: &dyn SchemaView) -> Arc<Plan> {
+        if let Some(p) = self.extended.read().get(sql) {
+            return p.clone();
+        }
+        let p = Arc::new(plan_text(sql, schema, ParamMode::Keys));
+        insert_bounded(&self.extended, self.capacity, sql, p.clone());
+        p
+    }
+}

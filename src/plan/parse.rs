@@ -1,0 +1,121 @@
+//! Running sqlparser on one statement text and planning the result, with a
+//! guard against statements whose syntax trees would be too deep.
+//!
+//! sqlparser builds left-deep trees for operator chains (`a OR b OR c ...`)
+//! and both it and the tree's destructor recurse once per operator: tens of
+//! thousands of operators overflow a 2 MiB thread stack, which aborts the
+//! whole process. Statements with more than [`MAX_OPERATORS`] binary
+//! operators are therefore refused before parsing (SQLSTATE 54001, like
+//! PostgreSQL's "stack depth limit exceeded"). Nesting of parentheses and
+//! function calls is already bounded by sqlparser's recursion limit.
+
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::{Parser, ParserError};
+
+use super::analyze::ParamMode;
+use super::classify::statement_kind;
+use super::lex::{significant, Tok};
+use super::statements::plan_statement;
+use super::types::Plan;
+use super::SchemaView;
+
+/// Most binary operators (including AND/OR) a statement may have.
+pub(crate) const MAX_OPERATORS: usize = 4096;
+
+/// Count binary operators: operator characters that follow an operand, and
+/// the keywords AND / OR. Unary signs (`(-1`, `, -2`) are not counted, so
+/// large multi-row INSERTs are not affected.
+pub(crate) fn operator_count(sql: &str) -> usize {
+    let mut n = 0;
+    let mut after_operand = false;
+    for t in significant(sql) {
+        let operand = match t.kind {
+            Tok::Ident => {
+                if t.is_word(sql, "and") || t.is_word(sql, "or") {
+                    n += 1;
+                    false
+                } else {
+                    true
+                }
+            }
+            Tok::QuotedIdent | Tok::Str(_) | Tok::Number | Tok::Param => true,
+            Tok::Other => {
+                let c = t.text(sql).as_bytes().first().copied().unwrap_or(0);
+                if matches!(c, b')' | b']') {
+                    true
+                } else {
+                    if after_operand && b"+-*/%^<>=~!@#&|`?:".contains(&c) {
+                        n += 1;
+                    }
+                    false
+                }
+            }
+            _ => false,
+        };
+        after_operand = operand;
+    }
+    n
+}
+
+fn parser_message(e: ParserError) -> String {
+    match e {
+        ParserError::TokenizerError(m) | ParserError::ParserError(m) => m,
+        ParserError::RecursionLimitExceeded => "statement is nested too deeply".to_string(),
+    }
+}
+
+/// The 42601 plan for a sqlparser error message.
+pub(crate) fn syntax_error(msg: &str) -> Plan {
+    Plan::Error {
+        sqlstate: "42601",
+        message: format!("syntax error: {msg}"),
+        hint: None,
+    }
+}
+
+/// Parse `text` with sqlparser (PostgreSQL dialect) and plan it. Err is
+/// sqlparser's message when the text does not parse.
+pub(crate) fn parse_and_plan(
+    text: &str,
+    schema: &dyn SchemaView,
+    mode: ParamMode,
+) -> Result<Plan, String> {
+    let ops = operator_count(text);
+    if ops > MAX_OPERATORS {
+        return Ok(Plan::Error {
+            sqlstate: "54001",
+            message: format!(
+                "statement is too complex for pg-router's planner ({ops} operators, at most {MAX_OPERATORS})"
+            ),
+            hint: Some("use IN (...) lists or split the statement".to_string()),
+        });
+    }
+    let stmts = Parser::parse_sql(&PostgreSqlDialect {}, text).map_err(parser_message)?;
+    Ok(match stmts.as_slice() {
+        [] => Plan::AnyShard,
+        [stmt] => plan_statement(stmt, schema, mode, &statement_kind(text)),
+        _ => Plan::Error {
+            sqlstate: "42601",
+            message: "cannot plan several statements at once; split the query string first"
+                .to_string(),
+            hint: None,
+        },
+        // (Texts with several statements are normally caught before parsing
+        // by `split_statements`; this covers any disagreement.)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_binary_operators_only() {
+        assert_eq!(
+            operator_count("SELECT a + -1 FROM t WHERE x = 1 AND y <= 2 OR z"),
+            5
+        );
+        assert_eq!(operator_count("INSERT INTO t VALUES (-1, -2), (-3, +4)"), 0);
+        assert_eq!(operator_count("SELECT a::int, f(x) - 1"), 2);
+    }
+}

@@ -1,0 +1,135 @@
+//! Byte spans of the row groups of `INSERT ... VALUES (..), (..)`, so the
+//! executor can build a per-shard INSERT holding a subset of the rows.
+
+use std::ops::Range;
+
+use super::lex::{significant, Tok};
+
+/// Where the VALUES rows of an INSERT statement are.
+///
+/// For a text `sql`, the INSERT with only rows `k..` is
+/// `sql[..prefix_end] + rows[k..].join(", ") + sql[suffix_start..]`
+/// (each row slice includes its parentheses).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InsertSpans {
+    /// End of the text before the first row (just after `VALUES` and any
+    /// whitespace/comments following it).
+    pub prefix_end: usize,
+    /// Byte range of each `( ... )` row group, in order.
+    pub rows: Vec<Range<usize>>,
+    /// Start of the text after the last row (`ON CONFLICT ...`,
+    /// `RETURNING ...`, `;`, or the end of the text).
+    pub suffix_start: usize,
+}
+
+/// For `INSERT ... VALUES (..), (..) ...`: the byte spans of each VALUES row
+/// group in `sql` (including its parentheses), the prefix end and the suffix
+/// start. None if `sql` is not an INSERT (first keyword) with a top-level
+/// VALUES list of parenthesized rows, or if a row's parentheses are not
+/// balanced.
+pub fn insert_values_spans(sql: &str) -> Option<InsertSpans> {
+    let mut toks = significant(sql).peekable();
+    if !toks.next()?.is_word(sql, "insert") {
+        return None;
+    }
+    // Find VALUES outside any parentheses (the column list is inside).
+    let mut depth = 0usize;
+    loop {
+        let t = toks.next()?;
+        if t.is_punct(sql, b'(') {
+            depth += 1;
+        } else if t.is_punct(sql, b')') {
+            depth = depth.checked_sub(1)?;
+        } else if depth == 0 && t.kind == Tok::Semicolon {
+            return None;
+        } else if depth == 0 && t.is_word(sql, "values") {
+            break;
+        } else if depth == 0 && (t.is_word(sql, "select") || t.is_word(sql, "default")) {
+            return None;
+        }
+    }
+    let mut rows = Vec::new();
+    loop {
+        let open = toks.next()?;
+        if !open.is_punct(sql, b'(') {
+            return None;
+        }
+        let mut depth = 1usize;
+        let close = loop {
+            let t = toks.next()?;
+            if t.is_punct(sql, b'(') {
+                depth += 1;
+            } else if t.is_punct(sql, b')') {
+                depth -= 1;
+                if depth == 0 {
+                    break t;
+                }
+            }
+        };
+        rows.push(open.start..close.end);
+        match toks.peek() {
+            Some(t) if t.is_punct(sql, b',') => {
+                toks.next();
+            }
+            _ => break,
+        }
+    }
+    let prefix_end = rows.first()?.start;
+    let suffix_start = rows.last()?.end;
+    Some(InsertSpans {
+        prefix_end,
+        rows,
+        suffix_start,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rebuild(sql: &str, s: &InsertSpans, pick: &[usize]) -> String {
+        let rows: Vec<&str> = pick.iter().map(|&i| &sql[s.rows[i].clone()]).collect();
+        format!(
+            "{}{}{}",
+            &sql[..s.prefix_end],
+            rows.join(", "),
+            &sql[s.suffix_start..]
+        )
+    }
+
+    #[test]
+    fn multi_row_insert() {
+        let sql = "INSERT INTO t (a, b) VALUES (1, '(x'), (2, f(3, 4)),(3,')') ON CONFLICT (a) DO NOTHING RETURNING a;";
+        let s = insert_values_spans(sql).expect("spans");
+        assert_eq!(s.rows.len(), 3);
+        assert_eq!(&sql[s.rows[0].clone()], "(1, '(x')");
+        assert_eq!(&sql[s.rows[1].clone()], "(2, f(3, 4))");
+        assert_eq!(&sql[s.rows[2].clone()], "(3,')')");
+        assert_eq!(
+            rebuild(sql, &s, &[0, 2]),
+            "INSERT INTO t (a, b) VALUES (1, '(x'), (3,')') ON CONFLICT (a) DO NOTHING RETURNING a;"
+        );
+    }
+
+    #[test]
+    fn not_values_inserts() {
+        assert_eq!(insert_values_spans("INSERT INTO t SELECT 1"), None);
+        assert_eq!(insert_values_spans("INSERT INTO t DEFAULT VALUES"), None);
+        assert_eq!(insert_values_spans("SELECT 1"), None);
+        assert_eq!(insert_values_spans("INSERT INTO t (a) VALUES (1"), None);
+        assert_eq!(insert_values_spans("INSERT INTO t (a)) VALUES (1)"), None);
+        assert_eq!(insert_values_spans(""), None);
+    }
+
+    #[test]
+    fn single_row_with_comments() {
+        let sql = "insert into pgbench_history (tid, bid, aid, delta, mtime) values /* c */ (3, 1, 5, -4321, CURRENT_TIMESTAMP)";
+        let s = insert_values_spans(sql).expect("spans");
+        assert_eq!(s.rows, vec![73..108]);
+        assert_eq!(s.suffix_start, sql.len());
+        assert_eq!(
+            &sql[s.rows[0].clone()],
+            "(3, 1, 5, -4321, CURRENT_TIMESTAMP)"
+        );
+    }
+}

@@ -1,0 +1,401 @@
+//! Planning rules for parsed statements: SELECT, INSERT, UPDATE, DELETE,
+//! EXPLAIN; every other parsed statement is refused.
+
+use std::sync::Arc;
+
+use sqlparser::ast::{
+    AssignmentTarget, Delete, Expr, FromTable, Insert, OnConflictAction, OnInsert, Query, SetExpr,
+    Statement, TableFactor, TableObject, Update, UpdateTableFromKind,
+};
+
+use super::analyze::{Analyzer, ParamMode, Routing};
+use super::classify::unsupported;
+use super::merge::scatter_merge;
+use super::names::{classify_object, last_part, norm_ident, system_write, undeclared, TableClass};
+use super::types::{KeyExpr, KeyRef, Merge, Plan};
+use super::SchemaView;
+
+/// Plan one parsed statement. `kind` names the statement in errors (its
+/// first keyword, upper case).
+pub(crate) fn plan_statement(
+    stmt: &Statement,
+    schema: &dyn SchemaView,
+    mode: ParamMode,
+    kind: &str,
+) -> Plan {
+    match stmt {
+        Statement::Query(q) => plan_query(q, schema, mode, kind),
+        Statement::Insert(ins) => plan_insert(ins, schema, mode),
+        Statement::Update(u) => plan_update(u, schema, mode),
+        Statement::Delete(d) => plan_delete(d, schema, mode),
+        Statement::Explain {
+            statement,
+            analyze,
+            options,
+            ..
+        } => {
+            let analyze = *analyze
+                || options.iter().flatten().any(|o| {
+                    norm_ident(&o.name) == "analyze"
+                        && !matches!(&o.arg, Some(a) if matches!(a.to_string().to_ascii_lowercase().as_str(), "false" | "off" | "0"))
+                });
+            plan_explain(statement, analyze, schema, mode)
+        }
+        _ => unsupported(format!("{kind} is not supported through pg-router"), None),
+    }
+}
+
+fn plan_query(q: &Query, schema: &dyn SchemaView, mode: ParamMode, kind: &str) -> Plan {
+    match q.body.as_ref() {
+        SetExpr::Insert(s) | SetExpr::Update(s) | SetExpr::Delete(s) | SetExpr::Merge(s) => {
+            if q.with.is_some() {
+                return unsupported("WITH ... INSERT/UPDATE/DELETE is not supported yet", None);
+            }
+            return plan_statement(s, schema, mode, kind);
+        }
+        _ => {}
+    }
+    let mut an = Analyzer::new(schema, mode);
+    an.query(q, true);
+    let read_only = q.locks.is_empty();
+    match an.routing() {
+        Routing::Error(e) => e,
+        Routing::NoTables => Plan::AnyShard,
+        Routing::Keyed(keys) => Plan::Keyed { keys, read_only },
+        Routing::Single { table, key_col, top: true } => match scatter_merge(q) {
+            Ok(merge) => Plan::Scatter { table, merge, read_only },
+            Err(construct) => Plan::Error {
+                sqlstate: "0A000",
+                message: format!("{construct} across shards is not supported yet"),
+                hint: Some(key_hint(&table, &key_col)),
+            },
+        },
+        Routing::Single { table, key_col, top: false } => Plan::Error {
+            sqlstate: "0A000",
+            message: format!(
+                "a subquery, CTE or set operation over sharded table \"{table}\" without an equality condition on its sharding key is not supported yet"
+            ),
+            hint: Some(key_hint(&table, &key_col)),
+        },
+    }
+}
+
+fn key_hint(table: &str, key_col: &str) -> String {
+    format!("add an equality condition on the sharding key ({table}.{key_col} = <value>) to run the statement on one shard")
+}
+
+fn bad_key_update(table: &str, key: &str) -> Plan {
+    unsupported(
+        format!("updating the sharding key column \"{key}\" of \"{table}\" is not supported"),
+        None,
+    )
+}
+
+/// Resolve the target of INSERT/UPDATE/DELETE; Err is the plan to return.
+fn dml_target(class: TableClass) -> Result<(Arc<str>, String), Plan> {
+    match class {
+        TableClass::System => Err(system_write()),
+        TableClass::Unknown(t) => Err(undeclared(&t)),
+        TableClass::Sharded { table, key } => Ok((table, key)),
+    }
+}
+
+fn plan_insert(ins: &Insert, schema: &dyn SchemaView, mode: ParamMode) -> Plan {
+    let TableObject::TableName(name) = &ins.table else {
+        return unsupported(
+            "INSERT into a table function is not supported through pg-router",
+            None,
+        );
+    };
+    let (table, key) = match dml_target(classify_object(name, schema)) {
+        Ok(t) => t,
+        Err(p) => return p,
+    };
+    let Some(source) = &ins.source else {
+        return unsupported(
+            format!("INSERT ... DEFAULT VALUES into sharded table \"{table}\" is not supported: the sharding key must be given"),
+            None,
+        );
+    };
+    if ins.columns.is_empty() {
+        return unsupported(
+            format!("INSERT into sharded table {table} must name its columns"),
+            Some(&format!(
+                "write INSERT INTO {table} ({key}, ...) VALUES (...)"
+            )),
+        );
+    }
+    let Some(key_idx) = ins
+        .columns
+        .iter()
+        .position(|c| last_part(c).as_deref() == Some(key.as_str()))
+    else {
+        return unsupported(
+            format!("INSERT into sharded table \"{table}\" must include its sharding key column \"{key}\""),
+            None,
+        );
+    };
+    if source.with.is_some() {
+        return unsupported("WITH ... INSERT is not supported yet", None);
+    }
+    let SetExpr::Values(values) = source.body.as_ref() else {
+        return unsupported(
+            format!("INSERT ... SELECT into sharded table \"{table}\" is not supported yet"),
+            None,
+        );
+    };
+    if source.order_by.is_some() || source.limit_clause.is_some() || source.fetch.is_some() {
+        return unsupported(
+            format!("this form of INSERT into sharded table \"{table}\" is not supported yet"),
+            None,
+        );
+    }
+    let mut an = Analyzer::new(schema, mode);
+    let mut rows = Vec::with_capacity(values.rows.len());
+    for row in &values.rows {
+        let Some(e) = row.content.get(key_idx) else {
+            return Plan::Error {
+                sqlstate: "42601",
+                message: "INSERT has more target columns than expressions".into(),
+                hint: None,
+            };
+        };
+        match an.key_value(e) {
+            Some(k) => rows.push(k),
+            None => {
+                return unsupported(
+                    format!(
+                        "the sharding key value in INSERT into \"{table}\" must be a literal or a parameter, not an expression"
+                    ),
+                    None,
+                )
+            }
+        }
+        row.content.iter().for_each(|x| an.expr(x));
+    }
+    if let Some(on) = &ins.on {
+        let assignments = match on {
+            OnInsert::OnConflict(oc) => match &oc.action {
+                OnConflictAction::DoUpdate(du) => {
+                    if let Some(sel) = &du.selection {
+                        an.expr(sel);
+                    }
+                    du.assignments.as_slice()
+                }
+                OnConflictAction::DoNothing => &[],
+            },
+            OnInsert::DuplicateKeyUpdate(a) => a.as_slice(),
+            _ => &[],
+        };
+        for a in assignments {
+            let keeps_key = is_excluded_key(&a.value, &key);
+            if !keeps_key && assigns_column(&a.target, &key) {
+                return bad_key_update(&table, &key);
+            }
+            an.expr(&a.value);
+        }
+    }
+    if let Some(ret) = &ins.returning {
+        an.select_items(ret);
+    }
+    if let Some(e) = an.take_error() {
+        return e;
+    }
+    if an.occurrences() > 0 {
+        return unsupported(
+            "subqueries over sharded tables inside INSERT are not supported yet",
+            None,
+        );
+    }
+    Plan::Insert { table, rows }
+}
+
+/// `excluded.<key>` in ON CONFLICT DO UPDATE SET key = excluded.key.
+fn is_excluded_key(e: &Expr, key: &str) -> bool {
+    match e {
+        Expr::CompoundIdentifier(ids) if ids.len() == 2 => {
+            norm_ident(&ids[0]) == "excluded" && norm_ident(&ids[1]) == key
+        }
+        _ => false,
+    }
+}
+
+fn assigns_column(target: &AssignmentTarget, key: &str) -> bool {
+    match target {
+        AssignmentTarget::ColumnName(n) => last_part(n).as_deref() == Some(key),
+        AssignmentTarget::Tuple(v) => v.iter().any(|n| last_part(n).as_deref() == Some(key)),
+    }
+}
+
+/// Common tail of UPDATE and DELETE: route by the analyzer's findings.
+fn route_dml(an: Analyzer<'_>, table: Arc<str>, what: &str) -> Plan {
+    match an.routing() {
+        Routing::Error(e) => e,
+        Routing::Keyed(keys) => Plan::Keyed {
+            keys,
+            read_only: false,
+        },
+        Routing::Single { .. } => Plan::Scatter {
+            table,
+            merge: Merge::Concat,
+            read_only: false,
+        },
+        Routing::NoTables => Plan::Error {
+            sqlstate: "XX000",
+            message: format!("internal error: {what} target not found"),
+            hint: None,
+        },
+    }
+}
+
+/// The target table of UPDATE/DELETE, registered in `an` as a top-level
+/// occurrence. Err is the plan to return.
+fn dml_scope_target(
+    tf: &TableFactor,
+    an: &mut Analyzer<'_>,
+    schema: &dyn SchemaView,
+    local: &mut Vec<usize>,
+    what: &str,
+) -> Result<(Arc<str>, String), Plan> {
+    let TableFactor::Table {
+        name,
+        alias,
+        args: None,
+        ..
+    } = tf
+    else {
+        return Err(unsupported(
+            format!("this form of {what} is not supported through pg-router"),
+            None,
+        ));
+    };
+    let (table, key) = dml_target(classify_object(name, schema))?;
+    let qualifier = alias
+        .as_ref()
+        .map(|a| norm_ident(&a.name))
+        .or_else(|| last_part(name));
+    an.push_occ(table.clone(), key.clone(), qualifier, true, local);
+    Ok((table, key))
+}
+
+fn plan_update(u: &Update, schema: &dyn SchemaView, mode: ParamMode) -> Plan {
+    if !u.table.joins.is_empty() {
+        return unsupported("UPDATE of a join is not supported through pg-router", None);
+    }
+    let mut an = Analyzer::new(schema, mode);
+    let mut local = Vec::new();
+    let (table, key) =
+        match dml_scope_target(&u.table.relation, &mut an, schema, &mut local, "UPDATE") {
+            Ok(t) => t,
+            Err(p) => return p,
+        };
+    if u.assignments
+        .iter()
+        .any(|a| assigns_column(&a.target, &key))
+    {
+        return bad_key_update(&table, &key);
+    }
+    let mut conds: Vec<&Expr> = Vec::new();
+    if let Some(UpdateTableFromKind::BeforeSet(v) | UpdateTableFromKind::AfterSet(v)) = &u.from {
+        for twj in v {
+            an.table_with_joins(twj, true, &mut local, &mut conds);
+        }
+    }
+    if let Some(w) = &u.selection {
+        conds.push(w);
+        an.expr(w);
+    }
+    for c in conds {
+        an.conjuncts(c, &local);
+    }
+    u.assignments.iter().for_each(|a| an.expr(&a.value));
+    if let Some(ret) = &u.returning {
+        an.select_items(ret);
+    }
+    route_dml(an, table, "UPDATE")
+}
+
+fn plan_delete(d: &Delete, schema: &dyn SchemaView, mode: ParamMode) -> Plan {
+    let (FromTable::WithFromKeyword(from) | FromTable::WithoutKeyword(from)) = &d.from;
+    let ([twj], true) = (from.as_slice(), d.tables.is_empty()) else {
+        return unsupported(
+            "DELETE from several tables is not supported through pg-router",
+            None,
+        );
+    };
+    if !twj.joins.is_empty() {
+        return unsupported(
+            "DELETE from a join is not supported through pg-router",
+            None,
+        );
+    }
+    let mut an = Analyzer::new(schema, mode);
+    let mut local = Vec::new();
+    let (table, _key) = match dml_scope_target(&twj.relation, &mut an, schema, &mut local, "DELETE")
+    {
+        Ok(t) => t,
+        Err(p) => return p,
+    };
+    let mut conds: Vec<&Expr> = Vec::new();
+    for twj in d.using.iter().flatten() {
+        an.table_with_joins(twj, true, &mut local, &mut conds);
+    }
+    if let Some(w) = &d.selection {
+        conds.push(w);
+        an.expr(w);
+    }
+    for c in conds {
+        an.conjuncts(c, &local);
+    }
+    if let Some(ret) = &d.returning {
+        an.select_items(ret);
+    }
+    route_dml(an, table, "DELETE")
+}
+
+/// True if running `stmt` changes data (so EXPLAIN ANALYZE of it must reach
+/// exactly the right shard).
+fn modifies_data(stmt: &Statement) -> bool {
+    match stmt {
+        Statement::Query(q) => {
+            let dml = |s: &SetExpr| {
+                matches!(
+                    s,
+                    SetExpr::Insert(_)
+                        | SetExpr::Update(_)
+                        | SetExpr::Delete(_)
+                        | SetExpr::Merge(_)
+                )
+            };
+            dml(&q.body)
+                || q.with
+                    .as_ref()
+                    .is_some_and(|w| w.cte_tables.iter().any(|c| dml(&c.query.body)))
+        }
+        _ => true,
+    }
+}
+
+/// EXPLAIN: a statement routed to one shard is explained there; anything
+/// else is explained by any one shard (a per-shard plan), except EXPLAIN
+/// ANALYZE of a data-modifying statement that is not single-shard.
+fn plan_explain(
+    inner: &Statement,
+    analyze: bool,
+    schema: &dyn SchemaView,
+    mode: ParamMode,
+) -> Plan {
+    let plan = plan_statement(inner, schema, mode, "EXPLAIN");
+    match plan {
+        Plan::Keyed { .. } => plan,
+        Plan::Insert { table, mut rows } if rows.len() == 1 => {
+            let key: KeyExpr = rows.remove(0);
+            Plan::Keyed { keys: vec![KeyRef { table, key }], read_only: false }
+        }
+        _ if analyze && modifies_data(inner) => unsupported(
+            "EXPLAIN ANALYZE of a data-modifying statement that is not routed to a single shard is not supported",
+            None,
+        ),
+        _ => Plan::AnyShard,
+    }
+}

@@ -1,0 +1,1157 @@
+//! Planner tests: every pgbench statement, the refusals, the cache.
+
+use std::sync::Arc;
+
+use super::*;
+
+struct Pgbench;
+
+impl SchemaView for Pgbench {
+    fn key_column(&self, table: &str) -> Option<&str> {
+        match table {
+            "pgbench_accounts" | "pgbench_history" => Some("aid"),
+            "pgbench_tellers" => Some("tid"),
+            "pgbench_branches" => Some("bid"),
+            _ => None,
+        }
+    }
+}
+
+fn simple(sql: &str) -> Plan {
+    let p = Planner::new(100);
+    let (plan, _) = p.plan_simple(sql, &Pgbench);
+    // A second call (cache hit) must give the same plan.
+    let (again, _) = p.plan_simple(sql, &Pgbench);
+    assert_eq!(plan, again, "{sql}");
+    (*plan).clone()
+}
+
+fn extended(sql: &str) -> Plan {
+    (*Planner::new(100).plan_extended(sql, &Pgbench)).clone()
+}
+
+fn param(index: usize) -> KeyExpr {
+    KeyExpr::Param {
+        index,
+        negate: false,
+    }
+}
+
+fn keyed(table: &str, key: KeyExpr, read_only: bool) -> Plan {
+    Plan::Keyed {
+        keys: vec![KeyRef {
+            table: Arc::from(table),
+            key,
+        }],
+        read_only,
+    }
+}
+
+fn scatter(table: &str, merge: Merge, read_only: bool) -> Plan {
+    Plan::Scatter {
+        table: Arc::from(table),
+        merge,
+        read_only,
+    }
+}
+
+#[track_caller]
+fn assert_error(plan: &Plan, sqlstate: &str, needle: &str) {
+    match plan {
+        Plan::Error {
+            sqlstate: s,
+            message,
+            ..
+        } => {
+            assert_eq!(*s, sqlstate, "{message}");
+            assert!(
+                message.contains(needle),
+                "message {message:?} lacks {needle:?}"
+            );
+        }
+        other => panic!("expected error {sqlstate} ({needle}), got {other:?}"),
+    }
+}
+
+#[test]
+fn planner_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Planner>();
+}
+
+// ---- pgbench, simple protocol -------------------------------------------
+
+#[test]
+fn pgbench_select_only() {
+    let p = Planner::new(100);
+    let sql = "SELECT abalance FROM pgbench_accounts WHERE aid = 123;";
+    let (plan, lits) = p.plan_simple(sql, &Pgbench);
+    assert_eq!(*plan, keyed("pgbench_accounts", param(0), true));
+    assert_eq!(lits.len(), 1);
+    assert_eq!(lits.value(sql, 0).as_deref(), Some("123"));
+}
+
+#[test]
+fn pgbench_tpcb_statements() {
+    let sql = "UPDATE pgbench_accounts SET abalance = abalance + -4321 WHERE aid = 5;";
+    let p = Planner::new(100);
+    let (plan, lits) = p.plan_simple(sql, &Pgbench);
+    assert_eq!(*plan, keyed("pgbench_accounts", param(1), false));
+    assert_eq!(lits.value(sql, 0).as_deref(), Some("4321"));
+    assert_eq!(lits.value(sql, 1).as_deref(), Some("5"));
+
+    assert_eq!(
+        simple("SELECT abalance FROM pgbench_accounts WHERE aid = 5;"),
+        keyed("pgbench_accounts", param(0), true)
+    );
+    assert_eq!(
+        simple("UPDATE pgbench_tellers SET tbalance = tbalance + 12 WHERE tid = 3;"),
+        keyed("pgbench_tellers", param(1), false)
+    );
+    assert_eq!(
+        simple("UPDATE pgbench_branches SET bbalance = bbalance + -4321 WHERE bid = 1;"),
+        keyed("pgbench_branches", param(1), false)
+    );
+    let ins = "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (3, 1, 5, -4321, CURRENT_TIMESTAMP);";
+    let (plan, lits) = p.plan_simple(ins, &Pgbench);
+    assert_eq!(
+        *plan,
+        Plan::Insert {
+            table: Arc::from("pgbench_history"),
+            rows: vec![param(2)]
+        }
+    );
+    assert_eq!(lits.value(ins, 2).as_deref(), Some("5"));
+    assert_eq!(
+        simple("BEGIN;"),
+        Plan::Transaction(TxnStmt::Begin {
+            sql: "BEGIN".into()
+        })
+    );
+    assert_eq!(simple("END;"), Plan::Transaction(TxnStmt::Commit));
+}
+
+#[test]
+fn negative_key_literal() {
+    assert_eq!(
+        simple("SELECT * FROM pgbench_accounts WHERE aid = -7"),
+        keyed(
+            "pgbench_accounts",
+            KeyExpr::Param {
+                index: 0,
+                negate: true
+            },
+            true
+        )
+    );
+}
+
+// ---- pgbench, extended protocol -----------------------------------------
+
+#[test]
+fn pgbench_extended() {
+    assert_eq!(
+        extended("SELECT abalance FROM pgbench_accounts WHERE aid = $1"),
+        keyed("pgbench_accounts", param(0), true)
+    );
+    assert_eq!(
+        extended("UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2"),
+        keyed("pgbench_accounts", param(1), false)
+    );
+    assert_eq!(
+        extended("UPDATE pgbench_tellers SET tbalance = tbalance + $1 WHERE tid = $2"),
+        keyed("pgbench_tellers", param(1), false)
+    );
+    assert_eq!(
+        extended("UPDATE pgbench_branches SET bbalance = bbalance + $1 WHERE bid = $2"),
+        keyed("pgbench_branches", param(1), false)
+    );
+    assert_eq!(
+        extended("INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES ($1, $2, $3, $4, CURRENT_TIMESTAMP)"),
+        Plan::Insert { table: Arc::from("pgbench_history"), rows: vec![param(2)] }
+    );
+    assert_eq!(
+        extended("BEGIN"),
+        Plan::Transaction(TxnStmt::Begin {
+            sql: "BEGIN".into()
+        })
+    );
+    assert_eq!(extended("END"), Plan::Transaction(TxnStmt::Commit));
+    // Literals in extended-protocol text are constants.
+    assert_eq!(
+        extended("SELECT abalance FROM pgbench_accounts WHERE aid = 5"),
+        keyed("pgbench_accounts", KeyExpr::Const("5".into()), true)
+    );
+    assert_eq!(
+        extended("SELECT * FROM pgbench_accounts WHERE aid = $1::bigint"),
+        keyed("pgbench_accounts", param(0), true)
+    );
+    assert_eq!(
+        extended("SELECT * FROM pgbench_accounts WHERE CAST($2 AS int8) = aid"),
+        keyed("pgbench_accounts", param(1), true)
+    );
+    assert_eq!(
+        extended("SELECT * FROM pgbench_accounts WHERE aid = -$1"),
+        keyed(
+            "pgbench_accounts",
+            KeyExpr::Param {
+                index: 0,
+                negate: true
+            },
+            true
+        )
+    );
+    assert_eq!(
+        extended("SELECT * FROM pgbench_accounts a WHERE a.aid IN ($1) AND a.bid > 3"),
+        keyed("pgbench_accounts", param(0), true)
+    );
+}
+
+// ---- pgbench -i -----------------------------------------------------------
+
+#[test]
+fn pgbench_initialization() {
+    for sql in [
+        "drop table if exists pgbench_accounts, pgbench_branches, pgbench_history, pgbench_tellers",
+        "create table pgbench_history(tid int,bid int,aid    int,delta int,mtime timestamp,filler char(22))",
+        "truncate table pgbench_accounts, pgbench_branches, pgbench_history, pgbench_tellers",
+        "vacuum analyze pgbench_branches",
+        "alter table pgbench_branches add primary key (bid)",
+    ] {
+        assert_eq!(simple(sql), Plan::AllShards, "{sql}");
+    }
+    assert_eq!(
+        simple("insert into pgbench_branches(bid,bbalance) values(1,0)"),
+        Plan::Insert {
+            table: Arc::from("pgbench_branches"),
+            rows: vec![param(0)]
+        }
+    );
+    let copy = Plan::Copy(CopyPlan {
+        table: Arc::from("pgbench_accounts"),
+        columns: None,
+        from_stdin: true,
+        format: CopyFormat::Text,
+        delimiter: b'\t',
+        header: false,
+        quote: b'"',
+        escape: b'"',
+    });
+    assert_eq!(simple("copy pgbench_accounts from stdin"), copy.clone());
+    assert_eq!(
+        simple("copy pgbench_accounts from stdin with (freeze on)"),
+        copy
+    );
+    assert_eq!(
+        simple("select count(*) from pgbench_branches"),
+        scatter(
+            "pgbench_branches",
+            Merge::Aggregate(vec![AggKind::Count]),
+            true
+        )
+    );
+}
+
+// ---- COPY -----------------------------------------------------------------
+
+#[test]
+fn copy_variants() {
+    let Plan::Copy(c) =
+        simple("COPY pgbench_history (tid, BID, \"aid\") FROM STDIN WITH CSV HEADER DELIMITER ';'")
+    else {
+        panic!("not a copy plan");
+    };
+    assert_eq!(
+        c.columns,
+        Some(vec![
+            "tid".to_string(),
+            "bid".to_string(),
+            "aid".to_string()
+        ])
+    );
+    assert_eq!(
+        (c.format, c.delimiter, c.header, c.quote, c.escape),
+        (CopyFormat::Csv, b';', true, b'"', b'"')
+    );
+    let Plan::Copy(c) = simple("COPY public.pgbench_accounts TO STDOUT (FORMAT csv, QUOTE '''', ESCAPE '\\', HEADER MATCH)")
+    else {
+        panic!("not a copy plan");
+    };
+    assert!(!c.from_stdin);
+    assert_eq!(
+        (c.format, c.quote, c.escape, c.header),
+        (CopyFormat::Csv, b'\'', b'\\', true)
+    );
+    let Plan::Copy(c) = simple("COPY pgbench_accounts TO STDOUT (FORMAT binary)") else {
+        panic!("not a copy plan");
+    };
+    assert_eq!(c.format, CopyFormat::Binary);
+    assert_error(
+        &simple("COPY (SELECT 1) TO STDOUT"),
+        "0A000",
+        "COPY (query)",
+    );
+    assert_error(
+        &simple("COPY pgbench_accounts FROM '/tmp/x'"),
+        "0A000",
+        "file",
+    );
+    assert_error(&simple("COPY nope FROM STDIN"), "0A000", "not declared");
+    assert_error(
+        &simple("COPY pgbench_accounts FROM STDIN (DELIMITER 'ab')"),
+        "0A000",
+        "delimiter",
+    );
+    assert_error(
+        &simple("COPY pgbench_accounts FROM STDIN (FORMAT xml)"),
+        "22023",
+        "xml",
+    );
+    assert_eq!(simple("COPY pg_catalog.pg_class TO STDOUT"), Plan::AnyShard);
+    // COPY plans depend on option literals: different delimiters, different plans.
+    let p = Planner::new(10);
+    let (a, _) = p.plan_simple("COPY pgbench_accounts FROM STDIN (DELIMITER ',')", &Pgbench);
+    let (b, _) = p.plan_simple("COPY pgbench_accounts FROM STDIN (DELIMITER '|')", &Pgbench);
+    assert!(
+        matches!((&*a, &*b), (Plan::Copy(x), Plan::Copy(y)) if x.delimiter == b',' && y.delimiter == b'|')
+    );
+}
+
+// ---- catalog and utility --------------------------------------------------
+
+#[test]
+fn catalog_queries_go_to_any_shard() {
+    for sql in [
+        "SELECT 1",
+        "SELECT version()",
+        "SELECT now()",
+        "SELECT * FROM pg_catalog.pg_class",
+        "SELECT * FROM pg_class WHERE relname = 'x'",
+        "SELECT table_name FROM information_schema.tables",
+        "SELECT c.oid, n.nspname, c.relname FROM pg_catalog.pg_class c LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relname OPERATOR(pg_catalog.~) '^(t)$' COLLATE pg_catalog.default",
+        "SELECT n.nspname as \"Schema\", c.relname as \"Name\", CASE c.relkind WHEN 'r' THEN 'table' WHEN 'v' THEN 'view' END as \"Type\", pg_catalog.pg_get_userbyid(c.relowner) as \"Owner\" FROM pg_catalog.pg_class c LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r','p','v','m','S','f','') AND n.nspname <> 'pg_catalog' AND n.nspname !~ '^pg_toast' AND pg_catalog.pg_table_is_visible(c.oid) ORDER BY 1,2",
+        "SELECT * FROM generate_series(1, 10) g",
+        "WITH x AS (SELECT 1 AS a) SELECT a FROM x",
+        "SHOW server_version",
+        "VALUES (1, 2)",
+    ] {
+        assert_eq!(simple(sql), Plan::AnyShard, "{sql}");
+    }
+}
+
+#[test]
+fn set_statements() {
+    assert_eq!(
+        simple("SET search_path TO x"),
+        Plan::Set {
+            local: false,
+            reset_all: false
+        }
+    );
+    assert_eq!(
+        simple("SET LOCAL statement_timeout = 5"),
+        Plan::Set {
+            local: true,
+            reset_all: false
+        }
+    );
+    assert_eq!(
+        simple("RESET ALL"),
+        Plan::Set {
+            local: false,
+            reset_all: true
+        }
+    );
+    assert_eq!(
+        simple("DISCARD ALL"),
+        Plan::Set {
+            local: false,
+            reset_all: true
+        }
+    );
+}
+
+#[test]
+fn transaction_statements() {
+    assert_eq!(
+        simple("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY, DEFERRABLE"),
+        Plan::Transaction(TxnStmt::Begin {
+            sql: "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY, DEFERRABLE".into()
+        })
+    );
+    assert_eq!(simple("commit"), Plan::Transaction(TxnStmt::Commit));
+    assert_eq!(simple("abort"), Plan::Transaction(TxnStmt::Rollback));
+    assert_eq!(
+        simple("ROLLBACK TO SAVEPOINT s1"),
+        Plan::Transaction(TxnStmt::Savepoint)
+    );
+    assert_error(
+        &simple("PREPARE TRANSACTION 'gid'"),
+        "0A000",
+        "two-phase commit",
+    );
+    assert_error(
+        &simple("COMMIT PREPARED 'gid'"),
+        "0A000",
+        "two-phase commit",
+    );
+    assert_error(
+        &simple("ROLLBACK PREPARED 'gid'"),
+        "0A000",
+        "two-phase commit",
+    );
+}
+
+// ---- scatter / merge ------------------------------------------------------
+
+#[test]
+fn scatter_merges() {
+    assert_eq!(
+        simple("SELECT aid, abalance FROM pgbench_accounts WHERE abalance > 0"),
+        scatter("pgbench_accounts", Merge::Concat, true)
+    );
+    assert_eq!(
+        simple("SELECT count(*) AS n, sum(abalance), min(aid) lo, max(aid) FROM pgbench_accounts WHERE bid = 1"),
+        scatter("pgbench_accounts", Merge::Aggregate(vec![AggKind::Count, AggKind::Sum, AggKind::Min, AggKind::Max]), true)
+    );
+    assert_eq!(
+        simple("SELECT * FROM pgbench_accounts WHERE abalance < 0 FOR UPDATE"),
+        scatter("pgbench_accounts", Merge::Concat, false)
+    );
+    assert_eq!(
+        simple("SELECT * FROM pgbench_accounts WHERE aid = 3 FOR UPDATE"),
+        keyed("pgbench_accounts", param(0), false)
+    );
+    for (sql, construct) in [
+        (
+            "SELECT * FROM pgbench_accounts ORDER BY aid",
+            "ORDER BY across shards is not supported yet",
+        ),
+        ("SELECT * FROM pgbench_accounts LIMIT 10", "LIMIT"),
+        ("SELECT * FROM pgbench_accounts OFFSET 10", "OFFSET"),
+        (
+            "SELECT bid, count(*) FROM pgbench_accounts GROUP BY bid",
+            "GROUP BY",
+        ),
+        (
+            "SELECT count(*) FROM pgbench_accounts HAVING count(*) > 1",
+            "HAVING",
+        ),
+        ("SELECT DISTINCT bid FROM pgbench_accounts", "DISTINCT"),
+        ("SELECT avg(abalance) FROM pgbench_accounts", "avg()"),
+        (
+            "SELECT count(DISTINCT bid) FROM pgbench_accounts",
+            "count(DISTINCT",
+        ),
+        (
+            "SELECT string_agg(filler, ',') FROM pgbench_accounts",
+            "aggregate string_agg()",
+        ),
+        (
+            "SELECT sum(abalance) + 1 FROM pgbench_accounts",
+            "expressions over aggregates",
+        ),
+        (
+            "SELECT aid, count(*) FROM pgbench_accounts",
+            "mixing aggregates",
+        ),
+        (
+            "SELECT row_number() OVER () FROM pgbench_accounts",
+            "window functions",
+        ),
+    ] {
+        assert_error(&simple(sql), "0A000", construct);
+    }
+}
+
+#[test]
+fn joins_and_subqueries() {
+    // Every sharded table keyed: one shard (checked by the executor).
+    assert_eq!(
+        simple("SELECT * FROM pgbench_accounts a JOIN pgbench_history h ON h.aid = a.aid WHERE a.aid = 1 AND h.aid = 1"),
+        Plan::Keyed {
+            keys: vec![
+                KeyRef { table: Arc::from("pgbench_accounts"), key: param(0) },
+                KeyRef { table: Arc::from("pgbench_history"), key: param(1) },
+            ],
+            read_only: true
+        }
+    );
+    // Key from an inner join's ON condition.
+    assert_eq!(
+        simple("SELECT * FROM pg_class c JOIN pgbench_accounts a ON a.aid = 4"),
+        keyed("pgbench_accounts", param(0), true)
+    );
+    // A subquery with its own key.
+    assert_eq!(
+        simple("SELECT * FROM (SELECT * FROM pgbench_accounts WHERE aid = 9) s"),
+        keyed("pgbench_accounts", param(0), true)
+    );
+    assert_error(
+        &simple("SELECT * FROM pgbench_accounts a JOIN pgbench_branches b ON a.bid = b.bid WHERE a.aid = 1"),
+        "0A000",
+        "several sharded table",
+    );
+    assert_error(
+        &simple("SELECT (SELECT count(*) FROM pgbench_accounts)"),
+        "0A000",
+        "subquery, CTE or set operation",
+    );
+    assert_error(
+        &simple("SELECT aid FROM pgbench_accounts UNION ALL SELECT aid FROM pgbench_accounts"),
+        "0A000",
+        "several sharded table",
+    );
+    assert_error(
+        &simple("WITH t AS (SELECT * FROM pgbench_accounts) SELECT * FROM t"),
+        "0A000",
+        "subquery, CTE or set operation",
+    );
+    // A CTE does not hide a real table of the same name in its own body.
+    assert_error(
+        &simple("WITH nope AS (SELECT * FROM nope) SELECT * FROM nope"),
+        "0A000",
+        "not declared",
+    );
+    // Unqualified key column in a subquery with its own key.
+    assert_eq!(
+        simple(
+            "SELECT * FROM pg_class WHERE oid IN (SELECT aid FROM pgbench_accounts WHERE aid = 2)"
+        ),
+        keyed("pgbench_accounts", param(0), true)
+    );
+    // OR is not a conjunction.
+    assert_eq!(
+        simple("SELECT * FROM pgbench_accounts WHERE aid = 1 OR aid = 2"),
+        scatter("pgbench_accounts", Merge::Concat, true)
+    );
+    // A key compared to a column is not a key value.
+    assert_eq!(
+        simple("SELECT * FROM pgbench_accounts WHERE aid = bid"),
+        scatter("pgbench_accounts", Merge::Concat, true)
+    );
+}
+
+// ---- refusals ---------------------------------------------------------------
+
+#[test]
+fn undeclared_tables() {
+    let plan = simple("SELECT * FROM t");
+    assert_eq!(
+        plan,
+        Plan::Error {
+            sqlstate: "0A000",
+            message: "table \"t\" is not declared in the pg-router catalog".into(),
+            hint: Some("declare it with: pg-router meta add-table --table t --column <sharding key column>".into()),
+        }
+    );
+    assert_error(
+        &simple("SELECT * FROM \"PgBench_Accounts\""),
+        "0A000",
+        "\"PgBench_Accounts\" is not declared",
+    );
+    assert_error(
+        &simple("SELECT * FROM other.pgbench_accounts"),
+        "0A000",
+        "\"other.pgbench_accounts\" is not declared",
+    );
+    assert_eq!(
+        simple("SELECT * FROM PUBLIC.PGBENCH_ACCOUNTS WHERE AID = 1"),
+        keyed("pgbench_accounts", param(0), true)
+    );
+    assert_error(
+        &simple("INSERT INTO t (a) VALUES (1)"),
+        "0A000",
+        "not declared",
+    );
+    assert_error(&simple("UPDATE t SET a = 1"), "0A000", "not declared");
+    assert_error(&simple("DELETE FROM t"), "0A000", "not declared");
+}
+
+#[test]
+fn insert_rules() {
+    assert_eq!(
+        simple("INSERT INTO pgbench_accounts (aid, bid, abalance) VALUES (1, 1, 0), (2, 1, -5), (-3, 1, 0) ON CONFLICT (aid) DO UPDATE SET abalance = EXCLUDED.abalance RETURNING aid"),
+        Plan::Insert {
+            table: Arc::from("pgbench_accounts"),
+            rows: vec![param(0), param(3), KeyExpr::Param { index: 6, negate: true }]
+        }
+    );
+    assert_eq!(
+        extended("INSERT INTO pgbench_accounts (aid, bid) VALUES ($1::int8, $2), ('7', 1)"),
+        Plan::Insert {
+            table: Arc::from("pgbench_accounts"),
+            rows: vec![param(0), KeyExpr::Const("7".into())]
+        }
+    );
+    assert_error(
+        &simple("INSERT INTO pgbench_accounts VALUES (1, 2, 3)"),
+        "0A000",
+        "must name its columns",
+    );
+    assert_error(
+        &simple("INSERT INTO pgbench_accounts (bid) VALUES (1)"),
+        "0A000",
+        "sharding key column \"aid\"",
+    );
+    assert_error(
+        &simple("INSERT INTO pgbench_accounts (aid) SELECT 1"),
+        "0A000",
+        "INSERT ... SELECT",
+    );
+    assert_error(
+        &simple("INSERT INTO pgbench_accounts DEFAULT VALUES"),
+        "0A000",
+        "DEFAULT VALUES",
+    );
+    assert_error(
+        &simple("INSERT INTO pgbench_accounts (aid) VALUES (1 + 2)"),
+        "0A000",
+        "literal or a parameter",
+    );
+    assert_error(
+        &simple(
+            "INSERT INTO pgbench_accounts (aid) VALUES (1) ON CONFLICT (aid) DO UPDATE SET aid = 5",
+        ),
+        "0A000",
+        "updating the sharding key",
+    );
+    assert_error(
+        &simple("INSERT INTO pgbench_accounts (aid, bid) VALUES (1, (SELECT max(bid) FROM pgbench_branches))"),
+        "0A000",
+        "subqueries over sharded tables",
+    );
+    assert_error(
+        &simple("INSERT INTO pg_class (oid) VALUES (1)"),
+        "0A000",
+        "system catalogs",
+    );
+}
+
+#[test]
+fn update_delete_rules() {
+    assert_eq!(
+        simple("UPDATE pgbench_accounts SET abalance = 0 WHERE bid = 1"),
+        scatter("pgbench_accounts", Merge::Concat, false)
+    );
+    assert_eq!(
+        simple("DELETE FROM pgbench_history WHERE aid = 3"),
+        keyed("pgbench_history", param(0), false)
+    );
+    assert_eq!(
+        simple("DELETE FROM pgbench_history"),
+        scatter("pgbench_history", Merge::Concat, false)
+    );
+    assert_eq!(
+        simple("UPDATE pgbench_accounts a SET abalance = 1 WHERE a.aid = 3 RETURNING *"),
+        keyed("pgbench_accounts", param(1), false)
+    );
+    assert_error(
+        &simple("UPDATE pgbench_accounts SET aid = 5 WHERE aid = 4"),
+        "0A000",
+        "updating the sharding key",
+    );
+    assert_error(
+        &simple("UPDATE pgbench_accounts SET abalance = 0 FROM pgbench_branches b WHERE b.bid = pgbench_accounts.bid"),
+        "0A000",
+        "several sharded table",
+    );
+}
+
+#[test]
+fn refused_statement_kinds() {
+    assert_error(&simple("DO $$ BEGIN PERFORM 1; END $$"), "0A000", "DO");
+    assert_error(&simple("LISTEN chan"), "0A000", "LISTEN");
+    assert_error(&simple("NOTIFY chan, 'x'"), "0A000", "NOTIFY");
+    assert_error(&simple("PREPARE p AS SELECT 1"), "0A000", "PREPARE");
+    assert_error(&simple("EXECUTE p"), "0A000", "EXECUTE");
+    assert_error(&simple("DEALLOCATE p"), "0A000", "DEALLOCATE");
+    assert_error(&simple("MERGE INTO pgbench_accounts a USING pgbench_history h ON a.aid = h.aid WHEN MATCHED THEN DELETE"), "0A000", "MERGE");
+    assert_error(&simple("SELEC 1"), "42601", "syntax error");
+    assert_error(&simple("SELECT 1; SELECT 2"), "42601", "several statements");
+}
+
+#[test]
+fn explain() {
+    assert_eq!(
+        simple("EXPLAIN SELECT * FROM pgbench_accounts WHERE aid = 1"),
+        keyed("pgbench_accounts", param(0), true)
+    );
+    assert_eq!(
+        simple("EXPLAIN SELECT * FROM pgbench_accounts ORDER BY aid"),
+        Plan::AnyShard
+    );
+    assert_eq!(
+        simple("EXPLAIN ANALYZE INSERT INTO pgbench_history (aid) VALUES (1)"),
+        keyed("pgbench_history", param(0), false)
+    );
+    assert_error(
+        &simple("EXPLAIN ANALYZE DELETE FROM pgbench_history"),
+        "0A000",
+        "EXPLAIN ANALYZE",
+    );
+    assert_eq!(
+        simple("EXPLAIN DELETE FROM pgbench_history"),
+        Plan::AnyShard
+    );
+}
+
+// ---- cache ------------------------------------------------------------------
+
+#[test]
+fn cache_shares_one_plan_across_literal_values() {
+    let p = Planner::new(100);
+    let a = "SELECT abalance FROM pgbench_accounts WHERE aid = 17;";
+    let b = "SELECT abalance FROM pgbench_accounts WHERE aid = 42;";
+    let (pa, la) = p.plan_simple(a, &Pgbench);
+    let (pb, lb) = p.plan_simple(b, &Pgbench);
+    assert!(Arc::ptr_eq(&pa, &pb));
+    assert_eq!(*pa, keyed("pgbench_accounts", param(0), true));
+    assert_eq!(la.value(a, 0).as_deref(), Some("17"));
+    assert_eq!(lb.value(b, 0).as_deref(), Some("42"));
+    assert_eq!(p.cached(), 1);
+    // Extended protocol: cached by exact text.
+    let e1 = p.plan_extended("SELECT 1 FROM pgbench_accounts WHERE aid = $1", &Pgbench);
+    let e2 = p.plan_extended("SELECT 1 FROM pgbench_accounts WHERE aid = $1", &Pgbench);
+    assert!(Arc::ptr_eq(&e1, &e2));
+    p.clear();
+    assert_eq!(p.cached(), 0);
+}
+
+#[test]
+fn cache_is_bounded() {
+    let p = Planner::new(3);
+    for t in [
+        "pgbench_accounts",
+        "pgbench_history",
+        "pgbench_tellers",
+        "pgbench_branches",
+        "pg_class",
+    ] {
+        p.plan_simple(&format!("SELECT * FROM {t}"), &Pgbench);
+        assert!(p.cached() <= 3);
+    }
+    let none = Planner::new(0);
+    none.plan_simple("SELECT 1", &Pgbench);
+    assert_eq!(none.cached(), 0);
+}
+
+#[test]
+fn begin_text_is_not_shared_between_shapes() {
+    let p = Planner::new(10);
+    let (a, _) = p.plan_simple("BEGIN READ ONLY", &Pgbench);
+    let (b, _) = p.plan_simple("BEGIN", &Pgbench);
+    assert_eq!(
+        *a,
+        Plan::Transaction(TxnStmt::Begin {
+            sql: "BEGIN READ ONLY".into()
+        })
+    );
+    assert_eq!(
+        *b,
+        Plan::Transaction(TxnStmt::Begin {
+            sql: "BEGIN".into()
+        })
+    );
+}
+
+#[test]
+fn unparseable_shape_falls_back_to_the_original_text() {
+    let p = Planner::new(10);
+    // `numeric($1,$2)` does not parse: the original text is planned with a
+    // constant key, and the next statement of that shape gets its own key.
+    let a = "SELECT abalance::numeric(10,2) FROM pgbench_accounts WHERE aid = 17";
+    let b = "SELECT abalance::numeric(10,2) FROM pgbench_accounts WHERE aid = 42";
+    assert_eq!(
+        *p.plan_simple(a, &Pgbench).0,
+        keyed("pgbench_accounts", KeyExpr::Const("17".into()), true)
+    );
+    assert_eq!(
+        *p.plan_simple(b, &Pgbench).0,
+        keyed("pgbench_accounts", KeyExpr::Const("42".into()), true)
+    );
+    // Without a constant key the fallback plan is shared by the shape.
+    let c = "SELECT abalance::numeric(10,2) FROM pgbench_accounts";
+    let (pc1, _) = p.plan_simple(c, &Pgbench);
+    let (pc2, _) = p.plan_simple(
+        "SELECT abalance::numeric(12,4) FROM pgbench_accounts",
+        &Pgbench,
+    );
+    assert!(Arc::ptr_eq(&pc1, &pc2));
+    assert_eq!(*pc1, scatter("pgbench_accounts", Merge::Concat, true));
+}
+
+#[test]
+fn simple_text_with_parameters_is_planned_as_written() {
+    // `$1` is not valid in a simple query; the shard will say so. The
+    // planner must not read it as literal 0.
+    assert_eq!(
+        simple("SELECT * FROM pgbench_accounts WHERE aid = $1"),
+        scatter("pgbench_accounts", Merge::Concat, true)
+    );
+}
+
+#[test]
+fn string_keys_and_escapes() {
+    let p = Planner::new(10);
+    let sql = "SELECT * FROM pgbench_accounts WHERE aid = E'it\\'s' AND bid = 'x''y'";
+    let (plan, lits) = p.plan_simple(sql, &Pgbench);
+    assert_eq!(*plan, keyed("pgbench_accounts", param(0), true));
+    assert_eq!(lits.value(sql, 0).as_deref(), Some("it's"));
+    assert_eq!(lits.value(sql, 1).as_deref(), Some("x'y"));
+    let sql = "SELECT * FROM pgbench_accounts WHERE aid = $tag$a'b$tag$";
+    let (plan, lits) = p.plan_simple(sql, &Pgbench);
+    assert_eq!(*plan, keyed("pgbench_accounts", param(0), true));
+    assert_eq!(lits.value(sql, 0).as_deref(), Some("a'b"));
+}
+
+// ---- robustness -------------------------------------------------------------
+
+#[test]
+fn malformed_input_never_panics() {
+    let p = Planner::new(50);
+    for sql in [
+        "",
+        ";",
+        "'",
+        "\"",
+        "$$",
+        "$a$",
+        "/*",
+        "--",
+        "E'\\",
+        "U&'\\",
+        "SELECT (",
+        "SELECT )",
+        "INSERT",
+        "INSERT INTO",
+        "INSERT INTO pgbench_accounts (aid) VALUES",
+        "COPY",
+        "COPY pgbench_accounts",
+        "UPDATE",
+        "SELECT 'é",
+        "é",
+        "SELECT $",
+        "SELECT $1$",
+        "BEGIN; COMMIT",
+        "SELECT 1e",
+        "SELECT 0x",
+        "x'",
+        "b'",
+        "SELECT * FROM pgbench_accounts WHERE aid = ",
+        "EXPLAIN",
+        "EXPLAIN ANALYZE",
+        "WITH",
+        "VALUES",
+        "TABLE",
+        "SET",
+        "SHOW",
+        "\u{0}",
+        "SELECT '\u{0}'",
+    ] {
+        let _ = p.plan_simple(sql, &Pgbench);
+        let _ = p.plan_extended(sql, &Pgbench);
+        let _ = split_statements(sql);
+        let _ = insert_values_spans(sql);
+    }
+}
+
+#[test]
+fn long_operator_chains_are_refused_not_crashed() {
+    // Planned in a thread with a 2 MiB stack, like a tokio worker, just
+    // under and far over the operator limit, for several chain shapes.
+    fn chain(head: &str, term: &str, ops_per_term: usize, tail: &str, ops: usize) -> String {
+        let mut s = String::from(head);
+        for _ in 0..ops / ops_per_term {
+            s.push_str(term);
+        }
+        s.push_str(tail);
+        s
+    }
+    let limit = parse::MAX_OPERATORS - 8;
+    let shapes: Vec<(String, String)> = vec![
+        (
+            chain(
+                "SELECT * FROM pgbench_accounts WHERE aid = 1",
+                " OR aid = 1",
+                2,
+                "",
+                limit,
+            ),
+            chain(
+                "SELECT * FROM pgbench_accounts WHERE aid = 1",
+                " OR aid = 1",
+                2,
+                "",
+                100_000,
+            ),
+        ),
+        (
+            chain(
+                "SELECT * FROM pgbench_accounts WHERE aid = 1",
+                " AND bid = 1",
+                2,
+                "",
+                limit,
+            ),
+            chain(
+                "SELECT * FROM pgbench_accounts WHERE aid = 1",
+                " AND bid = 1",
+                2,
+                "",
+                100_000,
+            ),
+        ),
+        (
+            chain(
+                "SELECT count(*) FROM pgbench_accounts WHERE filler = 'a'",
+                " || 'a'",
+                1,
+                "",
+                limit,
+            ),
+            chain(
+                "SELECT count(*) FROM pgbench_accounts WHERE filler = 'a'",
+                " || 'a'",
+                1,
+                "",
+                100_000,
+            ),
+        ),
+        (
+            chain(
+                "SELECT sum(abalance)",
+                " + 1",
+                1,
+                " FROM pgbench_accounts",
+                limit,
+            ),
+            chain(
+                "SELECT sum(abalance)",
+                " + 1",
+                1,
+                " FROM pgbench_accounts",
+                100_000,
+            ),
+        ),
+        (
+            chain(
+                "SELECT * FROM pgbench_accounts WHERE aid = 1",
+                "::int8",
+                1,
+                "",
+                limit,
+            ),
+            chain(
+                "SELECT * FROM pgbench_accounts WHERE aid = 1",
+                "::int8",
+                1,
+                "",
+                100_000,
+            ),
+        ),
+    ];
+    let h = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || {
+            let p = Planner::new(10);
+            shapes
+                .iter()
+                .map(|(ok, big)| {
+                    (
+                        (*p.plan_simple(ok, &Pgbench).0).clone(),
+                        (*p.plan_simple(big, &Pgbench).0).clone(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .expect("spawn");
+    let plans = h.join().expect("no stack overflow");
+    assert_eq!(plans[0].0, scatter("pgbench_accounts", Merge::Concat, true));
+    assert_eq!(plans[1].0, keyed("pgbench_accounts", param(0), true));
+    assert_eq!(
+        plans[2].0,
+        scatter(
+            "pgbench_accounts",
+            Merge::Aggregate(vec![AggKind::Count]),
+            true
+        )
+    );
+    assert_error(&plans[3].0, "0A000", "expressions over aggregates");
+    assert_eq!(plans[4].0, keyed("pgbench_accounts", param(0), true));
+    for (_, big) in &plans {
+        assert_error(big, "54001", "too complex");
+    }
+}
+
+#[test]
+fn several_statements_are_refused() {
+    assert_error(&simple("BEGIN; SELECT 1"), "42601", "several statements");
+    assert_error(
+        &simple("SET x = 1; SELECT 2"),
+        "42601",
+        "several statements",
+    );
+    assert_error(&extended("BEGIN; SELECT 1"), "42601", "several statements");
+    // A trailing semicolon or comment is one statement.
+    assert_eq!(
+        extended("BEGIN;"),
+        Plan::Transaction(TxnStmt::Begin {
+            sql: "BEGIN".into()
+        })
+    );
+    assert_eq!(simple("SELECT 1; -- done"), Plan::AnyShard);
+    // One CREATE FUNCTION with a SQL-standard body is one statement.
+    assert_eq!(
+        simple("CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT 2; END"),
+        Plan::AllShards
+    );
+}
+
+#[test]
+fn pgbench_startup_queries() {
+    // pgbench (run mode) checks the partitioning of pgbench_accounts.
+    let sql = "select o.n, p.partstrat, pg_catalog.count(i.inhparent) from pg_catalog.pg_class as c join pg_catalog.pg_namespace as n on (n.oid = c.relnamespace) cross join lateral (select pg_catalog.array_position(pg_catalog.current_schemas(true), n.nspname)) as o(n) left join pg_catalog.pg_partitioned_table as p on (p.partrelid = c.oid) left join pg_catalog.pg_inherits as i on (c.oid = i.inhparent) where c.relname = 'pgbench_accounts' and o.n is not null group by 1, 2 order by 1 asc limit 1";
+    assert_eq!(simple(sql), Plan::AnyShard);
+    assert_eq!(
+        simple("SELECT c.oid, n.nspname, c.relname FROM pg_catalog.pg_class c LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relname OPERATOR(pg_catalog.~) '^(pgbench_accounts)$' COLLATE pg_catalog.default AND pg_catalog.pg_table_is_visible(c.oid) ORDER BY 2, 3;"),
+        Plan::AnyShard
+    );
+    assert_eq!(
+        simple("select count(*) from pgbench_branches"),
+        scatter(
+            "pgbench_branches",
+            Merge::Aggregate(vec![AggKind::Count]),
+            true
+        )
+    );
+    assert_eq!(
+        simple("insert into pgbench_tellers(tid,bid,tbalance) values (1,1,0)"),
+        Plan::Insert {
+            table: Arc::from("pgbench_tellers"),
+            rows: vec![param(0)]
+        }
+    );
+    assert_eq!(
+        simple("alter table pgbench_accounts add primary key (aid)"),
+        Plan::AllShards
+    );
+}
+
+#[test]
+fn fuzzed_fragments_never_panic() {
+    const PIECES: &[&str] = &[
+        "SELECT ",
+        "INSERT INTO pgbench_accounts (aid, bid) VALUES ",
+        "(1, 'x')",
+        ", ",
+        "(",
+        ")",
+        "'",
+        "''",
+        "E'\\'",
+        "$$",
+        "$t$",
+        "\"",
+        "/*",
+        "*/",
+        "--",
+        "\n",
+        ";",
+        " WHERE aid = ",
+        "-",
+        "1.5e",
+        "0x",
+        "$1",
+        "é",
+        "ü'",
+        "COPY ",
+        " FROM STDIN ",
+        "WITH (",
+        "FORMAT csv",
+        "DELIMITER ",
+        "U&'",
+        "B'",
+        "X'",
+        "N'",
+        "UPDATE pgbench_tellers SET ",
+        "tid = ",
+        " AND ",
+        " OR ",
+        "BEGIN ATOMIC ",
+        "CREATE FUNCTION ",
+        "END",
+        "count(*)",
+        " FROM pgbench_branches",
+        "pg_catalog.",
+        "::int8",
+        " IN (",
+        "EXPLAIN ",
+        "ANALYZE ",
+        "SET LOCAL ",
+        "ROLLBACK TO ",
+        "\u{0}",
+        " VALUES ",
+    ];
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut rnd = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let p = Planner::new(64);
+    for _ in 0..3000 {
+        let n = (rnd() % 8 + 1) as usize;
+        let mut sql = String::new();
+        for _ in 0..n {
+            sql.push_str(PIECES[(rnd() % PIECES.len() as u64) as usize]);
+        }
+        let (_, lits) = p.plan_simple(&sql, &Pgbench);
+        for i in 0..=lits.len() {
+            let _ = lits.value(&sql, i);
+            let _ = lits.value("short", i);
+        }
+        let _ = p.plan_extended(&sql, &Pgbench);
+        for s in split_statements(&sql) {
+            let _ = p.plan_simple(s, &Pgbench);
+        }
+        if let Some(sp) = insert_values_spans(&sql) {
+            assert!(sp.prefix_end <= sp.suffix_start && sp.suffix_start <= sql.len());
+            for r in &sp.rows {
+                assert!(sql.get(r.clone()).is_some());
+            }
+        }
+    }
+}
+
+#[test]
+fn key_spellings() {
+    for sql in [
+        "SELECT * FROM pgbench_accounts WHERE aid = 1::bigint",
+        "SELECT * FROM \"pgbench_accounts\" WHERE \"aid\" = 1",
+        "SELECT * FROM public.pgbench_accounts WHERE public.pgbench_accounts.aid = 1",
+        "SELECT * FROM pgbench_accounts WHERE pgbench_accounts.aid = '1'",
+        "SELECT * FROM pgbench_accounts WHERE (aid = 1) AND (bid = 2 OR bid = 3)",
+        "SELECT * FROM pgbench_accounts WHERE 1 = aid",
+        "SELECT * FROM pgbench_accounts WHERE aid = int8 '1'",
+        "SELECT * FROM pgbench_accounts WHERE aid = (1)",
+        "SELECT * FROM pgbench_accounts AS x WHERE x.aid IN (1)",
+    ] {
+        assert_eq!(
+            simple(sql),
+            keyed("pgbench_accounts", param(0), true),
+            "{sql}"
+        );
+    }
+    // A different table's qualifier does not key this one.
+    assert_eq!(
+        simple("SELECT * FROM pgbench_accounts a WHERE b.aid = 1"),
+        scatter("pgbench_accounts", Merge::Concat, true)
+    );
+    // Quoted mixed case is a different column.
+    assert_eq!(
+        simple("SELECT * FROM pgbench_accounts WHERE \"AID\" = 1"),
+        scatter("pgbench_accounts", Merge::Concat, true)
+    );
+}

@@ -1,0 +1,78 @@
+//! Decoders for the backend messages the router inspects (PostgreSQL docs
+//! §55.7): CommandComplete tags, ReadyForQuery status, ErrorResponse fields,
+//! RowDescription and DataRow columns.
+
+use super::frontend::Cursor;
+use super::ProtocolError;
+
+/// The command tag of a CommandComplete body.
+pub fn command_tag(body: &[u8]) -> Result<&str, ProtocolError> {
+    Cursor::new(body).cstr()
+}
+
+/// Splits a tag like "INSERT 0 5" / "UPDATE 3" / "SELECT 7" into its verb
+/// part and row count; `None` when the tag carries no count (e.g. "BEGIN").
+pub fn tag_count(tag: &str) -> Option<(&str, u64)> {
+    let (head, last) = tag.rsplit_once(' ')?;
+    let n = last.parse().ok()?;
+    Some((head, n))
+}
+
+/// ErrorResponse/NoticeResponse fields as (code byte, value) pairs.
+pub fn error_fields(body: &[u8]) -> Result<Vec<(u8, &str)>, ProtocolError> {
+    let mut c = Cursor::new(body);
+    let mut out = Vec::new();
+    loop {
+        let code = c.u8()?;
+        if code == 0 {
+            return Ok(out);
+        }
+        out.push((code, c.cstr()?));
+    }
+}
+
+/// SQLSTATE of an ErrorResponse body, if present.
+pub fn error_code(body: &[u8]) -> Option<String> {
+    error_fields(body).ok()?.into_iter().find(|(c, _)| *c == b'C').map(|(_, v)| v.to_string())
+}
+
+/// Column metadata from a RowDescription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    /// Column name.
+    pub name: String,
+    /// Data type OID.
+    pub type_oid: u32,
+    /// Format code (0 text, 1 binary).
+    pub format: i16,
+}
+
+/// Decodes a RowDescription body.
+pub fn row_description(body: &[u8]) -> Result<Vec<Column>, ProtocolError> {
+    let mut c = Cursor::new(body);
+    let n = c.count()?;
+    let mut cols = Vec::with_capacity(n.min(1024));
+    for _ in 0..n {
+        let name = c.cstr()?.to_string();
+        let _table = c.i32()?;
+        let _attnum = c.i16()?;
+        let type_oid = c.i32()? as u32;
+        let _size = c.i16()?;
+        let _typmod = c.i32()?;
+        let format = c.i16()?;
+        cols.push(Column { name, type_oid, format });
+    }
+    Ok(cols)
+}
+
+/// Decodes a DataRow body into column values (`None` = NULL).
+pub fn data_row(body: &[u8]) -> Result<Vec<Option<&[u8]>>, ProtocolError> {
+    let mut c = Cursor::new(body);
+    let n = c.count()?;
+    let mut vals = Vec::with_capacity(n.min(1024));
+    for _ in 0..n {
+        let len = c.i32()?;
+        vals.push(if len < 0 { None } else { Some(c.bytes(len as usize)?) });
+    }
+    Ok(vals)
+}

@@ -1,0 +1,114 @@
+//! Protocol-level errors and PostgreSQL error responses built by the router.
+
+use std::fmt;
+
+/// A failure to read or understand protocol bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    /// The peer closed the connection between messages.
+    #[error("connection closed")]
+    Eof,
+    /// I/O error on the socket.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The bytes do not form a valid message.
+    #[error("invalid message: {0}")]
+    Malformed(String),
+    /// A frame longer than the configured maximum (bytes).
+    #[error("message of {len} bytes exceeds the limit of {max} bytes")]
+    TooLarge {
+        /// Announced frame length in bytes.
+        len: usize,
+        /// Limit in bytes.
+        max: usize,
+    },
+}
+
+/// An error to report to the client as an ErrorResponse (PostgreSQL docs
+/// §55.8 "Error and Notice Message Fields").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgError {
+    /// Severity, e.g. "ERROR", "FATAL".
+    pub severity: &'static str,
+    /// Five-character SQLSTATE (Appendix A).
+    pub code: &'static str,
+    /// Primary message.
+    pub message: String,
+    /// Optional DETAIL.
+    pub detail: Option<String>,
+    /// Optional HINT.
+    pub hint: Option<String>,
+}
+
+impl PgError {
+    /// An ERROR with the given SQLSTATE and message.
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        PgError { severity: "ERROR", code, message: message.into(), detail: None, hint: None }
+    }
+    /// A FATAL error (the connection is closed after it is sent).
+    pub fn fatal(code: &'static str, message: impl Into<String>) -> Self {
+        PgError { severity: "FATAL", ..PgError::new(code, message) }
+    }
+    /// Adds a DETAIL field.
+    pub fn with_detail(mut self, d: impl Into<String>) -> Self {
+        self.detail = Some(d.into());
+        self
+    }
+    /// Adds a HINT field.
+    pub fn with_hint(mut self, h: impl Into<String>) -> Self {
+        self.hint = Some(h.into());
+        self
+    }
+    /// 0A000 feature_not_supported.
+    pub fn unsupported(message: impl Into<String>) -> Self {
+        PgError::new(codes::FEATURE_NOT_SUPPORTED, message)
+    }
+}
+
+impl fmt::Display for PgError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.severity, self.code, self.message)
+    }
+}
+
+impl std::error::Error for PgError {}
+
+/// SQLSTATE codes the router raises itself (PostgreSQL docs Appendix A).
+pub mod codes {
+    /// feature_not_supported
+    pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+    /// syntax_error
+    pub const SYNTAX_ERROR: &str = "42601";
+    /// protocol_violation
+    pub const PROTOCOL_VIOLATION: &str = "08P01";
+    /// connection_failure
+    pub const CONNECTION_FAILURE: &str = "08006";
+    /// in_failed_sql_transaction
+    pub const IN_FAILED_SQL_TRANSACTION: &str = "25P02";
+    /// invalid_sql_statement_name (prepared statement does not exist)
+    pub const INVALID_SQL_STATEMENT_NAME: &str = "26000";
+    /// duplicate_prepared_statement
+    pub const DUPLICATE_PREPARED_STATEMENT: &str = "42P05";
+    /// invalid_text_representation
+    pub const INVALID_TEXT_REPRESENTATION: &str = "22P02";
+    /// invalid_parameter_value
+    pub const INVALID_PARAMETER_VALUE: &str = "22023";
+    /// undefined_column
+    pub const UNDEFINED_COLUMN: &str = "42703";
+    /// internal_error
+    pub const INTERNAL_ERROR: &str = "XX000";
+    /// invalid_cursor_name (portal does not exist)
+    pub const INVALID_CURSOR_NAME: &str = "34000";
+    /// query_canceled
+    pub const QUERY_CANCELED: &str = "57014";
+    /// invalid_authorization_specification
+    pub const INVALID_AUTHORIZATION: &str = "28000";
+    /// numeric_value_out_of_range
+    pub const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
+    /// too_many_connections
+    pub const TOO_MANY_CONNECTIONS: &str = "53300";
+    /// admin_shutdown
+    pub const ADMIN_SHUTDOWN: &str = "57P01";
+    /// bad_copy_file_format
+    pub const BAD_COPY_FILE_FORMAT: &str = "22P04";
+}

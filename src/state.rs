@@ -1,0 +1,149 @@
+//! State shared by every client session: the routing snapshot (catalog +
+//! plan cache), per-shard pools, and the server parameters clients see.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use parking_lot::RwLock;
+
+use crate::backend::{BackendConn, BackendError, ShardPool, ShardTarget};
+use crate::catalog::Catalog;
+use crate::config::BackendConfig;
+use crate::plan::{Planner, SchemaView};
+
+/// One consistent routing snapshot. A new snapshot (with an empty plan
+/// cache) replaces the old one whenever the catalog changes, so a plan is
+/// never used with a catalog other than the one it was made from.
+pub struct Routing {
+    /// The catalog.
+    pub catalog: Arc<Catalog>,
+    /// Plan cache for this catalog.
+    pub planner: Planner,
+    /// Increases by one with every catalog change.
+    pub version: u64,
+}
+
+impl SchemaView for Catalog {
+    fn key_column(&self, table: &str) -> Option<&str> {
+        self.table(table).map(|t| t.key_column.as_str())
+    }
+}
+
+/// Router-wide shared state.
+pub struct RouterState {
+    routing: ArcSwap<Routing>,
+    pools: RwLock<HashMap<String, Arc<ShardPool>>>,
+    /// Backend connection settings.
+    pub backend: BackendConfig,
+    plan_cache_capacity: usize,
+    server_params: RwLock<Vec<(String, String)>>,
+    rr: AtomicUsize,
+    version: AtomicU64,
+    /// Largest client message accepted, in bytes.
+    pub max_message_bytes: usize,
+}
+
+impl RouterState {
+    /// Shared state for `catalog`.
+    pub fn new(catalog: Catalog, backend: BackendConfig, plan_cache_capacity: usize, max_message_bytes: usize) -> Arc<Self> {
+        let st = Arc::new(RouterState {
+            routing: ArcSwap::from_pointee(Routing {
+                catalog: Arc::new(Catalog::empty()),
+                planner: Planner::new(plan_cache_capacity),
+                version: 0,
+            }),
+            pools: RwLock::new(HashMap::new()),
+            backend,
+            plan_cache_capacity,
+            server_params: RwLock::new(Vec::new()),
+            rr: AtomicUsize::new(0),
+            version: AtomicU64::new(0),
+            max_message_bytes,
+        });
+        st.apply_catalog(catalog);
+        st
+    }
+
+    /// The current routing snapshot.
+    pub fn routing(&self) -> Arc<Routing> {
+        self.routing.load_full()
+    }
+
+    /// Installs a new catalog: pools for new or changed shards, a fresh plan
+    /// cache. Sessions pick it up at their next statement; pinned backend
+    /// connections are unaffected.
+    pub fn apply_catalog(&self, catalog: Catalog) {
+        {
+            let mut pools = self.pools.write();
+            pools.retain(|name, _| catalog.shards.contains_key(name));
+            for (name, s) in &catalog.shards {
+                let target = ShardTarget {
+                    name: name.clone(),
+                    host: s.host.clone(),
+                    port: s.port,
+                    dbname: s.dbname.clone(),
+                    user: s.user.clone().unwrap_or_else(|| self.backend.user.clone()),
+                    password: self.backend.password.clone(),
+                    connect_timeout: Duration::from_millis(self.backend.connect_timeout_ms),
+                };
+                let same = pools.get(name).is_some_and(|p| p.target == target);
+                if !same {
+                    pools.insert(
+                        name.clone(),
+                        ShardPool::new(target, self.backend.pool_size, Duration::from_millis(self.backend.checkout_timeout_ms)),
+                    );
+                }
+            }
+        }
+        let version = self.version.fetch_add(1, Ordering::SeqCst) + 1;
+        self.routing.store(Arc::new(Routing {
+            catalog: Arc::new(catalog),
+            planner: Planner::new(self.plan_cache_capacity),
+            version,
+        }));
+    }
+
+    /// The pool of `shard`.
+    pub fn pool(&self, shard: &str) -> Option<Arc<ShardPool>> {
+        self.pools.read().get(shard).cloned()
+    }
+
+    /// A shard name chosen round-robin, for statements any shard can answer.
+    pub fn any_shard(&self) -> Option<String> {
+        let routing = self.routing();
+        let names = routing.catalog.shard_names();
+        if names.is_empty() {
+            return None;
+        }
+        let i = self.rr.fetch_add(1, Ordering::Relaxed) % names.len();
+        Some(names[i].to_string())
+    }
+
+    /// Connects to the first shard to learn the ParameterStatus values
+    /// (server_version, encodings, DateStyle, ...) reported to clients.
+    ///
+    /// Errors: the shard is unreachable or refuses the connection.
+    pub async fn fetch_server_params(&self) -> Result<(), BackendError> {
+        let Some(shard) = self.routing().catalog.shard_names().first().map(|s| s.to_string()) else {
+            return Ok(());
+        };
+        let Some(pool) = self.pool(&shard) else { return Ok(()) };
+        let conn = BackendConn::connect(&pool.target).await?;
+        *self.server_params.write() = conn
+            .params
+            .iter()
+            .filter(|(k, _)| k != "application_name")
+            .cloned()
+            .collect();
+        conn.terminate().await;
+        Ok(())
+    }
+
+    /// ParameterStatus values for a new client.
+    pub fn server_params(&self) -> Vec<(String, String)> {
+        self.server_params.read().clone()
+    }
+}

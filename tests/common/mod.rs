@@ -1,0 +1,80 @@
+//! Shared harness for integration tests: an embedded cluster (N real
+//! PostgreSQL shards + a catalog on free loopback ports) with a router in
+//! front — the same code `pg-router dev` runs. Dropping it stops every
+//! instance, also when a test panics.
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use pg_router::cluster::{ClusterOptions, PgInstance};
+use pg_router::dev::DevCluster;
+use tokio_postgres::{Client, NoTls};
+
+/// Starts `shards` shards + catalog + router (pool of `pool_size` per shard).
+pub async fn start(shards: usize, pool_size: usize) -> DevCluster {
+    let opts = ClusterOptions { shards, ..ClusterOptions::default() };
+    DevCluster::start(opts, "127.0.0.1:0".parse().expect("addr"), pool_size)
+        .await
+        .unwrap_or_else(|e| panic!("cannot start the dev cluster: {e}"))
+}
+
+/// libpq-style DSN of the router.
+pub fn router_dsn(dev: &DevCluster) -> String {
+    format!("host=127.0.0.1 port={} user=postgres dbname=postgres", dev.router.addr.port())
+}
+
+/// A tokio-postgres client connected to `dsn`.
+pub async fn connect_dsn(dsn: &str) -> Client {
+    let (client, conn) = tokio_postgres::connect(dsn, NoTls).await.unwrap_or_else(|e| panic!("connect {dsn}: {e}"));
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+/// A client connected through the router.
+pub async fn connect(dev: &DevCluster) -> Client {
+    connect_dsn(&router_dsn(dev)).await
+}
+
+/// A client connected directly to one PostgreSQL instance.
+pub async fn connect_direct(inst: &PgInstance) -> Client {
+    connect_dsn(&inst.dsn()).await
+}
+
+/// Declares a sharded table in the catalog and waits until the router has
+/// loaded it; returns how long that took.
+pub async fn add_table(dev: &DevCluster, table: &str, column: &str, key_type: &str) -> Duration {
+    let cat = connect_dsn(&dev.catalog_dsn()).await;
+    let kt = key_type.parse().expect("key type");
+    let t0 = Instant::now();
+    pg_router::catalog::add_table(&cat, table, column, "main", None, kt).await.expect("add_table");
+    loop {
+        if dev.router.state.routing().catalog.table(table).is_some() {
+            return t0.elapsed();
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "router did not pick up table {table}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Runs a client program from the PostgreSQL bin dir (psql, pgbench) and
+/// returns (exit success, stdout, stderr).
+pub fn run_pg_tool(dev: &DevCluster, tool: &str, args: &[&str]) -> (bool, String, String) {
+    let bin = dev.cluster.bin(tool);
+    let out = std::process::Command::new(&bin)
+        .args(args)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `-h 127.0.0.1 -p PORT -U postgres` for client tools.
+pub fn conn_args(dev: &DevCluster) -> Vec<String> {
+    vec!["-h".into(), "127.0.0.1".into(), "-p".into(), dev.router.addr.port().to_string(), "-U".into(), "postgres".into()]
+}
