@@ -26,7 +26,7 @@ use crate::protocol::{synth, Frame, PgError};
 use crate::state::Routing;
 
 use super::exchange::{self, Direct, ExchangeError, Expect, Slot};
-use super::merge::MergeMode;
+use super::merge::{MergeMode, MergeState};
 use super::route::{key_shard, Values};
 use super::session::{End, Session};
 use super::simple::ends_failed_block;
@@ -66,6 +66,8 @@ pub enum Route {
     Multi(Vec<String>, MergeMode),
     /// Answered by the router (transaction control).
     Txn(TxnStmt, String),
+    /// COPY run by the router's COPY path at Execute.
+    Copy(crate::plan::CopyPlan, String),
 }
 
 enum Item {
@@ -345,9 +347,7 @@ impl Session {
                 };
                 Route::Multi(shards, mode)
             }
-            Plan::Copy(_) => {
-                return Err(PgError::unsupported("COPY through the extended query protocol is not supported; use a simple Query"))
-            }
+            Plan::Copy(c) => Route::Copy(c.clone(), stmt.query.clone()),
         })
     }
 
@@ -475,7 +475,7 @@ impl Session {
                     // Route like the next routed message, else any shard.
                     let next = items[i + 1..].iter().find_map(|x| x.route()).cloned();
                     match next {
-                        Some(Route::Txn(..)) => {
+                        Some(Route::Txn(..)) | Some(Route::Copy(..)) => {
                             // No parameters, no rows.
                             let mut b = BytesMut::new();
                             b.put_u8(b't');
@@ -505,7 +505,7 @@ impl Session {
                     }
                 }
                 Item::Bind { stmt, frame, route } => match route {
-                    Route::Txn(..) => {
+                    Route::Txn(..) | Route::Copy(..) => {
                         synth_frame(&mut self.out.buf, synth::BIND_COMPLETE);
                         true
                     }
@@ -548,6 +548,11 @@ impl Session {
                     Some(Route::Txn(t, sql)) => {
                         let (t, sql) = (t.clone(), sql.clone());
                         self.txn_command(&t, &sql).await?
+                    }
+                    Some(Route::Copy(c, sql)) => {
+                        let (c, sql) = (c.clone(), sql.clone());
+                        let routing = self.state.routing();
+                        self.copy(&routing, &sql, &c).await?
                     }
                     None => true,
                 },
@@ -617,6 +622,7 @@ impl Session {
         expect: Expect,
         mode: MergeMode,
     ) -> Result<bool, End> {
+        let describe_first = expect == Expect::Execute && matches!(mode, MergeMode::Aggregate(_));
         let mut parts = Vec::with_capacity(shards.len());
         for s in shards {
             let idx = match self.acquire(s).await {
@@ -635,12 +641,21 @@ impl Session {
                     slots.push_back(Slot::Swallow(Expect::Parse(Some(st.id))));
                 }
             }
+            if describe_first {
+                // Learn the result column types for the merge.
+                if let Ok(e) = Execute::decode(&frame[5..]) {
+                    let _ = fe::describe(b'P', e.portal, &mut b);
+                    slots.push_back(Slot::Forward(Expect::DescribePortal));
+                }
+            }
             b.extend_from_slice(frame);
             fe::flush(&mut b);
             slots.push_back(Slot::Forward(expect));
             parts.push((s.clone(), b.freeze(), slots));
         }
-        self.exchange_many(parts, mode).await
+        let mut merge = MergeState::new(mode);
+        merge.absorb_description = describe_first;
+        self.exchange_many_with(parts, merge).await
     }
 
 }

@@ -41,6 +41,9 @@ pub struct MergeState {
     pub copy_header: bool,
     copy_done: bool,
     copy_rows_seen: Vec<bool>,
+    /// The router sent its own Describe before Execute: RowDescription and
+    /// NoData are recorded, not forwarded.
+    pub absorb_description: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -71,6 +74,7 @@ impl MergeState {
             copy_header: false,
             copy_done: false,
             copy_rows_seen: Vec::new(),
+            absorb_description: false,
         }
     }
 
@@ -197,6 +201,11 @@ impl Sink for ShardSink<'_> {
                 }
                 MergeMode::Aggregate(_) => self.st.on_agg_row(f),
             },
+            b'T' | b'n' if self.st.absorb_description => {
+                if self.first && f.tag == b'T' {
+                    self.st.columns = row_description(f.body()).unwrap_or_default();
+                }
+            }
             b'T' => {
                 if self.first {
                     if matches!(self.st.mode, MergeMode::Aggregate(_)) {

@@ -138,9 +138,19 @@ impl Session {
                     let st = self.client_status();
                     synth::ready(&mut self.out.buf, st);
                 }
-                b'P' | b'B' | b'D' | b'E' | b'C' => {
+                b'P' | b'B' | b'D' | b'C' => {
                     if !self.skip_until_sync {
                         self.batch.frames.push(f);
+                    }
+                }
+                b'E' => {
+                    if !self.skip_until_sync {
+                        self.batch.frames.push(f);
+                        // COPY needs its response before the client sends
+                        // Sync (it waits for CopyInResponse): run now.
+                        if self.batch_executes_copy() {
+                            self.run_batch(false).await?;
+                        }
                     }
                 }
                 b'H' => {
@@ -172,6 +182,13 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// True when the last Bind of the pending batch binds a COPY statement.
+    fn batch_executes_copy(&self) -> bool {
+        let Some(b) = self.batch.frames.iter().rev().find(|f| f.tag == b'B') else { return false };
+        let Ok(bind) = crate::protocol::frontend::Bind::decode(b.body()) else { return false };
+        self.statements.get(bind.statement).is_some_and(|s| matches!(*s.plan, crate::plan::Plan::Copy(_)))
     }
 
     /// Client-visible transaction status for ReadyForQuery.

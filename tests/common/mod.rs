@@ -11,7 +11,11 @@ use pg_router::dev::DevCluster;
 use tokio_postgres::{Client, NoTls};
 
 /// Starts `shards` shards + catalog + router (pool of `pool_size` per shard).
+/// Router logs go to the test output when `PGROUTER_LOG` is set.
 pub async fn start(shards: usize, pool_size: usize) -> DevCluster {
+    if let Ok(filter) = std::env::var("PGROUTER_LOG") {
+        let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(filter)).with_test_writer().try_init();
+    }
     let opts = ClusterOptions { shards, ..ClusterOptions::default() };
     DevCluster::start(opts, "127.0.0.1:0".parse().expect("addr"), pool_size)
         .await
