@@ -46,23 +46,25 @@ echo "== init: pgbench -i -s $SCALE through pg-router (rows split over 2 shards)
 "$PGBIN/psql" -X -q -h 127.0.0.1 -p "$SHARD0_PORT" -U postgres -c "CREATE DATABASE direct" postgres
 "$PGBENCH" -i -s "$SCALE" -q -h 127.0.0.1 -p "$SHARD0_PORT" -U postgres direct >/dev/null 2>&1
 
-cat >"$WORK/pgbouncer.ini" <<INI
+B=$WORK/bouncer
+mkdir -p "$B"
+cat >"$B/pgbouncer.ini" <<INI
 [databases]
 direct = host=127.0.0.1 port=$SHARD0_PORT dbname=direct user=postgres
 [pgbouncer]
 listen_addr = 127.0.0.1
 listen_port = $BOUNCER_PORT
 auth_type = trust
-auth_file = $WORK/userlist.txt
+auth_file = $B/userlist.txt
 pool_mode = transaction
 default_pool_size = 20
 max_client_conn = 200
-logfile = $WORK/pgbouncer.log
-pidfile = $WORK/pgbouncer.pid
+logfile = $B/pgbouncer.log
+pidfile = $B/pgbouncer.pid
 INI
-echo '"postgres" ""' >"$WORK/userlist.txt"
-chown -R postgres "$WORK/pgbouncer.ini" "$WORK/userlist.txt" 2>/dev/null || true
-runuser -u postgres -- pgbouncer "$WORK/pgbouncer.ini" >/dev/null 2>&1 &
+echo '"postgres" ""' >"$B/userlist.txt"
+chown -R postgres "$B"
+runuser -u postgres -- pgbouncer "$B/pgbouncer.ini" >/dev/null 2>&1 &
 BOUNCER_PID=$!
 sleep 1
 
@@ -78,7 +80,8 @@ for r in $(seq 1 "$ROUNDS"); do
     run direct "$SHARD0_PORT" "$mode"
     run pgbouncer "$BOUNCER_PORT" "$mode"
     t0=$(cpu_ticks)
-    out=$("$PGBENCH" -S -n -M "$mode" -c "$CLIENTS" -j 2 -T "$SECS" -h 127.0.0.1 -p "$ROUTER_PORT" -U postgres postgres 2>&1)
+    out=$("$PGBENCH" -S -n -M "$mode" -c "$CLIENTS" -j 2 -T "$SECS" -h 127.0.0.1 -p "$ROUTER_PORT" -U postgres postgres 2>&1) ||
+      { echo "pg-router $mode run failed:"; echo "$out" | tail -5; tail -5 "$LOG"; continue; }
     t1=$(cpu_ticks)
     tps=$(echo "$out" | awk '/^tps/ {print $3}')
     tx=$(echo "$out" | awk -F': ' '/actually processed/ {split($2,a,"/"); print a[1]}')
