@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# Compare pgbench throughput direct to one PostgreSQL shard, through PgBouncer
-# (transaction pooling) and through pg-router, on the same machine in the same
-# run. Also reports router CPU seconds per 1,000 queries.
+# pgbench -S side by side, same machine, same run:
+#   direct      pgbench straight to PostgreSQL (the 1-shard cluster's shard0)
+#   pgbouncer   PgBouncer in transaction pooling mode in front of that database
+#   pg-router/1 pg-router in front of that same database (a 1-shard cluster):
+#               the like-for-like comparison with PgBouncer
+#   pg-router/2 pg-router in front of a 2-shard cluster (rows split by aid)
+# For each run it prints tps and, for the proxies, their CPU seconds (user +
+# system, from /proc/<pid>/stat) per 1,000 queries. Output is a Markdown
+# table (docs/benchmarks.md).
 #
 # Usage: benches/pgbench_compare.sh [scale] [clients] [seconds] [rounds]
 # Needs: a release build (cargo build --release), pgbench, pgbouncer
-# (apt-get install pgbouncer). Runs as root: PostgreSQL and PgBouncer run as
-# the postgres user. Everything listens on 127.0.0.1 only and is stopped at
-# the end.
+# (apt-get install pgbouncer). Run as root: PostgreSQL and PgBouncer run as
+# the postgres user. Everything listens on 127.0.0.1 and is stopped at the end.
+# WORKERS=<n> sets the router's session workers (default: one per CPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,8 +21,10 @@ SCALE=${1:-10}
 CLIENTS=${2:-8}
 SECS=${3:-20}
 ROUNDS=${4:-2}
-ROUTER_PORT=${ROUTER_PORT:-16432}
+R1_PORT=${R1_PORT:-16431}
+R2_PORT=${R2_PORT:-16432}
 BOUNCER_PORT=${BOUNCER_PORT:-16433}
+WORKERS=${WORKERS:-0}
 BIN=target/release/pg-router
 PGBIN=$(dirname "$(readlink -f "$(command -v pg_ctl || ls /usr/lib/postgresql/*/bin/pg_ctl | tail -1)")")
 PGBENCH=$PGBIN/pgbench
@@ -25,32 +33,33 @@ command -v pgbouncer >/dev/null || { echo "install pgbouncer: apt-get install pg
 
 WORK=$(mktemp -d /tmp/pgr-bench.XXXXXX)
 chmod 755 "$WORK"
-LOG=$WORK/router.log
 cleanup() {
   [ -n "${BOUNCER_PID:-}" ] && kill "$BOUNCER_PID" 2>/dev/null || true
-  [ -n "${ROUTER_PID:-}" ] && kill -TERM "$ROUTER_PID" 2>/dev/null && wait "$ROUTER_PID" 2>/dev/null || true
+  for p in ${R1_PID:-} ${R2_PID:-}; do kill -TERM "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-"$BIN" dev --shards 2 --port "$ROUTER_PORT" --data-dir "$WORK/data" >"$LOG" 2>&1 &
-ROUTER_PID=$!
-for _ in $(seq 1 100); do grep -q "is ready" "$LOG" && break; sleep 0.2; done
-grep -q "is ready" "$LOG" || { cat "$LOG"; exit 1; }
-SHARD0_PORT=$(grep -o 'shard0: 127.0.0.1:[0-9]*' "$LOG" | cut -d: -f3)
-
-echo "== init: pgbench -i -s $SCALE through pg-router (rows split over 2 shards)"
-/usr/bin/time -f "init wall %e s" "$PGBENCH" -i -s "$SCALE" -q -h 127.0.0.1 -p "$ROUTER_PORT" -U postgres postgres 2>&1 | tail -2
-# Direct and PgBouncer runs use one PostgreSQL holding all rows: database
-# "direct" on shard0's instance.
-"$PGBIN/psql" -X -q -h 127.0.0.1 -p "$SHARD0_PORT" -U postgres -c "CREATE DATABASE direct" postgres
-"$PGBENCH" -i -s "$SCALE" -q -h 127.0.0.1 -p "$SHARD0_PORT" -U postgres direct >/dev/null 2>&1
+start_router() { # shards port -> sets LAST_PID, log in $WORK/router<shards>.log
+  local log=$WORK/router$1.log
+  "$BIN" dev --shards "$1" --port "$2" --workers "$WORKERS" --data-dir "$WORK/data$1" >"$log" 2>&1 &
+  LAST_PID=$!
+  for _ in $(seq 1 150); do grep -q "is ready" "$log" && break; sleep 0.2; done
+  grep -q "is ready" "$log" || { cat "$log"; exit 1; }
+  echo "== pgbench -i -s $SCALE through pg-router ($1 shard(s))"
+  /usr/bin/time -f "init wall %e s" "$PGBENCH" -i -s "$SCALE" -q -h 127.0.0.1 -p "$2" -U postgres postgres 2>&1 | tail -1
+}
+start_router 1 "$R1_PORT"
+R1_PID=$LAST_PID
+SHARD0_PORT=$(grep -o 'shard0: 127.0.0.1:[0-9]*' "$WORK/router1.log" | cut -d: -f3)
+start_router 2 "$R2_PORT"
+R2_PID=$LAST_PID
 
 B=$WORK/bouncer
 mkdir -p "$B"
 cat >"$B/pgbouncer.ini" <<INI
 [databases]
-direct = host=127.0.0.1 port=$SHARD0_PORT dbname=direct user=postgres
+postgres = host=127.0.0.1 port=$SHARD0_PORT dbname=postgres user=postgres
 [pgbouncer]
 listen_addr = 127.0.0.1
 listen_port = $BOUNCER_PORT
@@ -65,28 +74,37 @@ INI
 echo '"postgres" ""' >"$B/userlist.txt"
 chown -R postgres "$B"
 runuser -u postgres -- pgbouncer "$B/pgbouncer.ini" >/dev/null 2>&1 &
-BOUNCER_PID=$!
-sleep 1
+for _ in $(seq 1 50); do BOUNCER_PID=$(pgrep -n -u postgres -x pgbouncer || true); [ -n "$BOUNCER_PID" ] && break; sleep 0.1; done
+[ -n "$BOUNCER_PID" ] || { echo "pgbouncer did not start:"; cat "$B/pgbouncer.log"; exit 1; }
+sleep 0.5
 
-run() { # name port mode
-  "$PGBENCH" -S -n -M "$3" -c "$CLIENTS" -j 2 -T "$SECS" -h 127.0.0.1 -p "$2" -U postgres direct 2>&1 |
-    awk -v n="$1" -v m="$3" '/^tps/ {printf "%-10s %-8s %s\n", n, m, $3}'
-}
-cpu_ticks() { awk '{print $14+$15}' "/proc/$ROUTER_PID/stat"; }
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 
-echo "== pgbench -S, $CLIENTS clients, 2 threads, $SECS s per run, $ROUNDS rounds (tps)"
-for r in $(seq 1 "$ROUNDS"); do
-  for mode in simple prepared; do
-    run direct "$SHARD0_PORT" "$mode"
-    run pgbouncer "$BOUNCER_PORT" "$mode"
-    t0=$(cpu_ticks)
-    out=$("$PGBENCH" -S -n -M "$mode" -c "$CLIENTS" -j 2 -T "$SECS" -h 127.0.0.1 -p "$ROUTER_PORT" -U postgres postgres 2>&1) ||
-      { echo "pg-router $mode run failed:"; echo "$out" | tail -5; tail -5 "$LOG"; continue; }
-    t1=$(cpu_ticks)
-    tps=$(echo "$out" | awk '/^tps/ {print $3}')
+# Runs pgbench -S; prints a table row with tps and, when a pid is given, that
+# process's CPU seconds per 1,000 queries.
+run() { # name port mode [pid]
+  local t0=0 out tps tx cpu="-"
+  [ -n "${4:-}" ] && t0=$(cpu_ticks "$4")
+  if ! out=$("$PGBENCH" -S -n -M "$3" -c "$CLIENTS" -j 2 -T "$SECS" -h 127.0.0.1 -p "$2" -U postgres postgres 2>&1); then
+    printf "| %s | %s | failed: %s | - |\n" "$1" "$3" "$(echo "$out" | grep -m1 -i error | cut -c1-90)"
+    return 0
+  fi
+  tps=$(echo "$out" | awk '/^tps/ {printf "%.0f", $3}')
+  if [ -n "${4:-}" ]; then
     tx=$(echo "$out" | awk -F': ' '/actually processed/ {split($2,a,"/"); print a[1]}')
-    hz=$(getconf CLK_TCK)
-    cpu=$(awk -v a="$t0" -v b="$t1" -v hz="$hz" -v n="$tx" 'BEGIN {printf "%.4f", (b-a)/hz/(n/1000)}')
-    printf "%-10s %-8s %s   (router CPU %s s per 1000 queries)\n" pg-router "$mode" "$tps" "$cpu"
+    cpu=$(awk -v a="$t0" -v b="$(cpu_ticks "$4")" -v hz="$(getconf CLK_TCK)" -v n="$tx" 'BEGIN {printf "%.4f", (b-a)/hz/(n/1000)}')
+  fi
+  printf "| %s | %s | %s | %s |\n" "$1" "$3" "$tps" "$cpu"
+}
+
+echo "== pgbench -S -c $CLIENTS -j 2 -T $SECS, $ROUNDS rounds, $(nproc) CPUs"
+echo "| target | mode | tps | proxy CPU s / 1000 queries |"
+echo "|---|---|---|---|"
+for r in $(seq 1 "$ROUNDS"); do
+  for mode in simple extended prepared; do
+    run direct "$SHARD0_PORT" "$mode"
+    run pgbouncer "$BOUNCER_PORT" "$mode" "$BOUNCER_PID"
+    run pg-router/1 "$R1_PORT" "$mode" "$R1_PID"
+    run pg-router/2 "$R2_PORT" "$mode" "$R2_PID"
   done
 done

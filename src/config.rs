@@ -42,6 +42,10 @@ pub struct RouterConfig {
     pub listen: String,
     /// Catalog database connection string (libpq key=value or URL).
     pub catalog: String,
+    /// Session worker threads (one single-threaded runtime each); 0 = one
+    /// per CPU.
+    #[serde(default)]
+    pub workers: usize,
     /// Backend (shard) connection settings.
     #[serde(default)]
     pub backend: BackendConfig,
@@ -124,6 +128,15 @@ impl Default for LimitsConfig {
 }
 
 impl RouterConfig {
+    /// Session workers to run: `workers`, or one per CPU when it is 0.
+    pub fn effective_workers(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        }
+    }
+
     /// Reads and validates a TOML file.
     ///
     /// Errors: [`ConfigError`] naming the file and the offending key.
@@ -153,6 +166,9 @@ impl RouterConfig {
         }
         if self.backend.pool_size == 0 {
             return Err(ConfigError::Value { key: "backend.pool_size", message: "must be at least 1".into() });
+        }
+        if self.workers > 1024 {
+            return Err(ConfigError::Value { key: "workers", message: format!("{} is more than 1024", self.workers) });
         }
         if self.limits.max_message_bytes < 1024 {
             return Err(ConfigError::Value { key: "limits.max_message_bytes", message: "must be at least 1024".into() });

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use crate::catalog::{self, ShardInfo};
 use crate::cluster::{ClusterOptions, LocalCluster};
 use crate::config::{BackendConfig, LimitsConfig, RouterConfig};
+use crate::frontend::workers::Workers;
 use crate::state::RouterState;
 
 /// Errors starting the router or the embedded cluster.
@@ -56,9 +57,12 @@ pub struct DevArgs {
     /// fresh temporary directory.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Connections per shard in the router's pools.
+    /// Connections per shard in the router's pools (split over workers).
     #[arg(long, default_value_t = 20)]
     pub pool_size: usize,
+    /// Session worker threads (0 = one per CPU).
+    #[arg(long, default_value_t = 0)]
+    pub workers: usize,
 }
 
 /// A running router: its address and how to stop it.
@@ -70,16 +74,21 @@ pub struct RouterHandle {
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
     watcher: JoinHandle<()>,
+    workers: Option<Arc<Workers>>,
 }
 
 impl RouterHandle {
-    /// Stops accepting clients and the catalog watcher.
+    /// Stops accepting clients and the catalog watcher, then closes every
+    /// client session and joins the session workers.
     pub async fn stop(mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
         self.watcher.abort();
         let _ = (&mut self.task).await;
+        if let Some(w) = self.workers.take().and_then(|w| Arc::try_unwrap(w).ok()) {
+            let _ = tokio::task::spawn_blocking(move || w.shutdown()).await;
+        }
     }
 }
 
@@ -91,7 +100,13 @@ pub async fn start_router(cfg: &RouterConfig) -> Result<RouterHandle, DevError> 
     let cat = catalog::load(&client).await?;
     drop(client);
     conn_task.abort();
-    let state = RouterState::new(cat, cfg.backend.clone(), cfg.limits.plan_cache_capacity, cfg.limits.max_message_bytes);
+    let state = RouterState::new(
+        cat,
+        cfg.backend.clone(),
+        cfg.effective_workers(),
+        cfg.limits.plan_cache_capacity,
+        cfg.limits.max_message_bytes,
+    );
     if let Err(e) = state.fetch_server_params().await {
         tracing::warn!("could not read server parameters from the first shard: {e}");
     }
@@ -104,11 +119,14 @@ pub async fn start_router(cfg: &RouterConfig) -> Result<RouterHandle, DevError> 
         .await
         .map_err(|source| DevError::Listen { addr: cfg.listen.clone(), source })?;
     let addr = listener.local_addr().map_err(|source| DevError::Listen { addr: cfg.listen.clone(), source })?;
+    let workers = Arc::new(
+        Workers::start(&state).map_err(|e| DevError::Other(format!("cannot start session workers: {e}")))?,
+    );
     let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(crate::frontend::serve(listener, state.clone(), async move {
+    let task = tokio::spawn(crate::frontend::serve(listener, workers.clone(), async move {
         let _ = rx.await;
     }));
-    Ok(RouterHandle { state, addr, stop: Some(tx), task, watcher })
+    Ok(RouterHandle { state, addr, stop: Some(tx), task, watcher, workers: Some(workers) })
 }
 
 /// An embedded cluster (N shards + catalog) with a router in front: what
@@ -124,7 +142,13 @@ impl DevCluster {
     /// Starts `opts.shards` shards and a catalog, seeds the catalog for
     /// pgbench (keyspace `main`, hash_murmur3 over equal key ranges) and
     /// starts a router on `listen` (port 0 = any free port).
-    pub async fn start(opts: ClusterOptions, listen: SocketAddr, pool_size: usize) -> Result<DevCluster, DevError> {
+    /// `workers` = 0 runs one session worker per CPU.
+    pub async fn start(
+        opts: ClusterOptions,
+        listen: SocketAddr,
+        pool_size: usize,
+        workers: usize,
+    ) -> Result<DevCluster, DevError> {
         let cluster = tokio::task::spawn_blocking(move || LocalCluster::start(&opts))
             .await
             .map_err(|e| DevError::Other(format!("cluster start task failed: {e}")))??;
@@ -142,6 +166,7 @@ impl DevCluster {
         let cfg = RouterConfig {
             listen: listen.to_string(),
             catalog: catalog_dsn,
+            workers,
             backend: BackendConfig { pool_size, ..BackendConfig::default() },
             limits: LimitsConfig::default(),
         };
@@ -166,7 +191,7 @@ impl DevCluster {
 pub async fn run(args: DevArgs) -> Result<(), DevError> {
     let opts = ClusterOptions { shards: args.shards.max(1), data_dir: args.data_dir.clone(), ..ClusterOptions::default() };
     let listen: SocketAddr = ([127, 0, 0, 1], args.port).into();
-    let dev = DevCluster::start(opts, listen, args.pool_size).await?;
+    let dev = DevCluster::start(opts, listen, args.pool_size, args.workers).await?;
     let port = dev.router.addr.port();
     println!("pg-router is ready on 127.0.0.1:{port} with {} shards.", dev.cluster.shards.len());
     for s in &dev.cluster.shards {

@@ -1,7 +1,7 @@
 //! State shared by every client session: the routing snapshot (catalog +
 //! plan cache), per-shard pools, and the server parameters clients see.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +35,9 @@ impl SchemaView for Catalog {
 /// Router-wide shared state.
 pub struct RouterState {
     routing: ArcSwap<Routing>,
-    pools: RwLock<HashMap<String, Arc<ShardPool>>>,
+    /// Per shard, one pool per session worker (index = worker).
+    pools: RwLock<HashMap<String, Arc<[Arc<ShardPool>]>>>,
+    workers: usize,
     /// Backend connection settings.
     pub backend: BackendConfig,
     plan_cache_capacity: usize,
@@ -47,8 +49,16 @@ pub struct RouterState {
 }
 
 impl RouterState {
-    /// Shared state for `catalog`.
-    pub fn new(catalog: Catalog, backend: BackendConfig, plan_cache_capacity: usize, max_message_bytes: usize) -> Arc<Self> {
+    /// Shared state for `catalog`, served by `workers` session workers
+    /// (at least 1). Each worker gets its own pool per shard of
+    /// `ceil(backend.pool_size / workers)` connections.
+    pub fn new(
+        catalog: Catalog,
+        backend: BackendConfig,
+        workers: usize,
+        plan_cache_capacity: usize,
+        max_message_bytes: usize,
+    ) -> Arc<Self> {
         let st = Arc::new(RouterState {
             routing: ArcSwap::from_pointee(Routing {
                 catalog: Arc::new(Catalog::empty()),
@@ -56,6 +66,7 @@ impl RouterState {
                 version: 0,
             }),
             pools: RwLock::new(HashMap::new()),
+            workers: workers.max(1),
             backend,
             plan_cache_capacity,
             server_params: RwLock::new(Vec::new()),
@@ -89,12 +100,13 @@ impl RouterState {
                     password: self.backend.password.clone(),
                     connect_timeout: Duration::from_millis(self.backend.connect_timeout_ms),
                 };
-                let same = pools.get(name).is_some_and(|p| p.target == target);
+                let same = pools.get(name).is_some_and(|p| p.first().is_some_and(|p| p.target == target));
                 if !same {
-                    pools.insert(
-                        name.clone(),
-                        ShardPool::new(target, self.backend.pool_size, Duration::from_millis(self.backend.checkout_timeout_ms)),
-                    );
+                    let per_worker = self.backend.pool_size.div_ceil(self.workers);
+                    let timeout = Duration::from_millis(self.backend.checkout_timeout_ms);
+                    let per: Arc<[Arc<ShardPool>]> =
+                        (0..self.workers).map(|_| ShardPool::new(target.clone(), per_worker, timeout)).collect();
+                    pools.insert(name.clone(), per);
                 }
             }
         }
@@ -106,9 +118,15 @@ impl RouterState {
         }));
     }
 
-    /// The pool of `shard`.
-    pub fn pool(&self, shard: &str) -> Option<Arc<ShardPool>> {
-        self.pools.read().get(shard).cloned()
+    /// Number of session workers.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// Session worker `worker`'s pool for `shard` (`None` for an unknown
+    /// shard or worker).
+    pub fn pool(&self, shard: &str, worker: usize) -> Option<Arc<ShardPool>> {
+        self.pools.read().get(shard).and_then(|p| p.get(worker)).cloned()
     }
 
     /// A shard name chosen round-robin, for statements any shard can answer.
@@ -130,7 +148,7 @@ impl RouterState {
         let Some(shard) = self.routing().catalog.shard_names().first().map(|s| s.to_string()) else {
             return Ok(());
         };
-        let Some(pool) = self.pool(&shard) else { return Ok(()) };
+        let Some(pool) = self.pool(&shard, 0) else { return Ok(()) };
         let conn = BackendConn::connect(&pool.target).await?;
         *self.server_params.write() = conn
             .params

@@ -53,7 +53,7 @@ async fn fidelity_errors_ddl_and_transactions() {
     assert!(db.hint().unwrap_or("").contains("pg-router meta add-table"), "{db:?}");
 
     // Live add-table: picked up within 1 s, same connection keeps working.
-    let took = common::add_table(&dev, "items", "id", "int").await;
+    let took = common::add_table_cli(&dev, "items", "id", "int").await;
     assert!(took.as_millis() < 1000, "catalog reload took {took:?}");
 
     // Multi-row INSERT split across shards: real command tag.

@@ -53,15 +53,19 @@ impl ShardPool {
 
     /// Checks out an idle connection or opens a new one.
     pub async fn get(self: &Arc<Self>) -> Result<PooledConn, PoolError> {
-        let permit = match tokio::time::timeout(self.checkout_timeout, self.slots.clone().acquire_owned()).await {
-            Ok(Ok(p)) => p,
-            _ => {
-                return Err(PoolError::Timeout {
-                    shard: self.target.name.clone(),
-                    ms: self.checkout_timeout.as_millis(),
-                    size: self.max_size,
-                })
-            }
+        // Fast path: a free slot, no timer.
+        let permit = match self.slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => match tokio::time::timeout(self.checkout_timeout, self.slots.clone().acquire_owned()).await {
+                Ok(Ok(p)) => p,
+                _ => {
+                    return Err(PoolError::Timeout {
+                        shard: self.target.name.clone(),
+                        ms: self.checkout_timeout.as_millis(),
+                        size: self.max_size,
+                    })
+                }
+            },
         };
         let idle = self.idle.lock().pop();
         let conn = match idle {

@@ -1,6 +1,8 @@
 //! The in-memory catalog: keyspaces with their routing, shards, sharded tables.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt};
 use std::time::Instant;
 
 use crate::topology::RoutingTable;

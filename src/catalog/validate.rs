@@ -1,6 +1,8 @@
 //! Turning raw catalog rows into a validated [`Catalog`] (no I/O).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt};
 use std::time::Instant;
 
 use crate::topology::{KeyRange, RoutingTable, ShardRange};

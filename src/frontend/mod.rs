@@ -14,15 +14,17 @@ pub mod route;
 pub mod session;
 pub mod simple;
 pub mod startup;
+pub mod workers;
 
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::state::RouterState;
+use workers::Workers;
 
-/// Accepts clients until the task is dropped or `shutdown` resolves.
-pub async fn serve(listener: TcpListener, state: Arc<RouterState>, shutdown: impl std::future::Future<Output = ()>) {
+/// Accepts clients until the task is dropped or `shutdown` resolves, handing
+/// each to a session worker.
+pub async fn serve(listener: TcpListener, workers: Arc<Workers>, shutdown: impl std::future::Future<Output = ()>) {
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -30,12 +32,7 @@ pub async fn serve(listener: TcpListener, state: Arc<RouterState>, shutdown: imp
             r = listener.accept() => match r {
                 Ok((sock, peer)) => {
                     let _ = sock.set_nodelay(true);
-                    let st = state.clone();
-                    tokio::spawn(async move {
-                        tracing::debug!(%peer, "client connected");
-                        startup::handle_client(sock, st).await;
-                        tracing::debug!(%peer, "client disconnected");
-                    });
+                    workers.dispatch(sock, peer);
                 }
                 Err(e) => {
                     tracing::warn!("accept failed: {e}");

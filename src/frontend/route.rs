@@ -26,9 +26,10 @@ pub enum Values<'a> {
 /// The shard that owns `key` of sharded table `table`, or `Ok(None)` when the
 /// key value is NULL (a NULL key matches no row).
 ///
-/// Errors: 22P02 for a key value that is not valid for the key type, 22003
-/// for an overflowing negation, 0A000 when the table or its keyspace is no
-/// longer in the catalog.
+/// Errors: the vindex error's SQLSTATE for a key value that is not valid for
+/// the key type (22P02 syntax, 22003 out of range, 22P03 bad binary, 22021
+/// bad encoding), 22003 for an overflowing negation, 0A000 when the table or
+/// its keyspace is no longer in the catalog.
 pub fn key_shard<'c>(
     catalog: &'c Catalog,
     table: &str,
@@ -41,7 +42,7 @@ pub fn key_shard<'c>(
     let ks = catalog
         .keyspace_of(t)
         .ok_or_else(|| PgError::unsupported(format!("keyspace \"{}\" of table \"{table}\" has no routing", t.keyspace)))?;
-    let bad = |e: crate::vindex::VindexError| PgError::new(codes::INVALID_TEXT_REPRESENTATION, e.to_string());
+    let bad = |e: crate::vindex::VindexError| PgError::new(e.sqlstate(), e.to_string());
     let (index, negate) = match key {
         KeyExpr::Param { index, negate } => (*index, *negate),
         KeyExpr::Const(s) => {
@@ -72,7 +73,7 @@ pub fn key_shard<'c>(
                 t.key_type.parse_binary(bytes).map_err(bad)?
             } else {
                 let s = std::str::from_utf8(bytes)
-                    .map_err(|_| PgError::new(codes::INVALID_TEXT_REPRESENTATION, "invalid UTF-8 in sharding key parameter"))?;
+                    .map_err(|_| PgError::new("22021", "invalid byte sequence for encoding \"UTF8\" in sharding key parameter"))?;
                 t.key_type.parse_text(s).map_err(bad)?
             }
         }

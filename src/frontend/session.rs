@@ -3,7 +3,9 @@
 //! block, and the exchange helpers shared by the simple and extended query
 //! paths.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::{HashMap, HashMapExt};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -64,6 +66,8 @@ pub struct Block {
 /// Per-client session state.
 pub struct Session {
     pub(crate) state: Arc<RouterState>,
+    /// Session worker this client runs on (selects the backend pools).
+    pub(crate) worker: usize,
     pub(crate) reader: FrameReader<OwnedReadHalf>,
     pub(crate) out: ClientOut,
     pub(crate) held: Vec<Held>,
@@ -84,12 +88,14 @@ impl Session {
     /// A session for an authenticated client.
     pub fn new(
         state: Arc<RouterState>,
+        worker: usize,
         reader: FrameReader<OwnedReadHalf>,
         out: ClientOut,
         settings: Vec<(String, String)>,
     ) -> Session {
         let mut s = Session {
             state,
+            worker,
             reader,
             out,
             held: Vec::new(),
@@ -252,7 +258,7 @@ impl Session {
         if let Some(i) = self.held.iter().position(|h| &*h.conn.shard == shard) {
             return Ok(i);
         }
-        let pool = self.state.pool(shard).ok_or_else(|| {
+        let pool = self.state.pool(shard, self.worker).ok_or_else(|| {
             PgError::new(codes::CONNECTION_FAILURE, format!("shard \"{shard}\" is not configured"))
         })?;
         let conn = pool.get().await.map_err(|e| PgError::new(codes::CONNECTION_FAILURE, e.to_string()))?;
@@ -314,9 +320,13 @@ impl Session {
                 return Ok(false);
             }
         };
-        let mut slots = VecDeque::with_capacity(user_slots.len() + 2);
+        let mut slots = VecDeque::new();
         self.prelude(idx, &mut slots);
-        slots.extend(user_slots);
+        if slots.is_empty() {
+            slots = user_slots;
+        } else {
+            slots.extend(user_slots);
+        }
         let conn = &mut self.held[idx].conn;
         conn.out.extend_from_slice(msgs);
         let r = match conn.flush().await {

@@ -25,8 +25,9 @@ const PROTOCOL_3_0: i32 = 196608;
 /// Startup parameters that are connection options, not settings.
 const NOT_SETTINGS: &[&str] = &["user", "database", "options", "replication"];
 
-/// Runs one client connection to completion.
-pub async fn handle_client(sock: TcpStream, state: Arc<RouterState>) {
+/// Runs one client connection to completion on session worker `worker`
+/// (whose backend pools it uses).
+pub async fn handle_client(sock: TcpStream, state: Arc<RouterState>, worker: usize) {
     let (r, mut w) = sock.into_split();
     let mut reader = FrameReader::new(r, state.max_message_bytes);
     let startup = loop {
@@ -109,7 +110,7 @@ pub async fn handle_client(sock: TcpStream, state: Arc<RouterState>) {
     if out.flush().await.is_err() {
         return;
     }
-    match Session::new(state, reader, out, settings).run().await {
+    match Session::new(state, worker, reader, out, settings).run().await {
         End::Closed => {}
         End::Failed(e) => tracing::debug!("client session ended: {e}"),
     }

@@ -74,7 +74,7 @@ mod walk;
 mod tests;
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 
 use parking_lot::RwLock;

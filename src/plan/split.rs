@@ -13,6 +13,14 @@ use super::lex::{Lexer, Tok, Token};
 /// unterminated quote or comment extends to the end of the text (the
 /// shard will report the error).
 pub fn split_statements(sql: &str) -> Vec<&str> {
+    match single_statement(sql) {
+        Some(one) => vec![one],
+        None => split_lexed(sql),
+    }
+}
+
+/// The general case of [`split_statements`].
+fn split_lexed(sql: &str) -> Vec<&str> {
     let mut out = Vec::new();
     let mut stmt = StmtState::default();
     let mut start = 0usize;
@@ -34,6 +42,24 @@ pub fn split_statements(sql: &str) -> Vec<&str> {
     }
     push_stmt(&mut out, sql, start, sql.len(), stmt.has_content);
     out
+}
+
+/// Fast path for the common case, without lexing: text that starts with a
+/// letter and has no `;` is one statement; so is such text followed by one
+/// final `;` when nothing before it could open a quote or comment that would
+/// swallow that `;`. Anything else goes through the lexer.
+fn single_statement(sql: &str) -> Option<&str> {
+    let t = sql.trim();
+    if !t.as_bytes().first().is_some_and(|b| b.is_ascii_alphabetic()) {
+        return None;
+    }
+    match t.strip_suffix(';') {
+        None => (!t.contains(';')).then_some(t),
+        Some(body) => {
+            let plain = !body.bytes().any(|b| matches!(b, b';' | b'\'' | b'"' | b'$' | b'-' | b'/'));
+            plain.then(|| body.trim_end())
+        }
+    }
 }
 
 fn push_stmt<'a>(
@@ -97,6 +123,26 @@ impl StmtState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fast_path_agrees_with_lexer() {
+        let cases = [
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 5;",
+            "  select 1  ",
+            "SELECT a ;",
+            "SELECT 1 -- trailing comment",
+            "SELECT 'unterminated",
+            "SELECT $$x$$",
+            "INSERT INTO t VALUES (1) ;  ",
+        ];
+        for c in cases {
+            let one = single_statement(c).unwrap_or_else(|| panic!("fast path refused {c:?}"));
+            assert_eq!(vec![one], split_lexed(c), "{c:?}");
+        }
+        for c in ["SELECT 1; SELECT 2", "SELECT ';'", "-- only a comment", "/* c */ SELECT 1", ";", "SELECT 1;;", "", "SELECT 1 /* ;", "SELECT 'a;", "SELECT 'a';"] {
+            assert!(single_statement(c).is_none(), "{c:?} must take the lexer path");
+        }
+    }
 
     #[test]
     fn splits_at_top_level_semicolons() {

@@ -17,7 +17,7 @@ pub async fn start(shards: usize, pool_size: usize) -> DevCluster {
         let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(filter)).with_test_writer().try_init();
     }
     let opts = ClusterOptions { shards, ..ClusterOptions::default() };
-    DevCluster::start(opts, "127.0.0.1:0".parse().expect("addr"), pool_size)
+    DevCluster::start(opts, "127.0.0.1:0".parse().expect("addr"), pool_size, 0)
         .await
         .unwrap_or_else(|e| panic!("cannot start the dev cluster: {e}"))
 }
@@ -53,6 +53,26 @@ pub async fn add_table(dev: &DevCluster, table: &str, column: &str, key_type: &s
     let kt = key_type.parse().expect("key type");
     let t0 = Instant::now();
     pg_router::catalog::add_table(&cat, table, column, "main", None, kt).await.expect("add_table");
+    loop {
+        if dev.router.state.routing().catalog.table(table).is_some() {
+            return t0.elapsed();
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "router did not pick up table {table}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Declares a sharded table by running the `pg-router meta add-table` CLI
+/// binary against the cluster's catalog; returns how long the running
+/// router took to pick it up (after the command finished).
+pub async fn add_table_cli(dev: &DevCluster, table: &str, column: &str, key_type: &str) -> Duration {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pg-router"))
+        .args(["meta", "--catalog", &dev.catalog_dsn(), "add-table", "--table", table, "--column", column])
+        .args(["--key-type", key_type])
+        .output()
+        .expect("run pg-router meta add-table");
+    assert!(out.status.success(), "pg-router meta add-table failed: {}", String::from_utf8_lossy(&out.stderr));
+    let t0 = Instant::now();
     loop {
         if dev.router.state.routing().catalog.table(table).is_some() {
             return t0.elapsed();
