@@ -1,12 +1,12 @@
 //! State shared by every client session: the routing snapshot (catalog +
 //! plan cache), per-shard pools, and the server parameters clients see.
 
-use foldhash::{HashMap, HashMapExt};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use foldhash::{HashMap, HashMapExt};
 use parking_lot::RwLock;
 
 use crate::backend::{BackendConn, BackendError, ShardPool, ShardTarget};

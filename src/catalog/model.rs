@@ -1,9 +1,9 @@
 //! The in-memory catalog: keyspaces with their routing, shards, sharded tables.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use foldhash::{HashMap, HashMapExt};
-use std::time::Instant;
 
 use crate::topology::RoutingTable;
 use crate::vindex::{KeyType, VindexKind};

@@ -1,9 +1,9 @@
 //! Turning raw catalog rows into a validated [`Catalog`] (no I/O).
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use foldhash::{HashMap, HashMapExt};
-use std::time::Instant;
 
 use crate::topology::{KeyRange, RoutingTable, ShardRange};
 use crate::vindex::{KeyType, VindexKind};

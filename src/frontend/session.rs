@@ -4,12 +4,11 @@
 //! paths.
 
 use std::collections::VecDeque;
-
-use foldhash::{HashMap, HashMapExt};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use foldhash::{HashMap, HashMapExt};
 use postgres_protocol::message::frontend as fe;
 use tokio::net::tcp::OwnedReadHalf;
 

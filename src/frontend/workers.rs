@@ -78,11 +78,6 @@ impl Workers {
         }
     }
 
-    /// Live sessions per worker.
-    pub fn load(&self) -> Vec<usize> {
-        self.load.iter().map(|l| l.load(Ordering::Relaxed)).collect()
-    }
-
     /// Stops every worker: their sessions are closed (client and backend
     /// sockets dropped) and the threads joined. Blocks; call from a
     /// blocking context.

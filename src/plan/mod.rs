@@ -74,9 +74,9 @@ mod walk;
 mod tests;
 
 use std::cell::RefCell;
-use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 
+use foldhash::{HashMap, HashMapExt};
 use parking_lot::RwLock;
 
 pub use fingerprint::Literals;
