@@ -192,8 +192,8 @@ impl Session {
     /// True when the last Bind of the pending batch binds a COPY statement.
     fn batch_executes_copy(&self) -> bool {
         let Some(b) = self.batch.frames.iter().rev().find(|f| f.tag == b'B') else { return false };
-        let Ok(bind) = crate::protocol::frontend::Bind::decode(b.body()) else { return false };
-        self.statements.get(bind.statement).is_some_and(|s| matches!(*s.plan, crate::plan::Plan::Copy(_)))
+        let Ok(name) = crate::protocol::frontend::Bind::statement_name(b.body()) else { return false };
+        self.statements.get(name).is_some_and(|s| matches!(*s.plan, crate::plan::Plan::Copy(_)))
     }
 
     /// Client-visible transaction status for ReadyForQuery.

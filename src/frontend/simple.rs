@@ -143,17 +143,21 @@ impl Session {
                         }
                     }
                 }
+                let any;
                 let shard = match target {
-                    Some(s) => s.to_string(),
+                    Some(s) => s,
                     None => match self.any_shard() {
-                        Ok(s) => s,
+                        Ok(s) => {
+                            any = s;
+                            any.as_str()
+                        }
                         Err(e) => {
                             self.send_error(&e);
                             return Ok(false);
                         }
                     },
                 };
-                self.exchange_one(&shard, &query_msg(), q()).await
+                self.exchange_one(shard, &query_msg(), q()).await
             }
             Plan::Insert { table, rows } => {
                 let values = Values::Simple { sql, lits };
@@ -177,13 +181,13 @@ impl Session {
                 }
                 if by_shard.len() <= 1 {
                     let shard = match by_shard.keys().next() {
-                        Some(s) => s.to_string(),
+                        Some(s) => *s,
                         None => {
                             self.send_error(&PgError::unsupported("INSERT without rows"));
                             return Ok(false);
                         }
                     };
-                    return self.exchange_one(&shard, &query_msg(), q()).await;
+                    return self.exchange_one(shard, &query_msg(), q()).await;
                 }
                 let Some(spans) = plan::insert_values_spans(sql) else {
                     self.send_error(&PgError::unsupported("could not split this multi-row INSERT by shard"));

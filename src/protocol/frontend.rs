@@ -103,6 +103,17 @@ pub struct Bind<'a> {
 }
 
 impl<'a> Bind<'a> {
+    /// The source statement name of a Bind body, without decoding (or
+    /// allocating for) its parameters.
+    ///
+    /// Errors: [`ProtocolError::Malformed`] when the names are not
+    /// NUL-terminated UTF-8.
+    pub fn statement_name(body: &'a [u8]) -> Result<&'a str, ProtocolError> {
+        let mut c = Cursor::new(body);
+        c.cstr()?;
+        c.cstr()
+    }
+
     /// Decodes a Bind body.
     pub fn decode(body: &'a [u8]) -> Result<Self, ProtocolError> {
         let mut c = Cursor::new(body);
@@ -245,6 +256,8 @@ mod tests {
         assert_eq!(d.statement, "s");
         assert_eq!(d.params, vec![Some(&b"42"[..]), None]);
         assert_eq!(d.after_names, 4);
+        assert_eq!(Bind::statement_name(&b).unwrap(), "s");
+        assert!(Bind::statement_name(b"p\0s").is_err());
     }
 
     #[test]
