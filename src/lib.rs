@@ -15,4 +15,5 @@ pub mod plan;
 pub mod protocol;
 pub mod state;
 pub mod topology;
+pub mod value;
 pub mod vindex;

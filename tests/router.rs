@@ -115,8 +115,19 @@ async fn fidelity_errors_ddl_and_transactions() {
     // Plain multi-shard rows are concatenated.
     assert_eq!(rows(&c.simple_query("SELECT id FROM items WHERE qty < 5").await.unwrap()).len(), 4);
 
-    // Merges not supported yet are refused, never answered wrongly.
-    for q in ["SELECT id FROM items ORDER BY id", "SELECT avg(qty) FROM items", "SELECT qty, count(*) FROM items GROUP BY qty"] {
+    // Merged at the router: ORDER BY (k-way merge), LIMIT/OFFSET, avg,
+    // GROUP BY; both protocols.
+    let ids = rows(&c.simple_query("SELECT id FROM items ORDER BY id DESC LIMIT 3 OFFSET 1").await.unwrap());
+    assert_eq!(ids, vec![vec![Some("7".into())], vec![Some("6".into())], vec![Some("5".into())]]);
+    let r = c.query("SELECT id FROM items ORDER BY id LIMIT $1 OFFSET $2", &[&2i64, &1i64]).await.unwrap();
+    assert_eq!(r.iter().map(|x| x.get::<_, i64>(0)).collect::<Vec<_>>(), vec![2, 3]);
+    let avg = rows(&c.simple_query("SELECT avg(qty) FROM items").await.unwrap());
+    let direct_avg = rows(&c.simple_query("SELECT avg(q) FROM (VALUES (38::numeric / 8)) v(q)").await.unwrap());
+    assert_eq!(avg, direct_avg);
+    let r = c.query("SELECT qty, count(*) FROM items GROUP BY qty HAVING count(*) >= $1 ORDER BY 2 DESC, 1", &[&1i64]).await.unwrap();
+    assert_eq!(r.iter().map(|x| x.get::<_, i64>(1)).sum::<i64>(), 8);
+    // Still refused, never answered wrongly.
+    for q in ["SELECT sum(qty) + 1 FROM items", "SELECT id, row_number() OVER () FROM items"] {
         let e = c.simple_query(q).await.unwrap_err();
         assert_eq!(e.as_db_error().map(|d| d.code()), Some(&SqlState::FEATURE_NOT_SUPPORTED), "{q}: {e}");
     }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 use postgres_protocol::message::frontend as fe;
 
-use crate::plan::{Merge, Plan, TxnStmt};
+use crate::plan::{GatherPlan, Merge, Plan, SqlPiece, TxnStmt};
 use crate::protocol::error::codes;
 use crate::protocol::frontend::{Bind, Execute, Parse, Target};
 use crate::protocol::{synth, Frame, PgError};
@@ -68,6 +68,18 @@ pub enum Route {
     Txn(TxnStmt, String),
     /// COPY run by the router's COPY path at Execute.
     Copy(crate::plan::CopyPlan, String),
+    /// A merged multi-shard SELECT: bound and run by the gather executor
+    /// at Execute (`bind` is the client's Bind frame).
+    Gather {
+        /// Shards of the keyspace.
+        shards: Vec<String>,
+        /// The merge.
+        plan: Arc<GatherPlan>,
+        /// The client's statement.
+        stmt: Arc<ClientStmt>,
+        /// The client's Bind frame.
+        bind: Bytes,
+    },
 }
 
 enum Item {
@@ -151,6 +163,12 @@ impl Session {
                     if matches!(it, Item::Fail(_) | Item::DescribePortal { route: None, .. } | Item::Execute { route: None, .. }) {
                         fast = false;
                     }
+                    // A gather's description hides its extra columns.
+                    if let Item::DescribeStmt { stmt, .. } = it {
+                        if stmt_gather(stmt).is_some() {
+                            fast = false;
+                        }
+                    }
                 }
             }
         }
@@ -188,7 +206,10 @@ impl Session {
             b'B' => {
                 let b = Bind::decode(f.body()).map_err(proto)?;
                 let stmt = self.lookup_statement(routing, b.statement)?;
-                let route = self.route_bind(routing, &stmt, &b)?;
+                let mut route = self.route_bind(routing, &stmt, &b)?;
+                if let Route::Gather { bind, .. } = &mut route {
+                    *bind = f.data.clone();
+                }
                 let frame = rename_frame(
                     b'B',
                     &f.body()[..b.portal.len() + 1],
@@ -249,11 +270,25 @@ impl Session {
     }
 
     fn new_statement(&self, routing: &Routing, query: &str, types: &[u32]) -> ClientStmt {
-        let id = stmt_id(query, types);
-        let backend_name = format!("pgr_{id:016x}");
         let plan = routing.planner.plan_extended(query, &*routing.catalog);
+        // A gather prepares its rewritten statement on the shards.
+        let shard_text: Option<String> = match &*plan {
+            Plan::Scatter { merge: Merge::Gather(g), .. } => Some(
+                g.sql
+                    .iter()
+                    .map(|p| match p {
+                        SqlPiece::Text(t) => t.as_str(),
+                        _ => "",
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        };
+        let text = shard_text.as_deref().unwrap_or(query);
+        let id = stmt_id(text, types);
+        let backend_name = format!("pgr_{id:016x}");
         let mut pf = BytesMut::new();
-        let _ = fe::parse(&backend_name, query, types.iter().copied(), &mut pf);
+        let _ = fe::parse(&backend_name, text, types.iter().copied(), &mut pf);
         ClientStmt {
             id,
             query: query.to_string(),
@@ -285,7 +320,7 @@ impl Session {
         Ok(fresh)
     }
 
-    fn route_bind(&mut self, routing: &Routing, stmt: &ClientStmt, b: &Bind<'_>) -> Result<Route, PgError> {
+    fn route_bind(&mut self, routing: &Routing, stmt: &Arc<ClientStmt>, b: &Bind<'_>) -> Result<Route, PgError> {
         if self.block.as_ref().is_some_and(|bl| bl.failed) && !ends_failed_block(&stmt.plan, &stmt.query) {
             return Err(PgError::new(
                 codes::IN_FAILED_SQL_TRANSACTION,
@@ -341,11 +376,15 @@ impl Session {
                     .and_then(|t| cat.keyspace_of(t))
                     .map(|k| k.routing.shards().to_vec())
                     .ok_or_else(|| PgError::unsupported(format!("table \"{table}\" has no routing")))?;
-                let mode = match merge {
-                    Merge::Concat => MergeMode::Concat,
-                    Merge::Aggregate(k) => MergeMode::Aggregate(k.clone()),
-                };
-                Route::Multi(shards, mode)
+                match merge {
+                    Merge::Gather(plan) => Route::Gather {
+                        shards,
+                        plan: plan.clone(),
+                        stmt: stmt.clone(),
+                        bind: Bytes::new(),
+                    },
+                    _ => Route::Multi(shards, MergeMode::Concat),
+                }
             }
             Plan::Copy(c) => Route::Copy(c.clone(), stmt.query.clone()),
         })
@@ -485,6 +524,22 @@ impl Session {
                             synth_frame(&mut self.out.buf, synth::NO_DATA);
                             true
                         }
+                        other if stmt_gather(stmt).is_some() => {
+                            let shard = match other {
+                                Some(Route::Gather { shards, .. }) if !shards.is_empty() => shards[0].clone(),
+                                _ => match self.any_shard() {
+                                    Ok(s) => s,
+                                    Err(e) => {
+                                        self.send_error(&e);
+                                        failed = true;
+                                        continue;
+                                    }
+                                },
+                            };
+                            let stmt = stmt.clone();
+                            let Some(plan) = stmt_gather(&stmt) else { continue };
+                            self.gather_describe(&shard, &plan, &stmt, None).await?
+                        }
                         other => {
                             let shard = match other {
                                 Some(Route::Shard(s)) => s,
@@ -505,7 +560,7 @@ impl Session {
                     }
                 }
                 Item::Bind { stmt, frame, route } => match route {
-                    Route::Txn(..) | Route::Copy(..) => {
+                    Route::Txn(..) | Route::Copy(..) | Route::Gather { .. } => {
                         synth_frame(&mut self.out.buf, synth::BIND_COMPLETE);
                         true
                     }
@@ -521,6 +576,11 @@ impl Session {
                 Item::DescribePortal { frame, route } | Item::ClosePortal { frame, route } => {
                     let expect = if matches!(it, Item::ClosePortal { .. }) { Expect::Close } else { Expect::DescribePortal };
                     match route {
+                        Some(Route::Gather { shards, plan, stmt, bind }) if expect == Expect::DescribePortal => {
+                            let formats = Bind::decode(bind.get(5..).unwrap_or_default()).map(|b| b.result_formats).unwrap_or_default();
+                            let (shard, plan, stmt) = (shards.first().cloned().unwrap_or_default(), plan.clone(), stmt.clone());
+                            self.gather_describe(&shard, &plan, &stmt, Some(formats)).await?
+                        }
                         Some(Route::Shard(s)) => {
                             let (s, frame) = (s.clone(), frame.clone());
                             self.one_message(&s, None, &frame, expect).await?
@@ -544,6 +604,11 @@ impl Session {
                     Some(Route::Multi(shards, mode)) => {
                         let (shards, frame, mode) = (shards.clone(), frame.clone(), mode.clone());
                         self.many_message(&shards, None, &frame, Expect::Execute, mode).await?
+                    }
+                    Some(Route::Gather { shards, plan, stmt, bind }) => {
+                        let max_rows = Execute::decode(frame.get(5..).unwrap_or_default()).map(|e| e.max_rows).unwrap_or(0);
+                        let (shards, plan, stmt, bind) = (shards.clone(), plan.clone(), stmt.clone(), bind.clone());
+                        self.gather_extended(&shards, &plan, &stmt, &bind, max_rows).await?
                     }
                     Some(Route::Txn(t, sql)) => {
                         let (t, sql) = (t.clone(), sql.clone());
@@ -622,7 +687,6 @@ impl Session {
         expect: Expect,
         mode: MergeMode,
     ) -> Result<bool, End> {
-        let describe_first = expect == Expect::Execute && matches!(mode, MergeMode::Aggregate(_));
         let mut parts = Vec::with_capacity(shards.len());
         for s in shards {
             let idx = match self.acquire(s).await {
@@ -641,25 +705,24 @@ impl Session {
                     slots.push_back(Slot::Swallow(Expect::Parse(Some(st.id))));
                 }
             }
-            if describe_first {
-                // Learn the result column types for the merge.
-                if let Ok(e) = Execute::decode(&frame[5..]) {
-                    let _ = fe::describe(b'P', e.portal, &mut b);
-                    slots.push_back(Slot::Forward(Expect::DescribePortal));
-                }
-            }
             b.extend_from_slice(frame);
             fe::flush(&mut b);
             slots.push_back(Slot::Forward(expect));
             parts.push((s.clone(), b.freeze(), slots));
         }
-        let mut merge = MergeState::new(mode);
-        merge.absorb_description = describe_first;
-        self.exchange_many_with(parts, merge).await
+        self.exchange_many_with(parts, MergeState::new(mode)).await
     }
 
 }
 
 fn synth_frame(out: &mut BytesMut, b: &[u8]) {
     out.extend_from_slice(b);
+}
+
+/// The gather plan of a statement, if it is a merged multi-shard SELECT.
+fn stmt_gather(stmt: &ClientStmt) -> Option<Arc<GatherPlan>> {
+    match &*stmt.plan {
+        Plan::Scatter { merge: Merge::Gather(g), .. } => Some(g.clone()),
+        _ => None,
+    }
 }

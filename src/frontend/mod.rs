@@ -9,6 +9,8 @@ pub mod client;
 pub mod copy;
 pub mod exchange;
 pub mod extended;
+pub mod gather;
+pub mod gather_merge;
 pub mod merge;
 pub mod route;
 pub mod session;

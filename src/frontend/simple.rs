@@ -222,13 +222,18 @@ impl Session {
                     self.send_error(&PgError::unsupported(format!("table \"{table}\" has no routing")));
                     return Ok(false);
                 };
-                let msg = query_msg();
-                let parts = shards.into_iter().map(|s| (s, msg.clone(), q())).collect();
-                let mode = match merge {
-                    plan::Merge::Concat => MergeMode::Concat,
-                    plan::Merge::Aggregate(k) => MergeMode::Aggregate(k.clone()),
-                };
-                self.exchange_many(parts, mode).await
+                match merge {
+                    plan::Merge::Concat => {
+                        let msg = query_msg();
+                        let parts = shards.into_iter().map(|s| (s, msg.clone(), q())).collect();
+                        self.exchange_many(parts, MergeMode::Concat).await
+                    }
+                    plan::Merge::Gather(g) => self.gather_simple(&shards, g, sql, lits).await,
+                    plan::Merge::NeedsText => {
+                        self.send_error(&PgError::new(codes::INTERNAL_ERROR, "statement was planned from its normalized text only"));
+                        Ok(false)
+                    }
+                }
             }
             Plan::Copy(c) => self.copy(routing, sql, c).await,
         }

@@ -25,9 +25,13 @@ use super::SchemaView;
 /// How `$n` placeholders in the parsed text are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ParamMode {
-    /// `$n` is a key value: `KeyExpr::Param { index: n - 1 }` (normalized
-    /// simple-protocol text, or extended-protocol text).
+    /// `$n` is Bind parameter n: `KeyExpr::Param { index: n - 1 }`
+    /// (extended-protocol text).
     Keys,
+    /// `$n` is literal n of the client's text (normalized simple-protocol
+    /// text): keys as for `Keys`, and a `$n` where only a constant can stand
+    /// (a positional `ORDER BY 2`) makes the plan depend on the literal.
+    Literals,
     /// `$n` is not a usable value (simple-protocol text that could not be
     /// normalized: PostgreSQL will reject the parameter anyway).
     Ignore,

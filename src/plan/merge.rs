@@ -1,13 +1,13 @@
-//! How the rows of a scattered SELECT can be combined: plain concatenation,
-//! or a single row of re-aggregated `count/sum/min/max` values.
+//! How the rows of a scattered SELECT are combined: plain concatenation
+//! when nothing needs merging, else a [`GatherPlan`](super::GatherPlan)
+//! built by [`super::gather`].
 
-use sqlparser::ast::{
-    DuplicateTreatment, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments,
-    GroupByExpr, LimitClause, Query, Select, SelectItem, SetExpr,
-};
+use sqlparser::ast::{Expr, Function, GroupByExpr, LimitClause, Query, Select, SelectItem, SetExpr};
 
+use super::analyze::ParamMode;
+use super::gather::build_gather;
 use super::names::last_part;
-use super::types::{AggKind, Merge};
+use super::types::Merge;
 use super::walk::{expr_children, Node};
 
 /// Built-in aggregate functions (a call to one of these makes a select item
@@ -67,11 +67,11 @@ const AGGREGATES: &[&str] = &[
     "any_value",
 ];
 
-fn func_name(f: &Function) -> String {
+pub(crate) fn func_name(f: &Function) -> String {
     last_part(&f.name).unwrap_or_default().to_ascii_lowercase()
 }
 
-fn is_aggregate_call(f: &Function) -> bool {
+pub(crate) fn is_aggregate_call(f: &Function) -> bool {
     f.over.is_none()
         && (!f.within_group.is_empty()
             || f.filter.is_some()
@@ -98,7 +98,7 @@ fn contains_call(e: &Expr, pred: fn(&Function) -> bool) -> bool {
 }
 
 /// True if `e` calls an aggregate (not looking into subqueries).
-fn contains_aggregate(e: &Expr) -> bool {
+pub(crate) fn contains_aggregate(e: &Expr) -> bool {
     contains_call(e, is_aggregate_call)
 }
 
@@ -107,53 +107,7 @@ fn contains_window(e: &Expr) -> bool {
     contains_call(e, |f| f.over.is_some())
 }
 
-/// The mergeable aggregate `e` is exactly, or why it is not.
-fn mergeable(mut e: &Expr) -> Result<AggKind, String> {
-    while let Expr::Nested(x) = e {
-        e = x;
-    }
-    let f = match e {
-        Expr::Function(f) => f,
-        _ => return Err("expressions over aggregates".into()),
-    };
-    let name = func_name(f);
-    let kind = match name.as_str() {
-        "count" => AggKind::Count,
-        "sum" => AggKind::Sum,
-        "min" => AggKind::Min,
-        "max" => AggKind::Max,
-        "avg" => return Err("avg()".into()),
-        _ if is_aggregate_call(f) && AGGREGATES.contains(&name.as_str()) => {
-            return Err(format!("aggregate {name}()"))
-        }
-        _ => return Err("expressions over aggregates".into()),
-    };
-    if f.filter.is_some() {
-        return Err(format!("{name}() FILTER (...)"));
-    }
-    if !f.within_group.is_empty()
-        || f.null_treatment.is_some()
-        || !matches!(f.parameters, FunctionArguments::None)
-    {
-        return Err(format!("this form of {name}()"));
-    }
-    let FunctionArguments::List(list) = &f.args else {
-        return Err(format!("this form of {name}()"));
-    };
-    if matches!(list.duplicate_treatment, Some(DuplicateTreatment::Distinct)) {
-        return Err(format!("{name}(DISTINCT ...)"));
-    }
-    if !list.clauses.is_empty() {
-        return Err(format!("{name}() with ORDER BY or other clauses"));
-    }
-    match list.args.as_slice() {
-        [FunctionArg::Unnamed(FunctionArgExpr::Wildcard)] if kind == AggKind::Count => Ok(kind),
-        [FunctionArg::Unnamed(FunctionArgExpr::Expr(_))] => Ok(kind),
-        _ => Err(format!("this form of {name}()")),
-    }
-}
-
-fn item_expr(item: &SelectItem) -> Option<&Expr> {
+pub(crate) fn item_expr(item: &SelectItem) -> Option<&Expr> {
     match item {
         SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => Some(e),
         SelectItem::ExprWithAliases { expr, .. } => Some(expr),
@@ -161,103 +115,52 @@ fn item_expr(item: &SelectItem) -> Option<&Expr> {
     }
 }
 
-/// Query-level clauses that cannot be merged across shards.
-fn query_clauses(q: &Query) -> Result<(), String> {
-    if q.order_by.is_some() {
-        return Err("ORDER BY".into());
-    }
-    match &q.limit_clause {
-        Some(LimitClause::LimitOffset {
-            limit,
-            offset,
-            limit_by,
-        }) => {
-            if limit.is_some() || !limit_by.is_empty() {
-                return Err("LIMIT".into());
-            }
-            if offset.is_some() {
-                return Err("OFFSET".into());
-            }
-        }
-        Some(LimitClause::OffsetCommaLimit { .. }) => return Err("LIMIT".into()),
-        None => {}
-    }
-    if q.fetch.is_some() {
-        return Err("FETCH FIRST".into());
-    }
-    Ok(())
-}
-
 /// The merge for a scattered top-level query, or the name of the construct
-/// that prevents it (e.g. `"ORDER BY"`).
-pub(crate) fn scatter_merge(q: &Query) -> Result<Merge, String> {
+/// that prevents it (e.g. `"window functions"`).
+pub(crate) fn scatter_merge(q: &Query, mode: ParamMode) -> Result<Merge, String> {
     match q.body.as_ref() {
         SetExpr::Select(sel) => {
             // Window functions are named first: they usually come with
             // ORDER BY inside OVER (), which is not the query's ORDER BY.
             select_windows(sel)?;
-            select_clauses(sel)?;
-            query_clauses(q)?;
-            select_list(sel)
+            if needs_gather(q, sel) {
+                build_gather(q, sel, mode)
+            } else {
+                Ok(Merge::Concat)
+            }
         }
         SetExpr::Table(_) => {
-            query_clauses(q)?;
+            if q.order_by.is_some() || q.limit_clause.is_some() || q.fetch.is_some() {
+                return Err("TABLE with ORDER BY/LIMIT".into());
+            }
             Ok(Merge::Concat)
         }
-        _ => Err("this query shape".into()),
+        _ => Err("this query shape (set operations)".into()),
     }
+}
+
+/// True unless plain concatenation gives the right answer.
+fn needs_gather(q: &Query, sel: &Select) -> bool {
+    let grouped = !matches!(&sel.group_by, GroupByExpr::Expressions(v, m) if v.is_empty() && m.is_empty());
+    let limited = match &q.limit_clause {
+        Some(LimitClause::LimitOffset { limit, offset, limit_by }) => {
+            limit.is_some() || offset.is_some() || !limit_by.is_empty()
+        }
+        Some(LimitClause::OffsetCommaLimit { .. }) => true,
+        None => false,
+    };
+    grouped
+        || limited
+        || q.order_by.is_some()
+        || q.fetch.is_some()
+        || sel.having.is_some()
+        || matches!(sel.distinct, Some(sqlparser::ast::Distinct::Distinct | sqlparser::ast::Distinct::On(_)))
+        || sel.projection.iter().filter_map(item_expr).any(contains_aggregate)
 }
 
 fn select_windows(sel: &Select) -> Result<(), String> {
-    if !sel.named_window.is_empty()
-        || sel
-            .projection
-            .iter()
-            .filter_map(item_expr)
-            .any(contains_window)
-    {
+    if !sel.named_window.is_empty() || sel.projection.iter().filter_map(item_expr).any(contains_window) {
         return Err("window functions".into());
     }
     Ok(())
-}
-
-fn select_clauses(sel: &Select) -> Result<(), String> {
-    match &sel.group_by {
-        GroupByExpr::All(_) => return Err("GROUP BY".into()),
-        GroupByExpr::Expressions(v, m) if !v.is_empty() || !m.is_empty() => {
-            return Err("GROUP BY".into())
-        }
-        _ => {}
-    }
-    if sel.having.is_some() {
-        return Err("HAVING".into());
-    }
-    match &sel.distinct {
-        Some(sqlparser::ast::Distinct::Distinct) => return Err("DISTINCT".into()),
-        Some(sqlparser::ast::Distinct::On(_)) => return Err("DISTINCT ON".into()),
-        _ => {}
-    }
-    Ok(())
-}
-
-fn select_list(sel: &Select) -> Result<Merge, String> {
-    let any_agg = sel
-        .projection
-        .iter()
-        .filter_map(item_expr)
-        .any(contains_aggregate);
-    if !any_agg {
-        return Ok(Merge::Concat);
-    }
-    let mut kinds = Vec::with_capacity(sel.projection.len());
-    for item in &sel.projection {
-        let Some(e) = item_expr(item) else {
-            return Err("mixing aggregates and plain columns".into());
-        };
-        if !contains_aggregate(e) {
-            return Err("mixing aggregates and plain columns".into());
-        }
-        kinds.push(mergeable(e)?);
-    }
-    Ok(Merge::Aggregate(kinds))
 }

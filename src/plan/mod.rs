@@ -61,6 +61,8 @@ mod analyze;
 mod classify;
 mod copy;
 mod fingerprint;
+mod gather;
+mod having;
 mod lex;
 mod merge;
 mod names;
@@ -68,6 +70,7 @@ mod parse;
 mod spans;
 mod split;
 mod statements;
+mod template;
 mod walk;
 
 #[cfg(test)]
@@ -90,7 +93,7 @@ use fingerprint::{normalize, Normalized};
 use parse::{parse_and_plan, syntax_error};
 
 /// What the planner needs to know about sharded tables.
-pub trait SchemaView {
+pub trait SchemaView: Sync {
     /// Sharding key column (lower case) of a sharded table given its catalog
     /// name (lower case, no schema), None if the table is not
     /// sharded/declared.
@@ -149,6 +152,9 @@ fn has_const(plan: &Plan) -> bool {
     match plan {
         Plan::Keyed { keys, .. } => keys.iter().any(|k| matches!(k.key, KeyExpr::Const(_))),
         Plan::Insert { rows, .. } => rows.iter().any(|k| matches!(k, KeyExpr::Const(_))),
+        // A gather plan of an original text has its constants in the
+        // shards' statement text.
+        Plan::Scatter { merge: Merge::Gather(_), .. } => true,
         _ => false,
     }
 }
@@ -267,7 +273,10 @@ impl Planner {
             let cache = !c.text_derived || lits.is_empty();
             return (p.clone(), cache.then_some(Entry::Plan(p)));
         }
-        match parse_and_plan(normalized, schema, ParamMode::Keys) {
+        match parse_and_plan(normalized, schema, ParamMode::Literals) {
+            Ok(Plan::Scatter { merge: Merge::NeedsText, .. }) => {
+                (Arc::new(plan_original(sql, schema)), Some(Entry::Original))
+            }
             Ok(plan) => {
                 let p = Arc::new(plan);
                 (p.clone(), Some(Entry::Plan(p)))

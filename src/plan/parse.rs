@@ -8,6 +8,11 @@
 //! operators are therefore refused before parsing (SQLSTATE 54001, like
 //! PostgreSQL's "stack depth limit exceeded"). Nesting of parentheses and
 //! function calls is already bounded by sqlparser's recursion limit.
+//!
+//! Planning a scatter-gather clones and re-renders the tree (also one
+//! recursion per operator), so statements with more than
+//! [`BIG_STACK_OPERATORS`] operators are parsed and planned on a scoped
+//! helper thread with a [`BIG_STACK_BYTES`] stack.
 
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::{Parser, ParserError};
@@ -21,6 +26,13 @@ use super::SchemaView;
 
 /// Most binary operators (including AND/OR) a statement may have.
 pub(crate) const MAX_OPERATORS: usize = 4096;
+
+/// Statements with more operators are planned on a thread with a larger
+/// stack.
+pub(crate) const BIG_STACK_OPERATORS: usize = 256;
+
+/// Stack size of that thread, in bytes.
+pub(crate) const BIG_STACK_BYTES: usize = 256 * 1024 * 1024;
 
 /// Count binary operators: operator characters that follow an operand, and
 /// the keywords AND / OR. Unary signs (`(-1`, `, -2`) are not counted, so
@@ -90,6 +102,27 @@ pub(crate) fn parse_and_plan(
             hint: Some("use IN (...) lists or split the statement".to_string()),
         });
     }
+    if ops > BIG_STACK_OPERATORS {
+        let planned = std::thread::scope(|sc| {
+            std::thread::Builder::new()
+                .name("pgr-plan".into())
+                .stack_size(BIG_STACK_BYTES)
+                .spawn_scoped(sc, || parse_and_plan_here(text, schema, mode))
+                .map(|h| h.join())
+        });
+        return match planned {
+            Ok(Ok(r)) => r,
+            _ => Ok(Plan::Error {
+                sqlstate: "54001",
+                message: "statement is too complex for pg-router's planner".to_string(),
+                hint: None,
+            }),
+        };
+    }
+    parse_and_plan_here(text, schema, mode)
+}
+
+fn parse_and_plan_here(text: &str, schema: &dyn SchemaView, mode: ParamMode) -> Result<Plan, String> {
     let stmts = Parser::parse_sql(&PostgreSqlDialect {}, text).map_err(parser_message)?;
     Ok(match stmts.as_slice() {
         [] => Plan::AnyShard,

@@ -62,7 +62,7 @@ fn plan_query(q: &Query, schema: &dyn SchemaView, mode: ParamMode, kind: &str) -
         Routing::Error(e) => e,
         Routing::NoTables => Plan::AnyShard,
         Routing::Keyed(keys) => Plan::Keyed { keys, read_only },
-        Routing::Single { table, key_col, top: true } => match scatter_merge(q) {
+        Routing::Single { table, key_col, top: true } => match scatter_merge(q, mode) {
             Ok(merge) => Plan::Scatter { table, merge, read_only },
             Err(construct) => Plan::Error {
                 sqlstate: "0A000",

@@ -47,6 +47,95 @@ fn keyed(table: &str, key: KeyExpr, read_only: bool) -> Plan {
     }
 }
 
+/// The gather plan of a scatter plan (panics otherwise).
+#[track_caller]
+fn gather(p: &Plan) -> Arc<GatherPlan> {
+    match p {
+        Plan::Scatter { merge: Merge::Gather(g), .. } => g.clone(),
+        other => panic!("not a gather: {other:?}"),
+    }
+}
+
+/// (function, distinct) of each aggregate slot of a gather plan.
+#[track_caller]
+fn agg_funcs(p: &Plan) -> Vec<(AggFunc, bool)> {
+    gather(p).grouping.as_ref().map(|g| g.aggs.iter().map(|a| (a.func, a.distinct)).collect()).unwrap_or_default()
+}
+
+/// The shards' statement text of a gather plan, with literal pieces as
+/// `<i>` and the row count as `<limit>`.
+fn shard_text(p: &Plan) -> String {
+    gather(p)
+        .sql
+        .iter()
+        .map(|x| match x {
+            SqlPiece::Text(t) => t.clone(),
+            SqlPiece::Literal(i) => format!("<{i}>"),
+            SqlPiece::Limit => "<limit>".into(),
+        })
+        .collect()
+}
+
+#[test]
+fn gather_plans() {
+    // ORDER BY + LIMIT/OFFSET: hidden sort key, shards return limit + offset.
+    let p = simple("SELECT abalance FROM pgbench_accounts ORDER BY aid DESC LIMIT 10 OFFSET 5");
+    assert_eq!(shard_text(&p), "SELECT abalance, aid FROM pgbench_accounts ORDER BY aid DESC LIMIT <limit>");
+    let g = gather(&p);
+    assert_eq!((g.hidden, g.visible), (1, Some(1)));
+    assert_eq!(g.order, vec![SortKey { source: SortSource::Hidden(0), desc: true, nulls_first: true }]);
+    assert_eq!((g.limit, g.offset), (Some(RowCount::Param(0)), Some(RowCount::Param(1))));
+    // Output names and positions resolve to the select item.
+    let p = simple("SELECT aid AS a, abalance + 1 FROM pgbench_accounts ORDER BY a, 2 NULLS FIRST");
+    assert_eq!(
+        shard_text(&p),
+        "SELECT aid AS a, abalance + 1, aid, abalance + 1 FROM pgbench_accounts ORDER BY a, 2 NULLS FIRST"
+    );
+    // Extended protocol: parameters stay parameters.
+    let p = extended("SELECT aid FROM pgbench_accounts WHERE bid = $1 ORDER BY aid LIMIT $2 OFFSET $3");
+    assert_eq!(
+        shard_text(&p),
+        "SELECT aid, aid FROM pgbench_accounts WHERE bid = $1 ORDER BY aid LIMIT ($2::int8 + $3::int8)"
+    );
+    // GROUP BY: keys and partials hidden; HAVING/ORDER BY/LIMIT at the router.
+    let p = simple("SELECT bid, avg(abalance) FROM pgbench_accounts GROUP BY bid HAVING count(*) > 5 ORDER BY 2 DESC LIMIT 3");
+    assert_eq!(
+        shard_text(&p),
+        "SELECT bid, avg(abalance), bid, sum(abalance), count(abalance), count(*) FROM pgbench_accounts GROUP BY bid"
+    );
+    assert_eq!(agg_funcs(&p), vec![(AggFunc::Avg, false), (AggFunc::Count, false)]);
+    let g = gather(&p);
+    let grouping = g.grouping.as_ref().expect("grouping");
+    assert_eq!(grouping.keys, vec![0]);
+    assert_eq!(grouping.outputs, vec![None, Some(0)]);
+    assert!(matches!(grouping.having, Some(Cond::Cmp(CmpOp::Gt, Operand::Agg(1), Operand::Const(_)))));
+    assert_eq!(g.order, vec![SortKey { source: SortSource::Agg(0), desc: true, nulls_first: true }]);
+    // DISTINCT aggregates: the shards group by the argument too.
+    let p = simple("SELECT count(DISTINCT bid), sum(abalance) FROM pgbench_accounts");
+    assert_eq!(shard_text(&p), "SELECT count(DISTINCT bid), sum(abalance), bid, sum(abalance) FROM pgbench_accounts GROUP BY bid");
+    assert!(gather(&p).grouping.as_ref().is_some_and(|g| g.single && g.aggs[0].partials == vec![0]));
+    // Several DISTINCT arguments: the shards group by all of them.
+    let p = simple("SELECT count(DISTINCT aid), count(DISTINCT bid) FROM pgbench_accounts");
+    assert_eq!(shard_text(&p), "SELECT count(DISTINCT aid), count(DISTINCT bid), aid, bid FROM pgbench_accounts GROUP BY aid, bid");
+    // DISTINCT ON keeps the shards' ORDER BY.
+    let p = simple("SELECT DISTINCT ON (bid) bid, aid FROM pgbench_accounts ORDER BY bid, aid DESC");
+    assert_eq!(gather(&p).distinct_on, 1);
+    assert_eq!(gather(&p).order.len(), 2);
+    // A positional reference in a normalized text plans the original text
+    // (not cached by shape): GROUP BY 1 vs GROUP BY 2 differ.
+    let p1 = simple("SELECT bid, abalance, count(*) FROM pgbench_accounts GROUP BY 1, 2 ORDER BY 1");
+    assert_eq!(
+        shard_text(&p1),
+        "SELECT bid, abalance, count(*), bid, abalance, count(*) FROM pgbench_accounts GROUP BY 1, 2"
+    );
+    let planner = Planner::new(100);
+    let (a, _) = planner.plan_simple("SELECT bid, aid FROM pgbench_accounts ORDER BY 1 LIMIT 3", &Pgbench);
+    let (b, _) = planner.plan_simple("SELECT bid, aid FROM pgbench_accounts ORDER BY 2 LIMIT 3", &Pgbench);
+    assert_eq!(shard_text(&a), "SELECT bid, aid, bid FROM pgbench_accounts ORDER BY 1 LIMIT <limit>");
+    assert_eq!(shard_text(&b), "SELECT bid, aid, aid FROM pgbench_accounts ORDER BY 2 LIMIT <limit>");
+    assert_eq!(gather(&a).limit, Some(RowCount::Const(3)));
+}
+
 fn scatter(table: &str, merge: Merge, read_only: bool) -> Plan {
     Plan::Scatter {
         table: Arc::from(table),
@@ -243,12 +332,8 @@ fn pgbench_initialization() {
         copy
     );
     assert_eq!(
-        simple("select count(*) from pgbench_branches"),
-        scatter(
-            "pgbench_branches",
-            Merge::Aggregate(vec![AggKind::Count]),
-            true
-        )
+        agg_funcs(&simple("select count(*) from pgbench_branches")),
+        vec![(AggFunc::Count, false)]
     );
 }
 
@@ -411,8 +496,8 @@ fn scatter_merges() {
         scatter("pgbench_accounts", Merge::Concat, true)
     );
     assert_eq!(
-        simple("SELECT count(*) AS n, sum(abalance), min(aid) lo, max(aid) FROM pgbench_accounts WHERE bid = 1"),
-        scatter("pgbench_accounts", Merge::Aggregate(vec![AggKind::Count, AggKind::Sum, AggKind::Min, AggKind::Max]), true)
+        agg_funcs(&simple("SELECT count(*) AS n, sum(abalance), min(aid) lo, max(aid) FROM pgbench_accounts WHERE bid = 1")),
+        vec![(AggFunc::Count, false), (AggFunc::Sum, false), (AggFunc::Min, false), (AggFunc::Max, false)]
     );
     assert_eq!(
         simple("SELECT * FROM pgbench_accounts WHERE abalance < 0 FOR UPDATE"),
@@ -424,26 +509,6 @@ fn scatter_merges() {
     );
     for (sql, construct) in [
         (
-            "SELECT * FROM pgbench_accounts ORDER BY aid",
-            "ORDER BY across shards is not supported yet",
-        ),
-        ("SELECT * FROM pgbench_accounts LIMIT 10", "LIMIT"),
-        ("SELECT * FROM pgbench_accounts OFFSET 10", "OFFSET"),
-        (
-            "SELECT bid, count(*) FROM pgbench_accounts GROUP BY bid",
-            "GROUP BY",
-        ),
-        (
-            "SELECT count(*) FROM pgbench_accounts HAVING count(*) > 1",
-            "HAVING",
-        ),
-        ("SELECT DISTINCT bid FROM pgbench_accounts", "DISTINCT"),
-        ("SELECT avg(abalance) FROM pgbench_accounts", "avg()"),
-        (
-            "SELECT count(DISTINCT bid) FROM pgbench_accounts",
-            "count(DISTINCT",
-        ),
-        (
             "SELECT string_agg(filler, ',') FROM pgbench_accounts",
             "aggregate string_agg()",
         ),
@@ -451,10 +516,13 @@ fn scatter_merges() {
             "SELECT sum(abalance) + 1 FROM pgbench_accounts",
             "expressions over aggregates",
         ),
-        (
-            "SELECT aid, count(*) FROM pgbench_accounts",
-            "mixing aggregates",
-        ),
+        ("SELECT * FROM pgbench_accounts ORDER BY aid FOR UPDATE", "FOR UPDATE"),
+        ("SELECT bid, count(*) FROM pgbench_accounts GROUP BY ROLLUP (bid)", "ROLLUP"),
+        ("SELECT bid FROM pgbench_accounts ORDER BY count(*)", "aggregate without GROUP BY"),
+        ("SELECT * FROM pgbench_accounts LIMIT 1 + 1", "LIMIT expressions"),
+        ("SELECT bid, count(*) FROM pgbench_accounts GROUP BY bid HAVING count(*) % 2 = 0", "HAVING"),
+        ("SELECT aid FROM pgbench_accounts ORDER BY aid FETCH FIRST 3 ROWS WITH TIES", "WITH TIES"),
+        ("SELECT aid FROM pgbench_accounts UNION SELECT 1", "set operation"),
         (
             "SELECT row_number() OVER () FROM pgbench_accounts",
             "window functions",
@@ -969,14 +1037,7 @@ fn long_operator_chains_are_refused_not_crashed() {
     let plans = h.join().expect("no stack overflow");
     assert_eq!(plans[0].0, scatter("pgbench_accounts", Merge::Concat, true));
     assert_eq!(plans[1].0, keyed("pgbench_accounts", param(0), true));
-    assert_eq!(
-        plans[2].0,
-        scatter(
-            "pgbench_accounts",
-            Merge::Aggregate(vec![AggKind::Count]),
-            true
-        )
-    );
+    assert_eq!(agg_funcs(&plans[2].0), vec![(AggFunc::Count, false)]);
     assert_error(&plans[3].0, "0A000", "expressions over aggregates");
     assert_eq!(plans[4].0, keyed("pgbench_accounts", param(0), true));
     for (_, big) in &plans {
@@ -1018,12 +1079,8 @@ fn pgbench_startup_queries() {
         Plan::AnyShard
     );
     assert_eq!(
-        simple("select count(*) from pgbench_branches"),
-        scatter(
-            "pgbench_branches",
-            Merge::Aggregate(vec![AggKind::Count]),
-            true
-        )
+        agg_funcs(&simple("select count(*) from pgbench_branches")),
+        vec![(AggFunc::Count, false)]
     );
     assert_eq!(
         simple("insert into pgbench_tellers(tid,bid,tbalance) values (1,1,0)"),

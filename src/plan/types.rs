@@ -37,26 +37,200 @@ pub struct KeyRef {
     pub key: KeyExpr,
 }
 
-/// Aggregate kinds the scatter-gather merge can combine across shards.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AggKind {
-    /// `count(*)` / `count(x)`: sum of per-shard counts (int8).
-    Count,
-    /// `sum(x)`: sum of per-shard sums (NULL when every shard's is NULL).
-    Sum,
-    /// `min(x)`: smallest non-NULL per-shard value.
-    Min,
-    /// `max(x)`: largest non-NULL per-shard value.
-    Max,
-}
-
 /// How the rows of a multi-shard statement are combined.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Merge {
     /// Concatenate rows; command tags' row counts are added.
     Concat,
-    /// One output row; column i is combined by `aggs[i]`.
-    Aggregate(Vec<AggKind>),
+    /// Merged at the router by the gather executor: the shards run a
+    /// rewritten statement ([`GatherPlan::sql`]) and the router sorts,
+    /// groups, aggregates, de-duplicates and limits.
+    Gather(Arc<GatherPlan>),
+    /// The merge depends on literal values of the text (a positional
+    /// `ORDER BY 2` / `GROUP BY 1` in a normalized simple-protocol text):
+    /// plan the original text instead. Never executed.
+    NeedsText,
+}
+
+/// One piece of the statement text sent to the shards by a gather.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SqlPiece {
+    /// Verbatim SQL.
+    Text(String),
+    /// Literal `i` (0-based) of the client's simple-protocol text, copied
+    /// as written (quotes and escapes included).
+    Literal(usize),
+    /// The row count the shards must return: `limit + offset`, or `ALL`.
+    Limit,
+}
+
+/// A LIMIT or OFFSET value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowCount {
+    /// Written in the text.
+    Const(i64),
+    /// Literal `i` of a simple-protocol text or Bind parameter `$i+1`.
+    Param(usize),
+}
+
+/// Aggregate functions the gather can combine across shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AggFunc {
+    /// `count(*)`, `count(x)`: int8.
+    Count,
+    /// `sum(x)`: PostgreSQL's sum result type of the input.
+    Sum,
+    /// `min(x)`.
+    Min,
+    /// `max(x)`.
+    Max,
+    /// `avg(x)`: computed as sum / count (numeric for integer and numeric
+    /// input, float8 for float input).
+    Avg,
+    /// `bool_and(x)` / `every(x)`.
+    BoolAnd,
+    /// `bool_or(x)`.
+    BoolOr,
+}
+
+/// One aggregate computed by the router.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AggSlot {
+    /// The function.
+    pub func: AggFunc,
+    /// `f(DISTINCT x)`: the shards also group by `x` and the router keeps
+    /// the set of distinct values of `x` per group.
+    pub distinct: bool,
+    /// Hidden columns (0-based among the hidden ones, binary format) with
+    /// the shards' partial results: `[count]`, `[sum]`, `[min]`, `[max]`,
+    /// `[sum, count]` for avg, `[bool_and]`, `[bool_or]`; `[x]` when
+    /// `distinct`.
+    pub partials: Vec<usize>,
+}
+
+/// A value a HAVING condition reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operand {
+    /// Group key value `i`.
+    Key(usize),
+    /// Result of aggregate slot `i`.
+    Agg(usize),
+    /// Literal `i` of a simple-protocol text or Bind parameter `$i+1`.
+    Param(usize),
+    /// A constant written in the text (unquoted).
+    Const(String),
+    /// SQL NULL.
+    Null,
+    /// `-$n`: literal/parameter `i`, negated.
+    NegParam(usize),
+}
+
+/// Comparison operators of a HAVING condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CmpOp {
+    /// `=`
+    Eq,
+    /// `<>`, `!=`
+    Ne,
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+}
+
+/// A HAVING condition evaluated by the router after the merge, with SQL
+/// three-valued logic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cond {
+    /// `a op b`.
+    Cmp(CmpOp, Operand, Operand),
+    /// `a IS NULL` (`true`) / `a IS NOT NULL` (`false`).
+    IsNull(Operand, bool),
+    /// `a AND b`.
+    And(Box<Cond>, Box<Cond>),
+    /// `a OR b`.
+    Or(Box<Cond>, Box<Cond>),
+    /// `NOT a`.
+    Not(Box<Cond>),
+    /// A boolean aggregate or key used as a condition (`HAVING bool_or(b)`).
+    Truth(Operand),
+}
+
+/// GROUP BY / aggregate / DISTINCT merging.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grouping {
+    /// Hidden columns holding the group key (binary format).
+    pub keys: Vec<usize>,
+    /// Aggregates computed per group.
+    pub aggs: Vec<AggSlot>,
+    /// For each visible column: `Some(slot)` when it is aggregate `slot`,
+    /// `None` when it is copied from the group's first row.
+    pub outputs: Vec<Option<usize>>,
+    /// HAVING, evaluated per group after the merge.
+    pub having: Option<Cond>,
+    /// Aggregates without GROUP BY: one output row even without input.
+    pub single: bool,
+}
+
+/// Where a sort key's value comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortSource {
+    /// Hidden column `i` (binary format) of each shard row.
+    Hidden(usize),
+    /// Visible column `i` in the client's format (`SELECT * ... ORDER BY
+    /// 2`; text values are parsed, ISO DateStyle for dates and times).
+    Visible(usize),
+    /// Group key value `i`.
+    Key(usize),
+    /// Result of aggregate slot `i`.
+    Agg(usize),
+}
+
+/// One ORDER BY key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SortKey {
+    /// Value source.
+    pub source: SortSource,
+    /// DESC.
+    pub desc: bool,
+    /// NULLS FIRST (PostgreSQL's default: NULLS FIRST for DESC only).
+    pub nulls_first: bool,
+}
+
+/// How a multi-shard SELECT is merged at the router (scatter-gather).
+///
+/// The shards run [`GatherPlan::sql`]: the client's SELECT with `hidden`
+/// extra columns appended to the select list (sort keys, group keys and
+/// partial aggregates, always fetched in binary format), aggregates
+/// rewritten into partials, HAVING/OFFSET removed and LIMIT replaced by
+/// `limit + offset`. The router merges the shard rows and strips the
+/// hidden columns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatherPlan {
+    /// The shards' statement text.
+    pub sql: Vec<SqlPiece>,
+    /// Number of hidden columns at the end of each shard row.
+    pub hidden: usize,
+    /// Number of visible columns, None when the select list has a `*`
+    /// (known once the statement is described).
+    pub visible: Option<usize>,
+    /// Grouping and aggregation, if any.
+    pub grouping: Option<Grouping>,
+    /// ORDER BY keys (empty: shard order, concatenated).
+    pub order: Vec<SortKey>,
+    /// LIMIT, None for no limit.
+    pub limit: Option<RowCount>,
+    /// OFFSET, None for none.
+    pub offset: Option<RowCount>,
+    /// DISTINCT ON: the number of leading sort keys forming the key (0 =
+    /// no DISTINCT ON).
+    pub distinct_on: usize,
+    /// Steps for `EXPLAIN`-style descriptions, e.g. `"merge sort (2 keys)"`.
+    pub steps: Vec<String>,
 }
 
 /// Transaction-control statements.

@@ -104,3 +104,87 @@ pub fn data_row(buf: &mut BytesMut, values: &[Option<&[u8]>]) {
         }
     }
 }
+
+/// Appends a Bind message (PostgreSQL docs §55.7 Bind): `portal`,
+/// `statement`, parameter format codes, parameter values (`None` = NULL)
+/// and result-column format codes (0 text, 1 binary).
+pub fn bind(
+    buf: &mut BytesMut,
+    portal: &str,
+    statement: &str,
+    param_formats: &[i16],
+    params: &[Option<&[u8]>],
+    result_formats: &[i16],
+) {
+    let len = 4
+        + portal.len()
+        + 1
+        + statement.len()
+        + 1
+        + 2
+        + 2 * param_formats.len()
+        + 2
+        + params.iter().map(|p| 4 + p.map_or(0, |b| b.len())).sum::<usize>()
+        + 2
+        + 2 * result_formats.len();
+    buf.reserve(len + 1);
+    buf.put_u8(b'B');
+    buf.put_i32(len as i32);
+    buf.put_slice(portal.as_bytes());
+    buf.put_u8(0);
+    buf.put_slice(statement.as_bytes());
+    buf.put_u8(0);
+    buf.put_i16(param_formats.len() as i16);
+    for f in param_formats {
+        buf.put_i16(*f);
+    }
+    buf.put_i16(params.len() as i16);
+    for p in params {
+        match p {
+            Some(b) => {
+                buf.put_i32(b.len() as i32);
+                buf.put_slice(b);
+            }
+            None => buf.put_i32(-1),
+        }
+    }
+    buf.put_i16(result_formats.len() as i16);
+    for f in result_formats {
+        buf.put_i16(*f);
+    }
+}
+
+/// Appends a RowDescription holding the first `keep` fields of the
+/// RowDescription body `body` (PostgreSQL docs §55.7 RowDescription),
+/// with format code `formats(i)` for field `i`.
+///
+/// Errors: [`crate::protocol::ProtocolError::Malformed`] when `body` is not
+/// a valid RowDescription or has fewer than `keep` fields.
+pub fn row_description_prefix(
+    buf: &mut BytesMut,
+    body: &[u8],
+    keep: usize,
+    formats: &dyn Fn(usize) -> i16,
+) -> Result<(), crate::protocol::ProtocolError> {
+    let bad = || crate::protocol::ProtocolError::Malformed("malformed RowDescription".into());
+    let n = u16::from_be_bytes([*body.first().ok_or_else(bad)?, *body.get(1).ok_or_else(bad)?]) as usize;
+    if keep > n {
+        return Err(bad());
+    }
+    let mut out = Vec::with_capacity(body.len());
+    out.extend_from_slice(&(keep as i16).to_be_bytes());
+    let mut pos = 2;
+    for i in 0..keep {
+        let name_end = body.get(pos..).and_then(|r| r.iter().position(|&c| c == 0)).ok_or_else(bad)? + pos + 1;
+        let end = name_end + 18;
+        let field = body.get(pos..end).ok_or_else(bad)?;
+        out.extend_from_slice(&field[..field.len() - 2]);
+        out.extend_from_slice(&formats(i).to_be_bytes());
+        pos = end;
+    }
+    buf.reserve(out.len() + 5);
+    buf.put_u8(b'T');
+    buf.put_i32(out.len() as i32 + 4);
+    buf.put_slice(&out);
+    Ok(())
+}
