@@ -27,7 +27,7 @@ use crate::state::Routing;
 
 use super::exchange::{self, Direct, ExchangeError, Expect, Slot};
 use super::merge::{MergeMode, MergeState};
-use super::route::{key_shard, Values};
+use super::route::{key_shard, scatter_shards, Values};
 use super::session::{End, Session};
 use super::simple::ends_failed_block;
 
@@ -370,12 +370,8 @@ impl Session {
                 }
                 Route::Shard(target.map(str::to_string).ok_or_else(|| PgError::unsupported("INSERT without rows"))?)
             }
-            Plan::Scatter { table, merge, .. } => {
-                let shards = cat
-                    .table(table)
-                    .and_then(|t| cat.keyspace_of(t))
-                    .map(|k| k.routing.shards().to_vec())
-                    .ok_or_else(|| PgError::unsupported(format!("table \"{table}\" has no routing")))?;
+            Plan::Scatter { table, prune, merge, .. } => {
+                let shards = scatter_shards(cat, table, prune.as_ref(), &values)?;
                 match merge {
                     Merge::Gather(plan) => Route::Gather {
                         shards,
@@ -387,6 +383,9 @@ impl Session {
                 }
             }
             Plan::Copy(c) => Route::Copy(c.clone(), stmt.query.clone()),
+            Plan::RouterExplain(_) => {
+                return Err(PgError::unsupported("EXPLAIN (ROUTER) is answered in the simple query protocol only"))
+            }
         })
     }
 

@@ -134,6 +134,13 @@ fn shard_sql(plan: &GatherPlan, sql: &str, lits: &Literals, offset: u64, limit: 
     Ok(s)
 }
 
+/// The shards' statement text of a gather for a simple-protocol text, as
+/// it would be sent (for `EXPLAIN (ROUTER)`).
+pub(crate) fn simple_shard_sql(plan: &GatherPlan, sql: &str, lits: &Literals) -> Result<String, PgError> {
+    let (offset, limit) = window_bounds(plan, &Args::Simple { sql, lits })?;
+    shard_sql(plan, sql, lits, offset, limit)
+}
+
 /// Result formats for the shards: the client's codes for the visible
 /// columns, binary for the hidden ones.
 fn shard_formats(client: &[i16], visible: usize, hidden: usize) -> Result<Vec<i16>, PgError> {

@@ -8,6 +8,7 @@
 pub mod client;
 pub mod copy;
 pub mod exchange;
+pub mod explain;
 pub mod extended;
 pub mod gather;
 pub mod gather_merge;

@@ -90,3 +90,213 @@ pub fn key_shard<'c>(
     };
     Ok(Some(ks.routing.shard_for(t.vindex.keyspace_id(&kv))))
 }
+
+/// The shards a scattered statement on `table` must run on: every shard of
+/// the table's keyspace, or with `prune` only those owning the listed key
+/// values (in the keyspace's shard order; the first shard when every value
+/// is NULL, so that the statement still produces its empty result).
+///
+/// Errors: as [`key_shard`]; 22P02 for a malformed array literal, 22P03
+/// for a malformed binary array, 0A000 when the table has no routing.
+pub fn scatter_shards(
+    catalog: &Catalog,
+    table: &str,
+    prune: Option<&crate::plan::KeySet>,
+    values: &Values<'_>,
+) -> Result<Vec<String>, PgError> {
+    let t = catalog
+        .table(table)
+        .ok_or_else(|| PgError::unsupported(format!("table \"{table}\" is not declared in the pg-router catalog")))?;
+    let ks = catalog
+        .keyspace_of(t)
+        .ok_or_else(|| PgError::unsupported(format!("table \"{table}\" has no routing")))?;
+    let all = ks.routing.shards();
+    let Some(prune) = prune else { return Ok(all.to_vec()) };
+    let mut owned: Vec<&str> = Vec::new();
+    match prune {
+        crate::plan::KeySet::List(keys) => {
+            for k in keys {
+                if let Some(s) = key_shard(catalog, table, k, values)? {
+                    if !owned.contains(&s) {
+                        owned.push(s);
+                    }
+                }
+            }
+        }
+        crate::plan::KeySet::Array(k) => {
+            let bad = |e: crate::vindex::VindexError| PgError::new(e.sqlstate(), e.to_string());
+            let mut add = |kv: KeyValue| {
+                let s = ks.routing.shard_for(t.vindex.keyspace_id(&kv));
+                if !owned.contains(&s) {
+                    owned.push(s);
+                }
+            };
+            match array_value(k, values)? {
+                None => {}
+                Some(ArrayValue::Text(text)) => {
+                    for e in text_array_elements(&text)?.into_iter().flatten() {
+                        add(t.key_type.parse_text(&e).map_err(bad)?);
+                    }
+                }
+                Some(ArrayValue::Binary(b)) => {
+                    for e in binary_array_elements(b)?.into_iter().flatten() {
+                        add(t.key_type.parse_binary(e).map_err(bad)?);
+                    }
+                }
+            }
+        }
+    }
+    if owned.is_empty() {
+        return Ok(all.first().cloned().into_iter().collect());
+    }
+    // Keep the keyspace's shard order.
+    Ok(all.iter().filter(|s| owned.contains(&s.as_str())).cloned().collect())
+}
+
+enum ArrayValue<'a> {
+    Text(Cow<'a, str>),
+    Binary(&'a [u8]),
+}
+
+/// The array value a key set reads; None for NULL.
+fn array_value<'a>(k: &'a KeyExpr, values: &'a Values<'a>) -> Result<Option<ArrayValue<'a>>, PgError> {
+    let index = match k {
+        KeyExpr::Const(s) => return Ok(Some(ArrayValue::Text(Cow::Borrowed(s)))),
+        KeyExpr::Param { index, .. } => *index,
+    };
+    match values {
+        Values::Simple { sql, lits } => {
+            let v = lits
+                .value(sql, index)
+                .ok_or_else(|| PgError::new(codes::INTERNAL_ERROR, format!("literal {index} not found in statement")))?;
+            Ok(if v.eq_ignore_ascii_case("null") { None } else { Some(ArrayValue::Text(v)) })
+        }
+        Values::Bind(b) => {
+            let p = b.params.get(index).ok_or_else(|| {
+                PgError::new(codes::PROTOCOL_VIOLATION, format!("bind message supplies {} parameters, but the statement needs ${}", b.params.len(), index + 1))
+            })?;
+            let Some(bytes) = p else { return Ok(None) };
+            if b.param_format(index) == 1 {
+                Ok(Some(ArrayValue::Binary(bytes)))
+            } else {
+                let s = std::str::from_utf8(bytes).map_err(|_| PgError::new("22021", "invalid byte sequence for encoding \"UTF8\""))?;
+                Ok(Some(ArrayValue::Text(Cow::Borrowed(s))))
+            }
+        }
+    }
+}
+
+/// Elements of an array in PostgreSQL's text form (`{1,2,"a b",NULL}`,
+/// nested braces flattened); None for NULL elements (PostgreSQL docs §8.15.6).
+pub fn text_array_elements(s: &str) -> Result<Vec<Option<String>>, PgError> {
+    let bad = || PgError::new(codes::INVALID_TEXT_REPRESENTATION, format!("malformed array literal: \"{s}\""));
+    let t = s.trim();
+    // An optional dimension decoration `[1:3]=` precedes the braces.
+    let t = match t.find('=') {
+        Some(i) if t.starts_with('[') => &t[i + 1..],
+        _ => t,
+    };
+    if !t.starts_with('{') || !t.ends_with('}') {
+        return Err(bad());
+    }
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let (mut quoted, mut in_quotes, mut has) = (false, false, false);
+    let mut chars = t.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                cur.push(chars.next().ok_or_else(bad)?);
+                has = true;
+            }
+            '"' => {
+                in_quotes = !in_quotes;
+                quoted = true;
+                has = true;
+            }
+            '{' | '}' | ',' if !in_quotes => {
+                if has {
+                    let v = if quoted { cur.clone() } else { cur.trim().to_string() };
+                    out.push(if !quoted && v.eq_ignore_ascii_case("null") { None } else { Some(v) });
+                }
+                cur.clear();
+                quoted = false;
+                has = false;
+            }
+            c if !in_quotes && c.is_whitespace() && !has => {}
+            c => {
+                cur.push(c);
+                has = true;
+            }
+        }
+    }
+    if in_quotes {
+        return Err(bad());
+    }
+    Ok(out)
+}
+
+/// Elements of an array in PostgreSQL's binary form (array_send: ndim,
+/// has-nulls flag, element type, per dimension length and lower bound, then
+/// each element as length + bytes, -1 for NULL).
+pub fn binary_array_elements(b: &[u8]) -> Result<Vec<Option<&[u8]>>, PgError> {
+    let bad = || PgError::new("22P03", "malformed binary array");
+    let i32_at = |pos: usize| -> Result<i32, PgError> {
+        let x = b.get(pos..pos + 4).ok_or_else(bad)?;
+        Ok(i32::from_be_bytes([x[0], x[1], x[2], x[3]]))
+    };
+    let ndim = i32_at(0)?;
+    if !(0..=6).contains(&ndim) {
+        return Err(bad());
+    }
+    let mut pos = 12;
+    let mut count: usize = if ndim == 0 { 0 } else { 1 };
+    for _ in 0..ndim {
+        let len = i32_at(pos)?;
+        count = count.checked_mul(usize::try_from(len).map_err(|_| bad())?).ok_or_else(bad)?;
+        pos += 8;
+    }
+    let mut out = Vec::with_capacity(count.min(b.len() / 4));
+    for _ in 0..count {
+        let len = i32_at(pos)?;
+        pos += 4;
+        if len < 0 {
+            out.push(None);
+        } else {
+            let end = pos.checked_add(len as usize).ok_or_else(bad)?;
+            out.push(Some(b.get(pos..end).ok_or_else(bad)?));
+            pos = end;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_arrays() {
+        assert_eq!(text_array_elements("{1, 2,3}").expect("ok"), vec![Some("1".into()), Some("2".into()), Some("3".into())]);
+        assert_eq!(text_array_elements(r#"{"a,b",NULL,"NULL",c\"d}"#).expect("ok"), vec![Some("a,b".into()), None, Some("NULL".into()), Some("c\"d".into())]);
+        assert_eq!(text_array_elements("{{1,2},{3,4}}").expect("ok").len(), 4);
+        assert_eq!(text_array_elements("{}").expect("ok"), Vec::<Option<String>>::new());
+        assert!(text_array_elements("1,2").is_err());
+        assert!(text_array_elements("{\"1}").is_err());
+    }
+
+    #[test]
+    fn binary_arrays() {
+        // int8[] {7, NULL}
+        let mut b = Vec::new();
+        for x in [1i32, 1, 20, 2, 1] {
+            b.extend_from_slice(&x.to_be_bytes());
+        }
+        b.extend_from_slice(&8i32.to_be_bytes());
+        b.extend_from_slice(&7i64.to_be_bytes());
+        b.extend_from_slice(&(-1i32).to_be_bytes());
+        assert_eq!(binary_array_elements(&b).expect("ok"), vec![Some(&7i64.to_be_bytes()[..]), None]);
+        assert!(binary_array_elements(&b[..b.len() - 6]).is_err());
+        assert!(binary_array_elements(&[0, 0]).is_err());
+    }
+}

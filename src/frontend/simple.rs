@@ -14,7 +14,7 @@ use crate::state::Routing;
 
 use super::exchange::{Expect, Slot};
 use super::merge::MergeMode;
-use super::route::{key_shard, Values};
+use super::route::{key_shard, scatter_shards, Values};
 use super::session::{Block, End, Session};
 
 impl Session {
@@ -212,15 +212,13 @@ impl Session {
                 }
                 self.exchange_many(parts, MergeMode::Concat).await
             }
-            Plan::Scatter { table, merge, .. } => {
-                let Some(shards) = routing
-                    .catalog
-                    .table(table)
-                    .and_then(|t| routing.catalog.keyspace_of(t))
-                    .map(|k| k.routing.shards().to_vec())
-                else {
-                    self.send_error(&PgError::unsupported(format!("table \"{table}\" has no routing")));
-                    return Ok(false);
+            Plan::Scatter { table, prune, merge, .. } => {
+                let shards = match scatter_shards(&routing.catalog, table, prune.as_ref(), &Values::Simple { sql, lits }) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        self.send_error(&e);
+                        return Ok(false);
+                    }
                 };
                 match merge {
                     plan::Merge::Concat => {
@@ -236,6 +234,20 @@ impl Session {
                 }
             }
             Plan::Copy(c) => self.copy(routing, sql, c).await,
+            Plan::RouterExplain(inner) => match super::explain::explain_lines(routing, inner, sql, lits) {
+                Ok(lines) => {
+                    synth::text_row_description(&mut self.out.buf, &["QUERY PLAN"]);
+                    for l in &lines {
+                        synth::data_row(&mut self.out.buf, &[Some(l.as_bytes())]);
+                    }
+                    synth::command_complete(&mut self.out.buf, "EXPLAIN");
+                    Ok(true)
+                }
+                Err(e) => {
+                    self.send_error(&e);
+                    Ok(false)
+                }
+            },
         }
     }
 

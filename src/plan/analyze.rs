@@ -18,7 +18,7 @@ use super::classify::unsupported;
 use super::names::{
     classify_object, classify_table, last_part, norm_ident, undeclared, TableClass,
 };
-use super::types::{KeyExpr, KeyRef, Plan};
+use super::types::{KeyExpr, KeyRef, KeySet, Plan};
 use super::walk::{expr_children, function_arg, window_children, Node};
 use super::SchemaView;
 
@@ -45,6 +45,8 @@ pub(crate) struct Occ {
     /// Name the statement refers to it by (alias, or table name).
     pub qualifier: String,
     pub key: Option<KeyExpr>,
+    /// Key values from `key IN (...)` / `key = ANY(...)`.
+    pub prune: Option<KeySet>,
     /// In the FROM clause of the outermost SELECT (or the target of an
     /// UPDATE/DELETE), as opposed to a subquery, CTE or set operation.
     pub top: bool,
@@ -62,6 +64,7 @@ pub(crate) enum Routing {
         table: Arc<str>,
         key_col: String,
         top: bool,
+        prune: Option<KeySet>,
     },
     /// Refused (undeclared table, unsupported construct, unkeyed join...).
     Error(Plan),
@@ -132,6 +135,7 @@ impl<'s> Analyzer<'s> {
                 table: o.table.clone(),
                 key_col: o.key_col.clone(),
                 top: o.top,
+                prune: o.prune.clone(),
             };
         }
         let mut names: Vec<String> = Vec::new();
@@ -458,6 +462,7 @@ impl<'s> Analyzer<'s> {
             key_col,
             qualifier,
             key: None,
+            prune: None,
             top,
         });
         local.push(self.occs.len() - 1);
@@ -478,6 +483,16 @@ impl<'s> Analyzer<'s> {
                 }
                 Expr::Nested(inner) => stack.push(inner),
                 _ => {
+                    if let Some((qual, col, set)) = self.key_set(x) {
+                        for &i in local {
+                            if let Some(o) = self.occs.get_mut(i) {
+                                if o.prune.is_none() && o.key_col == col && qual.as_ref().is_none_or(|q| *q == o.qualifier) {
+                                    o.prune = Some(set.clone());
+                                }
+                            }
+                        }
+                        continue;
+                    }
                     let Some((qual, col, val)) = self.key_equality(x) else {
                         continue;
                     };
@@ -493,6 +508,30 @@ impl<'s> Analyzer<'s> {
                     }
                 }
             }
+        }
+    }
+
+    /// `col IN (v1, v2, ...)` (two or more values) or `col = ANY(array)`.
+    fn key_set(&self, e: &Expr) -> Option<(Option<String>, String, KeySet)> {
+        match e {
+            Expr::InList { expr, list, negated: false } if list.len() > 1 => {
+                let (q, c) = column_ref(expr)?;
+                let vals: Option<Vec<KeyExpr>> = list.iter().map(|v| self.key_value(v)).collect();
+                Some((q, c, KeySet::List(vals?)))
+            }
+            Expr::AnyOp { left, compare_op: BinaryOperator::Eq, right, .. } => {
+                let (q, c) = column_ref(left)?;
+                let mut r = right.as_ref();
+                while let Expr::Nested(x) = r {
+                    r = x;
+                }
+                if let Expr::Array(a) = r {
+                    let vals: Option<Vec<KeyExpr>> = a.elem.iter().map(|v| self.key_value(v)).collect();
+                    return Some((q, c, KeySet::List(vals?)));
+                }
+                Some((q, c, KeySet::Array(self.key_value(r)?)))
+            }
+            _ => None,
         }
     }
 

@@ -155,6 +155,7 @@ fn has_const(plan: &Plan) -> bool {
         // A gather plan of an original text has its constants in the
         // shards' statement text.
         Plan::Scatter { merge: Merge::Gather(_), .. } => true,
+        Plan::RouterExplain(inner) => has_const(inner),
         _ => false,
     }
 }

@@ -39,6 +39,13 @@ pub(crate) fn plan_statement(
                     norm_ident(&o.name) == "analyze"
                         && !matches!(&o.arg, Some(a) if matches!(a.to_string().to_ascii_lowercase().as_str(), "false" | "off" | "0"))
                 });
+            let router = options.iter().flatten().any(|o| norm_ident(&o.name) == "router");
+            if router {
+                return match plan_statement(statement, schema, mode, "EXPLAIN") {
+                    p @ Plan::Scatter { merge: Merge::NeedsText, .. } => p,
+                    p => Plan::RouterExplain(Arc::new(p)),
+                };
+            }
             plan_explain(statement, analyze, schema, mode)
         }
         _ => unsupported(format!("{kind} is not supported through pg-router"), None),
@@ -62,15 +69,15 @@ fn plan_query(q: &Query, schema: &dyn SchemaView, mode: ParamMode, kind: &str) -
         Routing::Error(e) => e,
         Routing::NoTables => Plan::AnyShard,
         Routing::Keyed(keys) => Plan::Keyed { keys, read_only },
-        Routing::Single { table, key_col, top: true } => match scatter_merge(q, mode) {
-            Ok(merge) => Plan::Scatter { table, merge, read_only },
+        Routing::Single { table, key_col, top: true, prune } => match scatter_merge(q, mode) {
+            Ok(merge) => Plan::Scatter { table, prune, merge, read_only },
             Err(construct) => Plan::Error {
                 sqlstate: "0A000",
                 message: format!("{construct} across shards is not supported yet"),
                 hint: Some(key_hint(&table, &key_col)),
             },
         },
-        Routing::Single { table, key_col, top: false } => Plan::Error {
+        Routing::Single { table, key_col, top: false, .. } => Plan::Error {
             sqlstate: "0A000",
             message: format!(
                 "a subquery, CTE or set operation over sharded table \"{table}\" without an equality condition on its sharding key is not supported yet"
@@ -235,8 +242,9 @@ fn route_dml(an: Analyzer<'_>, table: Arc<str>, what: &str) -> Plan {
             keys,
             read_only: false,
         },
-        Routing::Single { .. } => Plan::Scatter {
+        Routing::Single { prune, .. } => Plan::Scatter {
             table,
+            prune,
             merge: Merge::Concat,
             read_only: false,
         },

@@ -77,6 +77,28 @@ fn shard_text(p: &Plan) -> String {
 }
 
 #[test]
+fn shard_pruning_sets() {
+    let prune = |p: &Plan| match p {
+        Plan::Scatter { prune, .. } => prune.clone(),
+        other => panic!("not a scatter: {other:?}"),
+    };
+    assert_eq!(
+        prune(&simple("SELECT * FROM pgbench_accounts WHERE aid IN (1, 2, 3)")),
+        Some(KeySet::List(vec![param(0), param(1), param(2)]))
+    );
+    assert_eq!(
+        prune(&extended("SELECT count(*) FROM pgbench_accounts WHERE bid = 1 AND aid = ANY($1)")),
+        Some(KeySet::Array(param(0)))
+    );
+    assert_eq!(
+        prune(&extended("DELETE FROM pgbench_accounts WHERE aid = ANY(ARRAY[5, $1])")),
+        Some(KeySet::List(vec![KeyExpr::Const("5".into()), param(0)]))
+    );
+    assert_eq!(prune(&simple("SELECT * FROM pgbench_accounts WHERE aid IN (1, 2) OR bid = 3")), None);
+    assert_eq!(prune(&simple("SELECT * FROM pgbench_accounts WHERE aid NOT IN (1, 2)")), None);
+}
+
+#[test]
 fn gather_plans() {
     // ORDER BY + LIMIT/OFFSET: hidden sort key, shards return limit + offset.
     let p = simple("SELECT abalance FROM pgbench_accounts ORDER BY aid DESC LIMIT 10 OFFSET 5");
@@ -139,6 +161,7 @@ fn gather_plans() {
 fn scatter(table: &str, merge: Merge, read_only: bool) -> Plan {
     Plan::Scatter {
         table: Arc::from(table),
+        prune: None,
         merge,
         read_only,
     }

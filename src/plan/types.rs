@@ -233,6 +233,16 @@ pub struct GatherPlan {
     pub steps: Vec<String>,
 }
 
+/// Key values that restrict a scattered statement to the shards owning them
+/// (shard pruning): `key IN (a, b, ...)` or `key = ANY($n)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySet {
+    /// The listed values.
+    List(Vec<KeyExpr>),
+    /// The elements of an array value (`= ANY($1)`, `= ANY('{1,2}')`).
+    Array(KeyExpr),
+}
+
 /// Transaction-control statements.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TxnStmt {
@@ -316,10 +326,13 @@ pub enum Plan {
         /// Key of each VALUES row, in order.
         rows: Vec<KeyExpr>,
     },
-    /// No routable key: run on every shard of the table's keyspace and merge.
+    /// No single routable key: run on every shard of the table's keyspace
+    /// (or only those owning the `prune` values) and merge.
     Scatter {
         /// Catalog name of the (first) sharded table.
         table: Arc<str>,
+        /// Key values the rows must have, if the WHERE clause says so.
+        prune: Option<KeySet>,
         /// How to combine results.
         merge: Merge,
         /// `true` for SELECT.
@@ -327,6 +340,9 @@ pub enum Plan {
     },
     /// COPY FROM STDIN / TO STDOUT on a sharded table.
     Copy(CopyPlan),
+    /// `EXPLAIN (ROUTER) statement`: answered by the router with the route
+    /// of the statement's plan (shards targeted, merge steps, shard SQL).
+    RouterExplain(Arc<Plan>),
     /// Refused: returned to the client as an ErrorResponse.
     Error {
         /// SQLSTATE, e.g. "0A000", "42601".

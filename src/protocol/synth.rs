@@ -188,3 +188,23 @@ pub fn row_description_prefix(
     buf.put_slice(&out);
     Ok(())
 }
+
+/// Appends a RowDescription of text columns named `names` (type text,
+/// format 0), for answers the router writes itself.
+pub fn text_row_description(buf: &mut BytesMut, names: &[&str]) {
+    let len = 4 + 2 + names.iter().map(|n| n.len() + 1 + 18).sum::<usize>();
+    buf.reserve(len + 1);
+    buf.put_u8(b'T');
+    buf.put_i32(len as i32);
+    buf.put_i16(names.len() as i16);
+    for n in names {
+        buf.put_slice(n.as_bytes());
+        buf.put_u8(0);
+        buf.put_i32(0);
+        buf.put_i16(0);
+        buf.put_i32(25);
+        buf.put_i16(-1);
+        buf.put_i32(-1);
+        buf.put_i16(0);
+    }
+}
