@@ -139,7 +139,7 @@ impl Session {
                     if failure.is_some() {
                         continue;
                     }
-                    splitter.push(&f.body()[..]);
+                    splitter.push(f.body());
                     while let Some(rec) = splitter.next_record() {
                         let (line, key) = match rec {
                             Ok(x) => x,

@@ -74,6 +74,7 @@ pub(crate) fn explain_lines(routing: &Routing, plan: &Plan, sql: &str, lits: &Li
                 out.push(match p {
                     KeySet::List(v) => format!("  Shard pruning: {} key value(s) in IN (...)", v.len()),
                     KeySet::Array(_) => "  Shard pruning: key = ANY(array)".into(),
+                    KeySet::Range { .. } => "  Shard pruning: key range (range vindex only)".into(),
                 });
             }
             match merge {

@@ -28,79 +28,53 @@ use super::exchange::{self, Expect, Sink, Slot};
 use super::extended::ClientStmt;
 use super::gather_merge::{cmp_sort, row_sort_values, Groups, Layout, Take, Window};
 use super::merge::with_shard_detail;
+use super::route::{Raw, Values};
 use super::session::{End, Session};
 
-/// Where LIMIT/OFFSET and HAVING values come from.
-pub(crate) enum Args<'a> {
-    /// Simple protocol: the literals of the client's text.
-    Simple {
-        /// The statement text.
-        sql: &'a str,
-        /// Its literals.
-        lits: &'a Literals,
-    },
-    /// Extended protocol: the client's Bind.
-    Bind(&'a Bind<'a>),
-}
-
-impl Args<'_> {
-    /// Literal/parameter `i` as text (None = NULL).
-    fn text(&self, i: usize) -> Result<Option<String>, PgError> {
-        match self {
-            Args::Simple { sql, lits } => {
-                let v = lits
-                    .value(sql, i)
-                    .ok_or_else(|| PgError::new(codes::INTERNAL_ERROR, format!("literal {i} not found in statement")))?;
-                Ok(if v.eq_ignore_ascii_case("null") { None } else { Some(v.into_owned()) })
-            }
-            Args::Bind(b) => {
-                let p = b.params.get(i).ok_or_else(|| {
-                    PgError::new(codes::PROTOCOL_VIOLATION, format!("bind message supplies {} parameters, but the statement needs ${}", b.params.len(), i + 1))
-                })?;
-                let Some(bytes) = p else { return Ok(None) };
-                if b.param_format(i) == 1 {
-                    // Binary integers (LIMIT/OFFSET are int8; int4/int2 also accepted).
-                    let v = match bytes.len() {
-                        8 => i64::from_be_bytes(bytes[..8].try_into().unwrap_or([0; 8])),
-                        4 => i32::from_be_bytes(bytes[..4].try_into().unwrap_or([0; 4])) as i64,
-                        2 => i16::from_be_bytes(bytes[..2].try_into().unwrap_or([0; 2])) as i64,
-                        _ => return Err(PgError::unsupported("binary parameters of this type in LIMIT/OFFSET/HAVING across shards")),
-                    };
-                    return Ok(Some(v.to_string()));
-                }
-                std::str::from_utf8(bytes)
-                    .map(|s| Some(s.to_string()))
-                    .map_err(|_| PgError::new("22021", "invalid byte sequence for encoding \"UTF8\""))
-            }
+/// Literal/parameter `i` as text (None = NULL); binary integer parameters
+/// (int8/int4/int2, as LIMIT/OFFSET/HAVING constants) are rendered in
+/// decimal.
+fn param_text(values: &Values<'_>, i: usize) -> Result<Option<String>, PgError> {
+    match values.raw(i)? {
+        None => Ok(None),
+        Some(Raw::Text(t)) => Ok(Some(t.into_owned())),
+        Some(Raw::Binary(b)) => {
+            let v = match *b {
+                [a, b2, c, d, e, f, g, h] => i64::from_be_bytes([a, b2, c, d, e, f, g, h]),
+                [a, b2, c, d] => i32::from_be_bytes([a, b2, c, d]) as i64,
+                [a, b2] => i16::from_be_bytes([a, b2]) as i64,
+                _ => return Err(PgError::unsupported("binary parameters of this type in LIMIT/OFFSET/HAVING across shards")),
+            };
+            Ok(Some(v.to_string()))
         }
     }
+}
 
-    /// A LIMIT/OFFSET value; None for NULL.
-    fn count(&self, c: RowCount, what: &str) -> Result<Option<i64>, PgError> {
-        let t = match c {
-            RowCount::Const(v) => return Ok(Some(v)),
-            RowCount::Param(i) => self.text(i)?,
-        };
-        let Some(t) = t else { return Ok(None) };
-        let t = t.trim();
-        if let Ok(v) = t.parse::<i64>() {
-            return Ok(Some(v));
-        }
-        match t.parse::<f64>() {
-            Ok(f) if f.is_finite() && f.abs() < 9.2e18 => Ok(Some(f.round() as i64)),
-            _ => Err(PgError::new(codes::INVALID_TEXT_REPRESENTATION, format!("invalid input syntax for type bigint: \"{t}\" ({what})"))),
-        }
+/// A LIMIT/OFFSET value; None for NULL.
+fn row_count(values: &Values<'_>, c: RowCount, what: &str) -> Result<Option<i64>, PgError> {
+    let t = match c {
+        RowCount::Const(v) => return Ok(Some(v)),
+        RowCount::Param(i) => param_text(values, i)?,
+    };
+    let Some(t) = t else { return Ok(None) };
+    let t = t.trim();
+    if let Ok(v) = t.parse::<i64>() {
+        return Ok(Some(v));
+    }
+    match t.parse::<f64>() {
+        Ok(f) if f.is_finite() && f.abs() < 9.2e18 => Ok(Some(f.round() as i64)),
+        _ => Err(PgError::new(codes::INVALID_TEXT_REPRESENTATION, format!("invalid input syntax for type bigint: \"{t}\" ({what})"))),
     }
 }
 
 /// (offset, limit) of one execution, validated like PostgreSQL.
-fn window_bounds(plan: &GatherPlan, args: &Args<'_>) -> Result<(u64, Option<u64>), PgError> {
+fn window_bounds(plan: &GatherPlan, values: &Values<'_>) -> Result<(u64, Option<u64>), PgError> {
     let limit = match plan.limit {
-        Some(c) => args.count(c, "LIMIT")?,
+        Some(c) => row_count(values, c, "LIMIT")?,
         None => None,
     };
     let offset = match plan.offset {
-        Some(c) => args.count(c, "OFFSET")?,
+        Some(c) => row_count(values, c, "OFFSET")?,
         None => None,
     };
     if limit.is_some_and(|l| l < 0) {
@@ -137,7 +111,7 @@ fn shard_sql(plan: &GatherPlan, sql: &str, lits: &Literals, offset: u64, limit: 
 /// The shards' statement text of a gather for a simple-protocol text, as
 /// it would be sent (for `EXPLAIN (ROUTER)`).
 pub(crate) fn simple_shard_sql(plan: &GatherPlan, sql: &str, lits: &Literals) -> Result<String, PgError> {
-    let (offset, limit) = window_bounds(plan, &Args::Simple { sql, lits })?;
+    let (offset, limit) = window_bounds(plan, &Values::Simple { sql, lits })?;
     shard_sql(plan, sql, lits, offset, limit)
 }
 
@@ -220,7 +194,7 @@ impl Session {
         sql: &str,
         lits: &Literals,
     ) -> Result<bool, End> {
-        let args = Args::Simple { sql, lits };
+        let args = Values::Simple { sql, lits };
         let prepared = (|| {
             let (offset, limit) = window_bounds(plan, &args)?;
             let text = shard_sql(plan, sql, lits, offset, limit)?;
@@ -267,7 +241,7 @@ impl Session {
             }
             let b = Bind::decode(bind.get(5..).unwrap_or_default())
                 .map_err(|e| PgError::new(codes::PROTOCOL_VIOLATION, e.to_string()))?;
-            let args = Args::Bind(&b);
+            let args = Values::Bind(&b);
             let (offset, limit) = window_bounds(plan, &args)?;
             let having = having_params(plan, &args)?;
             let req = Request {
@@ -336,10 +310,8 @@ impl Session {
                 Err(e) => return self.lost(idx, e),
             };
             match f.tag {
-                b'1' => {
-                    if sent_parse {
-                        self.held[idx].conn.prepared.insert(stmt.id);
-                    }
+                b'1' if sent_parse => {
+                    self.held[idx].conn.prepared.insert(stmt.id);
                 }
                 b't' => params_desc = Some(f),
                 b'T' => {
@@ -738,27 +710,21 @@ impl Session {
                 if heads[n].is_some() || phase[n] != Phase::Open {
                     continue;
                 }
-                match self.next_ev(idxs[n]).await {
-                    Ok(Ev::Row(f)) => {
-                        let vals = match data_row(f.body()) {
-                            Ok(v) => v,
-                            Err(e) => return Ok(Merged::Failed(PgError::new(codes::INTERNAL_ERROR, e.to_string()))),
-                        };
-                        let sv = match row_sort_values(plan, layout, &vals) {
-                            Ok(s) => s,
-                            Err(e) => return Ok(Merged::Failed(e)),
-                        };
-                        heads[n] = Some((f, sv));
-                    }
-                    Ok(Ev::Done) => phase[n] = Phase::Ended,
-                    Ok(Ev::Error(f)) => {
-                        phase[n] = Phase::Ended;
-                        return Ok(Merged::ShardError(with_shard_detail(&f, Some(&shards[n]))));
-                    }
-                    Ok(Ev::Ready) => phase[n] = Phase::Finished,
-                    Ok(Ev::Desc(_)) => {}
-                    Err(e) => return Ok(Merged::Lost(idxs[n], e)),
-                }
+                let ev = self.next_ev(idxs[n]).await;
+                let f = match row_or_end(ev, &mut phase[n], idxs[n], &shards[n]) {
+                    Ok(Some(f)) => f,
+                    Ok(None) => continue,
+                    Err(m) => return Ok(m),
+                };
+                let vals = match data_row(f.body()) {
+                    Ok(v) => v,
+                    Err(e) => return Ok(Merged::Failed(PgError::new(codes::INTERNAL_ERROR, e.to_string()))),
+                };
+                let sv = match row_sort_values(plan, layout, &vals) {
+                    Ok(s) => s,
+                    Err(e) => return Ok(Merged::Failed(e)),
+                };
+                heads[n] = Some((f, sv));
             }
             // Pick the next row.
             let pick = if ordered {
@@ -831,23 +797,17 @@ impl Session {
         let mut groups = Groups::new(g);
         for n in 0..idxs.len() {
             while phase[n] == Phase::Open {
-                match self.next_ev(idxs[n]).await {
-                    Ok(Ev::Row(f)) => {
-                        let r = data_row(f.body())
-                            .map_err(|e| PgError::new(codes::INTERNAL_ERROR, e.to_string()))
-                            .and_then(|vals| groups.add(layout, &vals));
-                        if let Err(e) = r {
-                            return Ok(Merged::Failed(e));
-                        }
-                    }
-                    Ok(Ev::Done) => phase[n] = Phase::Ended,
-                    Ok(Ev::Error(f)) => {
-                        phase[n] = Phase::Ended;
-                        return Ok(Merged::ShardError(with_shard_detail(&f, Some(&shards[n]))));
-                    }
-                    Ok(Ev::Ready) => phase[n] = Phase::Finished,
-                    Ok(Ev::Desc(_)) => {}
-                    Err(e) => return Ok(Merged::Lost(idxs[n], e)),
+                let ev = self.next_ev(idxs[n]).await;
+                let f = match row_or_end(ev, &mut phase[n], idxs[n], &shards[n]) {
+                    Ok(Some(f)) => f,
+                    Ok(None) => continue,
+                    Err(m) => return Ok(m),
+                };
+                let r = data_row(f.body())
+                    .map_err(|e| PgError::new(codes::INTERNAL_ERROR, e.to_string()))
+                    .and_then(|vals| groups.add(layout, &vals));
+                if let Err(e) = r {
+                    return Ok(Merged::Failed(e));
                 }
             }
         }
@@ -875,6 +835,24 @@ impl Session {
     }
 }
 
+/// Handles a shard event while merging: a row is returned; CommandComplete,
+/// ReadyForQuery and descriptions update the shard's phase (None); an
+/// error or a lost connection ends the merge (Err).
+fn row_or_end(ev: Result<Ev, ProtocolError>, phase: &mut Phase, idx: usize, shard: &String) -> Result<Option<Frame>, Merged> {
+    match ev {
+        Ok(Ev::Row(f)) => return Ok(Some(f)),
+        Ok(Ev::Done) => *phase = Phase::Ended,
+        Ok(Ev::Error(f)) => {
+            *phase = Phase::Ended;
+            return Err(Merged::ShardError(with_shard_detail(&f, Some(shard))));
+        }
+        Ok(Ev::Ready) => *phase = Phase::Finished,
+        Ok(Ev::Desc(_)) => {}
+        Err(e) => return Err(Merged::Lost(idx, e)),
+    }
+    Ok(None)
+}
+
 /// Outcome of a merge phase.
 enum Merged {
     Ok,
@@ -887,13 +865,13 @@ enum Merged {
 }
 
 /// The values of the literals/parameters HAVING reads, as text.
-fn having_params(plan: &GatherPlan, args: &Args<'_>) -> Result<Vec<(usize, Option<String>)>, PgError> {
+fn having_params(plan: &GatherPlan, args: &Values<'_>) -> Result<Vec<(usize, Option<String>)>, PgError> {
     let mut out = Vec::new();
     if let Some(c) = plan.grouping.as_ref().and_then(|g| g.having.as_ref()) {
         let mut idx = Vec::new();
         collect_params(c, &mut idx);
         for i in idx {
-            out.push((i, args.text(i)?));
+            out.push((i, param_text(args, i)?));
         }
     }
     Ok(out)

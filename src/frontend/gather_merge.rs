@@ -580,11 +580,11 @@ mod tests {
     fn sort_nulls_and_direction() {
         let asc = SortKey { source: SortSource::Hidden(0), desc: false, nulls_first: false };
         let desc = SortKey { source: SortSource::Hidden(0), desc: true, nulls_first: true };
-        let (one, two, null) = (Value::Int(1), Value::Int(2), Value::Null);
-        assert_eq!(cmp_sort(&[asc], &[one.clone()], &[two.clone()]), Ordering::Less);
-        assert_eq!(cmp_sort(&[asc], &[null.clone()], &[two.clone()]), Ordering::Greater);
-        assert_eq!(cmp_sort(&[desc], &[one.clone()], &[two.clone()]), Ordering::Greater);
-        assert_eq!(cmp_sort(&[desc], &[null], &[two]), Ordering::Less);
+        let (one, two, null) = ([Value::Int(1)], [Value::Int(2)], [Value::Null]);
+        assert_eq!(cmp_sort(&[asc], &one, &two), Ordering::Less);
+        assert_eq!(cmp_sort(&[asc], &null, &two), Ordering::Greater);
+        assert_eq!(cmp_sort(&[desc], &one, &two), Ordering::Greater);
+        assert_eq!(cmp_sort(&[desc], &null, &two), Ordering::Less);
     }
 
     #[test]

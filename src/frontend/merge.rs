@@ -111,7 +111,7 @@ impl Sink for ShardSink<'_> {
                     self.st.copy_rows_seen.resize(self.shard + 1, false);
                 }
                 let seen = std::mem::replace(&mut self.st.copy_rows_seen[self.shard], true);
-                if self.first || !(self.st.copy_header && !seen) {
+                if self.first || !self.st.copy_header || seen {
                     out.extend_from_slice(&f.data);
                 }
             }

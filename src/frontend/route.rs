@@ -50,33 +50,11 @@ pub fn key_shard<'c>(
             return Ok(Some(ks.routing.shard_for(t.vindex.keyspace_id(&v))));
         }
     };
-    let text: Cow<'_, str>;
-    let kv = match values {
-        Values::Simple { sql, lits } => {
-            text = lits.value(sql, index).ok_or_else(|| {
-                PgError::new(codes::INTERNAL_ERROR, format!("literal {index} not found in statement"))
-            })?;
-            if text.eq_ignore_ascii_case("null") {
-                return Ok(None);
-            }
-            t.key_type.parse_text(&text).map_err(bad)?
-        }
-        Values::Bind(b) => {
-            let Some(p) = b.params.get(index) else {
-                return Err(PgError::new(
-                    codes::PROTOCOL_VIOLATION,
-                    format!("bind message supplies {} parameters, but the statement needs ${}", b.params.len(), index + 1),
-                ));
-            };
-            let Some(bytes) = p else { return Ok(None) };
-            if b.param_format(index) == 1 {
-                t.key_type.parse_binary(bytes).map_err(bad)?
-            } else {
-                let s = std::str::from_utf8(bytes)
-                    .map_err(|_| PgError::new("22021", "invalid byte sequence for encoding \"UTF8\" in sharding key parameter"))?;
-                t.key_type.parse_text(s).map_err(bad)?
-            }
-        }
+    let raw = values.raw(index)?;
+    let kv = match &raw {
+        None => return Ok(None),
+        Some(Raw::Binary(bytes)) => t.key_type.parse_binary(bytes).map_err(bad)?,
+        Some(Raw::Text(text)) => t.key_type.parse_text(text).map_err(bad)?,
     };
     let kv = if negate {
         match kv {
@@ -89,6 +67,48 @@ pub fn key_shard<'c>(
         kv
     };
     Ok(Some(ks.routing.shard_for(t.vindex.keyspace_id(&kv))))
+}
+
+/// A literal's or parameter's value before it is read as a type.
+pub enum Raw<'a> {
+    /// Text: an unquoted simple-protocol literal or a text-format parameter.
+    Text(Cow<'a, str>),
+    /// A binary-format Bind parameter.
+    Binary(&'a [u8]),
+}
+
+impl<'a> Values<'a> {
+    /// Literal `index` (simple protocol; the `NULL` keyword reads as NULL)
+    /// or Bind parameter `index`; None for NULL.
+    ///
+    /// Errors: XX000 when the literal is not in the text, 08P01 when the
+    /// Bind has fewer parameters, 22021 for a text parameter that is not
+    /// UTF-8.
+    pub fn raw(&self, index: usize) -> Result<Option<Raw<'a>>, PgError> {
+        match *self {
+            Values::Simple { sql, lits } => {
+                let v = lits
+                    .value(sql, index)
+                    .ok_or_else(|| PgError::new(codes::INTERNAL_ERROR, format!("literal {index} not found in statement")))?;
+                Ok(if v.eq_ignore_ascii_case("null") { None } else { Some(Raw::Text(v)) })
+            }
+            Values::Bind(b) => {
+                let p = b.params.get(index).ok_or_else(|| {
+                    PgError::new(
+                        codes::PROTOCOL_VIOLATION,
+                        format!("bind message supplies {} parameters, but the statement needs ${}", b.params.len(), index + 1),
+                    )
+                })?;
+                let Some(bytes) = *p else { return Ok(None) };
+                if b.param_format(index) == 1 {
+                    return Ok(Some(Raw::Binary(bytes)));
+                }
+                let s = std::str::from_utf8(bytes)
+                    .map_err(|_| PgError::new("22021", "invalid byte sequence for encoding \"UTF8\" in a parameter"))?;
+                Ok(Some(Raw::Text(Cow::Borrowed(s))))
+            }
+        }
+    }
 }
 
 /// The shards a scattered statement on `table` must run on: every shard of
@@ -131,19 +151,53 @@ pub fn scatter_shards(
                     owned.push(s);
                 }
             };
-            match array_value(k, values)? {
+            let raw = match k {
+                KeyExpr::Const(s) => Some(Raw::Text(Cow::Borrowed(s.as_str()))),
+                KeyExpr::Param { index, .. } => values.raw(*index)?,
+            };
+            match raw {
                 None => {}
-                Some(ArrayValue::Text(text)) => {
+                Some(Raw::Text(text)) => {
                     for e in text_array_elements(&text)?.into_iter().flatten() {
                         add(t.key_type.parse_text(&e).map_err(bad)?);
                     }
                 }
-                Some(ArrayValue::Binary(b)) => {
+                Some(Raw::Binary(b)) => {
                     for e in binary_array_elements(b)?.into_iter().flatten() {
                         add(t.key_type.parse_binary(e).map_err(bad)?);
                     }
                 }
             }
+        }
+        crate::plan::KeySet::Range { .. } => {}
+    }
+    if let crate::plan::KeySet::Range { lo, hi } = prune {
+        if !t.vindex.is_order_preserving() {
+            return Ok(all.to_vec());
+        }
+        let bound = |k: &Option<KeyExpr>, open: u64| -> Result<Option<u64>, PgError> {
+            let Some(k) = k else { return Ok(Some(open)) };
+            let raw = match k {
+                KeyExpr::Const(s) => Some(Raw::Text(Cow::Borrowed(s.as_str()))),
+                KeyExpr::Param { index, .. } => values.raw(*index)?,
+            };
+            let bad = |e: crate::vindex::VindexError| PgError::new(e.sqlstate(), e.to_string());
+            let kv = match &raw {
+                None => return Ok(None),
+                Some(Raw::Text(s)) => t.key_type.parse_text(s).map_err(bad)?,
+                Some(Raw::Binary(b)) => t.key_type.parse_binary(b).map_err(bad)?,
+            };
+            let kv = match (k, kv) {
+                (KeyExpr::Param { negate: true, .. }, KeyValue::Int(v)) => KeyValue::Int(v.checked_neg().ok_or_else(|| {
+                    PgError::new(codes::NUMERIC_VALUE_OUT_OF_RANGE, "bigint out of range")
+                })?),
+                (_, kv) => kv,
+            };
+            Ok(Some(t.vindex.keyspace_id(&kv)))
+        };
+        // A NULL bound matches no row.
+        if let (Some(l), Some(h)) = (bound(lo, 0)?, bound(hi, u64::MAX)?) {
+            owned = ks.routing.shards_overlapping(l, h);
         }
     }
     if owned.is_empty() {
@@ -151,39 +205,6 @@ pub fn scatter_shards(
     }
     // Keep the keyspace's shard order.
     Ok(all.iter().filter(|s| owned.contains(&s.as_str())).cloned().collect())
-}
-
-enum ArrayValue<'a> {
-    Text(Cow<'a, str>),
-    Binary(&'a [u8]),
-}
-
-/// The array value a key set reads; None for NULL.
-fn array_value<'a>(k: &'a KeyExpr, values: &'a Values<'a>) -> Result<Option<ArrayValue<'a>>, PgError> {
-    let index = match k {
-        KeyExpr::Const(s) => return Ok(Some(ArrayValue::Text(Cow::Borrowed(s)))),
-        KeyExpr::Param { index, .. } => *index,
-    };
-    match values {
-        Values::Simple { sql, lits } => {
-            let v = lits
-                .value(sql, index)
-                .ok_or_else(|| PgError::new(codes::INTERNAL_ERROR, format!("literal {index} not found in statement")))?;
-            Ok(if v.eq_ignore_ascii_case("null") { None } else { Some(ArrayValue::Text(v)) })
-        }
-        Values::Bind(b) => {
-            let p = b.params.get(index).ok_or_else(|| {
-                PgError::new(codes::PROTOCOL_VIOLATION, format!("bind message supplies {} parameters, but the statement needs ${}", b.params.len(), index + 1))
-            })?;
-            let Some(bytes) = p else { return Ok(None) };
-            if b.param_format(index) == 1 {
-                Ok(Some(ArrayValue::Binary(bytes)))
-            } else {
-                let s = std::str::from_utf8(bytes).map_err(|_| PgError::new("22021", "invalid byte sequence for encoding \"UTF8\""))?;
-                Ok(Some(ArrayValue::Text(Cow::Borrowed(s))))
-            }
-        }
-    }
 }
 
 /// Elements of an array in PostgreSQL's text form (`{1,2,"a b",NULL}`,

@@ -486,8 +486,16 @@ impl<'s> Analyzer<'s> {
                     if let Some((qual, col, set)) = self.key_set(x) {
                         for &i in local {
                             if let Some(o) = self.occs.get_mut(i) {
-                                if o.prune.is_none() && o.key_col == col && qual.as_ref().is_none_or(|q| *q == o.qualifier) {
-                                    o.prune = Some(set.clone());
+                                if o.key_col == col && qual.as_ref().is_none_or(|q| *q == o.qualifier) {
+                                    o.prune = Some(match (o.prune.take(), set.clone()) {
+                                        (None, s) => s,
+                                        // `k >= a AND k < b`: one range.
+                                        (Some(KeySet::Range { lo: l1, hi: h1 }), KeySet::Range { lo: l2, hi: h2 }) => {
+                                            KeySet::Range { lo: l1.or(l2), hi: h1.or(h2) }
+                                        }
+                                        (Some(KeySet::Range { .. }), s) => s,
+                                        (Some(old), _) => old,
+                                    });
                                 }
                             }
                         }
@@ -530,6 +538,28 @@ impl<'s> Analyzer<'s> {
                     return Some((q, c, KeySet::List(vals?)));
                 }
                 Some((q, c, KeySet::Array(self.key_value(r)?)))
+            }
+            Expr::Between { expr, negated: false, low, high } => {
+                let (q, c) = column_ref(expr)?;
+                Some((q, c, KeySet::Range { lo: Some(self.key_value(low)?), hi: Some(self.key_value(high)?) }))
+            }
+            Expr::BinaryOp { left, op, right } => {
+                let (lower, col, v) = match (column_ref(left), column_ref(right)) {
+                    (Some(c), _) => match op {
+                        BinaryOperator::Gt | BinaryOperator::GtEq => (true, c, right),
+                        BinaryOperator::Lt | BinaryOperator::LtEq => (false, c, right),
+                        _ => return None,
+                    },
+                    (None, Some(c)) => match op {
+                        BinaryOperator::Lt | BinaryOperator::LtEq => (true, c, left),
+                        BinaryOperator::Gt | BinaryOperator::GtEq => (false, c, left),
+                        _ => return None,
+                    },
+                    _ => return None,
+                };
+                let v = Some(self.key_value(v)?);
+                let set = if lower { KeySet::Range { lo: v, hi: None } } else { KeySet::Range { lo: None, hi: v } };
+                Some((col.0, col.1, set))
             }
             _ => None,
         }

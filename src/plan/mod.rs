@@ -21,7 +21,10 @@
 //! planned with `KeyExpr::Const` keys. Such a plan is cached under the
 //! normalized text when it has no constant key (it is then valid for every
 //! text of that shape); otherwise only the fact that the original text must
-//! be parsed is cached, and the plan is rebuilt each time.
+//! be parsed is cached, and the plan is rebuilt each time. The same holds for
+//! a merged multi-shard SELECT whose merge depends on a literal's value
+//! (`ORDER BY 2`, `GROUP BY 1`: [`Merge::NeedsText`]) — it is planned from
+//! the original text at each execution.
 //!
 //! # Cache bounds
 //!

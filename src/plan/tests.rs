@@ -94,6 +94,18 @@ fn shard_pruning_sets() {
         prune(&extended("DELETE FROM pgbench_accounts WHERE aid = ANY(ARRAY[5, $1])")),
         Some(KeySet::List(vec![KeyExpr::Const("5".into()), param(0)]))
     );
+    assert_eq!(
+        prune(&simple("SELECT * FROM pgbench_accounts WHERE aid >= 10 AND 20 > aid ORDER BY aid")),
+        Some(KeySet::Range { lo: Some(param(0)), hi: Some(param(1)) })
+    );
+    assert_eq!(
+        prune(&extended("SELECT count(*) FROM pgbench_accounts WHERE aid BETWEEN $1 AND $2")),
+        Some(KeySet::Range { lo: Some(param(0)), hi: Some(param(1)) })
+    );
+    assert_eq!(
+        prune(&simple("SELECT * FROM pgbench_accounts WHERE aid < 5 AND aid IN (1, 2)")),
+        Some(KeySet::List(vec![param(1), param(2)]))
+    );
     assert_eq!(prune(&simple("SELECT * FROM pgbench_accounts WHERE aid IN (1, 2) OR bid = 3")), None);
     assert_eq!(prune(&simple("SELECT * FROM pgbench_accounts WHERE aid NOT IN (1, 2)")), None);
 }

@@ -241,6 +241,15 @@ pub enum KeySet {
     List(Vec<KeyExpr>),
     /// The elements of an array value (`= ANY($1)`, `= ANY('{1,2}')`).
     Array(KeyExpr),
+    /// Inclusive bounds (`BETWEEN`, `<`, `<=`, `>`, `>=`; strict bounds
+    /// are widened to inclusive, a superset of shards): prunes only with an
+    /// order-preserving (range) vindex.
+    Range {
+        /// Lower bound, None for unbounded.
+        lo: Option<KeyExpr>,
+        /// Upper bound, None for unbounded.
+        hi: Option<KeyExpr>,
+    },
 }
 
 /// Transaction-control statements.
