@@ -304,3 +304,22 @@ impl BackendConn {
         let _ = self.flush().await;
     }
 }
+
+/// Asks `target`'s postmaster to cancel the query running on the backend
+/// with process id `pid` and secret key `secret` (CancelRequest, PostgreSQL
+/// docs §55.2.8: a new connection carrying only the 16-byte request). Best
+/// effort: the server sends no reply; errors are returned for logging.
+pub async fn cancel_request(target: &ShardTarget, pid: i32, secret: i32) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let connect = tokio::net::TcpStream::connect((target.host.as_str(), target.port));
+    let mut s = tokio::time::timeout(target.connect_timeout, connect)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "cancel request: connect timed out"))??;
+    let mut msg = [0u8; 16];
+    msg[..4].copy_from_slice(&16i32.to_be_bytes());
+    msg[4..8].copy_from_slice(&80877102i32.to_be_bytes());
+    msg[8..12].copy_from_slice(&pid.to_be_bytes());
+    msg[12..].copy_from_slice(&secret.to_be_bytes());
+    s.write_all(&msg).await?;
+    s.shutdown().await
+}

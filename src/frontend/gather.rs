@@ -563,6 +563,13 @@ impl Session {
                 }
             }
         }
+        // After a failure, cancel the shards still running (outside a
+        // transaction block: those connections are then not reused, so a
+        // late cancel cannot hit a later statement).
+        let cancelled = (first_error.is_some() || failure.is_some()) && self.block.is_none();
+        if cancelled {
+            self.cancel_open(&idxs, shards, &phase).await;
+        }
         // Drain what is left so the connections stay usable.
         for (n, &i) in idxs.iter().enumerate() {
             loop {
@@ -576,7 +583,9 @@ impl Session {
                 }
                 match self.next_ev(i).await {
                     Ok(Ev::Error(f)) => {
-                        first_error.get_or_insert_with(|| with_shard_detail(&f, Some(&shards[n])));
+                        if !cancelled {
+                            first_error.get_or_insert_with(|| with_shard_detail(&f, Some(&shards[n])));
+                        }
                         phase[n] = Phase::Ended;
                     }
                     Ok(Ev::Done) => phase[n] = Phase::Ended,
@@ -659,6 +668,22 @@ impl Session {
             }
         }
         Ok(count)
+    }
+
+    /// Sends a CancelRequest for every shard whose result is still open and
+    /// marks those connections not reusable.
+    async fn cancel_open(&mut self, idxs: &[usize], shards: &[String], phase: &[Phase]) {
+        for (n, &i) in idxs.iter().enumerate() {
+            if phase[n] != Phase::Open {
+                continue;
+            }
+            let Some(pool) = self.state.pool(&shards[n], self.worker) else { continue };
+            let (pid, secret) = (self.held[i].conn.pid, self.held[i].conn.secret);
+            if let Err(e) = crate::backend::conn::cancel_request(&pool.target, pid, secret).await {
+                tracing::debug!(shard = %shards[n], error = %e, "cancel request failed");
+            }
+            self.held[i].conn.broken = true;
+        }
     }
 
     /// Marks the gather's connections broken (their protocol state is
