@@ -177,7 +177,12 @@ pub async fn run<S: Sink>(
             slots.pop_front();
         }
         if client.buf.len() >= CLIENT_FLUSH_BYTES {
-            client.flush().await.map_err(ExchangeError::Client)?;
+            if let Err(e) = client.flush().await {
+                // The rest of this response is still on the wire: never
+                // pool this connection again.
+                conn.broken = true;
+                return Err(ExchangeError::Client(e));
+            }
         }
     }
     Ok(outcome)

@@ -478,6 +478,10 @@ impl Session {
                 self.abandon(&idxs);
                 return self.lost(i, e);
             }
+            // Until the response is read to its end (below), the connection
+            // must not return to the pool: if the client goes away while
+            // rows stream, it is closed instead.
+            self.held[i].conn.broken = true;
         }
         // Preludes (settings, BEGIN, statement preparation).
         let mut first_error: Option<Bytes> = None;
@@ -596,6 +600,13 @@ impl Session {
                         return self.lost(i, e);
                     }
                 }
+            }
+        }
+        // Fully read: reusable, unless cancelled (a late cancel could hit
+        // the next statement).
+        if !cancelled {
+            for &i in &idxs {
+                self.held[i].conn.broken = false;
             }
         }
         if let Some(e) = first_error {

@@ -173,7 +173,12 @@ impl Session {
                     let st = self.client_status();
                     synth::ready(&mut self.out.buf, st);
                 }
-                b'X' => return Err(End::Closed),
+                b'X' => {
+                    // Replies to pipelined messages before Terminate are
+                    // still owed to the client.
+                    let _ = self.out.flush().await;
+                    return Err(End::Closed);
+                }
                 // CopyData/CopyDone/CopyFail outside COPY are ignored, as PostgreSQL does.
                 b'd' | b'c' | b'f' => {}
                 other => {
