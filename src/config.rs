@@ -123,7 +123,10 @@ impl Default for BackendConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { max_message_bytes: default_max_message(), plan_cache_capacity: default_plan_cache() }
+        LimitsConfig {
+            max_message_bytes: default_max_message(),
+            plan_cache_capacity: default_plan_cache(),
+        }
     }
 }
 
@@ -133,7 +136,9 @@ impl RouterConfig {
         if self.workers > 0 {
             self.workers
         } else {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
         }
     }
 
@@ -142,7 +147,10 @@ impl RouterConfig {
     /// Errors: [`ConfigError`] naming the file and the offending key.
     pub fn load(path: &Path) -> Result<RouterConfig, ConfigError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: p.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: p.clone(),
+            source,
+        })?;
         Self::parse(&text).map_err(|e| match e {
             ConfigError::Parse { message, .. } => ConfigError::Parse { path: p, message },
             other => other,
@@ -151,8 +159,10 @@ impl RouterConfig {
 
     /// Parses and validates TOML text.
     pub fn parse(text: &str) -> Result<RouterConfig, ConfigError> {
-        let mut c: RouterConfig =
-            toml::from_str(text).map_err(|e| ConfigError::Parse { path: String::new(), message: e.to_string() })?;
+        let mut c: RouterConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: String::new(),
+            message: e.to_string(),
+        })?;
         if c.backend.password.is_none() {
             c.backend.password = std::env::var("PGROUTER_BACKEND_PASSWORD").ok();
         }
@@ -162,16 +172,28 @@ impl RouterConfig {
 
     fn validate(&self) -> Result<(), ConfigError> {
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(ConfigError::Value { key: "listen", message: format!("{:?} is not an ip:port address", self.listen) });
+            return Err(ConfigError::Value {
+                key: "listen",
+                message: format!("{:?} is not an ip:port address", self.listen),
+            });
         }
         if self.backend.pool_size == 0 {
-            return Err(ConfigError::Value { key: "backend.pool_size", message: "must be at least 1".into() });
+            return Err(ConfigError::Value {
+                key: "backend.pool_size",
+                message: "must be at least 1".into(),
+            });
         }
         if self.workers > 1024 {
-            return Err(ConfigError::Value { key: "workers", message: format!("{} is more than 1024", self.workers) });
+            return Err(ConfigError::Value {
+                key: "workers",
+                message: format!("{} is more than 1024", self.workers),
+            });
         }
         if self.limits.max_message_bytes < 1024 {
-            return Err(ConfigError::Value { key: "limits.max_message_bytes", message: "must be at least 1024".into() });
+            return Err(ConfigError::Value {
+                key: "limits.max_message_bytes",
+                message: "must be at least 1024".into(),
+            });
         }
         Ok(())
     }

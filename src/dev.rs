@@ -112,21 +112,43 @@ pub async fn start_router(cfg: &RouterConfig) -> Result<RouterHandle, DevError> 
     }
     let st = state.clone();
     let watcher = catalog::spawn_watcher(cfg.catalog.clone(), move |c| {
-        tracing::info!(tables = c.tables.len(), shards = c.shards.len(), "catalog reloaded");
+        tracing::info!(
+            tables = c.tables.len(),
+            shards = c.shards.len(),
+            "catalog reloaded"
+        );
         st.apply_catalog(c);
     });
     let listener = TcpListener::bind(&cfg.listen)
         .await
-        .map_err(|source| DevError::Listen { addr: cfg.listen.clone(), source })?;
-    let addr = listener.local_addr().map_err(|source| DevError::Listen { addr: cfg.listen.clone(), source })?;
+        .map_err(|source| DevError::Listen {
+            addr: cfg.listen.clone(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| DevError::Listen {
+        addr: cfg.listen.clone(),
+        source,
+    })?;
     let workers = Arc::new(
-        Workers::start(&state).map_err(|e| DevError::Other(format!("cannot start session workers: {e}")))?,
+        Workers::start(&state)
+            .map_err(|e| DevError::Other(format!("cannot start session workers: {e}")))?,
     );
     let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(crate::frontend::serve(listener, workers.clone(), async move {
-        let _ = rx.await;
-    }));
-    Ok(RouterHandle { state, addr, stop: Some(tx), task, watcher, workers: Some(workers) })
+    let task = tokio::spawn(crate::frontend::serve(
+        listener,
+        workers.clone(),
+        async move {
+            let _ = rx.await;
+        },
+    ));
+    Ok(RouterHandle {
+        state,
+        addr,
+        stop: Some(tx),
+        task,
+        watcher,
+        workers: Some(workers),
+    })
 }
 
 /// An embedded cluster (N shards + catalog) with a router in front: what
@@ -155,7 +177,13 @@ impl DevCluster {
         let shards: Vec<ShardInfo> = cluster
             .shards
             .iter()
-            .map(|s| ShardInfo { name: s.name.clone(), host: s.host.clone(), port: s.port, dbname: s.dbname.clone(), user: None })
+            .map(|s| ShardInfo {
+                name: s.name.clone(),
+                host: s.host.clone(),
+                port: s.port,
+                dbname: s.dbname.clone(),
+                user: None,
+            })
             .collect();
         let catalog_dsn = cluster.catalog.dsn();
         let (client, conn) = tokio_postgres::connect(&catalog_dsn, tokio_postgres::NoTls).await?;
@@ -167,7 +195,10 @@ impl DevCluster {
             listen: listen.to_string(),
             catalog: catalog_dsn,
             workers,
-            backend: BackendConfig { pool_size, ..BackendConfig::default() },
+            backend: BackendConfig {
+                pool_size,
+                ..BackendConfig::default()
+            },
             limits: LimitsConfig::default(),
         };
         let router = start_router(&cfg).await?;
@@ -181,7 +212,10 @@ impl DevCluster {
 
     /// Stops the router, then every PostgreSQL instance.
     pub async fn stop(self) {
-        let DevCluster { mut cluster, router } = self;
+        let DevCluster {
+            mut cluster,
+            router,
+        } = self;
         router.stop().await;
         let _ = tokio::task::spawn_blocking(move || cluster.stop()).await;
     }
@@ -189,20 +223,35 @@ impl DevCluster {
 
 /// `pg-router dev`: runs until Ctrl-C or SIGTERM, then stops everything.
 pub async fn run(args: DevArgs) -> Result<(), DevError> {
-    let opts = ClusterOptions { shards: args.shards.max(1), data_dir: args.data_dir.clone(), ..ClusterOptions::default() };
+    let opts = ClusterOptions {
+        shards: args.shards.max(1),
+        data_dir: args.data_dir.clone(),
+        ..ClusterOptions::default()
+    };
     let listen: SocketAddr = ([127, 0, 0, 1], args.port).into();
     let dev = DevCluster::start(opts, listen, args.pool_size, args.workers).await?;
     let port = dev.router.addr.port();
-    println!("pg-router is ready on 127.0.0.1:{port} with {} shards.", dev.cluster.shards.len());
+    println!(
+        "pg-router is ready on 127.0.0.1:{port} with {} shards.",
+        dev.cluster.shards.len()
+    );
     for s in &dev.cluster.shards {
-        println!("  {}: 127.0.0.1:{} (data {})", s.name, s.port, s.data_dir.display());
+        println!(
+            "  {}: 127.0.0.1:{} (data {})",
+            s.name,
+            s.port,
+            s.data_dir.display()
+        );
     }
     println!("  catalog: {}", dev.catalog_dsn());
     println!();
     println!("Connect:   psql -h 127.0.0.1 -p {port} -U postgres");
     println!("Benchmark: pgbench -i -s 10 -h 127.0.0.1 -p {port} -U postgres postgres");
     println!("           pgbench -S -c 8 -j 2 -T 30 -h 127.0.0.1 -p {port} -U postgres postgres");
-    println!("Catalog:   pg-router meta --catalog \"{}\" show", dev.catalog_dsn());
+    println!(
+        "Catalog:   pg-router meta --catalog \"{}\" show",
+        dev.catalog_dsn()
+    );
     println!("Press Ctrl-C to stop.");
     wait_for_shutdown().await;
     println!("stopping...");

@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use pg_router::catalog::cli::MetaArgs;
 
 #[derive(Parser)]
-#[command(name = "pg-router", version, about = "A distributed-SQL proxy for PostgreSQL")]
+#[command(
+    name = "pg-router",
+    version,
+    about = "A distributed-SQL proxy for PostgreSQL"
+)]
 struct Cli {
     /// Log filter (tracing EnvFilter syntax), e.g. "info" or "pg_router=debug".
     #[arg(long, env = "PGROUTER_LOG", default_value = "info", global = true)]
@@ -35,9 +39,16 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("pg-router: cannot start the async runtime: {e}");
@@ -47,8 +58,12 @@ fn main() -> ExitCode {
     let result: Result<(), String> = rt.block_on(async {
         match cli.command {
             Command::Dev(args) => pg_router::dev::run(args).await.map_err(|e| e.to_string()),
-            Command::Serve { config } => pg_router::dev::serve(&config).await.map_err(|e| e.to_string()),
-            Command::Meta(args) => pg_router::catalog::cli::run_meta(args).await.map_err(|e| e.to_string()),
+            Command::Serve { config } => pg_router::dev::serve(&config)
+                .await
+                .map_err(|e| e.to_string()),
+            Command::Meta(args) => pg_router::catalog::cli::run_meta(args)
+                .await
+                .map_err(|e| e.to_string()),
         }
     });
     match result {

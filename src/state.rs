@@ -100,12 +100,15 @@ impl RouterState {
                     password: self.backend.password.clone(),
                     connect_timeout: Duration::from_millis(self.backend.connect_timeout_ms),
                 };
-                let same = pools.get(name).is_some_and(|p| p.first().is_some_and(|p| p.target == target));
+                let same = pools
+                    .get(name)
+                    .is_some_and(|p| p.first().is_some_and(|p| p.target == target));
                 if !same {
                     let per_worker = self.backend.pool_size.div_ceil(self.workers);
                     let timeout = Duration::from_millis(self.backend.checkout_timeout_ms);
-                    let per: Arc<[Arc<ShardPool>]> =
-                        (0..self.workers).map(|_| ShardPool::new(target.clone(), per_worker, timeout)).collect();
+                    let per: Arc<[Arc<ShardPool>]> = (0..self.workers)
+                        .map(|_| ShardPool::new(target.clone(), per_worker, timeout))
+                        .collect();
                     pools.insert(name.clone(), per);
                 }
             }
@@ -126,7 +129,11 @@ impl RouterState {
     /// Session worker `worker`'s pool for `shard` (`None` for an unknown
     /// shard or worker).
     pub fn pool(&self, shard: &str, worker: usize) -> Option<Arc<ShardPool>> {
-        self.pools.read().get(shard).and_then(|p| p.get(worker)).cloned()
+        self.pools
+            .read()
+            .get(shard)
+            .and_then(|p| p.get(worker))
+            .cloned()
     }
 
     /// A shard name chosen round-robin, for statements any shard can answer.
@@ -145,10 +152,18 @@ impl RouterState {
     ///
     /// Errors: the shard is unreachable or refuses the connection.
     pub async fn fetch_server_params(&self) -> Result<(), BackendError> {
-        let Some(shard) = self.routing().catalog.shard_names().first().map(|s| s.to_string()) else {
+        let Some(shard) = self
+            .routing()
+            .catalog
+            .shard_names()
+            .first()
+            .map(|s| s.to_string())
+        else {
             return Ok(());
         };
-        let Some(pool) = self.pool(&shard, 0) else { return Ok(()) };
+        let Some(pool) = self.pool(&shard, 0) else {
+            return Ok(());
+        };
         let conn = BackendConn::connect(&pool.target).await?;
         *self.server_params.write() = conn
             .params

@@ -50,21 +50,41 @@ async fn pgbench_init_placement_and_all_protocol_modes() {
 
     // 1,000,000 accounts in total, counted through the router (scatter count).
     let c = common::connect(&dev).await;
-    let n: i64 = c.query_one("SELECT count(*) FROM pgbench_accounts", &[]).await.unwrap().get(0);
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM pgbench_accounts", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 1_000_000);
-    let n: i64 = c.query_one("SELECT count(*) FROM pgbench_branches", &[]).await.unwrap().get(0);
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM pgbench_branches", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 10);
 
     // Placement, checked shard by shard against the independent hash.
-    let tables = [("pgbench_accounts", "aid"), ("pgbench_tellers", "tid"), ("pgbench_branches", "bid")];
+    let tables = [
+        ("pgbench_accounts", "aid"),
+        ("pgbench_tellers", "tid"),
+        ("pgbench_branches", "bid"),
+    ];
     for (idx, s) in dev.cluster.shards.iter().enumerate() {
         let d = common::connect_direct(s).await;
         for (table, col) in tables {
-            let rows = d.query(&format!("SELECT {col}::int8 FROM {table}"), &[]).await.unwrap();
+            let rows = d
+                .query(&format!("SELECT {col}::int8 FROM {table}"), &[])
+                .await
+                .unwrap();
             assert!(!rows.is_empty(), "{table} empty on {}", s.name);
             for r in rows {
                 let v: i64 = r.get(0);
-                assert_eq!(expected_shard(v), idx, "{table}.{col}={v} found on {}", s.name);
+                assert_eq!(
+                    expected_shard(v),
+                    idx,
+                    "{table}.{col}={v} found on {}",
+                    s.name
+                );
             }
         }
     }
@@ -72,21 +92,37 @@ async fn pgbench_init_placement_and_all_protocol_modes() {
     // Read-only and simple-update workloads in every protocol mode.
     for mode in ["simple", "extended", "prepared"] {
         for workload in ["-S", "-N"] {
-            let out = pgbench(&dev, &[workload, "-M", mode, "-c", "8", "-j", "2", "-t", "200", "-n"]);
+            let out = pgbench(
+                &dev,
+                &[
+                    workload, "-M", mode, "-c", "8", "-j", "2", "-t", "200", "-n",
+                ],
+            );
             let (done, want) = processed(&out);
             assert_eq!((done, want), (1600, 1600), "{workload} -M {mode}:\n{out}");
-            if let Some(l) = out.lines().find(|l| l.starts_with("number of failed transactions")) {
+            if let Some(l) = out
+                .lines()
+                .find(|l| l.starts_with("number of failed transactions"))
+            {
                 assert!(l.contains(": 0 "), "{workload} -M {mode}: {l}");
             }
         }
     }
 
     // -N wrote 3 × 1600 history rows, each on the shard of its aid.
-    let n: i64 = c.query_one("SELECT count(*) FROM pgbench_history", &[]).await.unwrap().get(0);
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM pgbench_history", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 4800);
     for (idx, s) in dev.cluster.shards.iter().enumerate() {
         let d = common::connect_direct(s).await;
-        for r in d.query("SELECT aid::int8 FROM pgbench_history", &[]).await.unwrap() {
+        for r in d
+            .query("SELECT aid::int8 FROM pgbench_history", &[])
+            .await
+            .unwrap()
+        {
             assert_eq!(expected_shard(r.get(0)), idx);
         }
     }

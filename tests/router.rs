@@ -24,13 +24,16 @@ fn tags(msgs: &[SimpleQueryMessage]) -> Vec<u64> {
 fn rows(msgs: &[SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
     msgs.iter()
         .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect()),
+            SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+            }
             _ => None,
         })
         .collect()
 }
 
-const ITEMS_DDL: &str = "CREATE TABLE items (id bigint PRIMARY KEY, name text, price numeric(10,2), qty int, \
+const ITEMS_DDL: &str =
+    "CREATE TABLE items (id bigint PRIMARY KEY, name text, price numeric(10,2), qty int, \
      created timestamptz, flag bool, data bytea, u uuid)";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,15 +45,25 @@ async fn fidelity_errors_ddl_and_transactions() {
     c.batch_execute(ITEMS_DDL).await.expect("create table");
     for s in &dev.cluster.shards {
         let d = common::connect_direct(s).await;
-        let n: i64 = d.query_one("SELECT count(*) FROM pg_class WHERE relname = 'items'", &[]).await.unwrap().get(0);
+        let n: i64 = d
+            .query_one("SELECT count(*) FROM pg_class WHERE relname = 'items'", &[])
+            .await
+            .unwrap()
+            .get(0);
         assert_eq!(n, 1, "table missing on {}", s.name);
     }
 
     // DML on a table the catalog does not know: 0A000 with a hint.
-    let e = c.execute("INSERT INTO items (id, name) VALUES (1, 'a')", &[]).await.unwrap_err();
+    let e = c
+        .execute("INSERT INTO items (id, name) VALUES (1, 'a')", &[])
+        .await
+        .unwrap_err();
     let db = e.as_db_error().expect("db error");
     assert_eq!(db.code(), &SqlState::FEATURE_NOT_SUPPORTED);
-    assert!(db.hint().unwrap_or("").contains("pg-router meta add-table"), "{db:?}");
+    assert!(
+        db.hint().unwrap_or("").contains("pg-router meta add-table"),
+        "{db:?}"
+    );
 
     // Live add-table: picked up within 1 s, same connection keeps working.
     let took = common::add_table_cli(&dev, "items", "id", "int").await;
@@ -72,18 +85,36 @@ async fn fidelity_errors_ddl_and_transactions() {
     let n = c
         .execute(
             "INSERT INTO items (id, name, qty, created, data) VALUES ($1, $2, $3, $4, $5)",
-            &[&9i64, &Option::<String>::None, &9i32, &when, &vec![0u8, 1, 2, 255]],
+            &[
+                &9i64,
+                &Option::<String>::None,
+                &9i32,
+                &when,
+                &vec![0u8, 1, 2, 255],
+            ],
         )
         .await
         .expect("insert 9");
     assert_eq!(n, 1);
 
     // Binary results with the real type OIDs, NULLs preserved.
-    let stmt = c.prepare("SELECT id, name, price, qty, created, flag, data, u FROM items WHERE id = $1").await.unwrap();
+    let stmt = c
+        .prepare("SELECT id, name, price, qty, created, flag, data, u FROM items WHERE id = $1")
+        .await
+        .unwrap();
     let types: Vec<Type> = stmt.columns().iter().map(|c| c.type_().clone()).collect();
     assert_eq!(
         types,
-        vec![Type::INT8, Type::TEXT, Type::NUMERIC, Type::INT4, Type::TIMESTAMPTZ, Type::BOOL, Type::BYTEA, Type::UUID]
+        vec![
+            Type::INT8,
+            Type::TEXT,
+            Type::NUMERIC,
+            Type::INT4,
+            Type::TIMESTAMPTZ,
+            Type::BOOL,
+            Type::BYTEA,
+            Type::UUID
+        ]
     );
     let r = c.query_one(&stmt, &[&9i64]).await.unwrap();
     assert_eq!(r.get::<_, i64>(0), 9);
@@ -94,55 +125,155 @@ async fn fidelity_errors_ddl_and_transactions() {
     assert_eq!(r.get::<_, &str>(1), "it's");
 
     // Text results exactly as PostgreSQL renders them.
-    let m = c.simple_query("SELECT id, name, price, flag FROM items WHERE id = 3").await.unwrap();
-    assert_eq!(rows(&m), vec![vec![Some("3".into()), Some("c".into()), None, None]]);
-    let m = c.simple_query("SELECT price FROM items WHERE id = 2").await.unwrap();
+    let m = c
+        .simple_query("SELECT id, name, price, flag FROM items WHERE id = 3")
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(&m),
+        vec![vec![Some("3".into()), Some("c".into()), None, None]]
+    );
+    let m = c
+        .simple_query("SELECT price FROM items WHERE id = 2")
+        .await
+        .unwrap();
     assert_eq!(rows(&m), vec![vec![Some("2.25".into())]]);
 
     // Command tags of UPDATE/DELETE on the fast path and across shards.
-    assert_eq!(tags(&c.simple_query("UPDATE items SET qty = qty + 1 WHERE id = 1").await.unwrap()), vec![1]);
-    assert_eq!(tags(&c.simple_query("UPDATE items SET flag = true WHERE qty > 0").await.unwrap()), vec![9]);
-    assert_eq!(c.execute("DELETE FROM items WHERE id = $1", &[&8i64]).await.unwrap(), 1);
+    assert_eq!(
+        tags(
+            &c.simple_query("UPDATE items SET qty = qty + 1 WHERE id = 1")
+                .await
+                .unwrap()
+        ),
+        vec![1]
+    );
+    assert_eq!(
+        tags(
+            &c.simple_query("UPDATE items SET flag = true WHERE qty > 0")
+                .await
+                .unwrap()
+        ),
+        vec![9]
+    );
+    assert_eq!(
+        c.execute("DELETE FROM items WHERE id = $1", &[&8i64])
+            .await
+            .unwrap(),
+        1
+    );
 
     // Scatter-gather aggregates without GROUP BY.
-    let m = c.simple_query("SELECT count(*), sum(qty), min(id), max(name), sum(price) FROM items").await.unwrap();
+    let m = c
+        .simple_query("SELECT count(*), sum(qty), min(id), max(name), sum(price) FROM items")
+        .await
+        .unwrap();
     assert_eq!(
         rows(&m),
-        vec![vec![Some("8".into()), Some("38".into()), Some("1".into()), Some("it's".into()), Some("26.55".into())]]
+        vec![vec![
+            Some("8".into()),
+            Some("38".into()),
+            Some("1".into()),
+            Some("it's".into()),
+            Some("26.55".into())
+        ]]
     );
-    let r = c.query_one("SELECT count(*) FROM items WHERE qty > $1", &[&2i32]).await.unwrap();
+    let r = c
+        .query_one("SELECT count(*) FROM items WHERE qty > $1", &[&2i32])
+        .await
+        .unwrap();
     assert_eq!(r.get::<_, i64>(0), 6);
     // Plain multi-shard rows are concatenated.
-    assert_eq!(rows(&c.simple_query("SELECT id FROM items WHERE qty < 5").await.unwrap()).len(), 4);
+    assert_eq!(
+        rows(
+            &c.simple_query("SELECT id FROM items WHERE qty < 5")
+                .await
+                .unwrap()
+        )
+        .len(),
+        4
+    );
 
     // Merged at the router: ORDER BY (k-way merge), LIMIT/OFFSET, avg,
     // GROUP BY; both protocols.
-    let ids = rows(&c.simple_query("SELECT id FROM items ORDER BY id DESC LIMIT 3 OFFSET 1").await.unwrap());
-    assert_eq!(ids, vec![vec![Some("7".into())], vec![Some("6".into())], vec![Some("5".into())]]);
-    let r = c.query("SELECT id FROM items ORDER BY id LIMIT $1 OFFSET $2", &[&2i64, &1i64]).await.unwrap();
-    assert_eq!(r.iter().map(|x| x.get::<_, i64>(0)).collect::<Vec<_>>(), vec![2, 3]);
+    let ids = rows(
+        &c.simple_query("SELECT id FROM items ORDER BY id DESC LIMIT 3 OFFSET 1")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        ids,
+        vec![
+            vec![Some("7".into())],
+            vec![Some("6".into())],
+            vec![Some("5".into())]
+        ]
+    );
+    let r = c
+        .query(
+            "SELECT id FROM items ORDER BY id LIMIT $1 OFFSET $2",
+            &[&2i64, &1i64],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r.iter().map(|x| x.get::<_, i64>(0)).collect::<Vec<_>>(),
+        vec![2, 3]
+    );
     let avg = rows(&c.simple_query("SELECT avg(qty) FROM items").await.unwrap());
-    let direct_avg = rows(&c.simple_query("SELECT avg(q) FROM (VALUES (38::numeric / 8)) v(q)").await.unwrap());
+    let direct_avg = rows(
+        &c.simple_query("SELECT avg(q) FROM (VALUES (38::numeric / 8)) v(q)")
+            .await
+            .unwrap(),
+    );
     assert_eq!(avg, direct_avg);
-    let r = c.query("SELECT qty, count(*) FROM items GROUP BY qty HAVING count(*) >= $1 ORDER BY 2 DESC, 1", &[&1i64]).await.unwrap();
+    let r = c
+        .query(
+            "SELECT qty, count(*) FROM items GROUP BY qty HAVING count(*) >= $1 ORDER BY 2 DESC, 1",
+            &[&1i64],
+        )
+        .await
+        .unwrap();
     assert_eq!(r.iter().map(|x| x.get::<_, i64>(1)).sum::<i64>(), 8);
     // Still refused, never answered wrongly.
-    for q in ["SELECT sum(qty) + 1 FROM items", "SELECT id, row_number() OVER () FROM items"] {
+    for q in [
+        "SELECT sum(qty) + 1 FROM items",
+        "SELECT id, row_number() OVER () FROM items",
+    ] {
         let e = c.simple_query(q).await.unwrap_err();
-        assert_eq!(e.as_db_error().map(|d| d.code()), Some(&SqlState::FEATURE_NOT_SUPPORTED), "{q}: {e}");
+        assert_eq!(
+            e.as_db_error().map(|d| d.code()),
+            Some(&SqlState::FEATURE_NOT_SUPPORTED),
+            "{q}: {e}"
+        );
     }
 
     // SQLSTATE, message and detail of shard errors pass through unchanged.
-    let e = c.execute("INSERT INTO items (id, name) VALUES (5, 'dup')", &[]).await.unwrap_err();
+    let e = c
+        .execute("INSERT INTO items (id, name) VALUES (5, 'dup')", &[])
+        .await
+        .unwrap_err();
     let db = e.as_db_error().unwrap();
     assert_eq!(db.code(), &SqlState::UNIQUE_VIOLATION);
     assert_eq!(db.detail(), Some("Key (id)=(5) already exists."));
     // Unparseable statement: 42601, connection stays usable.
     let e = c.simple_query("SELEC 1").await.unwrap_err();
-    assert_eq!(e.as_db_error().map(|d| d.code()), Some(&SqlState::SYNTAX_ERROR));
-    let e = c.simple_query("SELECT * FROM items WHERE id = 'abc'").await.unwrap_err();
-    assert_eq!(e.as_db_error().map(|d| d.code()), Some(&SqlState::INVALID_TEXT_REPRESENTATION));
-    assert_eq!(rows(&c.simple_query("SELECT 1").await.unwrap()), vec![vec![Some("1".into())]]);
+    assert_eq!(
+        e.as_db_error().map(|d| d.code()),
+        Some(&SqlState::SYNTAX_ERROR)
+    );
+    let e = c
+        .simple_query("SELECT * FROM items WHERE id = 'abc'")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.as_db_error().map(|d| d.code()),
+        Some(&SqlState::INVALID_TEXT_REPRESENTATION)
+    );
+    assert_eq!(
+        rows(&c.simple_query("SELECT 1").await.unwrap()),
+        vec![vec![Some("1".into())]]
+    );
 
     // Catalog queries go to one shard; version() works.
     let v: String = c.query_one("SELECT version()", &[]).await.unwrap().get(0);
@@ -150,22 +281,45 @@ async fn fidelity_errors_ddl_and_transactions() {
 
     // Transactions: rollback across shards, commit across shards, failed block.
     c.batch_execute("BEGIN").await.unwrap();
-    c.execute("INSERT INTO items (id, name) VALUES (100, 'x')", &[]).await.unwrap();
-    c.execute("INSERT INTO items (id, name) VALUES (101, 'y')", &[]).await.unwrap();
+    c.execute("INSERT INTO items (id, name) VALUES (100, 'x')", &[])
+        .await
+        .unwrap();
+    c.execute("INSERT INTO items (id, name) VALUES (101, 'y')", &[])
+        .await
+        .unwrap();
     c.batch_execute("ROLLBACK").await.unwrap();
-    let r = c.query_one("SELECT count(*) FROM items WHERE id >= 100", &[]).await.unwrap();
+    let r = c
+        .query_one("SELECT count(*) FROM items WHERE id >= 100", &[])
+        .await
+        .unwrap();
     assert_eq!(r.get::<_, i64>(0), 0);
-    c.batch_execute("BEGIN; INSERT INTO items (id) VALUES (100); INSERT INTO items (id) VALUES (101); COMMIT").await.unwrap();
-    let r = c.query_one("SELECT count(*) FROM items WHERE id >= 100", &[]).await.unwrap();
+    c.batch_execute(
+        "BEGIN; INSERT INTO items (id) VALUES (100); INSERT INTO items (id) VALUES (101); COMMIT",
+    )
+    .await
+    .unwrap();
+    let r = c
+        .query_one("SELECT count(*) FROM items WHERE id >= 100", &[])
+        .await
+        .unwrap();
     assert_eq!(r.get::<_, i64>(0), 2);
     c.batch_execute("BEGIN").await.unwrap();
     assert!(c.simple_query("SELECT 1/0").await.is_err());
     let e = c.simple_query("SELECT 1").await.unwrap_err();
-    assert_eq!(e.as_db_error().map(|d| d.code()), Some(&SqlState::IN_FAILED_SQL_TRANSACTION));
+    assert_eq!(
+        e.as_db_error().map(|d| d.code()),
+        Some(&SqlState::IN_FAILED_SQL_TRANSACTION)
+    );
     c.batch_execute("COMMIT").await.unwrap();
     // An implicit transaction (multi-statement query) is atomic on failure.
-    assert!(c.batch_execute("INSERT INTO items (id) VALUES (200); INSERT INTO items (id) VALUES (1)").await.is_err());
-    let r = c.query_one("SELECT count(*) FROM items WHERE id = 200", &[]).await.unwrap();
+    assert!(c
+        .batch_execute("INSERT INTO items (id) VALUES (200); INSERT INTO items (id) VALUES (1)")
+        .await
+        .is_err());
+    let r = c
+        .query_one("SELECT count(*) FROM items WHERE id = 200", &[])
+        .await
+        .unwrap();
     assert_eq!(r.get::<_, i64>(0), 0);
 
     // Every row sits on the shard its vindex names.
@@ -178,7 +332,11 @@ async fn fidelity_errors_ddl_and_transactions() {
         for row in d.query("SELECT id FROM items", &[]).await.unwrap() {
             let id: i64 = row.get(0);
             let ksid = t.vindex.keyspace_id(&pg_router::vindex::KeyValue::Int(id));
-            assert_eq!(ks.routing.shard_for(ksid), s.name, "row {id} on the wrong shard");
+            assert_eq!(
+                ks.routing.shard_for(ksid),
+                s.name,
+                "row {id} on the wrong shard"
+            );
             total += 1;
         }
     }
@@ -190,7 +348,9 @@ async fn fidelity_errors_ddl_and_transactions() {
 async fn prepared_statements_pipelining_copy_and_settings() {
     let dev = common::start(2, 2).await;
     let c = common::connect(&dev).await;
-    c.batch_execute("CREATE TABLE kv (k int PRIMARY KEY, v text)").await.unwrap();
+    c.batch_execute("CREATE TABLE kv (k int PRIMARY KEY, v text)")
+        .await
+        .unwrap();
     common::add_table(&dev, "kv", "k", "int").await;
 
     // COPY FROM STDIN split by key; COPY TO STDOUT concatenates.
@@ -201,20 +361,29 @@ async fn prepared_statements_pipelining_copy_and_settings() {
     let sink = c.copy_in("COPY kv (k, v) FROM STDIN").await.unwrap();
     futures_util::pin_mut!(sink);
     use futures_util::SinkExt;
-    sink.send(bytes::Bytes::from(data.into_bytes())).await.unwrap();
+    sink.send(bytes::Bytes::from(data.into_bytes()))
+        .await
+        .unwrap();
     let n = sink.finish().await.unwrap();
     assert_eq!(n, 1000);
     let mut per_shard = HashMap::new();
     for s in &dev.cluster.shards {
         let d = common::connect_direct(s).await;
-        let n: i64 = d.query_one("SELECT count(*) FROM kv", &[]).await.unwrap().get(0);
+        let n: i64 = d
+            .query_one("SELECT count(*) FROM kv", &[])
+            .await
+            .unwrap()
+            .get(0);
         per_shard.insert(s.name.clone(), n);
     }
     assert_eq!(per_shard.values().sum::<i64>(), 1000);
     assert!(per_shard.values().all(|&n| n > 300), "{per_shard:?}");
     let m = c.simple_query("SELECT count(*) FROM kv").await.unwrap();
     assert_eq!(rows(&m), vec![vec![Some("1000".into())]]);
-    let out = c.copy_out("COPY kv TO STDOUT WITH (FORMAT csv, HEADER)").await.unwrap();
+    let out = c
+        .copy_out("COPY kv TO STDOUT WITH (FORMAT csv, HEADER)")
+        .await
+        .unwrap();
     futures_util::pin_mut!(out);
     use futures_util::StreamExt;
     let mut text = Vec::new();
@@ -226,11 +395,19 @@ async fn prepared_statements_pipelining_copy_and_settings() {
     assert_eq!(text.lines().filter(|l| *l == "k,v").count(), 1);
 
     // CSV COPY with quoted fields, and a row whose key is bad → error, no rows.
-    let sink = c.copy_in("COPY kv (v, k) FROM STDIN WITH (FORMAT csv)").await.unwrap();
+    let sink = c
+        .copy_in("COPY kv (v, k) FROM STDIN WITH (FORMAT csv)")
+        .await
+        .unwrap();
     futures_util::pin_mut!(sink);
-    sink.send(bytes::Bytes::from_static(b"\"a,\"\"b\",2001\nplain,2002\n")).await.unwrap();
+    sink.send(bytes::Bytes::from_static(b"\"a,\"\"b\",2001\nplain,2002\n"))
+        .await
+        .unwrap();
     assert_eq!(sink.finish().await.unwrap(), 2);
-    let r = c.query_one("SELECT v FROM kv WHERE k = 2001", &[]).await.unwrap();
+    let r = c
+        .query_one("SELECT v FROM kv WHERE k = 2001", &[])
+        .await
+        .unwrap();
     assert_eq!(r.get::<_, &str>(0), "a,\"b");
 
     // Prepared statements across pooled connections: 8 clients share 2
@@ -241,12 +418,23 @@ async fn prepared_statements_pipelining_copy_and_settings() {
         tasks.push(tokio::spawn(async move {
             let c = common::connect_dsn(&dsn).await;
             let st = c.prepare("SELECT v FROM kv WHERE k = $1").await.unwrap();
-            let up = c.prepare("UPDATE kv SET v = $2 WHERE k = $1").await.unwrap();
+            let up = c
+                .prepare("UPDATE kv SET v = $2 WHERE k = $1")
+                .await
+                .unwrap();
             for i in 0..50 {
                 let k = 1 + (client_no * 100 + i) % 1000;
                 let r = c.query_one(&st, &[&k]).await.unwrap();
-                assert!(r.get::<_, &str>(0).starts_with("value") || r.get::<_, &str>(0).starts_with("c"));
-                assert_eq!(c.execute(&up, &[&k, &format!("c{client_no}")]).await.unwrap(), 1);
+                assert!(
+                    r.get::<_, &str>(0).starts_with("value")
+                        || r.get::<_, &str>(0).starts_with("c")
+                );
+                assert_eq!(
+                    c.execute(&up, &[&k, &format!("c{client_no}")])
+                        .await
+                        .unwrap(),
+                    1
+                );
             }
         }));
     }
@@ -257,7 +445,8 @@ async fn prepared_statements_pipelining_copy_and_settings() {
     // Pipelining: many queries in flight on one connection.
     let st = c.prepare("SELECT k, v FROM kv WHERE k = $1").await.unwrap();
     let keys: Vec<i32> = (1..=40).collect();
-    let params: Vec<[&(dyn tokio_postgres::types::ToSql + Sync); 1]> = keys.iter().map(|k| [k as _]).collect();
+    let params: Vec<[&(dyn tokio_postgres::types::ToSql + Sync); 1]> =
+        keys.iter().map(|k| [k as _]).collect();
     let futs = params.iter().map(|p| c.query_one(&st, p));
     let results = join_all(futs).await;
     for (k, r) in keys.iter().zip(results) {
@@ -265,11 +454,16 @@ async fn prepared_statements_pipelining_copy_and_settings() {
     }
 
     // Session settings follow the client across pooled connections.
-    c.batch_execute("SET application_name = 'router-test'").await.unwrap();
+    c.batch_execute("SET application_name = 'router-test'")
+        .await
+        .unwrap();
     for _ in 0..6 {
         let r = c.query_one("SHOW application_name", &[]).await.unwrap();
         assert_eq!(r.get::<_, &str>(0), "router-test");
-        let _ = c.query_one("SELECT v FROM kv WHERE k = 7", &[]).await.unwrap();
+        let _ = c
+            .query_one("SELECT v FROM kv WHERE k = 7", &[])
+            .await
+            .unwrap();
     }
     dev.stop().await;
 }
@@ -278,7 +472,11 @@ async fn prepared_statements_pipelining_copy_and_settings() {
 async fn psql_works_through_the_router() {
     let dev = common::start(2, 4).await;
     let mut args: Vec<String> = common::conn_args(&dev);
-    args.extend(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c"].iter().map(|s| s.to_string()));
+    args.extend(
+        ["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
     let run = |sql: &str| {
         let mut a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
         a.push(sql);

@@ -77,14 +77,18 @@ const SHOW_SKIPPED: usize = 10;
 /// daylight-saving transitions).
 const SESSION_SETTINGS: &str = "SET TimeZone = 'Europe/Berlin'";
 
-const ITEMS_DDL: &str = "CREATE TABLE items (id bigint PRIMARY KEY, g int, h text, n numeric(12,2), \
+const ITEMS_DDL: &str =
+    "CREATE TABLE items (id bigint PRIMARY KEY, g int, h text, n numeric(12,2), \
      f float8, b bool, d date, ts timestamp, tz timestamptz, u uuid, s smallint)";
 const EVENTS_DDL: &str = "CREATE TABLE events (k bigint, id bigint, v int, PRIMARY KEY (k, id))";
 const ITEM_COLS: &[&str] = &["id", "g", "h", "n", "f", "b", "d", "ts", "tz", "u", "s"];
 const ITEMS_INSERT: &str = "INSERT INTO items (id, g, h, n, f, b, d, ts, tz, u, s) VALUES ";
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
 }
 
 // ---------------------------------------------------------------------------
@@ -94,8 +98,31 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 /// Text values: many duplicates, mixed case, empty, quotes, LIKE
 /// metacharacters, non-ASCII (the cluster uses the C collation).
 const WORDS: &[&str] = &[
-    "alpha", "Alpha", "ALPHA", "beta", "Beta", "gamma", "Gamma ray", "delta", "epsilon", "x", "X", "", "a b c",
-    "it's", "under_score", "per%cent", "ümlaut", "Ärger", "naïve", "zeta", "Zeta", "omega", "Omega", "mu", "nu",
+    "alpha",
+    "Alpha",
+    "ALPHA",
+    "beta",
+    "Beta",
+    "gamma",
+    "Gamma ray",
+    "delta",
+    "epsilon",
+    "x",
+    "X",
+    "",
+    "a b c",
+    "it's",
+    "under_score",
+    "per%cent",
+    "ümlaut",
+    "Ärger",
+    "naïve",
+    "zeta",
+    "Zeta",
+    "omega",
+    "Omega",
+    "mu",
+    "nu",
 ];
 /// A few uuids that repeat (the rest are random).
 const UUIDS: &[&str] = &[
@@ -146,7 +173,9 @@ fn gen_text(rng: &mut Rng) -> String {
     } else if r < 0.7 {
         "z".repeat(rng.usize(30..90))
     } else {
-        const CH: &[char] = &['a', 'b', 'e', 'l', 'p', 'A', 'B', 'Z', ' ', '_', 'x', 'y', 'ö'];
+        const CH: &[char] = &[
+            'a', 'b', 'e', 'l', 'p', 'A', 'B', 'Z', ' ', '_', 'x', 'y', 'ö',
+        ];
         (0..rng.usize(1..12)).map(|_| pick(rng, CH)).collect()
     }
 }
@@ -193,7 +222,11 @@ fn gen_date(rng: &mut Rng) -> String {
 }
 
 fn gen_ts(rng: &mut Rng) -> String {
-    let frac = if chance(rng, 0.3) { format!(".{:06}", rng.u32(0..1_000_000)) } else { String::new() };
+    let frac = if chance(rng, 0.3) {
+        format!(".{:06}", rng.u32(0..1_000_000))
+    } else {
+        String::new()
+    };
     format!(
         "'{:04}-{:02}-{:02} {:02}:{:02}:{:02}{frac}'",
         rng.u32(2015..2026),
@@ -208,7 +241,10 @@ fn gen_ts(rng: &mut Rng) -> String {
 /// timestamptz: 40 % within hours of a Europe/Berlin DST switch.
 fn gen_tz(rng: &mut Rng) -> String {
     if chance(rng, 0.4) {
-        let day = pick(rng, &["2021-03-28", "2021-10-31", "2022-03-27", "2022-10-30"]);
+        let day = pick(
+            rng,
+            &["2021-03-28", "2021-10-31", "2022-03-27", "2022-10-30"],
+        );
         format!("'{day} {:02}:{:02}:00+00'", rng.u32(0..4), rng.u32(0..60))
     } else {
         let off = pick(rng, &["+00", "+02", "-05", "+05:30"]);
@@ -229,7 +265,14 @@ fn gen_uuid(rng: &mut Rng) -> String {
         return sql_str(pick(rng, UUIDS));
     }
     let h = format!("{:032x}", rng.u128(..));
-    format!("'{}-{}-{}-{}-{}'", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    format!(
+        "'{}-{}-{}-{}-{}'",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 /// One `items` row as a VALUES tuple; every non-key column is NULL ~10 %.
@@ -240,7 +283,11 @@ fn item_row(rng: &mut Rng, id: i64, infinity_date: bool) -> String {
     let n = nullable(rng, gen_numeric);
     let f = nullable(rng, gen_float);
     let b = nullable(rng, |r| r.bool().to_string());
-    let d = if infinity_date { "'infinity'".into() } else { nullable(rng, gen_date) };
+    let d = if infinity_date {
+        "'infinity'".into()
+    } else {
+        nullable(rng, gen_date)
+    };
     let ts = nullable(rng, gen_ts);
     let tz = nullable(rng, gen_tz);
     let u = nullable(rng, gen_uuid);
@@ -249,7 +296,14 @@ fn item_row(rng: &mut Rng, id: i64, infinity_date: bool) -> String {
 }
 
 fn event_rows(rng: &mut Rng, k: i64) -> Vec<String> {
-    (1..=rng.i64(1..6)).map(|id| format!("({k}, {id}, {})", nullable(rng, |r| r.i32(-50..500).to_string()))).collect()
+    (1..=rng.i64(1..6))
+        .map(|id| {
+            format!(
+                "({k}, {id}, {})",
+                nullable(rng, |r| r.i32(-50..500).to_string())
+            )
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -331,19 +385,65 @@ impl Q {
 
 /// Projection expressions over `items` (also used as sort keys).
 const PROJ: &[&str] = &[
-    "id", "g", "h", "n", "f", "b", "d", "ts", "tz", "u", "s", "g % 3", "lower(h)", "n * 2", "coalesce(h, '~')",
-    "length(h)", "s + g", "date_trunc('month', ts)", "upper(h)", "abs(f)",
+    "id",
+    "g",
+    "h",
+    "n",
+    "f",
+    "b",
+    "d",
+    "ts",
+    "tz",
+    "u",
+    "s",
+    "g % 3",
+    "lower(h)",
+    "n * 2",
+    "coalesce(h, '~')",
+    "length(h)",
+    "s + g",
+    "date_trunc('month', ts)",
+    "upper(h)",
+    "abs(f)",
 ];
 /// GROUP BY keys (no float keys: -0 and 0 would group together and the
 /// group's representative text would depend on scan order).
 const GKEYS: &[&str] = &[
-    "g", "b", "g % 3", "lower(h)", "h", "date_trunc('month', ts)", "s % 10", "extract(year from d)", "(n > 0)",
-    "date_trunc('day', tz)", "length(h)",
+    "g",
+    "b",
+    "g % 3",
+    "lower(h)",
+    "h",
+    "date_trunc('month', ts)",
+    "s % 10",
+    "extract(year from d)",
+    "(n > 0)",
+    "date_trunc('day', tz)",
+    "length(h)",
 ];
 /// DISTINCT select lists.
-const DPOOL: &[&str] = &["g", "b", "g % 3", "lower(h)", "h", "s % 5", "date_trunc('year', ts)", "d", "f", "u", "n"];
+const DPOOL: &[&str] = &[
+    "g",
+    "b",
+    "g % 3",
+    "lower(h)",
+    "h",
+    "s % 5",
+    "date_trunc('year', ts)",
+    "d",
+    "f",
+    "u",
+    "n",
+];
 /// DISTINCT ON expressions.
-const DON: &[&str] = &["g", "g % 3", "lower(h)", "b", "s % 4", "date_trunc('year', d)"];
+const DON: &[&str] = &[
+    "g",
+    "g % 3",
+    "lower(h)",
+    "b",
+    "s % 4",
+    "date_trunc('year', d)",
+];
 /// Excludes NaN/±Infinity from float sums and averages.
 const FINITE_F: &str = "f BETWEEN -1e300 AND 1e300";
 
@@ -451,26 +551,41 @@ impl Gen<'_> {
             }
             3 => format!("n {} {}", self.pick(&cmp[2..]), self.rng.i32(-500..500)),
             4 => {
-                let (op, v) = (self.pick(&cmp[2..]), (self.rng.f64() * 2000.0 - 1000.0).round() / 4.0);
+                let (op, v) = (
+                    self.pick(&cmp[2..]),
+                    (self.rng.f64() * 2000.0 - 1000.0).round() / 4.0,
+                );
                 format!("f {op} {}", self.float(v))
             }
             5 => {
                 if self.rng.bool() {
-                    self.pick(&["b", "NOT b", "b IS TRUE", "b IS NOT FALSE"]).to_string()
+                    self.pick(&["b", "NOT b", "b IS TRUE", "b IS NOT FALSE"])
+                        .to_string()
                 } else {
                     let v = self.rng.bool();
                     format!("b = {}", self.boolean(v))
                 }
             }
-            6 => format!("d {} '{:04}-06-01'", self.pick(&cmp[2..]), self.rng.u32(1900..2100)),
+            6 => format!(
+                "d {} '{:04}-06-01'",
+                self.pick(&cmp[2..]),
+                self.rng.u32(1900..2100)
+            ),
             7 => {
                 let y = self.rng.u32(2015..2025);
-                format!("ts BETWEEN '{y}-01-01' AND '{}-06-30 12:00'", y + self.rng.u32(0..3))
+                format!(
+                    "ts BETWEEN '{y}-01-01' AND '{}-06-30 12:00'",
+                    y + self.rng.u32(0..3)
+                )
             }
             8 => format!("tz > '2021-{:02}-15 00:00:00+00'", self.rng.u32(1..13)),
             9 => {
-                let (col, op) = (self.pick(&["h", "lower(h)"]), self.pick(&["LIKE", "LIKE", "NOT LIKE", "ILIKE"]));
-                let pat = self.pick(&["a%", "%e%", "_", "%a", "Al%", "ALPHA", "%\\_%", "z%", "%ö%"]);
+                let (col, op) = (
+                    self.pick(&["h", "lower(h)"]),
+                    self.pick(&["LIKE", "LIKE", "NOT LIKE", "ILIKE"]),
+                );
+                let pat =
+                    self.pick(&["a%", "%e%", "_", "%a", "Al%", "ALPHA", "%\\_%", "z%", "%ö%"]);
                 format!("{col} {op} {}", self.text(pat))
             }
             10 => {
@@ -481,7 +596,11 @@ impl Gen<'_> {
                         self.int(v)
                     })
                     .collect();
-                format!("g {}IN ({})", if self.chance(0.2) { "NOT " } else { "" }, vs.join(", "))
+                format!(
+                    "g {}IN ({})",
+                    if self.chance(0.2) { "NOT " } else { "" },
+                    vs.join(", ")
+                )
             }
             11 => {
                 let n = self.rng.usize(1..4);
@@ -498,7 +617,11 @@ impl Gen<'_> {
                     format!("id % 7 = {}", self.big(v))
                 }
             }
-            13 => format!("u {} {}", self.pick(&["=", "<>"]), sql_str(self.pick(UUIDS))),
+            13 => format!(
+                "u {} {}",
+                self.pick(&["=", "<>"]),
+                sql_str(self.pick(UUIDS))
+            ),
             _ => {
                 let v = self.rng.i32(-50..300);
                 format!("coalesce(g, 0) + s > {}", self.int(v))
@@ -586,24 +709,63 @@ impl Gen<'_> {
     fn agg(&mut self) -> Agg {
         let (sql, kind, uses_f) = match self.rng.u32(0..100) {
             0..=11 => ("count(*)".to_string(), Kind::Exact, false),
-            12..=19 => (format!("count({})", self.pick(&ITEM_COLS[1..])), Kind::Exact, false),
+            12..=19 => (
+                format!("count({})", self.pick(&ITEM_COLS[1..])),
+                Kind::Exact,
+                false,
+            ),
             20..=25 => {
                 let c = self.pick(&["g", "h", "b", "s", "d", "u", "f", "lower(h)"]);
                 (format!("count(DISTINCT {c})"), Kind::Exact, false)
             }
-            26..=37 => (format!("sum({})", self.pick(&["g", "s", "id", "n", "g * 2", "n * s"])), Kind::Exact, false),
+            26..=37 => (
+                format!(
+                    "sum({})",
+                    self.pick(&["g", "s", "id", "n", "g * 2", "n * s"])
+                ),
+                Kind::Exact,
+                false,
+            ),
             38..=41 => ("sum(f)".to_string(), Kind::Float, true),
-            42..=45 => (format!("sum(DISTINCT {})", self.pick(&["g", "s", "n"])), Kind::Exact, false),
+            42..=45 => (
+                format!("sum(DISTINCT {})", self.pick(&["g", "s", "n"])),
+                Kind::Exact,
+                false,
+            ),
             46 => ("sum(DISTINCT f)".to_string(), Kind::Float, true),
-            47..=54 => (format!("avg({})", self.pick(&["g", "s", "id", "n"])), Kind::Exact, false),
+            47..=54 => (
+                format!("avg({})", self.pick(&["g", "s", "id", "n"])),
+                Kind::Exact,
+                false,
+            ),
             55..=57 => ("avg(f)".to_string(), Kind::Float, true),
-            58..=61 => (format!("avg(DISTINCT {})", self.pick(&["g", "s", "n"])), Kind::Exact, false),
+            58..=61 => (
+                format!("avg(DISTINCT {})", self.pick(&["g", "s", "n"])),
+                Kind::Exact,
+                false,
+            ),
             62..=91 => {
                 let f = self.pick(&["min", "max"]);
-                let c = self.pick(&["id", "g", "h", "n", "f", "d", "ts", "tz", "s", "lower(h)", "length(h)"]);
+                let c = self.pick(&[
+                    "id",
+                    "g",
+                    "h",
+                    "n",
+                    "f",
+                    "d",
+                    "ts",
+                    "tz",
+                    "s",
+                    "lower(h)",
+                    "length(h)",
+                ]);
                 (format!("{f}({c})"), Kind::Exact, false)
             }
-            _ => (self.pick(&["bool_and(b)", "bool_or(b)"]).to_string(), Kind::Exact, false),
+            _ => (
+                self.pick(&["bool_and(b)", "bool_or(b)"]).to_string(),
+                Kind::Exact,
+                false,
+            ),
         };
         Agg { sql, kind, uses_f }
     }
@@ -629,13 +791,28 @@ impl Gen<'_> {
     }
 
     fn finish(&mut self, form: &'static str, sql: String, order: Order, kinds: Vec<Kind>) -> Q {
-        Q { form, sql, params: std::mem::take(&mut self.params), extended: self.extended, order, kinds }
+        Q {
+            form,
+            sql,
+            params: std::mem::take(&mut self.params),
+            extended: self.extended,
+            order,
+            kinds,
+        }
     }
 
     /// Plain projection with filters, ORDER BY mixes, LIMIT/OFFSET.
     fn plain(&mut self) -> Q {
         let items: Vec<Item> = if self.chance(0.1) {
-            ITEM_COLS.iter().map(|c| Item { expr: c.to_string(), alias: None, kind: Kind::Exact, key: None }).collect()
+            ITEM_COLS
+                .iter()
+                .map(|c| Item {
+                    expr: c.to_string(),
+                    alias: None,
+                    kind: Kind::Exact,
+                    key: None,
+                })
+                .collect()
         } else {
             let n = self.rng.usize(1..5);
             let exprs = self.pick_distinct(PROJ, n);
@@ -650,8 +827,14 @@ impl Gen<'_> {
                 })
                 .collect()
         };
-        let star = items.len() == ITEM_COLS.len() && items.iter().all(|i| i.alias.is_none()) && self.chance(0.8);
-        let sel = if star { "*".to_string() } else { items.iter().map(Item::sql).collect::<Vec<_>>().join(", ") };
+        let star = items.len() == ITEM_COLS.len()
+            && items.iter().all(|i| i.alias.is_none())
+            && self.chance(0.8);
+        let sel = if star {
+            "*".to_string()
+        } else {
+            items.iter().map(Item::sql).collect::<Vec<_>>().join(", ")
+        };
         let wh = self.where_clause(false);
         let mut sql = format!("SELECT {sel} FROM items{wh}");
         if self.chance(0.25) {
@@ -683,8 +866,21 @@ impl Gen<'_> {
         if limit {
             sql += &self.limit();
         }
-        let form = if limit { "plain+order+limit" } else { "plain+order" };
-        self.finish(form, sql, if total { Order::Total } else { Order::Keys(idx) }, vec![])
+        let form = if limit {
+            "plain+order+limit"
+        } else {
+            "plain+order"
+        };
+        self.finish(
+            form,
+            sql,
+            if total {
+                Order::Total
+            } else {
+                Order::Keys(idx)
+            },
+            vec![],
+        )
     }
 
     /// Aggregates without GROUP BY (one row).
@@ -695,16 +891,34 @@ impl Gen<'_> {
         let sel: Vec<String> = aggs
             .iter()
             .enumerate()
-            .map(|(i, a)| if self.chance(0.15) { format!("{} AS a{i}", a.sql) } else { a.sql.clone() })
+            .map(|(i, a)| {
+                if self.chance(0.15) {
+                    format!("{} AS a{i}", a.sql)
+                } else {
+                    a.sql.clone()
+                }
+            })
             .collect();
         // Forms the router has merged from the start (count/sum/min/max, no
         // DISTINCT) are labelled apart in the summary.
         let basic = aggs.iter().all(|a| {
-            ["count(", "sum(", "min(", "max("].iter().any(|p| a.sql.starts_with(p)) && !a.sql.contains("DISTINCT")
+            ["count(", "sum(", "min(", "max("]
+                .iter()
+                .any(|p| a.sql.starts_with(p))
+                && !a.sql.contains("DISTINCT")
         });
         let kinds = aggs.iter().map(|a| a.kind).collect();
         let sql = format!("SELECT {} FROM items{wh}", sel.join(", "));
-        self.finish(if basic { "agg(count/sum/min/max)" } else { "agg" }, sql, Order::None, kinds)
+        self.finish(
+            if basic {
+                "agg(count/sum/min/max)"
+            } else {
+                "agg"
+            },
+            sql,
+            Order::None,
+            kinds,
+        )
     }
 
     /// Aggregates with GROUP BY, HAVING, ORDER BY (LIMIT only when the ORDER
@@ -717,12 +931,22 @@ impl Gen<'_> {
         for (ki, k) in gkeys.iter().enumerate() {
             if self.chance(0.85) {
                 let alias = self.chance(0.2).then(|| format!("k{ki}"));
-                items.push(Item { expr: k.to_string(), alias, kind: Kind::Exact, key: Some(ki) });
+                items.push(Item {
+                    expr: k.to_string(),
+                    alias,
+                    kind: Kind::Exact,
+                    key: Some(ki),
+                });
             }
         }
         for (ai, a) in aggs.iter().enumerate() {
             let alias = self.chance(0.2).then(|| format!("a{ai}"));
-            items.push(Item { expr: a.sql.clone(), alias, kind: a.kind, key: None });
+            items.push(Item {
+                expr: a.sql.clone(),
+                alias,
+                kind: a.kind,
+                key: None,
+            });
         }
         if self.chance(0.25) {
             self.rng.shuffle(&mut items);
@@ -731,13 +955,19 @@ impl Gen<'_> {
         let gb: Vec<String> = gkeys
             .iter()
             .enumerate()
-            .map(|(ki, k)| match items.iter().position(|it| it.key == Some(ki)) {
-                Some(pos) => self.item_ref(&items, pos),
-                None => k.to_string(),
-            })
+            .map(
+                |(ki, k)| match items.iter().position(|it| it.key == Some(ki)) {
+                    Some(pos) => self.item_ref(&items, pos),
+                    None => k.to_string(),
+                },
+            )
             .collect();
         let sel: Vec<String> = items.iter().map(Item::sql).collect();
-        let mut sql = format!("SELECT {} FROM items{wh} GROUP BY {}", sel.join(", "), gb.join(", "));
+        let mut sql = format!(
+            "SELECT {} FROM items{wh} GROUP BY {}",
+            sel.join(", "),
+            gb.join(", ")
+        );
         if self.chance(0.3) {
             let h = self.having();
             write!(sql, " HAVING {h}").unwrap();
@@ -748,7 +978,9 @@ impl Gen<'_> {
         }
         // Sort keys: select items (never float aggregates, whose last bits
         // may differ), or an aggregate that may not be in the select list.
-        let sortable: Vec<usize> = (0..items.len()).filter(|&i| items[i].kind == Kind::Exact).collect();
+        let sortable: Vec<usize> = (0..items.len())
+            .filter(|&i| items[i].kind == Kind::Exact)
+            .collect();
         let (mut keys, mut idx, mut projected) = (Vec::new(), Vec::new(), true);
         for _ in 0..self.rng.usize(1..3) {
             if !sortable.is_empty() && self.chance(0.8) {
@@ -774,8 +1006,21 @@ impl Gen<'_> {
         if limit {
             sql += &self.limit();
         }
-        let form = if limit { "group+order+limit" } else { "group+order" };
-        self.finish(form, sql, if total { Order::Total } else { Order::Keys(idx) }, kinds)
+        let form = if limit {
+            "group+order+limit"
+        } else {
+            "group+order"
+        };
+        self.finish(
+            form,
+            sql,
+            if total {
+                Order::Total
+            } else {
+                Order::Keys(idx)
+            },
+            kinds,
+        )
     }
 
     /// SELECT DISTINCT, ordered by all columns (total, LIMIT allowed), by
@@ -783,8 +1028,15 @@ impl Gen<'_> {
     fn distinct(&mut self) -> Q {
         let n = self.rng.usize(1..4);
         let cols = self.pick_distinct(DPOOL, n);
-        let items: Vec<Item> =
-            cols.iter().map(|c| Item { expr: c.to_string(), alias: None, kind: Kind::Exact, key: None }).collect();
+        let items: Vec<Item> = cols
+            .iter()
+            .map(|c| Item {
+                expr: c.to_string(),
+                alias: None,
+                kind: Kind::Exact,
+                key: None,
+            })
+            .collect();
         let wh = self.where_clause(false);
         let mut sql = format!("SELECT DISTINCT {} FROM items{wh}", cols.join(", "));
         let r = self.rng.u32(0..10);
@@ -820,7 +1072,11 @@ impl Gen<'_> {
     fn distinct_on(&mut self) -> Q {
         let n = self.rng.usize(1..3);
         let on = self.pick_distinct(DON, n);
-        let mut sel: Vec<String> = on.iter().filter(|_| self.chance(0.7)).map(|e| e.to_string()).collect();
+        let mut sel: Vec<String> = on
+            .iter()
+            .filter(|_| self.chance(0.7))
+            .map(|e| e.to_string())
+            .collect();
         let extra = self.rng.usize(1..4);
         for e in self.pick_distinct(PROJ, extra) {
             if !sel.iter().any(|s| s == e) {
@@ -834,8 +1090,12 @@ impl Gen<'_> {
             keys.push(self.order_key(e));
         }
         keys.push(self.order_key("id"));
-        let mut sql =
-            format!("SELECT DISTINCT ON ({}) {} FROM items{wh} ORDER BY {}", on.join(", "), sel.join(", "), keys.join(", "));
+        let mut sql = format!(
+            "SELECT DISTINCT ON ({}) {} FROM items{wh} ORDER BY {}",
+            on.join(", "),
+            sel.join(", "),
+            keys.join(", ")
+        );
         if self.chance(0.4) {
             sql += &self.limit();
         }
@@ -879,16 +1139,22 @@ impl Gen<'_> {
             }
             1 => {
                 let l = self.rng.i64(1..30);
-                let sql =
-                    format!("SELECT k, id, v FROM events{wh} ORDER BY v DESC NULLS LAST, k, id LIMIT {}", self.big(l));
+                let sql = format!(
+                    "SELECT k, id, v FROM events{wh} ORDER BY v DESC NULLS LAST, k, id LIMIT {}",
+                    self.big(l)
+                );
                 self.finish("events", sql, Order::Total, vec![])
             }
             2 => {
-                let sql = format!("SELECT count(*), count(v), sum(v), avg(v), min(v), max(v) FROM events{wh}");
+                let sql = format!(
+                    "SELECT count(*), count(v), sum(v), avg(v), min(v), max(v) FROM events{wh}"
+                );
                 self.finish("events", sql, Order::None, vec![])
             }
             _ => {
-                let sql = format!("SELECT v % 5 AS m, count(*), sum(k) FROM events{wh} GROUP BY 1 ORDER BY 1");
+                let sql = format!(
+                    "SELECT v % 5 AS m, count(*), sum(k) FROM events{wh} GROUP BY 1 ORDER BY 1"
+                );
                 self.finish("events", sql, Order::Total, vec![])
             }
         }
@@ -922,7 +1188,13 @@ struct W {
 
 fn gen_write(rng: &mut Rng, ids: &[i64], next_id: &mut i64) -> W {
     let extended = chance(rng, 0.3);
-    let mut w = W { sql: String::new(), params: Vec::new(), extended, new_ids: Vec::new(), deleted: None };
+    let mut w = W {
+        sql: String::new(),
+        params: Vec::new(),
+        extended,
+        new_ids: Vec::new(),
+        deleted: None,
+    };
     let existing = if ids.is_empty() { 1 } else { pick(rng, ids) };
     match rng.u32(0..7) {
         // Multi-row INSERT (split by shard) — simple protocol only: the
@@ -967,7 +1239,10 @@ fn gen_write(rng: &mut Rng, ids: &[i64], next_id: &mut i64) -> W {
         }
         5 => {
             // A multi-shard UPDATE.
-            w.sql = format!("UPDATE items SET b = NOT b, s = s + 1 WHERE g = {} AND s < 300", rng.i32(4..10));
+            w.sql = format!(
+                "UPDATE items SET b = NOT b, s = s + 1 WHERE g = {} AND s < 300",
+                rng.i32(4..10)
+            );
             w.extended = false;
         }
         _ => {
@@ -1073,7 +1348,13 @@ fn render_ts(us: i64) -> String {
     const DAY: i64 = 86_400_000_000;
     let (days, t) = (us.div_euclid(DAY), us.rem_euclid(DAY));
     let (secs, frac) = (t / 1_000_000, t % 1_000_000);
-    let mut s = format!("{} {:02}:{:02}:{:02}", render_date(days), secs / 3600, secs / 60 % 60, secs % 60);
+    let mut s = format!(
+        "{} {:02}:{:02}:{:02}",
+        render_date(days),
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    );
     if frac != 0 {
         write!(s, ".{}", format!("{frac:06}").trim_end_matches('0')).unwrap();
     }
@@ -1083,8 +1364,14 @@ fn render_ts(us: i64) -> String {
 /// numeric binary format: ndigits, weight, sign, dscale (i16/u16 each), then
 /// ndigits base-10000 digits, the first one at 10000^weight.
 fn render_numeric(raw: &[u8]) -> Option<String> {
-    let word = |i: usize| -> Option<u16> { Some(u16::from_be_bytes([*raw.get(i)?, *raw.get(i + 1)?])) };
-    let (ndigits, weight, sign, dscale) = (word(0)? as usize, word(2)? as i16 as i64, word(4)?, word(6)? as usize);
+    let word =
+        |i: usize| -> Option<u16> { Some(u16::from_be_bytes([*raw.get(i)?, *raw.get(i + 1)?])) };
+    let (ndigits, weight, sign, dscale) = (
+        word(0)? as usize,
+        word(2)? as i16 as i64,
+        word(4)?,
+        word(6)? as usize,
+    );
     if raw.len() != 8 + 2 * ndigits {
         return None;
     }
@@ -1094,7 +1381,13 @@ fn render_numeric(raw: &[u8]) -> Option<String> {
         0xF000 => return Some("-Infinity".into()),
         _ => {}
     }
-    let digit = |i: i64| if i >= 0 && (i as usize) < ndigits { word(8 + 2 * i as usize).unwrap_or(0) } else { 0 };
+    let digit = |i: i64| {
+        if i >= 0 && (i as usize) < ndigits {
+            word(8 + 2 * i as usize).unwrap_or(0)
+        } else {
+            0
+        }
+    };
     let mut s = String::new();
     if sign == 0x4000 {
         s.push('-');
@@ -1134,7 +1427,9 @@ fn render_binary(ty: &Type, raw: &[u8]) -> String {
         Type::FLOAT4 => arr::<4>(raw).map(|b| render_float(f32::from_be_bytes(b) as f64)),
         Type::FLOAT8 => arr::<8>(raw).map(|b| render_float(f64::from_be_bytes(b))),
         Type::BOOL => arr::<1>(raw).map(|b| if b[0] != 0 { "t" } else { "f" }.to_string()),
-        Type::TEXT | Type::VARCHAR | Type::NAME | Type::BPCHAR => std::str::from_utf8(raw).ok().map(str::to_string),
+        Type::TEXT | Type::VARCHAR | Type::NAME | Type::BPCHAR => {
+            std::str::from_utf8(raw).ok().map(str::to_string)
+        }
         Type::NUMERIC => render_numeric(raw),
         Type::DATE => arr::<4>(raw).map(|b| match i32::from_be_bytes(b) {
             i32::MAX => "infinity".into(),
@@ -1142,14 +1437,28 @@ fn render_binary(ty: &Type, raw: &[u8]) -> String {
             d => render_date(d as i64),
         }),
         Type::TIMESTAMP => arr::<8>(raw).map(|b| render_ts(i64::from_be_bytes(b))),
-        Type::TIMESTAMPTZ => arr::<8>(raw).map(|b| format!("{}+00", render_ts(i64::from_be_bytes(b)))),
+        Type::TIMESTAMPTZ => {
+            arr::<8>(raw).map(|b| format!("{}+00", render_ts(i64::from_be_bytes(b))))
+        }
         Type::UUID => arr::<16>(raw).map(|b| {
             let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-            format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+            format!(
+                "{}-{}-{}-{}-{}",
+                &h[..8],
+                &h[8..12],
+                &h[12..16],
+                &h[16..20],
+                &h[20..]
+            )
         }),
         _ => None,
     };
-    r.unwrap_or_else(|| format!("\\x{}", raw.iter().map(|x| format!("{x:02x}")).collect::<String>()))
+    r.unwrap_or_else(|| {
+        format!(
+            "\\x{}",
+            raw.iter().map(|x| format!("{x:02x}")).collect::<String>()
+        )
+    })
 }
 
 /// Runs `q` on `c`: the simple protocol yields PostgreSQL's text cells; the
@@ -1159,15 +1468,29 @@ async fn exec(c: &Client, q: &Q) -> Result<Rs, tokio_postgres::Error> {
         let stmt = c.prepare(&q.sql).await?;
         let params: Vec<&(dyn ToSql + Sync)> = q.params.iter().map(Param::as_sql).collect();
         let rows = c.query(&stmt, &params).await?;
-        let cols = stmt.columns().iter().map(|c| format!("{}:{}", c.name(), c.type_())).collect();
-        let rows = rows.iter().map(|r| (0..r.len()).map(|i| r.get::<_, Cell>(i).0).collect()).collect();
+        let cols = stmt
+            .columns()
+            .iter()
+            .map(|c| format!("{}:{}", c.name(), c.type_()))
+            .collect();
+        let rows = rows
+            .iter()
+            .map(|r| (0..r.len()).map(|i| r.get::<_, Cell>(i).0).collect())
+            .collect();
         Ok(Rs { cols, rows })
     } else {
-        let mut rs = Rs { cols: Vec::new(), rows: Vec::new() };
+        let mut rs = Rs {
+            cols: Vec::new(),
+            rows: Vec::new(),
+        };
         for m in c.simple_query(&q.sql).await? {
             match m {
-                SimpleQueryMessage::RowDescription(cols) => rs.cols = cols.iter().map(|c| c.name().to_string()).collect(),
-                SimpleQueryMessage::Row(r) => rs.rows.push((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect()),
+                SimpleQueryMessage::RowDescription(cols) => {
+                    rs.cols = cols.iter().map(|c| c.name().to_string()).collect()
+                }
+                SimpleQueryMessage::Row(r) => rs
+                    .rows
+                    .push((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect()),
                 _ => {}
             }
         }
@@ -1196,7 +1519,12 @@ fn parse_float(s: &str) -> Option<f64> {
         "NaN" => Some(f64::NAN),
         "Infinity" => Some(f64::INFINITY),
         "-Infinity" => Some(f64::NEG_INFINITY),
-        _ if s.bytes().all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b)) => s.parse().ok(),
+        _ if s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b)) =>
+        {
+            s.parse().ok()
+        }
         _ => None,
     }
 }
@@ -1215,14 +1543,20 @@ fn cell_eq(kind: Kind, a: &Option<String>, b: &Option<String>) -> bool {
 }
 
 fn row_eq(q: &Q, a: &[Option<String>], b: &[Option<String>]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).enumerate().all(|(i, (x, y))| cell_eq(q.kind(i), x, y))
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .enumerate()
+            .all(|(i, (x, y))| cell_eq(q.kind(i), x, y))
 }
 
 /// Canonical order for multiset comparison: exact cells first (as text),
 /// then float-aggregate cells numerically, so near-equal floats line up.
 fn multiset_cmp(q: &Q, a: &[Option<String>], b: &[Option<String>]) -> Ordering {
     let n = a.len().min(b.len());
-    let exact = (0..n).filter(|&i| q.kind(i) == Kind::Exact).map(|i| norm(&a[i]).cmp(&norm(&b[i])));
+    let exact = (0..n)
+        .filter(|&i| q.kind(i) == Kind::Exact)
+        .map(|i| norm(&a[i]).cmp(&norm(&b[i])));
     let float = (0..n).filter(|&i| q.kind(i) == Kind::Float).map(|i| {
         let x = a[i].as_deref().and_then(parse_float);
         let y = b[i].as_deref().and_then(parse_float);
@@ -1231,11 +1565,20 @@ fn multiset_cmp(q: &Q, a: &[Option<String>], b: &[Option<String>]) -> Ordering {
             _ => a[i].cmp(&b[i]),
         }
     });
-    exact.chain(float).find(|o| o.is_ne()).unwrap_or(a.len().cmp(&b.len()))
+    exact
+        .chain(float)
+        .find(|o| o.is_ne())
+        .unwrap_or(a.len().cmp(&b.len()))
 }
 
 fn fmt_row(r: &[Option<String>]) -> String {
-    let cells: Vec<String> = r.iter().map(|c| c.as_deref().map_or("NULL".to_string(), |s| format!("{s:?}"))).collect();
+    let cells: Vec<String> = r
+        .iter()
+        .map(|c| {
+            c.as_deref()
+                .map_or("NULL".to_string(), |s| format!("{s:?}"))
+        })
+        .collect();
     format!("({})", cells.join(", "))
 }
 
@@ -1255,10 +1598,18 @@ fn fmt_rows(rs: &Rs, around: usize) -> String {
 /// says what differs.
 fn compare(q: &Q, exp: &Rs, got: &Rs) -> Result<(), String> {
     if exp.cols != got.cols {
-        return Err(format!("columns differ: [{}] vs [{}]", exp.cols.join(", "), got.cols.join(", ")));
+        return Err(format!(
+            "columns differ: [{}] vs [{}]",
+            exp.cols.join(", "),
+            got.cols.join(", ")
+        ));
     }
     if exp.rows.len() != got.rows.len() {
-        return Err(format!("row counts differ: {} vs {}", exp.rows.len(), got.rows.len()));
+        return Err(format!(
+            "row counts differ: {} vs {}",
+            exp.rows.len(),
+            got.rows.len()
+        ));
     }
     match &q.order {
         Order::Total => {
@@ -1269,9 +1620,12 @@ fn compare(q: &Q, exp: &Rs, got: &Rs) -> Result<(), String> {
         }
         Order::Keys(idx) => {
             let keys = |r: &Vec<Option<String>>| -> Vec<Option<String>> {
-                idx.iter().map(|&i| r.get(i).and_then(|c| norm(c).map(str::to_string))).collect()
+                idx.iter()
+                    .map(|&i| r.get(i).and_then(|c| norm(c).map(str::to_string)))
+                    .collect()
             };
-            if let Some(i) = (0..exp.rows.len()).find(|&i| keys(&exp.rows[i]) != keys(&got.rows[i])) {
+            if let Some(i) = (0..exp.rows.len()).find(|&i| keys(&exp.rows[i]) != keys(&got.rows[i]))
+            {
                 return Err(format!("sort keys (columns {idx:?}) differ at row #{i}"));
             }
         }
@@ -1319,7 +1673,10 @@ struct Tally {
 
 /// DSN of database `db` on instance `inst`.
 fn db_dsn(inst: &pg_router::cluster::PgInstance, db: &str) -> String {
-    format!("host={} port={} user={} dbname={db}", inst.host, inst.port, inst.user)
+    format!(
+        "host={} port={} user={} dbname={db}",
+        inst.host, inst.port, inst.user
+    )
 }
 
 /// A session on the system under test: the router, or with
@@ -1331,7 +1688,9 @@ async fn target_session(dev: &pg_router::dev::DevCluster, self_check: bool) -> C
     } else {
         common::connect(dev).await
     };
-    c.batch_execute(SESSION_SETTINGS).await.expect("session settings on the target");
+    c.batch_execute(SESSION_SETTINGS)
+        .await
+        .expect("session settings on the target");
     c
 }
 
@@ -1342,7 +1701,9 @@ fn insert_statements(head: &str, rows: &[String], per: usize, reverse: bool) -> 
     if reverse {
         rows.reverse();
     }
-    rows.chunks(per).map(|c| format!("{head}{}", c.join(", "))).collect()
+    rows.chunks(per)
+        .map(|c| format!("{head}{}", c.join(", ")))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1364,19 +1725,31 @@ async fn scatter_gather_matches_reference() {
     // same initdb options: C collation, UTF8).
     let cat = &dev.cluster.catalog;
     let admin = common::connect_direct(cat).await;
-    admin.batch_execute("CREATE DATABASE reference").await.expect("create reference database");
+    admin
+        .batch_execute("CREATE DATABASE reference")
+        .await
+        .expect("create reference database");
     let reference = common::connect_dsn(&db_dsn(cat, "reference")).await;
     reference.batch_execute(SESSION_SETTINGS).await.unwrap();
     if self_check {
         let shard0 = common::connect_direct(&dev.cluster.shards[0]).await;
-        shard0.batch_execute("CREATE DATABASE selfcheck").await.expect("create selfcheck database");
+        shard0
+            .batch_execute("CREATE DATABASE selfcheck")
+            .await
+            .expect("create selfcheck database");
     }
     let mut router = target_session(&dev, self_check).await;
 
     // Schema: DDL through the router runs on every shard; then declared.
     for ddl in [ITEMS_DDL, EVENTS_DDL] {
-        router.batch_execute(ddl).await.expect("DDL through the router");
-        reference.batch_execute(ddl).await.expect("DDL on the reference");
+        router
+            .batch_execute(ddl)
+            .await
+            .expect("DDL through the router");
+        reference
+            .batch_execute(ddl)
+            .await
+            .expect("DDL on the reference");
     }
     common::add_table(&dev, "items", "id", "int").await;
     common::add_table(&dev, "events", "k", "int").await;
@@ -1385,18 +1758,31 @@ async fn scatter_gather_matches_reference() {
     // them by shard); the self-check target gets them in reverse order.
     let mut rng = Rng::with_seed(seed);
     let ids: Vec<i64> = (0..ITEM_ROWS).map(|i| i * 3 + rng.i64(1..4)).collect();
-    let items: Vec<String> = ids.iter().map(|&id| item_row(&mut rng, id, id == ids[100])).collect();
-    let events: Vec<String> = ids.iter().step_by(4).flat_map(|&k| event_rows(&mut rng, k)).collect();
+    let items: Vec<String> = ids
+        .iter()
+        .map(|&id| item_row(&mut rng, id, id == ids[100]))
+        .collect();
+    let events: Vec<String> = ids
+        .iter()
+        .step_by(4)
+        .flat_map(|&k| event_rows(&mut rng, k))
+        .collect();
     let ev_head = "INSERT INTO events (k, id, v) VALUES ";
     let mut ref_load = insert_statements(ITEMS_INSERT, &items, 250, false);
     ref_load.extend(insert_statements(ev_head, &events, 400, false));
     let mut target_load = insert_statements(ITEMS_INSERT, &items, 250, self_check);
     target_load.extend(insert_statements(ev_head, &events, 400, self_check));
     for sql in &ref_load {
-        reference.batch_execute(sql).await.unwrap_or_else(|e| panic!("load reference: {}\n{sql}", fmt_err(&e)));
+        reference
+            .batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("load reference: {}\n{sql}", fmt_err(&e)));
     }
     for sql in &target_load {
-        router.batch_execute(sql).await.unwrap_or_else(|e| panic!("load through the router: {}", fmt_err(&e)));
+        router
+            .batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("load through the router: {}", fmt_err(&e)));
     }
     // Load check (simple protocol, the most basic path).
     for t in ["items", "events"] {
@@ -1408,16 +1794,27 @@ async fn scatter_gather_matches_reference() {
             order: Order::None,
             kinds: Vec::new(),
         };
-        let a = exec(&reference, &q).await.unwrap_or_else(|e| panic!("{}: {}", q.sql, fmt_err(&e)));
-        let b = exec(&router, &q).await.unwrap_or_else(|e| panic!("{} through the router: {}", q.sql, fmt_err(&e)));
-        assert_eq!(a.rows, b.rows, "{t}: the reference and the router disagree on the number of rows loaded");
+        let a = exec(&reference, &q)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {}", q.sql, fmt_err(&e)));
+        let b = exec(&router, &q)
+            .await
+            .unwrap_or_else(|e| panic!("{} through the router: {}", q.sql, fmt_err(&e)));
+        assert_eq!(
+            a.rows, b.rows,
+            "{t}: the reference and the router disagree on the number of rows loaded"
+        );
     }
     println!(
         "scatter_diff: seed {seed}, {} items + {} events loaded in {:.1?}{}",
         items.len(),
         events.len(),
         t0.elapsed(),
-        if self_check { " (SELF-CHECK: target is a plain database, not the router)" } else { "" }
+        if self_check {
+            " (SELF-CHECK: target is a plain database, not the router)"
+        } else {
+            ""
+        }
     );
 
     let mut live_ids = ids.clone();
@@ -1462,7 +1859,10 @@ async fn scatter_gather_matches_reference() {
                         Some("no answer (the write may or may not have been applied)".into())
                     }
                 };
-                reference.batch_execute(if router_failed { "ROLLBACK" } else { "COMMIT" }).await.unwrap();
+                reference
+                    .batch_execute(if router_failed { "ROLLBACK" } else { "COMMIT" })
+                    .await
+                    .unwrap();
                 if !router_failed {
                     live_ids.extend(&w.new_ids);
                     if let Some(d) = w.deleted {
@@ -1471,7 +1871,10 @@ async fn scatter_gather_matches_reference() {
                 }
                 if let Some(p) = problem {
                     write_mismatches += 1;
-                    mismatches.push(format!("WRITE [{proto}] {} -- params {:?}\n    {p}", w.sql, w.params));
+                    mismatches.push(format!(
+                        "WRITE [{proto}] {} -- params {:?}\n    {p}",
+                        w.sql, w.params
+                    ));
                 }
                 if router.is_closed() {
                     router = target_session(&dev, self_check).await;
@@ -1480,9 +1883,21 @@ async fn scatter_gather_matches_reference() {
         }
 
         let extended = chance(&mut rng, 0.25);
-        let q = Gen { rng: &mut rng, extended, params: Vec::new(), ids: &live_ids }.query();
+        let q = Gen {
+            rng: &mut rng,
+            extended,
+            params: Vec::new(),
+            ids: &live_ids,
+        }
+        .query();
         tally.total += 1;
-        let f = forms.entry(format!("{} [{}]", q.form, if q.extended { "ext" } else { "simple" })).or_default();
+        let f = forms
+            .entry(format!(
+                "{} [{}]",
+                q.form,
+                if q.extended { "ext" } else { "simple" }
+            ))
+            .or_default();
         let exp = match exec(&reference, &q).await {
             Ok(rs) => rs,
             Err(e) => {
@@ -1502,12 +1917,22 @@ async fn scatter_gather_matches_reference() {
                     .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
                     .and_then(|s| s.parse().ok())
                     .unwrap_or(0);
-                format!("{why}\n    expected {}\n    got      {}", fmt_rows(&exp, at), fmt_rows(&got, at))
+                format!(
+                    "{why}\n    expected {}\n    got      {}",
+                    fmt_rows(&exp, at),
+                    fmt_rows(&got, at)
+                )
             }),
-            Ok(Err(e)) if e.as_db_error().is_some_and(|d| d.code() == &SqlState::FEATURE_NOT_SUPPORTED) => {
+            Ok(Err(e))
+                if e.as_db_error()
+                    .is_some_and(|d| d.code() == &SqlState::FEATURE_NOT_SUPPORTED) =>
+            {
                 tally.refused += 1;
                 f[1] += 1;
-                let msg = e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default();
+                let msg = e
+                    .as_db_error()
+                    .map(|d| d.message().to_string())
+                    .unwrap_or_default();
                 refusals.entry(msg).or_insert((0, q.describe())).0 += 1;
                 if router.is_closed() {
                     router = target_session(&dev, self_check).await;
@@ -1539,20 +1964,30 @@ async fn scatter_gather_matches_reference() {
 
     // ---- report ----
     if !skipped.is_empty() {
-        println!("\n=== skipped: the reference rejected {} statement(s) (generator bugs) ===", skipped.len());
+        println!(
+            "\n=== skipped: the reference rejected {} statement(s) (generator bugs) ===",
+            skipped.len()
+        );
         for s in skipped.iter().take(SHOW_SKIPPED) {
             println!("  {s}");
         }
     }
     if !refusals.is_empty() {
-        println!("\n=== refused (0A000): {} distinct message(s) ===", refusals.len());
+        println!(
+            "\n=== refused (0A000): {} distinct message(s) ===",
+            refusals.len()
+        );
         for (msg, (n, example)) in &refusals {
             println!("  {n:5} × {msg}\n          e.g. {example}");
         }
     }
     if !mismatches.is_empty() {
         let show = env_or("PGR_DIFF_SHOW", SHOW_MISMATCHES);
-        println!("\n=== mismatches: {} (showing {}) ===", mismatches.len(), mismatches.len().min(show));
+        println!(
+            "\n=== mismatches: {} (showing {}) ===",
+            mismatches.len(),
+            mismatches.len().min(show)
+        );
         for m in mismatches.iter().take(show) {
             println!("  {m}\n");
         }
@@ -1577,9 +2012,20 @@ async fn scatter_gather_matches_reference() {
     );
 
     dev.stop().await;
-    assert_eq!(tally.mismatched + write_mismatches, 0, "router results differ from the reference (see above)");
+    assert_eq!(
+        tally.mismatched + write_mismatches,
+        0,
+        "router results differ from the reference (see above)"
+    );
     if !allow_refused {
-        assert_eq!(tally.refused, 0, "the router refused supported forms (set PGR_DIFF_ALLOW_REFUSED=1 to tolerate)");
+        assert_eq!(
+            tally.refused, 0,
+            "the router refused supported forms (set PGR_DIFF_ALLOW_REFUSED=1 to tolerate)"
+        );
     }
-    assert!(tally.skipped * 20 <= tally.total.max(1), "too many generator errors: {}", tally.skipped);
+    assert!(
+        tally.skipped * 20 <= tally.total.max(1),
+        "too many generator errors: {}",
+        tally.skipped
+    );
 }

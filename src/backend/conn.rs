@@ -107,11 +107,13 @@ impl BackendConn {
     pub async fn connect(t: &ShardTarget) -> Result<BackendConn, BackendError> {
         let addr = format!("{}:{}", t.host, t.port);
         let fut = async {
-            let stream = TcpStream::connect(&addr).await.map_err(|e| BackendError::Connect {
-                shard: t.name.clone(),
-                addr: addr.clone(),
-                reason: e.to_string(),
-            })?;
+            let stream = TcpStream::connect(&addr)
+                .await
+                .map_err(|e| BackendError::Connect {
+                    shard: t.name.clone(),
+                    addr: addr.clone(),
+                    reason: e.to_string(),
+                })?;
             let _ = stream.set_nodelay(true);
             let (r, w) = stream.into_split();
             let mut conn = BackendConn {
@@ -141,7 +143,10 @@ impl BackendConn {
     }
 
     fn perr(&self, source: ProtocolError) -> BackendError {
-        BackendError::Protocol { shard: self.shard.to_string(), source }
+        BackendError::Protocol {
+            shard: self.shard.to_string(),
+            source,
+        }
     }
 
     async fn startup(&mut self, t: &ShardTarget) -> Result<(), BackendError> {
@@ -166,7 +171,8 @@ impl BackendConn {
                         3 => {
                             let mut pw = password.as_bytes().to_vec();
                             pw.push(0);
-                            frontend::password_message(&pw, &mut self.out).map_err(|e| self.perr(e.into()))?;
+                            frontend::password_message(&pw, &mut self.out)
+                                .map_err(|e| self.perr(e.into()))?;
                             self.flush().await.map_err(|e| self.perr(e))?;
                         }
                         5 => {
@@ -178,24 +184,35 @@ impl BackendConn {
                             );
                             let mut pw = hash.into_bytes();
                             pw.push(0);
-                            frontend::password_message(&pw, &mut self.out).map_err(|e| self.perr(e.into()))?;
+                            frontend::password_message(&pw, &mut self.out)
+                                .map_err(|e| self.perr(e.into()))?;
                             self.flush().await.map_err(|e| self.perr(e))?;
                         }
                         10 => {
-                            let s = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
-                            frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut self.out)
-                                .map_err(|e| self.perr(e.into()))?;
+                            let s = ScramSha256::new(
+                                password.as_bytes(),
+                                ChannelBinding::unsupported(),
+                            );
+                            frontend::sasl_initial_response(
+                                SCRAM_SHA_256,
+                                s.message(),
+                                &mut self.out,
+                            )
+                            .map_err(|e| self.perr(e.into()))?;
                             self.flush().await.map_err(|e| self.perr(e))?;
                             scram = Some(s);
                         }
                         11 | 12 => {
                             let data = &f.body()[4..];
                             let s = scram.as_mut().ok_or_else(|| {
-                                self.perr(ProtocolError::Malformed("SASL continue without SASL start".into()))
+                                self.perr(ProtocolError::Malformed(
+                                    "SASL continue without SASL start".into(),
+                                ))
                             })?;
                             if code == 11 {
                                 s.update(data).map_err(|e| self.perr(e.into()))?;
-                                frontend::sasl_response(s.message(), &mut self.out).map_err(|e| self.perr(e.into()))?;
+                                frontend::sasl_response(s.message(), &mut self.out)
+                                    .map_err(|e| self.perr(e.into()))?;
                                 self.flush().await.map_err(|e| self.perr(e))?;
                             } else {
                                 s.finish(data).map_err(|e| self.perr(e.into()))?;
@@ -223,7 +240,12 @@ impl BackendConn {
                 }
                 b'E' => {
                     let fields = error_fields(f.body()).unwrap_or_default();
-                    let get = |c: u8| fields.iter().find(|(k, _)| *k == c).map(|(_, v)| v.to_string());
+                    let get = |c: u8| {
+                        fields
+                            .iter()
+                            .find(|(k, _)| *k == c)
+                            .map(|(_, v)| v.to_string())
+                    };
                     return Err(BackendError::Refused {
                         shard: t.name.clone(),
                         message: get(b'M').unwrap_or_default(),
@@ -279,11 +301,21 @@ impl BackendConn {
             match f.tag {
                 b'D' => {
                     let vals = data_row(f.body())?;
-                    rows.push(vals.into_iter().map(|v| v.map(|b| String::from_utf8_lossy(b).into_owned())).collect());
+                    rows.push(
+                        vals.into_iter()
+                            .map(|v| v.map(|b| String::from_utf8_lossy(b).into_owned()))
+                            .collect(),
+                    );
                 }
                 b'E' => {
                     let fields = error_fields(f.body())?;
-                    let get = |c: u8| fields.iter().find(|(k, _)| *k == c).map(|(_, v)| v.to_string()).unwrap_or_default();
+                    let get = |c: u8| {
+                        fields
+                            .iter()
+                            .find(|(k, _)| *k == c)
+                            .map(|(_, v)| v.to_string())
+                            .unwrap_or_default()
+                    };
                     err = Some((get(b'C'), get(b'M')));
                 }
                 b'Z' => {
@@ -314,7 +346,12 @@ pub async fn cancel_request(target: &ShardTarget, pid: i32, secret: i32) -> std:
     let connect = tokio::net::TcpStream::connect((target.host.as_str(), target.port));
     let mut s = tokio::time::timeout(target.connect_timeout, connect)
         .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "cancel request: connect timed out"))??;
+        .map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "cancel request: connect timed out",
+            )
+        })??;
     let mut msg = [0u8; 16];
     msg[..4].copy_from_slice(&16i32.to_be_bytes());
     msg[4..8].copy_from_slice(&80877102i32.to_be_bytes());

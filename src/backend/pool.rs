@@ -24,7 +24,9 @@ pub struct ShardPool {
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
     /// No connection became free within the checkout timeout.
-    #[error("timed out after {ms} ms waiting for a connection to shard \"{shard}\" (pool size {size})")]
+    #[error(
+        "timed out after {ms} ms waiting for a connection to shard \"{shard}\" (pool size {size})"
+    )]
     Timeout {
         /// Shard name.
         shard: String,
@@ -56,7 +58,12 @@ impl ShardPool {
         // Fast path: a free slot, no timer.
         let permit = match self.slots.clone().try_acquire_owned() {
             Ok(p) => p,
-            Err(_) => match tokio::time::timeout(self.checkout_timeout, self.slots.clone().acquire_owned()).await {
+            Err(_) => match tokio::time::timeout(
+                self.checkout_timeout,
+                self.slots.clone().acquire_owned(),
+            )
+            .await
+            {
                 Ok(Ok(p)) => p,
                 _ => {
                     return Err(PoolError::Timeout {
@@ -72,7 +79,11 @@ impl ShardPool {
             Some(c) => c,
             None => BackendConn::connect(&self.target).await?,
         };
-        Ok(PooledConn { conn: Some(conn), pool: self.clone(), _permit: permit })
+        Ok(PooledConn {
+            conn: Some(conn),
+            pool: self.clone(),
+            _permit: permit,
+        })
     }
 
     /// Number of idle connections.
@@ -98,13 +109,17 @@ impl std::ops::Deref for PooledConn {
     type Target = BackendConn;
     fn deref(&self) -> &BackendConn {
         // Invariant: `conn` is Some until drop.
-        self.conn.as_ref().expect("pooled connection present until drop")
+        self.conn
+            .as_ref()
+            .expect("pooled connection present until drop")
     }
 }
 
 impl std::ops::DerefMut for PooledConn {
     fn deref_mut(&mut self) -> &mut BackendConn {
-        self.conn.as_mut().expect("pooled connection present until drop")
+        self.conn
+            .as_mut()
+            .expect("pooled connection present until drop")
     }
 }
 

@@ -20,7 +20,10 @@ pub struct ClientOut {
 impl ClientOut {
     /// Wraps the socket's write half.
     pub fn new(w: OwnedWriteHalf) -> Self {
-        ClientOut { w, buf: BytesMut::with_capacity(16 * 1024) }
+        ClientOut {
+            w,
+            buf: BytesMut::with_capacity(16 * 1024),
+        }
     }
 
     /// Writes everything buffered.

@@ -23,21 +23,37 @@ const COPY_CHUNK: usize = 64 * 1024;
 
 impl Session {
     /// Runs a COPY statement; returns false if it failed (error sent).
-    pub(crate) async fn copy(&mut self, routing: &Routing, sql: &str, c: &CopyPlan) -> Result<bool, End> {
+    pub(crate) async fn copy(
+        &mut self,
+        routing: &Routing,
+        sql: &str,
+        c: &CopyPlan,
+    ) -> Result<bool, End> {
         let catalog = &routing.catalog;
-        let Some(shards) = catalog.table(&c.table).and_then(|t| catalog.keyspace_of(t)).map(|k| k.routing.shards().to_vec())
+        let Some(shards) = catalog
+            .table(&c.table)
+            .and_then(|t| catalog.keyspace_of(t))
+            .map(|k| k.routing.shards().to_vec())
         else {
-            self.send_error(&PgError::unsupported(format!("table \"{}\" has no routing", c.table)));
+            self.send_error(&PgError::unsupported(format!(
+                "table \"{}\" has no routing",
+                c.table
+            )));
             return Ok(false);
         };
         let mut q = BytesMut::new();
         let _ = fe::query(sql, &mut q);
         let q = q.freeze();
         if !c.from_stdin {
-            let parts = shards.into_iter().map(|s| (s, q.clone(), VecDeque::from([Slot::Forward(Expect::Query)]))).collect();
+            let parts = shards
+                .into_iter()
+                .map(|s| (s, q.clone(), VecDeque::from([Slot::Forward(Expect::Query)])))
+                .collect();
             if c.format == CopyFormat::Binary {
                 // Binary COPY output has a per-stream header and trailer.
-                self.send_error(&PgError::unsupported("COPY TO STDOUT in binary format across shards is not supported yet"));
+                self.send_error(&PgError::unsupported(
+                    "COPY TO STDOUT in binary format across shards is not supported yet",
+                ));
                 return Ok(false);
             }
             let mut merge = MergeState::new(MergeMode::Concat);
@@ -46,11 +62,15 @@ impl Session {
             return self.exchange_many_with(parts, merge).await;
         }
         if c.format == CopyFormat::Binary {
-            self.send_error(&PgError::unsupported("COPY FROM STDIN in binary format through the router is not supported yet"));
+            self.send_error(&PgError::unsupported(
+                "COPY FROM STDIN in binary format through the router is not supported yet",
+            ));
             return Ok(false);
         }
         // Key column position.
-        let Some(t) = catalog.table(&c.table) else { return Ok(false) };
+        let Some(t) = catalog.table(&c.table) else {
+            return Ok(false);
+        };
         let key_col = t.key_column.clone();
         let key_index = match &c.columns {
             Some(cols) => match cols.iter().position(|x| *x == key_col) {
@@ -118,7 +138,8 @@ impl Session {
         }
         if let Some(err) = start_error {
             // Abort the shards that entered COPY mode.
-            self.abort_copy(&idxs, "COPY aborted on another shard").await?;
+            self.abort_copy(&idxs, "COPY aborted on another shard")
+                .await?;
             self.out.buf.extend_from_slice(&err);
             self.note_error();
             return Ok(false);
@@ -181,7 +202,8 @@ impl Session {
                     if failure.is_none() {
                         if let Some(rest) = splitter.finish() {
                             match rest {
-                                Ok((line, key)) => match route_key(catalog, &c.table, key, &shards) {
+                                Ok((line, key)) => match route_key(catalog, &c.table, key, &shards)
+                                {
                                     Ok(n) => bufs[n].extend_from_slice(&line),
                                     Err(e) => failure = Some(e),
                                 },
@@ -204,17 +226,26 @@ impl Session {
                     return self.finish_copy(&idxs).await;
                 }
                 b'f' => {
-                    let msg = crate::protocol::frontend::query_text(f.body()).unwrap_or("COPY failed").to_string();
+                    let msg = crate::protocol::frontend::query_text(f.body())
+                        .unwrap_or("COPY failed")
+                        .to_string();
                     self.abort_copy(&idxs, &msg).await?;
-                    self.send_error(&PgError::new(codes::QUERY_CANCELED, format!("COPY from stdin failed: {msg}")));
+                    self.send_error(&PgError::new(
+                        codes::QUERY_CANCELED,
+                        format!("COPY from stdin failed: {msg}"),
+                    ));
                     return Ok(false);
                 }
                 b'H' | b'S' => {}
                 other => {
-                    self.abort_copy(&idxs, "unexpected message during COPY").await?;
+                    self.abort_copy(&idxs, "unexpected message during COPY")
+                        .await?;
                     self.send_error(&PgError::new(
                         codes::PROTOCOL_VIOLATION,
-                        format!("unexpected message type {} during COPY from stdin", other as char),
+                        format!(
+                            "unexpected message type {} during COPY from stdin",
+                            other as char
+                        ),
                     ));
                     return Ok(false);
                 }
@@ -239,7 +270,12 @@ impl Session {
     }
 
     /// Ordinal position (0-based) of `column` in `table` on `shard`.
-    async fn column_position(&mut self, shard: &str, table: &str, column: &str) -> Result<Option<usize>, End> {
+    async fn column_position(
+        &mut self,
+        shard: &str,
+        table: &str,
+        column: &str,
+    ) -> Result<Option<usize>, End> {
         let idx = match self.acquire(shard).await {
             Ok(i) => i,
             Err(e) => {
@@ -256,7 +292,9 @@ impl Session {
         );
         match self.held[idx].conn.simple_rows(&sql).await {
             Ok(Ok(rows)) => {
-                let pos = rows.iter().position(|r| r.first().and_then(|v| v.as_deref()) == Some(column));
+                let pos = rows
+                    .iter()
+                    .position(|r| r.first().and_then(|v| v.as_deref()) == Some(column));
                 if pos.is_none() {
                     self.send_error(&PgError::new(
                         codes::UNDEFINED_COLUMN,
@@ -266,7 +304,11 @@ impl Session {
                 Ok(pos)
             }
             Ok(Err((code, msg))) => {
-                let code: &'static str = if code == "42P01" { "42P01" } else { codes::INTERNAL_ERROR };
+                let code: &'static str = if code == "42P01" {
+                    "42P01"
+                } else {
+                    codes::INTERNAL_ERROR
+                };
                 self.send_error(&PgError::new(code, msg));
                 Ok(None)
             }
@@ -333,7 +375,10 @@ impl Session {
         }
         self.held.clear();
         self.block = None;
-        self.send_error(&PgError::new(codes::CONNECTION_FAILURE, format!("lost connection to shard \"{shard}\" during COPY")));
+        self.send_error(&PgError::new(
+            codes::CONNECTION_FAILURE,
+            format!("lost connection to shard \"{shard}\" during COPY"),
+        ));
         Ok(false)
     }
 }
@@ -347,16 +392,31 @@ fn copy_data(out: &mut BytesMut, data: &mut BytesMut) {
 }
 
 /// Index into `shards` of the shard owning `key` (text form, `None` = NULL).
-fn route_key(catalog: &Catalog, table: &str, key: Option<String>, shards: &[String]) -> Result<usize, PgError> {
+fn route_key(
+    catalog: &Catalog,
+    table: &str,
+    key: Option<String>,
+    shards: &[String],
+) -> Result<usize, PgError> {
     let Some(k) = key else {
-        return Err(PgError::new("23502", format!("null value in sharding key column of relation \"{table}\"")));
+        return Err(PgError::new(
+            "23502",
+            format!("null value in sharding key column of relation \"{table}\""),
+        ));
     };
-    let shard = key_shard(catalog, table, &KeyExpr::Const(k), &super::route::Values::Bind(&EMPTY_BIND))?
-        .ok_or_else(|| PgError::new("23502", "null sharding key"))?;
-    shards
-        .iter()
-        .position(|s| s == shard)
-        .ok_or_else(|| PgError::new(codes::INTERNAL_ERROR, format!("shard \"{shard}\" is not in the keyspace")))
+    let shard = key_shard(
+        catalog,
+        table,
+        &KeyExpr::Const(k),
+        &super::route::Values::Bind(&EMPTY_BIND),
+    )?
+    .ok_or_else(|| PgError::new("23502", "null sharding key"))?;
+    shards.iter().position(|s| s == shard).ok_or_else(|| {
+        PgError::new(
+            codes::INTERNAL_ERROR,
+            format!("shard \"{shard}\" is not in the keyspace"),
+        )
+    })
 }
 
 static EMPTY_BIND: crate::protocol::frontend::Bind<'static> = crate::protocol::frontend::Bind {
@@ -399,7 +459,11 @@ impl RowSplitter {
 
     /// The next complete record (with its line terminator) and its key.
     fn next_record(&mut self) -> Option<Record> {
-        let end = if self.csv { self.csv_record_end()? } else { self.buf.iter().position(|&b| b == b'\n')? + 1 };
+        let end = if self.csv {
+            self.csv_record_end()?
+        } else {
+            self.buf.iter().position(|&b| b == b'\n')? + 1
+        };
         let line = self.buf.split_to(end).freeze();
         Some(self.key_of(&line).map(|k| (line, k)))
     }
@@ -449,11 +513,18 @@ impl RowSplitter {
         if line == b"\\." {
             return Ok(None);
         }
-        let field = if self.csv { self.csv_field(line) } else { self.text_field(line) };
+        let field = if self.csv {
+            self.csv_field(line)
+        } else {
+            self.text_field(line)
+        };
         field.ok_or_else(|| {
             PgError::new(
                 codes::BAD_COPY_FILE_FORMAT,
-                format!("missing data for sharding key column (field {})", self.key_index + 1),
+                format!(
+                    "missing data for sharding key column (field {})",
+                    self.key_index + 1
+                ),
             )
         })?
     }
@@ -490,11 +561,9 @@ impl RowSplitter {
                     if !quoted && cur.is_empty() {
                         return Some(Ok(None)); // unquoted empty = NULL
                     }
-                    return Some(
-                        String::from_utf8(cur)
-                            .map(Some)
-                            .map_err(|_| PgError::new(codes::BAD_COPY_FILE_FORMAT, "invalid UTF-8 in sharding key")),
-                    );
+                    return Some(String::from_utf8(cur).map(Some).map_err(|_| {
+                        PgError::new(codes::BAD_COPY_FILE_FORMAT, "invalid UTF-8 in sharding key")
+                    }));
                 }
                 if at_end {
                     return None;
@@ -567,7 +636,11 @@ mod tests {
             table: "t".into(),
             columns: None,
             from_stdin: true,
-            format: if csv { CopyFormat::Csv } else { CopyFormat::Text },
+            format: if csv {
+                CopyFormat::Csv
+            } else {
+                CopyFormat::Text
+            },
             delimiter: if csv { b',' } else { b'\t' },
             header: false,
             quote: b'"',

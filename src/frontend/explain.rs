@@ -16,23 +16,39 @@ use super::route::{key_shard, scatter_shards, Values};
 /// The lines of the router's plan for `plan` of the simple-protocol text
 /// `sql`. Errors: the statement's own refusal, or a routing error (e.g. an
 /// invalid key value).
-pub(crate) fn explain_lines(routing: &Routing, plan: &Plan, sql: &str, lits: &Literals) -> Result<Vec<String>, PgError> {
+pub(crate) fn explain_lines(
+    routing: &Routing,
+    plan: &Plan,
+    sql: &str,
+    lits: &Literals,
+) -> Result<Vec<String>, PgError> {
     let cat = &routing.catalog;
     let values = Values::Simple { sql, lits };
     let mut out = Vec::new();
     match plan {
-        Plan::Error { sqlstate, message, hint } => {
+        Plan::Error {
+            sqlstate,
+            message,
+            hint,
+        } => {
             let mut e = PgError::new(sqlstate, message.clone());
             e.hint = hint.clone();
             return Err(e);
         }
         Plan::Transaction(t) => out.push(match t {
-            TxnStmt::Begin { .. } => "Transaction control: BEGIN (sent lazily to each shard the transaction touches)".into(),
+            TxnStmt::Begin { .. } => {
+                "Transaction control: BEGIN (sent lazily to each shard the transaction touches)"
+                    .into()
+            }
             TxnStmt::Commit => "Transaction control: COMMIT on every participant".into(),
             TxnStmt::Rollback => "Transaction control: ROLLBACK on every participant".into(),
-            TxnStmt::Savepoint => "Transaction control: savepoint forwarded to every participant".into(),
+            TxnStmt::Savepoint => {
+                "Transaction control: savepoint forwarded to every participant".into()
+            }
         }),
-        Plan::Set { .. } => out.push("Session setting: recorded by the router, replayed on every backend connection".into()),
+        Plan::Set { .. } => out.push(
+            "Session setting: recorded by the router, replayed on every backend connection".into(),
+        ),
         Plan::AnyShard => out.push("Any one shard (no sharded table)".into()),
         Plan::AllShards => out.push(format!("All shards: {}", cat.shard_names().join(", "))),
         Plan::Keyed { keys, .. } => {
@@ -58,21 +74,44 @@ pub(crate) fn explain_lines(routing: &Routing, plan: &Plan, sql: &str, lits: &Li
                     }
                 }
             }
-            out.push(format!("Insert into {table}: {} row(s) routed by key to {}", rows.len(), shards.join(", ")));
+            out.push(format!(
+                "Insert into {table}: {} row(s) routed by key to {}",
+                rows.len(),
+                shards.join(", ")
+            ));
         }
         Plan::Copy(c) => out.push(format!(
             "COPY {} {}: rows split by key (FROM) or gathered from every shard (TO)",
             c.table,
-            if c.from_stdin { "FROM STDIN" } else { "TO STDOUT" }
+            if c.from_stdin {
+                "FROM STDIN"
+            } else {
+                "TO STDOUT"
+            }
         )),
         Plan::RouterExplain(_) => out.push("EXPLAIN (ROUTER)".into()),
-        Plan::Scatter { table, prune, merge, .. } => {
-            let all = cat.table(table).and_then(|t| cat.keyspace_of(t)).map(|k| k.routing.shards().len()).unwrap_or(0);
+        Plan::Scatter {
+            table,
+            prune,
+            merge,
+            ..
+        } => {
+            let all = cat
+                .table(table)
+                .and_then(|t| cat.keyspace_of(t))
+                .map(|k| k.routing.shards().len())
+                .unwrap_or(0);
             let shards = scatter_shards(cat, table, prune.as_ref(), &values)?;
-            out.push(format!("Scatter-gather on {table}: {} of {all} shard(s): {}", shards.len(), shards.join(", ")));
+            out.push(format!(
+                "Scatter-gather on {table}: {} of {all} shard(s): {}",
+                shards.len(),
+                shards.join(", ")
+            ));
             if let Some(p) = prune {
                 out.push(match p {
-                    KeySet::List(v) => format!("  Shard pruning: {} key value(s) in IN (...)", v.len()),
+                    KeySet::List(v) => {
+                        format!("  Shard pruning: {} key value(s) in IN (...)", v.len())
+                    }
                     KeySet::Array(_) => "  Shard pruning: key = ANY(array)".into(),
                     KeySet::Range { .. } => "  Shard pruning: key range (range vindex only)".into(),
                 });
@@ -85,7 +124,10 @@ pub(crate) fn explain_lines(routing: &Routing, plan: &Plan, sql: &str, lits: &Li
                         out.push(format!("  Merge: {s}"));
                     }
                     if g.hidden > 0 {
-                        out.push(format!("  Hidden columns: {} (binary, stripped before the client)", g.hidden));
+                        out.push(format!(
+                            "  Hidden columns: {} (binary, stripped before the client)",
+                            g.hidden
+                        ));
                     }
                     out.push(format!("  Shard SQL: {}", simple_shard_sql(g, sql, lits)?));
                 }

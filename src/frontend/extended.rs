@@ -84,11 +84,27 @@ pub enum Route {
 
 enum Item {
     Parse(Arc<ClientStmt>),
-    Bind { stmt: Arc<ClientStmt>, frame: Bytes, route: Route },
-    DescribeStmt { stmt: Arc<ClientStmt>, frame: Bytes },
-    DescribePortal { frame: Bytes, route: Option<Route> },
-    Execute { frame: Bytes, route: Option<Route> },
-    ClosePortal { frame: Bytes, route: Option<Route> },
+    Bind {
+        stmt: Arc<ClientStmt>,
+        frame: Bytes,
+        route: Route,
+    },
+    DescribeStmt {
+        stmt: Arc<ClientStmt>,
+        frame: Bytes,
+    },
+    DescribePortal {
+        frame: Bytes,
+        route: Option<Route>,
+    },
+    Execute {
+        frame: Bytes,
+        route: Option<Route>,
+    },
+    ClosePortal {
+        frame: Bytes,
+        route: Option<Route>,
+    },
     CloseStmt,
     Sync,
     Flush,
@@ -99,9 +115,9 @@ impl Item {
     fn route(&self) -> Option<&Route> {
         match self {
             Item::Bind { route, .. } => Some(route),
-            Item::DescribePortal { route, .. } | Item::Execute { route, .. } | Item::ClosePortal { route, .. } => {
-                route.as_ref()
-            }
+            Item::DescribePortal { route, .. }
+            | Item::Execute { route, .. }
+            | Item::ClosePortal { route, .. } => route.as_ref(),
             _ => None,
         }
     }
@@ -160,7 +176,12 @@ impl Session {
                 }
                 Some(_) => fast = false,
                 None => {
-                    if matches!(it, Item::Fail(_) | Item::DescribePortal { route: None, .. } | Item::Execute { route: None, .. }) {
+                    if matches!(
+                        it,
+                        Item::Fail(_)
+                            | Item::DescribePortal { route: None, .. }
+                            | Item::Execute { route: None, .. }
+                    ) {
                         fast = false;
                     }
                     // A gather's description hides its extra columns.
@@ -190,12 +211,19 @@ impl Session {
     }
 
     fn decode_item(&mut self, routing: &Routing, f: &Frame) -> Result<Item, PgError> {
-        let proto = |e: crate::protocol::ProtocolError| PgError::new(codes::PROTOCOL_VIOLATION, e.to_string());
+        let proto = |e: crate::protocol::ProtocolError| {
+            PgError::new(codes::PROTOCOL_VIOLATION, e.to_string())
+        };
         match f.tag {
             b'P' => {
                 let p = Parse::decode(f.body()).map_err(proto)?;
                 let stmt = self.register_statement(routing, &p)?;
-                if let Plan::Error { sqlstate, message, hint } = &*stmt.plan {
+                if let Plan::Error {
+                    sqlstate,
+                    message,
+                    hint,
+                } = &*stmt.plan
+                {
                     self.statements.remove(p.name);
                     let mut e = PgError::new(sqlstate, message.clone());
                     e.hint = hint.clone();
@@ -233,9 +261,15 @@ impl Session {
                     let route = self.portals.get(t.name).cloned();
                     if f.tag == b'C' {
                         self.portals.remove(t.name);
-                        Ok(Item::ClosePortal { frame: f.data.clone(), route })
+                        Ok(Item::ClosePortal {
+                            frame: f.data.clone(),
+                            route,
+                        })
                     } else {
-                        Ok(Item::DescribePortal { frame: f.data.clone(), route })
+                        Ok(Item::DescribePortal {
+                            frame: f.data.clone(),
+                            route,
+                        })
                     }
                 }
             }
@@ -243,16 +277,26 @@ impl Session {
                 let e = Execute::decode(f.body()).map_err(proto)?;
                 let route = self.portals.get(e.portal).cloned();
                 if route.is_none() {
-                    return Err(PgError::new(codes::INVALID_CURSOR_NAME, format!("portal \"{}\" does not exist", e.portal)));
+                    return Err(PgError::new(
+                        codes::INVALID_CURSOR_NAME,
+                        format!("portal \"{}\" does not exist", e.portal),
+                    ));
                 }
-                Ok(Item::Execute { frame: f.data.clone(), route })
+                Ok(Item::Execute {
+                    frame: f.data.clone(),
+                    route,
+                })
             }
             b'S' => Ok(Item::Sync),
             _ => Ok(Item::Flush),
         }
     }
 
-    fn register_statement(&mut self, routing: &Routing, p: &Parse<'_>) -> Result<Arc<ClientStmt>, PgError> {
+    fn register_statement(
+        &mut self,
+        routing: &Routing,
+        p: &Parse<'_>,
+    ) -> Result<Arc<ClientStmt>, PgError> {
         if let Some(old) = self.statements.get(p.name) {
             if !p.name.is_empty() {
                 return Err(PgError::new(
@@ -260,7 +304,10 @@ impl Session {
                     format!("prepared statement \"{}\" already exists", p.name),
                 ));
             }
-            if old.query == p.query && old.param_types == p.param_types && old.version == routing.version {
+            if old.query == p.query
+                && old.param_types == p.param_types
+                && old.version == routing.version
+            {
                 return Ok(old.clone());
             }
         }
@@ -273,7 +320,10 @@ impl Session {
         let plan = routing.planner.plan_extended(query, &*routing.catalog);
         // A gather prepares its rewritten statement on the shards.
         let shard_text: Option<String> = match &*plan {
-            Plan::Scatter { merge: Merge::Gather(g), .. } => Some(
+            Plan::Scatter {
+                merge: Merge::Gather(g),
+                ..
+            } => Some(
                 g.sql
                     .iter()
                     .map(|p| match p {
@@ -300,7 +350,11 @@ impl Session {
         }
     }
 
-    fn lookup_statement(&mut self, routing: &Routing, name: &str) -> Result<Arc<ClientStmt>, PgError> {
+    fn lookup_statement(
+        &mut self,
+        routing: &Routing,
+        name: &str,
+    ) -> Result<Arc<ClientStmt>, PgError> {
         let Some(s) = self.statements.get(name) else {
             return Err(PgError::new(
                 codes::INVALID_SQL_STATEMENT_NAME,
@@ -320,8 +374,15 @@ impl Session {
         Ok(fresh)
     }
 
-    fn route_bind(&mut self, routing: &Routing, stmt: &Arc<ClientStmt>, b: &Bind<'_>) -> Result<Route, PgError> {
-        if self.block.as_ref().is_some_and(|bl| bl.failed) && !ends_failed_block(&stmt.plan, &stmt.query) {
+    fn route_bind(
+        &mut self,
+        routing: &Routing,
+        stmt: &Arc<ClientStmt>,
+        b: &Bind<'_>,
+    ) -> Result<Route, PgError> {
+        if self.block.as_ref().is_some_and(|bl| bl.failed)
+            && !ends_failed_block(&stmt.plan, &stmt.query)
+        {
             return Err(PgError::new(
                 codes::IN_FAILED_SQL_TRANSACTION,
                 "current transaction is aborted, commands ignored until end of transaction block",
@@ -330,14 +391,21 @@ impl Session {
         let cat = &routing.catalog;
         let values = Values::Bind(b);
         Ok(match &*stmt.plan {
-            Plan::Error { sqlstate, message, hint } => {
+            Plan::Error {
+                sqlstate,
+                message,
+                hint,
+            } => {
                 let mut e = PgError::new(sqlstate, message.clone());
                 e.hint = hint.clone();
                 return Err(e);
             }
             Plan::Transaction(t) => Route::Txn(t.clone(), stmt.query.clone()),
             Plan::Set { .. } | Plan::AnyShard => Route::Shard(self.any_shard()?),
-            Plan::AllShards => Route::Multi(cat.shard_names().iter().map(|s| s.to_string()).collect(), MergeMode::FirstOnly),
+            Plan::AllShards => Route::Multi(
+                cat.shard_names().iter().map(|s| s.to_string()).collect(),
+                MergeMode::FirstOnly,
+            ),
             Plan::Keyed { keys, .. } => {
                 let mut target: Option<&str> = None;
                 for k in keys {
@@ -359,7 +427,10 @@ impl Session {
                 let mut target: Option<&str> = None;
                 for k in rows {
                     let s = key_shard(cat, table, k, &values)?.ok_or_else(|| {
-                        PgError::new("23502", format!("null value in sharding key column of relation \"{table}\""))
+                        PgError::new(
+                            "23502",
+                            format!("null value in sharding key column of relation \"{table}\""),
+                        )
                     })?;
                     if target.is_some_and(|t| t != s) {
                         return Err(PgError::unsupported(
@@ -368,9 +439,18 @@ impl Session {
                     }
                     target = Some(s);
                 }
-                Route::Shard(target.map(str::to_string).ok_or_else(|| PgError::unsupported("INSERT without rows"))?)
+                Route::Shard(
+                    target
+                        .map(str::to_string)
+                        .ok_or_else(|| PgError::unsupported("INSERT without rows"))?,
+                )
             }
-            Plan::Scatter { table, prune, merge, .. } => {
+            Plan::Scatter {
+                table,
+                prune,
+                merge,
+                ..
+            } => {
                 let shards = scatter_shards(cat, table, prune.as_ref(), &values)?;
                 match merge {
                     Merge::Gather(plan) => Route::Gather {
@@ -384,7 +464,9 @@ impl Session {
             }
             Plan::Copy(c) => Route::Copy(c.clone(), stmt.query.clone()),
             Plan::RouterExplain(_) => {
-                return Err(PgError::unsupported("EXPLAIN (ROUTER) is answered in the simple query protocol only"))
+                return Err(PgError::unsupported(
+                    "EXPLAIN (ROUTER) is answered in the simple query protocol only",
+                ))
             }
         })
     }
@@ -454,7 +536,9 @@ impl Session {
                     self.held[idx].conn.out.extend_from_slice(&frame);
                     slots.push_back(Slot::Forward(Expect::Close));
                 }
-                Item::CloseStmt => slots.push_back(Slot::Synth(Bytes::from_static(synth::CLOSE_COMPLETE))),
+                Item::CloseStmt => {
+                    slots.push_back(Slot::Synth(Bytes::from_static(synth::CLOSE_COMPLETE)))
+                }
                 Item::Sync => {
                     fe::sync(&mut self.held[idx].conn.out);
                     slots.push_back(Slot::Forward(Expect::Sync));
@@ -523,26 +607,13 @@ impl Session {
                             synth_frame(&mut self.out.buf, synth::NO_DATA);
                             true
                         }
-                        other if stmt_gather(stmt).is_some() => {
-                            let shard = match other {
-                                Some(Route::Gather { shards, .. }) if !shards.is_empty() => shards[0].clone(),
-                                _ => match self.any_shard() {
-                                    Ok(s) => s,
-                                    Err(e) => {
-                                        self.send_error(&e);
-                                        failed = true;
-                                        continue;
-                                    }
-                                },
-                            };
-                            let stmt = stmt.clone();
-                            let Some(plan) = stmt_gather(&stmt) else { continue };
-                            self.gather_describe(&shard, &plan, &stmt, None).await?
-                        }
                         other => {
                             let shard = match other {
                                 Some(Route::Shard(s)) => s,
                                 Some(Route::Multi(v, _)) if !v.is_empty() => v[0].clone(),
+                                Some(Route::Gather { shards, .. }) if !shards.is_empty() => {
+                                    shards[0].clone()
+                                }
                                 _ => match self.any_shard() {
                                     Ok(s) => s,
                                     Err(e) => {
@@ -553,8 +624,22 @@ impl Session {
                                 },
                             };
                             let stmt = stmt.clone();
-                            let frame = frame.clone();
-                            self.one_message(&shard, Some(&stmt), &frame, Expect::DescribeStatement).await?
+                            match stmt_gather(&stmt) {
+                                // A gather's description hides its extra columns.
+                                Some(plan) => {
+                                    self.gather_describe(&shard, &plan, &stmt, None).await?
+                                }
+                                None => {
+                                    let frame = frame.clone();
+                                    self.one_message(
+                                        &shard,
+                                        Some(&stmt),
+                                        &frame,
+                                        Expect::DescribeStatement,
+                                    )
+                                    .await?
+                                }
+                            }
                         }
                     }
                 }
@@ -565,20 +650,44 @@ impl Session {
                     }
                     Route::Shard(s) => {
                         let (s, stmt, frame) = (s.clone(), stmt.clone(), frame.clone());
-                        self.one_message(&s, Some(&stmt), &frame, Expect::Bind).await?
+                        self.one_message(&s, Some(&stmt), &frame, Expect::Bind)
+                            .await?
                     }
                     Route::Multi(shards, _) => {
                         let (shards, stmt, frame) = (shards.clone(), stmt.clone(), frame.clone());
-                        self.many_message(&shards, Some(&stmt), &frame, Expect::Bind, MergeMode::FirstOnly).await?
+                        self.many_message(
+                            &shards,
+                            Some(&stmt),
+                            &frame,
+                            Expect::Bind,
+                            MergeMode::FirstOnly,
+                        )
+                        .await?
                     }
                 },
                 Item::DescribePortal { frame, route } | Item::ClosePortal { frame, route } => {
-                    let expect = if matches!(it, Item::ClosePortal { .. }) { Expect::Close } else { Expect::DescribePortal };
+                    let expect = if matches!(it, Item::ClosePortal { .. }) {
+                        Expect::Close
+                    } else {
+                        Expect::DescribePortal
+                    };
                     match route {
-                        Some(Route::Gather { shards, plan, stmt, bind }) if expect == Expect::DescribePortal => {
-                            let formats = Bind::decode(bind.get(5..).unwrap_or_default()).map(|b| b.result_formats).unwrap_or_default();
-                            let (shard, plan, stmt) = (shards.first().cloned().unwrap_or_default(), plan.clone(), stmt.clone());
-                            self.gather_describe(&shard, &plan, &stmt, Some(formats)).await?
+                        Some(Route::Gather {
+                            shards,
+                            plan,
+                            stmt,
+                            bind,
+                        }) if expect == Expect::DescribePortal => {
+                            let formats = Bind::decode(bind.get(5..).unwrap_or_default())
+                                .map(|b| b.result_formats)
+                                .unwrap_or_default();
+                            let (shard, plan, stmt) = (
+                                shards.first().cloned().unwrap_or_default(),
+                                plan.clone(),
+                                stmt.clone(),
+                            );
+                            self.gather_describe(&shard, &plan, &stmt, Some(formats))
+                                .await?
                         }
                         Some(Route::Shard(s)) => {
                             let (s, frame) = (s.clone(), frame.clone());
@@ -586,10 +695,15 @@ impl Session {
                         }
                         Some(Route::Multi(shards, _)) => {
                             let (shards, frame) = (shards.clone(), frame.clone());
-                            self.many_message(&shards, None, &frame, expect, MergeMode::FirstOnly).await?
+                            self.many_message(&shards, None, &frame, expect, MergeMode::FirstOnly)
+                                .await?
                         }
                         _ => {
-                            let b = if expect == Expect::Close { synth::CLOSE_COMPLETE } else { synth::NO_DATA };
+                            let b = if expect == Expect::Close {
+                                synth::CLOSE_COMPLETE
+                            } else {
+                                synth::NO_DATA
+                            };
                             synth_frame(&mut self.out.buf, b);
                             true
                         }
@@ -602,12 +716,22 @@ impl Session {
                     }
                     Some(Route::Multi(shards, mode)) => {
                         let (shards, frame, mode) = (shards.clone(), frame.clone(), mode.clone());
-                        self.many_message(&shards, None, &frame, Expect::Execute, mode).await?
+                        self.many_message(&shards, None, &frame, Expect::Execute, mode)
+                            .await?
                     }
-                    Some(Route::Gather { shards, plan, stmt, bind }) => {
-                        let max_rows = Execute::decode(frame.get(5..).unwrap_or_default()).map(|e| e.max_rows).unwrap_or(0);
-                        let (shards, plan, stmt, bind) = (shards.clone(), plan.clone(), stmt.clone(), bind.clone());
-                        self.gather_extended(&shards, &plan, &stmt, &bind, max_rows).await?
+                    Some(Route::Gather {
+                        shards,
+                        plan,
+                        stmt,
+                        bind,
+                    }) => {
+                        let max_rows = Execute::decode(frame.get(5..).unwrap_or_default())
+                            .map(|e| e.max_rows)
+                            .unwrap_or(0);
+                        let (shards, plan, stmt, bind) =
+                            (shards.clone(), plan.clone(), stmt.clone(), bind.clone());
+                        self.gather_extended(&shards, &plan, &stmt, &bind, max_rows)
+                            .await?
                     }
                     Some(Route::Txn(t, sql)) => {
                         let (t, sql) = (t.clone(), sql.clone());
@@ -627,7 +751,11 @@ impl Session {
                         .map(|h| {
                             let mut b = BytesMut::new();
                             fe::sync(&mut b);
-                            (h.conn.shard.to_string(), b.freeze(), VecDeque::from([Slot::Swallow(Expect::Sync)]))
+                            (
+                                h.conn.shard.to_string(),
+                                b.freeze(),
+                                VecDeque::from([Slot::Swallow(Expect::Sync)]),
+                            )
                         })
                         .collect();
                     if !parts.is_empty() {
@@ -646,7 +774,13 @@ impl Session {
 
     /// Sends one message (plus Flush) to `shard`, preparing `stmt` first if
     /// needed, and forwards its response.
-    async fn one_message(&mut self, shard: &str, stmt: Option<&ClientStmt>, frame: &[u8], expect: Expect) -> Result<bool, End> {
+    async fn one_message(
+        &mut self,
+        shard: &str,
+        stmt: Option<&ClientStmt>,
+        frame: &[u8],
+        expect: Expect,
+    ) -> Result<bool, End> {
         let idx = match self.acquire(shard).await {
             Ok(i) => i,
             Err(e) => {
@@ -711,7 +845,6 @@ impl Session {
         }
         self.exchange_many_with(parts, MergeState::new(mode)).await
     }
-
 }
 
 fn synth_frame(out: &mut BytesMut, b: &[u8]) {
@@ -721,7 +854,10 @@ fn synth_frame(out: &mut BytesMut, b: &[u8]) {
 /// The gather plan of a statement, if it is a merged multi-shard SELECT.
 fn stmt_gather(stmt: &ClientStmt) -> Option<Arc<GatherPlan>> {
     match &*stmt.plan {
-        Plan::Scatter { merge: Merge::Gather(g), .. } => Some(g.clone()),
+        Plan::Scatter {
+            merge: Merge::Gather(g),
+            ..
+        } => Some(g.clone()),
         _ => None,
     }
 }

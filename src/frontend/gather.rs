@@ -18,7 +18,7 @@ use bytes::{Bytes, BytesMut};
 use postgres_protocol::message::frontend as fe;
 
 use crate::plan::{GatherPlan, Literals, RowCount, SqlPiece};
-use crate::protocol::backend::{data_row, row_description};
+use crate::protocol::backend::{data_row, data_row_prefix, row_description};
 use crate::protocol::error::codes;
 use crate::protocol::frontend::Bind;
 use crate::protocol::{synth, Frame, PgError, ProtocolError};
@@ -43,7 +43,11 @@ fn param_text(values: &Values<'_>, i: usize) -> Result<Option<String>, PgError> 
                 [a, b2, c, d, e, f, g, h] => i64::from_be_bytes([a, b2, c, d, e, f, g, h]),
                 [a, b2, c, d] => i32::from_be_bytes([a, b2, c, d]) as i64,
                 [a, b2] => i16::from_be_bytes([a, b2]) as i64,
-                _ => return Err(PgError::unsupported("binary parameters of this type in LIMIT/OFFSET/HAVING across shards")),
+                _ => {
+                    return Err(PgError::unsupported(
+                        "binary parameters of this type in LIMIT/OFFSET/HAVING across shards",
+                    ))
+                }
             };
             Ok(Some(v.to_string()))
         }
@@ -63,7 +67,10 @@ fn row_count(values: &Values<'_>, c: RowCount, what: &str) -> Result<Option<i64>
     }
     match t.parse::<f64>() {
         Ok(f) if f.is_finite() && f.abs() < 9.2e18 => Ok(Some(f.round() as i64)),
-        _ => Err(PgError::new(codes::INVALID_TEXT_REPRESENTATION, format!("invalid input syntax for type bigint: \"{t}\" ({what})"))),
+        _ => Err(PgError::new(
+            codes::INVALID_TEXT_REPRESENTATION,
+            format!("invalid input syntax for type bigint: \"{t}\" ({what})"),
+        )),
     }
 }
 
@@ -87,16 +94,24 @@ fn window_bounds(plan: &GatherPlan, values: &Values<'_>) -> Result<(u64, Option<
 }
 
 /// The shards' statement text for a simple-protocol execution.
-fn shard_sql(plan: &GatherPlan, sql: &str, lits: &Literals, offset: u64, limit: Option<u64>) -> Result<String, PgError> {
+fn shard_sql(
+    plan: &GatherPlan,
+    sql: &str,
+    lits: &Literals,
+    offset: u64,
+    limit: Option<u64>,
+) -> Result<String, PgError> {
     let mut s = String::with_capacity(sql.len() + 64);
     for p in &plan.sql {
         match p {
             SqlPiece::Text(t) => s.push_str(t),
             SqlPiece::Literal(i) => {
-                let r = lits
-                    .span(*i)
-                    .and_then(|r| sql.get(r))
-                    .ok_or_else(|| PgError::new(codes::INTERNAL_ERROR, format!("literal {i} not found in statement")))?;
+                let r = lits.span(*i).and_then(|r| sql.get(r)).ok_or_else(|| {
+                    PgError::new(
+                        codes::INTERNAL_ERROR,
+                        format!("literal {i} not found in statement"),
+                    )
+                })?;
                 s.push_str(r);
             }
             SqlPiece::Limit => match limit {
@@ -110,7 +125,11 @@ fn shard_sql(plan: &GatherPlan, sql: &str, lits: &Literals, offset: u64, limit: 
 
 /// The shards' statement text of a gather for a simple-protocol text, as
 /// it would be sent (for `EXPLAIN (ROUTER)`).
-pub(crate) fn simple_shard_sql(plan: &GatherPlan, sql: &str, lits: &Literals) -> Result<String, PgError> {
+pub(crate) fn simple_shard_sql(
+    plan: &GatherPlan,
+    sql: &str,
+    lits: &Literals,
+) -> Result<String, PgError> {
     let (offset, limit) = window_bounds(plan, &Values::Simple { sql, lits })?;
     shard_sql(plan, sql, lits, offset, limit)
 }
@@ -219,7 +238,8 @@ impl Session {
             client_formats: Vec::new(),
             simple: true,
         };
-        self.run_gather(shards, plan, req, offset, limit, having).await
+        self.run_gather(shards, plan, req, offset, limit, having)
+            .await
     }
 
     /// Runs a gather at an extended-protocol Execute of a portal bound to
@@ -262,7 +282,8 @@ impl Session {
                 return Ok(false);
             }
         };
-        self.run_gather(shards, plan, req, offset, limit, having).await
+        self.run_gather(shards, plan, req, offset, limit, having)
+            .await
     }
 
     /// Describe of a gather statement (`portal_formats` None) or portal
@@ -333,7 +354,9 @@ impl Session {
                         None => vec![0; visible],
                     };
                     let fmt = |i: usize| formats.get(i).copied().unwrap_or(0);
-                    if let Err(e) = synth::row_description_prefix(&mut self.out.buf, f.body(), visible, &fmt) {
+                    if let Err(e) =
+                        synth::row_description_prefix(&mut self.out.buf, f.body(), visible, &fmt)
+                    {
                         self.send_error(&PgError::new(codes::INTERNAL_ERROR, e.to_string()));
                         return Ok(false);
                     }
@@ -359,8 +382,11 @@ impl Session {
     }
 
     fn forward_error(&mut self, frame: &Bytes, shard: &str) {
-        let f = Frame { tag: b'E', data: frame.clone() };
-        let e = with_shard_detail(&f, Some(&shard.to_string()));
+        let f = Frame {
+            tag: b'E',
+            data: frame.clone(),
+        };
+        let e = with_shard_detail(&f, Some(shard));
         self.out.buf.extend_from_slice(&e);
         self.note_error();
     }
@@ -371,8 +397,11 @@ impl Session {
         self.held[idx].conn.broken = true;
         self.held.remove(idx);
         self.send_error(
-            &PgError::new(codes::CONNECTION_FAILURE, format!("lost connection to shard \"{shard}\": {e}"))
-                .with_detail(format!("shard: {shard}")),
+            &PgError::new(
+                codes::CONNECTION_FAILURE,
+                format!("lost connection to shard \"{shard}\": {e}"),
+            )
+            .with_detail(format!("shard: {shard}")),
         );
         Ok(false)
     }
@@ -393,7 +422,10 @@ impl Session {
                 b'1' | b'2' | b't' | b'n' | b'N' | b'S' | b'A' => continue,
                 t => {
                     conn.broken = true;
-                    return Err(ProtocolError::Malformed(format!("unexpected backend message '{}' during a gather", t as char)));
+                    return Err(ProtocolError::Malformed(format!(
+                        "unexpected backend message '{}' during a gather",
+                        t as char
+                    )));
                 }
             });
         }
@@ -464,7 +496,14 @@ impl Session {
         let params: Vec<Option<&[u8]>> = req.params.iter().map(|p| p.as_deref()).collect();
         for &i in &idxs {
             let conn = &mut self.held[i].conn;
-            synth::bind(&mut conn.out, "", &req.statement, &req.param_formats, &params, &formats);
+            synth::bind(
+                &mut conn.out,
+                "",
+                &req.statement,
+                &req.param_formats,
+                &params,
+                &formats,
+            );
             let _ = fe::describe(b'P', "", &mut conn.out);
             let _ = fe::execute("", 0, &mut conn.out);
             if req.simple {
@@ -504,7 +543,9 @@ impl Session {
                 if let Some((id, _)) = &req.prepared {
                     self.held[i].conn.prepared.remove(id);
                 }
-                first_error.get_or_insert_with(|| with_shard_detail(&Frame { tag: b'E', data: e }, Some(&shards[n])));
+                first_error.get_or_insert_with(|| {
+                    with_shard_detail(&Frame { tag: b'E', data: e }, Some(shards[n].as_str()))
+                });
                 phase[n] = Phase::Ended;
             }
         }
@@ -518,7 +559,8 @@ impl Session {
                         break;
                     }
                     Ok(Ev::Error(f)) => {
-                        first_error.get_or_insert_with(|| with_shard_detail(&f, Some(&shards[n])));
+                        first_error
+                            .get_or_insert_with(|| with_shard_detail(&f, Some(shards[n].as_str())));
                         phase[n] = Phase::Ended;
                     }
                     Ok(Ev::Done) => phase[n] = Phase::Ended,
@@ -542,20 +584,34 @@ impl Session {
                 },
                 _ => {
                     self.abandon(&idxs);
-                    self.send_error(&PgError::new(codes::INTERNAL_ERROR, "shards returned an unexpected row description"));
+                    self.send_error(&PgError::new(
+                        codes::INTERNAL_ERROR,
+                        "shards returned an unexpected row description",
+                    ));
                     return Ok(false);
                 }
             };
             if req.simple {
                 if let Some(d) = &desc {
                     let fmt = |_: usize| 0i16;
-                    let _ = synth::row_description_prefix(&mut self.out.buf, d.body(), visible, &fmt);
+                    let _ =
+                        synth::row_description_prefix(&mut self.out.buf, d.body(), visible, &fmt);
                 }
             }
             let r = if plan.grouping.is_some() {
-                self.merge_groups(&idxs, shards, plan, &layout, &mut phase, &mut window, &having).await?
+                self.merge_groups(
+                    &idxs,
+                    shards,
+                    plan,
+                    &layout,
+                    &mut phase,
+                    &mut window,
+                    &having,
+                )
+                .await?
             } else {
-                self.merge_rows(&idxs, shards, plan, &layout, &mut phase, &mut window).await?
+                self.merge_rows(&idxs, shards, plan, &layout, &mut phase, &mut window)
+                    .await?
             };
             match r {
                 Merged::Ok => {}
@@ -588,7 +644,9 @@ impl Session {
                 match self.next_ev(i).await {
                     Ok(Ev::Error(f)) => {
                         if !cancelled {
-                            first_error.get_or_insert_with(|| with_shard_detail(&f, Some(&shards[n])));
+                            first_error.get_or_insert_with(|| {
+                                with_shard_detail(&f, Some(shards[n].as_str()))
+                            });
                         }
                         phase[n] = Phase::Ended;
                     }
@@ -658,7 +716,8 @@ impl Session {
             loop {
                 match self.held[i].conn.recv().await {
                     Ok(f) if f.tag == b'T' => {
-                        count.get_or_insert(row_description(f.body()).map(|c| c.len()).unwrap_or(0));
+                        count
+                            .get_or_insert(row_description(f.body()).map(|c| c.len()).unwrap_or(0));
                         break;
                     }
                     Ok(f) if f.tag == b'n' => {
@@ -688,7 +747,9 @@ impl Session {
             if phase[n] != Phase::Open {
                 continue;
             }
-            let Some(pool) = self.state.pool(&shards[n], self.worker) else { continue };
+            let Some(pool) = self.state.pool(&shards[n], self.worker) else {
+                continue;
+            };
             let (pid, secret) = (self.held[i].conn.pid, self.held[i].conn.secret);
             if let Err(e) = crate::backend::conn::cancel_request(&pool.target, pid, secret).await {
                 tracing::debug!(shard = %shards[n], error = %e, "cancel request failed");
@@ -711,8 +772,17 @@ impl Session {
     async fn emit_visible(&mut self, f: &Frame, visible: usize, hidden: usize) -> Result<(), End> {
         if hidden == 0 {
             self.out.buf.extend_from_slice(&f.data);
-        } else if let Ok(vals) = data_row(f.body()) {
-            synth::data_row(&mut self.out.buf, &vals[..visible.min(vals.len())]);
+        } else if let Ok(end) = data_row_prefix(f.body(), visible) {
+            // The same DataRow cut after the visible columns (no decode).
+            let cols = f.body().get(2..end).unwrap_or_default();
+            self.out.buf.extend_from_slice(b"D");
+            self.out
+                .buf
+                .extend_from_slice(&((4 + 2 + cols.len()) as i32).to_be_bytes());
+            self.out
+                .buf
+                .extend_from_slice(&(visible as i16).to_be_bytes());
+            self.out.buf.extend_from_slice(cols);
         }
         if self.out.buf.len() >= CLIENT_FLUSH_BYTES {
             self.out.flush().await?;
@@ -741,7 +811,11 @@ impl Session {
                 return Ok(Merged::Ok);
             }
             // Fill heads (all shards when ordered, the current one when not).
-            let range: Vec<usize> = if ordered { (0..idxs.len()).collect() } else { vec![cur] };
+            let range: Vec<usize> = if ordered {
+                (0..idxs.len()).collect()
+            } else {
+                vec![cur]
+            };
             for n in range {
                 if heads[n].is_some() || phase[n] != Phase::Open {
                     continue;
@@ -754,7 +828,12 @@ impl Session {
                 };
                 let vals = match data_row(f.body()) {
                     Ok(v) => v,
-                    Err(e) => return Ok(Merged::Failed(PgError::new(codes::INTERNAL_ERROR, e.to_string()))),
+                    Err(e) => {
+                        return Ok(Merged::Failed(PgError::new(
+                            codes::INTERNAL_ERROR,
+                            e.to_string(),
+                        )))
+                    }
                 };
                 let sv = match row_sort_values(plan, layout, &vals) {
                     Ok(s) => s,
@@ -771,7 +850,12 @@ impl Session {
                             Some(b) => {
                                 let bv = heads[b].as_ref().map(|h| &h.1);
                                 match bv {
-                                    Some(bv) if cmp_sort(&plan.order, sv, bv) == std::cmp::Ordering::Less => Some(n),
+                                    Some(bv)
+                                        if cmp_sort(&plan.order, sv, bv)
+                                            == std::cmp::Ordering::Less =>
+                                    {
+                                        Some(n)
+                                    }
                                     _ => Some(b),
                                 }
                             }
@@ -780,7 +864,11 @@ impl Session {
                     }
                 }
                 // Every shard must have a head or be finished before picking.
-                if heads.iter().zip(phase.iter()).any(|(h, p)| h.is_none() && *p == Phase::Open) {
+                if heads
+                    .iter()
+                    .zip(phase.iter())
+                    .any(|(h, p)| h.is_none() && *p == Phase::Open)
+                {
                     continue;
                 }
                 best
@@ -797,7 +885,9 @@ impl Session {
                 continue;
             };
             let Some(n) = pick else { return Ok(Merged::Ok) };
-            let Some((f, sv)) = heads[n].take() else { return Ok(Merged::Ok) };
+            let Some((f, sv)) = heads[n].take() else {
+                return Ok(Merged::Ok);
+            };
             if plan.distinct_on > 0 {
                 let key = &sv[..plan.distinct_on.min(sv.len())];
                 let keys = &plan.order[..plan.distinct_on.min(plan.order.len())];
@@ -829,7 +919,9 @@ impl Session {
         window: &mut Window,
         having: &[(usize, Option<String>)],
     ) -> Result<Merged, End> {
-        let Some(g) = &plan.grouping else { return Ok(Merged::Ok) };
+        let Some(g) = &plan.grouping else {
+            return Ok(Merged::Ok);
+        };
         let mut groups = Groups::new(g);
         for n in 0..idxs.len() {
             while phase[n] == Phase::Open {
@@ -848,7 +940,10 @@ impl Session {
             }
         }
         let param = |i: usize| -> Result<Option<String>, PgError> {
-            Ok(having.iter().find(|(j, _)| *j == i).and_then(|(_, v)| v.clone()))
+            Ok(having
+                .iter()
+                .find(|(j, _)| *j == i)
+                .and_then(|(_, v)| v.clone()))
         };
         let rows = match groups.finish(plan, layout, &param) {
             Ok(r) => r,
@@ -874,7 +969,12 @@ impl Session {
 /// Handles a shard event while merging: a row is returned; CommandComplete,
 /// ReadyForQuery and descriptions update the shard's phase (None); an
 /// error or a lost connection ends the merge (Err).
-fn row_or_end(ev: Result<Ev, ProtocolError>, phase: &mut Phase, idx: usize, shard: &String) -> Result<Option<Frame>, Merged> {
+fn row_or_end(
+    ev: Result<Ev, ProtocolError>,
+    phase: &mut Phase,
+    idx: usize,
+    shard: &str,
+) -> Result<Option<Frame>, Merged> {
     match ev {
         Ok(Ev::Row(f)) => return Ok(Some(f)),
         Ok(Ev::Done) => *phase = Phase::Ended,
@@ -901,7 +1001,10 @@ enum Merged {
 }
 
 /// The values of the literals/parameters HAVING reads, as text.
-fn having_params(plan: &GatherPlan, args: &Values<'_>) -> Result<Vec<(usize, Option<String>)>, PgError> {
+fn having_params(
+    plan: &GatherPlan,
+    args: &Values<'_>,
+) -> Result<Vec<(usize, Option<String>)>, PgError> {
     let mut out = Vec::new();
     if let Some(c) = plan.grouping.as_ref().and_then(|g| g.having.as_ref()) {
         let mut idx = Vec::new();

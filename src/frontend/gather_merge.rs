@@ -12,7 +12,9 @@ use std::cmp::Ordering;
 
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
-use crate::plan::{AggFunc, AggSlot, CmpOp, Cond, GatherPlan, Grouping, Operand, SortKey, SortSource};
+use crate::plan::{
+    AggFunc, AggSlot, CmpOp, Cond, GatherPlan, Grouping, Operand, SortKey, SortSource,
+};
 use crate::protocol::error::codes;
 use crate::protocol::PgError;
 use crate::value::numeric::Numeric;
@@ -49,7 +51,9 @@ impl Layout {
         let ty = self.types.get(c).copied().unwrap_or(0);
         match row.get(c).copied().flatten() {
             None => Ok(Value::Null),
-            Some(b) if self.formats.get(c) == Some(&1) => Value::decode_binary(ty, b).map_err(value_error),
+            Some(b) if self.formats.get(c) == Some(&1) => {
+                Value::decode_binary(ty, b).map_err(value_error)
+            }
             Some(b) => Value::decode_text(ty, b).map_err(value_error),
         }
     }
@@ -100,7 +104,11 @@ pub fn cmp_sort(keys: &[SortKey], a: &[Value], b: &[Value]) -> Ordering {
 }
 
 /// The sort values of a shard row of an ungrouped gather.
-pub fn row_sort_values(plan: &GatherPlan, layout: &Layout, row: &[Option<&[u8]>]) -> Result<Vec<Value>, PgError> {
+pub fn row_sort_values(
+    plan: &GatherPlan,
+    layout: &Layout,
+    row: &[Option<&[u8]>],
+) -> Result<Vec<Value>, PgError> {
     plan.order
         .iter()
         .map(|k| match k.source {
@@ -134,7 +142,11 @@ pub struct Window {
 impl Window {
     /// A window skipping `offset` rows and emitting at most `limit`.
     pub fn new(offset: u64, limit: Option<u64>) -> Self {
-        Window { skip: offset, left: limit, sent: 0 }
+        Window {
+            skip: offset,
+            left: limit,
+            sent: 0,
+        }
     }
 
     /// True when no more rows will be emitted.
@@ -201,7 +213,11 @@ fn add(a: &Value, b: &Value) -> Result<Value, PgError> {
             Value::Numeric(Numeric::from_i64(*x).add(y))
         }
         (Value::Float(x), Value::Float(y)) => Value::Float(x + y),
-        _ => return Err(PgError::unsupported("sum() of this type across shards is not supported")),
+        _ => {
+            return Err(PgError::unsupported(
+                "sum() of this type across shards is not supported",
+            ))
+        }
     })
 }
 
@@ -209,7 +225,10 @@ fn as_i64(v: &Value) -> Result<i64, PgError> {
     match v {
         Value::Int(i) => Ok(*i),
         Value::Null => Ok(0),
-        _ => Err(PgError::new(codes::INTERNAL_ERROR, "count() partial is not an integer")),
+        _ => Err(PgError::new(
+            codes::INTERNAL_ERROR,
+            "count() partial is not an integer",
+        )),
     }
 }
 
@@ -217,7 +236,10 @@ fn bool_of(v: &Value) -> Result<Option<bool>, PgError> {
     match v {
         Value::Bool(b) => Ok(Some(*b)),
         Value::Null => Ok(None),
-        _ => Err(PgError::new(codes::INTERNAL_ERROR, "bool_and()/bool_or() partial is not a boolean")),
+        _ => Err(PgError::new(
+            codes::INTERNAL_ERROR,
+            "bool_and()/bool_or() partial is not a boolean",
+        )),
     }
 }
 
@@ -233,7 +255,11 @@ fn avg(sum: &Value, count: i64) -> Result<Value, PgError> {
         Value::Int(s) => Value::Numeric(Numeric::from_i64(*s).div_pg(&c).map_err(value_error)?),
         Value::Numeric(s) => Value::Numeric(s.div_pg(&c).map_err(value_error)?),
         Value::Float(f) => Value::Float(f / count as f64),
-        _ => return Err(PgError::unsupported("avg() of this type across shards is not supported")),
+        _ => {
+            return Err(PgError::unsupported(
+                "avg() of this type across shards is not supported",
+            ))
+        }
     })
 }
 
@@ -248,49 +274,30 @@ impl<'p> Groups<'p> {
                 }
             }
         }
-        Groups { g, map: HashMap::new(), slot_col }
-    }
-
-    /// Number of groups so far.
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    /// True when no group exists.
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
-    fn empty_group(&self, first: Vec<Option<Vec<u8>>>) -> Group {
-        let accs = self
-            .g
-            .aggs
-            .iter()
-            .map(|s| {
-                if s.distinct {
-                    return Acc::Distinct(HashSet::new());
-                }
-                match s.func {
-                    AggFunc::Count => Acc::Count(0),
-                    AggFunc::Sum => Acc::Sum(Value::Null),
-                    AggFunc::Min | AggFunc::Max => Acc::MinMax(Value::Null, None),
-                    AggFunc::Avg => Acc::Avg(Value::Null, 0),
-                    AggFunc::BoolAnd | AggFunc::BoolOr => Acc::Bool(None),
-                }
-            })
-            .collect();
-        Group { first, accs }
+        Groups {
+            g,
+            map: HashMap::new(),
+            slot_col,
+        }
     }
 
     /// Adds one shard row (a partial group).
     pub fn add(&mut self, layout: &Layout, row: &[Option<&[u8]>]) -> Result<(), PgError> {
-        let key: Vec<Value> = self.g.keys.iter().map(|&h| layout.hidden(row, h)).collect::<Result<_, _>>()?;
-        if !self.map.contains_key(&key) {
-            let first = row.iter().take(layout.visible).map(|v| v.map(|b| b.to_vec())).collect();
-            let grp = self.empty_group(first);
-            self.map.insert(key.clone(), grp);
-        }
-        let Some(grp) = self.map.get_mut(&key) else { return Ok(()) };
+        let key: Vec<Value> = self
+            .g
+            .keys
+            .iter()
+            .map(|&h| layout.hidden(row, h))
+            .collect::<Result<_, _>>()?;
+        let g = self.g;
+        let grp = self.map.entry(key).or_insert_with(|| {
+            let first = row
+                .iter()
+                .take(layout.visible)
+                .map(|v| v.map(|b| b.to_vec()))
+                .collect();
+            empty_group(g, first)
+        });
         for (i, (slot, acc)) in self.g.aggs.iter().zip(grp.accs.iter_mut()).enumerate() {
             let part = |k: usize| -> Result<Value, PgError> {
                 match slot.partials.get(k) {
@@ -319,7 +326,9 @@ impl<'p> Groups<'p> {
                     };
                     if better {
                         *best = v;
-                        *bytes = self.slot_col[i].and_then(|c| row.get(c).copied().flatten()).map(|b| b.to_vec());
+                        *bytes = self.slot_col[i]
+                            .and_then(|c| row.get(c).copied().flatten())
+                            .map(|b| b.to_vec());
                     }
                 }
                 Acc::Avg(s, n) => {
@@ -357,7 +366,7 @@ impl<'p> Groups<'p> {
         param: &dyn Fn(usize) -> Result<Option<String>, PgError>,
     ) -> Result<Vec<(Vec<Value>, Vec<Option<Vec<u8>>>)>, PgError> {
         if self.map.is_empty() && self.g.single {
-            let grp = self.empty_group(vec![None; layout.visible]);
+            let grp = empty_group(self.g, vec![None; layout.visible]);
             self.map.insert(Vec::new(), grp);
         }
         let mut out = Vec::with_capacity(self.map.len());
@@ -370,7 +379,13 @@ impl<'p> Groups<'p> {
                 .map(|(slot, acc)| final_value(slot, acc, layout))
                 .collect::<Result<_, _>>()?;
             if let Some(h) = &self.g.having {
-                let ctx = Ctx { key: &key, vals: &vals, g: self.g, layout, param };
+                let ctx = Ctx {
+                    key: &key,
+                    vals: &vals,
+                    g: self.g,
+                    layout,
+                    param,
+                };
                 if eval(h, &ctx)? != Some(true) {
                     continue;
                 }
@@ -390,7 +405,11 @@ impl<'p> Groups<'p> {
                     None => grp.first.get(col).cloned().flatten(),
                     Some(s) => match (grp.accs.get(*s), vals.get(*s)) {
                         (Some(Acc::MinMax(_, bytes)), _) => bytes.clone(),
-                        (_, Some(v)) => encode(v, layout.types[col], layout.formats.get(col).copied().unwrap_or(0))?,
+                        (_, Some(v)) => encode(
+                            v,
+                            layout.types[col],
+                            layout.formats.get(col).copied().unwrap_or(0),
+                        )?,
                         _ => None,
                     },
                 });
@@ -404,9 +423,35 @@ impl<'p> Groups<'p> {
     }
 }
 
+/// A group before its first row is folded in.
+fn empty_group(g: &Grouping, first: Vec<Option<Vec<u8>>>) -> Group {
+    let accs = g
+        .aggs
+        .iter()
+        .map(|s| {
+            if s.distinct {
+                return Acc::Distinct(HashSet::new());
+            }
+            match s.func {
+                AggFunc::Count => Acc::Count(0),
+                AggFunc::Sum => Acc::Sum(Value::Null),
+                AggFunc::Min | AggFunc::Max => Acc::MinMax(Value::Null, None),
+                AggFunc::Avg => Acc::Avg(Value::Null, 0),
+                AggFunc::BoolAnd | AggFunc::BoolOr => Acc::Bool(None),
+            }
+        })
+        .collect();
+    Group { first, accs }
+}
+
 /// Type OID of an aggregate slot's result.
 fn slot_type(slot: &AggSlot, layout: &Layout) -> u32 {
-    let part = |k: usize| slot.partials.get(k).map(|&h| layout.hidden_type(h)).unwrap_or(0);
+    let part = |k: usize| {
+        slot.partials
+            .get(k)
+            .map(|&h| layout.hidden_type(h))
+            .unwrap_or(0)
+    };
     let arg = part(0);
     match (slot.func, slot.distinct) {
         (AggFunc::Count, _) => oid::INT8,
@@ -441,7 +486,11 @@ fn final_value(slot: &AggSlot, acc: &Acc, layout: &Layout) -> Result<Value, PgEr
         Acc::Avg(s, n) => avg(s, *n)?,
         Acc::Bool(b) => b.map(Value::Bool).unwrap_or(Value::Null),
         Acc::Distinct(distinct) => {
-            let arg = slot.partials.first().map(|&h| layout.hidden_type(h)).unwrap_or(0);
+            let arg = slot
+                .partials
+                .first()
+                .map(|&h| layout.hidden_type(h))
+                .unwrap_or(0);
             let to_sum = |v: &Value| -> Value {
                 match (sum_type(arg), v) {
                     (oid::NUMERIC, Value::Int(i)) => Value::Numeric(Numeric::from_i64(*i)),
@@ -475,7 +524,11 @@ fn encode(v: &Value, ty: u32, fmt: i16) -> Result<Option<Vec<u8>>, PgError> {
         (oid::FLOAT8 | oid::FLOAT4, Value::Int(i)) => Value::Float(*i as f64),
         _ => v.clone(),
     };
-    let r = if fmt == 1 { v.encode_binary(ty) } else { v.encode_text(ty) };
+    let r = if fmt == 1 {
+        v.encode_binary(ty)
+    } else {
+        v.encode_text(ty)
+    };
     r.map(Some).map_err(value_error)
 }
 
@@ -509,10 +562,16 @@ impl Ctx<'_> {
                 None => format!("-{}", t.trim()),
             }),
         };
-        let Some(text) = text else { return Ok(Value::Null) };
+        let Some(text) = text else {
+            return Ok(Value::Null);
+        };
         let ty = ty.unwrap_or(oid::NUMERIC);
         // Compare integers with fractional constants exactly.
-        let ty = if matches!(ty, oid::INT2 | oid::INT4 | oid::INT8) && !text.bytes().all(|c| c.is_ascii_digit() || c == b'-' || c == b'+' || c == b' ') {
+        let ty = if matches!(ty, oid::INT2 | oid::INT4 | oid::INT8)
+            && !text
+                .bytes()
+                .all(|c| c.is_ascii_digit() || c == b'-' || c == b'+' || c == b' ')
+        {
             oid::NUMERIC
         } else {
             ty
@@ -537,7 +596,12 @@ fn eval(c: &Cond, ctx: &Ctx<'_>) -> Result<Option<bool>, PgError> {
         Cond::Truth(o) => match ctx.value(o, ctx.typ(o).or(Some(oid::BOOL)))? {
             Value::Bool(b) => Some(b),
             Value::Null => None,
-            _ => return Err(PgError::new("42804", "argument of HAVING must be type boolean")),
+            _ => {
+                return Err(PgError::new(
+                    "42804",
+                    "argument of HAVING must be type boolean",
+                ))
+            }
         },
         Cond::IsNull(o, is) => {
             let v = ctx.value(o, ctx.typ(o))?;
@@ -570,7 +634,17 @@ mod tests {
     fn window_offsets_and_limits() {
         let mut w = Window::new(2, Some(2));
         let got: Vec<Take> = (0..6).map(|_| w.take()).collect();
-        assert_eq!(got, vec![Take::Skip, Take::Skip, Take::Emit, Take::Emit, Take::Done, Take::Done]);
+        assert_eq!(
+            got,
+            vec![
+                Take::Skip,
+                Take::Skip,
+                Take::Emit,
+                Take::Emit,
+                Take::Done,
+                Take::Done
+            ]
+        );
         assert_eq!(w.sent, 2);
         let mut w = Window::new(0, None);
         assert_eq!(w.take(), Take::Emit);
@@ -578,8 +652,16 @@ mod tests {
 
     #[test]
     fn sort_nulls_and_direction() {
-        let asc = SortKey { source: SortSource::Hidden(0), desc: false, nulls_first: false };
-        let desc = SortKey { source: SortSource::Hidden(0), desc: true, nulls_first: true };
+        let asc = SortKey {
+            source: SortSource::Hidden(0),
+            desc: false,
+            nulls_first: false,
+        };
+        let desc = SortKey {
+            source: SortSource::Hidden(0),
+            desc: true,
+            nulls_first: true,
+        };
         let (one, two, null) = ([Value::Int(1)], [Value::Int(2)], [Value::Null]);
         assert_eq!(cmp_sort(&[asc], &one, &two), Ordering::Less);
         assert_eq!(cmp_sort(&[asc], &null, &two), Ordering::Greater);
@@ -590,10 +672,16 @@ mod tests {
     #[test]
     fn avg_has_postgres_type_and_scale() {
         let v = avg(&Value::Int(5), 3).expect("avg");
-        assert_eq!(encode(&v, oid::NUMERIC, 0).expect("enc"), Some(b"1.6666666666666667".to_vec()));
+        assert_eq!(
+            encode(&v, oid::NUMERIC, 0).expect("enc"),
+            Some(b"1.6666666666666667".to_vec())
+        );
         assert_eq!(avg(&Value::Null, 0).expect("avg"), Value::Null);
         let f = avg(&Value::Float(3.0), 2).expect("avg");
-        assert_eq!(encode(&f, oid::FLOAT8, 0).expect("enc"), Some(b"1.5".to_vec()));
+        assert_eq!(
+            encode(&f, oid::FLOAT8, 0).expect("enc"),
+            Some(b"1.5".to_vec())
+        );
     }
 
     #[test]

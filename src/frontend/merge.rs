@@ -51,12 +51,11 @@ impl MergeState {
 
     /// A sink for the responses of shard number `index` (0 = first).
     pub fn sink(&mut self, index: usize) -> ShardSink<'_> {
-        ShardSink { st: self, first: index == 0, shard: index }
-    }
-
-    /// True when some shard reported an error.
-    pub fn failed(&self) -> bool {
-        self.first_error.is_some()
+        ShardSink {
+            st: self,
+            first: index == 0,
+            shard: index,
+        }
     }
 
     /// Writes the merged result (rows for aggregates, then the command tag),
@@ -80,7 +79,9 @@ impl MergeState {
     }
 
     fn on_tag(&mut self, f: &Frame) {
-        let Ok(tag) = command_tag(f.body()) else { return };
+        let Ok(tag) = command_tag(f.body()) else {
+            return;
+        };
         match (&mut self.tag, tag_count(tag)) {
             (None, Some((h, n))) => self.tag = Some((h.to_string(), n, true)),
             (None, None) => self.tag = Some((tag.to_string(), 0, false)),
@@ -102,7 +103,10 @@ impl Sink for ShardSink<'_> {
         match f.tag {
             b'E' => {
                 if self.st.first_error.is_none() {
-                    self.st.first_error = Some(with_shard_detail(f, self.st.shard_names.get(self.shard)));
+                    self.st.first_error = Some(with_shard_detail(
+                        f,
+                        self.st.shard_names.get(self.shard).map(String::as_str),
+                    ));
                 }
             }
             b'C' => self.st.on_tag(f),
@@ -140,9 +144,13 @@ impl Sink for ShardSink<'_> {
 
 /// Re-encodes an ErrorResponse adding "shard: NAME" to its DETAIL (or as
 /// DETAIL when it has none), keeping every other field unchanged.
-pub(crate) fn with_shard_detail(f: &Frame, shard: Option<&String>) -> Bytes {
-    let Some(shard) = shard else { return f.data.clone() };
-    let Ok(fields) = crate::protocol::backend::error_fields(f.body()) else { return f.data.clone() };
+pub(crate) fn with_shard_detail(f: &Frame, shard: Option<&str>) -> Bytes {
+    let Some(shard) = shard else {
+        return f.data.clone();
+    };
+    let Ok(fields) = crate::protocol::backend::error_fields(f.body()) else {
+        return f.data.clone();
+    };
     let mut body = Vec::with_capacity(f.data.len() + 32);
     let mut had_detail = false;
     for (code, val) in &fields {

@@ -27,7 +27,11 @@ use workers::Workers;
 
 /// Accepts clients until the task is dropped or `shutdown` resolves, handing
 /// each to a session worker.
-pub async fn serve(listener: TcpListener, workers: Arc<Workers>, shutdown: impl std::future::Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    workers: Arc<Workers>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

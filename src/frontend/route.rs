@@ -36,12 +36,17 @@ pub fn key_shard<'c>(
     key: &KeyExpr,
     values: &Values<'_>,
 ) -> Result<Option<&'c str>, PgError> {
-    let t = catalog
-        .table(table)
-        .ok_or_else(|| PgError::unsupported(format!("table \"{table}\" is not declared in the pg-router catalog")))?;
-    let ks = catalog
-        .keyspace_of(t)
-        .ok_or_else(|| PgError::unsupported(format!("keyspace \"{}\" of table \"{table}\" has no routing", t.keyspace)))?;
+    let t = catalog.table(table).ok_or_else(|| {
+        PgError::unsupported(format!(
+            "table \"{table}\" is not declared in the pg-router catalog"
+        ))
+    })?;
+    let ks = catalog.keyspace_of(t).ok_or_else(|| {
+        PgError::unsupported(format!(
+            "keyspace \"{}\" of table \"{table}\" has no routing",
+            t.keyspace
+        ))
+    })?;
     let bad = |e: crate::vindex::VindexError| PgError::new(e.sqlstate(), e.to_string());
     let (index, negate) = match key {
         KeyExpr::Param { index, negate } => (*index, *negate),
@@ -61,7 +66,12 @@ pub fn key_shard<'c>(
             KeyValue::Int(v) => KeyValue::Int(v.checked_neg().ok_or_else(|| {
                 PgError::new(codes::NUMERIC_VALUE_OUT_OF_RANGE, "bigint out of range")
             })?),
-            _ => return Err(PgError::new(codes::INVALID_TEXT_REPRESENTATION, "unary minus on a non-integer sharding key")),
+            _ => {
+                return Err(PgError::new(
+                    codes::INVALID_TEXT_REPRESENTATION,
+                    "unary minus on a non-integer sharding key",
+                ))
+            }
         }
     } else {
         kv
@@ -87,24 +97,39 @@ impl<'a> Values<'a> {
     pub fn raw(&self, index: usize) -> Result<Option<Raw<'a>>, PgError> {
         match *self {
             Values::Simple { sql, lits } => {
-                let v = lits
-                    .value(sql, index)
-                    .ok_or_else(|| PgError::new(codes::INTERNAL_ERROR, format!("literal {index} not found in statement")))?;
-                Ok(if v.eq_ignore_ascii_case("null") { None } else { Some(Raw::Text(v)) })
+                let v = lits.value(sql, index).ok_or_else(|| {
+                    PgError::new(
+                        codes::INTERNAL_ERROR,
+                        format!("literal {index} not found in statement"),
+                    )
+                })?;
+                Ok(if v.eq_ignore_ascii_case("null") {
+                    None
+                } else {
+                    Some(Raw::Text(v))
+                })
             }
             Values::Bind(b) => {
                 let p = b.params.get(index).ok_or_else(|| {
                     PgError::new(
                         codes::PROTOCOL_VIOLATION,
-                        format!("bind message supplies {} parameters, but the statement needs ${}", b.params.len(), index + 1),
+                        format!(
+                            "bind message supplies {} parameters, but the statement needs ${}",
+                            b.params.len(),
+                            index + 1
+                        ),
                     )
                 })?;
                 let Some(bytes) = *p else { return Ok(None) };
                 if b.param_format(index) == 1 {
                     return Ok(Some(Raw::Binary(bytes)));
                 }
-                let s = std::str::from_utf8(bytes)
-                    .map_err(|_| PgError::new("22021", "invalid byte sequence for encoding \"UTF8\" in a parameter"))?;
+                let s = std::str::from_utf8(bytes).map_err(|_| {
+                    PgError::new(
+                        "22021",
+                        "invalid byte sequence for encoding \"UTF8\" in a parameter",
+                    )
+                })?;
                 Ok(Some(Raw::Text(Cow::Borrowed(s))))
             }
         }
@@ -124,14 +149,18 @@ pub fn scatter_shards(
     prune: Option<&crate::plan::KeySet>,
     values: &Values<'_>,
 ) -> Result<Vec<String>, PgError> {
-    let t = catalog
-        .table(table)
-        .ok_or_else(|| PgError::unsupported(format!("table \"{table}\" is not declared in the pg-router catalog")))?;
+    let t = catalog.table(table).ok_or_else(|| {
+        PgError::unsupported(format!(
+            "table \"{table}\" is not declared in the pg-router catalog"
+        ))
+    })?;
     let ks = catalog
         .keyspace_of(t)
         .ok_or_else(|| PgError::unsupported(format!("table \"{table}\" has no routing")))?;
     let all = ks.routing.shards();
-    let Some(prune) = prune else { return Ok(all.to_vec()) };
+    let Some(prune) = prune else {
+        return Ok(all.to_vec());
+    };
     let mut owned: Vec<&str> = Vec::new();
     match prune {
         crate::plan::KeySet::List(keys) => {
@@ -188,9 +217,11 @@ pub fn scatter_shards(
                 Some(Raw::Binary(b)) => t.key_type.parse_binary(b).map_err(bad)?,
             };
             let kv = match (k, kv) {
-                (KeyExpr::Param { negate: true, .. }, KeyValue::Int(v)) => KeyValue::Int(v.checked_neg().ok_or_else(|| {
-                    PgError::new(codes::NUMERIC_VALUE_OUT_OF_RANGE, "bigint out of range")
-                })?),
+                (KeyExpr::Param { negate: true, .. }, KeyValue::Int(v)) => {
+                    KeyValue::Int(v.checked_neg().ok_or_else(|| {
+                        PgError::new(codes::NUMERIC_VALUE_OUT_OF_RANGE, "bigint out of range")
+                    })?)
+                }
                 (_, kv) => kv,
             };
             Ok(Some(t.vindex.keyspace_id(&kv)))
@@ -204,13 +235,22 @@ pub fn scatter_shards(
         return Ok(all.first().cloned().into_iter().collect());
     }
     // Keep the keyspace's shard order.
-    Ok(all.iter().filter(|s| owned.contains(&s.as_str())).cloned().collect())
+    Ok(all
+        .iter()
+        .filter(|s| owned.contains(&s.as_str()))
+        .cloned()
+        .collect())
 }
 
 /// Elements of an array in PostgreSQL's text form (`{1,2,"a b",NULL}`,
 /// nested braces flattened); None for NULL elements (PostgreSQL docs §8.15.6).
 pub fn text_array_elements(s: &str) -> Result<Vec<Option<String>>, PgError> {
-    let bad = || PgError::new(codes::INVALID_TEXT_REPRESENTATION, format!("malformed array literal: \"{s}\""));
+    let bad = || {
+        PgError::new(
+            codes::INVALID_TEXT_REPRESENTATION,
+            format!("malformed array literal: \"{s}\""),
+        )
+    };
     let t = s.trim();
     // An optional dimension decoration `[1:3]=` precedes the braces.
     let t = match t.find('=') {
@@ -237,8 +277,16 @@ pub fn text_array_elements(s: &str) -> Result<Vec<Option<String>>, PgError> {
             }
             '{' | '}' | ',' if !in_quotes => {
                 if has {
-                    let v = if quoted { cur.clone() } else { cur.trim().to_string() };
-                    out.push(if !quoted && v.eq_ignore_ascii_case("null") { None } else { Some(v) });
+                    let v = if quoted {
+                        cur.clone()
+                    } else {
+                        cur.trim().to_string()
+                    };
+                    out.push(if !quoted && v.eq_ignore_ascii_case("null") {
+                        None
+                    } else {
+                        Some(v)
+                    });
                 }
                 cur.clear();
                 quoted = false;
@@ -274,7 +322,9 @@ pub fn binary_array_elements(b: &[u8]) -> Result<Vec<Option<&[u8]>>, PgError> {
     let mut count: usize = if ndim == 0 { 0 } else { 1 };
     for _ in 0..ndim {
         let len = i32_at(pos)?;
-        count = count.checked_mul(usize::try_from(len).map_err(|_| bad())?).ok_or_else(bad)?;
+        count = count
+            .checked_mul(usize::try_from(len).map_err(|_| bad())?)
+            .ok_or_else(bad)?;
         pos += 8;
     }
     let mut out = Vec::with_capacity(count.min(b.len() / 4));
@@ -298,10 +348,24 @@ mod tests {
 
     #[test]
     fn text_arrays() {
-        assert_eq!(text_array_elements("{1, 2,3}").expect("ok"), vec![Some("1".into()), Some("2".into()), Some("3".into())]);
-        assert_eq!(text_array_elements(r#"{"a,b",NULL,"NULL",c\"d}"#).expect("ok"), vec![Some("a,b".into()), None, Some("NULL".into()), Some("c\"d".into())]);
+        assert_eq!(
+            text_array_elements("{1, 2,3}").expect("ok"),
+            vec![Some("1".into()), Some("2".into()), Some("3".into())]
+        );
+        assert_eq!(
+            text_array_elements(r#"{"a,b",NULL,"NULL",c\"d}"#).expect("ok"),
+            vec![
+                Some("a,b".into()),
+                None,
+                Some("NULL".into()),
+                Some("c\"d".into())
+            ]
+        );
         assert_eq!(text_array_elements("{{1,2},{3,4}}").expect("ok").len(), 4);
-        assert_eq!(text_array_elements("{}").expect("ok"), Vec::<Option<String>>::new());
+        assert_eq!(
+            text_array_elements("{}").expect("ok"),
+            Vec::<Option<String>>::new()
+        );
         assert!(text_array_elements("1,2").is_err());
         assert!(text_array_elements("{\"1}").is_err());
     }
@@ -316,7 +380,10 @@ mod tests {
         b.extend_from_slice(&8i32.to_be_bytes());
         b.extend_from_slice(&7i64.to_be_bytes());
         b.extend_from_slice(&(-1i32).to_be_bytes());
-        assert_eq!(binary_array_elements(&b).expect("ok"), vec![Some(&7i64.to_be_bytes()[..]), None]);
+        assert_eq!(
+            binary_array_elements(&b).expect("ok"),
+            vec![Some(&7i64.to_be_bytes()[..]), None]
+        );
         assert!(binary_array_elements(&b[..b.len() - 6]).is_err());
         assert!(binary_array_elements(&[0, 0]).is_err());
     }

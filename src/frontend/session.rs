@@ -129,7 +129,10 @@ impl Session {
                 Ok(f) => f,
                 Err(ProtocolError::Eof) => return Err(End::Closed),
                 Err(e @ ProtocolError::TooLarge { .. }) | Err(e @ ProtocolError::Malformed(_)) => {
-                    synth::error(&mut self.out.buf, &PgError::fatal(codes::PROTOCOL_VIOLATION, e.to_string()));
+                    synth::error(
+                        &mut self.out.buf,
+                        &PgError::fatal(codes::PROTOCOL_VIOLATION, e.to_string()),
+                    );
                     let _ = self.out.flush().await;
                     return Err(End::Failed(e));
                 }
@@ -196,9 +199,15 @@ impl Session {
 
     /// True when the last Bind of the pending batch binds a COPY statement.
     fn batch_executes_copy(&self) -> bool {
-        let Some(b) = self.batch.frames.iter().rev().find(|f| f.tag == b'B') else { return false };
-        let Ok(name) = crate::protocol::frontend::Bind::statement_name(b.body()) else { return false };
-        self.statements.get(name).is_some_and(|s| matches!(*s.plan, crate::plan::Plan::Copy(_)))
+        let Some(b) = self.batch.frames.iter().rev().find(|f| f.tag == b'B') else {
+            return false;
+        };
+        let Ok(name) = crate::protocol::frontend::Bind::statement_name(b.body()) else {
+            return false;
+        };
+        self.statements
+            .get(name)
+            .is_some_and(|s| matches!(*s.plan, crate::plan::Plan::Copy(_)))
     }
 
     /// Client-visible transaction status for ReadyForQuery.
@@ -237,7 +246,8 @@ impl Session {
             self.settings.retain(|(n, _)| *n != name);
             let lower = sql.trim_start().to_ascii_lowercase();
             if !lower.starts_with("reset") {
-                self.settings.push((name, sql.trim().trim_end_matches(';').to_string()));
+                self.settings
+                    .push((name, sql.trim().trim_end_matches(';').to_string()));
             }
         }
         self.rehash_settings();
@@ -263,9 +273,15 @@ impl Session {
             return Ok(i);
         }
         let pool = self.state.pool(shard, self.worker).ok_or_else(|| {
-            PgError::new(codes::CONNECTION_FAILURE, format!("shard \"{shard}\" is not configured"))
+            PgError::new(
+                codes::CONNECTION_FAILURE,
+                format!("shard \"{shard}\" is not configured"),
+            )
         })?;
-        let conn = pool.get().await.map_err(|e| PgError::new(codes::CONNECTION_FAILURE, e.to_string()))?;
+        let conn = pool
+            .get()
+            .await
+            .map_err(|e| PgError::new(codes::CONNECTION_FAILURE, e.to_string()))?;
         self.held.push(Held { conn, began: false });
         Ok(self.held.len() - 1)
     }
@@ -305,7 +321,9 @@ impl Session {
         if let Some(h) = self.held.first() {
             return Ok(h.conn.shard.to_string());
         }
-        self.state.any_shard().ok_or_else(|| PgError::new(codes::CONNECTION_FAILURE, "no shards are configured"))
+        self.state
+            .any_shard()
+            .ok_or_else(|| PgError::new(codes::CONNECTION_FAILURE, "no shards are configured"))
     }
 
     /// Sends `msgs` (already encoded client messages, with their `slots`) to
@@ -358,8 +376,11 @@ impl Session {
                 let shard = self.held[idx].conn.shard.to_string();
                 self.held.remove(idx);
                 self.send_error(
-                    &PgError::new(codes::CONNECTION_FAILURE, format!("lost connection to shard \"{shard}\": {e}"))
-                        .with_detail(format!("shard: {shard}")),
+                    &PgError::new(
+                        codes::CONNECTION_FAILURE,
+                        format!("lost connection to shard \"{shard}\": {e}"),
+                    )
+                    .with_detail(format!("shard: {shard}")),
                 );
                 Ok(false)
             }
@@ -431,14 +452,19 @@ impl Session {
         if let Some((i, e)) = lost {
             let shard = self.held[i].conn.shard.to_string();
             // Drop broken connections (highest index first keeps indexes valid).
-            let mut broken: Vec<usize> = (0..self.held.len()).filter(|&k| self.held[k].conn.broken).collect();
+            let mut broken: Vec<usize> = (0..self.held.len())
+                .filter(|&k| self.held[k].conn.broken)
+                .collect();
             broken.sort_unstable_by(|a, b| b.cmp(a));
             for k in broken {
                 self.held.remove(k);
             }
             self.send_error(
-                &PgError::new(codes::CONNECTION_FAILURE, format!("lost connection to shard \"{shard}\": {e}"))
-                    .with_detail(format!("shard: {shard}")),
+                &PgError::new(
+                    codes::CONNECTION_FAILURE,
+                    format!("lost connection to shard \"{shard}\": {e}"),
+                )
+                .with_detail(format!("shard: {shard}")),
             );
             return Ok(false);
         }
@@ -453,7 +479,9 @@ impl Session {
     /// or the block failed) on every participant. Returns the command tag to
     /// report, or the first participant error (already forwarded).
     pub(crate) async fn end_block(&mut self, commit: bool) -> Result<Option<&'static str>, End> {
-        let Some(block) = self.block.take() else { return Ok(Some(if commit { "COMMIT" } else { "ROLLBACK" })) };
+        let Some(block) = self.block.take() else {
+            return Ok(Some(if commit { "COMMIT" } else { "ROLLBACK" }));
+        };
         let commit = commit && !block.failed;
         let sql = if commit { "COMMIT" } else { "ROLLBACK" };
         let parts: Vec<(String, Bytes, VecDeque<Slot>)> = self
@@ -463,10 +491,18 @@ impl Session {
             .map(|h| {
                 let mut b = BytesMut::new();
                 let _ = fe::query(sql, &mut b);
-                (h.conn.shard.to_string(), b.freeze(), VecDeque::from([Slot::Swallow(Expect::Query)]))
+                (
+                    h.conn.shard.to_string(),
+                    b.freeze(),
+                    VecDeque::from([Slot::Swallow(Expect::Query)]),
+                )
             })
             .collect();
-        let ok = if parts.is_empty() { true } else { self.exchange_many(parts, MergeMode::FirstOnly).await? };
+        let ok = if parts.is_empty() {
+            true
+        } else {
+            self.exchange_many(parts, MergeMode::FirstOnly).await?
+        };
         self.held.clear();
         Ok(if ok { Some(sql) } else { None })
     }
@@ -474,7 +510,9 @@ impl Session {
 
 /// Lower-case name of the setting a SET/RESET statement changes.
 fn setting_name(sql: &str) -> String {
-    let mut words = sql.split(|c: char| c.is_whitespace() || c == '=' || c == ';').filter(|w| !w.is_empty());
+    let mut words = sql
+        .split(|c: char| c.is_whitespace() || c == '=' || c == ';')
+        .filter(|w| !w.is_empty());
     let first = words.next().unwrap_or("").to_ascii_lowercase();
     let mut name = words.next().unwrap_or("").to_ascii_lowercase();
     if first == "set" && (name == "session" || name == "local") {
@@ -488,7 +526,10 @@ mod tests {
     #[test]
     fn setting_names() {
         assert_eq!(super::setting_name("SET search_path TO x"), "search_path");
-        assert_eq!(super::setting_name("set session TimeZone = 'UTC'"), "timezone");
+        assert_eq!(
+            super::setting_name("set session TimeZone = 'UTC'"),
+            "timezone"
+        );
         assert_eq!(super::setting_name("RESET work_mem"), "work_mem");
     }
 }

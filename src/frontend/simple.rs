@@ -35,15 +35,28 @@ impl Session {
         let routing = self.state.routing();
         if stmts.len() == 1 {
             let (p, lits) = routing.planner.plan_simple(stmts[0], &*routing.catalog);
-            let raw = if stmts[0].len() + 2 >= sql.trim().len() { Some(&frame) } else { None };
+            let raw = if stmts[0].len() + 2 >= sql.trim().len() {
+                Some(&frame)
+            } else {
+                None
+            };
             self.exec_simple(&routing, stmts[0], &p, &lits, raw).await?;
             return Ok(());
         }
-        let planned: Vec<_> = stmts.iter().map(|s| (*s, routing.planner.plan_simple(s, &*routing.catalog))).collect();
-        let has_txn = planned.iter().any(|(_, (p, _))| matches!(**p, Plan::Transaction(_)));
+        let planned: Vec<_> = stmts
+            .iter()
+            .map(|s| (*s, routing.planner.plan_simple(s, &*routing.catalog)))
+            .collect();
+        let has_txn = planned
+            .iter()
+            .any(|(_, (p, _))| matches!(**p, Plan::Transaction(_)));
         let implicit = self.block.is_none() && !has_txn;
         if implicit {
-            self.block = Some(Block { begin_sql: "BEGIN".into(), failed: false, implicit: true });
+            self.block = Some(Block {
+                begin_sql: "BEGIN".into(),
+                failed: false,
+                implicit: true,
+            });
         }
         for (s, (p, lits)) in &planned {
             if !self.exec_simple(&routing, s, p, lits, None).await? {
@@ -85,7 +98,11 @@ impl Session {
         };
         let q = || VecDeque::from([Slot::Forward(Expect::Query)]);
         match p {
-            Plan::Error { sqlstate, message, hint } => {
+            Plan::Error {
+                sqlstate,
+                message,
+                hint,
+            } => {
                 let mut e = PgError::new(sqlstate, message.clone());
                 e.hint = hint.clone();
                 self.send_error(&e);
@@ -119,7 +136,12 @@ impl Session {
             },
             Plan::AllShards => {
                 let msg = query_msg();
-                let parts = routing.catalog.shard_names().into_iter().map(|s| (s.to_string(), msg.clone(), q())).collect();
+                let parts = routing
+                    .catalog
+                    .shard_names()
+                    .into_iter()
+                    .map(|s| (s.to_string(), msg.clone(), q()))
+                    .collect();
                 self.exchange_many(parts, MergeMode::FirstOnly).await
             }
             Plan::Keyed { keys, .. } => {
@@ -166,7 +188,11 @@ impl Session {
                     match key_shard(&routing.catalog, table, k, &values) {
                         Ok(Some(s)) => by_shard.entry(s).or_default().push(i),
                         Ok(None) => {
-                            let col = routing.catalog.table(table).map(|t| t.key_column.clone()).unwrap_or_default();
+                            let col = routing
+                                .catalog
+                                .table(table)
+                                .map(|t| t.key_column.clone())
+                                .unwrap_or_default();
                             self.send_error(&PgError::new(
                                 "23502",
                                 format!("null value in sharding key column \"{col}\" of relation \"{table}\""),
@@ -190,7 +216,9 @@ impl Session {
                     return self.exchange_one(shard, &query_msg(), q()).await;
                 }
                 let Some(spans) = plan::insert_values_spans(sql) else {
-                    self.send_error(&PgError::unsupported("could not split this multi-row INSERT by shard"));
+                    self.send_error(&PgError::unsupported(
+                        "could not split this multi-row INSERT by shard",
+                    ));
                     return Ok(false);
                 };
                 let mut parts = Vec::new();
@@ -212,8 +240,18 @@ impl Session {
                 }
                 self.exchange_many(parts, MergeMode::Concat).await
             }
-            Plan::Scatter { table, prune, merge, .. } => {
-                let shards = match scatter_shards(&routing.catalog, table, prune.as_ref(), &Values::Simple { sql, lits }) {
+            Plan::Scatter {
+                table,
+                prune,
+                merge,
+                ..
+            } => {
+                let shards = match scatter_shards(
+                    &routing.catalog,
+                    table,
+                    prune.as_ref(),
+                    &Values::Simple { sql, lits },
+                ) {
                     Ok(s) => s,
                     Err(e) => {
                         self.send_error(&e);
@@ -228,26 +266,31 @@ impl Session {
                     }
                     plan::Merge::Gather(g) => self.gather_simple(&shards, g, sql, lits).await,
                     plan::Merge::NeedsText => {
-                        self.send_error(&PgError::new(codes::INTERNAL_ERROR, "statement was planned from its normalized text only"));
+                        self.send_error(&PgError::new(
+                            codes::INTERNAL_ERROR,
+                            "statement was planned from its normalized text only",
+                        ));
                         Ok(false)
                     }
                 }
             }
             Plan::Copy(c) => self.copy(routing, sql, c).await,
-            Plan::RouterExplain(inner) => match super::explain::explain_lines(routing, inner, sql, lits) {
-                Ok(lines) => {
-                    synth::text_row_description(&mut self.out.buf, &["QUERY PLAN"]);
-                    for l in &lines {
-                        synth::data_row(&mut self.out.buf, &[Some(l.as_bytes())]);
+            Plan::RouterExplain(inner) => {
+                match super::explain::explain_lines(routing, inner, sql, lits) {
+                    Ok(lines) => {
+                        synth::text_row_description(&mut self.out.buf, &["QUERY PLAN"]);
+                        for l in &lines {
+                            synth::data_row(&mut self.out.buf, &[Some(l.as_bytes())]);
+                        }
+                        synth::command_complete(&mut self.out.buf, "EXPLAIN");
+                        Ok(true)
                     }
-                    synth::command_complete(&mut self.out.buf, "EXPLAIN");
-                    Ok(true)
+                    Err(e) => {
+                        self.send_error(&e);
+                        Ok(false)
+                    }
                 }
-                Err(e) => {
-                    self.send_error(&e);
-                    Ok(false)
-                }
-            },
+            }
         }
     }
 
@@ -257,10 +300,17 @@ impl Session {
                 if self.block.is_some() {
                     synth::notice(
                         &mut self.out.buf,
-                        &PgError { severity: "WARNING", ..PgError::new("25001", "there is already a transaction in progress") },
+                        &PgError {
+                            severity: "WARNING",
+                            ..PgError::new("25001", "there is already a transaction in progress")
+                        },
                     );
                 } else {
-                    self.block = Some(Block { begin_sql: sql.clone(), failed: false, implicit: false });
+                    self.block = Some(Block {
+                        begin_sql: sql.clone(),
+                        failed: false,
+                        implicit: false,
+                    });
                 }
                 synth::command_complete(&mut self.out.buf, "BEGIN");
                 Ok(true)
@@ -270,9 +320,15 @@ impl Session {
                 if self.block.is_none() {
                     synth::notice(
                         &mut self.out.buf,
-                        &PgError { severity: "WARNING", ..PgError::new("25P01", "there is no transaction in progress") },
+                        &PgError {
+                            severity: "WARNING",
+                            ..PgError::new("25P01", "there is no transaction in progress")
+                        },
                     );
-                    synth::command_complete(&mut self.out.buf, if commit { "COMMIT" } else { "ROLLBACK" });
+                    synth::command_complete(
+                        &mut self.out.buf,
+                        if commit { "COMMIT" } else { "ROLLBACK" },
+                    );
                     return Ok(true);
                 }
                 match self.end_block(commit).await? {
@@ -287,7 +343,10 @@ impl Session {
                 if self.block.is_none() {
                     self.send_error(&PgError::new(
                         "25P01",
-                        format!("{} can only be used in transaction blocks", first_word(sql).to_ascii_uppercase()),
+                        format!(
+                            "{} can only be used in transaction blocks",
+                            first_word(sql).to_ascii_uppercase()
+                        ),
                     ));
                     return Ok(false);
                 }
@@ -310,7 +369,13 @@ impl Session {
                 let parts = self
                     .held
                     .iter()
-                    .map(|h| (h.conn.shard.to_string(), msg.clone(), VecDeque::from([Slot::Forward(Expect::Query)])))
+                    .map(|h| {
+                        (
+                            h.conn.shard.to_string(),
+                            msg.clone(),
+                            VecDeque::from([Slot::Forward(Expect::Query)]),
+                        )
+                    })
                     .collect();
                 let ok = self.exchange_many(parts, MergeMode::FirstOnly).await?;
                 if ok {

@@ -35,7 +35,10 @@ pub async fn handle_client(sock: TcpStream, state: Arc<RouterState>, worker: usi
             Ok(b) => b,
             Err(e) => {
                 let mut buf = BytesMut::new();
-                synth::error(&mut buf, &PgError::fatal(codes::PROTOCOL_VIOLATION, e.to_string()));
+                synth::error(
+                    &mut buf,
+                    &PgError::fatal(codes::PROTOCOL_VIOLATION, e.to_string()),
+                );
                 let _ = w.write_all(&buf).await;
                 return;
             }
@@ -52,7 +55,10 @@ pub async fn handle_client(sock: TcpStream, state: Arc<RouterState>, worker: usi
                 Ok(s) => break s,
                 Err(e) => {
                     let mut buf = BytesMut::new();
-                    synth::error(&mut buf, &PgError::fatal(codes::PROTOCOL_VIOLATION, e.to_string()));
+                    synth::error(
+                        &mut buf,
+                        &PgError::fatal(codes::PROTOCOL_VIOLATION, e.to_string()),
+                    );
                     let _ = w.write_all(&buf).await;
                     return;
                 }
@@ -65,7 +71,11 @@ pub async fn handle_client(sock: TcpStream, state: Arc<RouterState>, worker: usi
             &mut out.buf,
             &PgError::fatal(
                 codes::FEATURE_NOT_SUPPORTED,
-                format!("unsupported frontend protocol {}.{}: server supports 3.0", startup.version >> 16, startup.version & 0xffff),
+                format!(
+                    "unsupported frontend protocol {}.{}: server supports 3.0",
+                    startup.version >> 16,
+                    startup.version & 0xffff
+                ),
             ),
         );
         let _ = out.flush().await;
@@ -81,8 +91,17 @@ pub async fn handle_client(sock: TcpStream, state: Arc<RouterState>, worker: usi
         b.put_i32(0);
         out.buf.extend_from_slice(&b);
     }
-    if startup.get("replication").is_some_and(|v| v != "false" && v != "off" && v != "0") {
-        synth::error(&mut out.buf, &PgError::fatal(codes::FEATURE_NOT_SUPPORTED, "replication connections are not supported by pg-router"));
+    if startup
+        .get("replication")
+        .is_some_and(|v| v != "false" && v != "off" && v != "0")
+    {
+        synth::error(
+            &mut out.buf,
+            &PgError::fatal(
+                codes::FEATURE_NOT_SUPPORTED,
+                "replication connections are not supported by pg-router",
+            ),
+        );
         let _ = out.flush().await;
         return;
     }
@@ -94,7 +113,10 @@ pub async fn handle_client(sock: TcpStream, state: Arc<RouterState>, worker: usi
             continue;
         }
         let name = k.to_ascii_lowercase();
-        settings.push((name.clone(), format!("SET {} = '{}'", quote_ident(k), v.replace('\'', "''"))));
+        settings.push((
+            name.clone(),
+            format!("SET {} = '{}'", quote_ident(k), v.replace('\'', "''")),
+        ));
         if let Some(p) = params.iter_mut().find(|(pk, _)| pk.eq_ignore_ascii_case(k)) {
             p.1 = v.clone();
         } else if name == "application_name" {
@@ -110,14 +132,19 @@ pub async fn handle_client(sock: TcpStream, state: Arc<RouterState>, worker: usi
     if out.flush().await.is_err() {
         return;
     }
-    match Session::new(state, worker, reader, out, settings).run().await {
+    match Session::new(state, worker, reader, out, settings)
+        .run()
+        .await
+    {
         End::Closed => {}
         End::Failed(e) => tracing::debug!("client session ended: {e}"),
     }
 }
 
 fn quote_ident(s: &str) -> String {
-    if s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.') {
+    if s.chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.')
+    {
         s.to_string()
     } else {
         format!("\"{}\"", s.replace('"', "\"\""))
@@ -127,6 +154,11 @@ fn quote_ident(s: &str) -> String {
 fn rand_u32() -> u32 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
     h.finish() as u32
 }

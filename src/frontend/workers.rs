@@ -49,7 +49,10 @@ impl Workers {
         let mut threads = Vec::with_capacity(n);
         for worker in 0..n {
             let (tx, rx) = mpsc::unbounded_channel::<NewClient>();
-            let rt = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .enable_time()
+                .build()?;
             let st = state.clone();
             let ld = load.clone();
             let t = std::thread::Builder::new()
@@ -58,7 +61,11 @@ impl Workers {
             senders.push(tx);
             threads.push(t);
         }
-        Ok(Workers { senders, load, threads })
+        Ok(Workers {
+            senders,
+            load,
+            threads,
+        })
     }
 
     /// Hands a freshly accepted client to the least-loaded worker.
@@ -70,7 +77,9 @@ impl Workers {
                 return;
             }
         };
-        let worker = (0..self.senders.len()).min_by_key(|&i| self.load[i].load(Ordering::Relaxed)).unwrap_or(0);
+        let worker = (0..self.senders.len())
+            .min_by_key(|&i| self.load[i].load(Ordering::Relaxed))
+            .unwrap_or(0);
         self.load[worker].fetch_add(1, Ordering::Relaxed);
         if self.senders[worker].send((sock, peer)).is_err() {
             self.load[worker].fetch_sub(1, Ordering::Relaxed);
@@ -96,7 +105,10 @@ async fn run_worker(
     load: Arc<[AtomicUsize]>,
 ) {
     while let Some((sock, peer)) = rx.recv().await {
-        let guard = LoadGuard { load: load.clone(), worker };
+        let guard = LoadGuard {
+            load: load.clone(),
+            worker,
+        };
         let sock = match tokio::net::TcpStream::from_std(sock) {
             Ok(s) => s,
             Err(e) => {

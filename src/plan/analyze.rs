@@ -486,13 +486,19 @@ impl<'s> Analyzer<'s> {
                     if let Some((qual, col, set)) = self.key_set(x) {
                         for &i in local {
                             if let Some(o) = self.occs.get_mut(i) {
-                                if o.key_col == col && qual.as_ref().is_none_or(|q| *q == o.qualifier) {
+                                if o.key_col == col
+                                    && qual.as_ref().is_none_or(|q| *q == o.qualifier)
+                                {
                                     o.prune = Some(match (o.prune.take(), set.clone()) {
                                         (None, s) => s,
                                         // `k >= a AND k < b`: one range.
-                                        (Some(KeySet::Range { lo: l1, hi: h1 }), KeySet::Range { lo: l2, hi: h2 }) => {
-                                            KeySet::Range { lo: l1.or(l2), hi: h1.or(h2) }
-                                        }
+                                        (
+                                            Some(KeySet::Range { lo: l1, hi: h1 }),
+                                            KeySet::Range { lo: l2, hi: h2 },
+                                        ) => KeySet::Range {
+                                            lo: l1.or(l2),
+                                            hi: h1.or(h2),
+                                        },
                                         (Some(KeySet::Range { .. }), s) => s,
                                         (Some(old), _) => old,
                                     });
@@ -522,26 +528,48 @@ impl<'s> Analyzer<'s> {
     /// `col IN (v1, v2, ...)` (two or more values) or `col = ANY(array)`.
     fn key_set(&self, e: &Expr) -> Option<(Option<String>, String, KeySet)> {
         match e {
-            Expr::InList { expr, list, negated: false } if list.len() > 1 => {
+            Expr::InList {
+                expr,
+                list,
+                negated: false,
+            } if list.len() > 1 => {
                 let (q, c) = column_ref(expr)?;
                 let vals: Option<Vec<KeyExpr>> = list.iter().map(|v| self.key_value(v)).collect();
                 Some((q, c, KeySet::List(vals?)))
             }
-            Expr::AnyOp { left, compare_op: BinaryOperator::Eq, right, .. } => {
+            Expr::AnyOp {
+                left,
+                compare_op: BinaryOperator::Eq,
+                right,
+                ..
+            } => {
                 let (q, c) = column_ref(left)?;
                 let mut r = right.as_ref();
                 while let Expr::Nested(x) = r {
                     r = x;
                 }
                 if let Expr::Array(a) = r {
-                    let vals: Option<Vec<KeyExpr>> = a.elem.iter().map(|v| self.key_value(v)).collect();
+                    let vals: Option<Vec<KeyExpr>> =
+                        a.elem.iter().map(|v| self.key_value(v)).collect();
                     return Some((q, c, KeySet::List(vals?)));
                 }
                 Some((q, c, KeySet::Array(self.key_value(r)?)))
             }
-            Expr::Between { expr, negated: false, low, high } => {
+            Expr::Between {
+                expr,
+                negated: false,
+                low,
+                high,
+            } => {
                 let (q, c) = column_ref(expr)?;
-                Some((q, c, KeySet::Range { lo: Some(self.key_value(low)?), hi: Some(self.key_value(high)?) }))
+                Some((
+                    q,
+                    c,
+                    KeySet::Range {
+                        lo: Some(self.key_value(low)?),
+                        hi: Some(self.key_value(high)?),
+                    },
+                ))
             }
             Expr::BinaryOp { left, op, right } => {
                 let (lower, col, v) = match (column_ref(left), column_ref(right)) {
@@ -558,7 +586,11 @@ impl<'s> Analyzer<'s> {
                     _ => return None,
                 };
                 let v = Some(self.key_value(v)?);
-                let set = if lower { KeySet::Range { lo: v, hi: None } } else { KeySet::Range { lo: None, hi: v } };
+                let set = if lower {
+                    KeySet::Range { lo: v, hi: None }
+                } else {
+                    KeySet::Range { lo: None, hi: v }
+                };
                 Some((col.0, col.1, set))
             }
             _ => None,

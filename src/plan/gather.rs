@@ -19,17 +19,15 @@
 
 use sqlparser::ast::{
     DuplicateTreatment, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments,
-    GroupByExpr, Ident, LimitClause, ObjectName, ObjectNamePart, OrderBy, OrderByExpr,
-    OrderByKind, OrderByOptions, OrderBySort, Query, Select, SelectItem, SetExpr, Value,
+    GroupByExpr, Ident, LimitClause, ObjectName, ObjectNamePart, OrderBy, OrderByExpr, OrderByKind,
+    OrderByOptions, OrderBySort, Query, Select, SelectItem, SetExpr, Value,
 };
 
 use super::analyze::ParamMode;
 use super::having::compile_having;
 use super::merge::{contains_aggregate, func_name, item_expr};
 use super::template::{template, LIMIT_MARKER};
-use super::types::{
-    AggFunc, AggSlot, GatherPlan, Grouping, Merge, RowCount, SortKey, SortSource,
-};
+use super::types::{AggFunc, AggSlot, GatherPlan, Grouping, Merge, RowCount, SortKey, SortSource};
 
 /// Collects hidden columns and aggregate slots while a query is analyzed.
 pub(crate) struct Builder<'a> {
@@ -49,7 +47,15 @@ pub(crate) struct Builder<'a> {
 
 impl<'a> Builder<'a> {
     fn new(mode: ParamMode, items: &'a [SelectItem]) -> Self {
-        Builder { mode, items, hidden: Vec::new(), keys: Vec::new(), aggs: Vec::new(), distinct_args: Vec::new(), needs_text: false }
+        Builder {
+            mode,
+            items,
+            hidden: Vec::new(),
+            keys: Vec::new(),
+            aggs: Vec::new(),
+            distinct_args: Vec::new(),
+            needs_text: false,
+        }
     }
 
     /// Index of hidden column `e`, added if new.
@@ -135,7 +141,14 @@ impl<'a> Builder<'a> {
                 _ => partials.push(self.hide(&Expr::Function(f.clone()))),
             }
         }
-        self.aggs.push((f.clone(), AggSlot { func, distinct, partials }));
+        self.aggs.push((
+            f.clone(),
+            AggSlot {
+                func,
+                distinct,
+                partials,
+            },
+        ));
         Ok(self.aggs.len() - 1)
     }
 }
@@ -154,7 +167,10 @@ fn parse_agg(f: &Function) -> Result<(AggFunc, bool, Option<Expr>), String> {
         "bool_or" => AggFunc::BoolOr,
         _ => return Err(format!("aggregate {name}()")),
     };
-    if !f.within_group.is_empty() || f.null_treatment.is_some() || !matches!(f.parameters, FunctionArguments::None) {
+    if !f.within_group.is_empty()
+        || f.null_treatment.is_some()
+        || !matches!(f.parameters, FunctionArguments::None)
+    {
         return Err(format!("this form of {name}()"));
     }
     let FunctionArguments::List(list) = &f.args else {
@@ -168,12 +184,20 @@ fn parse_agg(f: &Function) -> Result<(AggFunc, bool, Option<Expr>), String> {
         return Err(format!("{name}(DISTINCT ...) FILTER (...)"));
     }
     let arg = match list.args.as_slice() {
-        [FunctionArg::Unnamed(FunctionArgExpr::Wildcard)] if func == AggFunc::Count && !distinct => None,
+        [FunctionArg::Unnamed(FunctionArgExpr::Wildcard)]
+            if func == AggFunc::Count && !distinct =>
+        {
+            None
+        }
         [FunctionArg::Unnamed(FunctionArgExpr::Expr(e))] => Some(e.clone()),
         _ => return Err(format!("this form of {name}()")),
     };
     // min/max of the distinct values are the min/max of all values.
-    let distinct = distinct && !matches!(func, AggFunc::Min | AggFunc::Max | AggFunc::BoolAnd | AggFunc::BoolOr);
+    let distinct = distinct
+        && !matches!(
+            func,
+            AggFunc::Min | AggFunc::Max | AggFunc::BoolAnd | AggFunc::BoolOr
+        );
     Ok((func, distinct, arg))
 }
 
@@ -196,7 +220,10 @@ fn row_count(e: &Expr, what: &str) -> Result<Option<RowCount>, String> {
     loop {
         match e {
             Expr::Nested(x) => e = x,
-            Expr::UnaryOp { op: sqlparser::ast::UnaryOperator::Minus, expr } => {
+            Expr::UnaryOp {
+                op: sqlparser::ast::UnaryOperator::Minus,
+                expr,
+            } => {
                 neg = !neg;
                 e = expr;
             }
@@ -211,8 +238,13 @@ fn row_count(e: &Expr, what: &str) -> Result<Option<RowCount>, String> {
                 Ok(Some(RowCount::Const(if neg { -x } else { x })))
             }
             Value::Placeholder(p) if !neg => {
-                let n: usize = p.strip_prefix('$').and_then(|d| d.parse().ok()).ok_or_else(|| format!("{what} {p}"))?;
-                Ok(Some(RowCount::Param(n.checked_sub(1).ok_or_else(|| format!("{what} {p}"))?)))
+                let n: usize = p
+                    .strip_prefix('$')
+                    .and_then(|d| d.parse().ok())
+                    .ok_or_else(|| format!("{what} {p}"))?;
+                Ok(Some(RowCount::Param(
+                    n.checked_sub(1).ok_or_else(|| format!("{what} {p}"))?,
+                )))
             }
             _ => Err(format!("this {what} value")),
         },
@@ -243,7 +275,10 @@ fn sort_opts(o: &OrderByOptions) -> Result<(bool, bool), String> {
 fn order_exprs(q: &Query) -> Result<Vec<OrderByExpr>, String> {
     match &q.order_by {
         None => Ok(Vec::new()),
-        Some(OrderBy { kind: OrderByKind::Expressions(v), interpolate: None }) => {
+        Some(OrderBy {
+            kind: OrderByKind::Expressions(v),
+            interpolate: None,
+        }) => {
             if v.iter().any(|o| o.with_fill.is_some()) {
                 return Err("ORDER BY ... WITH FILL".into());
             }
@@ -257,7 +292,11 @@ fn order_exprs(q: &Query) -> Result<Vec<OrderByExpr>, String> {
 fn limits(q: &Query) -> Result<(Option<RowCount>, Option<RowCount>), String> {
     let (mut limit, mut offset) = (None, None);
     match &q.limit_clause {
-        Some(LimitClause::LimitOffset { limit: l, offset: o, limit_by }) => {
+        Some(LimitClause::LimitOffset {
+            limit: l,
+            offset: o,
+            limit_by,
+        }) => {
             if !limit_by.is_empty() {
                 return Err("LIMIT BY".into());
             }
@@ -295,10 +334,17 @@ pub(crate) fn build_gather(q: &Query, sel: &Select, mode: ParamMode) -> Result<M
         GroupByExpr::Expressions(v, m) if m.is_empty() => v.clone(),
         _ => return Err("GROUP BY ALL/ROLLUP/CUBE/GROUPING SETS".into()),
     };
-    if group_exprs.iter().any(|e| matches!(e, Expr::Rollup(_) | Expr::Cube(_) | Expr::GroupingSets(_))) {
+    if group_exprs
+        .iter()
+        .any(|e| matches!(e, Expr::Rollup(_) | Expr::Cube(_) | Expr::GroupingSets(_)))
+    {
         return Err("GROUP BY ROLLUP/CUBE/GROUPING SETS".into());
     }
-    let has_agg = sel.projection.iter().filter_map(item_expr).any(contains_aggregate);
+    let has_agg = sel
+        .projection
+        .iter()
+        .filter_map(item_expr)
+        .any(contains_aggregate);
     let distinct = matches!(sel.distinct, Some(sqlparser::ast::Distinct::Distinct));
     let distinct_on = match &sel.distinct {
         Some(sqlparser::ast::Distinct::On(v)) => Some(v.clone()),
@@ -330,7 +376,9 @@ pub(crate) fn build_gather(q: &Query, sel: &Select, mode: ParamMode) -> Result<M
         }
         let mut outputs = Vec::with_capacity(sel.projection.len());
         for item in &sel.projection {
-            let Some(e) = item_expr(item) else { return Err("SELECT *".into()) };
+            let Some(e) = item_expr(item) else {
+                return Err("SELECT *".into());
+            };
             if distinct {
                 b.key(e);
                 outputs.push(None);
@@ -349,7 +397,11 @@ pub(crate) fn build_gather(q: &Query, sel: &Select, mode: ParamMode) -> Result<M
             } else {
                 SortSource::Key(b.key(&r))
             };
-            keys.push(SortKey { source, desc, nulls_first });
+            keys.push(SortKey {
+                source,
+                desc,
+                nulls_first,
+            });
         }
         let having = match &sel.having {
             Some(h) => Some(compile_having(&mut b, h)?),
@@ -358,7 +410,9 @@ pub(crate) fn build_gather(q: &Query, sel: &Select, mode: ParamMode) -> Result<M
         let single = group_exprs.is_empty() && !distinct;
         // Shard statement: grouped by the client's keys (plus the DISTINCT
         // aggregates' argument), no HAVING/ORDER BY/LIMIT.
-        let SetExpr::Select(s2) = shard.body.as_mut() else { return Err("this query shape".into()) };
+        let SetExpr::Select(s2) = shard.body.as_mut() else {
+            return Err("this query shape".into());
+        };
         // Extended protocol: parameters must stay referenced (with the same
         // inferred types), so HAVING becomes `(h) IS NULL OR true` (folded
         // away by the shards' planner) and LIMIT/OFFSET parameters are
@@ -378,12 +432,14 @@ pub(crate) fn build_gather(q: &Query, sel: &Select, mode: ParamMode) -> Result<M
         }
         shard.order_by = None;
         shard.fetch = None;
-        let params = matches!(limit, Some(RowCount::Param(_))) || matches!(offset, Some(RowCount::Param(_)));
-        shard.limit_clause = (params && mode == ParamMode::Keys).then(|| LimitClause::LimitOffset {
-            limit: Some(Expr::Value(Value::Placeholder(LIMIT_MARKER.into()).into())),
-            offset: None,
-            limit_by: Vec::new(),
-        });
+        let params =
+            matches!(limit, Some(RowCount::Param(_))) || matches!(offset, Some(RowCount::Param(_)));
+        shard.limit_clause =
+            (params && mode == ParamMode::Keys).then(|| LimitClause::LimitOffset {
+                limit: Some(Expr::Value(Value::Placeholder(LIMIT_MARKER.into()).into())),
+                offset: None,
+                limit_by: Vec::new(),
+            });
         steps.push(format!(
             "hash aggregate at the router ({} group key{}, {} aggregate{})",
             b.keys.len(),
@@ -395,7 +451,11 @@ pub(crate) fn build_gather(q: &Query, sel: &Select, mode: ParamMode) -> Result<M
             steps.push("HAVING evaluated at the router".into());
         }
         if !keys.is_empty() {
-            steps.push(format!("sort groups ({} key{})", keys.len(), if keys.len() == 1 { "" } else { "s" }));
+            steps.push(format!(
+                "sort groups ({} key{})",
+                keys.len(),
+                if keys.len() == 1 { "" } else { "s" }
+            ));
         }
         plan_grouping = Some(Grouping {
             keys: b.keys.clone(),
@@ -412,11 +472,22 @@ pub(crate) fn build_gather(q: &Query, sel: &Select, mode: ParamMode) -> Result<M
             if order.is_empty() {
                 order = on
                     .iter()
-                    .map(|e| OrderByExpr { expr: e.clone(), options: OrderByOptions::default(), with_fill: None })
+                    .map(|e| OrderByExpr {
+                        expr: e.clone(),
+                        options: OrderByOptions::default(),
+                        with_fill: None,
+                    })
                     .collect();
-                shard.order_by = Some(OrderBy { kind: OrderByKind::Expressions(order.clone()), interpolate: None });
+                shard.order_by = Some(OrderBy {
+                    kind: OrderByKind::Expressions(order.clone()),
+                    interpolate: None,
+                });
             }
-            let lead: Vec<Expr> = order.iter().take(on.len()).map(|o| b.resolve(&o.expr, "ORDER BY")).collect::<Result<_, _>>()?;
+            let lead: Vec<Expr> = order
+                .iter()
+                .take(on.len())
+                .map(|o| b.resolve(&o.expr, "ORDER BY"))
+                .collect::<Result<_, _>>()?;
             for e in on {
                 let r = b.resolve(e, "DISTINCT ON")?;
                 if !lead.contains(&r) {
@@ -426,27 +497,46 @@ pub(crate) fn build_gather(q: &Query, sel: &Select, mode: ParamMode) -> Result<M
                         b.needs_text = true;
                         continue;
                     }
-                    return Err("DISTINCT ON expressions that are not the leading ORDER BY expressions".into());
+                    return Err(
+                        "DISTINCT ON expressions that are not the leading ORDER BY expressions"
+                            .into(),
+                    );
                 }
             }
             distinct_on_len = on.len();
-            steps.push(format!("DISTINCT ON ({} key{}) at the router", on.len(), if on.len() == 1 { "" } else { "s" }));
+            steps.push(format!(
+                "DISTINCT ON ({} key{}) at the router",
+                on.len(),
+                if on.len() == 1 { "" } else { "s" }
+            ));
         }
         for o in &order {
             let (desc, nulls_first) = sort_opts(&o.options)?;
             if let Some(col) = wildcard.then(|| position(&o.expr)).flatten() {
                 // `SELECT * ... ORDER BY 2`: compare the visible column.
-                keys.push(SortKey { source: SortSource::Visible(col), desc, nulls_first });
+                keys.push(SortKey {
+                    source: SortSource::Visible(col),
+                    desc,
+                    nulls_first,
+                });
                 continue;
             }
             let r = b.resolve(&o.expr, "ORDER BY")?;
             if contains_aggregate(&r) {
                 return Err("ORDER BY an aggregate without GROUP BY".into());
             }
-            keys.push(SortKey { source: SortSource::Hidden(b.hide(&r)), desc, nulls_first });
+            keys.push(SortKey {
+                source: SortSource::Hidden(b.hide(&r)),
+                desc,
+                nulls_first,
+            });
         }
         if !keys.is_empty() {
-            steps.push(format!("merge sort of sorted shard streams ({} key{})", keys.len(), if keys.len() == 1 { "" } else { "s" }));
+            steps.push(format!(
+                "merge sort of sorted shard streams ({} key{})",
+                keys.len(),
+                if keys.len() == 1 { "" } else { "s" }
+            ));
         }
         shard.fetch = None;
         shard.limit_clause = if limit.is_some() || offset.is_some() {
@@ -464,15 +554,29 @@ pub(crate) fn build_gather(q: &Query, sel: &Select, mode: ParamMode) -> Result<M
         return Ok(Merge::NeedsText);
     }
     if limit.is_some() || offset.is_some() {
-        steps.push(if grouped { "OFFSET/LIMIT at the router" } else { "shards return LIMIT + OFFSET rows; OFFSET/LIMIT at the router" }.into());
+        steps.push(
+            if grouped {
+                "OFFSET/LIMIT at the router"
+            } else {
+                "shards return LIMIT + OFFSET rows; OFFSET/LIMIT at the router"
+            }
+            .into(),
+        );
     }
-    let SetExpr::Select(s2) = shard.body.as_mut() else { return Err("this query shape".into()) };
-    s2.projection.extend(b.hidden.iter().cloned().map(SelectItem::UnnamedExpr));
+    let SetExpr::Select(s2) = shard.body.as_mut() else {
+        return Err("this query shape".into());
+    };
+    s2.projection
+        .extend(b.hidden.iter().cloned().map(SelectItem::UnnamedExpr));
     let sql = template(&shard.to_string(), mode, limit, offset, grouped);
     Ok(Merge::Gather(std::sync::Arc::new(GatherPlan {
         sql,
         hidden: b.hidden.len(),
-        visible: if wildcard { None } else { Some(sel.projection.len()) },
+        visible: if wildcard {
+            None
+        } else {
+            Some(sel.projection.len())
+        },
         grouping: plan_grouping,
         order: keys,
         limit,

@@ -16,10 +16,16 @@ pub(crate) fn compile_having(b: &mut Builder<'_>, e: &Expr) -> Result<Cond, Stri
         Expr::BinaryOp { left, op, right } => {
             let cmp = match op {
                 BinaryOperator::And => {
-                    return Ok(Cond::And(Box::new(compile_having(b, left)?), Box::new(compile_having(b, right)?)))
+                    return Ok(Cond::And(
+                        Box::new(compile_having(b, left)?),
+                        Box::new(compile_having(b, right)?),
+                    ))
                 }
                 BinaryOperator::Or => {
-                    return Ok(Cond::Or(Box::new(compile_having(b, left)?), Box::new(compile_having(b, right)?)))
+                    return Ok(Cond::Or(
+                        Box::new(compile_having(b, left)?),
+                        Box::new(compile_having(b, right)?),
+                    ))
                 }
                 BinaryOperator::Eq => CmpOp::Eq,
                 BinaryOperator::NotEq => CmpOp::Ne,
@@ -31,10 +37,18 @@ pub(crate) fn compile_having(b: &mut Builder<'_>, e: &Expr) -> Result<Cond, Stri
             };
             Ok(Cond::Cmp(cmp, operand(b, left)?, operand(b, right)?))
         }
-        Expr::UnaryOp { op: UnaryOperator::Not, expr } => Ok(Cond::Not(Box::new(compile_having(b, expr)?))),
+        Expr::UnaryOp {
+            op: UnaryOperator::Not,
+            expr,
+        } => Ok(Cond::Not(Box::new(compile_having(b, expr)?))),
         Expr::IsNull(x) => Ok(Cond::IsNull(operand(b, x)?, true)),
         Expr::IsNotNull(x) => Ok(Cond::IsNull(operand(b, x)?, false)),
-        Expr::Between { expr, negated, low, high } => {
+        Expr::Between {
+            expr,
+            negated,
+            low,
+            high,
+        } => {
             let v = operand(b, expr)?;
             let c = Cond::And(
                 Box::new(Cond::Cmp(CmpOp::Ge, v.clone(), operand(b, low)?)),
@@ -42,7 +56,9 @@ pub(crate) fn compile_having(b: &mut Builder<'_>, e: &Expr) -> Result<Cond, Stri
             );
             Ok(if *negated { Cond::Not(Box::new(c)) } else { c })
         }
-        Expr::Function(_) | Expr::Identifier(_) | Expr::CompoundIdentifier(_) => Ok(Cond::Truth(operand(b, e)?)),
+        Expr::Function(_) | Expr::Identifier(_) | Expr::CompoundIdentifier(_) => {
+            Ok(Cond::Truth(operand(b, e)?))
+        }
         _ => Err("this HAVING condition".into()),
     }
 }
@@ -55,17 +71,30 @@ fn operand(b: &mut Builder<'_>, e: &Expr) -> Result<Operand, String> {
             Value::Number(n, _) => Ok(Operand::Const(n.clone())),
             Value::SingleQuotedString(s) => Ok(Operand::Const(s.clone())),
             Value::Placeholder(p) => {
-                let n: usize = p.strip_prefix('$').and_then(|d| d.parse().ok()).ok_or_else(|| format!("HAVING {p}"))?;
-                Ok(Operand::Param(n.checked_sub(1).ok_or_else(|| format!("HAVING {p}"))?))
+                let n: usize = p
+                    .strip_prefix('$')
+                    .and_then(|d| d.parse().ok())
+                    .ok_or_else(|| format!("HAVING {p}"))?;
+                Ok(Operand::Param(
+                    n.checked_sub(1).ok_or_else(|| format!("HAVING {p}"))?,
+                ))
             }
             _ => Err("this constant in HAVING".into()),
         },
-        Expr::UnaryOp { op: UnaryOperator::Minus, expr } => match expr.as_ref() {
+        Expr::UnaryOp {
+            op: UnaryOperator::Minus,
+            expr,
+        } => match expr.as_ref() {
             Expr::Value(v) => match &v.value {
                 Value::Number(n, _) => Ok(Operand::Const(format!("-{n}"))),
                 Value::Placeholder(p) => {
-                    let n: usize = p.strip_prefix('$').and_then(|d| d.parse().ok()).ok_or_else(|| format!("HAVING {p}"))?;
-                    Ok(Operand::NegParam(n.checked_sub(1).ok_or_else(|| format!("HAVING {p}"))?))
+                    let n: usize = p
+                        .strip_prefix('$')
+                        .and_then(|d| d.parse().ok())
+                        .ok_or_else(|| format!("HAVING {p}"))?;
+                    Ok(Operand::NegParam(
+                        n.checked_sub(1).ok_or_else(|| format!("HAVING {p}"))?,
+                    ))
                 }
                 _ => Err("this constant in HAVING".into()),
             },

@@ -2,7 +2,9 @@
 //! when nothing needs merging, else a [`GatherPlan`](super::GatherPlan)
 //! built by [`super::gather`].
 
-use sqlparser::ast::{Expr, Function, GroupByExpr, LimitClause, Query, Select, SelectItem, SetExpr};
+use sqlparser::ast::{
+    Expr, Function, GroupByExpr, LimitClause, Query, Select, SelectItem, SetExpr,
+};
 
 use super::analyze::ParamMode;
 use super::gather::build_gather;
@@ -141,11 +143,14 @@ pub(crate) fn scatter_merge(q: &Query, mode: ParamMode) -> Result<Merge, String>
 
 /// True unless plain concatenation gives the right answer.
 fn needs_gather(q: &Query, sel: &Select) -> bool {
-    let grouped = !matches!(&sel.group_by, GroupByExpr::Expressions(v, m) if v.is_empty() && m.is_empty());
+    let grouped =
+        !matches!(&sel.group_by, GroupByExpr::Expressions(v, m) if v.is_empty() && m.is_empty());
     let limited = match &q.limit_clause {
-        Some(LimitClause::LimitOffset { limit, offset, limit_by }) => {
-            limit.is_some() || offset.is_some() || !limit_by.is_empty()
-        }
+        Some(LimitClause::LimitOffset {
+            limit,
+            offset,
+            limit_by,
+        }) => limit.is_some() || offset.is_some() || !limit_by.is_empty(),
         Some(LimitClause::OffsetCommaLimit { .. }) => true,
         None => false,
     };
@@ -154,12 +159,25 @@ fn needs_gather(q: &Query, sel: &Select) -> bool {
         || q.order_by.is_some()
         || q.fetch.is_some()
         || sel.having.is_some()
-        || matches!(sel.distinct, Some(sqlparser::ast::Distinct::Distinct | sqlparser::ast::Distinct::On(_)))
-        || sel.projection.iter().filter_map(item_expr).any(contains_aggregate)
+        || matches!(
+            sel.distinct,
+            Some(sqlparser::ast::Distinct::Distinct | sqlparser::ast::Distinct::On(_))
+        )
+        || sel
+            .projection
+            .iter()
+            .filter_map(item_expr)
+            .any(contains_aggregate)
 }
 
 fn select_windows(sel: &Select) -> Result<(), String> {
-    if !sel.named_window.is_empty() || sel.projection.iter().filter_map(item_expr).any(contains_window) {
+    if !sel.named_window.is_empty()
+        || sel
+            .projection
+            .iter()
+            .filter_map(item_expr)
+            .any(contains_window)
+    {
         return Err("window functions".into());
     }
     Ok(())

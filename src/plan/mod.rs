@@ -157,7 +157,10 @@ fn has_const(plan: &Plan) -> bool {
         Plan::Insert { rows, .. } => rows.iter().any(|k| matches!(k, KeyExpr::Const(_))),
         // A gather plan of an original text has its constants in the
         // shards' statement text.
-        Plan::Scatter { merge: Merge::Gather(_), .. } => true,
+        Plan::Scatter {
+            merge: Merge::Gather(_),
+            ..
+        } => true,
         Plan::RouterExplain(inner) => has_const(inner),
         _ => false,
     }
@@ -278,9 +281,10 @@ impl Planner {
             return (p.clone(), cache.then_some(Entry::Plan(p)));
         }
         match parse_and_plan(normalized, schema, ParamMode::Literals) {
-            Ok(Plan::Scatter { merge: Merge::NeedsText, .. }) => {
-                (Arc::new(plan_original(sql, schema)), Some(Entry::Original))
-            }
+            Ok(Plan::Scatter {
+                merge: Merge::NeedsText,
+                ..
+            }) => (Arc::new(plan_original(sql, schema)), Some(Entry::Original)),
             Ok(plan) => {
                 let p = Arc::new(plan);
                 (p.clone(), Some(Entry::Plan(p)))

@@ -122,7 +122,11 @@ pub(crate) fn parse_and_plan(
     parse_and_plan_here(text, schema, mode)
 }
 
-fn parse_and_plan_here(text: &str, schema: &dyn SchemaView, mode: ParamMode) -> Result<Plan, String> {
+fn parse_and_plan_here(
+    text: &str,
+    schema: &dyn SchemaView,
+    mode: ParamMode,
+) -> Result<Plan, String> {
     let stmts = Parser::parse_sql(&PostgreSqlDialect {}, text).map_err(parser_message)?;
     Ok(match stmts.as_slice() {
         [] => Plan::AnyShard,

@@ -50,13 +50,19 @@ fn split_lexed(sql: &str) -> Vec<&str> {
 /// swallow that `;`. Anything else goes through the lexer.
 fn single_statement(sql: &str) -> Option<&str> {
     let t = sql.trim();
-    if !t.as_bytes().first().is_some_and(|b| b.is_ascii_alphabetic()) {
+    if !t
+        .as_bytes()
+        .first()
+        .is_some_and(|b| b.is_ascii_alphabetic())
+    {
         return None;
     }
     match t.strip_suffix(';') {
         None => (!t.contains(';')).then_some(t),
         Some(body) => {
-            let plain = !body.bytes().any(|b| matches!(b, b';' | b'\'' | b'"' | b'$' | b'-' | b'/'));
+            let plain = !body
+                .bytes()
+                .any(|b| matches!(b, b';' | b'\'' | b'"' | b'$' | b'-' | b'/'));
             plain.then(|| body.trim_end())
         }
     }
@@ -139,8 +145,22 @@ mod tests {
             let one = single_statement(c).unwrap_or_else(|| panic!("fast path refused {c:?}"));
             assert_eq!(vec![one], split_lexed(c), "{c:?}");
         }
-        for c in ["SELECT 1; SELECT 2", "SELECT ';'", "-- only a comment", "/* c */ SELECT 1", ";", "SELECT 1;;", "", "SELECT 1 /* ;", "SELECT 'a;", "SELECT 'a';"] {
-            assert!(single_statement(c).is_none(), "{c:?} must take the lexer path");
+        for c in [
+            "SELECT 1; SELECT 2",
+            "SELECT ';'",
+            "-- only a comment",
+            "/* c */ SELECT 1",
+            ";",
+            "SELECT 1;;",
+            "",
+            "SELECT 1 /* ;",
+            "SELECT 'a;",
+            "SELECT 'a';",
+        ] {
+            assert!(
+                single_statement(c).is_none(),
+                "{c:?} must take the lexer path"
+            );
         }
     }
 

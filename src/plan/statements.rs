@@ -39,10 +39,16 @@ pub(crate) fn plan_statement(
                     norm_ident(&o.name) == "analyze"
                         && !matches!(&o.arg, Some(a) if matches!(a.to_string().to_ascii_lowercase().as_str(), "false" | "off" | "0"))
                 });
-            let router = options.iter().flatten().any(|o| norm_ident(&o.name) == "router");
+            let router = options
+                .iter()
+                .flatten()
+                .any(|o| norm_ident(&o.name) == "router");
             if router {
                 return match plan_statement(statement, schema, mode, "EXPLAIN") {
-                    p @ Plan::Scatter { merge: Merge::NeedsText, .. } => p,
+                    p @ Plan::Scatter {
+                        merge: Merge::NeedsText,
+                        ..
+                    } => p,
                     p => Plan::RouterExplain(Arc::new(p)),
                 };
             }

@@ -114,7 +114,9 @@ fn count_sql(c: RowCount) -> String {
 fn extended_limit(limit: Option<RowCount>, offset: Option<RowCount>) -> String {
     match (limit, offset) {
         (Some(RowCount::Const(l)), None) => l.to_string(),
-        (Some(RowCount::Const(l)), Some(RowCount::Const(o))) => l.saturating_add(o.max(0)).to_string(),
+        (Some(RowCount::Const(l)), Some(RowCount::Const(o))) => {
+            l.saturating_add(o.max(0)).to_string()
+        }
         (Some(l), None) => format!("({})", count_sql(l)),
         (Some(l), Some(o)) => format!("({} + {})", count_sql(l), count_sql(o)),
         (None, Some(RowCount::Param(i))) => format!("ALL OFFSET (0 * ${}::int8)", i + 1),
@@ -146,7 +148,13 @@ mod tests {
 
     #[test]
     fn pieces() {
-        let t = template("SELECT a, 'x$1' FROM t WHERE b = $2 LIMIT $__pgr_limit", ParamMode::Literals, None, None, false);
+        let t = template(
+            "SELECT a, 'x$1' FROM t WHERE b = $2 LIMIT $__pgr_limit",
+            ParamMode::Literals,
+            None,
+            None,
+            false,
+        );
         assert_eq!(
             t,
             vec![
@@ -156,9 +164,31 @@ mod tests {
                 SqlPiece::Limit,
             ]
         );
-        let t = template("SELECT a FROM t WHERE b = $2 LIMIT $__pgr_limit", ParamMode::Keys, Some(RowCount::Param(0)), Some(RowCount::Const(5)), false);
-        assert_eq!(t, vec![SqlPiece::Text("SELECT a FROM t WHERE b = $2 LIMIT ($1::int8 + 5)".into())]);
-        let t = template("SELECT é FROM t LIMIT $__pgr_limit", ParamMode::Keys, None, Some(RowCount::Param(1)), false);
-        assert_eq!(t, vec![SqlPiece::Text("SELECT é FROM t LIMIT ALL OFFSET (0 * $2::int8)".into())]);
+        let t = template(
+            "SELECT a FROM t WHERE b = $2 LIMIT $__pgr_limit",
+            ParamMode::Keys,
+            Some(RowCount::Param(0)),
+            Some(RowCount::Const(5)),
+            false,
+        );
+        assert_eq!(
+            t,
+            vec![SqlPiece::Text(
+                "SELECT a FROM t WHERE b = $2 LIMIT ($1::int8 + 5)".into()
+            )]
+        );
+        let t = template(
+            "SELECT é FROM t LIMIT $__pgr_limit",
+            ParamMode::Keys,
+            None,
+            Some(RowCount::Param(1)),
+            false,
+        );
+        assert_eq!(
+            t,
+            vec![SqlPiece::Text(
+                "SELECT é FROM t LIMIT ALL OFFSET (0 * $2::int8)".into()
+            )]
+        );
     }
 }

@@ -51,7 +51,10 @@ fn keyed(table: &str, key: KeyExpr, read_only: bool) -> Plan {
 #[track_caller]
 fn gather(p: &Plan) -> Arc<GatherPlan> {
     match p {
-        Plan::Scatter { merge: Merge::Gather(g), .. } => g.clone(),
+        Plan::Scatter {
+            merge: Merge::Gather(g),
+            ..
+        } => g.clone(),
         other => panic!("not a gather: {other:?}"),
     }
 }
@@ -59,7 +62,11 @@ fn gather(p: &Plan) -> Arc<GatherPlan> {
 /// (function, distinct) of each aggregate slot of a gather plan.
 #[track_caller]
 fn agg_funcs(p: &Plan) -> Vec<(AggFunc, bool)> {
-    gather(p).grouping.as_ref().map(|g| g.aggs.iter().map(|a| (a.func, a.distinct)).collect()).unwrap_or_default()
+    gather(p)
+        .grouping
+        .as_ref()
+        .map(|g| g.aggs.iter().map(|a| (a.func, a.distinct)).collect())
+        .unwrap_or_default()
 }
 
 /// The shards' statement text of a gather plan, with literal pieces as
@@ -83,42 +90,83 @@ fn shard_pruning_sets() {
         other => panic!("not a scatter: {other:?}"),
     };
     assert_eq!(
-        prune(&simple("SELECT * FROM pgbench_accounts WHERE aid IN (1, 2, 3)")),
+        prune(&simple(
+            "SELECT * FROM pgbench_accounts WHERE aid IN (1, 2, 3)"
+        )),
         Some(KeySet::List(vec![param(0), param(1), param(2)]))
     );
     assert_eq!(
-        prune(&extended("SELECT count(*) FROM pgbench_accounts WHERE bid = 1 AND aid = ANY($1)")),
+        prune(&extended(
+            "SELECT count(*) FROM pgbench_accounts WHERE bid = 1 AND aid = ANY($1)"
+        )),
         Some(KeySet::Array(param(0)))
     );
     assert_eq!(
-        prune(&extended("DELETE FROM pgbench_accounts WHERE aid = ANY(ARRAY[5, $1])")),
+        prune(&extended(
+            "DELETE FROM pgbench_accounts WHERE aid = ANY(ARRAY[5, $1])"
+        )),
         Some(KeySet::List(vec![KeyExpr::Const("5".into()), param(0)]))
     );
     assert_eq!(
-        prune(&simple("SELECT * FROM pgbench_accounts WHERE aid >= 10 AND 20 > aid ORDER BY aid")),
-        Some(KeySet::Range { lo: Some(param(0)), hi: Some(param(1)) })
+        prune(&simple(
+            "SELECT * FROM pgbench_accounts WHERE aid >= 10 AND 20 > aid ORDER BY aid"
+        )),
+        Some(KeySet::Range {
+            lo: Some(param(0)),
+            hi: Some(param(1))
+        })
     );
     assert_eq!(
-        prune(&extended("SELECT count(*) FROM pgbench_accounts WHERE aid BETWEEN $1 AND $2")),
-        Some(KeySet::Range { lo: Some(param(0)), hi: Some(param(1)) })
+        prune(&extended(
+            "SELECT count(*) FROM pgbench_accounts WHERE aid BETWEEN $1 AND $2"
+        )),
+        Some(KeySet::Range {
+            lo: Some(param(0)),
+            hi: Some(param(1))
+        })
     );
     assert_eq!(
-        prune(&simple("SELECT * FROM pgbench_accounts WHERE aid < 5 AND aid IN (1, 2)")),
+        prune(&simple(
+            "SELECT * FROM pgbench_accounts WHERE aid < 5 AND aid IN (1, 2)"
+        )),
         Some(KeySet::List(vec![param(1), param(2)]))
     );
-    assert_eq!(prune(&simple("SELECT * FROM pgbench_accounts WHERE aid IN (1, 2) OR bid = 3")), None);
-    assert_eq!(prune(&simple("SELECT * FROM pgbench_accounts WHERE aid NOT IN (1, 2)")), None);
+    assert_eq!(
+        prune(&simple(
+            "SELECT * FROM pgbench_accounts WHERE aid IN (1, 2) OR bid = 3"
+        )),
+        None
+    );
+    assert_eq!(
+        prune(&simple(
+            "SELECT * FROM pgbench_accounts WHERE aid NOT IN (1, 2)"
+        )),
+        None
+    );
 }
 
 #[test]
 fn gather_plans() {
     // ORDER BY + LIMIT/OFFSET: hidden sort key, shards return limit + offset.
     let p = simple("SELECT abalance FROM pgbench_accounts ORDER BY aid DESC LIMIT 10 OFFSET 5");
-    assert_eq!(shard_text(&p), "SELECT abalance, aid FROM pgbench_accounts ORDER BY aid DESC LIMIT <limit>");
+    assert_eq!(
+        shard_text(&p),
+        "SELECT abalance, aid FROM pgbench_accounts ORDER BY aid DESC LIMIT <limit>"
+    );
     let g = gather(&p);
     assert_eq!((g.hidden, g.visible), (1, Some(1)));
-    assert_eq!(g.order, vec![SortKey { source: SortSource::Hidden(0), desc: true, nulls_first: true }]);
-    assert_eq!((g.limit, g.offset), (Some(RowCount::Param(0)), Some(RowCount::Param(1))));
+    assert_eq!(
+        g.order,
+        vec![SortKey {
+            source: SortSource::Hidden(0),
+            desc: true,
+            nulls_first: true
+        }]
+    );
+    assert_eq!(
+        (g.limit, g.offset),
+        (Some(RowCount::Param(0)), Some(RowCount::Param(1)))
+    );
     // Output names and positions resolve to the select item.
     let p = simple("SELECT aid AS a, abalance + 1 FROM pgbench_accounts ORDER BY a, 2 NULLS FIRST");
     assert_eq!(
@@ -126,7 +174,8 @@ fn gather_plans() {
         "SELECT aid AS a, abalance + 1, aid, abalance + 1 FROM pgbench_accounts ORDER BY a, 2 NULLS FIRST"
     );
     // Extended protocol: parameters stay parameters.
-    let p = extended("SELECT aid FROM pgbench_accounts WHERE bid = $1 ORDER BY aid LIMIT $2 OFFSET $3");
+    let p =
+        extended("SELECT aid FROM pgbench_accounts WHERE bid = $1 ORDER BY aid LIMIT $2 OFFSET $3");
     assert_eq!(
         shard_text(&p),
         "SELECT aid, aid FROM pgbench_accounts WHERE bid = $1 ORDER BY aid LIMIT ($2::int8 + $3::int8)"
@@ -137,36 +186,66 @@ fn gather_plans() {
         shard_text(&p),
         "SELECT bid, avg(abalance), bid, sum(abalance), count(abalance), count(*) FROM pgbench_accounts GROUP BY bid"
     );
-    assert_eq!(agg_funcs(&p), vec![(AggFunc::Avg, false), (AggFunc::Count, false)]);
+    assert_eq!(
+        agg_funcs(&p),
+        vec![(AggFunc::Avg, false), (AggFunc::Count, false)]
+    );
     let g = gather(&p);
     let grouping = g.grouping.as_ref().expect("grouping");
     assert_eq!(grouping.keys, vec![0]);
     assert_eq!(grouping.outputs, vec![None, Some(0)]);
-    assert!(matches!(grouping.having, Some(Cond::Cmp(CmpOp::Gt, Operand::Agg(1), Operand::Const(_)))));
-    assert_eq!(g.order, vec![SortKey { source: SortSource::Agg(0), desc: true, nulls_first: true }]);
+    assert!(matches!(
+        grouping.having,
+        Some(Cond::Cmp(CmpOp::Gt, Operand::Agg(1), Operand::Const(_)))
+    ));
+    assert_eq!(
+        g.order,
+        vec![SortKey {
+            source: SortSource::Agg(0),
+            desc: true,
+            nulls_first: true
+        }]
+    );
     // DISTINCT aggregates: the shards group by the argument too.
     let p = simple("SELECT count(DISTINCT bid), sum(abalance) FROM pgbench_accounts");
     assert_eq!(shard_text(&p), "SELECT count(DISTINCT bid), sum(abalance), bid, sum(abalance) FROM pgbench_accounts GROUP BY bid");
-    assert!(gather(&p).grouping.as_ref().is_some_and(|g| g.single && g.aggs[0].partials == vec![0]));
+    assert!(gather(&p)
+        .grouping
+        .as_ref()
+        .is_some_and(|g| g.single && g.aggs[0].partials == vec![0]));
     // Several DISTINCT arguments: the shards group by all of them.
     let p = simple("SELECT count(DISTINCT aid), count(DISTINCT bid) FROM pgbench_accounts");
     assert_eq!(shard_text(&p), "SELECT count(DISTINCT aid), count(DISTINCT bid), aid, bid FROM pgbench_accounts GROUP BY aid, bid");
     // DISTINCT ON keeps the shards' ORDER BY.
-    let p = simple("SELECT DISTINCT ON (bid) bid, aid FROM pgbench_accounts ORDER BY bid, aid DESC");
+    let p =
+        simple("SELECT DISTINCT ON (bid) bid, aid FROM pgbench_accounts ORDER BY bid, aid DESC");
     assert_eq!(gather(&p).distinct_on, 1);
     assert_eq!(gather(&p).order.len(), 2);
     // A positional reference in a normalized text plans the original text
     // (not cached by shape): GROUP BY 1 vs GROUP BY 2 differ.
-    let p1 = simple("SELECT bid, abalance, count(*) FROM pgbench_accounts GROUP BY 1, 2 ORDER BY 1");
+    let p1 =
+        simple("SELECT bid, abalance, count(*) FROM pgbench_accounts GROUP BY 1, 2 ORDER BY 1");
     assert_eq!(
         shard_text(&p1),
         "SELECT bid, abalance, count(*), bid, abalance, count(*) FROM pgbench_accounts GROUP BY 1, 2"
     );
     let planner = Planner::new(100);
-    let (a, _) = planner.plan_simple("SELECT bid, aid FROM pgbench_accounts ORDER BY 1 LIMIT 3", &Pgbench);
-    let (b, _) = planner.plan_simple("SELECT bid, aid FROM pgbench_accounts ORDER BY 2 LIMIT 3", &Pgbench);
-    assert_eq!(shard_text(&a), "SELECT bid, aid, bid FROM pgbench_accounts ORDER BY 1 LIMIT <limit>");
-    assert_eq!(shard_text(&b), "SELECT bid, aid, aid FROM pgbench_accounts ORDER BY 2 LIMIT <limit>");
+    let (a, _) = planner.plan_simple(
+        "SELECT bid, aid FROM pgbench_accounts ORDER BY 1 LIMIT 3",
+        &Pgbench,
+    );
+    let (b, _) = planner.plan_simple(
+        "SELECT bid, aid FROM pgbench_accounts ORDER BY 2 LIMIT 3",
+        &Pgbench,
+    );
+    assert_eq!(
+        shard_text(&a),
+        "SELECT bid, aid, bid FROM pgbench_accounts ORDER BY 1 LIMIT <limit>"
+    );
+    assert_eq!(
+        shard_text(&b),
+        "SELECT bid, aid, aid FROM pgbench_accounts ORDER BY 2 LIMIT <limit>"
+    );
     assert_eq!(gather(&a).limit, Some(RowCount::Const(3)));
 }
 
@@ -551,13 +630,34 @@ fn scatter_merges() {
             "SELECT sum(abalance) + 1 FROM pgbench_accounts",
             "expressions over aggregates",
         ),
-        ("SELECT * FROM pgbench_accounts ORDER BY aid FOR UPDATE", "FOR UPDATE"),
-        ("SELECT bid, count(*) FROM pgbench_accounts GROUP BY ROLLUP (bid)", "ROLLUP"),
-        ("SELECT bid FROM pgbench_accounts ORDER BY count(*)", "aggregate without GROUP BY"),
-        ("SELECT * FROM pgbench_accounts LIMIT 1 + 1", "LIMIT expressions"),
-        ("SELECT bid, count(*) FROM pgbench_accounts GROUP BY bid HAVING count(*) % 2 = 0", "HAVING"),
-        ("SELECT aid FROM pgbench_accounts ORDER BY aid FETCH FIRST 3 ROWS WITH TIES", "WITH TIES"),
-        ("SELECT aid FROM pgbench_accounts UNION SELECT 1", "set operation"),
+        (
+            "SELECT * FROM pgbench_accounts ORDER BY aid FOR UPDATE",
+            "FOR UPDATE",
+        ),
+        (
+            "SELECT bid, count(*) FROM pgbench_accounts GROUP BY ROLLUP (bid)",
+            "ROLLUP",
+        ),
+        (
+            "SELECT bid FROM pgbench_accounts ORDER BY count(*)",
+            "aggregate without GROUP BY",
+        ),
+        (
+            "SELECT * FROM pgbench_accounts LIMIT 1 + 1",
+            "LIMIT expressions",
+        ),
+        (
+            "SELECT bid, count(*) FROM pgbench_accounts GROUP BY bid HAVING count(*) % 2 = 0",
+            "HAVING",
+        ),
+        (
+            "SELECT aid FROM pgbench_accounts ORDER BY aid FETCH FIRST 3 ROWS WITH TIES",
+            "WITH TIES",
+        ),
+        (
+            "SELECT aid FROM pgbench_accounts UNION SELECT 1",
+            "set operation",
+        ),
         (
             "SELECT row_number() OVER () FROM pgbench_accounts",
             "window functions",

@@ -33,7 +33,11 @@ pub fn error_fields(body: &[u8]) -> Result<Vec<(u8, &str)>, ProtocolError> {
 
 /// SQLSTATE of an ErrorResponse body, if present.
 pub fn error_code(body: &[u8]) -> Option<String> {
-    error_fields(body).ok()?.into_iter().find(|(c, _)| *c == b'C').map(|(_, v)| v.to_string())
+    error_fields(body)
+        .ok()?
+        .into_iter()
+        .find(|(c, _)| *c == b'C')
+        .map(|(_, v)| v.to_string())
 }
 
 /// Column metadata from a RowDescription.
@@ -60,9 +64,29 @@ pub fn row_description(body: &[u8]) -> Result<Vec<Column>, ProtocolError> {
         let _size = c.i16()?;
         let _typmod = c.i32()?;
         let format = c.i16()?;
-        cols.push(Column { name, type_oid, format });
+        cols.push(Column {
+            name,
+            type_oid,
+            format,
+        });
     }
     Ok(cols)
+}
+
+/// Byte offset in a DataRow body just after its first `n` columns (the
+/// whole body when it has fewer), without decoding the values.
+///
+/// Errors: [`ProtocolError`] when the body is truncated.
+pub fn data_row_prefix(body: &[u8], n: usize) -> Result<usize, ProtocolError> {
+    let mut c = Cursor::new(body);
+    let count = c.count()?;
+    for _ in 0..n.min(count) {
+        let len = c.i32()?;
+        if len > 0 {
+            c.bytes(len as usize)?;
+        }
+    }
+    Ok(c.position())
 }
 
 /// Decodes a DataRow body into column values (`None` = NULL).
@@ -72,7 +96,11 @@ pub fn data_row(body: &[u8]) -> Result<Vec<Option<&[u8]>>, ProtocolError> {
     let mut vals = Vec::with_capacity(n.min(1024));
     for _ in 0..n {
         let len = c.i32()?;
-        vals.push(if len < 0 { None } else { Some(c.bytes(len as usize)?) });
+        vals.push(if len < 0 {
+            None
+        } else {
+            Some(c.bytes(len as usize)?)
+        });
     }
     Ok(vals)
 }

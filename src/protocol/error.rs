@@ -43,11 +43,20 @@ pub struct PgError {
 impl PgError {
     /// An ERROR with the given SQLSTATE and message.
     pub fn new(code: &'static str, message: impl Into<String>) -> Self {
-        PgError { severity: "ERROR", code, message: message.into(), detail: None, hint: None }
+        PgError {
+            severity: "ERROR",
+            code,
+            message: message.into(),
+            detail: None,
+            hint: None,
+        }
     }
     /// A FATAL error (the connection is closed after it is sent).
     pub fn fatal(code: &'static str, message: impl Into<String>) -> Self {
-        PgError { severity: "FATAL", ..PgError::new(code, message) }
+        PgError {
+            severity: "FATAL",
+            ..PgError::new(code, message)
+        }
     }
     /// Adds a DETAIL field.
     pub fn with_detail(mut self, d: impl Into<String>) -> Self {

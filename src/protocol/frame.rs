@@ -36,7 +36,11 @@ pub struct FrameReader<R> {
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Wraps `inner`; `max_len` is the largest accepted frame in bytes.
     pub fn new(inner: R, max_len: usize) -> Self {
-        FrameReader { inner, buf: BytesMut::with_capacity(16 * 1024), max_len }
+        FrameReader {
+            inner,
+            buf: BytesMut::with_capacity(16 * 1024),
+            max_len,
+        }
     }
 
     /// Bytes already buffered but not yet returned as frames.
@@ -51,11 +55,16 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
         let len = i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
         if len < 4 {
-            return Err(ProtocolError::Malformed(format!("invalid message length {len}")));
+            return Err(ProtocolError::Malformed(format!(
+                "invalid message length {len}"
+            )));
         }
         let total = len as usize + 1;
         if total > self.max_len {
-            return Err(ProtocolError::TooLarge { len: total, max: self.max_len });
+            return Err(ProtocolError::TooLarge {
+                len: total,
+                max: self.max_len,
+            });
         }
         if self.buf.len() < total {
             self.buf.reserve(total - self.buf.len());
@@ -93,7 +102,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             if self.buf.len() >= 4 {
                 let len = i32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
                 if !(8..=10_000).contains(&len) {
-                    return Err(ProtocolError::Malformed(format!("invalid startup packet length {len}")));
+                    return Err(ProtocolError::Malformed(format!(
+                        "invalid startup packet length {len}"
+                    )));
                 }
                 let len = len as usize;
                 if self.buf.len() >= len {

@@ -20,8 +20,14 @@ impl<'a> Cursor<'a> {
     }
     /// Reads a NUL-terminated UTF-8 string.
     pub fn cstr(&mut self) -> Result<&'a str, ProtocolError> {
-        let rest = self.buf.get(self.pos..).ok_or_else(|| Self::err("string"))?;
-        let end = rest.iter().position(|&b| b == 0).ok_or_else(|| Self::err("string terminator"))?;
+        let rest = self
+            .buf
+            .get(self.pos..)
+            .ok_or_else(|| Self::err("string"))?;
+        let end = rest
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or_else(|| Self::err("string terminator"))?;
         let s = std::str::from_utf8(&rest[..end])
             .map_err(|_| ProtocolError::Malformed("invalid UTF-8 in string".into()))?;
         self.pos += end + 1;
@@ -44,7 +50,10 @@ impl<'a> Cursor<'a> {
     /// Reads `n` raw bytes.
     pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], ProtocolError> {
         let end = self.pos.checked_add(n).ok_or_else(|| Self::err("bytes"))?;
-        let s = self.buf.get(self.pos..end).ok_or_else(|| Self::err("bytes"))?;
+        let s = self
+            .buf
+            .get(self.pos..end)
+            .ok_or_else(|| Self::err("bytes"))?;
         self.pos = end;
         Ok(s)
     }
@@ -80,7 +89,11 @@ impl<'a> Parse<'a> {
         for _ in 0..n {
             param_types.push(c.i32()? as u32);
         }
-        Ok(Parse { name, query, param_types })
+        Ok(Parse {
+            name,
+            query,
+            param_types,
+        })
     }
 }
 
@@ -130,16 +143,29 @@ impl<'a> Bind<'a> {
         for _ in 0..np {
             let len = c.i32()?;
             if len < -1 {
-                return Err(ProtocolError::Malformed(format!("invalid parameter length {len}")));
+                return Err(ProtocolError::Malformed(format!(
+                    "invalid parameter length {len}"
+                )));
             }
-            params.push(if len == -1 { None } else { Some(c.bytes(len as usize)?) });
+            params.push(if len == -1 {
+                None
+            } else {
+                Some(c.bytes(len as usize)?)
+            });
         }
         let nr = c.count()?;
         let mut result_formats = Vec::with_capacity(nr.min(body.len() / 2));
         for _ in 0..nr {
             result_formats.push(c.i16()?);
         }
-        Ok(Bind { portal, statement, param_formats, params, after_names, result_formats })
+        Ok(Bind {
+            portal,
+            statement,
+            param_formats,
+            params,
+            after_names,
+            result_formats,
+        })
     }
 
     /// Format code (0 text, 1 binary) of parameter `i`.
@@ -168,9 +194,15 @@ impl<'a> Target<'a> {
         let mut c = Cursor::new(body);
         let kind = c.u8()?;
         if kind != b'S' && kind != b'P' {
-            return Err(ProtocolError::Malformed(format!("invalid Describe/Close target '{}'", kind as char)));
+            return Err(ProtocolError::Malformed(format!(
+                "invalid Describe/Close target '{}'",
+                kind as char
+            )));
         }
-        Ok(Target { kind, name: c.cstr()? })
+        Ok(Target {
+            kind,
+            name: c.cstr()?,
+        })
     }
 }
 
@@ -187,7 +219,10 @@ impl<'a> Execute<'a> {
     /// Decodes an Execute body.
     pub fn decode(body: &'a [u8]) -> Result<Self, ProtocolError> {
         let mut c = Cursor::new(body);
-        Ok(Execute { portal: c.cstr()?, max_rows: c.i32()? })
+        Ok(Execute {
+            portal: c.cstr()?,
+            max_rows: c.i32()?,
+        })
     }
 }
 
@@ -223,7 +258,10 @@ impl Startup {
     }
     /// Value of a startup parameter.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.params
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 }
 

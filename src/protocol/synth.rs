@@ -89,7 +89,12 @@ pub fn backend_key_data(buf: &mut BytesMut, pid: i32, secret: i32) {
 
 /// Appends a DataRow built from text values (`None` = NULL).
 pub fn data_row(buf: &mut BytesMut, values: &[Option<&[u8]>]) {
-    let len: usize = 4 + 2 + values.iter().map(|v| 4 + v.map_or(0, |b| b.len())).sum::<usize>();
+    let len: usize = 4
+        + 2
+        + values
+            .iter()
+            .map(|v| 4 + v.map_or(0, |b| b.len()))
+            .sum::<usize>();
     buf.reserve(len + 1);
     buf.put_u8(b'D');
     buf.put_i32(len as i32);
@@ -124,7 +129,10 @@ pub fn bind(
         + 2
         + 2 * param_formats.len()
         + 2
-        + params.iter().map(|p| 4 + p.map_or(0, |b| b.len())).sum::<usize>()
+        + params
+            .iter()
+            .map(|p| 4 + p.map_or(0, |b| b.len()))
+            .sum::<usize>()
         + 2
         + 2 * result_formats.len();
     buf.reserve(len + 1);
@@ -167,7 +175,10 @@ pub fn row_description_prefix(
     formats: &dyn Fn(usize) -> i16,
 ) -> Result<(), crate::protocol::ProtocolError> {
     let bad = || crate::protocol::ProtocolError::Malformed("malformed RowDescription".into());
-    let n = u16::from_be_bytes([*body.first().ok_or_else(bad)?, *body.get(1).ok_or_else(bad)?]) as usize;
+    let n = u16::from_be_bytes([
+        *body.first().ok_or_else(bad)?,
+        *body.get(1).ok_or_else(bad)?,
+    ]) as usize;
     if keep > n {
         return Err(bad());
     }
@@ -175,7 +186,12 @@ pub fn row_description_prefix(
     out.extend_from_slice(&(keep as i16).to_be_bytes());
     let mut pos = 2;
     for i in 0..keep {
-        let name_end = body.get(pos..).and_then(|r| r.iter().position(|&c| c == 0)).ok_or_else(bad)? + pos + 1;
+        let name_end = body
+            .get(pos..)
+            .and_then(|r| r.iter().position(|&c| c == 0))
+            .ok_or_else(bad)?
+            + pos
+            + 1;
         let end = name_end + 18;
         let field = body.get(pos..end).ok_or_else(bad)?;
         out.extend_from_slice(&field[..field.len() - 2]);

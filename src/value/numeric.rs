@@ -400,33 +400,13 @@ impl Numeric {
     /// specials; a finite value is first printed with 15 significant
     /// digits (`%.15g`, DBL_DIG) and that text parsed, so 0.1 → "0.1".
     pub fn from_f64_pg(f: f64) -> Numeric {
-        if f.is_nan() {
-            return Numeric::NaN;
-        }
-        if f.is_infinite() {
-            return if f > 0.0 {
-                Numeric::PosInf
-            } else {
-                Numeric::NegInf
-            };
-        }
-        from_sig_digits(&format!("{:.14e}", f))
+        float_numeric(f, format!("{:.14e}", f))
     }
 
     /// PostgreSQL `float4_numeric`: like [`Numeric::from_f64_pg`] with 6
     /// significant digits (`%.6g`, FLT_DIG).
     pub fn from_f32_pg(f: f32) -> Numeric {
-        if f.is_nan() {
-            return Numeric::NaN;
-        }
-        if f.is_infinite() {
-            return if f > 0.0 {
-                Numeric::PosInf
-            } else {
-                Numeric::NegInf
-            };
-        }
-        from_sig_digits(&format!("{:.5e}", f))
+        float_numeric(f as f64, format!("{:.5e}", f))
     }
 
     /// PostgreSQL `numeric_int8`/`numeric_int4`/`numeric_int2`: rounds half
@@ -560,6 +540,22 @@ impl FromStr for Numeric {
 impl From<i64> for Numeric {
     fn from(v: i64) -> Numeric {
         Numeric::from_i64(v)
+    }
+}
+
+/// NaN/±Infinity as the numeric specials, else the finite value printed
+/// with its type's significant digits (`digits`, `%e` form) and parsed.
+fn float_numeric(f: f64, digits: String) -> Numeric {
+    if f.is_nan() {
+        Numeric::NaN
+    } else if f.is_infinite() {
+        if f > 0.0 {
+            Numeric::PosInf
+        } else {
+            Numeric::NegInf
+        }
+    } else {
+        from_sig_digits(&digits)
     }
 }
 

@@ -14,9 +14,15 @@ use tokio_postgres::{Client, NoTls};
 /// Router logs go to the test output when `PGROUTER_LOG` is set.
 pub async fn start(shards: usize, pool_size: usize) -> DevCluster {
     if let Ok(filter) = std::env::var("PGROUTER_LOG") {
-        let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(filter)).with_test_writer().try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
     }
-    let opts = ClusterOptions { shards, ..ClusterOptions::default() };
+    let opts = ClusterOptions {
+        shards,
+        ..ClusterOptions::default()
+    };
     DevCluster::start(opts, "127.0.0.1:0".parse().expect("addr"), pool_size, 0)
         .await
         .unwrap_or_else(|e| panic!("cannot start the dev cluster: {e}"))
@@ -24,12 +30,17 @@ pub async fn start(shards: usize, pool_size: usize) -> DevCluster {
 
 /// libpq-style DSN of the router.
 pub fn router_dsn(dev: &DevCluster) -> String {
-    format!("host=127.0.0.1 port={} user=postgres dbname=postgres", dev.router.addr.port())
+    format!(
+        "host=127.0.0.1 port={} user=postgres dbname=postgres",
+        dev.router.addr.port()
+    )
 }
 
 /// A tokio-postgres client connected to `dsn`.
 pub async fn connect_dsn(dsn: &str) -> Client {
-    let (client, conn) = tokio_postgres::connect(dsn, NoTls).await.unwrap_or_else(|e| panic!("connect {dsn}: {e}"));
+    let (client, conn) = tokio_postgres::connect(dsn, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect {dsn}: {e}"));
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -52,12 +63,17 @@ pub async fn add_table(dev: &DevCluster, table: &str, column: &str, key_type: &s
     let cat = connect_dsn(&dev.catalog_dsn()).await;
     let kt = key_type.parse().expect("key type");
     let t0 = Instant::now();
-    pg_router::catalog::add_table(&cat, table, column, "main", None, kt).await.expect("add_table");
+    pg_router::catalog::add_table(&cat, table, column, "main", None, kt)
+        .await
+        .expect("add_table");
     loop {
         if dev.router.state.routing().catalog.table(table).is_some() {
             return t0.elapsed();
         }
-        assert!(t0.elapsed() < Duration::from_secs(5), "router did not pick up table {table}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "router did not pick up table {table}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -65,19 +81,40 @@ pub async fn add_table(dev: &DevCluster, table: &str, column: &str, key_type: &s
 /// Declares a sharded table by running the `pg-router meta add-table` CLI
 /// binary against the cluster's catalog; returns how long the running
 /// router took to pick it up (after the command finished).
-pub async fn add_table_cli(dev: &DevCluster, table: &str, column: &str, key_type: &str) -> Duration {
+pub async fn add_table_cli(
+    dev: &DevCluster,
+    table: &str,
+    column: &str,
+    key_type: &str,
+) -> Duration {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_pg-router"))
-        .args(["meta", "--catalog", &dev.catalog_dsn(), "add-table", "--table", table, "--column", column])
+        .args([
+            "meta",
+            "--catalog",
+            &dev.catalog_dsn(),
+            "add-table",
+            "--table",
+            table,
+            "--column",
+            column,
+        ])
         .args(["--key-type", key_type])
         .output()
         .expect("run pg-router meta add-table");
-    assert!(out.status.success(), "pg-router meta add-table failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "pg-router meta add-table failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let t0 = Instant::now();
     loop {
         if dev.router.state.routing().catalog.table(table).is_some() {
             return t0.elapsed();
         }
-        assert!(t0.elapsed() < Duration::from_secs(5), "router did not pick up table {table}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "router did not pick up table {table}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -100,5 +137,12 @@ pub fn run_pg_tool(dev: &DevCluster, tool: &str, args: &[&str]) -> (bool, String
 
 /// `-h 127.0.0.1 -p PORT -U postgres` for client tools.
 pub fn conn_args(dev: &DevCluster) -> Vec<String> {
-    vec!["-h".into(), "127.0.0.1".into(), "-p".into(), dev.router.addr.port().to_string(), "-U".into(), "postgres".into()]
+    vec![
+        "-h".into(),
+        "127.0.0.1".into(),
+        "-p".into(),
+        dev.router.addr.port().to_string(),
+        "-U".into(),
+        "postgres".into(),
+    ]
 }
