@@ -52,6 +52,9 @@ pub struct RouterConfig {
     /// Limits.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Distributed transactions (commit protocol, 2PC recovery).
+    #[serde(default)]
+    pub transactions: crate::txn::TxnConfig,
 }
 
 /// How the router connects to shards.
@@ -189,6 +192,18 @@ impl RouterConfig {
                 message: format!("{} is more than 1024", self.workers),
             });
         }
+        if self.transactions.decision_log_connections == 0 {
+            return Err(ConfigError::Value {
+                key: "transactions.decision_log_connections",
+                message: "must be at least 1".into(),
+            });
+        }
+        if self.transactions.recovery_interval_ms == 0 {
+            return Err(ConfigError::Value {
+                key: "transactions.recovery_interval_ms",
+                message: "must be at least 1".into(),
+            });
+        }
         if self.limits.max_message_bytes < 1024 {
             return Err(ConfigError::Value {
                 key: "limits.max_message_bytes",
@@ -212,6 +227,12 @@ mod tests {
         assert!(e.to_string().contains("backend.pool_size"), "{e}");
         let e = RouterConfig::parse("catalog = \"x\"\nlisten = 5").unwrap_err();
         assert!(e.to_string().contains("listen"), "{e}");
+        assert_eq!(c.transactions.mode, crate::txn::TransactionMode::Twopc);
+        let c =
+            RouterConfig::parse("catalog = \"x\"\n[transactions]\nmode = \"best_effort\"").unwrap();
+        assert_eq!(c.transactions.mode, crate::txn::TransactionMode::BestEffort);
+        let e = RouterConfig::parse("catalog = \"x\"\n[transactions]\nmode = \"3pc\"").unwrap_err();
+        assert!(e.to_string().contains("mode"), "{e}");
         let e = RouterConfig::parse("catalog = \"x\"\nbogus = 1").unwrap_err();
         assert!(e.to_string().contains("bogus"), "{e}");
     }

@@ -15,6 +15,8 @@ use crate::cluster::{ClusterOptions, LocalCluster};
 use crate::config::{BackendConfig, LimitsConfig, RouterConfig};
 use crate::frontend::workers::Workers;
 use crate::state::RouterState;
+use crate::txn::log::DecisionLog;
+use crate::txn::TxnConfig;
 
 /// Errors starting the router or the embedded cluster.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +76,7 @@ pub struct RouterHandle {
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
     watcher: JoinHandle<()>,
+    recovery: JoinHandle<()>,
     workers: Option<Arc<Workers>>,
 }
 
@@ -85,6 +88,7 @@ impl RouterHandle {
             let _ = s.send(());
         }
         self.watcher.abort();
+        self.recovery.abort();
         let _ = (&mut self.task).await;
         if let Some(w) = self.workers.take().and_then(|w| Arc::try_unwrap(w).ok()) {
             let _ = tokio::task::spawn_blocking(move || w.shutdown()).await;
@@ -97,6 +101,10 @@ impl RouterHandle {
 pub async fn start_router(cfg: &RouterConfig) -> Result<RouterHandle, DevError> {
     let (client, conn) = tokio_postgres::connect(&cfg.catalog, tokio_postgres::NoTls).await?;
     let conn_task = tokio::spawn(conn);
+    // A router needs the catalog tables of its version (e.g. the 2PC
+    // decision log): apply pending migrations (idempotent, serialized by an
+    // advisory lock).
+    catalog::migrate(&client).await?;
     let cat = catalog::load(&client).await?;
     drop(client);
     conn_task.abort();
@@ -106,6 +114,19 @@ pub async fn start_router(cfg: &RouterConfig) -> Result<RouterHandle, DevError> 
         cfg.effective_workers(),
         cfg.limits.plan_cache_capacity,
         cfg.limits.max_message_bytes,
+        cfg.transactions.clone(),
+    );
+    state.set_decision_log(DecisionLog::new(
+        cfg.catalog.clone(),
+        state.gids.router_id().to_string(),
+        cfg.transactions.decision_log_connections,
+        tokio::runtime::Handle::current(),
+    ));
+    let recovery = crate::txn::recovery::spawn(
+        state.clone(),
+        cfg.catalog.clone(),
+        cfg.transactions.recovery_interval_ms,
+        cfg.transactions.recovery_grace_ms,
     );
     if let Err(e) = state.fetch_server_params().await {
         tracing::warn!("could not read server parameters from the first shard: {e}");
@@ -147,6 +168,7 @@ pub async fn start_router(cfg: &RouterConfig) -> Result<RouterHandle, DevError> 
         stop: Some(tx),
         task,
         watcher,
+        recovery,
         workers: Some(workers),
     })
 }
@@ -170,6 +192,17 @@ impl DevCluster {
         listen: SocketAddr,
         pool_size: usize,
         workers: usize,
+    ) -> Result<DevCluster, DevError> {
+        Self::start_with(opts, listen, pool_size, workers, TxnConfig::default()).await
+    }
+
+    /// [`DevCluster::start`] with distributed-transaction settings `txn`.
+    pub async fn start_with(
+        opts: ClusterOptions,
+        listen: SocketAddr,
+        pool_size: usize,
+        workers: usize,
+        txn: TxnConfig,
     ) -> Result<DevCluster, DevError> {
         let cluster = tokio::task::spawn_blocking(move || LocalCluster::start(&opts))
             .await
@@ -200,6 +233,7 @@ impl DevCluster {
                 ..BackendConfig::default()
             },
             limits: LimitsConfig::default(),
+            transactions: txn,
         };
         let router = start_router(&cfg).await?;
         Ok(DevCluster { cluster, router })

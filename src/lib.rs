@@ -15,5 +15,6 @@ pub mod plan;
 pub mod protocol;
 pub mod state;
 pub mod topology;
+pub mod txn;
 pub mod value;
 pub mod vindex;

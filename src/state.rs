@@ -2,7 +2,7 @@
 //! plan cache), per-shard pools, and the server parameters clients see.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -13,6 +13,8 @@ use crate::backend::{BackendConn, BackendError, ShardPool, ShardTarget};
 use crate::catalog::Catalog;
 use crate::config::BackendConfig;
 use crate::plan::{Planner, SchemaView};
+use crate::txn::log::DecisionLog;
+use crate::txn::{Gids, TxnConfig};
 
 /// One consistent routing snapshot. A new snapshot (with an empty plan
 /// cache) replaces the old one whenever the catalog changes, so a plan is
@@ -46,6 +48,11 @@ pub struct RouterState {
     version: AtomicU64,
     /// Largest client message accepted, in bytes.
     pub max_message_bytes: usize,
+    /// Distributed transaction settings.
+    pub txn: TxnConfig,
+    /// Global transaction ids of this router.
+    pub gids: Gids,
+    decisions: OnceLock<DecisionLog>,
 }
 
 impl RouterState {
@@ -58,6 +65,7 @@ impl RouterState {
         workers: usize,
         plan_cache_capacity: usize,
         max_message_bytes: usize,
+        txn: TxnConfig,
     ) -> Arc<Self> {
         let st = Arc::new(RouterState {
             routing: ArcSwap::from_pointee(Routing {
@@ -73,6 +81,9 @@ impl RouterState {
             rr: AtomicUsize::new(0),
             version: AtomicU64::new(0),
             max_message_bytes,
+            txn,
+            gids: Gids::new(),
+            decisions: OnceLock::new(),
         });
         st.apply_catalog(catalog);
         st
@@ -119,6 +130,16 @@ impl RouterState {
             planner: Planner::new(self.plan_cache_capacity),
             version,
         }));
+    }
+
+    /// Installs the 2PC decision log (once; later calls are ignored).
+    pub fn set_decision_log(&self, log: DecisionLog) {
+        let _ = self.decisions.set(log);
+    }
+
+    /// The 2PC decision log, None before [`RouterState::set_decision_log`].
+    pub fn decision_log(&self) -> Option<&DecisionLog> {
+        self.decisions.get()
     }
 
     /// Number of session workers.

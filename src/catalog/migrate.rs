@@ -20,11 +20,18 @@ pub struct Migration {
 }
 
 /// All migrations compiled into the binary, in version order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../../shard-metadata/migrations/0001_init.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../../shard-metadata/migrations/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "twopc_decisions",
+        sql: include_str!("../../shard-metadata/migrations/0002_twopc_decisions.sql"),
+    },
+];
 
 /// Creates the schema and the bookkeeping table before anything else, so the
 /// applied versions can be read (migration 0001 repeats this harmlessly).

@@ -337,11 +337,7 @@ impl Session {
                 Err(exchange::ExchangeError::Backend(_)) => return self.copy_lost(i).await,
             }
         }
-        let ok = merge.finish(&mut self.out.buf);
-        if !ok {
-            self.note_error();
-        }
-        Ok(ok)
+        Ok(self.finish_merge(merge))
     }
 
     async fn abort_copy(&mut self, idxs: &[usize], msg: &str) -> Result<(), End> {

@@ -164,6 +164,42 @@ impl Session {
             }
             items.push(item);
         }
+        // Connections used by a batch that writes are 2PC participants.
+        self.cur_write = items
+            .iter()
+            .any(|it| matches!(it, Item::Bind { stmt, .. } if stmt.plan.writes()));
+        // A write on several shards outside a block runs as one distributed
+        // transaction, committed at Sync.
+        if self.block.is_none() {
+            for it in items.iter_mut() {
+                let n = match it {
+                    Item::Bind {
+                        stmt,
+                        route: Route::Multi(shards, _),
+                        ..
+                    } if stmt.plan.writes() => shards.len(),
+                    Item::Bind {
+                        stmt,
+                        route: Route::Copy(..),
+                        ..
+                    } if stmt.plan.writes() => routing.catalog.shards.len(),
+                    _ => continue,
+                };
+                match self.state.txn.mode {
+                    crate::txn::TransactionMode::Single if n > 1 => {
+                        *it = Item::Fail(PgError::unsupported(format!(
+                            "transaction_mode = single: this statement writes on {n} shards"
+                        )));
+                        break;
+                    }
+                    _ if n > 1 => {
+                        self.block = Some(super::session::Block::new("BEGIN", true));
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+        }
         let mut target: Option<&str> = None;
         let mut fast = true;
         for it in &items {

@@ -6,6 +6,7 @@
 //! [`merge`]) → backend pools ([`crate::backend`]).
 
 pub mod client;
+pub mod commit;
 pub mod copy;
 pub mod exchange;
 pub mod explain;

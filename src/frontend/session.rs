@@ -49,6 +49,9 @@ pub struct Held {
     pub conn: PooledConn,
     /// BEGIN was sent on it for the current transaction block.
     pub began: bool,
+    /// A statement classified as a write ran on it in the current block
+    /// (a two-phase commit participant).
+    pub wrote: bool,
 }
 
 /// The router-level transaction block (BEGIN is sent lazily to each shard
@@ -58,8 +61,24 @@ pub struct Block {
     pub begin_sql: String,
     /// An error happened in the block (client status `E`).
     pub failed: bool,
-    /// Opened by the router for a multi-statement simple query.
+    /// Opened by the router: a multi-statement simple query, or one
+    /// statement writing on several shards outside a block.
     pub implicit: bool,
+    /// Open savepoints, outermost first, as written after SAVEPOINT
+    /// (replayed on participants that join the block later).
+    pub savepoints: Vec<String>,
+}
+
+impl Block {
+    /// A block opened by `begin_sql`.
+    pub fn new(begin_sql: impl Into<String>, implicit: bool) -> Block {
+        Block {
+            begin_sql: begin_sql.into(),
+            failed: false,
+            implicit,
+            savepoints: Vec::new(),
+        }
+    }
 }
 
 /// Per-client session state.
@@ -81,6 +100,13 @@ pub struct Session {
     /// After an error in an extended-protocol batch, messages are skipped
     /// until Sync (PostgreSQL docs §55.2.3).
     pub(crate) skip_until_sync: bool,
+    /// The statement being run is classified as a write: connections it
+    /// acquires become two-phase commit participants.
+    pub(crate) cur_write: bool,
+    /// While set, merged multi-shard results' final CommandComplete (or
+    /// error) is written here instead of to the client: an implicit
+    /// distributed transaction releases it after its commit.
+    pub(crate) deferred: Option<BytesMut>,
 }
 
 impl Session {
@@ -105,6 +131,8 @@ impl Session {
             batch: Batch::default(),
             portals: HashMap::new(),
             skip_until_sync: false,
+            cur_write: false,
+            deferred: None,
         };
         s.rehash_settings();
         s
@@ -171,6 +199,12 @@ impl Session {
                 b'S' => {
                     self.batch.frames.push(f);
                     self.run_batch(true).await?;
+                    if self.block.as_ref().is_some_and(|b| b.implicit) {
+                        // The implicit distributed transaction of a
+                        // multi-shard write ends at Sync, like PostgreSQL's
+                        // implicit transaction of an extended-protocol batch.
+                        self.end_block(true).await?;
+                    }
                     self.skip_until_sync = false;
                     self.finish_request();
                     let st = self.client_status();
@@ -268,7 +302,39 @@ impl Session {
 
     /// Index into `held` of a connection to `shard`, checking one out of the
     /// shard's pool if needed.
+    /// When the current statement writes inside a block, the connection
+    /// becomes a writing participant; with `transaction_mode = single` a
+    /// second writing shard is refused (0A000).
     pub(crate) async fn acquire(&mut self, shard: &str) -> Result<usize, PgError> {
+        if self.cur_write && self.block.is_some() {
+            self.check_single_writer(shard)?;
+        }
+        let i = self.acquire_conn(shard).await?;
+        if self.cur_write {
+            self.held[i].wrote = true;
+        }
+        Ok(i)
+    }
+
+    fn check_single_writer(&self, shard: &str) -> Result<(), PgError> {
+        if self.state.txn.mode != crate::txn::TransactionMode::Single {
+            return Ok(());
+        }
+        if let Some(h) = self
+            .held
+            .iter()
+            .find(|h| h.wrote && &*h.conn.shard != shard)
+        {
+            return Err(PgError::unsupported(format!(
+                "transaction_mode = single: this transaction already wrote on shard \"{}\" and cannot write on shard \"{shard}\"",
+                h.conn.shard
+            ))
+            .with_hint("commit first, or set transactions.mode = \"twopc\" in the router config"));
+        }
+        Ok(())
+    }
+
+    async fn acquire_conn(&mut self, shard: &str) -> Result<usize, PgError> {
         if let Some(i) = self.held.iter().position(|h| &*h.conn.shard == shard) {
             return Ok(i);
         }
@@ -282,7 +348,11 @@ impl Session {
             .get()
             .await
             .map_err(|e| PgError::new(codes::CONNECTION_FAILURE, e.to_string()))?;
-        self.held.push(Held { conn, began: false });
+        self.held.push(Held {
+            conn,
+            began: false,
+            wrote: false,
+        });
         Ok(self.held.len() - 1)
     }
 
@@ -308,7 +378,18 @@ impl Session {
         }
         if let Some(b) = &self.block {
             if !h.began {
-                let _ = fe::query(&b.begin_sql, &mut conn.out);
+                if b.savepoints.is_empty() {
+                    let _ = fe::query(&b.begin_sql, &mut conn.out);
+                } else {
+                    // A late participant gets the open savepoints too, so
+                    // ROLLBACK TO / RELEASE work on every participant.
+                    let mut sql = b.begin_sql.clone();
+                    for sp in &b.savepoints {
+                        sql.push_str("; SAVEPOINT ");
+                        sql.push_str(sp);
+                    }
+                    let _ = fe::query(&sql, &mut conn.out);
+                }
                 h.began = true;
                 slots.push_back(Slot::Swallow(Expect::Query));
             }
@@ -468,43 +549,42 @@ impl Session {
             );
             return Ok(false);
         }
-        let ok = merge.finish(&mut self.out.buf);
+        Ok(self.finish_merge(merge))
+    }
+
+    /// Writes a merge's final CommandComplete or error (to the held-back
+    /// buffer while an implicit distributed transaction runs); false if a
+    /// shard failed.
+    pub(crate) fn finish_merge(&mut self, mut merge: MergeState) -> bool {
+        let ok = match &mut self.deferred {
+            Some(d) => merge.finish(d),
+            None => merge.finish(&mut self.out.buf),
+        };
         if !ok {
             self.note_error();
         }
-        Ok(ok)
+        ok
     }
 
-    /// Ends the transaction block: COMMIT (or ROLLBACK when `commit` is false
-    /// or the block failed) on every participant. Returns the command tag to
-    /// report, or the first participant error (already forwarded).
-    pub(crate) async fn end_block(&mut self, commit: bool) -> Result<Option<&'static str>, End> {
-        let Some(block) = self.block.take() else {
-            return Ok(Some(if commit { "COMMIT" } else { "ROLLBACK" }));
-        };
-        let commit = commit && !block.failed;
-        let sql = if commit { "COMMIT" } else { "ROLLBACK" };
-        let parts: Vec<(String, Bytes, VecDeque<Slot>)> = self
-            .held
-            .iter()
-            .filter(|h| h.began)
-            .map(|h| {
-                let mut b = BytesMut::new();
-                let _ = fe::query(sql, &mut b);
-                (
-                    h.conn.shard.to_string(),
-                    b.freeze(),
-                    VecDeque::from([Slot::Swallow(Expect::Query)]),
-                )
-            })
-            .collect();
-        let ok = if parts.is_empty() {
-            true
-        } else {
-            self.exchange_many(parts, MergeMode::FirstOnly).await?
-        };
+    /// Rolls back the open block on every participant without reporting
+    /// their replies (the statement's own error was already sent).
+    pub(crate) async fn abort_block(&mut self) {
+        self.block = None;
+        for h in self.held.iter_mut().filter(|h| h.began) {
+            let _ = fe::query("ROLLBACK", &mut h.conn.out);
+            let r = match h.conn.flush().await {
+                Ok(()) => {
+                    let mut slots = VecDeque::from([Slot::Swallow(Expect::Query)]);
+                    let mut sink = exchange::Discard;
+                    exchange::run(&mut h.conn, &mut slots, &mut self.out, &mut sink).await
+                }
+                Err(e) => Err(ExchangeError::Backend(e)),
+            };
+            if r.is_err() {
+                h.conn.broken = true;
+            }
+        }
         self.held.clear();
-        Ok(if ok { Some(sql) } else { None })
     }
 }
 

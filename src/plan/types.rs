@@ -252,6 +252,27 @@ pub enum KeySet {
     },
 }
 
+impl Plan {
+    /// True for statements classified as writes, whose shards become
+    /// two-phase commit participants: INSERT, UPDATE, DELETE, SELECT ...
+    /// FOR UPDATE/SHARE (row locks), COPY FROM, and utility statements run
+    /// on every shard. SELECT, SHOW, SET and transaction control are not (a
+    /// SELECT calling a writing function is caught at commit by an xid
+    /// check on the participants not classified as writers).
+    pub fn writes(&self) -> bool {
+        match self {
+            Plan::Keyed { read_only, .. } | Plan::Scatter { read_only, .. } => !read_only,
+            Plan::Insert { .. } | Plan::AllShards => true,
+            Plan::Copy(c) => c.from_stdin,
+            Plan::Transaction(_)
+            | Plan::Set { .. }
+            | Plan::AnyShard
+            | Plan::RouterExplain(_)
+            | Plan::Error { .. } => false,
+        }
+    }
+}
+
 /// Transaction-control statements.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TxnStmt {

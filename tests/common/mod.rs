@@ -28,6 +28,27 @@ pub async fn start(shards: usize, pool_size: usize) -> DevCluster {
         .unwrap_or_else(|e| panic!("cannot start the dev cluster: {e}"))
 }
 
+/// [`start`] with distributed-transaction settings.
+pub async fn start_with(
+    shards: usize,
+    pool_size: usize,
+    txn: pg_router::txn::TxnConfig,
+) -> DevCluster {
+    let opts = ClusterOptions {
+        shards,
+        ..ClusterOptions::default()
+    };
+    DevCluster::start_with(
+        opts,
+        "127.0.0.1:0".parse().expect("addr"),
+        pool_size,
+        0,
+        txn,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("cannot start the dev cluster: {e}"))
+}
+
 /// libpq-style DSN of the router.
 pub fn router_dsn(dev: &DevCluster) -> String {
     format!(
