@@ -123,26 +123,16 @@ impl Session {
         let lit = gid.replace('\'', "''");
         // Phase 1: PREPARE on writers, COMMIT on readers, one round trip.
         let all: Vec<usize> = writers.iter().chain(&readers).copied().collect();
-        let sent = self
-            .send_round(&all, |i| {
-                if writers.contains(&i) {
-                    format!("PREPARE TRANSACTION '{lit}'")
-                } else {
-                    "COMMIT".to_string()
-                }
-            })
-            .await;
-        let mut replies = Vec::with_capacity(all.len());
-        for (n, (&i, s)) in all.iter().zip(sent).enumerate() {
-            let r = match s {
-                Err(e) => Reply::Lost(e),
-                Ok(()) => self.read_reply(i).await,
-            };
-            if n == 0 && r.is_ok() {
-                failpoint::hit(Failpoint::AfterPrepareSome).await;
+        let phase1 = |i: usize| {
+            if writers.contains(&i) {
+                format!("PREPARE TRANSACTION '{lit}'")
+            } else {
+                "COMMIT".to_string()
             }
-            replies.push(r);
-        }
+        };
+        let replies = self
+            .staged_round(&all, phase1, Failpoint::AfterPrepareSome)
+            .await;
         if !self.forward_first_error(&all, &replies) {
             // Undo the prepared ones; a participant that cannot be told is
             // left to recovery (no decision → abort after the grace period).
@@ -205,17 +195,14 @@ impl Session {
         failpoint::hit(Failpoint::AfterDecision).await;
         // Phase 2. The decision is durable: whatever happens now, the
         // client is told COMMIT; recovery finishes unreachable shards.
-        let sent = self
-            .send_round(&writers, |_| format!("COMMIT PREPARED '{lit}'"))
+        let replies = self
+            .staged_round(
+                &writers,
+                |_| format!("COMMIT PREPARED '{lit}'"),
+                Failpoint::AfterCommitSome,
+            )
             .await;
-        for (n, (&i, s)) in writers.iter().zip(sent).enumerate() {
-            let r = match s {
-                Err(e) => Reply::Lost(e),
-                Ok(()) => self.read_reply(i).await,
-            };
-            if n == 0 && r.is_ok() {
-                failpoint::hit(Failpoint::AfterCommitSome).await;
-            }
+        for (&i, r) in writers.iter().zip(replies) {
             match r {
                 Reply::Ok(_) => {}
                 Reply::Failed(f) if error_code(&f) == Some(UNDEFINED_OBJECT) => {}
@@ -297,6 +284,30 @@ impl Session {
             out.push(r);
         }
         out
+    }
+
+    /// A [`Session::round`] passing failpoint `fp` after the first
+    /// participant succeeded. When `fp` is armed the first participant is
+    /// asked alone before the others (else everything is sent at once).
+    async fn staged_round(
+        &mut self,
+        parts: &[usize],
+        sql: impl Fn(usize) -> String,
+        fp: Failpoint,
+    ) -> Vec<Reply> {
+        if !failpoint::armed(fp) || parts.is_empty() {
+            let replies = self.round(parts, sql).await;
+            if replies.first().is_some_and(Reply::is_ok) {
+                failpoint::hit(fp).await;
+            }
+            return replies;
+        }
+        let mut replies = self.round(&parts[..1], &sql).await;
+        if replies[0].is_ok() {
+            failpoint::hit(fp).await;
+        }
+        replies.extend(self.round(&parts[1..], &sql).await);
+        replies
     }
 
     /// [`Session::send_round`] then the replies, in `parts` order.

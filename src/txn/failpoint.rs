@@ -108,6 +108,13 @@ fn setting() -> Option<Setting> {
     })
 }
 
+/// True if `PGROUTER_FAILPOINT` names `p`: the coordinator then contacts
+/// the first participant of that step alone before the others, so a crash
+/// there leaves exactly "some participants done".
+pub fn armed(p: Failpoint) -> bool {
+    setting().is_some_and(|s| s.point == p)
+}
+
 /// Reaches failpoint `p`: crashes or sleeps if it is armed and due.
 pub async fn hit(p: Failpoint) {
     let Some(s) = setting() else { return };
