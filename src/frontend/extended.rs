@@ -402,7 +402,7 @@ impl Session {
             }
             Plan::Transaction(t) => Route::Txn(t.clone(), stmt.query.clone()),
             Plan::Set { .. } | Plan::AnyShard => Route::Shard(self.any_shard()?),
-            Plan::AllShards => Route::Multi(
+            Plan::AllShards | Plan::Broadcast { .. } => Route::Multi(
                 cat.shard_names().iter().map(|s| s.to_string()).collect(),
                 MergeMode::FirstOnly,
             ),

@@ -134,7 +134,7 @@ impl Session {
                     Ok(false)
                 }
             },
-            Plan::AllShards => {
+            Plan::AllShards | Plan::Broadcast { .. } => {
                 let msg = query_msg();
                 let parts = routing
                     .catalog
