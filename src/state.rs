@@ -32,6 +32,10 @@ impl SchemaView for Catalog {
     fn key_column(&self, table: &str) -> Option<&str> {
         self.table(table).map(|t| t.key_column.as_str())
     }
+
+    fn is_reference(&self, table: &str) -> bool {
+        Catalog::is_reference(self, table)
+    }
 }
 
 /// Router-wide shared state.

@@ -9,7 +9,8 @@ use crate::vindex::{KeyType, VindexKind};
 use super::error::{CatalogError, DbContext};
 use super::load::load;
 use super::migrate::migrate;
-use super::ops::{add_keyspace, add_shard, add_table};
+use super::model::normalize_table_name;
+use super::ops::{add_keyspace, add_reference_table, add_shard, add_table, drop_reference_table};
 use super::ranges::{add_ranges, RangeLayout};
 use super::show::show_routing;
 
@@ -72,7 +73,7 @@ pub enum MetaCommand {
         #[arg(long, default_value_t = 64)]
         vnodes: usize,
     },
-    /// Declare or update a sharded table.
+    /// Declare or update a sharded table (refused for a reference table).
     AddTable {
         /// Table name (a schema prefix is dropped; stored lower case).
         #[arg(long)]
@@ -90,7 +91,21 @@ pub enum MetaCommand {
         #[arg(long, default_value = "int", value_parser = parse_key_type_arg)]
         key_type: KeyType,
     },
-    /// Print keyspaces with their ranges, shards and tables.
+    /// Declare a reference table (a full copy on every shard: reads go to
+    /// one shard, writes to every shard). Create the table on every shard
+    /// first (e.g. CREATE TABLE through the router).
+    AddReferenceTable {
+        /// Table name (a schema prefix is dropped; stored lower case).
+        #[arg(long)]
+        table: String,
+    },
+    /// Remove a reference table from the catalog (the shards' copies stay).
+    DropReferenceTable {
+        /// Table name (a schema prefix is dropped; matched lower case).
+        #[arg(long)]
+        table: String,
+    },
+    /// Print keyspaces with their ranges, shards, sharded and reference tables.
     Show,
 }
 
@@ -205,6 +220,19 @@ pub async fn execute(client: &Client, command: &MetaCommand) -> Result<String, C
                 t.vindex.as_str(),
                 t.key_type.as_str()
             );
+        }
+        MetaCommand::AddReferenceTable { table } => {
+            let name = add_reference_table(client, table).await?;
+            let _ = writeln!(out, "reference table {name}: declared");
+        }
+        MetaCommand::DropReferenceTable { table } => {
+            let name = normalize_table_name(table);
+            let what = if drop_reference_table(client, table).await? {
+                "dropped from the catalog (the shards' copies are left alone)"
+            } else {
+                "not declared; nothing dropped"
+            };
+            let _ = writeln!(out, "reference table {name}: {what}");
         }
         MetaCommand::Show => out = show_routing(&load(client).await?),
     }

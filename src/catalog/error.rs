@@ -104,6 +104,15 @@ pub enum CatalogError {
         problem: String,
     },
 
+    /// A table name declared both as a sharded table and as a reference
+    /// table (refused by the admin operations, and by `load` when the rows
+    /// were written by hand).
+    #[error("table '{table}' cannot be both a sharded table and a reference table")]
+    ShardedAndReference {
+        /// The table name (normalized).
+        table: String,
+    },
+
     /// A keyspace already exists with a different vindex.
     #[error(
         "keyspace '{keyspace}' already exists with vindex '{existing}' (asked for '{requested}')"

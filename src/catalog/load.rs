@@ -12,13 +12,16 @@ use super::validate::{self, RawCatalog, RawKeyspace, RawRange, RawShard, RawTabl
 /// validates it. Only the `shard_ranges` rows at each keyspace's active
 /// generation (`keyspaces.generation`) are read; range bounds are read as
 /// `numeric::text` and parsed to `u64` (an end of 2^64 or NULL = unbounded).
+/// A catalog without `pgrouter.reference_tables` (migration 3 not applied
+/// yet) loads with no reference tables, so a newer router still runs against
+/// a catalog that has not been upgraded with `pg-router meta init`.
 ///
 /// Errors: [`CatalogError::Db`] when a read fails (e.g. the schema is not
 /// migrated); a validation error naming the offending row:
 /// [`CatalogError::UnknownVindex`], [`CatalogError::UnknownKeyType`],
 /// [`CatalogError::NoRanges`], [`CatalogError::Routing`] (gap / overlap),
 /// [`CatalogError::UnknownKeyspace`], [`CatalogError::UnknownShard`],
-/// [`CatalogError::BadRow`].
+/// [`CatalogError::ShardedAndReference`], [`CatalogError::BadRow`].
 pub async fn load(client: &Client) -> Result<Catalog, CatalogError> {
     tx::begin(client, tx::SNAPSHOT).await?;
     let raw = read_all(client).await;
@@ -89,12 +92,37 @@ async fn read_all(client: &Client) -> Result<RawCatalog, CatalogError> {
         },
     )
     .await?;
+    let reference_tables = read_reference_tables(client).await?;
     Ok(RawCatalog {
         keyspaces,
         shards,
         ranges,
         tables,
+        reference_tables,
     })
+}
+
+/// The names in `pgrouter.reference_tables`; none if the table does not
+/// exist (a catalog not yet migrated to version 3).
+async fn read_reference_tables(client: &Client) -> Result<Vec<String>, CatalogError> {
+    let exists: bool = client
+        .query_one(
+            "select to_regclass('pgrouter.reference_tables') is not null",
+            &[],
+        )
+        .await
+        .and_then(|r| r.try_get(0))
+        .ctx("looking for pgrouter.reference_tables")?;
+    if !exists {
+        return Ok(Vec::new());
+    }
+    select(
+        client,
+        "pgrouter.reference_tables",
+        "select table_name from pgrouter.reference_tables order by table_name",
+        |r| r.try_get(0),
+    )
+    .await
 }
 
 /// Runs `sql` (no parameters) and converts every row with `f`.

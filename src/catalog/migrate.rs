@@ -19,7 +19,11 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
-/// All migrations compiled into the binary, in version order.
+/// All migrations compiled into the binary, in version order. Versions need
+/// not be contiguous: a binary may lack a version another branch adds, and a
+/// catalog may have a later version applied before an earlier one (see
+/// [`migrate`]), so every migration must be independent of the ones with
+/// other numbers except those it builds on (all build on 1).
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -30,6 +34,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "twopc_decisions",
         sql: include_str!("../../shard-metadata/migrations/0002_twopc_decisions.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "reference_tables",
+        sql: include_str!("../../shard-metadata/migrations/0003_reference_tables.sql"),
     },
 ];
 
@@ -48,17 +57,44 @@ const BOOTSTRAP: &str = "
 /// holding `pg_advisory_xact_lock` (so concurrent routers / CLIs serialize).
 /// Idempotent: a second call applies nothing.
 ///
-/// Returns the versions applied by this call (empty if up to date).
+/// Each version is checked on its own, not against the highest applied one:
+/// a gap in the versions (e.g. 1 and 3 applied, 2 unknown to this binary) is
+/// fine, and a version that appears later below the highest applied one
+/// (2 after 1 and 3) is applied by the next call.
+///
+/// Returns the versions applied by this call, ascending (empty if up to date).
 ///
 /// Errors: [`CatalogError::Migration`] naming the failing migration (nothing is
 /// committed then), [`CatalogError::Db`] for the lock or bookkeeping.
 pub async fn migrate(client: &Client) -> Result<Vec<i32>, CatalogError> {
+    migrate_with(client, MIGRATIONS).await
+}
+
+/// [`migrate`] with an explicit migration list (tests use synthetic lists).
+pub(crate) async fn migrate_with(
+    client: &Client,
+    migrations: &[Migration],
+) -> Result<Vec<i32>, CatalogError> {
     tx::begin(client, tx::READ_WRITE).await?;
-    let result = apply_pending(client).await;
+    let result = apply_pending(client, migrations).await;
     tx::finish(client, result).await
 }
 
-async fn apply_pending(client: &Client) -> Result<Vec<i32>, CatalogError> {
+/// The migrations of `migrations` whose version is not in `applied`, in
+/// ascending version order (whatever the order of `migrations`).
+fn pending<'m>(migrations: &'m [Migration], applied: &HashSet<i32>) -> Vec<&'m Migration> {
+    let mut todo: Vec<&Migration> = migrations
+        .iter()
+        .filter(|m| !applied.contains(&m.version))
+        .collect();
+    todo.sort_by_key(|m| m.version);
+    todo
+}
+
+async fn apply_pending(
+    client: &Client,
+    migrations: &[Migration],
+) -> Result<Vec<i32>, CatalogError> {
     client
         .batch_execute("select pg_advisory_xact_lock(hashtext('pgrouter.migrate'))")
         .await
@@ -76,7 +112,7 @@ async fn apply_pending(client: &Client) -> Result<Vec<i32>, CatalogError> {
         .collect::<Result<_, _>>()
         .ctx("reading pgrouter.schema_migrations")?;
     let mut done = Vec::new();
-    for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+    for m in pending(migrations, &applied) {
         let failed = |source| CatalogError::Migration {
             version: m.version,
             name: m.name,
@@ -102,7 +138,9 @@ async fn apply_pending(client: &Client) -> Result<Vec<i32>, CatalogError> {
 
 #[cfg(test)]
 mod tests {
-    use super::MIGRATIONS;
+    use std::collections::HashSet;
+
+    use super::{pending, Migration, MIGRATIONS};
 
     #[test]
     fn migrations_are_in_strictly_increasing_order() {
@@ -110,5 +148,28 @@ mod tests {
         assert!(MIGRATIONS
             .iter()
             .all(|m| m.version > 0 && !m.sql.trim().is_empty()));
+    }
+
+    #[test]
+    fn pending_tolerates_gaps_and_late_lower_versions() {
+        let m = |version| Migration {
+            version,
+            name: "m",
+            sql: "select 1",
+        };
+        let versions = |list: Vec<&Migration>| list.iter().map(|m| m.version).collect::<Vec<_>>();
+        // A binary without version 2: 1 and 3, in order.
+        let without_2 = [m(1), m(3)];
+        assert_eq!(versions(pending(&without_2, &HashSet::new())), [1, 3]);
+        // A later binary with 2, against a catalog holding 1 and 3: only 2.
+        let with_2 = [m(1), m(2), m(3)];
+        let applied: HashSet<i32> = [1, 3].into_iter().collect();
+        assert_eq!(versions(pending(&with_2, &applied)), [2]);
+        // Listed out of order: still applied in ascending order.
+        let shuffled = [m(3), m(1), m(2)];
+        assert_eq!(versions(pending(&shuffled, &HashSet::new())), [1, 2, 3]);
+        // Versions the catalog has but the binary does not know are ignored.
+        let applied: HashSet<i32> = [1, 2, 3, 4].into_iter().collect();
+        assert!(pending(&with_2, &applied).is_empty());
     }
 }

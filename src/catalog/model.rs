@@ -1,9 +1,10 @@
-//! The in-memory catalog: keyspaces with their routing, shards, sharded tables.
+//! The in-memory catalog: keyspaces with their routing, shards, sharded
+//! tables, reference tables.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use foldhash::{HashMap, HashMapExt};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use crate::topology::RoutingTable;
 use crate::vindex::{KeyType, VindexKind};
@@ -13,7 +14,8 @@ use crate::vindex::{KeyType, VindexKind};
 ///
 /// Invariants (checked by `load`): every keyspace has a gap-free,
 /// overlap-free routing table covering `[0, 2^64)`; every table's keyspace is
-/// in `keyspaces`; every shard a routing table names is in `shards`.
+/// in `keyspaces`; every shard a routing table names is in `shards`; no name
+/// is both in `tables` and in `reference_tables`.
 #[derive(Debug, Clone)]
 pub struct Catalog {
     /// Keyspaces by name.
@@ -22,6 +24,9 @@ pub struct Catalog {
     pub shards: BTreeMap<String, ShardInfo>,
     /// Sharded tables by name (lower case, no schema).
     pub tables: HashMap<String, ShardedTable>,
+    /// Reference tables (a full copy on every shard) by name (lower case, no
+    /// schema).
+    pub reference_tables: HashSet<String>,
     /// When this snapshot was read.
     pub loaded_at: Instant,
 }
@@ -77,6 +82,7 @@ impl Catalog {
             keyspaces: HashMap::new(),
             shards: BTreeMap::new(),
             tables: HashMap::new(),
+            reference_tables: HashSet::new(),
             loaded_at: Instant::now(),
         }
     }
@@ -85,6 +91,12 @@ impl Catalog {
     /// (lower case, no schema); `None` if it is not declared.
     pub fn table(&self, name: &str) -> Option<&ShardedTable> {
         self.tables.get(name)
+    }
+
+    /// True if `name` (already normalized: lower case, no schema) is a
+    /// declared reference table.
+    pub fn is_reference(&self, name: &str) -> bool {
+        self.reference_tables.contains(name)
     }
 
     /// The keyspace of table `t`; `None` only if `t` is not from this catalog.

@@ -1,4 +1,5 @@
-//! Declaring keyspaces, shards and sharded tables (idempotent upserts).
+//! Declaring keyspaces, shards, sharded tables and reference tables
+//! (idempotent upserts), and dropping reference tables.
 //!
 //! Every write fires the catalog's NOTIFY trigger, so running routers reload.
 
@@ -104,8 +105,9 @@ pub async fn add_shard(
 ///
 /// Errors: [`CatalogError::UnknownKeyspace`] naming the table;
 /// [`CatalogError::UnknownVindex`] if the keyspace's stored vindex is unknown;
-/// [`CatalogError::InvalidArgument`] for an empty table or column;
-/// [`CatalogError::Db`].
+/// [`CatalogError::ShardedAndReference`] if the table is declared as a
+/// reference table; [`CatalogError::InvalidArgument`] for an empty table or
+/// column; [`CatalogError::Db`].
 pub async fn add_table(
     client: &Client,
     table: &str,
@@ -132,6 +134,10 @@ async fn upsert_table(
     key_type: KeyType,
 ) -> Result<ShardedTable, CatalogError> {
     let row = || format!("table '{name}'");
+    lock_table_kinds(client).await?;
+    if is_reference_table(client, &name).await? {
+        return Err(CatalogError::ShardedAndReference { table: name });
+    }
     let ks = client
         .query_opt(
             "select vindex from pgrouter.keyspaces where name = $1 for share",
@@ -174,6 +180,118 @@ async fn upsert_table(
         vindex,
         key_type,
     })
+}
+
+/// Declares reference table `table` (a full copy on every shard): its name is
+/// normalized (schema dropped, lower case) and stored in
+/// `pgrouter.reference_tables`. Idempotent. Returns the stored name.
+///
+/// Only the catalog changes: the table itself must be created (and filled)
+/// on every shard, e.g. by `CREATE TABLE` through the router.
+///
+/// Errors: [`CatalogError::ShardedAndReference`] if the table is declared as
+/// a sharded table; [`CatalogError::InvalidArgument`] for an empty name or a
+/// catalog not migrated to version 3 (run `pg-router meta init`);
+/// [`CatalogError::Db`].
+pub async fn add_reference_table(client: &Client, table: &str) -> Result<String, CatalogError> {
+    let name = normalize_table_name(table);
+    require_name("table name", &name)?;
+    tx::begin(client, tx::READ_WRITE).await?;
+    let result = insert_reference_table(client, name).await;
+    tx::finish(client, result).await
+}
+
+async fn insert_reference_table(client: &Client, name: String) -> Result<String, CatalogError> {
+    lock_table_kinds(client).await?;
+    require_reference_schema(client).await?;
+    let sharded = client
+        .query_opt(
+            "select 1 from pgrouter.sharded_tables where table_name = $1",
+            &[&name],
+        )
+        .await
+        .ctx(format!("reading table '{name}'"))?;
+    if sharded.is_some() {
+        return Err(CatalogError::ShardedAndReference { table: name });
+    }
+    client
+        .execute(
+            "insert into pgrouter.reference_tables (table_name) values ($1) on conflict (table_name) do nothing",
+            &[&name],
+        )
+        .await
+        .ctx(format!("inserting reference table '{name}'"))?;
+    Ok(name)
+}
+
+/// Removes reference table `table` (normalized like
+/// [`add_reference_table`]) from the catalog; the shards' copies are left
+/// alone. Returns `true` if it was declared, `false` if there was nothing to
+/// drop.
+///
+/// Errors: [`CatalogError::InvalidArgument`] for an empty name or a catalog
+/// not migrated to version 3; [`CatalogError::Db`].
+pub async fn drop_reference_table(client: &Client, table: &str) -> Result<bool, CatalogError> {
+    let name = normalize_table_name(table);
+    require_name("table name", &name)?;
+    require_reference_schema(client).await?;
+    let deleted = client
+        .execute(
+            "delete from pgrouter.reference_tables where table_name = $1",
+            &[&name],
+        )
+        .await
+        .ctx(format!("deleting reference table '{name}'"))?;
+    Ok(deleted > 0)
+}
+
+/// Serializes the transactions that declare tables (sharded or reference)
+/// until commit, so two concurrent declarations cannot give one name both
+/// kinds.
+async fn lock_table_kinds(client: &Client) -> Result<(), CatalogError> {
+    client
+        .batch_execute("select pg_advisory_xact_lock(hashtext('pgrouter.table_kinds'))")
+        .await
+        .ctx("taking the table declaration lock")
+}
+
+/// True if `pgrouter.reference_tables` exists (catalog migration 3).
+async fn has_reference_schema(client: &Client) -> Result<bool, CatalogError> {
+    client
+        .query_one(
+            "select to_regclass('pgrouter.reference_tables') is not null",
+            &[],
+        )
+        .await
+        .and_then(|r| r.try_get(0))
+        .ctx("looking for pgrouter.reference_tables")
+}
+
+async fn require_reference_schema(client: &Client) -> Result<(), CatalogError> {
+    if has_reference_schema(client).await? {
+        Ok(())
+    } else {
+        Err(CatalogError::InvalidArgument(
+            "the catalog has no pgrouter.reference_tables yet; upgrade it with `pg-router meta init`"
+                .into(),
+        ))
+    }
+}
+
+/// True if `name` is a declared reference table (false on a catalog without
+/// reference tables).
+async fn is_reference_table(client: &Client, name: &str) -> Result<bool, CatalogError> {
+    if !has_reference_schema(client).await? {
+        return Ok(false);
+    }
+    let row = client
+        .query_opt(
+            "select 1 from pgrouter.reference_tables where table_name = $1",
+            &[&name],
+        )
+        .await
+        .ctx(format!("reading reference table '{name}'"))?;
+    Ok(row.is_some())
 }
 
 /// Rejects an empty (or blank) identifier.

@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use super::model::Catalog;
 
-/// Renders `catalog` as plain text, sorted by name, in three sections:
+/// Renders `catalog` as plain text, sorted by name, in four sections:
 ///
 /// ```text
 /// keyspaces:
@@ -15,6 +15,8 @@ use super::model::Catalog;
 ///   shard0  127.0.0.1:5433/postgres
 /// tables:
 ///   pgbench_accounts  keyspace main  key aid  vindex hash_murmur3  key_type int
+/// reference tables:
+///   countries
 /// ```
 ///
 /// Ranges use `KeyRange`'s `Display`: an unbounded end is shown as the
@@ -26,6 +28,7 @@ pub fn show_routing(catalog: &Catalog) -> String {
     let _ = write_keyspaces(&mut out, catalog);
     let _ = write_shards(&mut out, catalog);
     let _ = write_tables(&mut out, catalog);
+    let _ = write_reference_tables(&mut out, catalog);
     out
 }
 
@@ -96,6 +99,23 @@ fn write_tables(out: &mut String, catalog: &Catalog) -> std::fmt::Result {
     Ok(())
 }
 
+fn write_reference_tables(out: &mut String, catalog: &Catalog) -> std::fmt::Result {
+    writeln!(out, "reference tables:")?;
+    let mut names: Vec<&str> = catalog
+        .reference_tables
+        .iter()
+        .map(String::as_str)
+        .collect();
+    names.sort_unstable();
+    if names.is_empty() {
+        writeln!(out, "  (none)")?;
+    }
+    for n in names {
+        writeln!(out, "  {n}")?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +150,7 @@ mod tests {
                 vindex: "hash_murmur3".into(),
                 key_type: "text".into(),
             }],
+            reference_tables: vec!["countries".into(), "currencies".into()],
         };
         let text = show_routing(&build(raw).expect("valid"));
         assert!(
@@ -148,6 +169,11 @@ mod tests {
             text.contains("orders  keyspace main  key id  vindex hash_murmur3  key_type text"),
             "{text}"
         );
-        assert!(show_routing(&Catalog::empty()).contains("(none)"));
+        assert!(
+            text.ends_with("reference tables:\n  countries\n  currencies\n"),
+            "{text}"
+        );
+        let empty = show_routing(&Catalog::empty());
+        assert!(empty.ends_with("reference tables:\n  (none)\n"), "{empty}");
     }
 }

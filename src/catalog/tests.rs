@@ -46,11 +46,13 @@ async fn wait_for(
 async fn migrate_is_idempotent_and_serialized() {
     let pg = TestPg::start();
     let (a, b) = (pg.connect().await, pg.connect().await);
-    // Two concurrent migrators: the advisory lock lets exactly one apply v1.
+    // Two concurrent migrators: the advisory lock lets exactly one apply
+    // every version.
     let (ra, rb) = tokio::join!(migrate(&a), migrate(&b));
     let mut applied = [ra.expect("migrate a"), rb.expect("migrate b")];
     applied.sort();
-    assert_eq!(applied, [vec![], vec![1]]);
+    let all: Vec<i32> = MIGRATIONS.iter().map(|m| m.version).collect();
+    assert_eq!(applied, [vec![], all]);
     assert_eq!(migrate(&a).await.expect("third migrate"), Vec::<i32>::new());
     let n: i64 = a
         .query_one("select count(*) from pgrouter.schema_migrations", &[])
@@ -61,6 +63,211 @@ async fn migrate_is_idempotent_and_serialized() {
     // An empty, migrated catalog loads.
     let c = load(&a).await.expect("load empty");
     assert!(c.keyspaces.is_empty() && c.tables.is_empty() && c.shards.is_empty());
+    assert!(c.reference_tables.is_empty());
+}
+
+/// The real migration `version` (panics if the binary lacks it).
+fn real_migration(version: i32) -> Migration {
+    *MIGRATIONS
+        .iter()
+        .find(|m| m.version == version)
+        .expect("embedded migration")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_tolerate_a_gap_and_apply_a_late_lower_version() {
+    let pg = TestPg::start();
+    let c = pg.connect().await;
+    let (v1, v3) = (real_migration(1), real_migration(3));
+    // A binary without version 2 (this one): 1 and 3, in order.
+    assert_eq!(
+        migrate::migrate_with(&c, &[v1, v3]).await.expect("1 and 3"),
+        vec![1, 3]
+    );
+    // A later binary adds version 2: applied although 3 already is.
+    let v2 = Migration {
+        version: 2,
+        name: "late",
+        sql: "create table pgrouter.late_v2 (x int)",
+    };
+    assert_eq!(
+        migrate::migrate_with(&c, &[v1, v2, v3])
+            .await
+            .expect("late 2"),
+        vec![2]
+    );
+    assert_eq!(
+        migrate::migrate_with(&c, &[v1, v2, v3])
+            .await
+            .expect("again"),
+        Vec::<i32>::new()
+    );
+    let versions: Vec<i32> = c
+        .query(
+            "select version from pgrouter.schema_migrations order by version",
+            &[],
+        )
+        .await
+        .expect("versions")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, vec![1, 2, 3]);
+    c.batch_execute("select * from pgrouter.late_v2")
+        .await
+        .expect("version 2 ran");
+    // The binary's own list against that catalog: nothing to do.
+    assert_eq!(migrate(&c).await.expect("migrate"), Vec::<i32>::new());
+    // A failing migration commits nothing, not even the ones before it.
+    let pg2 = TestPg::start();
+    let d = pg2.connect().await;
+    let bad = Migration {
+        version: 2,
+        name: "bad",
+        sql: "create table pgrouter.nope (",
+    };
+    let e = migrate::migrate_with(&d, &[v1, bad, v3])
+        .await
+        .expect_err("bad");
+    assert!(
+        matches!(e, CatalogError::Migration { version: 2, .. }),
+        "{e}"
+    );
+    assert_eq!(migrate(&d).await.expect("real"), vec![1, 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reference_tables_add_drop_load_and_conflicts() {
+    let pg = TestPg::start();
+    let c = pg.connect().await;
+    seed_default(&c, &two_shards()).await.expect("seed");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let watcher = spawn_watcher(pg.dsn(), move |cat| {
+        let _ = tx.send(cat);
+    });
+    wait_for(&mut rx, Duration::from_secs(5), |cat| cat.tables.len() == 4)
+        .await
+        .expect("initial load");
+
+    assert_eq!(
+        add_reference_table(&c, "Public.Countries")
+            .await
+            .expect("add"),
+        "countries"
+    );
+    assert_eq!(
+        add_reference_table(&c, "countries")
+            .await
+            .expect("idempotent"),
+        "countries"
+    );
+    // The NOTIFY trigger makes running routers reload.
+    let (cat, _) = wait_for(&mut rx, Duration::from_secs(2), |cat| {
+        cat.is_reference("countries")
+    })
+    .await
+    .expect("watcher must deliver the reference table");
+    assert_eq!(cat.reference_tables.len(), 1);
+    assert!(cat.table("countries").is_none());
+    let cat = load(&c).await.expect("load");
+    assert!(cat.is_reference("countries") && !cat.is_reference("pgbench_accounts"));
+    assert!(
+        show_routing(&cat).ends_with("reference tables:\n  countries\n"),
+        "{}",
+        show_routing(&cat)
+    );
+
+    // One name cannot be both kinds, whichever is declared first.
+    let e = add_reference_table(&c, "PGBENCH_ACCOUNTS")
+        .await
+        .expect_err("sharded");
+    assert!(
+        matches!(&e, CatalogError::ShardedAndReference { table } if table == "pgbench_accounts"),
+        "{e}"
+    );
+    let e = add_table(&c, "countries", "code", "main", None, KeyType::Text)
+        .await
+        .expect_err("reference");
+    assert!(
+        matches!(&e, CatalogError::ShardedAndReference { table } if table == "countries"),
+        "{e}"
+    );
+    assert!(e
+        .to_string()
+        .contains("both a sharded table and a reference table"));
+    let e = add_reference_table(&c, " ").await.expect_err("empty");
+    assert!(matches!(e, CatalogError::InvalidArgument(_)), "{e}");
+
+    // Rows written by hand are validated at load, and the router keeps its
+    // previous catalog.
+    c.batch_execute("insert into pgrouter.reference_tables values ('pgbench_tellers')")
+        .await
+        .expect("hand insert");
+    let e = load(&c).await.expect_err("both kinds");
+    assert!(
+        matches!(&e, CatalogError::ShardedAndReference { table } if table == "pgbench_tellers"),
+        "{e}"
+    );
+    assert!(
+        wait_for(&mut rx, Duration::from_millis(500), |_| true)
+            .await
+            .is_none(),
+        "an invalid catalog must not be applied"
+    );
+    assert!(drop_reference_table(&c, "pgbench_tellers")
+        .await
+        .expect("drop"));
+    load(&c).await.expect("valid again");
+
+    assert!(drop_reference_table(&c, "public.COUNTRIES")
+        .await
+        .expect("drop"));
+    assert!(!drop_reference_table(&c, "countries")
+        .await
+        .expect("drop again"));
+    wait_for(&mut rx, Duration::from_secs(2), |cat| {
+        cat.reference_tables.is_empty()
+    })
+    .await
+    .expect("watcher must deliver the drop");
+    // Once dropped as a reference table, the name can be sharded.
+    add_table(&c, "countries", "code", "main", None, KeyType::Text)
+        .await
+        .expect("now sharded");
+    watcher.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalog_without_migration_3_loads_without_reference_tables() {
+    let pg = TestPg::start();
+    let c = pg.connect().await;
+    assert_eq!(
+        migrate::migrate_with(&c, &[real_migration(1)])
+            .await
+            .expect("v1 only"),
+        vec![1]
+    );
+    add_keyspace(&c, "main", VindexKind::HashMurmur3)
+        .await
+        .expect("ks");
+    add_shard(&c, "s0", "127.0.0.1", 5433, "postgres", None)
+        .await
+        .expect("shard");
+    add_ranges(&c, "main", &["s0".into()], RangeLayout::Equal)
+        .await
+        .expect("ranges");
+    add_table(&c, "orders", "id", "main", None, KeyType::Int)
+        .await
+        .expect("add_table works without reference_tables");
+    let cat = load(&c).await.expect("load a version-1 catalog");
+    assert!(cat.table("orders").is_some() && cat.reference_tables.is_empty());
+    let e = add_reference_table(&c, "countries")
+        .await
+        .expect_err("not migrated");
+    assert!(e.to_string().contains("meta init"), "{e}");
+    assert_eq!(migrate(&c).await.expect("upgrade"), vec![3]);
+    add_reference_table(&c, "countries").await.expect("now");
+    assert!(load(&c).await.expect("load").is_reference("countries"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -442,12 +649,32 @@ async fn meta_cli_end_to_end() {
         out.contains("table users: keyspace app, key id, vindex hash_murmur3, key_type uuid"),
         "{out}"
     );
+    let out = run(&["add-reference-table", "--table", "public.Countries"])
+        .await
+        .expect("reference table");
+    assert_eq!(out, "reference table countries: declared\n");
+    let e = run(&["add-reference-table", "--table", "USERS"])
+        .await
+        .expect_err("sharded already");
+    assert!(e.to_string().contains("'users'"), "{e}");
     let out = run(&["show"]).await.expect("show");
     assert!(
         out.contains("[0x8000000000000000, 0xffffffffffffffff] -> b"),
         "{out}"
     );
+    assert!(out.contains("reference tables:\n  countries\n"), "{out}");
     assert!(out.contains("b  10.0.0.2:5432/postgres  user u"), "{out}");
+    let out = run(&["drop-reference-table", "--table", "countries"])
+        .await
+        .expect("drop");
+    assert!(
+        out.starts_with("reference table countries: dropped"),
+        "{out}"
+    );
+    let out = run(&["drop-reference-table", "--table", "countries"])
+        .await
+        .expect("drop again");
+    assert!(out.contains("not declared"), "{out}");
     run(&["add-keyspace", "--name", "other", "--vindex", "crc32"])
         .await
         .expect("ks 2");
@@ -502,6 +729,8 @@ async fn meta_cli_end_to_end() {
         "float"
     ]));
     assert!(bad(&["add-ranges", "--keyspace", "k"]));
+    assert!(bad(&["add-reference-table"]));
+    assert!(bad(&["drop-reference-table", "--name", "x"]));
 
     // run_meta itself (prints to stdout).
     run_meta(parse(&dsn, &["show"]))

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use foldhash::{HashMap, HashMapExt};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use crate::topology::{KeyRange, RoutingTable, ShardRange};
 use crate::vindex::{KeyType, VindexKind};
@@ -79,6 +79,8 @@ pub struct RawCatalog {
     pub ranges: Vec<RawRange>,
     /// Sharded tables, by name.
     pub tables: Vec<RawTable>,
+    /// `pgrouter.reference_tables.table_name` values, by name.
+    pub reference_tables: Vec<String>,
 }
 
 /// Validates `raw` and builds the catalog. Rows are checked in the order
@@ -132,12 +134,37 @@ pub fn build(raw: RawCatalog) -> Result<Catalog, CatalogError> {
         }
         tables.insert(table.name.clone(), table);
     }
+    let reference_tables = build_reference_tables(raw.reference_tables, &tables)?;
     Ok(Catalog {
         keyspaces,
         shards,
         tables,
+        reference_tables,
         loaded_at: Instant::now(),
     })
+}
+
+/// Normalizes reference table names and checks that none is also a sharded
+/// table (names equal after normalization are one table).
+fn build_reference_tables(
+    raw: Vec<String>,
+    tables: &HashMap<String, ShardedTable>,
+) -> Result<HashSet<String>, CatalogError> {
+    let mut out = HashSet::with_capacity(raw.len());
+    for r in raw {
+        let name = normalize_table_name(&r);
+        if name.is_empty() {
+            return Err(CatalogError::BadRow {
+                row: format!("reference table '{r}'"),
+                problem: "empty table name".into(),
+            });
+        }
+        if tables.contains_key(&name) {
+            return Err(CatalogError::ShardedAndReference { table: name });
+        }
+        out.insert(name);
+    }
+    Ok(out)
 }
 
 fn build_shards(raw: Vec<RawShard>) -> Result<BTreeMap<String, ShardInfo>, CatalogError> {
@@ -289,6 +316,7 @@ mod tests {
                 vindex: "hash_murmur3".into(),
                 key_type: "bigint".into(),
             }],
+            reference_tables: vec!["Public.Countries".into(), "currencies".into()],
         }
     }
 
@@ -310,6 +338,28 @@ mod tests {
         assert_eq!(t.key_type, KeyType::Int);
         assert_eq!(c.shard_names(), vec!["s0", "s1"]);
         assert_eq!(c.keyspace_of(t).map(|k| k.name.as_str()), Some("main"));
+        assert!(c.is_reference("countries") && c.is_reference("currencies"));
+        assert!(!c.is_reference("orders") && c.reference_tables.len() == 2);
+    }
+
+    #[test]
+    fn a_table_cannot_be_sharded_and_reference() {
+        let mut r = raw();
+        r.reference_tables.push("ORDERS".into());
+        let e = build(r).expect_err("both");
+        assert!(
+            matches!(&e, CatalogError::ShardedAndReference { table } if table == "orders"),
+            "{e}"
+        );
+        let msg = e.to_string();
+        assert!(
+            msg.contains("'orders'") && msg.contains("both a sharded table and a reference table"),
+            "{msg}"
+        );
+        let mut r = raw();
+        r.reference_tables.push("  ".into());
+        let e = build(r).expect_err("empty").to_string();
+        assert!(e.contains("empty table name"), "{e}");
     }
 
     #[test]

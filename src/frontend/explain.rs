@@ -51,6 +51,15 @@ pub(crate) fn explain_lines(
         ),
         Plan::AnyShard => out.push("Any one shard (no sharded table)".into()),
         Plan::AllShards => out.push(format!("All shards: {}", cat.shard_names().join(", "))),
+        Plan::Broadcast { table } => {
+            let shards = cat.shard_names();
+            out.push(format!(
+                "Broadcast write to reference table {table}: all {} shard(s): {}",
+                shards.len(),
+                shards.join(", ")
+            ));
+            out.push("  Result: the first shard's response (every copy is identical)".into());
+        }
         Plan::Keyed { keys, .. } => {
             let mut shard = None;
             for k in keys {

@@ -173,11 +173,14 @@ impl Session {
         if self.block.is_none() {
             for it in items.iter_mut() {
                 let n = match it {
+                    // Utility statements (DDL, VACUUM) run outside a block.
                     Item::Bind {
                         stmt,
                         route: Route::Multi(shards, _),
                         ..
-                    } if stmt.plan.writes() => shards.len(),
+                    } if stmt.plan.writes() && !matches!(*stmt.plan, Plan::AllShards) => {
+                        shards.len()
+                    }
                     Item::Bind {
                         stmt,
                         route: Route::Copy(..),
@@ -438,7 +441,7 @@ impl Session {
             }
             Plan::Transaction(t) => Route::Txn(t.clone(), stmt.query.clone()),
             Plan::Set { .. } | Plan::AnyShard => Route::Shard(self.any_shard()?),
-            Plan::AllShards => Route::Multi(
+            Plan::AllShards | Plan::Broadcast { .. } => Route::Multi(
                 cat.shard_names().iter().map(|s| s.to_string()).collect(),
                 MergeMode::FirstOnly,
             ),

@@ -14,8 +14,9 @@ use super::exchange::Sink;
 /// How shard responses combine.
 #[derive(Debug, Clone)]
 pub enum MergeMode {
-    /// Identical statements (DDL, SET): the first shard's response is
-    /// forwarded, the others only checked for errors.
+    /// Identical statements (DDL, SET, writes to reference tables): the
+    /// first shard's response is forwarded (its command tag too, row count
+    /// included), the others only checked for errors.
     FirstOnly,
     /// Rows of every shard are forwarded; tag counts added.
     Concat,
@@ -109,7 +110,10 @@ impl Sink for ShardSink<'_> {
                     ));
                 }
             }
-            b'C' => self.st.on_tag(f),
+            // FirstOnly: one shard's row count (each shard wrote its own
+            // copy of the same rows), not the sum.
+            b'C' if self.first || matches!(self.st.mode, MergeMode::Concat) => self.st.on_tag(f),
+            b'C' => {}
             b'd' => {
                 if self.st.copy_rows_seen.len() <= self.shard {
                     self.st.copy_rows_seen.resize(self.shard + 1, false);
@@ -174,4 +178,44 @@ pub(crate) fn with_shard_detail(f: &Frame, shard: Option<&str>) -> Bytes {
     out.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
     out.extend_from_slice(&body);
     Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tag(s: &str) -> Frame {
+        let mut b = BytesMut::new();
+        synth::command_complete(&mut b, s);
+        Frame {
+            tag: b'C',
+            data: b.freeze(),
+        }
+    }
+
+    fn merged(mode: MergeMode, tags: &[&str]) -> BytesMut {
+        let mut st = MergeState::new(mode);
+        let mut out = BytesMut::new();
+        for (i, t) in tags.iter().enumerate() {
+            st.sink(i).frame(&mut out, &tag(t));
+        }
+        assert!(st.finish(&mut out));
+        out
+    }
+
+    #[test]
+    fn first_only_keeps_the_first_count_concat_adds() {
+        let mut want = BytesMut::new();
+        synth::command_complete(&mut want, "UPDATE 3");
+        assert_eq!(
+            merged(MergeMode::FirstOnly, &["UPDATE 3", "UPDATE 3"]),
+            want
+        );
+        let mut want = BytesMut::new();
+        synth::command_complete(&mut want, "INSERT 0 5");
+        assert_eq!(
+            merged(MergeMode::Concat, &["INSERT 0 2", "INSERT 0 3"]),
+            want
+        );
+    }
 }

@@ -131,15 +131,27 @@ impl Session {
                     Ok(false)
                 }
             },
-            Plan::AllShards => {
+            Plan::AllShards | Plan::Broadcast { .. } => {
                 let msg = query_msg();
-                let parts = routing
+                let parts: Vec<_> = routing
                     .catalog
                     .shard_names()
                     .into_iter()
                     .map(|s| (s.to_string(), msg.clone(), q()))
                     .collect();
-                self.exchange_many(parts, MergeMode::FirstOnly).await
+                // A reference-table write commits on every copy or none.
+                // Utility statements (DDL, VACUUM, CREATE INDEX
+                // CONCURRENTLY) run outside a transaction block.
+                let n = if matches!(p, Plan::Broadcast { .. }) {
+                    parts.len()
+                } else {
+                    1
+                };
+                let Some(implicit) = self.open_write_block(n) else {
+                    return Ok(false);
+                };
+                let ok = self.exchange_many(parts, MergeMode::FirstOnly).await?;
+                self.close_write_block(implicit, ok).await
             }
             Plan::Keyed { keys, .. } => {
                 let values = Values::Simple { sql, lits };

@@ -5,6 +5,9 @@
 //! Each SELECT's own WHERE conjunction (and the ON conditions of its inner
 //! joins) supplies keys for the sharded tables of its own FROM clause, so a
 //! subquery with its own key condition is routable too.
+//!
+//! Reference tables (a full copy on every shard) are allowed anywhere and
+//! leave no occurrence: they do not constrain the route.
 
 use std::sync::Arc;
 
@@ -77,6 +80,11 @@ pub(crate) struct Analyzer<'s> {
     ctes: Vec<String>,
     occs: Vec<Occ>,
     error: Option<Plan>,
+    /// An outer join keeps rows from a side without sharded tables while the
+    /// other side has some (`countries LEFT JOIN orders`): the first such
+    /// sharded table. Run on several shards, every shard would return the
+    /// kept rows it cannot match.
+    outer_unsharded: Option<Arc<str>>,
 }
 
 impl<'s> Analyzer<'s> {
@@ -87,6 +95,7 @@ impl<'s> Analyzer<'s> {
             ctes: Vec::new(),
             occs: Vec::new(),
             error: None,
+            outer_unsharded: None,
         }
     }
 
@@ -100,6 +109,11 @@ impl<'s> Analyzer<'s> {
     /// Number of sharded table occurrences found so far.
     pub fn occurrences(&self) -> usize {
         self.occs.len()
+    }
+
+    /// The table of the first sharded table occurrence, if any.
+    pub fn first_sharded(&self) -> Option<Arc<str>> {
+        self.occs.first().map(|o| o.table.clone())
     }
 
     /// The first error found, if any.
@@ -131,6 +145,18 @@ impl<'s> Analyzer<'s> {
             return Routing::Keyed(keys);
         }
         if let [o] = self.occs.as_slice() {
+            if let Some(t) = &self.outer_unsharded {
+                return Routing::Error(Plan::Error {
+                    sqlstate: "0A000",
+                    message: format!(
+                        "an outer join that keeps rows not coming from sharded table \"{t}\" (from reference tables, functions or VALUES) is not supported across shards: every shard would return the rows it cannot match"
+                    ),
+                    hint: Some(format!(
+                        "add an equality condition on the sharding key ({}.{} = <value>), or put \"{t}\" on the preserved side of the join",
+                        o.qualifier, o.key_col
+                    )),
+                });
+            }
             return Routing::Single {
                 table: o.table.clone(),
                 key_col: o.key_col.clone(),
@@ -333,33 +359,46 @@ impl<'s> Analyzer<'s> {
         local: &mut Vec<usize>,
         conds: &mut Vec<&'a Expr>,
     ) {
+        let start = self.occs.len();
         self.table_factor(&twj.relation, top, local, conds);
         for j in &twj.joins {
+            let before = self.occs.len();
             self.table_factor(&j.relation, top, local, conds);
-            let (constraint, inner) = match &j.join_operator {
-                JoinOperator::Join(c) | JoinOperator::Inner(c) => (Some(c), true),
+            let left_sharded = before > start;
+            let right_sharded = self.occs.len() > before;
+            // Which sides keep unmatched rows.
+            let (constraint, inner, keeps_left, keeps_right) = match &j.join_operator {
+                JoinOperator::Join(c) | JoinOperator::Inner(c) => (Some(c), true, false, false),
+                JoinOperator::CrossJoin(c) | JoinOperator::StraightJoin(c) => {
+                    (Some(c), false, false, false)
+                }
                 JoinOperator::Left(c)
                 | JoinOperator::LeftOuter(c)
-                | JoinOperator::Right(c)
-                | JoinOperator::RightOuter(c)
-                | JoinOperator::FullOuter(c)
-                | JoinOperator::CrossJoin(c)
                 | JoinOperator::Semi(c)
                 | JoinOperator::LeftSemi(c)
-                | JoinOperator::RightSemi(c)
                 | JoinOperator::Anti(c)
-                | JoinOperator::LeftAnti(c)
-                | JoinOperator::RightAnti(c)
-                | JoinOperator::StraightJoin(c) => (Some(c), false),
+                | JoinOperator::LeftAnti(c) => (Some(c), false, true, false),
+                JoinOperator::Right(c)
+                | JoinOperator::RightOuter(c)
+                | JoinOperator::RightSemi(c)
+                | JoinOperator::RightAnti(c) => (Some(c), false, false, true),
+                JoinOperator::FullOuter(c) => (Some(c), false, true, true),
                 JoinOperator::AsOf {
                     constraint,
                     match_condition,
                 } => {
                     self.expr(match_condition);
-                    (Some(constraint), false)
+                    (Some(constraint), false, true, false)
                 }
-                _ => (None, false),
+                // APPLY joins and the like (not PostgreSQL): assume the
+                // worst.
+                _ => (None, false, true, true),
             };
+            let unsharded_kept = (keeps_left && !left_sharded && right_sharded)
+                || (keeps_right && !right_sharded && left_sharded);
+            if unsharded_kept && self.outer_unsharded.is_none() {
+                self.outer_unsharded = self.occs.last().map(|o| o.table.clone());
+            }
             if let Some(JoinConstraint::On(e)) = constraint {
                 self.expr(e);
                 if inner {
@@ -399,7 +438,7 @@ impl<'s> Analyzer<'s> {
                     .map(|a| norm_ident(&a.name))
                     .or_else(|| last_part(name));
                 match classify_object(name, self.schema) {
-                    TableClass::System => {}
+                    TableClass::System | TableClass::Reference(_) => {}
                     TableClass::Unknown(t) => self.fail(undeclared(&t)),
                     TableClass::Sharded { table, key } => {
                         self.push_occ(table, key, qualifier, top, local)
@@ -437,7 +476,7 @@ impl<'s> Analyzer<'s> {
             return;
         }
         match classify_table(parts, self.schema) {
-            TableClass::System => {}
+            TableClass::System | TableClass::Reference(_) => {}
             TableClass::Unknown(t) => self.fail(undeclared(&t)),
             TableClass::Sharded { table, key } => {
                 let qualifier = alias.or_else(|| parts.last().cloned());

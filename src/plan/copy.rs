@@ -73,6 +73,14 @@ fn resolve(spec: CopySpec, schema: &dyn SchemaView) -> Plan {
         TableClass::System if spec.to => return Plan::AnyShard,
         TableClass::System => return super::names::system_write(),
         TableClass::Unknown(name) => return undeclared(&name),
+        // Every shard has the same copy: read any one.
+        TableClass::Reference(_) if spec.to => return Plan::AnyShard,
+        TableClass::Reference(table) => {
+            return unsupported(
+                format!("COPY FROM STDIN into reference table \"{table}\" is not supported yet"),
+                Some("use INSERT, which is run on every shard"),
+            )
+        }
         TableClass::Sharded { table, key } => (table, key),
     };
     let format = match spec

@@ -40,7 +40,28 @@
 //! folded to lower case, quoted ones keep their case. Tables in
 //! `pg_catalog`, `information_schema` or any `pg_*` schema, and tables named
 //! `pg_*`, are system catalogs (present and identical on every shard). Any
-//! other table must be known to the [`SchemaView`].
+//! other table must be known to the [`SchemaView`], as a sharded table or a
+//! reference table.
+//!
+//! # Reference tables
+//!
+//! A reference table has a full, identical copy on every shard, so reading
+//! it adds no routing constraint: a statement reading only reference tables
+//! (and system catalogs) goes to any one shard ([`Plan::AnyShard`]), and one
+//! that joins sharded tables with reference tables is routed by the sharded
+//! tables alone (keyed or scattered). A scattered SELECT is refused (0A000)
+//! when an outer join keeps rows that come from no sharded table (e.g.
+//! `countries LEFT JOIN orders` without a key condition): every shard would
+//! return them. `SELECT ... FOR UPDATE/SHARE` of reference tables only locks
+//! the rows on the one shard it runs on; this does not serialize against
+//! writers going through other shards' copies first.
+//!
+//! INSERT, UPDATE and DELETE of a reference table plan to
+//! [`Plan::Broadcast`] (no sharding key needed); they may read only
+//! reference tables and system catalogs (a sharded table in a subquery,
+//! `FROM` or `USING` is refused with 0A000, since each shard would see a
+//! different part of it). COPY FROM STDIN into a reference table is refused
+//! (use INSERT); COPY TO STDOUT reads one shard.
 //!
 //! # Refusals
 //!
@@ -95,12 +116,21 @@ use classify::pre_classify;
 use fingerprint::{normalize, Normalized};
 use parse::{parse_and_plan, syntax_error};
 
-/// What the planner needs to know about sharded tables.
+/// What the planner needs to know about sharded and reference tables.
 pub trait SchemaView: Sync {
     /// Sharding key column (lower case) of a sharded table given its catalog
     /// name (lower case, no schema), None if the table is not
     /// sharded/declared.
     fn key_column(&self, table: &str) -> Option<&str>;
+
+    /// True if `table` (catalog name: lower case, no schema) is a reference
+    /// table: a full copy on every shard. Only asked about names that
+    /// [`SchemaView::key_column`] does not know. Default: no reference
+    /// tables.
+    fn is_reference(&self, table: &str) -> bool {
+        let _ = table;
+        false
+    }
 }
 
 /// Longest statement text (normalized text for the simple protocol) that is

@@ -15,6 +15,8 @@ pub(crate) enum TableClass {
     System,
     /// A declared sharded table: catalog name and key column.
     Sharded { table: Arc<str>, key: String },
+    /// A declared reference table (a full copy on every shard): catalog name.
+    Reference(Arc<str>),
     /// A user table the catalog does not know (name as written, folded).
     Unknown(String),
 }
@@ -77,6 +79,7 @@ pub(crate) fn classify_table(parts: &[String], schema: &dyn SchemaView) -> Table
             table: Arc::from(name.as_str()),
             key: key.to_string(),
         },
+        None if schema.is_reference(&name) => TableClass::Reference(Arc::from(name.as_str())),
         None => TableClass::Unknown(name),
     }
 }
@@ -95,7 +98,7 @@ pub(crate) fn undeclared(table: &str) -> Plan {
         sqlstate: "0A000",
         message: format!("table \"{table}\" is not declared in the pg-router catalog"),
         hint: Some(format!(
-            "declare it with: pg-router meta add-table --table {table} --column <sharding key column>"
+            "declare it with: pg-router meta add-table --table {table} --column <sharding key column>, or as a table copied to every shard with: pg-router meta add-reference-table --table {table}"
         )),
     }
 }

@@ -1,5 +1,6 @@
 //! Planning rules for parsed statements: SELECT, INSERT, UPDATE, DELETE,
-//! EXPLAIN; every other parsed statement is refused.
+//! EXPLAIN; every other parsed statement is refused. INSERT, UPDATE and
+//! DELETE of a reference table become [`Plan::Broadcast`].
 
 use std::sync::Arc;
 
@@ -104,13 +105,70 @@ fn bad_key_update(table: &str, key: &str) -> Plan {
     )
 }
 
+/// The table an INSERT/UPDATE/DELETE writes.
+enum DmlTarget {
+    /// A sharded table: catalog name and sharding key column.
+    Sharded(Arc<str>, String),
+    /// A reference table: catalog name.
+    Reference(Arc<str>),
+}
+
 /// Resolve the target of INSERT/UPDATE/DELETE; Err is the plan to return.
-fn dml_target(class: TableClass) -> Result<(Arc<str>, String), Plan> {
+fn dml_target(class: TableClass) -> Result<DmlTarget, Plan> {
     match class {
         TableClass::System => Err(system_write()),
         TableClass::Unknown(t) => Err(undeclared(&t)),
-        TableClass::Sharded { table, key } => Ok((table, key)),
+        TableClass::Sharded { table, key } => Ok(DmlTarget::Sharded(table, key)),
+        TableClass::Reference(table) => Ok(DmlTarget::Reference(table)),
     }
+}
+
+/// Common tail of a write to reference table `table`: [`Plan::Broadcast`]
+/// unless the statement failed analysis or reads a sharded table (each
+/// shard would see only its part of it, and the copies would diverge).
+fn broadcast(mut an: Analyzer<'_>, table: Arc<str>) -> Plan {
+    if let Some(e) = an.take_error() {
+        return e;
+    }
+    if let Some(sharded) = an.first_sharded() {
+        return unsupported(
+            format!(
+                "a write to reference table \"{table}\" may read only reference tables and system catalogs, not sharded table \"{sharded}\""
+            ),
+            Some("every shard runs the write on its own copy, and sees only its own rows of a sharded table"),
+        );
+    }
+    Plan::Broadcast { table }
+}
+
+/// INSERT into reference table `table`: any form (no key needed) that reads
+/// no sharded table.
+fn plan_reference_insert(
+    ins: &Insert,
+    table: Arc<str>,
+    schema: &dyn SchemaView,
+    mode: ParamMode,
+) -> Plan {
+    let mut an = Analyzer::new(schema, mode);
+    if let Some(source) = &ins.source {
+        an.query(source, false);
+    }
+    match &ins.on {
+        Some(OnInsert::OnConflict(oc)) => {
+            if let OnConflictAction::DoUpdate(du) = &oc.action {
+                if let Some(sel) = &du.selection {
+                    an.expr(sel);
+                }
+                du.assignments.iter().for_each(|a| an.expr(&a.value));
+            }
+        }
+        Some(OnInsert::DuplicateKeyUpdate(a)) => a.iter().for_each(|a| an.expr(&a.value)),
+        _ => {}
+    }
+    if let Some(ret) = &ins.returning {
+        an.select_items(ret);
+    }
+    broadcast(an, table)
 }
 
 fn plan_insert(ins: &Insert, schema: &dyn SchemaView, mode: ParamMode) -> Plan {
@@ -121,7 +179,8 @@ fn plan_insert(ins: &Insert, schema: &dyn SchemaView, mode: ParamMode) -> Plan {
         );
     };
     let (table, key) = match dml_target(classify_object(name, schema)) {
-        Ok(t) => t,
+        Ok(DmlTarget::Sharded(table, key)) => (table, key),
+        Ok(DmlTarget::Reference(table)) => return plan_reference_insert(ins, table, schema, mode),
         Err(p) => return p,
     };
     let Some(source) = &ins.source else {
@@ -262,15 +321,15 @@ fn route_dml(an: Analyzer<'_>, table: Arc<str>, what: &str) -> Plan {
     }
 }
 
-/// The target table of UPDATE/DELETE, registered in `an` as a top-level
-/// occurrence. Err is the plan to return.
+/// The target table of UPDATE/DELETE; a sharded one is registered in `an`
+/// as a top-level occurrence. Err is the plan to return.
 fn dml_scope_target(
     tf: &TableFactor,
     an: &mut Analyzer<'_>,
     schema: &dyn SchemaView,
     local: &mut Vec<usize>,
     what: &str,
-) -> Result<(Arc<str>, String), Plan> {
+) -> Result<DmlTarget, Plan> {
     let TableFactor::Table {
         name,
         alias,
@@ -283,13 +342,15 @@ fn dml_scope_target(
             None,
         ));
     };
-    let (table, key) = dml_target(classify_object(name, schema))?;
-    let qualifier = alias
-        .as_ref()
-        .map(|a| norm_ident(&a.name))
-        .or_else(|| last_part(name));
-    an.push_occ(table.clone(), key.clone(), qualifier, true, local);
-    Ok((table, key))
+    let target = dml_target(classify_object(name, schema))?;
+    if let DmlTarget::Sharded(table, key) = &target {
+        let qualifier = alias
+            .as_ref()
+            .map(|a| norm_ident(&a.name))
+            .or_else(|| last_part(name));
+        an.push_occ(table.clone(), key.clone(), qualifier, true, local);
+    }
+    Ok(target)
 }
 
 fn plan_update(u: &Update, schema: &dyn SchemaView, mode: ParamMode) -> Plan {
@@ -298,16 +359,14 @@ fn plan_update(u: &Update, schema: &dyn SchemaView, mode: ParamMode) -> Plan {
     }
     let mut an = Analyzer::new(schema, mode);
     let mut local = Vec::new();
-    let (table, key) =
-        match dml_scope_target(&u.table.relation, &mut an, schema, &mut local, "UPDATE") {
-            Ok(t) => t,
-            Err(p) => return p,
-        };
-    if u.assignments
-        .iter()
-        .any(|a| assigns_column(&a.target, &key))
-    {
-        return bad_key_update(&table, &key);
+    let target = match dml_scope_target(&u.table.relation, &mut an, schema, &mut local, "UPDATE") {
+        Ok(t) => t,
+        Err(p) => return p,
+    };
+    if let DmlTarget::Sharded(table, key) = &target {
+        if u.assignments.iter().any(|a| assigns_column(&a.target, key)) {
+            return bad_key_update(table, key);
+        }
     }
     let mut conds: Vec<&Expr> = Vec::new();
     if let Some(UpdateTableFromKind::BeforeSet(v) | UpdateTableFromKind::AfterSet(v)) = &u.from {
@@ -326,7 +385,10 @@ fn plan_update(u: &Update, schema: &dyn SchemaView, mode: ParamMode) -> Plan {
     if let Some(ret) = &u.returning {
         an.select_items(ret);
     }
-    route_dml(an, table, "UPDATE")
+    match target {
+        DmlTarget::Sharded(table, _) => route_dml(an, table, "UPDATE"),
+        DmlTarget::Reference(table) => broadcast(an, table),
+    }
 }
 
 fn plan_delete(d: &Delete, schema: &dyn SchemaView, mode: ParamMode) -> Plan {
@@ -345,8 +407,7 @@ fn plan_delete(d: &Delete, schema: &dyn SchemaView, mode: ParamMode) -> Plan {
     }
     let mut an = Analyzer::new(schema, mode);
     let mut local = Vec::new();
-    let (table, _key) = match dml_scope_target(&twj.relation, &mut an, schema, &mut local, "DELETE")
-    {
+    let target = match dml_scope_target(&twj.relation, &mut an, schema, &mut local, "DELETE") {
         Ok(t) => t,
         Err(p) => return p,
     };
@@ -364,7 +425,10 @@ fn plan_delete(d: &Delete, schema: &dyn SchemaView, mode: ParamMode) -> Plan {
     if let Some(ret) = &d.returning {
         an.select_items(ret);
     }
-    route_dml(an, table, "DELETE")
+    match target {
+        DmlTarget::Sharded(table, _) => route_dml(an, table, "DELETE"),
+        DmlTarget::Reference(table) => broadcast(an, table),
+    }
 }
 
 /// True if running `stmt` changes data (so EXPLAIN ANALYZE of it must reach

@@ -15,6 +15,10 @@ impl SchemaView for Pgbench {
             _ => None,
         }
     }
+
+    fn is_reference(&self, table: &str) -> bool {
+        matches!(table, "countries" | "currencies")
+    }
 }
 
 fn simple(sql: &str) -> Plan {
@@ -745,7 +749,7 @@ fn undeclared_tables() {
         Plan::Error {
             sqlstate: "0A000",
             message: "table \"t\" is not declared in the pg-router catalog".into(),
-            hint: Some("declare it with: pg-router meta add-table --table t --column <sharding key column>".into()),
+            hint: Some("declare it with: pg-router meta add-table --table t --column <sharding key column>, or as a table copied to every shard with: pg-router meta add-reference-table --table t".into()),
         }
     );
     assert_error(
@@ -896,6 +900,224 @@ fn explain() {
     assert_eq!(
         simple("EXPLAIN DELETE FROM pgbench_history"),
         Plan::AnyShard
+    );
+}
+
+// ---- reference tables ---------------------------------------------------------
+
+fn broadcast(table: &str) -> Plan {
+    Plan::Broadcast {
+        table: Arc::from(table),
+    }
+}
+
+#[test]
+fn reference_table_reads_go_to_any_shard() {
+    for sql in [
+        "SELECT * FROM countries WHERE code = 'fr'",
+        "SELECT c.name, x.code FROM countries c JOIN public.currencies x ON x.code = c.currency",
+        "SELECT * FROM countries, pg_class",
+        "SELECT * FROM countries WHERE code IN (SELECT code FROM currencies)",
+        "WITH c AS (SELECT * FROM countries) SELECT count(*) FROM c",
+        "SELECT code FROM countries UNION SELECT code FROM currencies ORDER BY 1",
+        // Locks only the copy on the shard it runs on (documented).
+        "SELECT * FROM countries WHERE code = 'fr' FOR UPDATE",
+        "COPY countries TO STDOUT",
+        "COPY public.countries (code) TO STDOUT WITH (FORMAT csv)",
+    ] {
+        assert_eq!(simple(sql), Plan::AnyShard, "{sql}");
+    }
+    assert_eq!(
+        extended("SELECT name FROM countries WHERE code = $1"),
+        Plan::AnyShard
+    );
+    // Case folding and quoting as for sharded tables.
+    assert_eq!(simple("SELECT * FROM PUBLIC.COUNTRIES"), Plan::AnyShard);
+    assert_error(
+        &simple("SELECT * FROM \"Countries\""),
+        "0A000",
+        "\"Countries\" is not declared",
+    );
+    assert_error(
+        &simple("COPY countries FROM STDIN"),
+        "0A000",
+        "COPY FROM STDIN into reference table \"countries\"",
+    );
+}
+
+#[test]
+fn joins_with_reference_tables_route_by_the_sharded_table() {
+    // Keyed: one shard, which has its own copy of countries.
+    assert_eq!(
+        simple("SELECT a.aid, c.name FROM pgbench_accounts a JOIN countries c ON c.code = a.filler WHERE a.aid = 5"),
+        keyed("pgbench_accounts", param(0), true)
+    );
+    assert_eq!(
+        extended("SELECT a.aid, c.name FROM pgbench_accounts a, countries c WHERE c.code = a.filler AND a.aid = $1"),
+        keyed("pgbench_accounts", param(0), true)
+    );
+    assert_eq!(
+        simple("SELECT * FROM pgbench_accounts WHERE aid = 1 AND filler IN (SELECT code FROM countries)"),
+        keyed("pgbench_accounts", param(0), true)
+    );
+    // An outer join keeping reference rows is fine on one shard.
+    assert_eq!(
+        simple("SELECT * FROM countries c LEFT JOIN pgbench_accounts a ON a.filler = c.code WHERE a.aid = 3"),
+        keyed("pgbench_accounts", param(0), true)
+    );
+    // No key: scattered; every shard joins its rows with its own copy.
+    assert_eq!(
+        simple(
+            "SELECT a.aid, c.name FROM pgbench_accounts a JOIN countries c ON c.code = a.filler"
+        ),
+        scatter("pgbench_accounts", Merge::Concat, true)
+    );
+    assert_eq!(
+        simple("SELECT a.aid FROM countries c, pgbench_accounts a WHERE c.code = a.filler AND c.name = 'France'"),
+        scatter("pgbench_accounts", Merge::Concat, true)
+    );
+    assert_eq!(
+        simple("SELECT * FROM pgbench_accounts a LEFT JOIN countries c ON c.code = a.filler"),
+        scatter("pgbench_accounts", Merge::Concat, true)
+    );
+    assert_eq!(
+        simple("SELECT * FROM countries c RIGHT JOIN pgbench_accounts a ON c.code = a.filler"),
+        scatter("pgbench_accounts", Merge::Concat, true)
+    );
+    let p = simple("SELECT c.name, count(*) FROM pgbench_accounts a JOIN countries c ON c.code = a.filler GROUP BY c.name ORDER BY 2 DESC");
+    assert_eq!(agg_funcs(&p), vec![(AggFunc::Count, false)]);
+    // Shard pruning still applies.
+    match simple("SELECT * FROM pgbench_accounts a JOIN countries c ON c.code = a.filler WHERE a.aid IN (1, 2)") {
+        Plan::Scatter {
+            prune: Some(KeySet::List(v)),
+            ..
+        } => assert_eq!(v.len(), 2),
+        other => panic!("{other:?}"),
+    }
+    // Scattered outer joins keeping rows that no sharded table gave: every
+    // shard would return them.
+    for sql in [
+        "SELECT * FROM countries c LEFT JOIN pgbench_accounts a ON a.filler = c.code",
+        "SELECT * FROM pgbench_accounts a RIGHT JOIN countries c ON a.filler = c.code",
+        "SELECT * FROM pgbench_accounts a FULL JOIN countries c ON a.filler = c.code",
+        "SELECT c.name, count(a.aid) FROM countries c LEFT JOIN pgbench_accounts a ON a.filler = c.code GROUP BY c.name",
+        "SELECT * FROM generate_series(1, 3) g LEFT JOIN pgbench_accounts a ON a.aid = g",
+        "SELECT * FROM (countries c JOIN currencies x ON x.code = c.currency) LEFT JOIN pgbench_accounts a ON a.filler = c.code",
+    ] {
+        assert_error(&simple(sql), "0A000", "outer join", );
+    }
+    // A sharded table in a subquery of a reference-table query: as before.
+    assert_error(
+        &simple("SELECT * FROM countries WHERE code IN (SELECT filler FROM pgbench_accounts)"),
+        "0A000",
+        "subquery, CTE or set operation",
+    );
+}
+
+#[test]
+fn reference_table_writes_are_broadcast() {
+    for sql in [
+        "INSERT INTO countries (code, name) VALUES ('fr', 'France'), ('de', 'Germany')",
+        "INSERT INTO countries VALUES ('fr', 'France')",
+        "INSERT INTO countries DEFAULT VALUES",
+        "INSERT INTO public.countries (code) SELECT code FROM currencies WHERE code <> 'x'",
+        "INSERT INTO countries (code, name) VALUES ('fr', 'F') ON CONFLICT (code) DO UPDATE SET name = EXCLUDED.name RETURNING *",
+        "INSERT INTO countries (code) VALUES ('fr') ON CONFLICT DO NOTHING",
+        "UPDATE countries SET name = 'x' WHERE code = 'fr'",
+        "UPDATE countries SET code = lower(code)",
+        "UPDATE countries c SET name = x.name FROM currencies x WHERE x.code = c.code RETURNING c.code",
+        "UPDATE countries SET name = (SELECT max(name) FROM currencies) WHERE code IN (SELECT relname FROM pg_class)",
+        "DELETE FROM countries",
+        "DELETE FROM countries WHERE code IN (SELECT code FROM currencies) RETURNING code",
+        "DELETE FROM countries c USING currencies x WHERE x.code = c.code",
+    ] {
+        assert_eq!(simple(sql), broadcast("countries"), "{sql}");
+    }
+    assert_eq!(
+        extended("UPDATE countries SET name = $1 WHERE code = $2"),
+        broadcast("countries")
+    );
+    assert_eq!(
+        extended("INSERT INTO currencies (code) VALUES ($1)"),
+        broadcast("currencies")
+    );
+    assert_eq!(
+        simple("EXPLAIN (ROUTER) DELETE FROM countries WHERE code = 'x'"),
+        Plan::RouterExplain(Arc::new(broadcast("countries")))
+    );
+    // A plain EXPLAIN is the same on every shard; EXPLAIN ANALYZE would
+    // write one copy only.
+    assert_eq!(
+        simple("EXPLAIN UPDATE countries SET name = 'x'"),
+        Plan::AnyShard
+    );
+    assert_error(
+        &simple("EXPLAIN ANALYZE DELETE FROM countries"),
+        "0A000",
+        "EXPLAIN ANALYZE",
+    );
+    // Writes to sharded tables may read reference tables, routed as before.
+    assert_eq!(
+        simple("UPDATE pgbench_accounts SET filler = (SELECT name FROM countries WHERE code = 'fr') WHERE aid = 7"),
+        keyed("pgbench_accounts", param(1), false)
+    );
+    assert_eq!(
+        simple("INSERT INTO pgbench_history (aid, filler) VALUES (1, (SELECT name FROM countries LIMIT 1))"),
+        Plan::Insert {
+            table: Arc::from("pgbench_history"),
+            rows: vec![param(0)]
+        }
+    );
+    assert_eq!(
+        simple(
+            "DELETE FROM pgbench_history h USING countries c WHERE c.code = h.filler AND h.aid = 3"
+        ),
+        keyed("pgbench_history", param(0), false)
+    );
+    assert_eq!(
+        simple("UPDATE pgbench_accounts a SET filler = c.name FROM countries c WHERE c.code = a.filler"),
+        scatter("pgbench_accounts", Merge::Concat, false)
+    );
+}
+
+#[test]
+fn reference_writes_reading_sharded_tables_are_refused() {
+    for sql in [
+        "INSERT INTO countries (code) SELECT filler FROM pgbench_accounts",
+        "INSERT INTO countries (code) VALUES ((SELECT max(filler) FROM pgbench_accounts WHERE aid = 1))",
+        "INSERT INTO countries (code) VALUES ('x') RETURNING (SELECT count(*) FROM pgbench_history)",
+        "INSERT INTO countries (code) VALUES ('x') ON CONFLICT (code) DO UPDATE SET name = (SELECT max(filler) FROM pgbench_tellers)",
+        "UPDATE countries SET name = 'x' WHERE code IN (SELECT filler FROM pgbench_accounts)",
+        "UPDATE countries c SET name = a.filler FROM pgbench_accounts a WHERE a.aid = 1",
+        "DELETE FROM countries USING pgbench_branches b WHERE b.bid = 1",
+        "DELETE FROM countries WHERE EXISTS (SELECT 1 FROM pgbench_tellers) RETURNING *",
+    ] {
+        assert_error(&simple(sql), "0A000", "may read only reference tables and system catalogs");
+    }
+    assert_error(
+        &extended(
+            "UPDATE countries SET name = (SELECT filler FROM pgbench_accounts WHERE aid = $1)",
+        ),
+        "0A000",
+        "not sharded table \"pgbench_accounts\"",
+    );
+    // Other refusals are unchanged.
+    assert_error(
+        &simple("UPDATE countries SET name = (SELECT x FROM nope)"),
+        "0A000",
+        "\"nope\" is not declared",
+    );
+    assert_error(
+        &simple(
+            "UPDATE countries c SET name = 'x' FROM currencies x JOIN pg_class p ON true, nope",
+        ),
+        "0A000",
+        "not declared",
+    );
+    assert_error(
+        &simple("WITH x AS (SELECT 1) DELETE FROM countries"),
+        "0A000",
+        "WITH ... INSERT/UPDATE/DELETE",
     );
 }
 

@@ -262,7 +262,7 @@ impl Plan {
     pub fn writes(&self) -> bool {
         match self {
             Plan::Keyed { read_only, .. } | Plan::Scatter { read_only, .. } => !read_only,
-            Plan::Insert { .. } | Plan::AllShards => true,
+            Plan::Insert { .. } | Plan::AllShards | Plan::Broadcast { .. } => true,
             Plan::Copy(c) => c.from_stdin,
             Plan::Transaction(_)
             | Plan::Set { .. }
@@ -341,6 +341,16 @@ pub enum Plan {
     /// Run on every shard (DDL, TRUNCATE, VACUUM, ANALYZE, ...); shards'
     /// responses are identical in shape, the first one is returned.
     AllShards,
+    /// A write to every shard: DML (INSERT, UPDATE, DELETE) on a reference
+    /// table; the frontend runs it on every shard of the catalog as one
+    /// distributed transaction; the first shard's response is returned (the
+    /// copies are identical, so are the responses). Until the frontend's
+    /// two-phase commit covers it, it is executed like [`Plan::AllShards`]:
+    /// outside a transaction block each shard commits on its own.
+    Broadcast {
+        /// Catalog name of the reference table written.
+        table: Arc<str>,
+    },
     /// Single-shard statement: every listed key must map to the same shard
     /// (checked at execution; otherwise it is a multi-shard statement).
     Keyed {
