@@ -219,6 +219,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn shipped_config_parses() {
+        let c = RouterConfig::parse(include_str!("../router-config/router.toml")).unwrap();
+        assert_eq!(c.transactions.mode, crate::txn::TransactionMode::Twopc);
+        assert_eq!(c.transactions.decision_log_connections, 4);
+    }
+
+    #[test]
     fn defaults_and_errors() {
         let c = RouterConfig::parse("catalog = \"host=x\"").unwrap();
         assert_eq!(c.listen, "127.0.0.1:6432");

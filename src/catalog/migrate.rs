@@ -96,7 +96,11 @@ async fn apply_pending(
     migrations: &[Migration],
 ) -> Result<Vec<i32>, CatalogError> {
     client
-        .batch_execute("select pg_advisory_xact_lock(hashtext('pgrouter.migrate'))")
+        // "already exists, skipping" NOTICEs of re-run bootstrap DDL are noise.
+        .batch_execute(
+            "set local client_min_messages = warning; \
+             select pg_advisory_xact_lock(hashtext('pgrouter.migrate'))",
+        )
         .await
         .ctx("taking the catalog migration lock")?;
     client
