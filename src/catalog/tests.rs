@@ -133,7 +133,8 @@ async fn migrations_tolerate_a_gap_and_apply_a_late_lower_version() {
         matches!(e, CatalogError::Migration { version: 2, .. }),
         "{e}"
     );
-    assert_eq!(migrate(&d).await.expect("real"), vec![1, 3]);
+    let all: Vec<i32> = MIGRATIONS.iter().map(|m| m.version).collect();
+    assert_eq!(migrate(&d).await.expect("real"), all);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -265,7 +266,12 @@ async fn a_catalog_without_migration_3_loads_without_reference_tables() {
         .await
         .expect_err("not migrated");
     assert!(e.to_string().contains("meta init"), "{e}");
-    assert_eq!(migrate(&c).await.expect("upgrade"), vec![3]);
+    let later: Vec<i32> = MIGRATIONS
+        .iter()
+        .map(|m| m.version)
+        .filter(|v| *v > 1)
+        .collect();
+    assert_eq!(migrate(&c).await.expect("upgrade"), later);
     add_reference_table(&c, "countries").await.expect("now");
     assert!(load(&c).await.expect("load").is_reference("countries"));
 }
