@@ -318,7 +318,10 @@ async fn reference_table_writes_reach_every_shard_and_join_locally() {
         .expect_err("check fails on the last shard");
     assert_eq!(code(&e), SqlState::CHECK_VIOLATION);
     let e = c
-        .execute("INSERT INTO countries (code, name) VALUES ($1, $2)", &[&"zz", &"Nowhere"])
+        .execute(
+            "INSERT INTO countries (code, name) VALUES ($1, $2)",
+            &[&"zz", &"Nowhere"],
+        )
         .await
         .expect_err("check fails on the last shard");
     assert_eq!(code(&e), SqlState::CHECK_VIOLATION);

@@ -418,9 +418,15 @@ async fn crash_matrix_leaves_no_partial_commit() {
         base,
     ));
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    tokio::task::block_in_place(|| dev.cluster.shards[1].stop(StopMode::Immediate)).unwrap();
+    tokio::task::block_in_place(|| {
+        dev.cluster.shards[1]
+            .stop(StopMode::Immediate)
+            .map_err(|e| e.to_string())
+    })
+    .unwrap();
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    tokio::task::block_in_place(|| dev.cluster.shards[1].start()).unwrap();
+    tokio::task::block_in_place(|| dev.cluster.shards[1].start().map_err(|e| e.to_string()))
+        .unwrap();
     let (acked, errors) = load.await.unwrap();
     let acked = acked.lock().clone();
     wait_resolved(&dev, &r).await;
