@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pg_router::dev::DevCluster;
-use pg_router::txn::{TransactionMode, TxnConfig};
+use pg_router::txn::TransactionMode;
 use tokio_postgres::Client;
 
 /// How long any single step may take before the test fails instead of
@@ -26,82 +26,11 @@ async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("timed out: {what}"))
 }
 
-fn code(e: &tokio_postgres::Error) -> String {
-    e.code().map(|c| c.code().to_string()).unwrap_or_default()
-}
-
-/// No recovery pass after the first: decision rows stay countable.
-fn quiet_recovery() -> TxnConfig {
-    TxnConfig {
-        mode: TransactionMode::Twopc,
-        recovery_interval_ms: 600_000,
-        ..TxnConfig::default()
-    }
-}
-
-/// Ids of `table` on each shard, read on the shards directly.
-async fn ids_per_shard(dev: &DevCluster, table: &str) -> Vec<Vec<i32>> {
-    let mut per = Vec::new();
-    for s in &dev.cluster.shards {
-        let d = common::connect_direct(s).await;
-        let ids: Vec<i32> = d
-            .query(&format!("SELECT id FROM {table} ORDER BY id"), &[])
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        per.push(ids);
-    }
-    assert!(
-        per.len() == 2 && per[0].len() >= 2 && per[1].len() >= 2,
-        "{per:?}"
-    );
-    per
-}
-
 /// Creates `acct(id int primary key, bal int)` sharded by id with rows
 /// 1..=20 (bal 10, one single-shard INSERT each); returns (ids on shard0,
 /// ids on shard1).
 async fn setup(dev: &DevCluster, c: &Client) -> (Vec<i32>, Vec<i32>) {
-    c.batch_execute("CREATE TABLE acct (id int primary key, bal int not null)")
-        .await
-        .unwrap();
-    common::add_table(dev, "acct", "id", "int").await;
-    for i in 1..=20 {
-        c.batch_execute(&format!("INSERT INTO acct (id, bal) VALUES ({i}, 10)"))
-            .await
-            .unwrap();
-    }
-    let mut per = ids_per_shard(dev, "acct").await;
-    let s1 = per.pop().unwrap();
-    let s0 = per.pop().unwrap();
-    (s0, s1)
-}
-
-/// Commit decisions in the catalog (one per two-phase commit).
-async fn decisions(dev: &DevCluster) -> i64 {
-    let cat = common::connect_dsn(&dev.catalog_dsn()).await;
-    cat.query_one(
-        "SELECT count(*) FROM pgrouter.twopc_decisions WHERE decision = 'c'",
-        &[],
-    )
-    .await
-    .unwrap()
-    .get(0)
-}
-
-async fn prepared_count(dev: &DevCluster) -> i64 {
-    let mut n = 0;
-    for s in &dev.cluster.shards {
-        let d = common::connect_direct(s).await;
-        n += d
-            .query_one("SELECT count(*) FROM pg_prepared_xacts", &[])
-            .await
-            .unwrap()
-            .get::<_, i64>(0);
-    }
-    n
+    common::acct_on_two_shards(dev, c, "not null").await
 }
 
 /// `acct.bal` of `id` as `c` sees it (through the router).
@@ -146,7 +75,7 @@ async fn run(c: &Client, sql: &str) {
 /// blocks and in a scatter SELECT outside a block), none on one shard.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshots_are_per_shard() {
-    let dev = common::start_with(2, 4, quiet_recovery()).await;
+    let dev = common::start_with(2, 4, common::quiet_recovery(TransactionMode::Twopc)).await;
     let a = common::connect(&dev).await;
     let b = common::connect(&dev).await;
     let (s0, s1) = setup(&dev, &a).await;
@@ -186,7 +115,7 @@ async fn snapshots_are_per_shard() {
             )
             .await
             .unwrap_err();
-            assert_eq!(code(&e), "25006", "{e:?}");
+            assert_eq!(common::sqlstate(&e), "25006", "{e:?}");
         }
         run(&a, "ROLLBACK").await;
     }
@@ -221,7 +150,11 @@ async fn snapshots_are_per_shard() {
         if repeatable {
             assert_eq!(again, before, "{begin}: re-read within the block");
             let e = within(&bump, a.batch_execute(&bump)).await.unwrap_err();
-            assert_eq!(code(&e), "40001", "{begin}: concurrent update: {e:?}");
+            assert_eq!(
+                common::sqlstate(&e),
+                "40001",
+                "{begin}: concurrent update: {e:?}"
+            );
             run(&a, "ROLLBACK").await;
             assert_eq!(bal(&a, x).await, before + 1, "{begin}: after ROLLBACK");
         } else {
@@ -238,7 +171,7 @@ async fn snapshots_are_per_shard() {
     // On one shard the same interleaving is consistent.
     for level in ["REPEATABLE READ", "SERIALIZABLE"] {
         let (x0, y0) = (bal(&b, x).await, bal(&b, y).await);
-        let d0 = decisions(&dev).await;
+        let d0 = common::commit_decisions(&dev).await;
         run(&a, &format!("BEGIN ISOLATION LEVEL {level}")).await;
         assert_eq!(bal(&a, x).await, x0); // shard0's snapshot is taken here
         run(
@@ -249,7 +182,11 @@ async fn snapshots_are_per_shard() {
             ),
         )
         .await;
-        assert_eq!(decisions(&dev).await, d0 + 1, "the transfer used 2PC");
+        assert_eq!(
+            common::commit_decisions(&dev).await,
+            d0 + 1,
+            "the transfer used 2PC"
+        );
         // shard1's snapshot is taken now, after the transfer committed.
         assert_eq!(bal(&a, y).await, y0 + 5, "{level}: transfer seen on shard1");
         assert_eq!(bal(&a, x).await, x0, "{level}: and not on shard0");
@@ -260,7 +197,7 @@ async fn snapshots_are_per_shard() {
         );
         run(&a, "COMMIT").await;
         assert_eq!(
-            decisions(&dev).await,
+            common::commit_decisions(&dev).await,
             d0 + 1,
             "{level}: a read-only multi-shard block commits in one phase"
         );
@@ -279,7 +216,7 @@ async fn snapshots_are_per_shard() {
         )
         .await;
         assert_eq!(
-            decisions(&dev).await,
+            common::commit_decisions(&dev).await,
             d0 + 1,
             "a transaction writing on one shard commits there directly"
         );
@@ -321,7 +258,7 @@ async fn snapshots_are_per_shard() {
     );
     run(&d1, "COMMIT PREPARED 'iso_skew'").await;
     assert_eq!(sum(&a, &all).await, total);
-    assert_eq!(prepared_count(&dev).await, 0);
+    assert_eq!(common::prepared_xacts(&dev).await, 0);
     dev.stop().await;
 }
 
@@ -391,7 +328,7 @@ async fn doctors(
             within(&sql, c.batch_execute(&sql)).await
         };
         if let Err(e) = r {
-            failed[who] = Some(code(&e));
+            failed[who] = Some(common::sqlstate(&e));
             // Ends a failed block (or warns when COMMIT itself failed).
             run(c, "ROLLBACK").await;
         }
@@ -429,7 +366,7 @@ fn one_serialization_failure(failed: &[Option<String>; 2]) -> usize {
 /// both commit and the invariant "someone is on call" breaks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serializable_write_skew_across_shards() {
-    let dev = common::start_with(2, 4, quiet_recovery()).await;
+    let dev = common::start_with(2, 4, common::quiet_recovery(TransactionMode::Twopc)).await;
     let a = common::connect(&dev).await;
     let b = common::connect(&dev).await;
     run(
@@ -445,7 +382,7 @@ async fn serializable_write_skew_across_shards() {
         )
         .await;
     }
-    let per = ids_per_shard(&dev, "oncall").await;
+    let per = common::ids_per_shard(&dev, "oncall").await;
 
     // Both doctors on shard0: PostgreSQL's SSI sees the whole cycle and
     // one COMMIT gets 40001 (forwarded with the shard named in DETAIL).
@@ -456,7 +393,7 @@ async fn serializable_write_skew_across_shards() {
     // The same with each session also writing a row on shard1: the
     // failure on shard0 (at PREPARE TRANSACTION) rolls back the loser's
     // shard1 write too; the winner commits on both shards with 2PC.
-    let d0 = decisions(&dev).await;
+    let d0 = common::commit_decisions(&dev).await;
     let extra = [per[1][0], per[1][1]];
     let (failed, on, flags) = doctors(&a, &b, per[0][0], per[0][1], Some(extra)).await;
     let loser = one_serialization_failure(&failed);
@@ -464,28 +401,32 @@ async fn serializable_write_skew_across_shards() {
     let mut want = vec![true, true];
     want[loser] = false;
     assert_eq!(flags, want, "the loser's shard1 write was rolled back");
-    assert_eq!(decisions(&dev).await, d0 + 1, "only the winner used 2PC");
-    assert_eq!(prepared_count(&dev).await, 0);
+    assert_eq!(
+        common::commit_decisions(&dev).await,
+        d0 + 1,
+        "only the winner used 2PC"
+    );
+    assert_eq!(common::prepared_xacts(&dev).await, 0);
 
     // One doctor per shard: both commit (no global SSI), nobody is on call.
-    let d0 = decisions(&dev).await;
+    let d0 = common::commit_decisions(&dev).await;
     let (failed, on, _) = doctors(&a, &b, per[0][0], per[1][0], None).await;
     // The UPDATE setting both on call (two shards) is the only 2PC.
     assert_eq!(
-        decisions(&dev).await,
+        common::commit_decisions(&dev).await,
         d0 + 1,
         "blocks writing one shard and reading another commit in one phase"
     );
     assert_eq!(failed, [None, None], "two shards: both sessions commit");
     assert_eq!(on, 0, "two shards: write skew, nobody is on call");
-    assert_eq!(prepared_count(&dev).await, 0);
+    assert_eq!(common::prepared_xacts(&dev).await, 0);
     dev.stop().await;
 }
 
 /// Spawns `sql` on `c`; the task yields the row count or the SQLSTATE.
 fn spawn_exec(c: &Arc<Client>, sql: String) -> tokio::task::JoinHandle<Result<u64, String>> {
     let c = c.clone();
-    tokio::spawn(async move { c.execute(&sql, &[]).await.map_err(|e| code(&e)) })
+    tokio::spawn(async move { c.execute(&sql, &[]).await.map_err(|e| common::sqlstate(&e)) })
 }
 
 async fn join(what: &str, h: tokio::task::JoinHandle<Result<u64, String>>) -> Result<u64, String> {
@@ -497,7 +438,7 @@ async fn join(what: &str, h: tokio::task::JoinHandle<Result<u64, String>>) -> Re
 /// router, replayed on every shard) ends one (55P03).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn distributed_deadlock_needs_lock_timeout() {
-    let dev = common::start_with(2, 4, quiet_recovery()).await;
+    let dev = common::start_with(2, 4, common::quiet_recovery(TransactionMode::Twopc)).await;
     let a = Arc::new(common::connect(&dev).await);
     let b = Arc::new(common::connect(&dev).await);
     let (s0, s1) = setup(&dev, &a).await;
@@ -563,6 +504,6 @@ async fn distributed_deadlock_needs_lock_timeout() {
     );
     run(&b, "COMMIT").await;
     assert_eq!((bal(&a, x).await, bal(&a, y).await), (6, 6));
-    assert_eq!(prepared_count(&dev).await, 0);
+    assert_eq!(common::prepared_xacts(&dev).await, 0);
     dev.stop().await;
 }

@@ -8,35 +8,11 @@
 mod common;
 
 use pg_router::dev::DevCluster;
-use pg_router::txn::{TransactionMode, TxnConfig};
+use pg_router::txn::TransactionMode;
 use tokio_postgres::Client;
 
-/// Creates `acct(id int primary key, bal int check (bal >= 0))` sharded by
-/// id with rows 1..=20 (bal 10); returns (ids on shard0, ids on shard1).
 async fn setup(dev: &DevCluster, c: &Client) -> (Vec<i32>, Vec<i32>) {
-    c.batch_execute("CREATE TABLE acct (id int primary key, bal int check (bal >= 0))")
-        .await
-        .unwrap();
-    common::add_table(dev, "acct", "id", "int").await;
-    for i in 1..=20 {
-        c.batch_execute(&format!("INSERT INTO acct (id, bal) VALUES ({i}, 10)"))
-            .await
-            .unwrap();
-    }
-    let mut per = Vec::new();
-    for s in &dev.cluster.shards {
-        let d = common::connect_direct(s).await;
-        let ids: Vec<i32> = d
-            .query("SELECT id FROM acct ORDER BY id", &[])
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        per.push(ids);
-    }
-    assert!(per[0].len() >= 2 && per[1].len() >= 2, "{per:?}");
-    (per[0].clone(), per[1].clone())
+    common::acct_on_two_shards(dev, c, "check (bal >= 0)").await
 }
 
 /// Balances by id read on the shards directly.
@@ -52,46 +28,9 @@ async fn balances(dev: &DevCluster) -> Vec<(i32, i32)> {
     all
 }
 
-async fn prepared_count(dev: &DevCluster) -> i64 {
-    let mut n = 0;
-    for s in &dev.cluster.shards {
-        let d = common::connect_direct(s).await;
-        n += d
-            .query_one("SELECT count(*) FROM pg_prepared_xacts", &[])
-            .await
-            .unwrap()
-            .get::<_, i64>(0);
-    }
-    n
-}
-
-async fn decisions(dev: &DevCluster) -> i64 {
-    let cat = common::connect_dsn(&dev.catalog_dsn()).await;
-    cat.query_one(
-        "SELECT count(*) FROM pgrouter.twopc_decisions WHERE decision = 'c'",
-        &[],
-    )
-    .await
-    .unwrap()
-    .get(0)
-}
-
-fn code(e: &tokio_postgres::Error) -> String {
-    e.code().map(|c| c.code().to_string()).unwrap_or_default()
-}
-
-/// No recovery pass after the first: decision rows stay countable.
-fn quiet_recovery(mode: TransactionMode) -> TxnConfig {
-    TxnConfig {
-        mode,
-        recovery_interval_ms: 600_000,
-        ..TxnConfig::default()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_phase_commit_and_transaction_blocks() {
-    let dev = common::start_with(2, 4, quiet_recovery(TransactionMode::Twopc)).await;
+    let dev = common::start_with(2, 4, common::quiet_recovery(TransactionMode::Twopc)).await;
     let c = common::connect(&dev).await;
     let (s0, s1) = setup(&dev, &c).await;
     let before = balances(&dev).await;
@@ -104,7 +43,7 @@ async fn two_phase_commit_and_transaction_blocks() {
         .batch_execute("UPDATE acct SET bal = bal - 5")
         .await
         .unwrap_err();
-    assert_eq!(code(&e), "23514", "{e:?}");
+    assert_eq!(common::sqlstate(&e), "23514", "{e:?}");
     let mut expect = before.clone();
     for (id, bal) in expect.iter_mut() {
         if *id == s0[0] {
@@ -117,19 +56,23 @@ async fn two_phase_commit_and_transaction_blocks() {
         .execute("UPDATE acct SET bal = bal - $1", &[&5i32])
         .await
         .unwrap_err();
-    assert_eq!(code(&e), "23514");
+    assert_eq!(common::sqlstate(&e), "23514");
     assert_eq!(balances(&dev).await, expect);
-    let d0 = decisions(&dev).await;
+    let d0 = common::commit_decisions(&dev).await;
     let n = c
         .execute("UPDATE acct SET bal = bal + $1", &[&1i32])
         .await
         .unwrap();
     assert_eq!(n, 20);
-    assert_eq!(decisions(&dev).await, d0 + 1, "multi-shard write used 2PC");
+    assert_eq!(
+        common::commit_decisions(&dev).await,
+        d0 + 1,
+        "multi-shard write used 2PC"
+    );
     c.batch_execute("UPDATE acct SET bal = bal - 1")
         .await
         .unwrap();
-    assert_eq!(decisions(&dev).await, d0 + 2);
+    assert_eq!(common::commit_decisions(&dev).await, d0 + 2);
     assert_eq!(balances(&dev).await, expect);
 
     // COPY spanning shards: one bad row rolls back every shard's rows.
@@ -141,15 +84,15 @@ async fn two_phase_commit_and_transaction_blocks() {
     assert_eq!(balances(&dev).await, expect);
 
     // A block writing on two shards: 2PC, both committed, nothing left prepared.
-    let d0 = decisions(&dev).await;
+    let d0 = common::commit_decisions(&dev).await;
     c.batch_execute(&format!(
         "BEGIN; UPDATE acct SET bal = 50 WHERE id = {}; UPDATE acct SET bal = 60 WHERE id = {}; COMMIT",
         s0[1], s1[0]
     ))
     .await
     .unwrap();
-    assert_eq!(decisions(&dev).await, d0 + 1);
-    assert_eq!(prepared_count(&dev).await, 0);
+    assert_eq!(common::commit_decisions(&dev).await, d0 + 1);
+    assert_eq!(common::prepared_xacts(&dev).await, 0);
     let b = balances(&dev).await;
     assert!(
         b.contains(&(s0[1], 50)) && b.contains(&(s1[0], 60)),
@@ -164,7 +107,7 @@ async fn two_phase_commit_and_transaction_blocks() {
     .await
     .unwrap();
     assert_eq!(
-        decisions(&dev).await,
+        common::commit_decisions(&dev).await,
         d0 + 1,
         "no 2PC for a read-only participant"
     );
@@ -184,7 +127,7 @@ async fn two_phase_commit_and_transaction_blocks() {
     .await
     .unwrap();
     assert_eq!(
-        decisions(&dev).await,
+        common::commit_decisions(&dev).await,
         d0 + 2,
         "the writing SELECT made it 2PC"
     );
@@ -214,7 +157,7 @@ async fn two_phase_commit_and_transaction_blocks() {
         .batch_execute("BEGIN; ROLLBACK TO SAVEPOINT nope")
         .await
         .unwrap_err();
-    assert_eq!(code(&e), "3B001");
+    assert_eq!(common::sqlstate(&e), "3B001");
     c.batch_execute("ROLLBACK").await.unwrap();
 
     // A failed block: 25P02 until ROLLBACK; nothing of it is committed.
@@ -226,9 +169,9 @@ async fn two_phase_commit_and_transaction_blocks() {
         .batch_execute(&format!("UPDATE acct SET bal = -1 WHERE id = {}", s0[0]))
         .await
         .unwrap_err();
-    assert_eq!(code(&e), "23514");
+    assert_eq!(common::sqlstate(&e), "23514");
     let e = c.batch_execute("SELECT 1").await.unwrap_err();
-    assert_eq!(code(&e), "25P02");
+    assert_eq!(common::sqlstate(&e), "25P02");
     c.batch_execute("COMMIT").await.unwrap(); // reported as ROLLBACK
     assert!(balances(&dev).await.contains(&(s1[1], 4)));
 
@@ -263,14 +206,14 @@ async fn two_phase_commit_and_transaction_blocks() {
         ))
         .await
         .unwrap_err();
-    assert_eq!(code(&e), "23505", "{e:?}");
+    assert_eq!(common::sqlstate(&e), "23505", "{e:?}");
     let n: i64 = c
         .query_one("SELECT count(*) FROM d", &[])
         .await
         .unwrap()
         .get(0);
     assert_eq!(n, 0);
-    assert_eq!(prepared_count(&dev).await, 0);
+    assert_eq!(common::prepared_xacts(&dev).await, 0);
 
     // The session is still usable and out of any block.
     let n: i64 = c
@@ -294,19 +237,19 @@ async fn futures_util_send(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_and_best_effort_modes() {
-    let dev = common::start_with(2, 4, quiet_recovery(TransactionMode::Single)).await;
+    let dev = common::start_with(2, 4, common::quiet_recovery(TransactionMode::Single)).await;
     let c = common::connect(&dev).await;
     let (s0, s1) = setup(&dev, &c).await;
     let e = c
         .batch_execute("UPDATE acct SET bal = 1")
         .await
         .unwrap_err();
-    assert_eq!(code(&e), "0A000", "{e:?}");
+    assert_eq!(common::sqlstate(&e), "0A000", "{e:?}");
     let e = c
         .execute("DELETE FROM acct WHERE bal > $1", &[&0i32])
         .await
         .unwrap_err();
-    assert_eq!(code(&e), "0A000", "{e:?}");
+    assert_eq!(common::sqlstate(&e), "0A000", "{e:?}");
     c.batch_execute(&format!(
         "BEGIN; UPDATE acct SET bal = 5 WHERE id = {}",
         s0[0]
@@ -321,14 +264,14 @@ async fn single_and_best_effort_modes() {
         .batch_execute(&format!("UPDATE acct SET bal = 5 WHERE id = {}", s1[0]))
         .await
         .unwrap_err();
-    assert_eq!(code(&e), "0A000");
+    assert_eq!(common::sqlstate(&e), "0A000");
     c.batch_execute("ROLLBACK").await.unwrap();
     assert!(balances(&dev).await.iter().all(|(_, b)| *b == 10));
     dev.stop().await;
 
     // best_effort: a commit failing on the second shard leaves the first
     // committed and says so in a WARNING.
-    let dev = common::start_with(2, 4, quiet_recovery(TransactionMode::BestEffort)).await;
+    let dev = common::start_with(2, 4, common::quiet_recovery(TransactionMode::BestEffort)).await;
     let c = common::connect(&dev).await;
     let (s0, s1) = setup(&dev, &c).await;
     c.batch_execute(
@@ -362,7 +305,7 @@ async fn single_and_best_effort_modes() {
         .unwrap()
         .get(0);
     assert_eq!(n, 1, "best_effort kept the first shard's commit");
-    assert_eq!(decisions(&dev).await, 0);
+    assert_eq!(common::commit_decisions(&dev).await, 0);
     dev.stop().await;
 }
 
@@ -416,6 +359,6 @@ async fn pgbench_tpcb_keeps_the_balance_invariant() {
         .unwrap()
         .get(0);
     assert_eq!(n, 3600);
-    assert_eq!(prepared_count(&dev).await, 0);
+    assert_eq!(common::prepared_xacts(&dev).await, 0);
     dev.stop().await;
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use pg_router::cluster::StopMode;
 use pg_router::dev::DevCluster;
-use pg_router::txn::TxnConfig;
+use pg_router::txn::TransactionMode;
 
 const ACCOUNTS: i32 = 40;
 const START_BALANCE: i64 = 1000;
@@ -223,37 +223,10 @@ async fn in_doubt(dev: &DevCluster) -> (usize, usize, i64) {
     (gids.len(), committed, committed_rows)
 }
 
-/// Committed transfers rows, counted on the shards.
-async fn transfer_count(dev: &DevCluster) -> i64 {
-    let mut n = 0;
-    for s in &dev.cluster.shards {
-        let d = common::connect_direct(s).await;
-        n += d
-            .query_one("SELECT count(*) FROM transfers", &[])
-            .await
-            .unwrap()
-            .get::<_, i64>(0);
-    }
-    n
-}
-
-async fn prepared(dev: &DevCluster) -> i64 {
-    let mut n = 0;
-    for s in &dev.cluster.shards {
-        let d = common::connect_direct(s).await;
-        n += d
-            .query_one("SELECT count(*) FROM pg_prepared_xacts", &[])
-            .await
-            .unwrap()
-            .get::<_, i64>(0);
-    }
-    n
-}
-
 /// Waits until recovery left no prepared transaction on any shard.
 async fn wait_resolved(dev: &DevCluster, r: &ChildRouter) {
     let t0 = Instant::now();
-    while prepared(dev).await > 0 {
+    while common::prepared_xacts(dev).await > 0 {
         assert!(
             t0.elapsed() < Duration::from_secs(30),
             "prepared transactions left after 30 s:\n{}",
@@ -310,15 +283,7 @@ async fn check(dev: &DevCluster, acked: &[i64], what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_matrix_leaves_no_partial_commit() {
     // The in-process router only sets up and reads; its recovery stays idle.
-    let mut dev = common::start_with(
-        2,
-        4,
-        TxnConfig {
-            recovery_interval_ms: 600_000,
-            ..TxnConfig::default()
-        },
-    )
-    .await;
+    let mut dev = common::start_with(2, 4, common::quiet_recovery(TransactionMode::Twopc)).await;
     let c = common::connect(&dev).await;
     c.batch_execute(
         "CREATE TABLE acct (id int primary key, bal int8 not null); \
@@ -359,7 +324,7 @@ async fn crash_matrix_leaves_no_partial_commit() {
         );
         let (gids, committed, committed_rows) = in_doubt(&dev).await;
         assert!(gids > 0, "{fp}: the crash left no prepared transaction");
-        let before = transfer_count(&dev).await;
+        let before = common::sum_on_shards(&dev, "SELECT count(*) FROM transfers").await;
         let acked = acked.lock().clone();
         assert!(
             acked.len() >= 10,
@@ -371,7 +336,7 @@ async fn crash_matrix_leaves_no_partial_commit() {
         check(&dev, &acked, fp).await;
         // Exactly the in-doubt transactions with a COMMIT decision were
         // committed (their transfers rows appeared); the others rolled back.
-        let after = transfer_count(&dev).await;
+        let after = common::sum_on_shards(&dev, "SELECT count(*) FROM transfers").await;
         assert_eq!(after - before, committed_rows, "{fp}");
         if fp.starts_with("after_decision") {
             assert!(

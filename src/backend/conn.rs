@@ -294,6 +294,29 @@ impl BackendConn {
     ) -> Result<Result<Vec<Vec<Option<String>>>, (String, String)>, ProtocolError> {
         frontend::query(sql, &mut self.out)?;
         self.flush().await?;
+        let (rows, err) = self.read_simple().await?;
+        Ok(match err {
+            None => Ok(rows),
+            Some(f) => {
+                let fields = error_fields(f.body())?;
+                let get = |c: u8| {
+                    fields
+                        .iter()
+                        .find(|(k, _)| *k == c)
+                        .map(|(_, v)| v.to_string())
+                        .unwrap_or_default()
+                };
+                Err((get(b'C'), get(b'M')))
+            }
+        })
+    }
+
+    /// Reads one simple-query response up to ReadyForQuery (recording the
+    /// transaction status): its rows as text, and its first ErrorResponse
+    /// frame if any. Notices are dropped.
+    pub async fn read_simple(
+        &mut self,
+    ) -> Result<(Vec<Vec<Option<String>>>, Option<Frame>), ProtocolError> {
         let mut rows = Vec::new();
         let mut err = None;
         loop {
@@ -308,22 +331,11 @@ impl BackendConn {
                     );
                 }
                 b'E' => {
-                    let fields = error_fields(f.body())?;
-                    let get = |c: u8| {
-                        fields
-                            .iter()
-                            .find(|(k, _)| *k == c)
-                            .map(|(_, v)| v.to_string())
-                            .unwrap_or_default()
-                    };
-                    err = Some((get(b'C'), get(b'M')));
+                    err.get_or_insert(f);
                 }
                 b'Z' => {
                     self.status = f.body().first().copied().unwrap_or(b'I');
-                    return Ok(match err {
-                        Some(e) => Err(e),
-                        None => Ok(rows),
-                    });
+                    return Ok((rows, err));
                 }
                 _ => {}
             }

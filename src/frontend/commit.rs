@@ -19,6 +19,7 @@
 use bytes::Bytes;
 use postgres_protocol::message::frontend as fe;
 
+use crate::protocol::backend::error_fields;
 use crate::protocol::error::codes;
 use crate::protocol::{synth, Frame, PgError, ProtocolError};
 use crate::txn::failpoint::{self, Failpoint};
@@ -30,8 +31,8 @@ use super::session::{End, Session};
 
 /// A participant's answer to one simple query.
 enum Reply {
-    /// Success; the first column of each row (text).
-    Ok(Vec<Option<String>>),
+    /// Success; the rows (text).
+    Ok(Vec<Vec<Option<String>>>),
     /// ErrorResponse from the shard.
     Failed(Frame),
     /// The connection failed (it is marked broken).
@@ -46,7 +47,7 @@ impl Reply {
 
 /// SQLSTATE 42704 (undefined_object): "prepared transaction with
 /// identifier ... does not exist" — already resolved by recovery.
-const UNDEFINED_OBJECT: &[u8] = b"42704";
+const UNDEFINED_OBJECT: &str = "42704";
 
 impl Session {
     /// Ends the transaction block: COMMIT (or ROLLBACK when `commit` is false
@@ -99,11 +100,11 @@ impl Session {
                 })
                 .await;
             if !self.forward_first_error(&unknown, &replies) {
-                self.rollback_rest(parts).await;
+                self.round(parts, |_| "ROLLBACK".into()).await;
                 return Ok(false);
             }
             for (&i, r) in unknown.iter().zip(&replies) {
-                if matches!(r, Reply::Ok(rows) if rows.first().is_some_and(|v| v.as_deref() == Some("t")))
+                if matches!(r, Reply::Ok(rows) if rows.first().and_then(|r| r.first()).is_some_and(|v| v.as_deref() == Some("t")))
                 {
                     writers.push(i);
                 }
@@ -210,7 +211,7 @@ impl Session {
                     shard = %self.held[i].conn.shard,
                     gid,
                     "COMMIT PREPARED failed ({}); left to 2PC recovery",
-                    String::from_utf8_lossy(error_code(&f).unwrap_or(b"?????"))
+                    error_code(&f).unwrap_or("?????")
                 ),
                 Reply::Lost(e) => tracing::warn!(
                     shard = %self.held[i].conn.shard,
@@ -262,10 +263,16 @@ impl Session {
         Ok(true)
     }
 
-    /// ROLLBACK on every participant of `parts` still in a transaction
-    /// (errors ignored: the connection is reset or dropped anyway).
-    async fn rollback_rest(&mut self, parts: &[usize]) {
-        self.round(parts, |_| "ROLLBACK".into()).await;
+    /// Rolls back the open block on every participant without reporting
+    /// their replies (the statement's own error was already sent); a
+    /// connection that fails is marked broken and not pooled.
+    pub(crate) async fn abort_block(&mut self) {
+        self.block = None;
+        let parts: Vec<usize> = (0..self.held.len())
+            .filter(|&i| self.held[i].began)
+            .collect();
+        self.round(&parts, |_| "ROLLBACK".into()).await;
+        self.held.clear();
     }
 
     /// Sends one simple query per participant, all before reading.
@@ -323,38 +330,12 @@ impl Session {
         replies
     }
 
-    /// Reads one simple-query response (up to ReadyForQuery) from held
-    /// connection `i`; notices are dropped.
+    /// Reads one simple-query response from held connection `i`.
     async fn read_reply(&mut self, i: usize) -> Reply {
-        let conn = &mut self.held[i].conn;
-        let mut rows = Vec::new();
-        let mut err: Option<Frame> = None;
-        loop {
-            let f = match conn.recv().await {
-                Ok(f) => f,
-                Err(e) => return Reply::Lost(e),
-            };
-            match f.tag {
-                b'D' => rows.push(crate::protocol::backend::data_row(f.body()).ok().and_then(
-                    |v| {
-                        v.first()
-                            .copied()
-                            .flatten()
-                            .map(|b| String::from_utf8_lossy(b).into_owned())
-                    },
-                )),
-                b'E' => {
-                    err.get_or_insert(f);
-                }
-                b'Z' => {
-                    conn.status = f.body().first().copied().unwrap_or(b'I');
-                    return match err {
-                        Some(e) => Reply::Failed(e),
-                        None => Reply::Ok(rows),
-                    };
-                }
-                _ => {}
-            }
+        match self.held[i].conn.read_simple().await {
+            Ok((rows, None)) => Reply::Ok(rows),
+            Ok((_, Some(e))) => Reply::Failed(e),
+            Err(e) => Reply::Lost(e),
         }
     }
 
@@ -387,17 +368,10 @@ impl Session {
 }
 
 /// SQLSTATE of an ErrorResponse frame.
-fn error_code(f: &Frame) -> Option<&[u8]> {
-    let mut b = f.body();
-    while let Some((&code, rest)) = b.split_first() {
-        if code == 0 {
-            break;
-        }
-        let end = rest.iter().position(|&c| c == 0)?;
-        if code == b'C' {
-            return Some(&rest[..end]);
-        }
-        b = &rest[end + 1..];
-    }
-    None
+fn error_code(f: &Frame) -> Option<&str> {
+    error_fields(f.body())
+        .ok()?
+        .into_iter()
+        .find(|(k, _)| *k == b'C')
+        .map(|(_, v)| v)
 }

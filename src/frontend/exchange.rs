@@ -78,15 +78,6 @@ impl Sink for Direct {
     }
 }
 
-/// Sink that drops everything, errors included (replies to router-injected
-/// statements whose outcome the caller does not report).
-pub struct Discard;
-
-impl Sink for Discard {
-    fn frame(&mut self, _out: &mut BytesMut, _f: &Frame) {}
-    fn synth(&mut self, _out: &mut BytesMut, _b: &[u8]) {}
-}
-
 /// What an exchange ended with.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Outcome {

@@ -565,27 +565,6 @@ impl Session {
         }
         ok
     }
-
-    /// Rolls back the open block on every participant without reporting
-    /// their replies (the statement's own error was already sent).
-    pub(crate) async fn abort_block(&mut self) {
-        self.block = None;
-        for h in self.held.iter_mut().filter(|h| h.began) {
-            let _ = fe::query("ROLLBACK", &mut h.conn.out);
-            let r = match h.conn.flush().await {
-                Ok(()) => {
-                    let mut slots = VecDeque::from([Slot::Swallow(Expect::Query)]);
-                    let mut sink = exchange::Discard;
-                    exchange::run(&mut h.conn, &mut slots, &mut self.out, &mut sink).await
-                }
-                Err(e) => Err(ExchangeError::Backend(e)),
-            };
-            if r.is_err() {
-                h.conn.broken = true;
-            }
-        }
-        self.held.clear();
-    }
 }
 
 /// Lower-case name of the setting a SET/RESET statement changes.

@@ -167,3 +167,90 @@ pub fn conn_args(dev: &DevCluster) -> Vec<String> {
         "postgres".into(),
     ]
 }
+
+/// SQLSTATE of a failed statement ("" when it is not a server error).
+pub fn sqlstate(e: &tokio_postgres::Error) -> String {
+    e.code().map(|c| c.code().to_string()).unwrap_or_default()
+}
+
+/// Distributed-transaction settings with no recovery pass after the first,
+/// so the catalog's decision rows stay countable.
+pub fn quiet_recovery(mode: pg_router::txn::TransactionMode) -> pg_router::txn::TxnConfig {
+    pg_router::txn::TxnConfig {
+        mode,
+        recovery_interval_ms: 600_000,
+        ..pg_router::txn::TxnConfig::default()
+    }
+}
+
+/// Sum over the shards of `sql` (a `count(*)`-like query returning one
+/// int8), each run directly on the shard.
+pub async fn sum_on_shards(dev: &DevCluster, sql: &str) -> i64 {
+    let mut n = 0;
+    for s in &dev.cluster.shards {
+        let d = connect_direct(s).await;
+        n += d.query_one(sql, &[]).await.unwrap().get::<_, i64>(0);
+    }
+    n
+}
+
+/// Prepared (in-doubt or committing) transactions on all shards.
+pub async fn prepared_xacts(dev: &DevCluster) -> i64 {
+    sum_on_shards(dev, "SELECT count(*) FROM pg_prepared_xacts").await
+}
+
+/// COMMIT decisions in the catalog's 2PC decision log.
+pub async fn commit_decisions(dev: &DevCluster) -> i64 {
+    let cat = connect_dsn(&dev.catalog_dsn()).await;
+    cat.query_one(
+        "SELECT count(*) FROM pgrouter.twopc_decisions WHERE decision = 'c'",
+        &[],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+/// Ids (int column `id`) of `table` on each shard, read on the shards directly.
+pub async fn ids_per_shard(dev: &DevCluster, table: &str) -> Vec<Vec<i32>> {
+    let mut per = Vec::new();
+    for s in &dev.cluster.shards {
+        let d = connect_direct(s).await;
+        let ids: Vec<i32> = d
+            .query(&format!("SELECT id FROM {table} ORDER BY id"), &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        per.push(ids);
+    }
+    per
+}
+
+/// Creates `acct(id int primary key, bal int <bal_constraint>)` sharded by
+/// id with rows 1..=20 (bal 10, one single-shard INSERT each) on a 2-shard
+/// cluster; returns (ids on shard0, ids on shard1), each with ≥ 2 ids.
+pub async fn acct_on_two_shards(
+    dev: &DevCluster,
+    c: &Client,
+    bal_constraint: &str,
+) -> (Vec<i32>, Vec<i32>) {
+    c.batch_execute(&format!(
+        "CREATE TABLE acct (id int primary key, bal int {bal_constraint})"
+    ))
+    .await
+    .unwrap();
+    add_table(dev, "acct", "id", "int").await;
+    for i in 1..=20 {
+        c.batch_execute(&format!("INSERT INTO acct (id, bal) VALUES ({i}, 10)"))
+            .await
+            .unwrap();
+    }
+    let per = ids_per_shard(dev, "acct").await;
+    assert!(
+        per.len() == 2 && per[0].len() >= 2 && per[1].len() >= 2,
+        "{per:?}"
+    );
+    (per[0].clone(), per[1].clone())
+}
