@@ -132,6 +132,79 @@ async fn snapshots_are_per_shard() {
     run(&a, "ROLLBACK").await;
     run(&a, "RESET default_transaction_isolation").await;
 
+    // SET TRANSACTION / SET LOCAL inside a block reach every participant:
+    // those already in the block at once, later ones replayed after their
+    // BEGIN (with the savepoints, in order), in both query protocols.
+    run(
+        &a,
+        "BEGIN; SET TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY",
+    )
+    .await;
+    for id in [x, y] {
+        let got: String = within("setting", a.query_one(&setting(id), &[]))
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(got, "serializable/on", "SET TRANSACTION, id {id}");
+    }
+    // COMMIT AND CHAIN keeps the characteristics set in the block.
+    run(&a, "COMMIT AND CHAIN").await;
+    for id in [y, x] {
+        let got: String = within("setting", a.query_one(&setting(id), &[]))
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(got, "serializable/on", "after AND CHAIN, id {id}");
+    }
+    run(&a, "ROLLBACK").await;
+    let lock_timeout = |id: i32| {
+        format!("SELECT current_setting('lock_timeout') FROM acct WHERE id = {id}")
+    };
+    let get = |sql: String| {
+        let a = &a;
+        async move {
+            let v: String = within(&sql, a.query_one(&sql, &[])).await.unwrap().get(0);
+            v
+        }
+    };
+    run(&a, "BEGIN").await;
+    assert_eq!(get(lock_timeout(x)).await, "0");
+    run(&a, "SET LOCAL lock_timeout = '1234ms'; SAVEPOINT s").await;
+    // Extended protocol (tokio-postgres `execute`), inside the savepoint.
+    within("extended SET LOCAL", a.execute("SET LOCAL lock_timeout = '77ms'", &[]))
+        .await
+        .unwrap();
+    assert_eq!(get(lock_timeout(x)).await, "77ms");
+    run(&a, "ROLLBACK TO SAVEPOINT s").await;
+    // y's shard joins now: BEGIN; SET LOCAL 1234ms; SAVEPOINT s.
+    assert_eq!(get(lock_timeout(y)).await, "1234ms", "late participant");
+    assert_eq!(get(lock_timeout(x)).await, "1234ms", "rolled back to s");
+    run(&a, "SET LOCAL lock_timeout = '99ms'").await;
+    assert_eq!(get(lock_timeout(x)).await, "99ms");
+    assert_eq!(get(lock_timeout(y)).await, "99ms", "sent to every participant");
+    run(&a, "ROLLBACK TO SAVEPOINT s").await;
+    assert_eq!(get(lock_timeout(y)).await, "1234ms");
+    run(&a, "COMMIT").await;
+    for id in [x, y] {
+        assert_eq!(get(lock_timeout(id)).await, "0", "SET LOCAL ends with the block");
+    }
+    // A session-level SET in a block holds after COMMIT on every shard and
+    // is undone by ROLLBACK, as in PostgreSQL.
+    run(&a, "BEGIN; SET lock_timeout = '4321ms'; ROLLBACK").await;
+    for id in [x, y] {
+        assert_eq!(get(lock_timeout(id)).await, "0", "rolled back SET, id {id}");
+    }
+    run(&a, "BEGIN").await;
+    assert_eq!(get(lock_timeout(y)).await, "0");
+    run(&a, "SET lock_timeout = '4321ms'; COMMIT").await;
+    for id in [x, y] {
+        assert_eq!(get(lock_timeout(id)).await, "4321ms", "committed SET, id {id}");
+    }
+    run(&a, "RESET lock_timeout").await;
+    for id in [x, y] {
+        assert_eq!(get(lock_timeout(id)).await, "0", "RESET, id {id}");
+    }
+
     // One shard: READ COMMITTED sees a concurrent commit at the next
     // statement and updates the latest row version; REPEATABLE READ and
     // SERIALIZABLE keep the snapshot of the block's first statement there

@@ -70,6 +70,9 @@ impl Session {
         } else {
             self.commit_distributed(&parts).await
         };
+        if commit && matches!(r, Ok(true)) {
+            self.commit_block_settings(&block, &parts);
+        }
         self.held.clear();
         r.map(|ok| ok.then_some(if commit { "COMMIT" } else { "ROLLBACK" }))
     }

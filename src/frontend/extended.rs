@@ -66,6 +66,16 @@ pub enum Route {
     Multi(Vec<String>, MergeMode),
     /// Answered by the router (transaction control).
     Txn(TxnStmt, String),
+    /// SET / RESET / DISCARD, run by the router at Execute (recorded for
+    /// replay, or kept with the transaction block).
+    Set {
+        /// The statement.
+        sql: String,
+        /// SET LOCAL / TRANSACTION / CONSTRAINTS.
+        local: bool,
+        /// RESET ALL / DISCARD ALL.
+        reset_all: bool,
+    },
     /// COPY run by the router's COPY path at Execute.
     Copy(crate::plan::CopyPlan, String),
     /// A merged multi-shard SELECT: bound and run by the gather executor
@@ -440,7 +450,12 @@ impl Session {
                 return Err(e);
             }
             Plan::Transaction(t) => Route::Txn(t.clone(), stmt.query.clone()),
-            Plan::Set { .. } | Plan::AnyShard => Route::Shard(self.any_shard()?),
+            Plan::Set { local, reset_all } => Route::Set {
+                sql: stmt.query.clone(),
+                local: *local,
+                reset_all: *reset_all,
+            },
+            Plan::AnyShard => Route::Shard(self.any_shard()?),
             Plan::AllShards | Plan::Broadcast { .. } => Route::Multi(
                 cat.shard_names().iter().map(|s| s.to_string()).collect(),
                 MergeMode::FirstOnly,
@@ -636,7 +651,7 @@ impl Session {
                     // Route like the next routed message, else any shard.
                     let next = items[i + 1..].iter().find_map(|x| x.route()).cloned();
                     match next {
-                        Some(Route::Txn(..)) | Some(Route::Copy(..)) => {
+                        Some(Route::Txn(..)) | Some(Route::Copy(..)) | Some(Route::Set { .. }) => {
                             // No parameters, no rows.
                             let mut b = BytesMut::new();
                             b.put_u8(b't');
@@ -683,7 +698,7 @@ impl Session {
                     }
                 }
                 Item::Bind { stmt, frame, route } => match route {
-                    Route::Txn(..) | Route::Copy(..) | Route::Gather { .. } => {
+                    Route::Txn(..) | Route::Copy(..) | Route::Set { .. } | Route::Gather { .. } => {
                         synth_frame(&mut self.out.buf, synth::BIND_COMPLETE);
                         true
                     }
@@ -780,6 +795,14 @@ impl Session {
                         let (c, sql) = (c.clone(), sql.clone());
                         let routing = self.state.routing();
                         self.copy(&routing, &sql, &c).await?
+                    }
+                    Some(Route::Set {
+                        sql,
+                        local,
+                        reset_all,
+                    }) => {
+                        let (sql, local, reset_all) = (sql.clone(), *local, *reset_all);
+                        self.set_command(&sql, local, reset_all).await?
                     }
                     None => true,
                 },

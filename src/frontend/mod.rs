@@ -16,6 +16,7 @@ pub mod gather_merge;
 pub mod merge;
 pub mod route;
 pub mod session;
+pub mod settings;
 pub mod simple;
 pub mod startup;
 pub mod workers;

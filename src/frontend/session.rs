@@ -4,7 +4,6 @@
 //! paths.
 
 use std::collections::VecDeque;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -62,11 +61,31 @@ pub struct Block {
     /// An error happened in the block (client status `E`).
     pub failed: bool,
     /// Opened by the router: a multi-statement simple query, or one
-    /// statement writing on several shards outside a block.
+    /// statement writing on several shards outside a transaction block.
     pub implicit: bool,
-    /// Open savepoints, outermost first, as written after SAVEPOINT
-    /// (replayed on participants that join the block later).
-    pub savepoints: Vec<String>,
+    /// Savepoints and settings in effect, in the order they ran; replayed
+    /// after BEGIN on participants that join the block later, so every
+    /// participant has the same savepoint stack and settings.
+    pub ops: Vec<BlockOp>,
+}
+
+/// A statement whose effect lasts inside the block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlockOp {
+    /// `SAVEPOINT name` (the name as written).
+    Savepoint(String),
+    /// A SET / RESET run in the block (`SET LOCAL`, `SET TRANSACTION`,
+    /// `SET CONSTRAINTS` or a session-level change). `session` changes
+    /// outlive the block: they are recorded in the session's settings when
+    /// it commits (PostgreSQL reverts them on rollback).
+    Set {
+        /// The statement as the client wrote it.
+        sql: String,
+        /// Session-level (not LOCAL / TRANSACTION / CONSTRAINTS).
+        session: bool,
+        /// RESET ALL.
+        reset_all: bool,
+    },
 }
 
 impl Block {
@@ -76,9 +95,80 @@ impl Block {
             begin_sql: begin_sql.into(),
             failed: false,
             implicit,
-            savepoints: Vec::new(),
+            ops: Vec::new(),
         }
     }
+
+    /// The block that `COMMIT AND CHAIN` / `ROLLBACK AND CHAIN` opens: the
+    /// same BEGIN and the same `SET TRANSACTION` characteristics
+    /// (isolation level, access mode, deferrable), as PostgreSQL.
+    pub fn chained(&self) -> Block {
+        let mut b = Block::new(self.begin_sql.clone(), false);
+        b.ops = self
+            .ops
+            .iter()
+            .filter(|op| match op {
+                BlockOp::Set { sql, .. } => is_transaction_characteristics(sql),
+                BlockOp::Savepoint(_) => false,
+            })
+            .cloned()
+            .collect();
+        b
+    }
+
+    /// What a participant joining the block runs: BEGIN, then the open
+    /// savepoints and the settings, in order (one simple query).
+    pub fn begin_replay(&self) -> String {
+        let mut sql = self.begin_sql.clone();
+        for op in &self.ops {
+            match op {
+                BlockOp::Savepoint(name) => {
+                    sql.push_str("; SAVEPOINT ");
+                    sql.push_str(name);
+                }
+                BlockOp::Set { sql: s, .. } => {
+                    sql.push_str("; ");
+                    sql.push_str(s.trim().trim_end_matches(';'));
+                }
+            }
+        }
+        sql
+    }
+
+    /// Index in `ops` of the innermost savepoint whose name compares equal
+    /// to `key` (PostgreSQL allows duplicate names).
+    pub fn savepoint_pos(&self, key: &str, name_key: impl Fn(&str) -> String) -> Option<usize> {
+        self.ops
+            .iter()
+            .rposition(|op| matches!(op, BlockOp::Savepoint(n) if name_key(n) == key))
+    }
+
+    /// RELEASE of the savepoint at `i`: it and the savepoints opened after
+    /// it are gone; settings made after it stay in effect.
+    pub fn release(&mut self, i: usize) {
+        let mut k = 0;
+        self.ops.retain(|op| {
+            let keep = k < i || !matches!(op, BlockOp::Savepoint(_));
+            k += 1;
+            keep
+        });
+    }
+
+    /// ROLLBACK TO the savepoint at `i`: everything after it is undone; the
+    /// savepoint stays.
+    pub fn rollback_to(&mut self, i: usize) {
+        self.ops.truncate(i + 1);
+        self.failed = false;
+    }
+}
+
+/// `SET TRANSACTION ISOLATION LEVEL / READ ONLY / READ WRITE /
+/// [NOT] DEFERRABLE` (not `SET TRANSACTION SNAPSHOT`).
+fn is_transaction_characteristics(sql: &str) -> bool {
+    let mut w = sql.split_whitespace().map(|w| w.to_ascii_lowercase());
+    w.next().as_deref() == Some("set")
+        && w.next().as_deref() == Some("transaction")
+        && w.next().is_some_and(|x| !x.starts_with("snapshot"))
 }
 
 /// Per-client session state.
@@ -261,32 +351,6 @@ impl Session {
         }
     }
 
-    pub(crate) fn rehash_settings(&mut self) {
-        if self.settings.is_empty() {
-            self.settings_hash = 0;
-            return;
-        }
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.settings.hash(&mut h);
-        self.settings_hash = h.finish() | 1;
-    }
-
-    /// Records a successful session-level SET (replayed on other backends).
-    pub(crate) fn record_setting(&mut self, sql: &str, reset_all: bool) {
-        if reset_all {
-            self.settings.clear();
-        } else {
-            let name = setting_name(sql);
-            self.settings.retain(|(n, _)| *n != name);
-            let lower = sql.trim_start().to_ascii_lowercase();
-            if !lower.starts_with("reset") {
-                self.settings
-                    .push((name, sql.trim().trim_end_matches(';').to_string()));
-            }
-        }
-        self.rehash_settings();
-    }
-
     /// Marks the open block failed after an error.
     pub(crate) fn note_error(&mut self) {
         if let Some(b) = &mut self.block {
@@ -378,18 +442,15 @@ impl Session {
         }
         if let Some(b) = &self.block {
             if !h.began {
-                if b.savepoints.is_empty() {
-                    let _ = fe::query(&b.begin_sql, &mut conn.out);
+                // A late participant gets the open savepoints and the
+                // block's settings too, so ROLLBACK TO / RELEASE and
+                // SET LOCAL hold on every participant.
+                let sql = if b.ops.is_empty() {
+                    std::borrow::Cow::Borrowed(b.begin_sql.as_str())
                 } else {
-                    // A late participant gets the open savepoints too, so
-                    // ROLLBACK TO / RELEASE work on every participant.
-                    let mut sql = b.begin_sql.clone();
-                    for sp in &b.savepoints {
-                        sql.push_str("; SAVEPOINT ");
-                        sql.push_str(sp);
-                    }
-                    let _ = fe::query(&sql, &mut conn.out);
-                }
+                    std::borrow::Cow::Owned(b.begin_replay())
+                };
+                let _ = fe::query(&sql, &mut conn.out);
                 h.began = true;
                 slots.push_back(Slot::Swallow(Expect::Query));
             }
@@ -564,31 +625,5 @@ impl Session {
             self.note_error();
         }
         ok
-    }
-}
-
-/// Lower-case name of the setting a SET/RESET statement changes.
-fn setting_name(sql: &str) -> String {
-    let mut words = sql
-        .split(|c: char| c.is_whitespace() || c == '=' || c == ';')
-        .filter(|w| !w.is_empty());
-    let first = words.next().unwrap_or("").to_ascii_lowercase();
-    let mut name = words.next().unwrap_or("").to_ascii_lowercase();
-    if first == "set" && (name == "session" || name == "local") {
-        name = words.next().unwrap_or("").to_ascii_lowercase();
-    }
-    name
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn setting_names() {
-        assert_eq!(super::setting_name("SET search_path TO x"), "search_path");
-        assert_eq!(
-            super::setting_name("set session TimeZone = 'UTC'"),
-            "timezone"
-        );
-        assert_eq!(super::setting_name("RESET work_mem"), "work_mem");
     }
 }

@@ -15,7 +15,7 @@ use crate::state::Routing;
 use super::exchange::{Expect, Slot};
 use super::merge::MergeMode;
 use super::route::{key_shard, scatter_shards, Values};
-use super::session::{Block, End, Session};
+use super::session::{Block, BlockOp, End, Session};
 
 impl Session {
     /// Handles one Query message (without the final ReadyForQuery).
@@ -106,24 +106,7 @@ impl Session {
                 Ok(false)
             }
             Plan::Transaction(t) => self.txn_command(t, sql).await,
-            Plan::Set { local, reset_all } => {
-                let shard = match self.any_shard() {
-                    Ok(s) => s,
-                    Err(e) => {
-                        self.send_error(&e);
-                        return Ok(false);
-                    }
-                };
-                let ok = self.exchange_one(&shard, &query_msg(), q()).await?;
-                if ok && !local {
-                    self.record_setting(sql, *reset_all);
-                    // The connection already has the new setting.
-                    if let Some(h) = self.held.iter_mut().find(|h| *h.conn.shard == *shard) {
-                        h.conn.settings_hash = self.settings_hash;
-                    }
-                }
-                Ok(ok)
-            }
+            Plan::Set { local, reset_all } => self.set_command(sql, *local, *reset_all).await,
             Plan::AnyShard => match self.any_shard() {
                 Ok(s) => self.exchange_one(&s, &query_msg(), q()).await,
                 Err(e) => {
@@ -369,13 +352,13 @@ impl Session {
                     );
                     return Ok(true);
                 }
-                let begin_sql = self.block.as_ref().map(|b| b.begin_sql.clone());
+                let chained = self.block.as_ref().map(Block::chained);
                 match self.end_block(commit).await? {
                     Some(tag) => {
-                        if let (true, Some(b)) = (chain, begin_sql) {
+                        if let (true, Some(b)) = (chain, chained) {
                             // Same isolation level / access mode as the
                             // block just ended.
-                            self.block = Some(Block::new(b, false));
+                            self.block = Some(b);
                         }
                         synth::command_complete(&mut self.out.buf, tag);
                         Ok(true)
@@ -406,11 +389,7 @@ impl Session {
             return Ok(false);
         };
         let key = savepoint_key(&name);
-        // Innermost savepoint of that name (PostgreSQL allows duplicates).
-        let pos = block
-            .savepoints
-            .iter()
-            .rposition(|s| savepoint_key(s) == key);
+        let pos = block.savepoint_pos(&key, savepoint_key);
         if op != SavepointOp::Savepoint && pos.is_none() {
             self.send_error(&PgError::new(
                 "3B001",
@@ -418,40 +397,19 @@ impl Session {
             ));
             return Ok(false);
         }
-        let began: Vec<String> = self
-            .held
-            .iter()
-            .filter(|h| h.began)
-            .map(|h| h.conn.shard.to_string())
-            .collect();
-        let ok = if began.is_empty() {
-            synth::command_complete(&mut self.out.buf, op.tag());
-            true
-        } else {
-            let mut b = BytesMut::new();
-            let _ = fe::query(sql, &mut b);
-            let msg = b.freeze();
-            let parts = began
-                .into_iter()
-                .map(|s| {
-                    (
-                        s,
-                        msg.clone(),
-                        VecDeque::from([Slot::Forward(Expect::Query)]),
-                    )
-                })
-                .collect();
-            self.exchange_many(parts, MergeMode::FirstOnly).await?
+        let ok = match self.on_began_participants(sql).await? {
+            Some(ok) => ok,
+            None => {
+                synth::command_complete(&mut self.out.buf, op.tag());
+                true
+            }
         };
         if ok {
             if let Some(b) = &mut self.block {
                 match (op, pos) {
-                    (SavepointOp::Savepoint, _) => b.savepoints.push(name),
-                    (SavepointOp::Release, Some(i)) => b.savepoints.truncate(i),
-                    (SavepointOp::RollbackTo, Some(i)) => {
-                        b.savepoints.truncate(i + 1);
-                        b.failed = false;
-                    }
+                    (SavepointOp::Savepoint, _) => b.ops.push(BlockOp::Savepoint(name)),
+                    (SavepointOp::Release, Some(i)) => b.release(i),
+                    (SavepointOp::RollbackTo, Some(i)) => b.rollback_to(i),
                     _ => {}
                 }
             }
