@@ -36,6 +36,18 @@ impl SchemaView for Catalog {
     fn is_reference(&self, table: &str) -> bool {
         Catalog::is_reference(self, table)
     }
+
+    fn lookups(&self, table: &str) -> Vec<(String, std::sync::Arc<str>)> {
+        self.lookups_of(table)
+            .iter()
+            .map(|l| {
+                (
+                    l.column.clone(),
+                    std::sync::Arc::from(l.lookup_table.as_str()),
+                )
+            })
+            .collect()
+    }
 }
 
 /// Router-wide shared state.

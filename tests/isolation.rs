@@ -157,9 +157,8 @@ async fn snapshots_are_per_shard() {
         assert_eq!(got, "serializable/on", "after AND CHAIN, id {id}");
     }
     run(&a, "ROLLBACK").await;
-    let lock_timeout = |id: i32| {
-        format!("SELECT current_setting('lock_timeout') FROM acct WHERE id = {id}")
-    };
+    let lock_timeout =
+        |id: i32| format!("SELECT current_setting('lock_timeout') FROM acct WHERE id = {id}");
     let get = |sql: String| {
         let a = &a;
         async move {
@@ -171,9 +170,12 @@ async fn snapshots_are_per_shard() {
     assert_eq!(get(lock_timeout(x)).await, "0");
     run(&a, "SET LOCAL lock_timeout = '1234ms'; SAVEPOINT s").await;
     // Extended protocol (tokio-postgres `execute`), inside the savepoint.
-    within("extended SET LOCAL", a.execute("SET LOCAL lock_timeout = '77ms'", &[]))
-        .await
-        .unwrap();
+    within(
+        "extended SET LOCAL",
+        a.execute("SET LOCAL lock_timeout = '77ms'", &[]),
+    )
+    .await
+    .unwrap();
     assert_eq!(get(lock_timeout(x)).await, "77ms");
     run(&a, "ROLLBACK TO SAVEPOINT s").await;
     // y's shard joins now: BEGIN; SET LOCAL 1234ms; SAVEPOINT s.
@@ -181,12 +183,20 @@ async fn snapshots_are_per_shard() {
     assert_eq!(get(lock_timeout(x)).await, "1234ms", "rolled back to s");
     run(&a, "SET LOCAL lock_timeout = '99ms'").await;
     assert_eq!(get(lock_timeout(x)).await, "99ms");
-    assert_eq!(get(lock_timeout(y)).await, "99ms", "sent to every participant");
+    assert_eq!(
+        get(lock_timeout(y)).await,
+        "99ms",
+        "sent to every participant"
+    );
     run(&a, "ROLLBACK TO SAVEPOINT s").await;
     assert_eq!(get(lock_timeout(y)).await, "1234ms");
     run(&a, "COMMIT").await;
     for id in [x, y] {
-        assert_eq!(get(lock_timeout(id)).await, "0", "SET LOCAL ends with the block");
+        assert_eq!(
+            get(lock_timeout(id)).await,
+            "0",
+            "SET LOCAL ends with the block"
+        );
     }
     // A session-level SET in a block holds after COMMIT on every shard and
     // is undone by ROLLBACK, as in PostgreSQL.
@@ -198,7 +208,11 @@ async fn snapshots_are_per_shard() {
     assert_eq!(get(lock_timeout(y)).await, "0");
     run(&a, "SET lock_timeout = '4321ms'; COMMIT").await;
     for id in [x, y] {
-        assert_eq!(get(lock_timeout(id)).await, "4321ms", "committed SET, id {id}");
+        assert_eq!(
+            get(lock_timeout(id)).await,
+            "4321ms",
+            "committed SET, id {id}"
+        );
     }
     run(&a, "RESET lock_timeout").await;
     for id in [x, y] {

@@ -5,27 +5,11 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pg_router::dev::DevCluster;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, SimpleQueryMessage};
-
-/// Runs `pg-router meta --catalog <catalog> ARGS` and returns its stdout.
-fn meta(dev: &DevCluster, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_pg-router"))
-        .args(["meta", "--catalog", &dev.catalog_dsn()])
-        .args(args)
-        .output()
-        .expect("run pg-router meta");
-    assert!(
-        out.status.success(),
-        "pg-router meta {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// Waits until the router's catalog says `is_reference(table) == want`.
 async fn wait_reference(dev: &DevCluster, table: &str, want: bool) {
@@ -107,10 +91,10 @@ async fn reference_table_writes_reach_every_shard_and_join_locally() {
         "{hint}"
     );
 
-    let out = meta(&dev, &["add-reference-table", "--table", "countries"]);
+    let out = common::meta(&dev, &["add-reference-table", "--table", "countries"]);
     assert_eq!(out, "reference table countries: declared\n");
     wait_reference(&dev, "countries", true).await;
-    let shown = meta(&dev, &["show"]);
+    let shown = common::meta(&dev, &["show"]);
     assert!(
         shown.contains("reference tables:\n  countries\n"),
         "{shown}"
@@ -328,7 +312,7 @@ async fn reference_table_writes_reach_every_shard_and_join_locally() {
     assert_every_shard(&dev, &want).await;
 
     // Undeclared again: refused; the copies stay.
-    let out = meta(&dev, &["drop-reference-table", "--table", "countries"]);
+    let out = common::meta(&dev, &["drop-reference-table", "--table", "countries"]);
     assert!(out.contains("dropped"), "{out}");
     wait_reference(&dev, "countries", false).await;
     let e = c

@@ -8,6 +8,7 @@ use crate::vindex::{KeyType, VindexKind};
 
 use super::error::{CatalogError, DbContext};
 use super::load::load;
+use super::lookup_ops::{add_lookup_vindex, drop_lookup_vindex};
 use super::migrate::migrate;
 use super::model::normalize_table_name;
 use super::ops::{add_keyspace, add_reference_table, add_shard, add_table, drop_reference_table};
@@ -105,7 +106,38 @@ pub enum MetaCommand {
         #[arg(long)]
         table: String,
     },
-    /// Print keyspaces with their ranges, shards, sharded and reference tables.
+    /// Declare an owned lookup vindex on a non-key column of a sharded table
+    /// (and its lookup table, a sharded table keyed by that column), then
+    /// print the CREATE TABLE to run through the router for the lookup table.
+    AddLookupVindex {
+        /// Owner table (a declared sharded table; a schema prefix is dropped).
+        #[arg(long)]
+        table: String,
+        /// Looked-up column of the owner table (not its sharding key).
+        #[arg(long)]
+        column: String,
+        /// Key type of the column: int, text or uuid.
+        #[arg(long, default_value = "text", value_parser = parse_key_type_arg)]
+        key_type: KeyType,
+        /// At most one owner row per value (default: several allowed).
+        #[arg(long)]
+        unique: bool,
+        /// Lookup table name (default: <table>_<column>_lookup).
+        #[arg(long)]
+        lookup_table: Option<String>,
+        /// Vindex name (default: <table>_<column>).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Remove a lookup vindex and its lookup table's declaration from the
+    /// catalog (the lookup tables on the shards stay).
+    DropLookupVindex {
+        /// Vindex name.
+        #[arg(long)]
+        name: String,
+    },
+    /// Print keyspaces with their ranges, shards, sharded and reference
+    /// tables, lookup vindexes.
     Show,
 }
 
@@ -233,6 +265,44 @@ pub async fn execute(client: &Client, command: &MetaCommand) -> Result<String, C
                 "not declared; nothing dropped"
             };
             let _ = writeln!(out, "reference table {name}: {what}");
+        }
+        MetaCommand::AddLookupVindex {
+            table,
+            column,
+            key_type,
+            unique,
+            lookup_table,
+            name,
+        } => {
+            let (v, ddl) = add_lookup_vindex(
+                client,
+                name.as_deref(),
+                table,
+                column,
+                *key_type,
+                lookup_table.as_deref(),
+                *unique,
+            )
+            .await?;
+            let _ = writeln!(
+                out,
+                "lookup vindex {}: {}.{} -> {} ({}, key_type {})",
+                v.name,
+                v.table,
+                v.column,
+                v.lookup_table,
+                if v.unique { "unique" } else { "non-unique" },
+                v.key_type.as_str()
+            );
+            let _ = writeln!(out, "create the lookup table through the router: {ddl};");
+        }
+        MetaCommand::DropLookupVindex { name } => {
+            let what = if drop_lookup_vindex(client, name).await? {
+                "dropped with its lookup table's declaration (the tables on the shards are left alone)"
+            } else {
+                "not declared; nothing dropped"
+            };
+            let _ = writeln!(out, "lookup vindex {}: {what}", name.trim().to_lowercase());
         }
         MetaCommand::Show => out = show_routing(&load(client).await?),
     }

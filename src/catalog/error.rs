@@ -113,6 +113,42 @@ pub enum CatalogError {
         table: String,
     },
 
+    /// A reference to a table that is not a declared sharded table (the
+    /// owner or the lookup table of a lookup vindex).
+    #[error("{row}: table '{table}' is not a declared sharded table")]
+    UnknownTable {
+        /// The row or argument holding the reference, e.g.
+        /// `lookup vindex 'users_email'`.
+        row: String,
+        /// The missing table (normalized).
+        table: String,
+    },
+
+    /// A lookup vindex that does not fit its tables: the looked-up column is
+    /// the owner's sharding key, the lookup table is the owner, is in another
+    /// keyspace, is keyed by another column or key type, is shared by two
+    /// vindexes or owns a lookup vindex itself, ...
+    #[error("lookup vindex '{name}': {problem}")]
+    BadLookupVindex {
+        /// Vindex name.
+        name: String,
+        /// What is wrong, naming the tables and columns involved.
+        problem: String,
+    },
+
+    /// A column that already has a lookup vindex of another name.
+    #[error("table '{table}' column '{column}' already has lookup vindex '{existing}' (asked for '{requested}')")]
+    LookupVindexConflict {
+        /// Owner table (normalized).
+        table: String,
+        /// The looked-up column (lower case).
+        column: String,
+        /// Name of the vindex already on it.
+        existing: String,
+        /// Name of the vindex asked for.
+        requested: String,
+    },
+
     /// A keyspace already exists with a different vindex.
     #[error(
         "keyspace '{keyspace}' already exists with vindex '{existing}' (asked for '{requested}')"

@@ -6,22 +6,27 @@ use tokio_postgres::{Client, Row};
 use super::error::{CatalogError, DbContext};
 use super::model::Catalog;
 use super::tx;
-use super::validate::{self, RawCatalog, RawKeyspace, RawRange, RawShard, RawTable};
+use super::validate::{
+    self, RawCatalog, RawKeyspace, RawLookupVindex, RawRange, RawShard, RawTable,
+};
 
 /// Reads the whole catalog in one REPEATABLE READ, READ ONLY transaction and
 /// validates it. Only the `shard_ranges` rows at each keyspace's active
 /// generation (`keyspaces.generation`) are read; range bounds are read as
 /// `numeric::text` and parsed to `u64` (an end of 2^64 or NULL = unbounded).
 /// A catalog without `pgrouter.reference_tables` (migration 3 not applied
-/// yet) loads with no reference tables, so a newer router still runs against
-/// a catalog that has not been upgraded with `pg-router meta init`.
+/// yet) loads with no reference tables, and one without
+/// `pgrouter.lookup_vindexes` (migration 4) with no lookup vindexes, so a
+/// newer router still runs against a catalog that has not been upgraded with
+/// `pg-router meta init`.
 ///
 /// Errors: [`CatalogError::Db`] when a read fails (e.g. the schema is not
 /// migrated); a validation error naming the offending row:
 /// [`CatalogError::UnknownVindex`], [`CatalogError::UnknownKeyType`],
 /// [`CatalogError::NoRanges`], [`CatalogError::Routing`] (gap / overlap),
 /// [`CatalogError::UnknownKeyspace`], [`CatalogError::UnknownShard`],
-/// [`CatalogError::ShardedAndReference`], [`CatalogError::BadRow`].
+/// [`CatalogError::ShardedAndReference`], [`CatalogError::BadRow`],
+/// [`CatalogError::UnknownTable`], [`CatalogError::BadLookupVindex`].
 pub async fn load(client: &Client) -> Result<Catalog, CatalogError> {
     tx::begin(client, tx::SNAPSHOT).await?;
     let raw = read_all(client).await;
@@ -76,7 +81,24 @@ async fn read_all(client: &Client) -> Result<RawCatalog, CatalogError> {
         },
     )
     .await?;
-    let tables = select(
+    let tables = read_sharded_tables(client).await?;
+    let reference_tables = read_reference_tables(client).await?;
+    let lookup_vindexes = read_lookup_vindexes(client).await?;
+    Ok(RawCatalog {
+        keyspaces,
+        shards,
+        ranges,
+        tables,
+        reference_tables,
+        lookup_vindexes,
+    })
+}
+
+/// Every `pgrouter.sharded_tables` row, by name.
+///
+/// Errors: [`CatalogError::Db`].
+pub(super) async fn read_sharded_tables(client: &Client) -> Result<Vec<RawTable>, CatalogError> {
+    select(
         client,
         "pgrouter.sharded_tables",
         "select table_name, keyspace, key_column, vindex, key_type
@@ -91,29 +113,57 @@ async fn read_all(client: &Client) -> Result<RawCatalog, CatalogError> {
             })
         },
     )
-    .await?;
-    let reference_tables = read_reference_tables(client).await?;
-    Ok(RawCatalog {
-        keyspaces,
-        shards,
-        ranges,
-        tables,
-        reference_tables,
-    })
+    .await
+}
+
+/// Every `pgrouter.lookup_vindexes` row, by name; none if the table does not
+/// exist (a catalog not yet migrated to version 4).
+///
+/// Errors: [`CatalogError::Db`].
+pub(super) async fn read_lookup_vindexes(
+    client: &Client,
+) -> Result<Vec<RawLookupVindex>, CatalogError> {
+    if !table_exists(client, "pgrouter.lookup_vindexes").await? {
+        return Ok(Vec::new());
+    }
+    select(
+        client,
+        "pgrouter.lookup_vindexes",
+        "select name, table_name, column_name, key_type, lookup_table, is_unique
+           from pgrouter.lookup_vindexes order by name",
+        |r| {
+            Ok(RawLookupVindex {
+                name: r.try_get(0)?,
+                table: r.try_get(1)?,
+                column: r.try_get(2)?,
+                key_type: r.try_get(3)?,
+                lookup_table: r.try_get(4)?,
+                unique: r.try_get(5)?,
+            })
+        },
+    )
+    .await
+}
+
+/// True if the relation `qualified_name` (e.g. `pgrouter.lookup_vindexes`)
+/// exists: a catalog table added by a later migration may be missing.
+///
+/// Errors: [`CatalogError::Db`].
+pub(super) async fn table_exists(
+    client: &Client,
+    qualified_name: &str,
+) -> Result<bool, CatalogError> {
+    client
+        .query_one("select to_regclass($1) is not null", &[&qualified_name])
+        .await
+        .and_then(|r| r.try_get(0))
+        .ctx(format!("looking for {qualified_name}"))
 }
 
 /// The names in `pgrouter.reference_tables`; none if the table does not
 /// exist (a catalog not yet migrated to version 3).
 async fn read_reference_tables(client: &Client) -> Result<Vec<String>, CatalogError> {
-    let exists: bool = client
-        .query_one(
-            "select to_regclass('pgrouter.reference_tables') is not null",
-            &[],
-        )
-        .await
-        .and_then(|r| r.try_get(0))
-        .ctx("looking for pgrouter.reference_tables")?;
-    if !exists {
+    if !table_exists(client, "pgrouter.reference_tables").await? {
         return Ok(Vec::new());
     }
     select(

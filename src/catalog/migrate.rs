@@ -40,6 +40,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "reference_tables",
         sql: include_str!("../../shard-metadata/migrations/0003_reference_tables.sql"),
     },
+    Migration {
+        version: 4,
+        name: "lookup_vindexes",
+        sql: include_str!("../../shard-metadata/migrations/0004_lookup_vindexes.sql"),
+    },
 ];
 
 /// Creates the schema and the bookkeeping table before anything else, so the

@@ -1,14 +1,16 @@
-//! The routing catalog: which keyspaces, shards, sharded tables and reference
-//! tables exist and which shard owns which keyspace ids.
+//! The routing catalog: which keyspaces, shards, sharded tables, reference
+//! tables and lookup vindexes exist and which shard owns which keyspace ids.
 //!
 //! The catalog lives in a PostgreSQL database, schema `pgrouter` (see
 //! `shard-metadata/README.md`): tables `keyspaces`, `shards`, `shard_ranges`,
-//! `sharded_tables`, `reference_tables`, `schema_migrations`. This module
+//! `sharded_tables`, `reference_tables`, `lookup_vindexes`,
+//! `schema_migrations`. This module
 //! - applies the embedded schema migrations ([`migrate`]),
 //! - reads and validates a snapshot of it ([`load`] → [`Catalog`]),
 //! - declares keyspaces, shards, ranges and tables ([`add_keyspace`],
 //!   [`add_shard`], [`add_ranges`], [`add_table`], [`add_reference_table`],
-//!   [`drop_reference_table`], [`seed_default`]),
+//!   [`drop_reference_table`], [`seed_default`]) and lookup vindexes
+//!   ([`add_lookup_vindex`], [`drop_lookup_vindex`], [`lookup_table_ddl`]),
 //! - follows changes live via `LISTEN pgrouter_catalog` ([`spawn_watcher`]),
 //! - renders it for people ([`show_routing`]) and backs the
 //!   `pg-router meta` subcommand ([`cli`]).
@@ -20,6 +22,7 @@ pub mod cli;
 mod error;
 mod keyid;
 mod load;
+mod lookup_ops;
 mod migrate;
 mod model;
 mod ops;
@@ -38,8 +41,9 @@ mod tests;
 pub use cli::{run_meta, MetaArgs, MetaCommand};
 pub use error::CatalogError;
 pub use load::load;
+pub use lookup_ops::{add_lookup_vindex, drop_lookup_vindex, lookup_table_ddl};
 pub use migrate::{migrate, Migration, MIGRATIONS};
-pub use model::{normalize_table_name, Catalog, Keyspace, ShardInfo, ShardedTable};
+pub use model::{normalize_table_name, Catalog, Keyspace, LookupVindex, ShardInfo, ShardedTable};
 pub use ops::{add_keyspace, add_reference_table, add_shard, add_table, drop_reference_table};
 pub use ranges::{add_ranges, plan_ranges, RangeLayout};
 pub use seed::{seed_default, DEFAULT_KEYSPACE, DEFAULT_TABLES};

@@ -27,6 +27,9 @@ pub struct Catalog {
     /// Reference tables (a full copy on every shard) by name (lower case, no
     /// schema).
     pub reference_tables: HashSet<String>,
+    /// Lookup vindexes by owner table name (lower case, no schema), each
+    /// list sorted by vindex name.
+    pub lookup_vindexes: HashMap<String, Vec<LookupVindex>>,
     /// When this snapshot was read.
     pub loaded_at: Instant,
 }
@@ -74,6 +77,33 @@ pub struct ShardedTable {
     pub key_type: KeyType,
 }
 
+/// An owned lookup vindex (`lookup_vindexes` row): maps the values of a
+/// non-key column of an owner table to the keyspace ids of the rows holding
+/// them, through a lookup table (Vitess's owned `lookup` /
+/// `lookup_unique`). The lookup table is itself a sharded table of the
+/// owner's keyspace, keyed by the looked-up value, with two columns:
+/// `<column>` (the value, of `key_type`) and `keyspace_id bigint` (the
+/// owner row's u64 keyspace id, stored as the signed bigint with the same
+/// 64 bits). The router inserts and deletes its rows in the same
+/// transaction as the owner rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LookupVindex {
+    /// Vindex name (lower case).
+    pub name: String,
+    /// Owner table (a sharded table), lower case, no schema.
+    pub table: String,
+    /// Looked-up column of the owner table (lower case; not its sharding key).
+    pub column: String,
+    /// How values of the column are parsed before hashing.
+    pub key_type: KeyType,
+    /// The lookup table (a sharded table keyed by `column`), lower case.
+    pub lookup_table: String,
+    /// Unique: at most one owner row per value (the lookup table's primary
+    /// key is `(<column>)`; a duplicate fails the owner's INSERT/UPDATE with
+    /// 23505). Non-unique: primary key `(<column>, keyspace_id)`.
+    pub unique: bool,
+}
+
 impl Catalog {
     /// A catalog with no keyspaces, shards or tables (every table lookup
     /// misses); what a router serves before its first load.
@@ -83,6 +113,7 @@ impl Catalog {
             shards: BTreeMap::new(),
             tables: HashMap::new(),
             reference_tables: HashSet::new(),
+            lookup_vindexes: HashMap::new(),
             loaded_at: Instant::now(),
         }
     }
@@ -102,6 +133,15 @@ impl Catalog {
     /// The keyspace of table `t`; `None` only if `t` is not from this catalog.
     pub fn keyspace_of(&self, t: &ShardedTable) -> Option<&Keyspace> {
         self.keyspaces.get(&t.keyspace)
+    }
+
+    /// The lookup vindexes owned by sharded table `name` (normalized), sorted
+    /// by vindex name; empty if none.
+    pub fn lookups_of(&self, name: &str) -> &[LookupVindex] {
+        self.lookup_vindexes
+            .get(name)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 
     /// Names of all shards in the `shards` table, sorted.

@@ -1,5 +1,6 @@
 //! Declaring keyspaces, shards, sharded tables and reference tables
-//! (idempotent upserts), and dropping reference tables.
+//! (idempotent upserts), and dropping reference tables (lookup vindexes:
+//! [`lookup_ops`](super::lookup_ops)).
 //!
 //! Every write fires the catalog's NOTIFY trigger, so running routers reload.
 
@@ -8,6 +9,7 @@ use tokio_postgres::Client;
 use crate::vindex::{KeyType, VindexKind};
 
 use super::error::{CatalogError, DbContext};
+use super::lookup_ops::check_lookup_vindexes;
 use super::model::{normalize_table_name, ShardInfo, ShardedTable};
 use super::tx;
 use super::validate::parse_vindex;
@@ -106,8 +108,10 @@ pub async fn add_shard(
 /// Errors: [`CatalogError::UnknownKeyspace`] naming the table;
 /// [`CatalogError::UnknownVindex`] if the keyspace's stored vindex is unknown;
 /// [`CatalogError::ShardedAndReference`] if the table is declared as a
-/// reference table; [`CatalogError::InvalidArgument`] for an empty table or
-/// column; [`CatalogError::Db`].
+/// reference table; [`CatalogError::BadLookupVindex`] if the change would
+/// break a lookup vindex of the table (e.g. keying an owner by its looked-up
+/// column, or re-keying a lookup table); [`CatalogError::InvalidArgument`]
+/// for an empty table or column; [`CatalogError::Db`].
 pub async fn add_table(
     client: &Client,
     table: &str,
@@ -173,6 +177,8 @@ async fn upsert_table(
         )
         .await
         .ctx(format!("upserting {}", row()))?;
+    // Re-keying an owner or a lookup table must not break its lookup vindex.
+    check_lookup_vindexes(client).await?;
     Ok(ShardedTable {
         name,
         keyspace: keyspace.to_string(),
@@ -246,9 +252,10 @@ pub async fn drop_reference_table(client: &Client, table: &str) -> Result<bool, 
 }
 
 /// Serializes the transactions that declare tables (sharded or reference)
-/// until commit, so two concurrent declarations cannot give one name both
-/// kinds.
-async fn lock_table_kinds(client: &Client) -> Result<(), CatalogError> {
+/// and lookup vindexes until commit, so two concurrent declarations cannot
+/// give one name both kinds or leave a lookup vindex that does not fit its
+/// tables.
+pub(super) async fn lock_table_kinds(client: &Client) -> Result<(), CatalogError> {
     client
         .batch_execute("select pg_advisory_xact_lock(hashtext('pgrouter.table_kinds'))")
         .await
@@ -280,7 +287,7 @@ async fn require_reference_schema(client: &Client) -> Result<(), CatalogError> {
 
 /// True if `name` is a declared reference table (false on a catalog without
 /// reference tables).
-async fn is_reference_table(client: &Client, name: &str) -> Result<bool, CatalogError> {
+pub(super) async fn is_reference_table(client: &Client, name: &str) -> Result<bool, CatalogError> {
     if !has_reference_schema(client).await? {
         return Ok(false);
     }
@@ -295,7 +302,7 @@ async fn is_reference_table(client: &Client, name: &str) -> Result<bool, Catalog
 }
 
 /// Rejects an empty (or blank) identifier.
-fn require_name(what: &str, value: &str) -> Result<(), CatalogError> {
+pub(super) fn require_name(what: &str, value: &str) -> Result<(), CatalogError> {
     if value.trim().is_empty() {
         Err(CatalogError::InvalidArgument(format!(
             "{what} must not be empty"

@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use super::model::Catalog;
 
-/// Renders `catalog` as plain text, sorted by name, in four sections:
+/// Renders `catalog` as plain text, sorted by name, in five sections:
 ///
 /// ```text
 /// keyspaces:
@@ -17,6 +17,8 @@ use super::model::Catalog;
 ///   pgbench_accounts  keyspace main  key aid  vindex hash_murmur3  key_type int
 /// reference tables:
 ///   countries
+/// lookup vindexes:
+///   users_email  users.email -> users_email_lookup  unique  key_type text
 /// ```
 ///
 /// Ranges use `KeyRange`'s `Display`: an unbounded end is shown as the
@@ -29,6 +31,7 @@ pub fn show_routing(catalog: &Catalog) -> String {
     let _ = write_shards(&mut out, catalog);
     let _ = write_tables(&mut out, catalog);
     let _ = write_reference_tables(&mut out, catalog);
+    let _ = write_lookup_vindexes(&mut out, catalog);
     out
 }
 
@@ -116,10 +119,35 @@ fn write_reference_tables(out: &mut String, catalog: &Catalog) -> std::fmt::Resu
     Ok(())
 }
 
+fn write_lookup_vindexes(out: &mut String, catalog: &Catalog) -> std::fmt::Result {
+    writeln!(out, "lookup vindexes:")?;
+    let mut all: Vec<_> = catalog.lookup_vindexes.values().flatten().collect();
+    all.sort_by(|a, b| a.name.cmp(&b.name));
+    if all.is_empty() {
+        writeln!(out, "  (none)")?;
+    }
+    let width = all.iter().map(|v| v.name.len()).max().unwrap_or(0);
+    for v in all {
+        writeln!(
+            out,
+            "  {:width$}  {}.{} -> {}  {}  key_type {}",
+            v.name,
+            v.table,
+            v.column,
+            v.lookup_table,
+            if v.unique { "unique" } else { "non-unique" },
+            v.key_type.as_str()
+        )?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::validate::{build, RawCatalog, RawKeyspace, RawRange, RawShard, RawTable};
+    use crate::catalog::validate::{
+        build, RawCatalog, RawKeyspace, RawLookupVindex, RawRange, RawShard, RawTable,
+    };
 
     #[test]
     fn shows_every_section() {
@@ -143,14 +171,35 @@ mod tests {
                 shard: "shard0".into(),
                 generation: 2,
             }],
-            tables: vec![RawTable {
-                name: "orders".into(),
-                keyspace: "main".into(),
-                key_column: "id".into(),
-                vindex: "hash_murmur3".into(),
-                key_type: "text".into(),
-            }],
+            tables: [
+                "orders:id",
+                "orders_email_lookup:email",
+                "orders_sku_lookup:sku",
+            ]
+            .iter()
+            .map(|t| {
+                let (name, key) = t.split_once(':').expect("name:key");
+                RawTable {
+                    name: name.into(),
+                    keyspace: "main".into(),
+                    key_column: key.into(),
+                    vindex: "hash_murmur3".into(),
+                    key_type: "text".into(),
+                }
+            })
+            .collect(),
             reference_tables: vec!["countries".into(), "currencies".into()],
+            lookup_vindexes: [("orders_sku", "sku", false), ("by_email", "email", true)]
+                .iter()
+                .map(|(name, column, unique)| RawLookupVindex {
+                    name: name.to_string(),
+                    table: "orders".into(),
+                    column: column.to_string(),
+                    key_type: "text".into(),
+                    lookup_table: format!("orders_{column}_lookup"),
+                    unique: *unique,
+                })
+                .collect(),
         };
         let text = show_routing(&build(raw).expect("valid"));
         assert!(
@@ -166,14 +215,27 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("orders  keyspace main  key id  vindex hash_murmur3  key_type text"),
+            text.contains(
+                "\n  orders               keyspace main  key id  vindex hash_murmur3  key_type text\n"
+            ),
             "{text}"
         );
         assert!(
-            text.ends_with("reference tables:\n  countries\n  currencies\n"),
+            text.contains("reference tables:\n  countries\n  currencies\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(
+                "lookup vindexes:\n\
+                 \x20 by_email    orders.email -> orders_email_lookup  unique  key_type text\n\
+                 \x20 orders_sku  orders.sku -> orders_sku_lookup  non-unique  key_type text\n"
+            ),
             "{text}"
         );
         let empty = show_routing(&Catalog::empty());
-        assert!(empty.ends_with("reference tables:\n  (none)\n"), "{empty}");
+        assert!(
+            empty.ends_with("reference tables:\n  (none)\nlookup vindexes:\n  (none)\n"),
+            "{empty}"
+        );
     }
 }

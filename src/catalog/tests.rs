@@ -63,7 +63,7 @@ async fn migrate_is_idempotent_and_serialized() {
     // An empty, migrated catalog loads.
     let c = load(&a).await.expect("load empty");
     assert!(c.keyspaces.is_empty() && c.tables.is_empty() && c.shards.is_empty());
-    assert!(c.reference_tables.is_empty());
+    assert!(c.reference_tables.is_empty() && c.lookup_vindexes.is_empty());
 }
 
 /// The real migration `version` (panics if the binary lacks it).
@@ -116,7 +116,13 @@ async fn migrations_tolerate_a_gap_and_apply_a_late_lower_version() {
     c.batch_execute("select * from pgrouter.late_v2")
         .await
         .expect("version 2 ran");
-    // The binary's own list against that catalog: nothing to do.
+    // The binary's own list against that catalog: only its versions above 3.
+    let above_3: Vec<i32> = MIGRATIONS
+        .iter()
+        .map(|m| m.version)
+        .filter(|v| *v > 3)
+        .collect();
+    assert_eq!(migrate(&c).await.expect("migrate"), above_3);
     assert_eq!(migrate(&c).await.expect("migrate"), Vec::<i32>::new());
     // A failing migration commits nothing, not even the ones before it.
     let pg2 = TestPg::start();
@@ -173,7 +179,7 @@ async fn reference_tables_add_drop_load_and_conflicts() {
     let cat = load(&c).await.expect("load");
     assert!(cat.is_reference("countries") && !cat.is_reference("pgbench_accounts"));
     assert!(
-        show_routing(&cat).ends_with("reference tables:\n  countries\n"),
+        show_routing(&cat).contains("reference tables:\n  countries\nlookup vindexes:"),
         "{}",
         show_routing(&cat)
     );
@@ -274,6 +280,449 @@ async fn a_catalog_without_migration_3_loads_without_reference_tables() {
     assert_eq!(migrate(&c).await.expect("upgrade"), later);
     add_reference_table(&c, "countries").await.expect("now");
     assert!(load(&c).await.expect("load").is_reference("countries"));
+}
+
+/// Catalog with the default seed plus sharded table `users` (key `id`, int).
+async fn seeded_with_users(pg: &TestPg) -> tokio_postgres::Client {
+    let c = pg.connect().await;
+    seed_default(&c, &two_shards()).await.expect("seed");
+    add_table(&c, "users", "id", "main", None, KeyType::Int)
+        .await
+        .expect("users");
+    c
+}
+
+/// The `sharded_tables` names, sorted.
+async fn sharded_names(c: &tokio_postgres::Client) -> Vec<String> {
+    c.query(
+        "select table_name from pgrouter.sharded_tables order by table_name",
+        &[],
+    )
+    .await
+    .expect("names")
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_vindexes_add_load_redefine_drop() {
+    let pg = TestPg::start();
+    let c = seeded_with_users(&pg).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let watcher = spawn_watcher(pg.dsn(), move |cat| {
+        let _ = tx.send(cat);
+    });
+    wait_for(&mut rx, Duration::from_secs(5), |cat| cat.tables.len() == 5)
+        .await
+        .expect("initial load");
+
+    // Defaults: name <table>_<column>, lookup table <table>_<column>_lookup.
+    let (v, ddl) = add_lookup_vindex(
+        &c,
+        None,
+        "Public.Users",
+        " Email ",
+        KeyType::Text,
+        None,
+        false,
+    )
+    .await
+    .expect("add");
+    let expected = LookupVindex {
+        name: "users_email".into(),
+        table: "users".into(),
+        column: "email".into(),
+        key_type: KeyType::Text,
+        lookup_table: "users_email_lookup".into(),
+        unique: false,
+    };
+    assert_eq!(v, expected);
+    assert_eq!(
+        ddl,
+        "CREATE TABLE users_email_lookup (email text NOT NULL, keyspace_id bigint NOT NULL, PRIMARY KEY (email, keyspace_id))"
+    );
+    // Idempotent.
+    let again = add_lookup_vindex(&c, None, "users", "email", KeyType::Text, None, false)
+        .await
+        .expect("again");
+    assert_eq!(again, (expected.clone(), ddl));
+    // The NOTIFY trigger makes running routers reload.
+    let (cat, _) = wait_for(&mut rx, Duration::from_secs(2), |cat| {
+        !cat.lookups_of("users").is_empty()
+    })
+    .await
+    .expect("watcher must deliver the lookup vindex");
+    assert_eq!(cat.lookups_of("users"), std::slice::from_ref(&expected));
+    let lt = cat
+        .table("users_email_lookup")
+        .expect("lookup table declared");
+    assert_eq!(
+        (
+            lt.keyspace.as_str(),
+            lt.key_column.as_str(),
+            lt.key_type,
+            lt.vindex
+        ),
+        ("main", "email", KeyType::Text, VindexKind::HashMurmur3)
+    );
+
+    // Explicit name and lookup table, unique, int.
+    let (v, ddl) = add_lookup_vindex(
+        &c,
+        Some(" By_Age "),
+        "users",
+        "AGE",
+        KeyType::Int,
+        Some("public.Age_Idx"),
+        true,
+    )
+    .await
+    .expect("unique");
+    assert_eq!(
+        (v.name.as_str(), v.lookup_table.as_str(), v.unique),
+        ("by_age", "age_idx", true)
+    );
+    assert_eq!(
+        ddl,
+        "CREATE TABLE age_idx (age bigint NOT NULL, keyspace_id bigint NOT NULL, PRIMARY KEY (age))"
+    );
+    let cat = load(&c).await.expect("load");
+    let names: Vec<&str> = cat
+        .lookups_of("users")
+        .iter()
+        .map(|v| v.name.as_str())
+        .collect();
+    assert_eq!(names, ["by_age", "users_email"]);
+    let text = show_routing(&cat);
+    assert!(
+        text.ends_with(
+            "lookup vindexes:\n  by_age       users.age -> age_idx  unique  key_type int\n  \
+             users_email  users.email -> users_email_lookup  non-unique  key_type text\n"
+        ),
+        "{text}"
+    );
+
+    // Redefining a vindex: the row is updated; a lookup table it no longer
+    // uses loses its declaration.
+    let (v, _) = add_lookup_vindex(
+        &c,
+        Some("by_age"),
+        "users",
+        "age",
+        KeyType::Text,
+        Some("ages"),
+        false,
+    )
+    .await
+    .expect("redefine");
+    let cat = load(&c).await.expect("load redefined");
+    assert!(cat.lookups_of("users").contains(&v) && !v.unique);
+    assert!(cat.table("age_idx").is_none());
+    assert_eq!(cat.table("ages").map(|t| t.key_type), Some(KeyType::Text));
+    // Same lookup table, other key type: the lookup table follows.
+    add_lookup_vindex(
+        &c,
+        Some("by_age"),
+        "users",
+        "age",
+        KeyType::Uuid,
+        Some("ages"),
+        false,
+    )
+    .await
+    .expect("redefine key type");
+    let cat = load(&c).await.expect("load");
+    assert_eq!(cat.table("ages").map(|t| t.key_type), Some(KeyType::Uuid));
+
+    // Dropping removes the vindex and its lookup table's declaration only.
+    assert!(drop_lookup_vindex(&c, " BY_AGE ").await.expect("drop"));
+    assert!(!drop_lookup_vindex(&c, "by_age").await.expect("drop again"));
+    let cat = load(&c).await.expect("load after drop");
+    assert_eq!(cat.lookups_of("users"), std::slice::from_ref(&expected));
+    assert!(cat.table("ages").is_none() && cat.table("users").is_some());
+    wait_for(&mut rx, Duration::from_secs(2), |cat| {
+        cat.lookups_of("users").len() == 1 && cat.table("ages").is_none()
+    })
+    .await
+    .expect("watcher must deliver the drop");
+
+    // Deleting the owner's declaration cascades to its vindexes; the lookup
+    // table stays declared as a plain sharded table.
+    c.batch_execute("delete from pgrouter.sharded_tables where table_name = 'users'")
+        .await
+        .expect("delete owner");
+    let n: i64 = c
+        .query_one("select count(*) from pgrouter.lookup_vindexes", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(n, 0);
+    let cat = load(&c).await.expect("load after cascade");
+    assert!(cat.lookup_vindexes.is_empty() && cat.table("users_email_lookup").is_some());
+    // Deleting a lookup table's declaration cascades too.
+    add_table(&c, "users", "id", "main", None, KeyType::Int)
+        .await
+        .expect("users again");
+    add_lookup_vindex(&c, None, "users", "email", KeyType::Text, None, true)
+        .await
+        .expect("adopts the existing lookup table");
+    c.batch_execute("delete from pgrouter.sharded_tables where table_name = 'users_email_lookup'")
+        .await
+        .expect("delete lookup table");
+    assert!(load(&c).await.expect("load").lookup_vindexes.is_empty());
+    watcher.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_vindex_errors() {
+    let pg = TestPg::start();
+    let c = seeded_with_users(&pg).await;
+    add_lookup_vindex(&c, None, "users", "email", KeyType::Text, None, true)
+        .await
+        .expect("add");
+    let before = sharded_names(&c).await;
+    let add = |name: Option<&'static str>,
+               table: &'static str,
+               column: &'static str,
+               lookup: Option<&'static str>| {
+        let c = &c;
+        async move { add_lookup_vindex(c, name, table, column, KeyType::Text, lookup, false).await }
+    };
+
+    let e = add(None, "nope", "email", None)
+        .await
+        .expect_err("unknown owner");
+    assert!(
+        matches!(&e, CatalogError::UnknownTable { table, .. } if table == "nope"),
+        "{e}"
+    );
+    assert!(
+        e.to_string() == "lookup vindex 'nope_email': table 'nope' is not a declared sharded table",
+        "{e}"
+    );
+    let e = add(None, "users", "ID", None)
+        .await
+        .expect_err("key column");
+    assert!(matches!(e, CatalogError::BadLookupVindex { .. }), "{e}");
+    assert!(
+        e.to_string()
+            .contains("column 'id' is the sharding key of table 'users'"),
+        "{e}"
+    );
+    let e = add(None, "users", "name", Some("users"))
+        .await
+        .expect_err("itself");
+    assert!(
+        e.to_string()
+            .contains("must not be the owner table 'users'"),
+        "{e}"
+    );
+    add_reference_table(&c, "countries")
+        .await
+        .expect("reference");
+    let e = add(None, "users", "country", Some("Countries"))
+        .await
+        .expect_err("reference lookup table");
+    assert!(
+        matches!(&e, CatalogError::ShardedAndReference { table } if table == "countries"),
+        "{e}"
+    );
+    let e = add(Some("email2"), "users", "EMAIL", Some("email2_lookup"))
+        .await
+        .expect_err("conflicting vindex");
+    assert!(
+        matches!(&e, CatalogError::LookupVindexConflict { existing, requested, .. }
+            if existing == "users_email" && requested == "email2"),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .contains("table 'users' column 'email' already has lookup vindex 'users_email'"),
+        "{e}"
+    );
+    let e = add(None, "users", "phone", Some("users_email_lookup"))
+        .await
+        .expect_err("shared lookup table");
+    assert!(
+        e.to_string().contains(
+            "lookup table 'users_email_lookup' is already the lookup table of vindex 'users_email'"
+        ),
+        "{e}"
+    );
+    let e = add(None, "users", "phone", Some("pgbench_tellers"))
+        .await
+        .expect_err("unrelated sharded table");
+    assert!(
+        e.to_string()
+            .contains("'pgbench_tellers' is already declared as a sharded table"),
+        "{e}"
+    );
+    // A lookup table cannot own a lookup vindex: refused before commit.
+    let e = add(None, "users_email_lookup", "phone", None)
+        .await
+        .expect_err("chained");
+    assert!(
+        e.to_string().contains(
+            "owner table 'users_email_lookup' is the lookup table of vindex 'users_email'"
+        ),
+        "{e}"
+    );
+    let e = add(Some(" "), "users", "phone", None)
+        .await
+        .expect_err("empty name");
+    assert!(matches!(e, CatalogError::InvalidArgument(_)), "{e}");
+    let e = add(None, "users", " ", None)
+        .await
+        .expect_err("empty column");
+    assert!(matches!(e, CatalogError::InvalidArgument(_)), "{e}");
+    // add_table refuses to break a lookup vindex.
+    let e = add_table(&c, "users", "email", "main", None, KeyType::Text)
+        .await
+        .expect_err("owner keyed by the looked-up column");
+    assert!(
+        e.to_string().contains("sharding key of table 'users'"),
+        "{e}"
+    );
+    let e = add_table(
+        &c,
+        "users_email_lookup",
+        "email",
+        "main",
+        None,
+        KeyType::Int,
+    )
+    .await
+    .expect_err("lookup table re-typed");
+    assert!(
+        e.to_string().contains("lookup vindex 'users_email'")
+            && e.to_string().contains("key_type int"),
+        "{e}"
+    );
+    // Nothing of the failed calls was committed.
+    assert_eq!(sharded_names(&c).await, before);
+    let cat = load(&c).await.expect("still valid");
+    assert_eq!(cat.lookup_vindexes.len(), 1);
+    assert_eq!(
+        cat.table("users").map(|t| t.key_column.as_str()),
+        Some("id")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_rejects_hand_broken_lookup_vindexes() {
+    let pg = TestPg::start();
+    let c = seeded_with_users(&pg).await;
+    add_keyspace(&c, "other", VindexKind::HashCrc32)
+        .await
+        .expect("ks");
+    add_ranges(&c, "other", &["shard0".into()], RangeLayout::Equal)
+        .await
+        .expect("ranges");
+    add_table(&c, "elsewhere", "email", "other", None, KeyType::Text)
+        .await
+        .expect("elsewhere");
+    add_table(&c, "email_idx", "email", "main", None, KeyType::Int)
+        .await
+        .expect("email_idx");
+    load(&c).await.expect("valid");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let watcher = spawn_watcher(pg.dsn(), move |cat| {
+        let _ = tx.send(cat);
+    });
+    wait_for(&mut rx, Duration::from_secs(5), |cat| cat.tables.len() == 7)
+        .await
+        .expect("initial load");
+
+    let cases = [
+        (
+            "('bad', 'users', 'email', 'text', 'elsewhere', true)",
+            "lookup table 'elsewhere' is in keyspace 'other' but owner table 'users' is in keyspace 'main'",
+        ),
+        (
+            "('bad', 'users', 'email', 'text', 'email_idx', true)",
+            "lookup table 'email_idx' has key_type int but the vindex has key_type text",
+        ),
+        (
+            "('bad', 'users', 'id', 'int', 'pgbench_accounts', false)",
+            "column 'id' is the sharding key of table 'users'",
+        ),
+        (
+            "('bad', 'users', 'email', 'float', 'email_idx', false)",
+            "unknown key type 'float'",
+        ),
+    ];
+    for (row, problem) in cases {
+        c.batch_execute(&format!(
+            "insert into pgrouter.lookup_vindexes values {row}"
+        ))
+        .await
+        .expect("hand insert");
+        let e = load(&c).await.expect_err("invalid").to_string();
+        assert!(
+            e.starts_with("lookup vindex 'bad': ") && e.contains(problem),
+            "{e}"
+        );
+        c.batch_execute("delete from pgrouter.lookup_vindexes")
+            .await
+            .expect("delete");
+    }
+    // The watcher never applied any of them.
+    let mut got = Vec::new();
+    while let Some((cat, _)) = wait_for(&mut rx, Duration::from_millis(500), |_| true).await {
+        got.push(cat);
+    }
+    assert!(
+        got.iter().all(|cat| cat.lookup_vindexes.is_empty()),
+        "an invalid catalog must not be applied"
+    );
+    watcher.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalog_without_migration_4_loads_without_lookup_vindexes() {
+    let pg = TestPg::start();
+    let c = pg.connect().await;
+    let v123: Vec<Migration> = (1..=3).map(real_migration).collect();
+    assert_eq!(
+        migrate::migrate_with(&c, &v123).await.expect("1 to 3"),
+        vec![1, 2, 3]
+    );
+    add_keyspace(&c, "main", VindexKind::HashMurmur3)
+        .await
+        .expect("ks");
+    add_shard(&c, "s0", "127.0.0.1", 5433, "postgres", None)
+        .await
+        .expect("shard");
+    add_ranges(&c, "main", &["s0".into()], RangeLayout::Equal)
+        .await
+        .expect("ranges");
+    add_table(&c, "users", "id", "main", None, KeyType::Int)
+        .await
+        .expect("add_table works without lookup_vindexes");
+    let cat = load(&c).await.expect("load a version-3 catalog");
+    assert!(cat.table("users").is_some() && cat.lookup_vindexes.is_empty());
+    let e = add_lookup_vindex(&c, None, "users", "email", KeyType::Text, None, true)
+        .await
+        .expect_err("not migrated");
+    assert!(
+        matches!(&e, CatalogError::InvalidArgument(m) if m.contains("meta init")),
+        "{e}"
+    );
+    let e = drop_lookup_vindex(&c, "users_email")
+        .await
+        .expect_err("not migrated");
+    assert!(e.to_string().contains("meta init"), "{e}");
+    let above_3: Vec<i32> = MIGRATIONS
+        .iter()
+        .map(|m| m.version)
+        .filter(|v| *v > 3)
+        .collect();
+    assert_eq!(migrate(&c).await.expect("upgrade"), above_3);
+    add_lookup_vindex(&c, None, "users", "email", KeyType::Text, None, true)
+        .await
+        .expect("now");
+    assert_eq!(load(&c).await.expect("load").lookups_of("users").len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -670,6 +1119,57 @@ async fn meta_cli_end_to_end() {
     );
     assert!(out.contains("reference tables:\n  countries\n"), "{out}");
     assert!(out.contains("b  10.0.0.2:5432/postgres  user u"), "{out}");
+    let out = run(&["add-lookup-vindex", "--table", "Users", "--column", "Email"])
+        .await
+        .expect("lookup vindex");
+    assert_eq!(
+        out,
+        "lookup vindex users_email: users.email -> users_email_lookup (non-unique, key_type text)\n\
+         create the lookup table through the router: CREATE TABLE users_email_lookup \
+         (email text NOT NULL, keyspace_id bigint NOT NULL, PRIMARY KEY (email, keyspace_id));\n"
+    );
+    let out = run(&[
+        "add-lookup-vindex",
+        "--table",
+        "users",
+        "--column",
+        "age",
+        "--key-type",
+        "int",
+        "--unique",
+        "--lookup-table",
+        "age_idx",
+        "--name",
+        "by_age",
+    ])
+    .await
+    .expect("unique lookup vindex");
+    assert!(
+        out.starts_with("lookup vindex by_age: users.age -> age_idx (unique, key_type int)\n")
+            && out.ends_with(
+                ": CREATE TABLE age_idx (age bigint NOT NULL, keyspace_id bigint NOT NULL, PRIMARY KEY (age));\n"
+            ),
+        "{out}"
+    );
+    let e = run(&["add-lookup-vindex", "--table", "users", "--column", "id"])
+        .await
+        .expect_err("key column");
+    assert!(e.to_string().contains("sharding key"), "{e}");
+    let out = run(&["show"]).await.expect("show");
+    assert!(
+        out.contains(
+            "lookup vindexes:\n  by_age       users.age -> age_idx  unique  key_type int\n"
+        ),
+        "{out}"
+    );
+    let out = run(&["drop-lookup-vindex", "--name", "BY_AGE"])
+        .await
+        .expect("drop lookup vindex");
+    assert!(out.starts_with("lookup vindex by_age: dropped"), "{out}");
+    let out = run(&["drop-lookup-vindex", "--name", "by_age"])
+        .await
+        .expect("drop lookup vindex again");
+    assert_eq!(out, "lookup vindex by_age: not declared; nothing dropped\n");
     let out = run(&["drop-reference-table", "--table", "countries"])
         .await
         .expect("drop");
@@ -737,6 +1237,26 @@ async fn meta_cli_end_to_end() {
     assert!(bad(&["add-ranges", "--keyspace", "k"]));
     assert!(bad(&["add-reference-table"]));
     assert!(bad(&["drop-reference-table", "--name", "x"]));
+    assert!(bad(&["add-lookup-vindex", "--table", "t"]));
+    assert!(bad(&[
+        "add-lookup-vindex",
+        "--table",
+        "t",
+        "--column",
+        "c",
+        "--key-type",
+        "float"
+    ]));
+    assert!(bad(&[
+        "add-lookup-vindex",
+        "--table",
+        "t",
+        "--column",
+        "c",
+        "--unique",
+        "yes"
+    ]));
+    assert!(bad(&["drop-lookup-vindex"]));
 
     // run_meta itself (prints to stdout).
     run_meta(parse(&dsn, &["show"]))

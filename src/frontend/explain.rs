@@ -6,7 +6,7 @@
 //! Answered as one text column "QUERY PLAN" (like PostgreSQL's EXPLAIN), in
 //! the simple query protocol.
 
-use crate::plan::{KeySet, Literals, Merge, Plan, TxnStmt};
+use crate::plan::{KeySet, Literals, Merge, OwnedKind, Plan, TxnStmt};
 use crate::protocol::PgError;
 use crate::state::Routing;
 
@@ -99,10 +99,30 @@ pub(crate) fn explain_lines(
             }
         )),
         Plan::RouterExplain(_) => out.push("EXPLAIN (ROUTER)".into()),
+        Plan::Owned { inner, write } => {
+            out = explain_lines(routing, inner, sql, lits)?;
+            let names: Vec<String> = write
+                .lookups
+                .iter()
+                .map(|l| format!("{}.{} → {}", write.table, l.column, l.lookup_table))
+                .collect();
+            out.push(format!(
+                "  Lookup vindex maintenance ({}), in the same transaction: {}",
+                names.join(", "),
+                match &write.kind {
+                    OwnedKind::Insert { .. } => "lookup rows inserted first",
+                    OwnedKind::Rows { new: None, .. } =>
+                        "rows locked by a pre-select, their lookup rows deleted",
+                    OwnedKind::Rows { new: Some(_), .. } =>
+                        "rows locked by a pre-select, their old lookup rows deleted and new ones inserted",
+                }
+            ));
+        }
         Plan::Scatter {
             table,
             prune,
             merge,
+            lookup,
             ..
         } => {
             let all = cat
@@ -116,6 +136,12 @@ pub(crate) fn explain_lines(
                 shards.len(),
                 shards.join(", ")
             ));
+            if let Some(l) = lookup {
+                out.push(format!(
+                    "  Lookup vindex: {table}.{} = <value> → keyspace ids from {}; runs only on the shards owning them (resolved at execution)",
+                    l.column, l.lookup_table
+                ));
+            }
             if let Some(p) = prune {
                 out.push(match p {
                     KeySet::List(v) => {

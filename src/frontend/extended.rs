@@ -517,6 +517,13 @@ impl Session {
                 }
             }
             Plan::Copy(c) => Route::Copy(c.clone(), stmt.query.clone()),
+            Plan::Owned { write, .. } => {
+                return Err(PgError::unsupported(format!(
+                    "writes to \"{}\", which owns lookup vindexes, are supported in the simple query protocol only in this version",
+                    write.table
+                ))
+                .with_hint("send the statement as a simple query (e.g. without parameters), or drop the lookup vindex"))
+            }
             Plan::RouterExplain(_) => {
                 return Err(PgError::unsupported(
                     "EXPLAIN (ROUTER) is answered in the simple query protocol only",

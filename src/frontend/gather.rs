@@ -101,8 +101,26 @@ fn shard_sql(
     offset: u64,
     limit: Option<u64>,
 ) -> Result<String, PgError> {
+    let rows = match limit {
+        Some(l) => l.saturating_add(offset).to_string(),
+        None => "ALL".to_string(),
+    };
+    render_pieces(&plan.sql, sql, lits, &rows)
+}
+
+/// Renders statement pieces for a simple-protocol execution: verbatim
+/// text, the client's literals copied from `sql` as written, and `limit`
+/// for [`SqlPiece::Limit`].
+///
+/// Errors: XX000 when a literal is not in the text.
+pub(crate) fn render_pieces(
+    pieces: &[SqlPiece],
+    sql: &str,
+    lits: &Literals,
+    limit: &str,
+) -> Result<String, PgError> {
     let mut s = String::with_capacity(sql.len() + 64);
-    for p in &plan.sql {
+    for p in pieces {
         match p {
             SqlPiece::Text(t) => s.push_str(t),
             SqlPiece::Literal(i) => {
@@ -114,10 +132,7 @@ fn shard_sql(
                 })?;
                 s.push_str(r);
             }
-            SqlPiece::Limit => match limit {
-                Some(l) => s.push_str(&l.saturating_add(offset).to_string()),
-                None => s.push_str("ALL"),
-            },
+            SqlPiece::Limit => s.push_str(limit),
         }
     }
     Ok(s)

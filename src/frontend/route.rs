@@ -8,7 +8,7 @@ use crate::plan::{KeyExpr, Literals};
 use crate::protocol::error::codes;
 use crate::protocol::frontend::Bind;
 use crate::protocol::PgError;
-use crate::vindex::KeyValue;
+use crate::vindex::{KeyType, KeyValue};
 
 /// Where the values referenced by [`KeyExpr::Param`] come from.
 pub enum Values<'a> {
@@ -47,19 +47,36 @@ pub fn key_shard<'c>(
             t.keyspace
         ))
     })?;
+    key_value_map(t.key_type, key, values, |kv| {
+        ks.routing.shard_for(t.vindex.keyspace_id(kv))
+    })
+}
+
+/// Reads `key` (a literal or Bind parameter) as a value of `key_type` and
+/// applies `f` to it; `Ok(None)` when the value is NULL.
+///
+/// Errors: the vindex error's SQLSTATE for a value that is not valid for
+/// the type (22P02, 22003, 22P03, 22021); 22003 for an overflowing
+/// negation; errors of [`Values::raw`].
+pub fn key_value_map<R>(
+    key_type: KeyType,
+    key: &KeyExpr,
+    values: &Values<'_>,
+    f: impl FnOnce(&KeyValue<'_>) -> R,
+) -> Result<Option<R>, PgError> {
     let bad = |e: crate::vindex::VindexError| PgError::new(e.sqlstate(), e.to_string());
     let (index, negate) = match key {
         KeyExpr::Param { index, negate } => (*index, *negate),
         KeyExpr::Const(s) => {
-            let v = t.key_type.parse_text(s).map_err(bad)?;
-            return Ok(Some(ks.routing.shard_for(t.vindex.keyspace_id(&v))));
+            let v = key_type.parse_text(s).map_err(bad)?;
+            return Ok(Some(f(&v)));
         }
     };
     let raw = values.raw(index)?;
     let kv = match &raw {
         None => return Ok(None),
-        Some(Raw::Binary(bytes)) => t.key_type.parse_binary(bytes).map_err(bad)?,
-        Some(Raw::Text(text)) => t.key_type.parse_text(text).map_err(bad)?,
+        Some(Raw::Binary(bytes)) => key_type.parse_binary(bytes).map_err(bad)?,
+        Some(Raw::Text(text)) => key_type.parse_text(text).map_err(bad)?,
     };
     let kv = if negate {
         match kv {
@@ -76,7 +93,7 @@ pub fn key_shard<'c>(
     } else {
         kv
     };
-    Ok(Some(ks.routing.shard_for(t.vindex.keyspace_id(&kv))))
+    Ok(Some(f(&kv)))
 }
 
 /// A literal's or parameter's value before it is read as a type.

@@ -214,7 +214,10 @@ mod tests {
         b.failed = true;
         b.rollback_to(1);
         assert!(!b.failed);
-        assert_eq!(b.begin_replay(), "BEGIN; SET LOCAL work_mem = '1MB'; SAVEPOINT a");
+        assert_eq!(
+            b.begin_replay(),
+            "BEGIN; SET LOCAL work_mem = '1MB'; SAVEPOINT a"
+        );
         let key = |s: &str| s.to_ascii_lowercase();
         assert_eq!(b.savepoint_pos("a", key), Some(1));
         assert_eq!(b.savepoint_pos("b", key), None);
@@ -223,7 +226,8 @@ mod tests {
     #[test]
     fn chain_keeps_transaction_characteristics() {
         let mut b = Block::new("BEGIN READ ONLY", false);
-        b.ops.push(set("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"));
+        b.ops
+            .push(set("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"));
         b.ops.push(set("SET LOCAL work_mem = '1MB'"));
         b.ops.push(BlockOp::Savepoint("a".into()));
         b.ops.push(set("SET TRANSACTION SNAPSHOT '0001'"));

@@ -1,7 +1,7 @@
 //! Simple query protocol ('Q'): split into statements, plan each through the
 //! fingerprint cache, route, and run (PostgreSQL docs §55.2.2).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 use postgres_protocol::message::frontend as fe;
@@ -14,7 +14,7 @@ use crate::state::Routing;
 
 use super::exchange::{Expect, Slot};
 use super::merge::MergeMode;
-use super::route::{key_shard, scatter_shards, Values};
+use super::route::Values;
 use super::session::{Block, BlockOp, End, Session};
 
 impl Session {
@@ -137,122 +137,54 @@ impl Session {
                 self.close_write_block(implicit, ok).await
             }
             Plan::Keyed { keys, .. } => {
-                let values = Values::Simple { sql, lits };
-                let mut target: Option<&str> = None;
-                for k in keys {
-                    match key_shard(&routing.catalog, &k.table, &k.key, &values) {
-                        Ok(Some(s)) => {
-                            if target.is_some_and(|t| t != s) {
-                                self.send_error(&PgError::unsupported(
-                                    "statement references rows on different shards; joins across shards are not supported yet",
-                                ));
-                                return Ok(false);
-                            }
-                            target = Some(s);
-                        }
-                        Ok(None) => {}
+                let shard =
+                    match self.keyed_shard(&routing.catalog, keys, &Values::Simple { sql, lits }) {
+                        Ok(s) => s,
                         Err(e) => {
                             self.send_error(&e);
-                            return Ok(false);
-                        }
-                    }
-                }
-                let any;
-                let shard = match target {
-                    Some(s) => s,
-                    None => match self.any_shard() {
-                        Ok(s) => {
-                            any = s;
-                            any.as_str()
-                        }
-                        Err(e) => {
-                            self.send_error(&e);
-                            return Ok(false);
-                        }
-                    },
-                };
-                self.exchange_one(shard, &query_msg(), q()).await
-            }
-            Plan::Insert { table, rows } => {
-                let values = Values::Simple { sql, lits };
-                let mut by_shard: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-                for (i, k) in rows.iter().enumerate() {
-                    match key_shard(&routing.catalog, table, k, &values) {
-                        Ok(Some(s)) => by_shard.entry(s).or_default().push(i),
-                        Ok(None) => {
-                            let col = routing
-                                .catalog
-                                .table(table)
-                                .map(|t| t.key_column.clone())
-                                .unwrap_or_default();
-                            self.send_error(&PgError::new(
-                                "23502",
-                                format!("null value in sharding key column \"{col}\" of relation \"{table}\""),
-                            ));
-                            return Ok(false);
-                        }
-                        Err(e) => {
-                            self.send_error(&e);
-                            return Ok(false);
-                        }
-                    }
-                }
-                if by_shard.len() <= 1 {
-                    let shard = match by_shard.keys().next() {
-                        Some(s) => *s,
-                        None => {
-                            self.send_error(&PgError::unsupported("INSERT without rows"));
                             return Ok(false);
                         }
                     };
-                    return self.exchange_one(shard, &query_msg(), q()).await;
-                }
-                let Some(spans) = plan::insert_values_spans(sql) else {
-                    self.send_error(&PgError::unsupported(
-                        "could not split this multi-row INSERT by shard",
-                    ));
+                self.exchange_one(&shard, &query_msg(), q()).await
+            }
+            Plan::Insert { table, rows } => {
+                let Some(parts) =
+                    self.insert_parts(&routing.catalog, table, rows, sql, lits, query_msg())
+                else {
                     return Ok(false);
                 };
-                let mut parts = Vec::new();
-                for (shard, idxs) in by_shard {
-                    let mut text = String::with_capacity(sql.len());
-                    text.push_str(&sql[..spans.prefix_end]);
-                    for (n, i) in idxs.iter().enumerate() {
-                        if n > 0 {
-                            text.push_str(", ");
-                        }
-                        if let Some(r) = spans.rows.get(*i) {
-                            text.push_str(&sql[r.clone()]);
-                        }
-                    }
-                    text.push_str(&sql[spans.suffix_start..]);
-                    let mut b = BytesMut::new();
-                    let _ = fe::query(&text, &mut b);
-                    parts.push((shard.to_string(), b.freeze(), q()));
+                if let [(shard, msg)] = parts.as_slice() {
+                    return self.exchange_one(shard, msg, q()).await;
                 }
+                let parts: Vec<_> = parts.into_iter().map(|(s, m)| (s, m, q())).collect();
                 let Some(implicit) = self.open_write_block(parts.len()) else {
                     return Ok(false);
                 };
                 let ok = self.exchange_many(parts, MergeMode::Concat).await?;
                 self.close_write_block(implicit, ok).await
             }
+            Plan::Owned { inner, write } => {
+                self.owned_simple(routing, sql, lits, inner, write, query_msg())
+                    .await
+            }
             Plan::Scatter {
                 table,
                 prune,
+                lookup,
                 merge,
                 ..
             } => {
-                let shards = match scatter_shards(
-                    &routing.catalog,
-                    table,
-                    prune.as_ref(),
-                    &Values::Simple { sql, lits },
-                ) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        self.send_error(&e);
-                        return Ok(false);
-                    }
+                let Some(shards) = self
+                    .scatter_targets(
+                        &routing.catalog,
+                        table,
+                        prune.as_ref(),
+                        lookup.as_deref(),
+                        &Values::Simple { sql, lits },
+                    )
+                    .await?
+                else {
+                    return Ok(false);
                 };
                 match merge {
                     plan::Merge::Concat => {

@@ -21,7 +21,7 @@ use super::classify::unsupported;
 use super::names::{
     classify_object, classify_table, last_part, norm_ident, undeclared, TableClass,
 };
-use super::types::{KeyExpr, KeyRef, KeySet, Plan};
+use super::types::{KeyExpr, KeyRef, KeySet, LookupKey, Plan};
 use super::walk::{expr_children, function_arg, window_children, Node};
 use super::SchemaView;
 
@@ -53,6 +53,10 @@ pub(crate) struct Occ {
     /// In the FROM clause of the outermost SELECT (or the target of an
     /// UPDATE/DELETE), as opposed to a subquery, CTE or set operation.
     pub top: bool,
+    /// The table's lookup vindexes: (looked-up column, lookup table).
+    pub lookup_cols: Vec<(String, Arc<str>)>,
+    /// The first `lookup column = value` condition found.
+    pub lookup: Option<Arc<LookupKey>>,
 }
 
 /// How the sharded tables of a statement can be reached.
@@ -68,6 +72,7 @@ pub(crate) enum Routing {
         key_col: String,
         top: bool,
         prune: Option<KeySet>,
+        lookup: Option<Arc<LookupKey>>,
     },
     /// Refused (undeclared table, unsupported construct, unkeyed join...).
     Error(Plan),
@@ -162,6 +167,7 @@ impl<'s> Analyzer<'s> {
                 key_col: o.key_col.clone(),
                 top: o.top,
                 prune: o.prune.clone(),
+                lookup: o.lookup.clone(),
             };
         }
         let mut names: Vec<String> = Vec::new();
@@ -496,6 +502,7 @@ impl<'s> Analyzer<'s> {
     ) {
         let qualifier =
             qualifier.unwrap_or_else(|| table.rsplit('.').next().unwrap_or("").to_string());
+        let lookup_cols = self.schema.lookups(&table);
         self.occs.push(Occ {
             table,
             key_col,
@@ -503,6 +510,8 @@ impl<'s> Analyzer<'s> {
             key: None,
             prune: None,
             top,
+            lookup_cols,
+            lookup: None,
         });
         local.push(self.occs.len() - 1);
     }
@@ -551,11 +560,20 @@ impl<'s> Analyzer<'s> {
                     };
                     for &i in local {
                         if let Some(o) = self.occs.get_mut(i) {
-                            if o.key.is_none()
-                                && o.key_col == col
-                                && qual.as_ref().is_none_or(|q| *q == o.qualifier)
-                            {
+                            if qual.as_ref().is_some_and(|q| *q != o.qualifier) {
+                                continue;
+                            }
+                            if o.key.is_none() && o.key_col == col {
                                 o.key = Some(val.clone());
+                            } else if o.lookup.is_none() {
+                                if let Some((c, lt)) = o.lookup_cols.iter().find(|(c, _)| *c == col)
+                                {
+                                    o.lookup = Some(Arc::new(LookupKey {
+                                        lookup_table: lt.clone(),
+                                        column: c.clone(),
+                                        value: val.clone(),
+                                    }));
+                                }
                             }
                         }
                     }

@@ -83,6 +83,12 @@ fn resolve(spec: CopySpec, schema: &dyn SchemaView) -> Plan {
         }
         TableClass::Sharded { table, key } => (table, key),
     };
+    if !spec.to && !schema.lookups(&table).is_empty() {
+        return unsupported(
+            format!("COPY FROM STDIN into \"{table}\", which owns lookup vindexes, is not supported: its lookup rows would not be written"),
+            Some("use INSERT (simple query protocol), which maintains the lookup tables"),
+        );
+    }
     let format = match spec
         .format
         .as_deref()

@@ -131,6 +131,14 @@ pub trait SchemaView: Sync {
         let _ = table;
         false
     }
+
+    /// The lookup vindexes owned by sharded table `table` (catalog name),
+    /// as `(looked-up column, lookup table)` pairs, lower case. Default:
+    /// none.
+    fn lookups(&self, table: &str) -> Vec<(String, Arc<str>)> {
+        let _ = table;
+        Vec::new()
+    }
 }
 
 /// Longest statement text (normalized text for the simple protocol) that is
@@ -191,6 +199,11 @@ fn has_const(plan: &Plan) -> bool {
             merge: Merge::Gather(_),
             ..
         } => true,
+        Plan::Scatter {
+            lookup: Some(l), ..
+        } => matches!(l.value, KeyExpr::Const(_)),
+        // Lookup values and the pre-select text come from the text.
+        Plan::Owned { .. } => true,
         Plan::RouterExplain(inner) => has_const(inner),
         _ => false,
     }

@@ -13,7 +13,7 @@ use super::analyze::{Analyzer, ParamMode, Routing};
 use super::classify::unsupported;
 use super::merge::scatter_merge;
 use super::names::{classify_object, last_part, norm_ident, system_write, undeclared, TableClass};
-use super::types::{KeyExpr, KeyRef, Merge, Plan};
+use super::types::{KeyExpr, KeyRef, Merge, OwnedKind, OwnedLookup, OwnedWrite, Plan};
 use super::SchemaView;
 
 /// Plan one parsed statement. `kind` names the statement in errors (its
@@ -76,8 +76,20 @@ fn plan_query(q: &Query, schema: &dyn SchemaView, mode: ParamMode, kind: &str) -
         Routing::Error(e) => e,
         Routing::NoTables => Plan::AnyShard,
         Routing::Keyed(keys) => Plan::Keyed { keys, read_only },
-        Routing::Single { table, key_col, top: true, prune } => match scatter_merge(q, mode) {
-            Ok(merge) => Plan::Scatter { table, prune, merge, read_only },
+        Routing::Single {
+            table,
+            key_col,
+            top: true,
+            prune,
+            lookup,
+        } => match scatter_merge(q, mode) {
+            Ok(merge) => Plan::Scatter {
+                table,
+                prune,
+                lookup,
+                merge,
+                read_only,
+            },
             Err(construct) => Plan::Error {
                 sqlstate: "0A000",
                 message: format!("{construct} across shards is not supported yet"),
@@ -279,7 +291,129 @@ fn plan_insert(ins: &Insert, schema: &dyn SchemaView, mode: ParamMode) -> Plan {
             None,
         );
     }
-    Plan::Insert { table, rows }
+    let lookups = schema.lookups(&table);
+    if lookups.is_empty() {
+        return Plan::Insert { table, rows };
+    }
+    if ins.on.is_some() {
+        return unsupported(
+            format!("INSERT ... ON CONFLICT into \"{table}\", which owns lookup vindexes, is not supported: the router could not tell which lookup rows to keep"),
+            Some("insert, and handle 23505 (unique_violation) in the application"),
+        );
+    }
+    let mut owned = Vec::with_capacity(lookups.len());
+    let mut values = Vec::with_capacity(lookups.len());
+    for (column, lookup_table) in lookups {
+        let idx = ins
+            .columns
+            .iter()
+            .position(|c| last_part(c).as_deref() == Some(column.as_str()));
+        let mut per_row = Vec::with_capacity(values_rows(source));
+        if let SetExpr::Values(v) = source.body.as_ref() {
+            for row in &v.rows {
+                match idx.and_then(|i| row.content.get(i)) {
+                    None => per_row.push(None),
+                    Some(e) => match lookup_value(&an, e) {
+                        Some(k) => per_row.push(k),
+                        None => return bad_lookup_value(&table, &column, "INSERT into"),
+                    },
+                }
+            }
+        }
+        values.push(per_row);
+        owned.push(OwnedLookup {
+            lookup_table,
+            column,
+        });
+    }
+    Plan::Owned {
+        inner: Arc::new(Plan::Insert {
+            table: table.clone(),
+            rows,
+        }),
+        write: Arc::new(OwnedWrite {
+            table,
+            lookups: owned,
+            kind: OwnedKind::Insert { values },
+        }),
+    }
+}
+
+fn values_rows(source: &Query) -> usize {
+    match source.body.as_ref() {
+        SetExpr::Values(v) => v.rows.len(),
+        _ => 0,
+    }
+}
+
+/// The value written to a lookup vindex column: `Some(None)` for NULL,
+/// `Some(Some(k))` for a literal or parameter, None for anything else.
+fn lookup_value(an: &Analyzer<'_>, e: &Expr) -> Option<Option<KeyExpr>> {
+    let mut x = e;
+    while let Expr::Nested(inner) | Expr::Cast { expr: inner, .. } = x {
+        x = inner;
+    }
+    if let Expr::Value(v) = x {
+        if matches!(v.value, sqlparser::ast::Value::Null) {
+            return Some(None);
+        }
+    }
+    an.key_value(e).map(Some)
+}
+
+fn bad_lookup_value(table: &str, column: &str, what: &str) -> Plan {
+    unsupported(
+        format!("the value of \"{column}\" in {what} \"{table}\" must be a literal, a parameter or NULL: \"{column}\" is maintained by a lookup vindex"),
+        None,
+    )
+}
+
+/// The pre-select of an UPDATE/DELETE of an owner table: the key and the
+/// lookup columns of the rows the statement's WHERE selects, locked.
+fn owned_select(
+    relation: &TableFactor,
+    selection: Option<&Expr>,
+    key: &str,
+    lookups: &[OwnedLookup],
+    mode: ParamMode,
+) -> Vec<super::types::SqlPiece> {
+    let mut sql = format!("SELECT {}", quote_ident(key));
+    for l in lookups {
+        sql.push_str(", ");
+        sql.push_str(&quote_ident(&l.column));
+    }
+    sql.push_str(&format!(" FROM {relation}"));
+    if let Some(w) = selection {
+        sql.push_str(&format!(" WHERE {w}"));
+    }
+    sql.push_str(" FOR UPDATE");
+    super::template::template(&sql, mode, None, None, false)
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Wraps the plan of an UPDATE/DELETE of owner table `table` with its
+/// lookup maintenance; `new` is None for DELETE.
+fn owned_rows(
+    inner: Plan,
+    table: Arc<str>,
+    lookups: Vec<OwnedLookup>,
+    select: Vec<super::types::SqlPiece>,
+    new: Option<Vec<Option<KeyExpr>>>,
+) -> Plan {
+    if matches!(inner, Plan::Error { .. }) {
+        return inner;
+    }
+    Plan::Owned {
+        inner: Arc::new(inner),
+        write: Arc::new(OwnedWrite {
+            table,
+            lookups,
+            kind: OwnedKind::Rows { select, new },
+        }),
+    }
 }
 
 /// `excluded.<key>` in ON CONFLICT DO UPDATE SET key = excluded.key.
@@ -307,9 +441,10 @@ fn route_dml(an: Analyzer<'_>, table: Arc<str>, what: &str) -> Plan {
             keys,
             read_only: false,
         },
-        Routing::Single { prune, .. } => Plan::Scatter {
+        Routing::Single { prune, lookup, .. } => Plan::Scatter {
             table,
             prune,
+            lookup,
             merge: Merge::Concat,
             read_only: false,
         },
@@ -386,7 +521,39 @@ fn plan_update(u: &Update, schema: &dyn SchemaView, mode: ParamMode) -> Plan {
         an.select_items(ret);
     }
     match target {
-        DmlTarget::Sharded(table, _) => route_dml(an, table, "UPDATE"),
+        DmlTarget::Sharded(table, key) => {
+            let lookups = schema.lookups(&table);
+            let mut owned = Vec::new();
+            let mut new = Vec::new();
+            for (column, lookup_table) in lookups {
+                for a in &u.assignments {
+                    if !assigns_column(&a.target, &column) {
+                        continue;
+                    }
+                    let v = match (&a.target, lookup_value(&an, &a.value)) {
+                        (AssignmentTarget::ColumnName(_), Some(v)) => v,
+                        _ => return bad_lookup_value(&table, &column, "UPDATE of"),
+                    };
+                    new.push(v);
+                    owned.push(OwnedLookup {
+                        lookup_table: lookup_table.clone(),
+                        column: column.clone(),
+                    });
+                }
+            }
+            if owned.is_empty() {
+                return route_dml(an, table, "UPDATE");
+            }
+            if u.from.is_some() {
+                return unsupported(
+                    format!("UPDATE ... FROM of \"{table}\" changing a lookup vindex column is not supported"),
+                    None,
+                );
+            }
+            let select = owned_select(&u.table.relation, u.selection.as_ref(), &key, &owned, mode);
+            let inner = route_dml(an, table.clone(), "UPDATE");
+            owned_rows(inner, table, owned, select, Some(new))
+        }
         DmlTarget::Reference(table) => broadcast(an, table),
     }
 }
@@ -426,7 +593,28 @@ fn plan_delete(d: &Delete, schema: &dyn SchemaView, mode: ParamMode) -> Plan {
         an.select_items(ret);
     }
     match target {
-        DmlTarget::Sharded(table, _) => route_dml(an, table, "DELETE"),
+        DmlTarget::Sharded(table, key) => {
+            let lookups = schema.lookups(&table);
+            if lookups.is_empty() {
+                return route_dml(an, table, "DELETE");
+            }
+            if d.using.is_some() {
+                return unsupported(
+                    format!("DELETE ... USING from \"{table}\", which owns lookup vindexes, is not supported"),
+                    None,
+                );
+            }
+            let owned: Vec<OwnedLookup> = lookups
+                .into_iter()
+                .map(|(column, lookup_table)| OwnedLookup {
+                    lookup_table,
+                    column,
+                })
+                .collect();
+            let select = owned_select(&twj.relation, d.selection.as_ref(), &key, &owned, mode);
+            let inner = route_dml(an, table.clone(), "DELETE");
+            owned_rows(inner, table, owned, select, None)
+        }
         DmlTarget::Reference(table) => broadcast(an, table),
     }
 }

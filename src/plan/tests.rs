@@ -257,6 +257,7 @@ fn scatter(table: &str, merge: Merge, read_only: bool) -> Plan {
     Plan::Scatter {
         table: Arc::from(table),
         prune: None,
+        lookup: None,
         merge,
         read_only,
     }
@@ -1568,4 +1569,162 @@ fn key_spellings() {
         simple("SELECT * FROM pgbench_accounts WHERE \"AID\" = 1"),
         scatter("pgbench_accounts", Merge::Concat, true)
     );
+}
+
+/// `users(id)` sharded, owning lookup vindexes on `email` and `name`.
+struct Users;
+
+impl SchemaView for Users {
+    fn key_column(&self, table: &str) -> Option<&str> {
+        match table {
+            "users" => Some("id"),
+            "users_email_lookup" => Some("email"),
+            _ => None,
+        }
+    }
+
+    fn lookups(&self, table: &str) -> Vec<(String, Arc<str>)> {
+        match table {
+            "users" => vec![
+                ("email".into(), Arc::from("users_email_lookup")),
+                ("name".into(), Arc::from("users_name_lookup")),
+            ],
+            _ => Vec::new(),
+        }
+    }
+}
+
+fn users(sql: &str) -> Plan {
+    let (p, _) = Planner::new(100).plan_simple(sql, &Users);
+    (*p).clone()
+}
+
+#[test]
+fn lookup_vindex_routing() {
+    let lookup = |p: &Plan| match p {
+        Plan::Scatter { lookup, .. } => lookup.clone(),
+        Plan::Owned { inner, .. } => match &**inner {
+            Plan::Scatter { lookup, .. } => lookup.clone(),
+            other => panic!("{other:?}"),
+        },
+        other => panic!("not a scatter: {other:?}"),
+    };
+    let l = lookup(&users(
+        "SELECT * FROM users u WHERE u.email = 'a@b' AND age > 3",
+    ))
+    .unwrap();
+    assert_eq!(&*l.lookup_table, "users_email_lookup");
+    assert_eq!(l.column, "email");
+    assert_eq!(l.value, param(0));
+    // The sharding key wins over a lookup column.
+    assert!(matches!(
+        users("SELECT * FROM users WHERE email = 'a' AND id = 3"),
+        Plan::Keyed { .. }
+    ));
+    // Only equalities of the statement's own WHERE conjunction count.
+    assert_eq!(
+        lookup(&users("SELECT * FROM users WHERE email = 'a' OR id = 1")),
+        None
+    );
+    assert_eq!(
+        lookup(&users("SELECT * FROM users WHERE email LIKE 'a%'")),
+        None
+    );
+    let l = lookup(&users("DELETE FROM users WHERE name = 'x'")).unwrap();
+    assert_eq!(l.column, "name");
+    // Extended protocol: parameters.
+    let (p, _) = (
+        Planner::new(10).plan_extended("SELECT id FROM users WHERE email = $1", &Users),
+        (),
+    );
+    assert_eq!(lookup(&p).unwrap().value, param(0));
+}
+
+#[test]
+fn lookup_vindex_maintenance_plans() {
+    let owned = |p: Plan| match p {
+        Plan::Owned { inner, write } => ((*inner).clone(), (*write).clone()),
+        other => panic!("not owned: {other:?}"),
+    };
+    let (inner, w) = owned(users(
+        "INSERT INTO users (id, name, email) VALUES (1, 'a', 'x'), (2, NULL, 'y'::text)",
+    ));
+    assert!(matches!(inner, Plan::Insert { ref rows, .. } if rows.len() == 2));
+    assert_eq!(w.lookups.len(), 2);
+    assert_eq!(w.lookups[0].column, "email");
+    match &w.kind {
+        OwnedKind::Insert { values } => {
+            // email: literal 2 ('x'), then the cast literal 'y' (NULL is
+            // not a literal); name: 'a', then NULL.
+            assert_eq!(values[0], vec![Some(param(2)), Some(param(4))]);
+            assert_eq!(values[1], vec![Some(param(1)), None]);
+        }
+        other => panic!("{other:?}"),
+    }
+    // A lookup column not listed: no value for any row.
+    let (_, w) = owned(users("INSERT INTO users (id) VALUES (1)"));
+    match &w.kind {
+        OwnedKind::Insert { values } => assert_eq!(values, &vec![vec![None], vec![None]]),
+        other => panic!("{other:?}"),
+    }
+    // UPDATE assigning one lookup column: pre-select with the statement's WHERE.
+    let (inner, w) = owned(users("UPDATE users SET email = 'n', age = 3 WHERE id = 7"));
+    assert!(matches!(inner, Plan::Keyed { .. }));
+    assert_eq!(w.lookups.len(), 1);
+    match &w.kind {
+        OwnedKind::Rows { select, new } => {
+            let text: String = select
+                .iter()
+                .map(|p| match p {
+                    SqlPiece::Text(t) => t.clone(),
+                    SqlPiece::Literal(i) => format!("<{i}>"),
+                    SqlPiece::Limit => "<limit>".into(),
+                })
+                .collect();
+            assert_eq!(
+                text,
+                "SELECT \"id\", \"email\" FROM users WHERE id = <2> FOR UPDATE"
+            );
+            assert_eq!(new, &Some(vec![Some(param(0))]));
+        }
+        other => panic!("{other:?}"),
+    }
+    // UPDATE not assigning a lookup column: a plain plan.
+    assert!(matches!(
+        users("UPDATE users SET age = 1 WHERE id = 2"),
+        Plan::Keyed { .. }
+    ));
+    // DELETE: every lookup, scatter without a key.
+    let (inner, w) = owned(users("DELETE FROM users AS u WHERE u.age > 3"));
+    assert!(matches!(inner, Plan::Scatter { .. }));
+    assert_eq!(w.lookups.len(), 2);
+    // Refusals.
+    for sql in [
+        "INSERT INTO users (id, email) VALUES (1, lower('A'))",
+        "INSERT INTO users (id, email) VALUES (1, 'a') ON CONFLICT DO NOTHING",
+        "UPDATE users SET email = email || 'x' WHERE id = 1",
+        "UPDATE users SET (email, name) = ('a', 'b') WHERE id = 1",
+        "DELETE FROM users USING t2 WHERE users.id = t2.id",
+    ] {
+        assert!(
+            matches!(
+                users(sql),
+                Plan::Error {
+                    sqlstate: "0A000",
+                    ..
+                }
+            ),
+            "{sql}: {:?}",
+            users(sql)
+        );
+    }
+    assert!(users("INSERT INTO users (id, email) VALUES (1, 'a')").writes());
+    assert!(matches!(
+        users("COPY users FROM STDIN"),
+        Plan::Error {
+            sqlstate: "0A000",
+            ..
+        }
+    ));
+    assert!(matches!(users("COPY users TO STDOUT"), Plan::Copy(_)));
 }

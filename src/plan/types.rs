@@ -37,6 +37,64 @@ pub struct KeyRef {
     pub key: KeyExpr,
 }
 
+/// Routing through a lookup vindex: the statement has `column = value` on
+/// an owner table without a sharding-key equality; the shards are those
+/// owning the keyspace ids the lookup table lists for the value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LookupKey {
+    /// The lookup table (a sharded table keyed by `column`).
+    pub lookup_table: Arc<str>,
+    /// The looked-up column (lower case), also the lookup table's key.
+    pub column: String,
+    /// The value compared with.
+    pub value: KeyExpr,
+}
+
+/// A lookup vindex whose lookup table a write to its owner table must
+/// change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedLookup {
+    /// The lookup table.
+    pub lookup_table: Arc<str>,
+    /// The looked-up column of the owner table (lower case).
+    pub column: String,
+}
+
+/// Lookup maintenance of one INSERT / UPDATE / DELETE of an owner table,
+/// run by the router in the same (distributed) transaction as the write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedWrite {
+    /// The owner table.
+    pub table: Arc<str>,
+    /// The lookup vindexes to maintain.
+    pub lookups: Vec<OwnedLookup>,
+    /// What the write does to them.
+    pub kind: OwnedKind,
+}
+
+/// The lookup rows a write adds and removes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwnedKind {
+    /// INSERT ... VALUES: `values[l][r]` is lookup `l`'s value in VALUES
+    /// row `r` (None: NULL or column not listed → no lookup row). Lookup
+    /// rows are inserted before the owner rows.
+    Insert {
+        /// Per lookup, per row.
+        values: Vec<Vec<Option<KeyExpr>>>,
+    },
+    /// UPDATE / DELETE: `select` (`SELECT <key>, <col>... FROM <table>
+    /// WHERE <the statement's WHERE> FOR UPDATE`, same placeholders as the
+    /// statement) finds the rows first; their lookup rows are deleted; for
+    /// an UPDATE, `new[l]` is the value assigned to lookup `l`'s column
+    /// (`Some(None)`: NULL), whose lookup rows are then inserted.
+    Rows {
+        /// The pre-select, in the statement's placeholders.
+        select: Vec<SqlPiece>,
+        /// UPDATE: new value per lookup; None for DELETE.
+        new: Option<Vec<Option<KeyExpr>>>,
+    },
+}
+
 /// How the rows of a multi-shard statement are combined.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Merge {
@@ -262,7 +320,9 @@ impl Plan {
     pub fn writes(&self) -> bool {
         match self {
             Plan::Keyed { read_only, .. } | Plan::Scatter { read_only, .. } => !read_only,
-            Plan::Insert { .. } | Plan::AllShards | Plan::Broadcast { .. } => true,
+            Plan::Insert { .. } | Plan::AllShards | Plan::Broadcast { .. } | Plan::Owned { .. } => {
+                true
+            }
             Plan::Copy(c) => c.from_stdin,
             Plan::Transaction(_)
             | Plan::Set { .. }
@@ -367,16 +427,28 @@ pub enum Plan {
         rows: Vec<KeyExpr>,
     },
     /// No single routable key: run on every shard of the table's keyspace
-    /// (or only those owning the `prune` values) and merge.
+    /// (or only those owning the `prune` values, or those the `lookup`
+    /// vindex lists) and merge.
     Scatter {
         /// Catalog name of the (first) sharded table.
         table: Arc<str>,
         /// Key values the rows must have, if the WHERE clause says so.
         prune: Option<KeySet>,
+        /// A lookup vindex equality that narrows the shards, if any.
+        lookup: Option<Arc<LookupKey>>,
         /// How to combine results.
         merge: Merge,
         /// `true` for SELECT.
         read_only: bool,
+    },
+    /// INSERT / UPDATE / DELETE of a table owning lookup vindexes: `inner`
+    /// ([`Plan::Insert`], [`Plan::Keyed`] or [`Plan::Scatter`]) runs after
+    /// the lookup maintenance `write`, all in one transaction.
+    Owned {
+        /// The write itself.
+        inner: Arc<Plan>,
+        /// The lookup maintenance.
+        write: Arc<OwnedWrite>,
     },
     /// COPY FROM STDIN / TO STDOUT on a sharded table.
     Copy(CopyPlan),

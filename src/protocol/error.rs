@@ -120,4 +120,6 @@ pub mod codes {
     pub const ADMIN_SHUTDOWN: &str = "57P01";
     /// bad_copy_file_format
     pub const BAD_COPY_FILE_FORMAT: &str = "22P04";
+    /// data_corrupted
+    pub const DATA_CORRUPTED: &str = "XX001";
 }

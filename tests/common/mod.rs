@@ -254,3 +254,18 @@ pub async fn acct_on_two_shards(
     );
     (per[0].clone(), per[1].clone())
 }
+
+/// Runs `pg-router meta --catalog <catalog> ARGS` and returns its stdout.
+pub fn meta(dev: &DevCluster, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pg-router"))
+        .args(["meta", "--catalog", &dev.catalog_dsn()])
+        .args(args)
+        .output()
+        .expect("run pg-router meta");
+    assert!(
+        out.status.success(),
+        "pg-router meta {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -1,0 +1,246 @@
+//! Targets of single-statement writes in the simple protocol (keyed
+//! statement → shard, multi-row INSERT split by shard, scatter with shard
+//! pruning or a lookup vindex), and the execution of writes to tables that
+//! own lookup vindexes ([`Plan::Owned`]): lookup maintenance and the write
+//! in one transaction.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::{Bytes, BytesMut};
+use postgres_protocol::message::frontend as fe;
+
+use crate::catalog::Catalog;
+use crate::plan::{
+    self, KeyExpr, KeyRef, KeySet, Literals, LookupKey, OwnedKind, OwnedWrite, Plan,
+};
+use crate::protocol::error::codes;
+use crate::protocol::PgError;
+use crate::state::Routing;
+
+use super::exchange::{Expect, Slot};
+use super::merge::MergeMode;
+use super::route::{key_shard, scatter_shards, Values};
+use super::session::{End, Session};
+
+impl Session {
+    /// The shard of a keyed statement: every key must map to the same
+    /// shard; with only NULL keys, any shard (the statement matches no row).
+    ///
+    /// Errors: 0A000 for keys on different shards; errors of [`key_shard`].
+    pub(crate) fn keyed_shard(
+        &self,
+        cat: &Catalog,
+        keys: &[KeyRef],
+        values: &Values<'_>,
+    ) -> Result<String, PgError> {
+        let mut target: Option<&str> = None;
+        for k in keys {
+            if let Some(s) = key_shard(cat, &k.table, &k.key, values)? {
+                if target.is_some_and(|t| t != s) {
+                    return Err(PgError::unsupported(
+                        "statement references rows on different shards; joins across shards are not supported yet",
+                    ));
+                }
+                target = Some(s);
+            }
+        }
+        match target {
+            Some(s) => Ok(s.to_string()),
+            None => self.any_shard(),
+        }
+    }
+
+    /// The per-shard Query messages of an INSERT ... VALUES into `table`:
+    /// `msg` (the client's statement) when every row goes to one shard,
+    /// else the VALUES rows split by shard (in shard name order). None if
+    /// it cannot run (error sent: 23502 for a NULL key, key errors, 0A000).
+    pub(crate) fn insert_parts(
+        &mut self,
+        cat: &Catalog,
+        table: &str,
+        rows: &[KeyExpr],
+        sql: &str,
+        lits: &Literals,
+        msg: Bytes,
+    ) -> Option<Vec<(String, Bytes)>> {
+        let values = Values::Simple { sql, lits };
+        let mut by_shard: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (i, k) in rows.iter().enumerate() {
+            match key_shard(cat, table, k, &values) {
+                Ok(Some(s)) => by_shard.entry(s).or_default().push(i),
+                Ok(None) => {
+                    let col = cat
+                        .table(table)
+                        .map(|t| t.key_column.clone())
+                        .unwrap_or_default();
+                    self.send_error(&PgError::new(
+                        "23502",
+                        format!(
+                            "null value in sharding key column \"{col}\" of relation \"{table}\""
+                        ),
+                    ));
+                    return None;
+                }
+                Err(e) => {
+                    self.send_error(&e);
+                    return None;
+                }
+            }
+        }
+        match by_shard.len() {
+            0 => {
+                self.send_error(&PgError::unsupported("INSERT without rows"));
+                return None;
+            }
+            1 => return by_shard.keys().next().map(|s| vec![(s.to_string(), msg)]),
+            _ => {}
+        }
+        let Some(spans) = plan::insert_values_spans(sql) else {
+            self.send_error(&PgError::unsupported(
+                "could not split this multi-row INSERT by shard",
+            ));
+            return None;
+        };
+        let mut parts = Vec::with_capacity(by_shard.len());
+        for (shard, idxs) in by_shard {
+            let mut text = String::with_capacity(sql.len());
+            text.push_str(&sql[..spans.prefix_end]);
+            for (n, i) in idxs.iter().enumerate() {
+                if n > 0 {
+                    text.push_str(", ");
+                }
+                if let Some(r) = spans.rows.get(*i) {
+                    text.push_str(&sql[r.clone()]);
+                }
+            }
+            text.push_str(&sql[spans.suffix_start..]);
+            let mut b = BytesMut::new();
+            let _ = fe::query(&text, &mut b);
+            parts.push((shard.to_string(), b.freeze()));
+        }
+        Some(parts)
+    }
+
+    /// The shards a scattered statement on `table` runs on: those the
+    /// lookup vindex lists for the value (see [`Session::lookup_shards`]),
+    /// else [`scatter_shards`]. None on failure (error sent).
+    pub(crate) async fn scatter_targets(
+        &mut self,
+        cat: &Catalog,
+        table: &str,
+        prune: Option<&KeySet>,
+        lookup: Option<&LookupKey>,
+        values: &Values<'_>,
+    ) -> Result<Option<Vec<String>>, End> {
+        if let Some(l) = lookup {
+            return self.lookup_shards(cat, table, l, values).await;
+        }
+        match scatter_shards(cat, table, prune, values) {
+            Ok(s) => Ok(Some(s)),
+            Err(e) => {
+                self.send_error(&e);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Runs a write to a table owning lookup vindexes (simple protocol), in
+    /// the client's block or an implicit one: INSERT → lookup rows, then
+    /// the rows; UPDATE/DELETE → pre-select (rows locked), their lookup
+    /// rows deleted, the statement, then (UPDATE) the new lookup rows.
+    /// `msg` is the client's Query message. False if it failed (error
+    /// sent; an implicit block is rolled back).
+    pub(crate) async fn owned_simple(
+        &mut self,
+        routing: &Routing,
+        sql: &str,
+        lits: &Literals,
+        inner: &Plan,
+        write: &OwnedWrite,
+        msg: Bytes,
+    ) -> Result<bool, End> {
+        let cat = &*routing.catalog;
+        let values = Values::Simple { sql, lits };
+        let implicit = self.open_owned_block(matches!(write.kind, OwnedKind::Rows { .. }));
+        let ok = self
+            .owned_steps(cat, sql, lits, inner, write, msg, &values)
+            .await?;
+        self.close_write_block(implicit, ok).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn owned_steps(
+        &mut self,
+        cat: &Catalog,
+        sql: &str,
+        lits: &Literals,
+        inner: &Plan,
+        write: &OwnedWrite,
+        msg: Bytes,
+        values: &Values<'_>,
+    ) -> Result<bool, End> {
+        let parts: Vec<(String, Bytes)> = match inner {
+            Plan::Insert { table, rows } => {
+                match self.insert_parts(cat, table, rows, sql, lits, msg) {
+                    Some(p) => p,
+                    None => return Ok(false),
+                }
+            }
+            Plan::Keyed { keys, .. } => match self.keyed_shard(cat, keys, values) {
+                Ok(s) => vec![(s, msg)],
+                Err(e) => {
+                    self.send_error(&e);
+                    return Ok(false);
+                }
+            },
+            Plan::Scatter {
+                table,
+                prune,
+                lookup,
+                ..
+            } => {
+                let Some(shards) = self
+                    .scatter_targets(cat, table, prune.as_ref(), lookup.as_deref(), values)
+                    .await?
+                else {
+                    return Ok(false);
+                };
+                shards.into_iter().map(|s| (s, msg.clone())).collect()
+            }
+            _ => {
+                self.send_error(&PgError::new(
+                    codes::INTERNAL_ERROR,
+                    "unexpected plan for a write to a table owning lookup vindexes",
+                ));
+                return Ok(false);
+            }
+        };
+        let mut ksids = Vec::new();
+        match (&write.kind, inner) {
+            (OwnedKind::Insert { values: vals }, Plan::Insert { rows, .. })
+                if !self.lookup_insert(cat, write, rows, vals, values).await? =>
+            {
+                return Ok(false);
+            }
+            (OwnedKind::Rows { select, .. }, _) => {
+                let shards: Vec<String> = parts.iter().map(|(s, _)| s.clone()).collect();
+                match self
+                    .lookup_delete(cat, write, select, &shards, sql, lits)
+                    .await?
+                {
+                    Some(k) => ksids = k,
+                    None => return Ok(false),
+                }
+            }
+            _ => {}
+        }
+        let parts: Vec<_> = parts
+            .into_iter()
+            .map(|(s, m)| (s, m, VecDeque::from([Slot::Forward(Expect::Query)])))
+            .collect();
+        if !self.exchange_many(parts, MergeMode::Concat).await? {
+            return Ok(false);
+        }
+        self.lookup_update_insert(cat, write, &ksids, values).await
+    }
+}
