@@ -59,6 +59,14 @@ impl MergeState {
         }
     }
 
+    /// The merged command tag's row count (`UPDATE n` → n), if it has one.
+    pub fn row_count(&self) -> Option<u64> {
+        match &self.tag {
+            Some((_, n, true)) => Some(*n),
+            _ => None,
+        }
+    }
+
     /// Writes the merged result (rows for aggregates, then the command tag),
     /// or the first error, to `out`. Returns true on success.
     pub fn finish(&mut self, out: &mut BytesMut) -> bool {

@@ -241,6 +241,30 @@ impl Session {
         if !self.exchange_many(parts, MergeMode::Concat).await? {
             return Ok(false);
         }
+        if let OwnedKind::Rows { .. } = write.kind {
+            // The write must change exactly the rows the pre-select locked
+            // (and whose lookup rows were deleted). More means a row
+            // committed by another transaction after the pre-select
+            // matched (READ COMMITTED), or a volatile WHERE.
+            let changed = self.last_count.unwrap_or(0);
+            if changed != ksids.len() as u64 {
+                if let Some(d) = &mut self.deferred {
+                    d.clear();
+                }
+                self.send_error(
+                    &PgError::new(
+                        "40001",
+                        "could not maintain the lookup vindexes: the rows changed between the router's pre-select and the statement",
+                    )
+                    .with_detail(format!(
+                        "pre-select found {} row(s), the statement changed {changed}",
+                        ksids.len()
+                    ))
+                    .with_hint("retry the transaction"),
+                );
+                return Ok(false);
+            }
+        }
         self.lookup_update_insert(cat, write, &ksids, values).await
     }
 }

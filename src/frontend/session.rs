@@ -197,6 +197,8 @@ pub struct Session {
     /// error) is written here instead of to the client: an implicit
     /// distributed transaction releases it after its commit.
     pub(crate) deferred: Option<BytesMut>,
+    /// Row count of the last multi-shard exchange's merged command tag.
+    pub(crate) last_count: Option<u64>,
 }
 
 impl Session {
@@ -223,6 +225,7 @@ impl Session {
             skip_until_sync: false,
             cur_write: false,
             deferred: None,
+            last_count: None,
         };
         s.rehash_settings();
         s
@@ -617,6 +620,7 @@ impl Session {
     /// buffer while an implicit distributed transaction runs); false if a
     /// shard failed.
     pub(crate) fn finish_merge(&mut self, mut merge: MergeState) -> bool {
+        self.last_count = merge.row_count();
         let ok = match &mut self.deferred {
             Some(d) => merge.finish(d),
             None => merge.finish(&mut self.out.buf),
