@@ -22,34 +22,31 @@ use super::merge::MergeMode;
 use super::route::{key_shard, scatter_shards, Values};
 use super::session::{End, Session};
 
-impl Session {
-    /// The shard of a keyed statement: every key must map to the same
-    /// shard; with only NULL keys, any shard (the statement matches no row).
-    ///
-    /// Errors: 0A000 for keys on different shards; errors of [`key_shard`].
-    pub(crate) fn keyed_shard(
-        &self,
-        cat: &Catalog,
-        keys: &[KeyRef],
-        values: &Values<'_>,
-    ) -> Result<String, PgError> {
-        let mut target: Option<&str> = None;
-        for k in keys {
-            if let Some(s) = key_shard(cat, &k.table, &k.key, values)? {
-                if target.is_some_and(|t| t != s) {
-                    return Err(PgError::unsupported(
-                        "statement references rows on different shards; joins across shards are not supported yet",
-                    ));
-                }
-                target = Some(s);
+/// The shard of a keyed statement: every key must map to the same shard;
+/// None when every key is NULL (the statement matches no row: any shard).
+/// Allocation-free (the fast path).
+///
+/// Errors: 0A000 for keys on different shards; errors of [`key_shard`].
+pub(crate) fn keyed_shard<'c>(
+    cat: &'c Catalog,
+    keys: &[KeyRef],
+    values: &Values<'_>,
+) -> Result<Option<&'c str>, PgError> {
+    let mut target: Option<&str> = None;
+    for k in keys {
+        if let Some(s) = key_shard(cat, &k.table, &k.key, values)? {
+            if target.is_some_and(|t| t != s) {
+                return Err(PgError::unsupported(
+                    "statement references rows on different shards; joins across shards are not supported yet",
+                ));
             }
-        }
-        match target {
-            Some(s) => Ok(s.to_string()),
-            None => self.any_shard(),
+            target = Some(s);
         }
     }
+    Ok(target)
+}
 
+impl Session {
     /// The per-shard Query messages of an INSERT ... VALUES into `table`:
     /// `msg` (the client's statement) when every row goes to one shard,
     /// else the VALUES rows split by shard (in shard name order). None if
@@ -186,7 +183,10 @@ impl Session {
                     None => return Ok(false),
                 }
             }
-            Plan::Keyed { keys, .. } => match self.keyed_shard(cat, keys, values) {
+            Plan::Keyed { keys, .. } => match keyed_shard(cat, keys, values)
+                .map(|s| s.map(str::to_string))
+                .and_then(|s| s.map_or_else(|| self.any_shard(), Ok))
+            {
                 Ok(s) => vec![(s, msg)],
                 Err(e) => {
                     self.send_error(&e);

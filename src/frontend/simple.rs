@@ -14,6 +14,7 @@ use crate::state::Routing;
 
 use super::exchange::{Expect, Slot};
 use super::merge::MergeMode;
+use super::owned::keyed_shard;
 use super::route::Values;
 use super::session::{Block, BlockOp, End, Session};
 
@@ -137,15 +138,29 @@ impl Session {
                 self.close_write_block(implicit, ok).await
             }
             Plan::Keyed { keys, .. } => {
-                let shard =
-                    match self.keyed_shard(&routing.catalog, keys, &Values::Simple { sql, lits }) {
-                        Ok(s) => s,
+                let target =
+                    match keyed_shard(&routing.catalog, keys, &Values::Simple { sql, lits }) {
+                        Ok(t) => t,
                         Err(e) => {
                             self.send_error(&e);
                             return Ok(false);
                         }
                     };
-                self.exchange_one(&shard, &query_msg(), q()).await
+                let any;
+                let shard = match target {
+                    Some(s) => s,
+                    None => match self.any_shard() {
+                        Ok(s) => {
+                            any = s;
+                            any.as_str()
+                        }
+                        Err(e) => {
+                            self.send_error(&e);
+                            return Ok(false);
+                        }
+                    },
+                };
+                self.exchange_one(shard, &query_msg(), q()).await
             }
             Plan::Insert { table, rows } => {
                 let Some(parts) =
