@@ -408,16 +408,7 @@ impl Session {
 
     /// A backend connection failed mid-gather: drop it and report.
     fn lost(&mut self, idx: usize, e: ProtocolError) -> Result<bool, End> {
-        let shard = self.held[idx].conn.shard.to_string();
-        self.held[idx].conn.broken = true;
-        self.held.remove(idx);
-        self.send_error(
-            &PgError::new(
-                codes::CONNECTION_FAILURE,
-                format!("lost connection to shard \"{shard}\": {e}"),
-            )
-            .with_detail(format!("shard: {shard}")),
-        );
+        self.backend_lost(idx, &e);
         Ok(false)
     }
 

@@ -76,15 +76,7 @@ impl Session {
             }
         }
         if let Some(e) = lost {
-            self.held[idx].conn.broken = true;
-            self.held.remove(idx);
-            self.send_error(
-                &PgError::new(
-                    codes::CONNECTION_FAILURE,
-                    format!("lost connection to shard \"{shard}\": {e}"),
-                )
-                .with_detail(format!("shard: {shard}")),
-            );
+            self.backend_lost(idx, &e);
             return Ok(None);
         }
         if let Some(f) = failure {
@@ -263,7 +255,7 @@ impl Session {
             }
         };
         let owner = match tables(cat, &write.table) {
-            Ok(t) => t.clone(),
+            Ok(t) => t,
             Err(e) => {
                 self.send_error(&e);
                 return Ok(None);
@@ -275,7 +267,7 @@ impl Session {
                 return Ok(None);
             };
             for r in rows {
-                match owner_row(&owner, r) {
+                match owner_row(owner, r) {
                     Ok(Some(row)) => found.push(row),
                     Ok(None) => {}
                     Err(e) => {

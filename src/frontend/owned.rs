@@ -46,20 +46,27 @@ pub(crate) fn keyed_shard<'c>(
     Ok(target)
 }
 
+/// Where an INSERT ... VALUES goes.
+pub(crate) enum InsertTargets<'c> {
+    /// Every row to this shard: the client's statement as is.
+    One(&'c str),
+    /// Rows on several shards: (shard, Query message with its rows).
+    Split(Vec<(String, Bytes)>),
+}
+
 impl Session {
-    /// The per-shard Query messages of an INSERT ... VALUES into `table`:
-    /// `msg` (the client's statement) when every row goes to one shard,
-    /// else the VALUES rows split by shard (in shard name order). None if
+    /// Where an INSERT ... VALUES into `table` goes: one shard (the
+    /// client's statement is sent as is), or the VALUES rows split by
+    /// shard into per-shard Query messages (in shard name order). None if
     /// it cannot run (error sent: 23502 for a NULL key, key errors, 0A000).
-    pub(crate) fn insert_parts(
+    pub(crate) fn insert_parts<'c>(
         &mut self,
-        cat: &Catalog,
+        cat: &'c Catalog,
         table: &str,
         rows: &[KeyExpr],
         sql: &str,
         lits: &Literals,
-        msg: Bytes,
-    ) -> Option<Vec<(String, Bytes)>> {
+    ) -> Option<InsertTargets<'c>> {
         let values = Values::Simple { sql, lits };
         let mut by_shard: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         for (i, k) in rows.iter().enumerate() {
@@ -89,7 +96,7 @@ impl Session {
                 self.send_error(&PgError::unsupported("INSERT without rows"));
                 return None;
             }
-            1 => return by_shard.keys().next().map(|s| vec![(s.to_string(), msg)]),
+            1 => return by_shard.keys().next().map(|s| InsertTargets::One(s)),
             _ => {}
         }
         let Some(spans) = plan::insert_values_spans(sql) else {
@@ -115,7 +122,7 @@ impl Session {
             let _ = fe::query(&text, &mut b);
             parts.push((shard.to_string(), b.freeze()));
         }
-        Some(parts)
+        Some(InsertTargets::Split(parts))
     }
 
     /// The shards a scattered statement on `table` runs on: those the
@@ -177,12 +184,11 @@ impl Session {
         values: &Values<'_>,
     ) -> Result<bool, End> {
         let parts: Vec<(String, Bytes)> = match inner {
-            Plan::Insert { table, rows } => {
-                match self.insert_parts(cat, table, rows, sql, lits, msg) {
-                    Some(p) => p,
-                    None => return Ok(false),
-                }
-            }
+            Plan::Insert { table, rows } => match self.insert_parts(cat, table, rows, sql, lits) {
+                Some(InsertTargets::One(s)) => vec![(s.to_string(), msg)],
+                Some(InsertTargets::Split(p)) => p,
+                None => return Ok(false),
+            },
             Plan::Keyed { keys, .. } => match keyed_shard(cat, keys, values)
                 .map(|s| s.map(str::to_string))
                 .and_then(|s| s.map_or_else(|| self.any_shard(), Ok))

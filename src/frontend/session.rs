@@ -518,18 +518,25 @@ impl Session {
             }
             Err(ExchangeError::Client(e)) => Err(e.into()),
             Err(ExchangeError::Backend(e)) => {
-                let shard = self.held[idx].conn.shard.to_string();
-                self.held.remove(idx);
-                self.send_error(
-                    &PgError::new(
-                        codes::CONNECTION_FAILURE,
-                        format!("lost connection to shard \"{shard}\": {e}"),
-                    )
-                    .with_detail(format!("shard: {shard}")),
-                );
+                self.backend_lost(idx, &e);
                 Ok(false)
             }
         }
+    }
+
+    /// Held connection `idx` failed: it is marked broken (never pooled
+    /// again), dropped, and the client gets 08006 naming the shard.
+    pub(crate) fn backend_lost(&mut self, idx: usize, e: &dyn std::fmt::Display) {
+        let shard = self.held[idx].conn.shard.to_string();
+        self.held[idx].conn.broken = true;
+        self.held.remove(idx);
+        self.send_error(
+            &PgError::new(
+                codes::CONNECTION_FAILURE,
+                format!("lost connection to shard \"{shard}\": {e}"),
+            )
+            .with_detail(format!("shard: {shard}")),
+        );
     }
 
     /// Sends per-shard messages to several shards at once and merges the

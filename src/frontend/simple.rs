@@ -14,7 +14,7 @@ use crate::state::Routing;
 
 use super::exchange::{Expect, Slot};
 use super::merge::MergeMode;
-use super::owned::keyed_shard;
+use super::owned::{keyed_shard, InsertTargets};
 use super::route::Values;
 use super::session::{Block, BlockOp, End, Session};
 
@@ -163,14 +163,13 @@ impl Session {
                 self.exchange_one(shard, &query_msg(), q()).await
             }
             Plan::Insert { table, rows } => {
-                let Some(parts) =
-                    self.insert_parts(&routing.catalog, table, rows, sql, lits, query_msg())
-                else {
-                    return Ok(false);
+                let parts = match self.insert_parts(&routing.catalog, table, rows, sql, lits) {
+                    Some(InsertTargets::One(shard)) => {
+                        return self.exchange_one(shard, &query_msg(), q()).await
+                    }
+                    Some(InsertTargets::Split(parts)) => parts,
+                    None => return Ok(false),
                 };
-                if let [(shard, msg)] = parts.as_slice() {
-                    return self.exchange_one(shard, msg, q()).await;
-                }
                 let parts: Vec<_> = parts.into_iter().map(|(s, m)| (s, m, q())).collect();
                 let Some(implicit) = self.open_write_block(parts.len()) else {
                     return Ok(false);
