@@ -111,6 +111,116 @@ async fn shard_of_user(dev: &DevCluster, id: i32) -> Option<usize> {
     None
 }
 
+/// Writes to the owner table in the extended protocol (tokio-postgres:
+/// parameter types inferred by the server, binary parameters): INSERT,
+/// UPDATE by key and through the lookup, DELETE through the non-unique
+/// lookup, a duplicate (23505, nothing kept), a rolled-back and a
+/// committed block, and pipelined statements.
+async fn extended_writes(dev: &DevCluster, c: &Client) {
+    let ins = c
+        .prepare("INSERT INTO users (id, email, name) VALUES ($1, $2, $3)")
+        .await
+        .unwrap();
+    for id in 400..408i32 {
+        let email = format!("e{id}@x.org");
+        let n = c.execute(&ins, &[&id, &email, &"x1"]).await.unwrap();
+        assert_eq!(n, 1);
+    }
+    assert_consistent(dev, "after extended INSERTs").await;
+    let e = c
+        .execute(&ins, &[&408i32, &"e400@x.org", &"x1"])
+        .await
+        .unwrap_err();
+    assert_eq!(common::sqlstate(&e), "23505", "{e:?}");
+    assert_eq!(shard_of_user(dev, 408).await, None);
+    // UPDATE: the new value is a parameter, the WHERE another one (the
+    // pre-select binds only the parameters it references).
+    let n = c
+        .execute(
+            "UPDATE users SET email = $1 WHERE id = $2",
+            &[&"f401@x.org", &401i32],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let n = c
+        .execute(
+            "UPDATE users SET email = $1, name = 'x2' WHERE email = $2",
+            &[&"f402@x.org", &"e402@x.org"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let e = c
+        .execute(
+            "UPDATE users SET email = $1 WHERE id = $2",
+            &[&"e403@x.org", &404i32],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(common::sqlstate(&e), "23505", "{e:?}");
+    assert_consistent(dev, "after extended UPDATEs").await;
+    let ids: Vec<i32> = c
+        .query("SELECT id FROM users WHERE email = $1", &[&"f402@x.org"])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids, vec![402]);
+    // DELETE through the non-unique lookup: rows on several shards.
+    let n = c
+        .execute("DELETE FROM users WHERE name = $1", &[&"x1"])
+        .await
+        .unwrap();
+    assert_eq!(n, 7, "400, 401, 403..407");
+    assert_consistent(dev, "after an extended DELETE").await;
+    // Blocks: rolled back, then committed; pipelined statements.
+    let mut c2 = common::connect(dev).await;
+    let tx = c2.transaction().await.unwrap();
+    tx.execute(
+        "INSERT INTO users (id, email) VALUES ($1, $2)",
+        &[&410i32, &"t@x.org"],
+    )
+    .await
+    .unwrap();
+    let got: i32 = tx
+        .query_one("SELECT id FROM users WHERE email = $1", &[&"t@x.org"])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(got, 410, "the block reads its own lookup row");
+    tx.rollback().await.unwrap();
+    assert_consistent(dev, "after an extended ROLLBACK").await;
+    let tx = c2.transaction().await.unwrap();
+    let ins = tx
+        .prepare("INSERT INTO users (id, email, name) VALUES ($1, $2, 'p')")
+        .await
+        .unwrap();
+    let ids: Vec<i32> = (420..430).collect();
+    let emails: Vec<String> = ids.iter().map(|i| format!("p{i}@x.org")).collect();
+    let args: Vec<[&(dyn tokio_postgres::types::ToSql + Sync); 2]> = ids
+        .iter()
+        .zip(&emails)
+        .map(|(id, e)| [id as _, e as _])
+        .collect();
+    let writes = args.iter().map(|a| tx.execute(&ins, a));
+    for r in futures_util::future::join_all(writes).await {
+        assert_eq!(r.unwrap(), 1);
+    }
+    let n = tx
+        .execute(
+            "UPDATE users SET email = NULL WHERE email = $1",
+            &[&"p425@x.org"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    tx.commit().await.unwrap();
+    assert_consistent(dev, "after a pipelined extended block").await;
+    assert_eq!(common::prepared_xacts(dev).await, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn owned_lookup_vindexes() {
     let dev = common::start_with(2, 4, common::quiet_recovery(TransactionMode::Twopc)).await;
@@ -195,7 +305,9 @@ async fn owned_lookup_vindexes() {
             .any(|l| l.contains("Lookup vindex: users.email")),
         "{plan:?}"
     );
-    // Extended protocol reads still work (scatter, no lookup routing).
+    // Extended protocol: routed by the lookup with the Bind's (binary)
+    // parameter, a merged aggregate and plain rows; one prepared statement
+    // bound with several values.
     let n: i64 = c
         .query_one(
             "SELECT count(*) FROM users WHERE email = $1",
@@ -204,7 +316,30 @@ async fn owned_lookup_vindexes() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(n, 2, "extended protocol: scatter sees the stray row too");
+    assert_eq!(
+        n, 1,
+        "extended protocol: routed by the lookup, stray row unseen"
+    );
+    let by_email = c
+        .prepare("SELECT id FROM users WHERE email = $1")
+        .await
+        .unwrap();
+    for (email, want) in [
+        ("u7@x.org", vec![7]),
+        ("u8@x.org", vec![8]),
+        ("none@x.org", vec![]),
+    ] {
+        let got: Vec<i32> = c
+            .query(&by_email, &[&email])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(got, want, "{email}");
+    }
+    let none: Option<&str> = None;
+    assert!(c.query(&by_email, &[&none]).await.unwrap().is_empty());
     for (i, shard) in dev.cluster.shards.iter().enumerate() {
         if i != owner {
             let d = common::connect_direct(shard).await;
@@ -302,16 +437,8 @@ async fn owned_lookup_vindexes() {
     .await;
     assert_consistent(&dev, "after a committed block").await;
 
-    // Extended-protocol writes to an owner table are refused (0A000),
-    // nothing changes.
-    let e = c
-        .execute(
-            "INSERT INTO users (id, email) VALUES ($1, $2)",
-            &[&400i32, &"e@x.org"],
-        )
-        .await
-        .unwrap_err();
-    assert_eq!(common::sqlstate(&e), "0A000", "{e:?}");
+    extended_writes(&dev, &c).await;
+
     // Statements whose lookup values the router cannot read are refused.
     for sql in [
         "INSERT INTO users (id, email) VALUES (401, lower('X@x.org'))",

@@ -465,7 +465,165 @@ async fn prepared_statements_pipelining_copy_and_settings() {
             .await
             .unwrap();
     }
+
+    flush_batches_then_sync(&dev, &c).await;
     dev.stop().await;
+}
+
+/// Reads backend messages from a raw connection until one tagged `until`;
+/// returns the tags read.
+async fn read_until(
+    s: &mut tokio::net::TcpStream,
+    buf: &mut bytes::BytesMut,
+    until: u8,
+) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut tags = Vec::new();
+    loop {
+        while buf.len() >= 5 {
+            let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+            if buf.len() < 1 + len {
+                break;
+            }
+            let frame = buf.split_to(1 + len);
+            tags.push(frame[0]);
+            if frame[0] == until {
+                return tags;
+            }
+        }
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_buf(buf))
+            .await
+            .expect("router answers")
+            .unwrap();
+        assert!(n > 0, "router closed the connection; read {tags:?}");
+    }
+}
+
+/// Bind of statement `stmt` to the unnamed portal with text parameters,
+/// then Execute.
+fn bind_execute(out: &mut bytes::BytesMut, stmt: &str, params: &[String]) {
+    use postgres_protocol::message::frontend as fe;
+    fe::bind(
+        "",
+        stmt,
+        Some(0),
+        params,
+        |v, o| {
+            o.extend_from_slice(v.as_bytes());
+            Ok(postgres_protocol::IsNull::No)
+        },
+        Some(0),
+        out,
+    )
+    .map_err(|_| ())
+    .unwrap();
+    fe::execute("", 0, out).unwrap();
+}
+
+/// An extended-protocol pipeline split by Flush across two shards, then
+/// one Sync (a raw client: tokio-postgres always ends with Sync): the Sync
+/// must reach both shards' connections, so both INSERTs commit and the
+/// connections go back to the pool clean.
+async fn flush_batches_then_sync(dev: &pg_router::dev::DevCluster, c: &tokio_postgres::Client) {
+    use postgres_protocol::message::frontend as fe;
+    use tokio::io::AsyncWriteExt;
+    let routing = dev.router.state.routing();
+    let t = routing.catalog.table("kv").unwrap();
+    let ks = routing.catalog.keyspace_of(t).unwrap();
+    let shard_of = |k: i64| {
+        ks.routing
+            .shard_for(t.vindex.keyspace_id(&pg_router::vindex::KeyValue::Int(k)))
+            .to_string()
+    };
+    let a = 5001i64;
+    let b = (5002..6000).find(|&k| shard_of(k) != shard_of(a)).unwrap();
+    let mut s = tokio::net::TcpStream::connect(dev.router.addr)
+        .await
+        .unwrap();
+    let mut out = bytes::BytesMut::new();
+    fe::startup_message([("user", "postgres"), ("database", "postgres")], &mut out).unwrap();
+    s.write_all(&out).await.unwrap();
+    let mut buf = bytes::BytesMut::new();
+    read_until(&mut s, &mut buf, b'Z').await;
+    let bind = |k: i64, out: &mut bytes::BytesMut| {
+        bind_execute(out, "ins", &[k.to_string()]);
+        fe::flush(out);
+    };
+    out.clear();
+    fe::parse(
+        "ins",
+        "INSERT INTO kv (k, v) VALUES ($1::int, 'flush')",
+        [],
+        &mut out,
+    )
+    .unwrap();
+    bind(a, &mut out);
+    s.write_all(&out).await.unwrap();
+    assert_eq!(read_until(&mut s, &mut buf, b'C').await, b"12C");
+    out.clear();
+    bind(b, &mut out);
+    s.write_all(&out).await.unwrap();
+    assert_eq!(read_until(&mut s, &mut buf, b'C').await, b"2C");
+    out.clear();
+    fe::sync(&mut out);
+    s.write_all(&out).await.unwrap();
+    assert_eq!(read_until(&mut s, &mut buf, b'Z').await, b"Z");
+    // Both rows are committed on their shards (visible to another client).
+    for k in [a, b] {
+        let n: i64 = c
+            .query_one(
+                "SELECT count(*) FROM kv WHERE k = $1 AND v = 'flush'",
+                &[&(k as i32)],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 1, "key {k} on {} committed at Sync", shard_of(k));
+    }
+    // Everything up to Sync is one transaction: an error in the second
+    // Flush batch (duplicate key on the other shard) undoes the first.
+    let a2 = (6000..7000).find(|&k| shard_of(k) == shard_of(a)).unwrap();
+    out.clear();
+    bind(a2, &mut out);
+    s.write_all(&out).await.unwrap();
+    assert_eq!(read_until(&mut s, &mut buf, b'C').await, b"2C");
+    out.clear();
+    bind(b, &mut out);
+    fe::sync(&mut out);
+    s.write_all(&out).await.unwrap();
+    assert_eq!(read_until(&mut s, &mut buf, b'Z').await, b"2EZ");
+    assert_eq!(buf.len(), 0);
+    let count = |k: i64| async move {
+        c.query_one("SELECT count(*) FROM kv WHERE k = $1", &[&(k as i32)])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    assert_eq!(count(a2).await, 0, "rolled back with the failed batch");
+    // BEGIN after a Flush batch's write turns the implicit transaction
+    // into a block (no warning); COMMIT in the same pipeline commits both.
+    let b2 = (7000..8000).find(|&k| shard_of(k) != shard_of(a)).unwrap();
+    out.clear();
+    bind(a2, &mut out);
+    s.write_all(&out).await.unwrap();
+    assert_eq!(read_until(&mut s, &mut buf, b'C').await, b"2C");
+    out.clear();
+    for (name, sql) in [("b", "BEGIN"), ("c", "COMMIT")] {
+        fe::parse(name, sql, [], &mut out).unwrap();
+    }
+    let stmt = |name: &str, out: &mut bytes::BytesMut| bind_execute(out, name, &[]);
+    stmt("b", &mut out);
+    bind(b2, &mut out);
+    stmt("c", &mut out);
+    fe::sync(&mut out);
+    s.write_all(&out).await.unwrap();
+    let tags = read_until(&mut s, &mut buf, b'Z').await;
+    assert_eq!(tags, b"112C2C2CZ", "no notice, every step completes");
+    assert_eq!(count(a2).await + count(b2).await, 2);
+    out.clear();
+    fe::query("SELECT 1", &mut out).unwrap();
+    s.write_all(&out).await.unwrap();
+    assert_eq!(read_until(&mut s, &mut buf, b'Z').await, b"TDCZ");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -72,6 +72,17 @@ pub enum BackendError {
     },
 }
 
+/// What [`BackendConn::read_extended`] read.
+#[derive(Debug, Default)]
+pub struct ExtendedReply {
+    /// DataRow values as text (None = NULL).
+    pub rows: Vec<Vec<Option<String>>>,
+    /// ParameterDescription type OIDs, if one arrived.
+    pub param_types: Vec<u32>,
+    /// The ErrorResponse frame, if the shard failed.
+    pub error: Option<Frame>,
+}
+
 /// A raw connection to one shard.
 pub struct BackendConn {
     reader: FrameReader<OwnedReadHalf>,
@@ -337,6 +348,41 @@ impl BackendConn {
                     self.status = f.body().first().copied().unwrap_or(b'I');
                     return Ok((rows, err));
                 }
+                _ => {}
+            }
+        }
+    }
+
+    /// Reads the responses to router-injected extended-protocol messages
+    /// sent without Sync, up to and including the first frame tagged `end`
+    /// (e.g. `b'3'` CloseComplete, `b'n'`/`b'T'` after a Describe), or the
+    /// first ErrorResponse, after which the shard discards messages until
+    /// Sync (PostgreSQL docs §55.2.3). Notices are dropped.
+    pub async fn read_extended(&mut self, end: &[u8]) -> Result<ExtendedReply, ProtocolError> {
+        let mut reply = ExtendedReply::default();
+        loop {
+            let f = self.recv().await?;
+            match f.tag {
+                b'D' => {
+                    let vals = data_row(f.body())?;
+                    reply.rows.push(
+                        vals.into_iter()
+                            .map(|v| v.map(|b| String::from_utf8_lossy(b).into_owned()))
+                            .collect(),
+                    );
+                }
+                b't' => {
+                    let mut c = Cursor::new(f.body());
+                    let n = c.count()?;
+                    for _ in 0..n {
+                        reply.param_types.push(c.i32()? as u32);
+                    }
+                }
+                b'E' => {
+                    reply.error = Some(f);
+                    return Ok(reply);
+                }
+                t if end.contains(&t) => return Ok(reply),
                 _ => {}
             }
         }

@@ -421,6 +421,7 @@ static EMPTY_BIND: crate::protocol::frontend::Bind<'static> = crate::protocol::f
     param_formats: Vec::new(),
     params: Vec::new(),
     after_names: 0,
+    params_end: 0,
     result_formats: Vec::new(),
 };
 

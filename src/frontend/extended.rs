@@ -14,7 +14,7 @@
 
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use postgres_protocol::message::frontend as fe;
@@ -27,6 +27,8 @@ use crate::state::Routing;
 
 use super::exchange::{self, Direct, ExchangeError, Expect, Slot};
 use super::merge::{MergeMode, MergeState};
+use super::owned::keyed_shard;
+use super::owned_ext::{effective, needs_lookup, owned_block, OwnedRoute, PendingRoute};
 use super::route::{key_shard, scatter_shards, Values};
 use super::session::{End, Session};
 use super::simple::ends_failed_block;
@@ -48,6 +50,9 @@ pub struct ClientStmt {
     pub parse_frame: Bytes,
     /// Backend statement name.
     pub backend_name: String,
+    /// Parameter types the shards inferred (ParameterDescription), fetched
+    /// when a write to an owner table needs them for its pre-select.
+    pub shard_param_types: OnceLock<Vec<u32>>,
 }
 
 /// Client messages waiting for Sync or Flush.
@@ -90,6 +95,30 @@ pub enum Route {
         /// The client's Bind frame.
         bind: Bytes,
     },
+    /// Routed through a lookup table when the Bind runs.
+    Lookup(Arc<PendingRoute>),
+    /// A write to a table owning lookup vindexes: lookup maintenance and
+    /// the write run at Execute.
+    Owned(Arc<OwnedRoute>),
+}
+
+/// The route of a scatter on `shards` with `merge` (the client's Bind
+/// frame `bind` is kept for a gather).
+pub(crate) fn scatter_route(
+    shards: Vec<String>,
+    merge: &Merge,
+    stmt: &Arc<ClientStmt>,
+    bind: &Bytes,
+) -> Route {
+    match merge {
+        Merge::Gather(plan) => Route::Gather {
+            shards,
+            plan: plan.clone(),
+            stmt: stmt.clone(),
+            bind: bind.clone(),
+        },
+        _ => Route::Multi(shards, MergeMode::Concat),
+    }
 }
 
 enum Item {
@@ -213,6 +242,33 @@ impl Session {
                 }
             }
         }
+        // A write to a table owning lookup vindexes and its lookup rows
+        // commit together: the batch runs in an implicit block.
+        if self.block.is_none() {
+            let owned = items.iter().filter_map(|it| match it {
+                Item::Bind { stmt, .. } => owned_block(&stmt.plan),
+                _ => None,
+            });
+            if let Some(repeatable) = owned.reduce(|a, b| a || b) {
+                self.block = Some(super::session::Block::new(
+                    super::lookup::owned_begin(repeatable),
+                    true,
+                ));
+            }
+        }
+        // A batch ended by Flush (or a COPY) that writes starts the
+        // implicit transaction that PostgreSQL keeps open up to Sync: later
+        // batches may write on other shards, and all of it commits at Sync.
+        let syncs = items.iter().any(|it| matches!(it, Item::Sync));
+        if self.block.is_none() && !syncs {
+            let writes = items.iter().any(|it| {
+                matches!(it, Item::Bind { stmt, .. }
+                    if stmt.plan.writes() && !matches!(*stmt.plan, Plan::AllShards))
+            });
+            if writes {
+                self.block = Some(super::session::Block::new("BEGIN", true));
+            }
+        }
         let mut target: Option<&str> = None;
         let mut fast = true;
         for it in &items {
@@ -242,6 +298,19 @@ impl Session {
                 }
             }
         }
+        // Sync must reach every connection that got messages since the
+        // last Sync (a Flush-terminated batch may have used another shard).
+        if fast
+            && syncs
+            && self.unsynced
+            && self
+                .held
+                .iter()
+                .any(|h| target.is_none_or(|t| *h.conn.shard != *t))
+        {
+            fast = false;
+        }
+        self.unsynced = !syncs;
         if fast {
             let shard = match target {
                 Some(s) => s.to_string(),
@@ -255,7 +324,10 @@ impl Session {
             };
             self.batch_fast(&shard, items).await
         } else {
-            self.batch_slow(items).await
+            self.in_extended = true;
+            let r = self.batch_slow(&routing, items).await;
+            self.in_extended = false;
+            r
         }
     }
 
@@ -283,10 +355,7 @@ impl Session {
             b'B' => {
                 let b = Bind::decode(f.body()).map_err(proto)?;
                 let stmt = self.lookup_statement(routing, b.statement)?;
-                let mut route = self.route_bind(routing, &stmt, &b)?;
-                if let Route::Gather { bind, .. } = &mut route {
-                    *bind = f.data.clone();
-                }
+                let route = self.route_bind(routing, &stmt, &b, &f.data)?;
                 let frame = rename_frame(
                     b'B',
                     &f.body()[..b.portal.len() + 1],
@@ -396,6 +465,7 @@ impl Session {
             version: routing.version,
             parse_frame: pf.freeze(),
             backend_name,
+            shard_param_types: OnceLock::new(),
         }
     }
 
@@ -423,11 +493,14 @@ impl Session {
         Ok(fresh)
     }
 
+    /// The route of a Bind (`frame`) of `stmt`. Errors: 25P02 in a failed
+    /// block, the plan's refusal, key errors (see [`key_shard`]).
     fn route_bind(
         &mut self,
         routing: &Routing,
         stmt: &Arc<ClientStmt>,
         b: &Bind<'_>,
+        frame: &Bytes,
     ) -> Result<Route, PgError> {
         if self.block.as_ref().is_some_and(|bl| bl.failed)
             && !ends_failed_block(&stmt.plan, &stmt.query)
@@ -437,9 +510,49 @@ impl Session {
                 "current transaction is aborted, commands ignored until end of transaction block",
             ));
         }
+        if needs_lookup(&stmt.plan) {
+            return Ok(Route::Lookup(Arc::new(PendingRoute {
+                stmt: stmt.clone(),
+                bind: frame.clone(),
+                resolved: OnceLock::new(),
+            })));
+        }
+        let plan = match &*stmt.plan {
+            Plan::Owned { inner, .. } => &**inner,
+            p => p,
+        };
+        let route = self.route_plan(routing, stmt, plan, b, frame)?;
+        if !matches!(*stmt.plan, Plan::Owned { .. }) {
+            return Ok(route);
+        }
+        let shards = match route {
+            Route::Shard(s) => vec![s],
+            Route::Multi(shards, _) => shards,
+            _ => {
+                return Err(PgError::new(
+                    codes::INTERNAL_ERROR,
+                    "unexpected route for a write to a table owning lookup vindexes",
+                ))
+            }
+        };
+        Ok(Route::Owned(Arc::new(OwnedRoute {
+            shards,
+            stmt: stmt.clone(),
+            bind: frame.clone(),
+        })))
+    }
+
+    fn route_plan(
+        &mut self,
+        routing: &Routing,
+        stmt: &Arc<ClientStmt>,
+        plan: &Plan,
+        b: &Bind<'_>,
+        frame: &Bytes,
+    ) -> Result<Route, PgError> {
         let cat = &routing.catalog;
         let values = Values::Bind(b);
-        Ok(match &*stmt.plan {
+        Ok(match plan {
             Plan::Error {
                 sqlstate,
                 message,
@@ -460,23 +573,10 @@ impl Session {
                 cat.shard_names().iter().map(|s| s.to_string()).collect(),
                 MergeMode::FirstOnly,
             ),
-            Plan::Keyed { keys, .. } => {
-                let mut target: Option<&str> = None;
-                for k in keys {
-                    if let Some(s) = key_shard(cat, &k.table, &k.key, &values)? {
-                        if target.is_some_and(|t| t != s) {
-                            return Err(PgError::unsupported(
-                                "statement references rows on different shards; joins across shards are not supported yet",
-                            ));
-                        }
-                        target = Some(s);
-                    }
-                }
-                match target {
-                    Some(s) => Route::Shard(s.to_string()),
-                    None => Route::Shard(self.any_shard()?),
-                }
-            }
+            Plan::Keyed { keys, .. } => match keyed_shard(cat, keys, &values)? {
+                Some(s) => Route::Shard(s.to_string()),
+                None => Route::Shard(self.any_shard()?),
+            },
             Plan::Insert { table, rows } => {
                 let mut target: Option<&str> = None;
                 for k in rows {
@@ -504,25 +604,18 @@ impl Session {
                 prune,
                 merge,
                 ..
-            } => {
-                let shards = scatter_shards(cat, table, prune.as_ref(), &values)?;
-                match merge {
-                    Merge::Gather(plan) => Route::Gather {
-                        shards,
-                        plan: plan.clone(),
-                        stmt: stmt.clone(),
-                        bind: Bytes::new(),
-                    },
-                    _ => Route::Multi(shards, MergeMode::Concat),
-                }
-            }
+            } => scatter_route(
+                scatter_shards(cat, table, prune.as_ref(), &values)?,
+                merge,
+                stmt,
+                frame,
+            ),
             Plan::Copy(c) => Route::Copy(c.clone(), stmt.query.clone()),
-            Plan::Owned { write, .. } => {
-                return Err(PgError::unsupported(format!(
-                    "writes to \"{}\", which owns lookup vindexes, are supported in the simple query protocol only in this version",
-                    write.table
+            Plan::Owned { .. } => {
+                return Err(PgError::new(
+                    codes::INTERNAL_ERROR,
+                    "nested write to a table owning lookup vindexes",
                 ))
-                .with_hint("send the statement as a simple query (e.g. without parameters), or drop the lookup vindex"))
             }
             Plan::RouterExplain(_) => {
                 return Err(PgError::unsupported(
@@ -628,7 +721,7 @@ impl Session {
         Ok(())
     }
 
-    async fn batch_slow(&mut self, items: Vec<Item>) -> Result<(), End> {
+    async fn batch_slow(&mut self, routing: &Routing, items: Vec<Item>) -> Result<(), End> {
         let mut failed = false;
         let n = items.len();
         let items: Vec<Item> = items;
@@ -657,6 +750,10 @@ impl Session {
                 Item::DescribeStmt { stmt, frame } => {
                     // Route like the next routed message, else any shard.
                     let next = items[i + 1..].iter().find_map(|x| x.route()).cloned();
+                    let next = match next {
+                        Some(Route::Owned(o)) => o.shards.first().cloned().map(Route::Shard),
+                        other => other,
+                    };
                     match next {
                         Some(Route::Txn(..)) | Some(Route::Copy(..)) | Some(Route::Set { .. }) => {
                             // No parameters, no rows.
@@ -704,20 +801,42 @@ impl Session {
                         }
                     }
                 }
-                Item::Bind { stmt, frame, route } => match route {
-                    Route::Txn(..) | Route::Copy(..) | Route::Set { .. } | Route::Gather { .. } => {
+                Item::Bind { stmt, frame, route } => match self.bind_route(routing, route).await? {
+                    None => false,
+                    Some(Route::Txn(..))
+                    | Some(Route::Copy(..))
+                    | Some(Route::Set { .. })
+                    | Some(Route::Gather { .. }) => {
                         synth_frame(&mut self.out.buf, synth::BIND_COMPLETE);
                         true
                     }
-                    Route::Shard(s) => {
-                        let (s, stmt, frame) = (s.clone(), stmt.clone(), frame.clone());
+                    Some(Route::Shard(s)) => {
+                        let (stmt, frame) = (stmt.clone(), frame.clone());
                         self.one_message(&s, Some(&stmt), &frame, Expect::Bind)
                             .await?
                     }
-                    Route::Multi(shards, _) => {
-                        let (shards, stmt, frame) = (shards.clone(), stmt.clone(), frame.clone());
+                    Some(Route::Lookup(_)) => {
+                        self.send_error(&PgError::new(
+                            codes::INTERNAL_ERROR,
+                            "unresolved lookup route",
+                        ));
+                        false
+                    }
+                    Some(Route::Multi(shards, _)) => {
+                        let (stmt, frame) = (stmt.clone(), frame.clone());
                         self.many_message(
                             &shards,
+                            Some(&stmt),
+                            &frame,
+                            Expect::Bind,
+                            MergeMode::FirstOnly,
+                        )
+                        .await?
+                    }
+                    Some(Route::Owned(o)) => {
+                        let (stmt, frame) = (stmt.clone(), frame.clone());
+                        self.many_message(
+                            &o.shards,
                             Some(&stmt),
                             &frame,
                             Expect::Bind,
@@ -732,7 +851,7 @@ impl Session {
                     } else {
                         Expect::DescribePortal
                     };
-                    match route {
+                    match effective(route.as_ref()) {
                         Some(Route::Gather {
                             shards,
                             plan,
@@ -751,12 +870,17 @@ impl Session {
                                 .await?
                         }
                         Some(Route::Shard(s)) => {
-                            let (s, frame) = (s.clone(), frame.clone());
+                            let frame = frame.clone();
                             self.one_message(&s, None, &frame, expect).await?
                         }
                         Some(Route::Multi(shards, _)) => {
-                            let (shards, frame) = (shards.clone(), frame.clone());
+                            let frame = frame.clone();
                             self.many_message(&shards, None, &frame, expect, MergeMode::FirstOnly)
+                                .await?
+                        }
+                        Some(Route::Owned(o)) => {
+                            let frame = frame.clone();
+                            self.many_message(&o.shards, None, &frame, expect, MergeMode::FirstOnly)
                                 .await?
                         }
                         _ => {
@@ -770,15 +894,19 @@ impl Session {
                         }
                     }
                 }
-                Item::Execute { frame, route } => match route {
+                Item::Execute { frame, route } => match effective(route.as_ref()) {
                     Some(Route::Shard(s)) => {
-                        let (s, frame) = (s.clone(), frame.clone());
+                        let frame = frame.clone();
                         self.one_message(&s, None, &frame, Expect::Execute).await?
                     }
                     Some(Route::Multi(shards, mode)) => {
-                        let (shards, frame, mode) = (shards.clone(), frame.clone(), mode.clone());
+                        let frame = frame.clone();
                         self.many_message(&shards, None, &frame, Expect::Execute, mode)
                             .await?
+                    }
+                    Some(Route::Owned(o)) => {
+                        let frame = frame.clone();
+                        self.owned_execute(routing, &o, &frame).await?
                     }
                     Some(Route::Gather {
                         shards,
@@ -789,17 +917,11 @@ impl Session {
                         let max_rows = Execute::decode(frame.get(5..).unwrap_or_default())
                             .map(|e| e.max_rows)
                             .unwrap_or(0);
-                        let (shards, plan, stmt, bind) =
-                            (shards.clone(), plan.clone(), stmt.clone(), bind.clone());
                         self.gather_extended(&shards, &plan, &stmt, &bind, max_rows)
                             .await?
                     }
-                    Some(Route::Txn(t, sql)) => {
-                        let (t, sql) = (t.clone(), sql.clone());
-                        self.txn_command(&t, &sql).await?
-                    }
+                    Some(Route::Txn(t, sql)) => self.txn_command(&t, &sql).await?,
                     Some(Route::Copy(c, sql)) => {
-                        let (c, sql) = (c.clone(), sql.clone());
                         let routing = self.state.routing();
                         self.copy(&routing, &sql, &c).await?
                     }
@@ -807,11 +929,15 @@ impl Session {
                         sql,
                         local,
                         reset_all,
-                    }) => {
-                        let (sql, local, reset_all) = (sql.clone(), *local, *reset_all);
-                        self.set_command(&sql, local, reset_all).await?
+                    }) => self.set_command(&sql, local, reset_all).await?,
+                    Some(Route::Lookup(_)) | None => {
+                        // A pending route whose Bind failed.
+                        self.send_error(&PgError::new(
+                            codes::INVALID_CURSOR_NAME,
+                            "portal was not bound",
+                        ));
+                        false
                     }
-                    None => true,
                 },
                 Item::Sync => {
                     let parts: Vec<_> = self
@@ -839,6 +965,19 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// The route a Bind runs with: a pending lookup route is resolved now
+    /// (the lookup table is read in batch order, after the batch's earlier
+    /// statements). None if that failed (error sent).
+    async fn bind_route(&mut self, routing: &Routing, route: &Route) -> Result<Option<Route>, End> {
+        match route {
+            Route::Lookup(p) => {
+                let p = p.clone();
+                self.resolve_lookup(routing, &p).await
+            }
+            r => Ok(Some(r.clone())),
+        }
     }
 
     /// Sends one message (plus Flush) to `shard`, preparing `stmt` first if
@@ -881,7 +1020,7 @@ impl Session {
     }
 
     /// Sends one message (plus Flush) to several shards and merges.
-    async fn many_message(
+    pub(crate) async fn many_message(
         &mut self,
         shards: &[String],
         stmt: Option<&ClientStmt>,

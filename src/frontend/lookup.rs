@@ -7,10 +7,9 @@
 //! Lookup table rows are `(<column>, keyspace_id)`, `keyspace_id` holding
 //! the owner row's u64 keyspace id as the bigint with the same 64 bits.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
-use bytes::{Bytes, BytesMut};
-use postgres_protocol::message::frontend as fe;
+use bytes::BytesMut;
 
 use crate::catalog::{Catalog, ShardedTable};
 use crate::plan::{KeyExpr, Literals, LookupKey, OwnedKind, OwnedWrite, SqlPiece};
@@ -20,74 +19,18 @@ use crate::topology::KeyspaceId;
 use crate::vindex::KeyValue;
 
 use super::gather::render_pieces;
-use super::merge::with_shard_detail;
+use super::inject::Rows;
 use super::route::{key_value_map, Values};
 use super::session::{Block, End, Session};
 
-/// Rows of a router-injected query, as text.
-type Rows = Vec<Vec<Option<String>>>;
-
 /// One owner row found by an UPDATE/DELETE pre-select: its keyspace id and
 /// the old value of each maintained lookup column (text, None = NULL).
-struct OwnerRow {
+pub(crate) struct OwnerRow {
     ksid: KeyspaceId,
     old: Vec<Option<String>>,
 }
 
 impl Session {
-    /// Runs router-injected `sql` (simple protocol) on `shard` inside the
-    /// session's transaction (joining the open block like any statement)
-    /// and returns its rows as text. A shard error is forwarded to the
-    /// client with the shard in DETAIL, a lost connection becomes 08006;
-    /// both give None (the block, if any, is failed).
-    pub(crate) async fn injected(&mut self, shard: &str, sql: &str) -> Result<Option<Rows>, End> {
-        let idx = match self.acquire(shard).await {
-            Ok(i) => i,
-            Err(e) => {
-                self.send_error(&e);
-                return Ok(None);
-            }
-        };
-        let mut slots = VecDeque::new();
-        self.prelude(idx, &mut slots);
-        let replies = slots.len() + 1;
-        let conn = &mut self.held[idx].conn;
-        let mut sent = fe::query(sql, &mut conn.out).map_err(crate::protocol::ProtocolError::Io);
-        if sent.is_ok() {
-            sent = conn.flush().await;
-        }
-        let mut rows = Vec::new();
-        let mut failure = None;
-        let mut lost = sent.err();
-        if lost.is_none() {
-            for _ in 0..replies {
-                match conn.read_simple().await {
-                    Ok((r, err)) => {
-                        rows = r;
-                        if failure.is_none() {
-                            failure = err;
-                        }
-                    }
-                    Err(e) => {
-                        lost = Some(e);
-                        break;
-                    }
-                }
-            }
-        }
-        if let Some(e) = lost {
-            self.backend_lost(idx, &e);
-            return Ok(None);
-        }
-        if let Some(f) = failure {
-            let b: Bytes = with_shard_detail(&f, Some(shard));
-            self.out.buf.extend_from_slice(&b);
-            self.note_error();
-            return Ok(None);
-        }
-        Ok(Some(rows))
-    }
-
     /// The shards owning the rows of owner table `table` whose lookup
     /// column equals the lookup key's value, in the keyspace's shard order:
     /// read from the lookup table on the shard owning the value. When no
@@ -172,12 +115,7 @@ impl Session {
         if self.block.is_some() {
             return false;
         }
-        let begin = if repeatable {
-            "BEGIN ISOLATION LEVEL REPEATABLE READ"
-        } else {
-            "BEGIN"
-        };
-        self.block = Some(Block::new(begin, true));
+        self.block = Some(Block::new(owned_begin(repeatable), true));
         self.deferred = Some(BytesMut::new());
         true
     }
@@ -233,12 +171,11 @@ impl Session {
         Ok(true)
     }
 
-    /// First half of the lookup maintenance of an UPDATE/DELETE of an owner
-    /// table: locks the rows the statement will change on `shards` with the
-    /// pre-select and deletes their lookup rows. Returns the rows found
-    /// (for [`Session::lookup_update_insert`]), None on failure (error
-    /// sent).
-    pub(crate) async fn lookup_delete(
+    /// The pre-select of an UPDATE/DELETE of an owner table (simple
+    /// protocol): `select` rendered with the client's literals, run on
+    /// each of `shards`, locking the rows the statement will change.
+    /// Returns the rows found, None on failure (error sent).
+    pub(crate) async fn pre_select_simple(
         &mut self,
         cat: &Catalog,
         write: &OwnedWrite,
@@ -246,7 +183,7 @@ impl Session {
         shards: &[String],
         sql: &str,
         lits: &Literals,
-    ) -> Result<Option<Vec<KeyspaceId>>, End> {
+    ) -> Result<Option<Vec<OwnerRow>>, End> {
         let text = match render_pieces(select, sql, lits, "ALL") {
             Ok(t) => t,
             Err(e) => {
@@ -254,29 +191,57 @@ impl Session {
                 return Ok(None);
             }
         };
-        let owner = match tables(cat, &write.table) {
-            Ok(t) => t,
-            Err(e) => {
-                self.send_error(&e);
-                return Ok(None);
-            }
-        };
-        let mut found: Vec<OwnerRow> = Vec::new();
+        let mut found = Vec::new();
         for shard in shards {
             let Some(rows) = self.injected(shard, &text).await? else {
                 return Ok(None);
             };
-            for r in rows {
-                match owner_row(owner, r) {
-                    Ok(Some(row)) => found.push(row),
-                    Ok(None) => {}
-                    Err(e) => {
-                        self.send_error(&e);
-                        return Ok(None);
-                    }
+            if !self.owner_rows(cat, write, rows, &mut found) {
+                return Ok(None);
+            }
+        }
+        Ok(Some(found))
+    }
+
+    /// Appends the owner rows of pre-select result `rows` to `found`; false
+    /// on failure (error sent).
+    pub(crate) fn owner_rows(
+        &mut self,
+        cat: &Catalog,
+        write: &OwnedWrite,
+        rows: Rows,
+        found: &mut Vec<OwnerRow>,
+    ) -> bool {
+        let owner = match tables(cat, &write.table) {
+            Ok(t) => t,
+            Err(e) => {
+                self.send_error(&e);
+                return false;
+            }
+        };
+        for r in rows {
+            match owner_row(owner, r) {
+                Ok(Some(row)) => found.push(row),
+                Ok(None) => {}
+                Err(e) => {
+                    self.send_error(&e);
+                    return false;
                 }
             }
         }
+        true
+    }
+
+    /// Deletes the lookup rows of the owner rows a pre-select `found` (the
+    /// first half of an UPDATE/DELETE's lookup maintenance). Returns their
+    /// keyspace ids (for [`Session::lookup_update_insert`]), None on
+    /// failure (error sent).
+    pub(crate) async fn lookup_delete(
+        &mut self,
+        cat: &Catalog,
+        write: &OwnedWrite,
+        found: Vec<OwnerRow>,
+    ) -> Result<Option<Vec<KeyspaceId>>, End> {
         for (i, l) in write.lookups.iter().enumerate() {
             let lookup = match tables(cat, &l.lookup_table) {
                 Ok(t) => t,
@@ -290,13 +255,11 @@ impl Session {
                 let Some(Some(old)) = row.old.get(i) else {
                     continue;
                 };
-                let key = KeyExpr::Const(old.clone());
-                match value_literal(cat, lookup, &key, &Values::Simple { sql: "", lits }) {
-                    Ok(Some((shard, lit))) => by_shard
+                match const_literal(cat, lookup, old) {
+                    Ok((shard, lit)) => by_shard
                         .entry(shard)
                         .or_default()
                         .push(format!("({lit}, {})", row.ksid as i64)),
-                    Ok(None) => {}
                     Err(e) => {
                         self.send_error(&e);
                         return Ok(None);
@@ -380,6 +343,17 @@ impl Session {
     }
 }
 
+/// The BEGIN of an implicit block around a write to an owner table:
+/// REPEATABLE READ for UPDATE/DELETE (`repeatable`), whose pre-select and
+/// write must see the same rows; READ COMMITTED for INSERT.
+pub(crate) fn owned_begin(repeatable: bool) -> &'static str {
+    if repeatable {
+        "BEGIN ISOLATION LEVEL REPEATABLE READ"
+    } else {
+        "BEGIN"
+    }
+}
+
 /// The sharded table `name` of the catalog.
 fn tables<'c>(cat: &'c Catalog, name: &str) -> Result<&'c ShardedTable, PgError> {
     cat.table(name).ok_or_else(|| {
@@ -448,6 +422,28 @@ fn value_literal(
             sql_literal(kv),
         )
     })
+}
+
+/// The shard of lookup table `lookup` owning `text` (a value read back
+/// from a shard) and the value as an SQL literal.
+fn const_literal(
+    cat: &Catalog,
+    lookup: &ShardedTable,
+    text: &str,
+) -> Result<(String, String), PgError> {
+    let ks = cat
+        .keyspace_of(lookup)
+        .ok_or_else(|| no_routing(&lookup.name))?;
+    let kv = lookup
+        .key_type
+        .parse_text(text)
+        .map_err(|e| PgError::new(e.sqlstate(), e.to_string()))?;
+    Ok((
+        ks.routing
+            .shard_for(lookup.vindex.keyspace_id(&kv))
+            .to_string(),
+        sql_literal(&kv),
+    ))
 }
 
 /// `kv` as an SQL literal: an integer, or a quoted string (`E'...'` when

@@ -230,10 +230,13 @@ impl Session {
             }
             (OwnedKind::Rows { select, .. }, _) => {
                 let shards: Vec<String> = parts.iter().map(|(s, _)| s.clone()).collect();
-                match self
-                    .lookup_delete(cat, write, select, &shards, sql, lits)
+                let Some(found) = self
+                    .pre_select_simple(cat, write, select, &shards, sql, lits)
                     .await?
-                {
+                else {
+                    return Ok(false);
+                };
+                match self.lookup_delete(cat, write, found).await? {
                     Some(k) => ksids = k,
                     None => return Ok(false),
                 }
@@ -248,29 +251,38 @@ impl Session {
             return Ok(false);
         }
         if let OwnedKind::Rows { .. } = write.kind {
-            // The write must change exactly the rows the pre-select locked
-            // (and whose lookup rows were deleted). More means a row
-            // committed by another transaction after the pre-select
-            // matched (READ COMMITTED), or a volatile WHERE.
-            let changed = self.last_count.unwrap_or(0);
-            if changed != ksids.len() as u64 {
-                if let Some(d) = &mut self.deferred {
-                    d.clear();
-                }
-                self.send_error(
-                    &PgError::new(
-                        "40001",
-                        "could not maintain the lookup vindexes: the rows changed between the router's pre-select and the statement",
-                    )
-                    .with_detail(format!(
-                        "pre-select found {} row(s), the statement changed {changed}",
-                        ksids.len()
-                    ))
-                    .with_hint("retry the transaction"),
-                );
+            if !self.row_count_guard(ksids.len()) {
                 return Ok(false);
             }
         }
         self.lookup_update_insert(cat, write, &ksids, values).await
+    }
+}
+
+impl Session {
+    /// Checks that an owner UPDATE/DELETE changed exactly the `expected`
+    /// rows its pre-select locked (and whose lookup rows were deleted):
+    /// more means a row committed by another transaction after the
+    /// pre-select matched (READ COMMITTED), or a volatile WHERE. On a
+    /// mismatch the held-back CommandComplete is dropped and 40001 sent.
+    pub(crate) fn row_count_guard(&mut self, expected: usize) -> bool {
+        let changed = self.last_count.unwrap_or(0);
+        if changed == expected as u64 {
+            return true;
+        }
+        if let Some(d) = &mut self.deferred {
+            d.clear();
+        }
+        self.send_error(
+            &PgError::new(
+                "40001",
+                "could not maintain the lookup vindexes: the rows changed between the router's pre-select and the statement",
+            )
+            .with_detail(format!(
+                "pre-select found {expected} row(s), the statement changed {changed}"
+            ))
+            .with_hint("retry the transaction"),
+        );
+        false
     }
 }

@@ -199,6 +199,12 @@ pub struct Session {
     pub(crate) deferred: Option<BytesMut>,
     /// Row count of the last multi-shard exchange's merged command tag.
     pub(crate) last_count: Option<u64>,
+    /// An extended-protocol batch is running: router-injected queries use
+    /// the extended protocol without Sync (see `inject.rs`).
+    pub(crate) in_extended: bool,
+    /// An extended-protocol batch ended without Sync (Flush, COPY): a held
+    /// connection may be waiting for Sync, so the next Sync goes to all.
+    pub(crate) unsynced: bool,
 }
 
 impl Session {
@@ -226,6 +232,8 @@ impl Session {
             cur_write: false,
             deferred: None,
             last_count: None,
+            in_extended: false,
+            unsynced: false,
         };
         s.rehash_settings();
         s

@@ -257,7 +257,16 @@ impl Session {
     pub(crate) async fn txn_command(&mut self, t: &TxnStmt, sql: &str) -> Result<bool, End> {
         match t {
             TxnStmt::Begin { sql } => {
-                if self.block.is_some() {
+                if let Some(b) = self.block.as_mut().filter(|b| b.implicit) {
+                    // BEGIN inside the implicit transaction of an
+                    // extended-protocol batch turns it into a block, as in
+                    // PostgreSQL (no warning); its characteristics apply if
+                    // no shard has begun yet.
+                    b.implicit = false;
+                    if !self.held.iter().any(|h| h.began) {
+                        b.begin_sql = sql.clone();
+                    }
+                } else if self.block.is_some() {
                     synth::notice(
                         &mut self.out.buf,
                         &PgError {

@@ -111,6 +111,10 @@ pub struct Bind<'a> {
     /// Byte offset in the body where the parameter-format section starts
     /// (everything after the two names), used to rewrite the statement name.
     pub after_names: usize,
+    /// Byte offset in the body where the result-format section starts:
+    /// `body[after_names..params_end]` is the parameter section (formats
+    /// and values) as the client sent it.
+    pub params_end: usize,
     /// Result-column format codes.
     pub result_formats: Vec<i16>,
 }
@@ -153,6 +157,7 @@ impl<'a> Bind<'a> {
                 Some(c.bytes(len as usize)?)
             });
         }
+        let params_end = c.position();
         let nr = c.count()?;
         let mut result_formats = Vec::with_capacity(nr.min(body.len() / 2));
         for _ in 0..nr {
@@ -164,6 +169,7 @@ impl<'a> Bind<'a> {
             param_formats,
             params,
             after_names,
+            params_end,
             result_formats,
         })
     }

@@ -1,0 +1,212 @@
+//! Router-injected queries inside the client's transaction (lookup vindex
+//! reads and maintenance): run on a held connection like the client's own
+//! statements (joining the open block), their rows read as text and never
+//! forwarded.
+//!
+//! Outside an extended-protocol batch they are simple Query messages.
+//! Inside one ([`Session::in_extended`]) a simple Query would disturb the
+//! client's pending extended-protocol state on that connection (it ends the
+//! batch's implicit transaction and drops the unnamed portal), so they use
+//! the shard's unnamed statement (client statements are always named
+//! `pgr_<id>` on shards) and the portal [`PORTAL`], closed after use, and
+//! end with Flush, not Sync: an error leaves the shard skipping messages
+//! until the client's Sync, exactly as a failed client message does.
+
+use std::collections::VecDeque;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use postgres_protocol::message::frontend as fe;
+
+use crate::backend::conn::ExtendedReply;
+use crate::protocol::error::codes;
+use crate::protocol::{PgError, ProtocolError};
+
+use super::extended::ClientStmt;
+use super::merge::with_shard_detail;
+use super::session::{End, Session};
+
+/// Rows of a router-injected query, as text (None = NULL).
+pub(crate) type Rows = Vec<Vec<Option<String>>>;
+
+/// The portal of router-injected extended-protocol queries.
+pub(crate) const PORTAL: &str = "pgr_injected";
+
+/// A Bind parameter section with no format codes and no values.
+const NO_PARAMS: &[u8] = &[0, 0, 0, 0];
+
+/// Parameters of an injected extended-protocol query.
+#[derive(Clone, Copy)]
+pub(crate) struct Params<'a> {
+    /// Parameter type OIDs for the Parse (0 = let the shard infer).
+    pub types: &'a [u32],
+    /// The Bind parameter section: format codes and values, encoded as in
+    /// Bind (PostgreSQL docs §55.7), e.g. copied from the client's Bind.
+    pub section: &'a [u8],
+}
+
+/// What to send on the connection.
+enum Request<'a> {
+    /// `sql` as a simple Query, or in the extended protocol with `params`.
+    Query(&'a str, Params<'a>),
+    /// Describe of the client's prepared statement (prepared first if the
+    /// connection lacks it).
+    Describe(&'a ClientStmt),
+}
+
+impl Session {
+    /// Runs router-injected `sql` on `shard` inside the session's
+    /// transaction and returns its rows as text. A shard error is forwarded
+    /// to the client with the shard in DETAIL, a lost connection becomes
+    /// 08006; both give None (the block, if any, is failed).
+    pub(crate) async fn injected(&mut self, shard: &str, sql: &str) -> Result<Option<Rows>, End> {
+        let p = Params {
+            types: &[],
+            section: NO_PARAMS,
+        };
+        Ok(self
+            .inject(shard, Request::Query(sql, p))
+            .await?
+            .map(|r| r.rows))
+    }
+
+    /// [`Session::injected`] with parameters; only inside an
+    /// extended-protocol batch (XX000 otherwise).
+    pub(crate) async fn injected_with(
+        &mut self,
+        shard: &str,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<Option<Rows>, End> {
+        if !self.in_extended {
+            self.send_error(&PgError::new(
+                codes::INTERNAL_ERROR,
+                "parameterized injected query outside an extended-protocol batch",
+            ));
+            return Ok(None);
+        }
+        Ok(self
+            .inject(shard, Request::Query(sql, params))
+            .await?
+            .map(|r| r.rows))
+    }
+
+    /// The parameter types `shard` inferred for the client's statement
+    /// (its ParameterDescription), cached in the statement. Only inside an
+    /// extended-protocol batch. None on failure (error sent).
+    pub(crate) async fn statement_param_types(
+        &mut self,
+        shard: &str,
+        stmt: &ClientStmt,
+    ) -> Result<Option<Vec<u32>>, End> {
+        if let Some(t) = stmt.shard_param_types.get() {
+            return Ok(Some(t.clone()));
+        }
+        let Some(r) = self.inject(shard, Request::Describe(stmt)).await? else {
+            return Ok(None);
+        };
+        let _ = stmt.shard_param_types.set(r.param_types.clone());
+        Ok(Some(r.param_types))
+    }
+
+    async fn inject(
+        &mut self,
+        shard: &str,
+        req: Request<'_>,
+    ) -> Result<Option<ExtendedReply>, End> {
+        let idx = match self.acquire(shard).await {
+            Ok(i) => i,
+            Err(e) => {
+                self.send_error(&e);
+                return Ok(None);
+            }
+        };
+        let mut slots = VecDeque::new();
+        self.prelude(idx, &mut slots);
+        let extended = self.in_extended;
+        let conn = &mut self.held[idx].conn;
+        let mut parsed = None;
+        let (sent, end): (std::io::Result<()>, &[u8]) = match req {
+            Request::Query(sql, _) if !extended => (fe::query(sql, &mut conn.out), b"Z"),
+            Request::Query(sql, p) => (encode_query(sql, p, &mut conn.out), b"3"),
+            Request::Describe(stmt) => {
+                if !conn.prepared.contains(&stmt.id) {
+                    conn.out.extend_from_slice(&stmt.parse_frame);
+                    conn.prepared.insert(stmt.id);
+                    parsed = Some(stmt.id);
+                }
+                let r = fe::describe(b'S', &stmt.backend_name, &mut conn.out);
+                fe::flush(&mut conn.out);
+                (r, b"nT")
+            }
+        };
+        let mut sent = sent.map_err(ProtocolError::Io);
+        if sent.is_ok() {
+            sent = conn.flush().await;
+        }
+        let mut failure = None;
+        let mut reply = Err(sent.err());
+        if let Err(None) = reply {
+            reply = Ok(ExtendedReply::default());
+            for _ in 0..slots.len() {
+                match conn.read_simple().await {
+                    Ok((_, err)) => failure = failure.or(err),
+                    Err(e) => {
+                        reply = Err(Some(e));
+                        break;
+                    }
+                }
+            }
+        }
+        if reply.is_ok() {
+            reply = if end == b"Z" {
+                conn.read_simple().await.map(|(rows, error)| ExtendedReply {
+                    rows,
+                    error,
+                    ..Default::default()
+                })
+            } else {
+                conn.read_extended(end).await
+            }
+            .map_err(Some);
+        }
+        let mut reply = match reply {
+            Ok(r) => r,
+            Err(e) => {
+                let e = e.map_or_else(|| "not sent".to_string(), |e| e.to_string());
+                self.backend_lost(idx, &e);
+                return Ok(None);
+            }
+        };
+        if let Some(f) = failure.or(reply.error.take()) {
+            if let (Some(id), Some(h)) = (parsed, self.held.get_mut(idx)) {
+                h.conn.prepared.remove(&id);
+            }
+            let b: Bytes = with_shard_detail(&f, Some(shard));
+            self.out.buf.extend_from_slice(&b);
+            self.note_error();
+            return Ok(None);
+        }
+        Ok(Some(reply))
+    }
+}
+
+/// Parse (unnamed statement), Bind to [`PORTAL`] with `p` and text
+/// results, Execute, Close portal, Flush.
+fn encode_query(sql: &str, p: Params<'_>, out: &mut BytesMut) -> std::io::Result<()> {
+    fe::parse("", sql, p.types.iter().copied(), out)?;
+    let len = 4 + PORTAL.len() + 1 + 1 + p.section.len() + 2;
+    let len = i32::try_from(len).map_err(|_| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "parameters too large")
+    })?;
+    out.put_u8(b'B');
+    out.put_i32(len);
+    out.extend_from_slice(PORTAL.as_bytes());
+    out.put_u8(0);
+    out.put_u8(0);
+    out.extend_from_slice(p.section);
+    out.put_i16(0);
+    fe::execute(PORTAL, 0, out)?;
+    fe::close(b'P', PORTAL, out)?;
+    fe::flush(out);
+    Ok(())
+}
