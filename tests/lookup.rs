@@ -221,6 +221,93 @@ async fn extended_writes(dev: &DevCluster, c: &Client) {
     assert_eq!(common::prepared_xacts(dev).await, 0);
 }
 
+/// The shard name owning `users.id = id`, from the router's catalog.
+fn home_shard(dev: &DevCluster, id: i64) -> String {
+    let routing = dev.router.state.routing();
+    let t = routing.catalog.table("users").expect("users declared");
+    let ks = routing.catalog.keyspace_of(t).expect("keyspace");
+    ks.routing
+        .shard_for(t.vindex.keyspace_id(&KeyValue::Int(id)))
+        .to_string()
+}
+
+/// The 40001 row-count guard: in a READ COMMITTED block, a row that starts
+/// matching a DELETE's WHERE between the router's pre-select and the
+/// DELETE makes the DELETE change more rows than the pre-select locked
+/// (and whose lookup rows it removed). Deterministic interleaving: client
+/// `b` holds a row lock the pre-select waits for, inserts the new row and
+/// commits; the pre-select's snapshot predates that commit, the DELETE's
+/// does not.
+async fn row_count_guard(dev: &DevCluster, a: &Arc<Client>, b: &Arc<Client>) {
+    let r1 = 800i64;
+    let home = home_shard(dev, r1);
+    let r3 = (801..900)
+        .find(|&i| home_shard(dev, i) == home)
+        .expect("a second id on the same shard");
+    run(
+        a,
+        &format!("INSERT INTO users (id, name) VALUES ({r1}, 'q')"),
+    )
+    .await;
+    run(b, "BEGIN").await;
+    run(
+        b,
+        &format!("SELECT id FROM users WHERE id = {r1} FOR UPDATE"),
+    )
+    .await;
+    let deleter = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            a.batch_execute("BEGIN").await.unwrap();
+            let r = a
+                .batch_execute("DELETE FROM users WHERE name = 'q'")
+                .await
+                .map_err(|e| common::sqlstate(&e));
+            a.batch_execute("ROLLBACK").await.unwrap();
+            r
+        })
+    };
+    let inst = dev
+        .cluster
+        .shards
+        .iter()
+        .find(|s| s.name == home)
+        .expect("home shard");
+    let d = common::connect_direct(inst).await;
+    let t0 = Instant::now();
+    loop {
+        let waiting: i64 = d
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the pre-select never waited for the row lock"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    run(
+        b,
+        &format!("INSERT INTO users (id, name) VALUES ({r3}, 'q')"),
+    )
+    .await;
+    run(b, "COMMIT").await;
+    let r = deleter.await.unwrap();
+    assert_eq!(r.err().as_deref(), Some("40001"));
+    assert!(shard_of_user(dev, r1 as i32).await.is_some());
+    assert!(shard_of_user(dev, r3 as i32).await.is_some());
+    assert_consistent(dev, "after the row-count guard").await;
+    run(a, "DELETE FROM users WHERE name = 'q'").await;
+    assert_consistent(dev, "after deleting both rows").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn owned_lookup_vindexes() {
     let dev = common::start_with(2, 4, common::quiet_recovery(TransactionMode::Twopc)).await;
@@ -515,6 +602,8 @@ async fn owned_lookup_vindexes() {
     );
     assert_consistent(&dev, "after the race").await;
     assert_eq!(common::prepared_xacts(&dev).await, 0);
+
+    row_count_guard(&dev, &a, &b).await;
 
     // drop-lookup-vindex: the router stops maintaining and routing by it.
     common::meta(&dev, &["drop-lookup-vindex", "--name", "users_name"]);
