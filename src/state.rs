@@ -69,6 +69,8 @@ pub struct RouterState {
     /// Global transaction ids of this router.
     pub gids: Gids,
     decisions: OnceLock<DecisionLog>,
+    /// Cancel keys issued to connected clients.
+    pub cancels: Arc<crate::frontend::cancel::CancelRegistry>,
 }
 
 impl RouterState {
@@ -100,6 +102,7 @@ impl RouterState {
             txn,
             gids: Gids::new(),
             decisions: OnceLock::new(),
+            cancels: Arc::default(),
         });
         st.apply_catalog(catalog);
         st

@@ -470,35 +470,6 @@ async fn prepared_statements_pipelining_copy_and_settings() {
     dev.stop().await;
 }
 
-/// Reads backend messages from a raw connection until one tagged `until`;
-/// returns the tags read.
-async fn read_until(
-    s: &mut tokio::net::TcpStream,
-    buf: &mut bytes::BytesMut,
-    until: u8,
-) -> Vec<u8> {
-    use tokio::io::AsyncReadExt;
-    let mut tags = Vec::new();
-    loop {
-        while buf.len() >= 5 {
-            let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
-            if buf.len() < 1 + len {
-                break;
-            }
-            let frame = buf.split_to(1 + len);
-            tags.push(frame[0]);
-            if frame[0] == until {
-                return tags;
-            }
-        }
-        let n = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_buf(buf))
-            .await
-            .expect("router answers")
-            .unwrap();
-        assert!(n > 0, "router closed the connection; read {tags:?}");
-    }
-}
-
 /// Bind of statement `stmt` to the unnamed portal with text parameters,
 /// then Execute.
 fn bind_execute(out: &mut bytes::BytesMut, stmt: &str, params: &[String]) {
@@ -544,7 +515,7 @@ async fn flush_batches_then_sync(dev: &pg_router::dev::DevCluster, c: &tokio_pos
     fe::startup_message([("user", "postgres"), ("database", "postgres")], &mut out).unwrap();
     s.write_all(&out).await.unwrap();
     let mut buf = bytes::BytesMut::new();
-    read_until(&mut s, &mut buf, b'Z').await;
+    common::read_until(&mut s, &mut buf, b'Z').await;
     let bind = |k: i64, out: &mut bytes::BytesMut| {
         bind_execute(out, "ins", &[k.to_string()]);
         fe::flush(out);
@@ -559,15 +530,15 @@ async fn flush_batches_then_sync(dev: &pg_router::dev::DevCluster, c: &tokio_pos
     .unwrap();
     bind(a, &mut out);
     s.write_all(&out).await.unwrap();
-    assert_eq!(read_until(&mut s, &mut buf, b'C').await, b"12C");
+    assert_eq!(common::read_until(&mut s, &mut buf, b'C').await, b"12C");
     out.clear();
     bind(b, &mut out);
     s.write_all(&out).await.unwrap();
-    assert_eq!(read_until(&mut s, &mut buf, b'C').await, b"2C");
+    assert_eq!(common::read_until(&mut s, &mut buf, b'C').await, b"2C");
     out.clear();
     fe::sync(&mut out);
     s.write_all(&out).await.unwrap();
-    assert_eq!(read_until(&mut s, &mut buf, b'Z').await, b"Z");
+    assert_eq!(common::read_until(&mut s, &mut buf, b'Z').await, b"Z");
     // Both rows are committed on their shards (visible to another client).
     for k in [a, b] {
         let n: i64 = c
@@ -586,12 +557,12 @@ async fn flush_batches_then_sync(dev: &pg_router::dev::DevCluster, c: &tokio_pos
     out.clear();
     bind(a2, &mut out);
     s.write_all(&out).await.unwrap();
-    assert_eq!(read_until(&mut s, &mut buf, b'C').await, b"2C");
+    assert_eq!(common::read_until(&mut s, &mut buf, b'C').await, b"2C");
     out.clear();
     bind(b, &mut out);
     fe::sync(&mut out);
     s.write_all(&out).await.unwrap();
-    assert_eq!(read_until(&mut s, &mut buf, b'Z').await, b"2EZ");
+    assert_eq!(common::read_until(&mut s, &mut buf, b'Z').await, b"2EZ");
     assert_eq!(buf.len(), 0);
     let count = |k: i64| async move {
         c.query_one("SELECT count(*) FROM kv WHERE k = $1", &[&(k as i32)])
@@ -606,7 +577,7 @@ async fn flush_batches_then_sync(dev: &pg_router::dev::DevCluster, c: &tokio_pos
     out.clear();
     bind(a2, &mut out);
     s.write_all(&out).await.unwrap();
-    assert_eq!(read_until(&mut s, &mut buf, b'C').await, b"2C");
+    assert_eq!(common::read_until(&mut s, &mut buf, b'C').await, b"2C");
     out.clear();
     for (name, sql) in [("b", "BEGIN"), ("c", "COMMIT")] {
         fe::parse(name, sql, [], &mut out).unwrap();
@@ -617,13 +588,13 @@ async fn flush_batches_then_sync(dev: &pg_router::dev::DevCluster, c: &tokio_pos
     stmt("c", &mut out);
     fe::sync(&mut out);
     s.write_all(&out).await.unwrap();
-    let tags = read_until(&mut s, &mut buf, b'Z').await;
+    let tags = common::read_until(&mut s, &mut buf, b'Z').await;
     assert_eq!(tags, b"112C2C2CZ", "no notice, every step completes");
     assert_eq!(count(a2).await + count(b2).await, 2);
     out.clear();
     fe::query("SELECT 1", &mut out).unwrap();
     s.write_all(&out).await.unwrap();
-    assert_eq!(read_until(&mut s, &mut buf, b'Z').await, b"TDCZ");
+    assert_eq!(common::read_until(&mut s, &mut buf, b'Z').await, b"TDCZ");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

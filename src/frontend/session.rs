@@ -16,6 +16,7 @@ use crate::protocol::error::codes;
 use crate::protocol::{synth, FrameReader, PgError, ProtocolError};
 use crate::state::RouterState;
 
+use super::cancel::{CancelGuard, CancelKey, CancelSlot};
 use super::client::ClientOut;
 use super::exchange::{self, Direct, ExchangeError, Expect, Slot};
 use super::extended::{Batch, ClientStmt, Route};
@@ -51,6 +52,8 @@ pub struct Held {
     /// A statement classified as a write ran on it in the current block
     /// (a two-phase commit participant).
     pub wrote: bool,
+    /// Keeps the backend in the client's cancel slot while held.
+    pub cancel: CancelGuard,
 }
 
 /// The router-level transaction block (BEGIN is sent lazily to each shard
@@ -205,16 +208,20 @@ pub struct Session {
     /// An extended-protocol batch ended without Sync (Flush, COPY): a held
     /// connection may be waiting for Sync, so the next Sync goes to all.
     pub(crate) unsynced: bool,
+    /// The client's cancel slot (backends held) and key registration.
+    pub(crate) cancel: (Arc<CancelSlot>, CancelKey),
 }
 
 impl Session {
-    /// A session for an authenticated client.
+    /// A session for an authenticated client; `cancel` is its cancel slot
+    /// and key from [`super::cancel::CancelRegistry::register`].
     pub fn new(
         state: Arc<RouterState>,
         worker: usize,
         reader: FrameReader<OwnedReadHalf>,
         out: ClientOut,
         settings: Vec<(String, String)>,
+        cancel: (Arc<CancelSlot>, CancelKey),
     ) -> Session {
         let mut s = Session {
             state,
@@ -234,6 +241,7 @@ impl Session {
             last_count: None,
             in_extended: false,
             unsynced: false,
+            cancel,
         };
         s.rehash_settings();
         s
@@ -423,10 +431,12 @@ impl Session {
             .get()
             .await
             .map_err(|e| PgError::new(codes::CONNECTION_FAILURE, e.to_string()))?;
+        let cancel = self.cancel.0.hold(&pool, conn.pid, conn.secret);
         self.held.push(Held {
             conn,
             began: false,
             wrote: false,
+            cancel,
         });
         Ok(self.held.len() - 1)
     }

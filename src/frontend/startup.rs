@@ -1,5 +1,6 @@
 //! Connection startup (PostgreSQL docs §55.2.1): SSLRequest/GSSENCRequest
-//! are declined ('N'), CancelRequest is accepted and ignored, and a v3
+//! are declined ('N'), CancelRequest is forwarded to the backends of the
+//! client it names (see `cancel.rs`), and a v3
 //! StartupMessage is answered with AuthenticationOk (trust), the shards'
 //! ParameterStatus values, BackendKeyData and ReadyForQuery.
 
@@ -50,7 +51,16 @@ pub async fn handle_client(sock: TcpStream, state: Arc<RouterState>, worker: usi
                     return;
                 }
             }
-            CANCEL_REQUEST => return,
+            CANCEL_REQUEST => {
+                // Process id and secret key follow the code (16 bytes in all).
+                if let (Some(p), Some(k)) = (body.get(4..8), body.get(8..12)) {
+                    let pid = i32::from_be_bytes([p[0], p[1], p[2], p[3]]);
+                    let secret = i32::from_be_bytes([k[0], k[1], k[2], k[3]]);
+                    let n = state.cancels.cancel(pid, secret).await;
+                    tracing::debug!(pid, backends = n, "cancel request");
+                }
+                return;
+            }
             _ => match Startup::decode(&body) {
                 Ok(s) => break s,
                 Err(e) => {
@@ -126,13 +136,13 @@ pub async fn handle_client(sock: TcpStream, state: Arc<RouterState>, worker: usi
     for (k, v) in &params {
         synth::parameter_status(&mut out.buf, k, v);
     }
-    let pid = (rand_u32() & 0x3fff_ffff) as i32;
-    synth::backend_key_data(&mut out.buf, pid, rand_u32() as i32);
+    let (pid, secret, slot, key) = state.cancels.register();
+    synth::backend_key_data(&mut out.buf, pid, secret);
     synth::ready(&mut out.buf, b'I');
     if out.flush().await.is_err() {
         return;
     }
-    match Session::new(state, worker, reader, out, settings)
+    match Session::new(state, worker, reader, out, settings, (slot, key))
         .run()
         .await
     {
@@ -149,16 +159,4 @@ fn quote_ident(s: &str) -> String {
     } else {
         format!("\"{}\"", s.replace('"', "\"\""))
     }
-}
-
-fn rand_u32() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish() as u32
 }

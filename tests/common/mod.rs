@@ -269,3 +269,48 @@ pub fn meta(dev: &DevCluster, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Reads backend messages from a raw connection until one tagged `until`;
+/// returns the tags read.
+pub async fn read_until(
+    s: &mut tokio::net::TcpStream,
+    buf: &mut bytes::BytesMut,
+    until: u8,
+) -> Vec<u8> {
+    read_frames(s, buf, until)
+        .await
+        .iter()
+        .map(|f| f[0])
+        .collect()
+}
+
+/// Reads backend messages (whole frames, tag first) from a raw connection
+/// until one tagged `until` (10 s timeout per read).
+pub async fn read_frames(
+    s: &mut tokio::net::TcpStream,
+    buf: &mut bytes::BytesMut,
+    until: u8,
+) -> Vec<bytes::BytesMut> {
+    use tokio::io::AsyncReadExt;
+    let mut frames = Vec::new();
+    loop {
+        while buf.len() >= 5 {
+            let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+            if buf.len() < 1 + len {
+                break;
+            }
+            let frame = buf.split_to(1 + len);
+            let done = frame[0] == until;
+            frames.push(frame);
+            if done {
+                return frames;
+            }
+        }
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_buf(buf))
+            .await
+            .expect("router answers")
+            .unwrap();
+        let tags: Vec<u8> = frames.iter().map(|f| f[0]).collect();
+        assert!(n > 0, "router closed the connection; read {tags:?}");
+    }
+}

@@ -1,0 +1,215 @@
+//! Query cancellation (PostgreSQL docs §55.2.8): each client gets its own
+//! BackendKeyData (process id + secret key) from the router; a
+//! CancelRequest carrying it is forwarded as a CancelRequest to every
+//! backend connection the client holds at that moment — one for a
+//! fast-path statement, every shard of a scatter-gather or of a
+//! multi-shard transaction (an idle backend ignores it, as PostgreSQL
+//! does).
+//!
+//! A backend leaves the client's [`CancelSlot`] when the client releases
+//! the connection (the [`CancelGuard`] in its `Held` entry is dropped), so
+//! a cancel never reaches a connection back in the pool. Like PgBouncer's,
+//! a cancel racing with the end of the statement can still arrive after
+//! it; the protocol gives no way to tell statements apart.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::backend::conn::cancel_request;
+use crate::backend::ShardPool;
+
+/// A backend connection a client holds: its pool (whose target says where
+/// to send the cancel) and its BackendKeyData.
+#[derive(Clone)]
+struct Backend {
+    pool: Arc<ShardPool>,
+    pid: i32,
+    secret: i32,
+}
+
+/// The backends one client holds.
+#[derive(Default)]
+pub struct CancelSlot {
+    backends: Mutex<Vec<Backend>>,
+}
+
+impl CancelSlot {
+    /// Records a backend of `pool` (process id `pid`, key `secret`) the
+    /// client now holds; the returned guard removes it when dropped (the
+    /// connection is released). Allocation-free but for the list's growth:
+    /// it runs on every checkout.
+    pub fn hold(self: &Arc<Self>, pool: &Arc<ShardPool>, pid: i32, secret: i32) -> CancelGuard {
+        self.backends.lock().push(Backend {
+            pool: pool.clone(),
+            pid,
+            secret,
+        });
+        CancelGuard {
+            slot: self.clone(),
+            pid,
+            pool: pool.clone(),
+        }
+    }
+}
+
+/// Removes a backend from its client's [`CancelSlot`] on drop.
+pub struct CancelGuard {
+    slot: Arc<CancelSlot>,
+    pid: i32,
+    pool: Arc<ShardPool>,
+}
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        self.slot
+            .backends
+            .lock()
+            .retain(|b| !(b.pid == self.pid && Arc::ptr_eq(&b.pool, &self.pool)));
+    }
+}
+
+/// The BackendKeyData the router issued to connected clients.
+#[derive(Default)]
+pub struct CancelRegistry {
+    clients: Mutex<HashMap<i32, (i32, Arc<CancelSlot>)>>,
+}
+
+impl CancelRegistry {
+    /// Registers a new client: returns its (process id, secret key) for
+    /// BackendKeyData, its slot, and the key that unregisters it on drop.
+    /// Process ids are unique among connected clients, positive, random.
+    pub fn register(self: &Arc<Self>) -> (i32, i32, Arc<CancelSlot>, CancelKey) {
+        let slot = Arc::new(CancelSlot::default());
+        let secret = rand_u32() as i32;
+        let mut clients = self.clients.lock();
+        let pid = loop {
+            let pid = (rand_u32() & 0x3fff_ffff) as i32;
+            if pid != 0 && !clients.contains_key(&pid) {
+                break pid;
+            }
+        };
+        clients.insert(pid, (secret, slot.clone()));
+        let key = CancelKey {
+            registry: self.clone(),
+            pid,
+        };
+        (pid, secret, slot, key)
+    }
+
+    /// Number of connected clients (registered keys).
+    pub fn clients(&self) -> usize {
+        self.clients.lock().len()
+    }
+
+    /// Handles a CancelRequest for (`pid`, `secret`): sends a CancelRequest
+    /// to every backend the client holds. Unknown keys or a wrong secret
+    /// are ignored (the protocol sends no reply). Returns the number of
+    /// backends signalled.
+    pub async fn cancel(&self, pid: i32, secret: i32) -> usize {
+        let backends: Vec<Backend> = {
+            let clients = self.clients.lock();
+            match clients.get(&pid) {
+                Some((s, slot)) if *s == secret => slot.backends.lock().clone(),
+                _ => return 0,
+            }
+        };
+        let mut sent = 0;
+        for b in &backends {
+            match cancel_request(&b.pool.target, b.pid, b.secret).await {
+                Ok(()) => sent += 1,
+                Err(e) => {
+                    tracing::debug!(shard = %b.pool.target.name, error = %e, "cancel request failed")
+                }
+            }
+        }
+        sent
+    }
+}
+
+/// Unregisters a client's cancel key when the session ends.
+pub struct CancelKey {
+    registry: Arc<CancelRegistry>,
+    pid: i32,
+}
+
+impl Drop for CancelKey {
+    fn drop(&mut self) {
+        self.registry.clients.lock().remove(&self.pid);
+    }
+}
+
+/// A random u32 (from the standard library's randomly keyed hasher and the
+/// clock; cancel keys need to be unguessable by other clients, not
+/// cryptographic).
+pub(crate) fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish() as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(name: &str) -> Arc<ShardPool> {
+        let t = crate::backend::ShardTarget {
+            name: name.into(),
+            host: "127.0.0.1".into(),
+            port: 1,
+            dbname: "d".into(),
+            user: "u".into(),
+            password: None,
+            connect_timeout: std::time::Duration::from_millis(50),
+        };
+        ShardPool::new(t, 1, std::time::Duration::from_millis(50))
+    }
+
+    #[test]
+    fn keys_are_unique_and_released() {
+        let reg = Arc::new(CancelRegistry::default());
+        let (p1, _, _, k1) = reg.register();
+        let (p2, _, _, k2) = reg.register();
+        assert_ne!(p1, p2);
+        assert!(p1 > 0 && p2 > 0);
+        assert_eq!(reg.clients(), 2);
+        drop(k1);
+        assert_eq!(reg.clients(), 1);
+        drop(k2);
+        assert_eq!(reg.clients(), 0);
+    }
+
+    #[test]
+    fn guards_track_held_backends() {
+        let slot = Arc::new(CancelSlot::default());
+        let g1 = slot.hold(&pool("s0"), 10, 1);
+        let g2 = slot.hold(&pool("s1"), 10, 2);
+        assert_eq!(slot.backends.lock().len(), 2);
+        drop(g1);
+        let left: Vec<String> = slot
+            .backends
+            .lock()
+            .iter()
+            .map(|b| b.pool.target.name.clone())
+            .collect();
+        assert_eq!(left, vec!["s1".to_string()]);
+        drop(g2);
+        assert!(slot.backends.lock().is_empty());
+    }
+
+    #[tokio::test]
+    async fn wrong_secret_or_unknown_pid_signals_nothing() {
+        let reg = Arc::new(CancelRegistry::default());
+        let (pid, secret, slot, _key) = reg.register();
+        let _g = slot.hold(&pool("s0"), 10, 1);
+        assert_eq!(reg.cancel(pid, secret.wrapping_add(1)).await, 0);
+        assert_eq!(reg.cancel(pid.wrapping_add(1), secret).await, 0);
+    }
+}
