@@ -333,14 +333,7 @@ impl BackendConn {
         loop {
             let f = self.recv().await?;
             match f.tag {
-                b'D' => {
-                    let vals = data_row(f.body())?;
-                    rows.push(
-                        vals.into_iter()
-                            .map(|v| v.map(|b| String::from_utf8_lossy(b).into_owned()))
-                            .collect(),
-                    );
-                }
+                b'D' => rows.push(text_row(f.body())?),
                 b'E' => {
                     err.get_or_insert(f);
                 }
@@ -363,14 +356,7 @@ impl BackendConn {
         loop {
             let f = self.recv().await?;
             match f.tag {
-                b'D' => {
-                    let vals = data_row(f.body())?;
-                    reply.rows.push(
-                        vals.into_iter()
-                            .map(|v| v.map(|b| String::from_utf8_lossy(b).into_owned()))
-                            .collect(),
-                    );
-                }
+                b'D' => reply.rows.push(text_row(f.body())?),
                 b't' => {
                     let mut c = Cursor::new(f.body());
                     let n = c.count()?;
@@ -393,6 +379,15 @@ impl BackendConn {
         frontend::terminate(&mut self.out);
         let _ = self.flush().await;
     }
+}
+
+/// A DataRow body's values as text (router-injected queries use text
+/// results; None = NULL).
+fn text_row(body: &[u8]) -> Result<Vec<Option<String>>, ProtocolError> {
+    Ok(data_row(body)?
+        .into_iter()
+        .map(|v| v.map(|b| String::from_utf8_lossy(b).into_owned()))
+        .collect())
 }
 
 /// Asks `target`'s postmaster to cancel the query running on the backend

@@ -207,68 +207,8 @@ impl Session {
         self.cur_write = items
             .iter()
             .any(|it| matches!(it, Item::Bind { stmt, .. } if stmt.plan.writes()));
-        // A write on several shards outside a block runs as one distributed
-        // transaction, committed at Sync.
-        if self.block.is_none() {
-            for it in items.iter_mut() {
-                let n = match it {
-                    // Utility statements (DDL, VACUUM) run outside a block.
-                    Item::Bind {
-                        stmt,
-                        route: Route::Multi(shards, _),
-                        ..
-                    } if stmt.plan.writes() && !matches!(*stmt.plan, Plan::AllShards) => {
-                        shards.len()
-                    }
-                    Item::Bind {
-                        stmt,
-                        route: Route::Copy(..),
-                        ..
-                    } if stmt.plan.writes() => routing.catalog.shards.len(),
-                    _ => continue,
-                };
-                match self.state.txn.mode {
-                    crate::txn::TransactionMode::Single if n > 1 => {
-                        *it = Item::Fail(PgError::unsupported(format!(
-                            "transaction_mode = single: this statement writes on {n} shards"
-                        )));
-                        break;
-                    }
-                    _ if n > 1 => {
-                        self.block = Some(super::session::Block::new("BEGIN", true));
-                        break;
-                    }
-                    _ => {}
-                }
-            }
-        }
-        // A write to a table owning lookup vindexes and its lookup rows
-        // commit together: the batch runs in an implicit block.
-        if self.block.is_none() {
-            let owned = items.iter().filter_map(|it| match it {
-                Item::Bind { stmt, .. } => owned_block(&stmt.plan),
-                _ => None,
-            });
-            if let Some(repeatable) = owned.reduce(|a, b| a || b) {
-                self.block = Some(super::session::Block::new(
-                    super::lookup::owned_begin(repeatable),
-                    true,
-                ));
-            }
-        }
-        // A batch ended by Flush (or a COPY) that writes starts the
-        // implicit transaction that PostgreSQL keeps open up to Sync: later
-        // batches may write on other shards, and all of it commits at Sync.
         let syncs = items.iter().any(|it| matches!(it, Item::Sync));
-        if self.block.is_none() && !syncs {
-            let writes = items.iter().any(|it| {
-                matches!(it, Item::Bind { stmt, .. }
-                    if stmt.plan.writes() && !matches!(*stmt.plan, Plan::AllShards))
-            });
-            if writes {
-                self.block = Some(super::session::Block::new("BEGIN", true));
-            }
-        }
+        self.open_batch_block(&mut items, syncs, routing.catalog.shards.len());
         let mut target: Option<&str> = None;
         let mut fast = true;
         for it in &items {
@@ -329,6 +269,67 @@ impl Session {
             self.in_extended = false;
             r
         }
+    }
+
+    /// Opens the implicit block a batch outside a transaction block needs
+    /// (PostgreSQL's implicit transaction of an extended-protocol batch,
+    /// committed at Sync): for a write on several shards (with
+    /// `transaction_mode = single` that item becomes a 0A000 failure
+    /// instead), a write to a table owning lookup vindexes (REPEATABLE READ
+    /// for UPDATE/DELETE: pre-select and write see the same rows), or a
+    /// write in a batch not ended by Sync (later batches may write on other
+    /// shards). Utility statements sent to every shard (DDL, VACUUM) are
+    /// never wrapped. `catalog_shards`: the number of shards a COPY spans.
+    fn open_batch_block(&mut self, items: &mut [Item], syncs: bool, catalog_shards: usize) {
+        if self.block.is_some() {
+            return;
+        }
+        let wraps = |plan: &Plan| plan.writes() && !matches!(plan, Plan::AllShards);
+        for it in items.iter_mut() {
+            let n = match it {
+                Item::Bind {
+                    stmt,
+                    route: Route::Multi(shards, _),
+                    ..
+                } if wraps(&stmt.plan) => shards.len(),
+                Item::Bind {
+                    stmt,
+                    route: Route::Copy(..),
+                    ..
+                } if wraps(&stmt.plan) => catalog_shards,
+                _ => continue,
+            };
+            if n > 1 {
+                if self.state.txn.mode == crate::txn::TransactionMode::Single {
+                    *it = Item::Fail(PgError::unsupported(format!(
+                        "transaction_mode = single: this statement writes on {n} shards"
+                    )));
+                } else {
+                    self.block = Some(super::session::Block::new("BEGIN", true));
+                    return;
+                }
+                break;
+            }
+        }
+        let owned = items
+            .iter()
+            .filter_map(|it| match it {
+                Item::Bind { stmt, .. } => owned_block(&stmt.plan),
+                _ => None,
+            })
+            .reduce(|a, b| a || b);
+        let begin = match owned {
+            Some(repeatable) => super::lookup::owned_begin(repeatable),
+            None if !syncs
+                && items
+                    .iter()
+                    .any(|it| matches!(it, Item::Bind { stmt, .. } if wraps(&stmt.plan))) =>
+            {
+                "BEGIN"
+            }
+            None => return,
+        };
+        self.block = Some(super::session::Block::new(begin, true));
     }
 
     fn decode_item(&mut self, routing: &Routing, f: &Frame) -> Result<Item, PgError> {

@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use bytes::{BufMut, Bytes, BytesMut};
 use postgres_protocol::message::frontend as fe;
 
-use crate::backend::conn::ExtendedReply;
+use crate::backend::conn::{BackendConn, ExtendedReply};
 use crate::protocol::error::codes;
 use crate::protocol::{PgError, ProtocolError};
 
@@ -31,9 +31,6 @@ pub(crate) type Rows = Vec<Vec<Option<String>>>;
 /// The portal of router-injected extended-protocol queries.
 pub(crate) const PORTAL: &str = "pgr_injected";
 
-/// A Bind parameter section with no format codes and no values.
-const NO_PARAMS: &[u8] = &[0, 0, 0, 0];
-
 /// Parameters of an injected extended-protocol query.
 #[derive(Clone, Copy)]
 pub(crate) struct Params<'a> {
@@ -42,6 +39,19 @@ pub(crate) struct Params<'a> {
     /// The Bind parameter section: format codes and values, encoded as in
     /// Bind (PostgreSQL docs §55.7), e.g. copied from the client's Bind.
     pub section: &'a [u8],
+}
+
+impl Params<'_> {
+    /// No parameters: no types, a Bind section with no format codes and
+    /// no values.
+    pub const NONE: Params<'static> = Params {
+        types: &[],
+        section: &[0, 0, 0, 0],
+    };
+
+    fn is_none(&self) -> bool {
+        self.types.is_empty() && self.section == Params::NONE.section
+    }
 }
 
 /// What to send on the connection.
@@ -59,17 +69,10 @@ impl Session {
     /// to the client with the shard in DETAIL, a lost connection becomes
     /// 08006; both give None (the block, if any, is failed).
     pub(crate) async fn injected(&mut self, shard: &str, sql: &str) -> Result<Option<Rows>, End> {
-        let p = Params {
-            types: &[],
-            section: NO_PARAMS,
-        };
-        Ok(self
-            .inject(shard, Request::Query(sql, p))
-            .await?
-            .map(|r| r.rows))
+        self.injected_with(shard, sql, Params::NONE).await
     }
 
-    /// [`Session::injected`] with parameters; only inside an
+    /// [`Session::injected`] with parameters, which need an
     /// extended-protocol batch (XX000 otherwise).
     pub(crate) async fn injected_with(
         &mut self,
@@ -77,13 +80,6 @@ impl Session {
         sql: &str,
         params: Params<'_>,
     ) -> Result<Option<Rows>, End> {
-        if !self.in_extended {
-            self.send_error(&PgError::new(
-                codes::INTERNAL_ERROR,
-                "parameterized injected query outside an extended-protocol batch",
-            ));
-            return Ok(None);
-        }
         Ok(self
             .inject(shard, Request::Query(sql, params))
             .await?
@@ -113,6 +109,14 @@ impl Session {
         shard: &str,
         req: Request<'_>,
     ) -> Result<Option<ExtendedReply>, End> {
+        let simple = !self.in_extended;
+        if simple && !matches!(req, Request::Query(_, p) if p.is_none()) {
+            self.send_error(&PgError::new(
+                codes::INTERNAL_ERROR,
+                "injected extended-protocol request outside an extended-protocol batch",
+            ));
+            return Ok(None);
+        }
         let idx = match self.acquire(shard).await {
             Ok(i) => i,
             Err(e) => {
@@ -122,11 +126,10 @@ impl Session {
         };
         let mut slots = VecDeque::new();
         self.prelude(idx, &mut slots);
-        let extended = self.in_extended;
         let conn = &mut self.held[idx].conn;
         let mut parsed = None;
-        let (sent, end): (std::io::Result<()>, &[u8]) = match req {
-            Request::Query(sql, _) if !extended => (fe::query(sql, &mut conn.out), b"Z"),
+        let (encoded, end): (std::io::Result<()>, &[u8]) = match req {
+            Request::Query(sql, _) if simple => (fe::query(sql, &mut conn.out), b"Z"),
             Request::Query(sql, p) => (encode_query(sql, p, &mut conn.out), b"3"),
             Request::Describe(stmt) => {
                 if !conn.prepared.contains(&stmt.id) {
@@ -139,45 +142,14 @@ impl Session {
                 (r, b"nT")
             }
         };
-        let mut sent = sent.map_err(ProtocolError::Io);
-        if sent.is_ok() {
-            sent = conn.flush().await;
-        }
-        let mut failure = None;
-        let mut reply = Err(sent.err());
-        if let Err(None) = reply {
-            reply = Ok(ExtendedReply::default());
-            for _ in 0..slots.len() {
-                match conn.read_simple().await {
-                    Ok((_, err)) => failure = failure.or(err),
-                    Err(e) => {
-                        reply = Err(Some(e));
-                        break;
-                    }
-                }
-            }
-        }
-        if reply.is_ok() {
-            reply = if end == b"Z" {
-                conn.read_simple().await.map(|(rows, error)| ExtendedReply {
-                    rows,
-                    error,
-                    ..Default::default()
-                })
-            } else {
-                conn.read_extended(end).await
-            }
-            .map_err(Some);
-        }
-        let mut reply = match reply {
+        let mut reply = match exchange(conn, encoded, slots.len(), end).await {
             Ok(r) => r,
             Err(e) => {
-                let e = e.map_or_else(|| "not sent".to_string(), |e| e.to_string());
                 self.backend_lost(idx, &e);
                 return Ok(None);
             }
         };
-        if let Some(f) = failure.or(reply.error.take()) {
+        if let Some(f) = reply.error.take() {
             if let (Some(id), Some(h)) = (parsed, self.held.get_mut(idx)) {
                 h.conn.prepared.remove(&id);
             }
@@ -188,6 +160,38 @@ impl Session {
         }
         Ok(Some(reply))
     }
+}
+
+/// Sends what is queued on `conn` (`encoded` tells whether encoding
+/// worked), reads the replies of the `prelude` simple queries queued before
+/// it, then the injected request's reply up to a frame tagged in `end`
+/// (`b"Z"`: a simple query). `error` holds the first ErrorResponse, the
+/// prelude's first.
+async fn exchange(
+    conn: &mut BackendConn,
+    encoded: std::io::Result<()>,
+    prelude: usize,
+    end: &[u8],
+) -> Result<ExtendedReply, ProtocolError> {
+    encoded?;
+    conn.flush().await?;
+    let mut failure = None;
+    for _ in 0..prelude {
+        let (_, err) = conn.read_simple().await?;
+        failure = failure.or(err);
+    }
+    let mut reply = if end == b"Z" {
+        let (rows, error) = conn.read_simple().await?;
+        ExtendedReply {
+            rows,
+            error,
+            ..Default::default()
+        }
+    } else {
+        conn.read_extended(end).await?
+    };
+    reply.error = failure.or(reply.error);
+    Ok(reply)
 }
 
 /// Parse (unnamed statement), Bind to [`PORTAL`] with `p` and text

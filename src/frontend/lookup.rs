@@ -424,26 +424,25 @@ fn value_literal(
     })
 }
 
-/// The shard of lookup table `lookup` owning `text` (a value read back
-/// from a shard) and the value as an SQL literal.
+/// [`value_literal`] of a value read back from a shard as text (never
+/// NULL).
 fn const_literal(
     cat: &Catalog,
     lookup: &ShardedTable,
     text: &str,
 ) -> Result<(String, String), PgError> {
-    let ks = cat
-        .keyspace_of(lookup)
-        .ok_or_else(|| no_routing(&lookup.name))?;
-    let kv = lookup
-        .key_type
-        .parse_text(text)
-        .map_err(|e| PgError::new(e.sqlstate(), e.to_string()))?;
-    Ok((
-        ks.routing
-            .shard_for(lookup.vindex.keyspace_id(&kv))
-            .to_string(),
-        sql_literal(&kv),
-    ))
+    let value = KeyExpr::Const(text.to_string());
+    let none = Literals::default();
+    value_literal(
+        cat,
+        lookup,
+        &value,
+        &Values::Simple {
+            sql: "",
+            lits: &none,
+        },
+    )?
+    .ok_or_else(|| PgError::new(codes::INTERNAL_ERROR, "lookup value read back as NULL"))
 }
 
 /// `kv` as an SQL literal: an integer, or a quoted string (`E'...'` when

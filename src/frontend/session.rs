@@ -545,16 +545,10 @@ impl Session {
     /// Held connection `idx` failed: it is marked broken (never pooled
     /// again), dropped, and the client gets 08006 naming the shard.
     pub(crate) fn backend_lost(&mut self, idx: usize, e: &dyn std::fmt::Display) {
-        let shard = self.held[idx].conn.shard.to_string();
+        let shard = self.held[idx].conn.shard.clone();
         self.held[idx].conn.broken = true;
         self.held.remove(idx);
-        self.send_error(
-            &PgError::new(
-                codes::CONNECTION_FAILURE,
-                format!("lost connection to shard \"{shard}\": {e}"),
-            )
-            .with_detail(format!("shard: {shard}")),
-        );
+        self.send_error(&lost_connection(&shard, e));
     }
 
     /// Sends per-shard messages to several shards at once and merges the
@@ -620,22 +614,9 @@ impl Session {
             }
         }
         if let Some((i, e)) = lost {
-            let shard = self.held[i].conn.shard.to_string();
-            // Drop broken connections (highest index first keeps indexes valid).
-            let mut broken: Vec<usize> = (0..self.held.len())
-                .filter(|&k| self.held[k].conn.broken)
-                .collect();
-            broken.sort_unstable_by(|a, b| b.cmp(a));
-            for k in broken {
-                self.held.remove(k);
-            }
-            self.send_error(
-                &PgError::new(
-                    codes::CONNECTION_FAILURE,
-                    format!("lost connection to shard \"{shard}\": {e}"),
-                )
-                .with_detail(format!("shard: {shard}")),
-            );
+            let shard = self.held[i].conn.shard.clone();
+            self.held.retain(|h| !h.conn.broken);
+            self.send_error(&lost_connection(&shard, &e));
             return Ok(false);
         }
         Ok(self.finish_merge(merge))
@@ -655,4 +636,13 @@ impl Session {
         }
         ok
     }
+}
+
+/// 08006 for a lost connection to `shard` (named in DETAIL too).
+fn lost_connection(shard: &str, e: &dyn std::fmt::Display) -> PgError {
+    PgError::new(
+        codes::CONNECTION_FAILURE,
+        format!("lost connection to shard \"{shard}\": {e}"),
+    )
+    .with_detail(format!("shard: {shard}"))
 }
