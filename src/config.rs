@@ -55,6 +55,9 @@ pub struct RouterConfig {
     /// Distributed transactions (commit protocol, 2PC recovery).
     #[serde(default)]
     pub transactions: crate::txn::TxnConfig,
+    /// Client authentication (methods, users).
+    #[serde(default)]
+    pub auth: crate::auth::AuthConfig,
 }
 
 /// How the router connects to shards.
@@ -88,6 +91,12 @@ pub struct LimitsConfig {
     /// Plan cache entries (statement shapes) kept.
     #[serde(default = "default_plan_cache")]
     pub plan_cache_capacity: usize,
+    /// Most client connections at once; more are refused with 53300.
+    #[serde(default = "default_max_clients")]
+    pub max_client_connections: usize,
+    /// Longest a client may take from connecting to authenticated, ms.
+    #[serde(default = "default_auth_timeout")]
+    pub auth_timeout_ms: u64,
 }
 
 fn default_listen() -> String {
@@ -111,6 +120,12 @@ fn default_max_message() -> usize {
 fn default_plan_cache() -> usize {
     10_000
 }
+fn default_max_clients() -> usize {
+    10_000
+}
+fn default_auth_timeout() -> u64 {
+    60_000
+}
 
 impl Default for BackendConfig {
     fn default() -> Self {
@@ -129,6 +144,8 @@ impl Default for LimitsConfig {
         LimitsConfig {
             max_message_bytes: default_max_message(),
             plan_cache_capacity: default_plan_cache(),
+            max_client_connections: default_max_clients(),
+            auth_timeout_ms: default_auth_timeout(),
         }
     }
 }
@@ -145,7 +162,8 @@ impl RouterConfig {
         }
     }
 
-    /// Reads and validates a TOML file.
+    /// Reads and validates a TOML file; a relative `auth.users_file` is made
+    /// relative to the file's directory.
     ///
     /// Errors: [`ConfigError`] naming the file and the offending key.
     pub fn load(path: &Path) -> Result<RouterConfig, ConfigError> {
@@ -154,10 +172,16 @@ impl RouterConfig {
             path: p.clone(),
             source,
         })?;
-        Self::parse(&text).map_err(|e| match e {
+        let mut c = Self::parse(&text).map_err(|e| match e {
             ConfigError::Parse { message, .. } => ConfigError::Parse { path: p, message },
             other => other,
-        })
+        })?;
+        if let (Some(f), Some(dir)) = (&mut c.auth.users_file, path.parent()) {
+            if f.is_relative() {
+                *f = dir.join(&*f);
+            }
+        }
+        Ok(c)
     }
 
     /// Parses and validates TOML text.
@@ -201,6 +225,18 @@ impl RouterConfig {
         if self.transactions.recovery_interval_ms == 0 {
             return Err(ConfigError::Value {
                 key: "transactions.recovery_interval_ms",
+                message: "must be at least 1".into(),
+            });
+        }
+        if self.limits.max_client_connections == 0 {
+            return Err(ConfigError::Value {
+                key: "limits.max_client_connections",
+                message: "must be at least 1".into(),
+            });
+        }
+        if self.limits.auth_timeout_ms == 0 {
+            return Err(ConfigError::Value {
+                key: "limits.auth_timeout_ms",
                 message: "must be at least 1".into(),
             });
         }

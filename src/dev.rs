@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::auth::{AuthConfig, UserDb};
 use crate::catalog::{self, ShardInfo};
 use crate::cluster::{ClusterOptions, LocalCluster};
 use crate::config::{BackendConfig, LimitsConfig, RouterConfig};
@@ -24,6 +25,9 @@ pub enum DevError {
     /// Configuration problem.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// Invalid `[auth]` section or users file.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthConfigError),
     /// The embedded cluster could not start.
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
@@ -99,6 +103,8 @@ impl RouterHandle {
 /// Starts a router: loads the catalog, opens pools, watches the catalog for
 /// changes (LISTEN/NOTIFY) and accepts clients on `cfg.listen`.
 pub async fn start_router(cfg: &RouterConfig) -> Result<RouterHandle, DevError> {
+    // Configuration errors first, before any connection.
+    let users = UserDb::load(&cfg.auth)?;
     let (client, conn) = tokio_postgres::connect(&cfg.catalog, tokio_postgres::NoTls).await?;
     let conn_task = tokio::spawn(conn);
     // A router needs the catalog tables of its version (e.g. the 2PC
@@ -108,14 +114,7 @@ pub async fn start_router(cfg: &RouterConfig) -> Result<RouterHandle, DevError> 
     let cat = catalog::load(&client).await?;
     drop(client);
     conn_task.abort();
-    let state = RouterState::new(
-        cat,
-        cfg.backend.clone(),
-        cfg.effective_workers(),
-        cfg.limits.plan_cache_capacity,
-        cfg.limits.max_message_bytes,
-        cfg.transactions.clone(),
-    );
+    let state = RouterState::new(cat, cfg, users);
     state.set_decision_log(DecisionLog::new(
         cfg.catalog.clone(),
         state.gids.router_id().to_string(),
@@ -204,6 +203,18 @@ impl DevCluster {
         workers: usize,
         txn: TxnConfig,
     ) -> Result<DevCluster, DevError> {
+        Self::start_config(opts, listen, pool_size, workers, |c| c.transactions = txn).await
+    }
+
+    /// [`DevCluster::start`] with the router configuration changed by
+    /// `configure` (auth, limits, ...) before the router starts.
+    pub async fn start_config(
+        opts: ClusterOptions,
+        listen: SocketAddr,
+        pool_size: usize,
+        workers: usize,
+        configure: impl FnOnce(&mut RouterConfig),
+    ) -> Result<DevCluster, DevError> {
         let cluster = tokio::task::spawn_blocking(move || LocalCluster::start(&opts))
             .await
             .map_err(|e| DevError::Other(format!("cluster start task failed: {e}")))??;
@@ -224,7 +235,7 @@ impl DevCluster {
         catalog::seed_default(&client, &shards).await?;
         drop(client);
         conn_task.abort();
-        let cfg = RouterConfig {
+        let mut cfg = RouterConfig {
             listen: listen.to_string(),
             catalog: catalog_dsn,
             workers,
@@ -233,8 +244,11 @@ impl DevCluster {
                 ..BackendConfig::default()
             },
             limits: LimitsConfig::default(),
-            transactions: txn,
+            transactions: TxnConfig::default(),
+            // A throwaway cluster on loopback: no passwords.
+            auth: AuthConfig::trust(),
         };
+        configure(&mut cfg);
         let router = start_router(&cfg).await?;
         Ok(DevCluster { cluster, router })
     }

@@ -5,6 +5,7 @@
 //! PostgreSQL shards (fast path) or to several (scatter-gather), and keeps
 //! the shard map in a PostgreSQL catalog. See `docs/ARCHITECTURE.md`.
 
+pub mod auth;
 pub mod backend;
 pub mod catalog;
 pub mod cluster;

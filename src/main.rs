@@ -35,6 +35,35 @@ enum Command {
     },
     /// Inspect and edit the shard metadata catalog.
     Meta(MetaArgs),
+    /// Print a users-file line for USER with a SCRAM-SHA-256 verifier (or an
+    /// MD5 hash) of the password read from the first line of stdin.
+    Secret {
+        /// User name.
+        user: String,
+        /// Secret format: "scram-sha-256" or "md5".
+        #[arg(long, default_value = "scram-sha-256")]
+        method: String,
+    },
+}
+
+/// `pg-router secret`: a users-file line (`"user" "secret"`) for the
+/// password on stdin's first line; the plaintext never leaves this process.
+fn secret_line(user: &str, method: &str) -> Result<String, String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the password from stdin: {e}"))?;
+    let password = line.trim_end_matches(['\n', '\r']);
+    if password.is_empty() {
+        return Err("empty password on stdin".into());
+    }
+    let secret = match method {
+        "scram-sha-256" => postgres_protocol::password::scram_sha_256(password.as_bytes()),
+        "md5" => postgres_protocol::password::md5(password.as_bytes(), user),
+        m => return Err(format!("unknown --method {m:?}: use scram-sha-256 or md5")),
+    };
+    let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    Ok(format!("{} {}", q(user), q(&secret)))
 }
 
 fn main() -> ExitCode {
@@ -64,6 +93,9 @@ fn main() -> ExitCode {
             Command::Meta(args) => pg_router::catalog::cli::run_meta(args)
                 .await
                 .map_err(|e| e.to_string()),
+            Command::Secret { user, method } => {
+                secret_line(&user, &method).map(|l| println!("{l}"))
+            }
         }
     });
     match result {

@@ -9,9 +9,10 @@ use arc_swap::ArcSwap;
 use foldhash::{HashMap, HashMapExt};
 use parking_lot::RwLock;
 
+use crate::auth::UserDb;
 use crate::backend::{BackendConn, BackendError, ShardPool, ShardTarget};
 use crate::catalog::Catalog;
-use crate::config::BackendConfig;
+use crate::config::{BackendConfig, RouterConfig};
 use crate::plan::{Planner, SchemaView};
 use crate::txn::log::DecisionLog;
 use crate::txn::{Gids, TxnConfig};
@@ -71,20 +72,32 @@ pub struct RouterState {
     decisions: OnceLock<DecisionLog>,
     /// Cancel keys issued to connected clients.
     pub cancels: Arc<crate::frontend::cancel::CancelRegistry>,
+    users: ArcSwap<UserDb>,
+    clients: Arc<AtomicUsize>,
+    /// Most client connections served at once (`limits.max_client_connections`).
+    pub max_client_connections: usize,
+    /// Longest the startup + authentication phase may take.
+    pub auth_timeout: Duration,
+}
+
+/// A client's place under `max_client_connections`, given back on drop.
+pub struct ClientGuard(Arc<AtomicUsize>);
+
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl RouterState {
-    /// Shared state for `catalog`, served by `workers` session workers
-    /// (at least 1). Each worker gets its own pool per shard of
+    /// Shared state for `catalog` under configuration `cfg`, accepting the
+    /// clients in `users`. Each of the `cfg.effective_workers()` session
+    /// workers gets its own pool per shard of
     /// `ceil(backend.pool_size / workers)` connections.
-    pub fn new(
-        catalog: Catalog,
-        backend: BackendConfig,
-        workers: usize,
-        plan_cache_capacity: usize,
-        max_message_bytes: usize,
-        txn: TxnConfig,
-    ) -> Arc<Self> {
+    pub fn new(catalog: Catalog, cfg: &RouterConfig, users: UserDb) -> Arc<Self> {
+        let workers = cfg.effective_workers();
+        let plan_cache_capacity = cfg.limits.plan_cache_capacity;
+        let backend = cfg.backend.clone();
         let st = Arc::new(RouterState {
             routing: ArcSwap::from_pointee(Routing {
                 catalog: Arc::new(Catalog::empty()),
@@ -98,11 +111,15 @@ impl RouterState {
             server_params: RwLock::new(Vec::new()),
             rr: AtomicUsize::new(0),
             version: AtomicU64::new(0),
-            max_message_bytes,
-            txn,
+            max_message_bytes: cfg.limits.max_message_bytes,
+            txn: cfg.transactions.clone(),
             gids: Gids::new(),
             decisions: OnceLock::new(),
             cancels: Arc::default(),
+            users: ArcSwap::from_pointee(users),
+            clients: Arc::default(),
+            max_client_connections: cfg.limits.max_client_connections,
+            auth_timeout: Duration::from_millis(cfg.limits.auth_timeout_ms),
         });
         st.apply_catalog(catalog);
         st
@@ -213,6 +230,30 @@ impl RouterState {
             .collect();
         conn.terminate().await;
         Ok(())
+    }
+
+    /// The user database clients authenticate against.
+    pub fn users(&self) -> Arc<UserDb> {
+        self.users.load_full()
+    }
+
+    /// Replaces the user database (config reload); connected clients stay.
+    pub fn set_users(&self, users: UserDb) {
+        self.users.store(Arc::new(users));
+    }
+
+    /// Takes a place for a new client, or None when
+    /// `max_client_connections` are already connected (or authenticating).
+    pub fn admit_client(&self) -> Option<ClientGuard> {
+        let n = self.clients.fetch_add(1, Ordering::Relaxed);
+        let guard = ClientGuard(self.clients.clone());
+        (n < self.max_client_connections).then_some(guard)
+    }
+
+    /// Client connections past the StartupMessage (authenticating or in a
+    /// session).
+    pub fn client_connections(&self) -> usize {
+        self.clients.load(Ordering::Relaxed)
     }
 
     /// ParameterStatus values for a new client.

@@ -1,5 +1,9 @@
 //! What an operator relies on, against real shards: cancel requests
-//! (fast path, scatter-gather, extended protocol, a wrong key).
+//! (fast path, scatter-gather, extended protocol, a wrong key), client
+//! authentication (SCRAM-SHA-256, MD5, trust; users file; psql and
+//! tokio-postgres; malformed exchanges) and limits (max client
+//! connections, pool checkout timeout, statement timeout passthrough,
+//! authentication timeout).
 
 mod common;
 
@@ -7,7 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use pg_router::auth::{AuthConfig, AuthMethod, UserConfig, UserDb};
+use pg_router::cluster::ClusterOptions;
+use pg_router::config::RouterConfig;
 use pg_router::dev::DevCluster;
+use pg_router::protocol::backend::error_code;
 use postgres_protocol::message::frontend as fe;
 use tokio::io::AsyncWriteExt;
 use tokio_postgres::NoTls;
@@ -150,5 +158,431 @@ async fn cancel_requests() {
     wait_sleeping(&dev, 1).await;
     send_cancel(&dev, pid, secret).await;
     assert_eq!(common::read_until(&mut s, &mut buf, b'Z').await, b"TEZ");
+    dev.stop().await;
+}
+
+/// A cluster whose router configuration is changed by `configure`.
+async fn start_config(
+    shards: usize,
+    pool_size: usize,
+    configure: impl FnOnce(&mut RouterConfig),
+) -> DevCluster {
+    let opts = ClusterOptions {
+        shards,
+        ..ClusterOptions::default()
+    };
+    DevCluster::start_config(
+        opts,
+        "127.0.0.1:0".parse().unwrap(),
+        pool_size,
+        1,
+        configure,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("cannot start the dev cluster: {e}"))
+}
+
+/// Connects to the router as `user` with `password`.
+async fn connect_as(
+    dev: &DevCluster,
+    user: &str,
+    password: Option<&str>,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host("127.0.0.1")
+        .port(dev.router.addr.port())
+        .user(user)
+        .dbname("postgres")
+        .connect_timeout(Duration::from_secs(10));
+    if let Some(p) = password {
+        cfg.password(p);
+    }
+    let (client, conn) = cfg.connect(NoTls).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+/// Backend connections the router's pools have opened, all shards.
+fn pool_connections_opened(dev: &DevCluster) -> u64 {
+    let state = &dev.router.state;
+    let routing = state.routing();
+    let mut n = 0;
+    for shard in routing.catalog.shard_names() {
+        for w in 0..state.workers() {
+            n += state
+                .pool(shard, w)
+                .map(|p| p.connections_opened())
+                .unwrap_or(0);
+        }
+    }
+    n
+}
+
+/// Sends a raw StartupMessage with `params`; returns the socket.
+async fn raw_startup(dev: &DevCluster, params: &[(&str, &str)]) -> tokio::net::TcpStream {
+    let mut s = tokio::net::TcpStream::connect(dev.router.addr)
+        .await
+        .unwrap();
+    let mut out = BytesMut::new();
+    fe::startup_message(params.iter().copied(), &mut out).unwrap();
+    s.write_all(&out).await.unwrap();
+    s
+}
+
+/// Reads up to an ErrorResponse and returns its SQLSTATE and message.
+async fn read_error(s: &mut tokio::net::TcpStream, buf: &mut BytesMut) -> (String, String) {
+    let frames = common::read_frames(s, buf, b'E').await;
+    let e = frames.last().unwrap();
+    let body = &e[5..];
+    let fields = pg_router::protocol::backend::error_fields(body).unwrap();
+    let message = fields
+        .iter()
+        .find(|(t, _)| *t == b'M')
+        .map(|(_, m)| m.to_string())
+        .unwrap_or_default();
+    (error_code(body).unwrap_or_default(), message)
+}
+
+/// The server's message of a failed call ("" for a client-side error).
+fn db_message(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default()
+}
+
+/// Reads until the router closes `s` (10 s at most); returns the bytes.
+async fn read_to_close(s: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut rest = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
+    assert!(matches!(r, Ok(Ok(_))), "connection not closed: {r:?}");
+    rest
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let users_file = dir.path().join("users.txt");
+    let filed = postgres_protocol::password::scram_sha_256(b"file-pw");
+    std::fs::write(
+        &users_file,
+        format!("; router users\n\"filed\" \"{filed}\"\n"),
+    )
+    .unwrap();
+    let auth = AuthConfig {
+        method: AuthMethod::ScramSha256,
+        users_file: Some(users_file.clone()),
+        users: vec![
+            UserConfig {
+                name: "app".into(),
+                password: Some("app-pw".into()),
+                method: None,
+            },
+            UserConfig {
+                name: "legacy".into(),
+                password: Some(postgres_protocol::password::md5(b"old-pw", "legacy")),
+                method: Some(AuthMethod::Md5),
+            },
+            UserConfig {
+                name: "ops".into(),
+                password: None,
+                method: Some(AuthMethod::Trust),
+            },
+        ],
+    };
+    let a = auth.clone();
+    let dev = start_config(2, 4, move |c| c.auth = a).await;
+
+    // Refusals first: 28P01 for a wrong password and for an unknown user
+    // (same message, after a full exchange), and no shard connection opened.
+    for (user, pw, method) in [
+        ("app", "wrong", "SCRAM"),
+        ("nobody", "x", "SCRAM"),
+        ("legacy", "wrong", "MD5"),
+        ("filed", "app-pw", "SCRAM"),
+    ] {
+        let e = connect_as(&dev, user, Some(pw))
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{user} got in"));
+        assert_eq!(common::sqlstate(&e), "28P01", "{user} ({method}): {e}");
+        assert_eq!(
+            db_message(&e),
+            format!("password authentication failed for user \"{user}\"")
+        );
+    }
+    let e = connect_as(&dev, "app", None)
+        .await
+        .err()
+        .expect("no password");
+    assert!(format!("{e:?}").contains("password missing"), "{e:?}");
+    assert_eq!(
+        pool_connections_opened(&dev),
+        0,
+        "a shard was contacted before authentication"
+    );
+
+    // The right secrets: SCRAM (config plaintext and users-file verifier),
+    // MD5, trust.
+    for (user, pw) in [
+        ("app", Some("app-pw")),
+        ("filed", Some("file-pw")),
+        ("legacy", Some("old-pw")),
+        ("ops", None),
+    ] {
+        let c = connect_as(&dev, user, pw)
+            .await
+            .unwrap_or_else(|e| panic!("{user}: {e}"));
+        let n: i32 = c.query_one("SELECT 41 + 1", &[]).await.unwrap().get(0);
+        assert_eq!(n, 42);
+    }
+
+    // psql (libpq) with PGPASSWORD, right and wrong.
+    let psql = |pw: &str| {
+        let out = std::process::Command::new(dev.cluster.bin("psql"))
+            .args(["-h", "127.0.0.1", "-p", &dev.router.addr.port().to_string()])
+            .args(["-U", "app", "-d", "postgres", "-XAtc", "SELECT 6 * 7"])
+            .env("PGPASSWORD", pw)
+            .env("PGCONNECT_TIMEOUT", "10")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, stdout, stderr) = psql("app-pw");
+    assert!(ok && stdout == "42", "{stdout} {stderr}");
+    let (ok, _, stderr) = psql("nope");
+    assert!(
+        !ok && stderr.contains("password authentication failed for user \"app\""),
+        "{stderr}"
+    );
+
+    // Secrets as PostgreSQL stores them (pg_authid.rolpassword), SCRAM and
+    // MD5, work unchanged from the users file (reloaded in place; connected
+    // clients are not affected).
+    let keep = connect_as(&dev, "app", Some("app-pw")).await.unwrap();
+    let shard = common::connect_direct(&dev.cluster.shards[0]).await;
+    let mut lines = format!("\"filed\" \"{filed}\"\n");
+    for (role, enc) in [("role_scram", "scram-sha-256"), ("role_md5", "md5")] {
+        shard
+            .batch_execute(&format!(
+                "SET password_encryption = '{enc}'; CREATE ROLE {role} LOGIN PASSWORD '{role}-pw'"
+            ))
+            .await
+            .unwrap();
+        let secret: String = shard
+            .query_one(
+                "SELECT rolpassword FROM pg_authid WHERE rolname = $1",
+                &[&role],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        lines.push_str(&format!("\"{role}\" \"{secret}\"\n"));
+    }
+    std::fs::write(&users_file, lines).unwrap();
+    let mut md5_auth = auth.clone();
+    md5_auth.method = AuthMethod::Md5;
+    dev.router.state.set_users(UserDb::load(&md5_auth).unwrap());
+    for role in ["role_scram", "role_md5"] {
+        let c = connect_as(&dev, role, Some(&format!("{role}-pw")))
+            .await
+            .unwrap_or_else(|e| panic!("{role}: {e}"));
+        c.query_one("SELECT 1", &[]).await.unwrap();
+        let e = connect_as(&dev, role, Some("x")).await.err().unwrap();
+        assert_eq!(common::sqlstate(&e), "28P01", "{role}: {e}");
+    }
+    keep.query_one("SELECT 1", &[]).await.unwrap();
+
+    // Malformed exchanges: 08P01, the connection is closed, the router
+    // keeps serving.
+    dev.router.state.set_users(UserDb::load(&auth).unwrap());
+    let mut buf = BytesMut::new();
+    let mut s = raw_startup(&dev, &[("database", "postgres")]).await;
+    let (code, msg) = read_error(&mut s, &mut buf).await;
+    assert_eq!(code, "28000", "{msg}");
+    let mut out = BytesMut::new();
+    for case in ["mechanism", "huge", "query", "scram-p"] {
+        let mut s = raw_startup(&dev, &[("user", "app")]).await;
+        buf.clear();
+        let frames = common::read_frames(&mut s, &mut buf, b'R').await;
+        // AuthenticationSASL (code 10) offering SCRAM-SHA-256.
+        assert_eq!(&frames[0][5..9], &10i32.to_be_bytes());
+        assert!(frames[0].ends_with(b"SCRAM-SHA-256\0\0"));
+        out.clear();
+        match case {
+            "mechanism" => fe::sasl_initial_response("PLAIN", b"\0app\0app-pw", &mut out).unwrap(),
+            "huge" => {
+                // A PasswordMessage announcing ~2 GiB: refused from its header.
+                out.extend_from_slice(&[b'p', 0x7f, 0xff, 0xff, 0xff]);
+            }
+            "query" => fe::query("SELECT 1", &mut out).unwrap(),
+            _ => fe::sasl_initial_response(
+                "SCRAM-SHA-256",
+                b"p=tls-server-end-point,,n=,r=abcdef",
+                &mut out,
+            )
+            .unwrap(),
+        }
+        s.write_all(&out).await.unwrap();
+        let (code, msg) = read_error(&mut s, &mut buf).await;
+        assert_eq!(code, "08P01", "{case}: {msg}");
+        read_to_close(&mut s).await;
+    }
+    keep.query_one("SELECT 1", &[]).await.unwrap();
+    connect_as(&dev, "app", Some("app-pw")).await.unwrap();
+    dev.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limits() {
+    let dev = start_config(2, 1, |c| {
+        c.limits.max_client_connections = 3;
+        c.limits.auth_timeout_ms = 500;
+        c.backend.checkout_timeout_ms = 300;
+    })
+    .await;
+    let c1 = common::connect(&dev).await;
+    c1.batch_execute("CREATE TABLE t (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    common::add_table(&dev, "t", "id", "int").await;
+    c1.batch_execute("INSERT INTO t (id) VALUES (1), (2), (3), (4)")
+        .await
+        .unwrap();
+
+    // max_client_connections = 3: the fourth is refused with 53300, and
+    // admitted once a place is free.
+    let c2 = common::connect(&dev).await;
+    let c3 = common::connect(&dev).await;
+    let e = tokio_postgres::connect(&common::router_dsn(&dev), NoTls)
+        .await
+        .err()
+        .expect("fourth client admitted");
+    assert_eq!(common::sqlstate(&e), "53300", "{e}");
+    assert_eq!(db_message(&e), "sorry, too many clients already");
+    drop(c3);
+    let t0 = Instant::now();
+    let c3 = loop {
+        match tokio_postgres::connect(&common::router_dsn(&dev), NoTls).await {
+            Ok((c, conn)) => {
+                tokio::spawn(conn);
+                break c;
+            }
+            Err(e) => {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(10),
+                    "never admitted: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+
+    // Pool of 1 per shard: a block holding shard X's connection makes
+    // another client's statement on X wait for checkout_timeout_ms, then
+    // fail with 57014 naming the shard; the client stays usable and other
+    // shards keep serving.
+    let per_shard = common::ids_per_shard(&dev, "t").await;
+    let (on_x, on_y) = (per_shard[0][0], per_shard[1][0]);
+    c1.batch_execute(&format!("BEGIN; SELECT * FROM t WHERE id = {on_x}"))
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    let e = c2
+        .query("SELECT * FROM t WHERE id = $1", &[&on_x])
+        .await
+        .err()
+        .expect("checkout should time out");
+    assert_eq!(common::sqlstate(&e), "57014", "{e}");
+    let shard_x = &dev.cluster.shards[0].name;
+    assert!(
+        db_message(&e).contains(&format!("connection to shard \"{shard_x}\"")),
+        "{e:?}"
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        t0.elapsed()
+    );
+    let rows = c2
+        .query("SELECT * FROM t WHERE id = $1", &[&on_y])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    c1.batch_execute("COMMIT").await.unwrap();
+    let rows = c2
+        .query("SELECT * FROM t WHERE id = $1", &[&on_x])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+
+    // statement_timeout from the startup options (PGOPTIONS) and from SET
+    // reaches the shards.
+    drop(c3);
+    let mut cfg: tokio_postgres::Config = common::router_dsn(&dev).parse().unwrap();
+    cfg.options("-c statement_timeout=200");
+    let t0 = Instant::now();
+    let c4 = loop {
+        match cfg.connect(NoTls).await {
+            Ok((c, conn)) => {
+                tokio::spawn(conn);
+                break c;
+            }
+            Err(e) => {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(10),
+                    "never admitted: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let st: String = c4
+        .query_one("SHOW statement_timeout", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(st, "200ms");
+    let e = c4
+        .batch_execute(&format!("SELECT pg_sleep(5) FROM t WHERE id = {on_x}"))
+        .await
+        .unwrap_err();
+    assert_eq!(common::sqlstate(&e), "57014", "{e}");
+    c2.batch_execute("SET statement_timeout = 150")
+        .await
+        .unwrap();
+    let e = c2
+        .batch_execute("SELECT count(*) FROM t WHERE pg_sleep(5) IS NOT NULL")
+        .await
+        .unwrap_err();
+    assert_eq!(common::sqlstate(&e), "57014", "{e}");
+
+    // A connection that never finishes startup is closed after
+    // auth_timeout_ms with 57014.
+    let mut s = tokio::net::TcpStream::connect(dev.router.addr)
+        .await
+        .unwrap();
+    let mut out = BytesMut::new();
+    fe::startup_message([("user", "postgres")], &mut out).unwrap();
+    // Half a StartupMessage, then silence.
+    s.write_all(&out[..out.len() / 2]).await.unwrap();
+    let t0 = Instant::now();
+    let rest = read_to_close(&mut s).await;
+    assert!(
+        t0.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert!(
+        String::from_utf8_lossy(&rest).contains("canceling authentication due to timeout"),
+        "{rest:?}"
+    );
+    drop((c1, c2, c4));
     dev.stop().await;
 }

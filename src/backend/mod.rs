@@ -8,4 +8,4 @@ pub mod conn;
 pub mod pool;
 
 pub use conn::{BackendConn, BackendError, ShardTarget};
-pub use pool::{PooledConn, ShardPool};
+pub use pool::{PoolError, PooledConn, ShardPool};

@@ -2,6 +2,7 @@
 //! transaction pooling mode: a client holds a connection for the length of a
 //! transaction and gives it back at ReadyForQuery idle.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ pub struct ShardPool {
     slots: Arc<Semaphore>,
     max_size: usize,
     checkout_timeout: Duration,
+    opened: AtomicU64,
 }
 
 /// Errors checking a connection out.
@@ -50,6 +52,7 @@ impl ShardPool {
             slots: Arc::new(Semaphore::new(max_size.max(1))),
             max_size: max_size.max(1),
             checkout_timeout,
+            opened: AtomicU64::new(0),
         })
     }
 
@@ -77,7 +80,10 @@ impl ShardPool {
         let idle = self.idle.lock().pop();
         let conn = match idle {
             Some(c) => c,
-            None => BackendConn::connect(&self.target).await?,
+            None => {
+                self.opened.fetch_add(1, Ordering::Relaxed);
+                BackendConn::connect(&self.target).await?
+            }
         };
         Ok(PooledConn {
             conn: Some(conn),
@@ -86,7 +92,12 @@ impl ShardPool {
         })
     }
 
-    /// Number of idle connections.
+    /// Connections this pool has opened (attempts, successful or not).
+    pub fn connections_opened(&self) -> u64 {
+        self.opened.load(Ordering::Relaxed)
+    }
+
+    /// Idle connections in the pool.
     pub fn idle_count(&self) -> usize {
         self.idle.lock().len()
     }

@@ -140,19 +140,12 @@ impl Drop for CancelKey {
     }
 }
 
-/// A random u32 (from the standard library's randomly keyed hasher and the
-/// clock; cancel keys need to be unguessable by other clients, not
-/// cryptographic).
+/// A random u32 from the operating system's CSPRNG (cancel keys must be
+/// unguessable by other clients).
 pub(crate) fn rand_u32() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish() as u32
+    let mut b = [0u8; 4];
+    crate::auth::random_bytes(&mut b);
+    u32::from_le_bytes(b)
 }
 
 #[cfg(test)]

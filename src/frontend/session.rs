@@ -11,7 +11,7 @@ use foldhash::{HashMap, HashMapExt};
 use postgres_protocol::message::frontend as fe;
 use tokio::net::tcp::OwnedReadHalf;
 
-use crate::backend::PooledConn;
+use crate::backend::{PoolError, PooledConn};
 use crate::protocol::error::codes;
 use crate::protocol::{synth, FrameReader, PgError, ProtocolError};
 use crate::state::RouterState;
@@ -427,10 +427,13 @@ impl Session {
                 format!("shard \"{shard}\" is not configured"),
             )
         })?;
-        let conn = pool
-            .get()
-            .await
-            .map_err(|e| PgError::new(codes::CONNECTION_FAILURE, e.to_string()))?;
+        let conn = pool.get().await.map_err(|e| match e {
+            // A statement that waited too long, like statement_timeout; the
+            // client's connection stays usable.
+            PoolError::Timeout { .. } => PgError::new(codes::QUERY_CANCELED, e.to_string())
+                .with_hint("raise backend.pool_size or backend.checkout_timeout_ms"),
+            PoolError::Backend(_) => PgError::new(codes::CONNECTION_FAILURE, e.to_string()),
+        })?;
         let cancel = self.cancel.0.hold(&pool, conn.pid, conn.secret);
         self.held.push(Held {
             conn,

@@ -1,20 +1,22 @@
 //! Connection startup (PostgreSQL docs §55.2.1): SSLRequest/GSSENCRequest
 //! are declined ('N'), CancelRequest is forwarded to the backends of the
-//! client it names (see `cancel.rs`), and a v3
-//! StartupMessage is answered with AuthenticationOk (trust), the shards'
-//! ParameterStatus values, BackendKeyData and ReadyForQuery.
+//! client it names (see `cancel.rs`), and a v3 StartupMessage is checked
+//! against `limits.max_client_connections` (53300), authenticated
+//! (`auth.rs`: trust, MD5, SCRAM-SHA-256) and answered with
+//! AuthenticationOk, the shards' ParameterStatus values, BackendKeyData and
+//! ReadyForQuery. The whole phase is bounded by `limits.auth_timeout_ms`.
 
 use std::sync::Arc;
 
-use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::protocol::error::codes;
 use crate::protocol::frontend::Startup;
-use crate::protocol::{synth, FrameReader, PgError};
-use crate::state::RouterState;
+use crate::protocol::{synth, FrameReader, PgError, ProtocolError};
+use crate::state::{ClientGuard, RouterState};
 
+use super::auth::{authenticate, AuthFailure, MAX_AUTH_MESSAGE_BYTES};
+use super::cancel::{CancelKey, CancelSlot};
 use super::client::ClientOut;
 use super::session::{End, Session};
 
@@ -29,27 +31,86 @@ const NOT_SETTINGS: &[&str] = &["user", "database", "options", "replication"];
 /// Runs one client connection to completion on session worker `worker`
 /// (whose backend pools it uses).
 pub async fn handle_client(sock: TcpStream, state: Arc<RouterState>, worker: usize) {
-    let (r, mut w) = sock.into_split();
-    let mut reader = FrameReader::new(r, state.max_message_bytes);
+    let (r, w) = sock.into_split();
+    // Until the client has authenticated, only small messages are accepted.
+    let mut reader = FrameReader::new(r, MAX_AUTH_MESSAGE_BYTES);
+    let mut out = ClientOut::new(w);
+    let started = match tokio::time::timeout(
+        state.auth_timeout,
+        startup(&mut reader, &mut out, &state),
+    )
+    .await
+    {
+        Ok(Some(s)) => s,
+        Ok(None) => return,
+        Err(_) => {
+            refuse(
+                &mut out,
+                PgError::fatal(
+                    codes::QUERY_CANCELED,
+                    "canceling authentication due to timeout",
+                ),
+            )
+            .await;
+            return;
+        }
+    };
+    reader.set_max_len(state.max_message_bytes);
+    let Started {
+        settings,
+        cancel,
+        client: _client,
+    } = started;
+    match Session::new(state, worker, reader, out, settings, cancel)
+        .run()
+        .await
+    {
+        End::Closed => {}
+        End::Failed(e) => tracing::debug!("client session ended: {e}"),
+    }
+}
+
+/// What a successful startup hands to the session.
+struct Started {
+    settings: Vec<(String, String)>,
+    cancel: (Arc<CancelSlot>, CancelKey),
+    /// Holds the client's place under `max_client_connections`.
+    client: ClientGuard,
+}
+
+/// Writes a FATAL error and flushes (the caller then closes).
+async fn refuse(out: &mut ClientOut, e: PgError) {
+    synth::error(&mut out.buf, &e);
+    let _ = out.flush().await;
+}
+
+/// The startup phase: SSL/GSS negotiation, cancel requests, the
+/// StartupMessage, the connection limit and authentication, up to
+/// ReadyForQuery. Returns None when the connection is done (refused with
+/// an error already written, a cancel request, or the client left).
+async fn startup<R: tokio::io::AsyncRead + Unpin>(
+    reader: &mut FrameReader<R>,
+    out: &mut ClientOut,
+    state: &Arc<RouterState>,
+) -> Option<Started> {
     let startup = loop {
         let body = match reader.next_startup().await {
             Ok(b) => b,
+            Err(ProtocolError::Eof) | Err(ProtocolError::Io(_)) => return None,
             Err(e) => {
-                let mut buf = BytesMut::new();
-                synth::error(
-                    &mut buf,
-                    &PgError::fatal(codes::PROTOCOL_VIOLATION, e.to_string()),
-                );
-                let _ = w.write_all(&buf).await;
-                return;
+                refuse(
+                    out,
+                    PgError::fatal(codes::PROTOCOL_VIOLATION, e.to_string()),
+                )
+                .await;
+                return None;
             }
         };
         let code = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
         match code {
             SSL_REQUEST | GSSENC_REQUEST => {
-                if w.write_all(b"N").await.is_err() {
-                    return;
-                }
+                out.buf.extend_from_slice(b"N");
+                out.flush().await.ok()?;
             }
             CANCEL_REQUEST => {
                 // Process id and secret key follow the code (16 bytes in all).
@@ -59,69 +120,92 @@ pub async fn handle_client(sock: TcpStream, state: Arc<RouterState>, worker: usi
                     let n = state.cancels.cancel(pid, secret).await;
                     tracing::debug!(pid, backends = n, "cancel request");
                 }
-                return;
+                return None;
             }
             _ => match Startup::decode(&body) {
                 Ok(s) => break s,
                 Err(e) => {
-                    let mut buf = BytesMut::new();
-                    synth::error(
-                        &mut buf,
-                        &PgError::fatal(codes::PROTOCOL_VIOLATION, e.to_string()),
-                    );
-                    let _ = w.write_all(&buf).await;
-                    return;
+                    refuse(
+                        out,
+                        PgError::fatal(codes::PROTOCOL_VIOLATION, e.to_string()),
+                    )
+                    .await;
+                    return None;
                 }
             },
         }
     };
-    let mut out = ClientOut::new(w);
     if startup.version >> 16 != 3 {
-        synth::error(
-            &mut out.buf,
-            &PgError::fatal(
-                codes::FEATURE_NOT_SUPPORTED,
-                format!(
-                    "unsupported frontend protocol {}.{}: server supports 3.0",
-                    startup.version >> 16,
-                    startup.version & 0xffff
-                ),
-            ),
+        let m = format!(
+            "unsupported frontend protocol {}.{}: server supports 3.0",
+            startup.version >> 16,
+            startup.version & 0xffff
         );
-        let _ = out.flush().await;
-        return;
+        refuse(out, PgError::fatal(codes::FEATURE_NOT_SUPPORTED, m)).await;
+        return None;
     }
     if startup.version != PROTOCOL_3_0 {
         // NegotiateProtocolVersion: we speak 3.0 (PostgreSQL docs §55.7).
-        let mut b = BytesMut::new();
         use bytes::BufMut;
-        b.put_u8(b'v');
-        b.put_i32(12);
-        b.put_i32(PROTOCOL_3_0);
-        b.put_i32(0);
-        out.buf.extend_from_slice(&b);
+        out.buf.put_u8(b'v');
+        out.buf.put_i32(12);
+        out.buf.put_i32(PROTOCOL_3_0);
+        out.buf.put_i32(0);
     }
     if startup
         .get("replication")
         .is_some_and(|v| v != "false" && v != "off" && v != "0")
     {
-        synth::error(
-            &mut out.buf,
-            &PgError::fatal(
-                codes::FEATURE_NOT_SUPPORTED,
-                "replication connections are not supported by pg-router",
-            ),
-        );
-        let _ = out.flush().await;
-        return;
+        let m = "replication connections are not supported by pg-router";
+        refuse(out, PgError::fatal(codes::FEATURE_NOT_SUPPORTED, m)).await;
+        return None;
+    }
+    let Some(user) = startup.get("user").filter(|u| !u.is_empty()) else {
+        let m = "no PostgreSQL user name specified in startup packet";
+        refuse(out, PgError::fatal(codes::INVALID_AUTHORIZATION, m)).await;
+        return None;
+    };
+    let Some(client) = state.admit_client() else {
+        let e = PgError::fatal(
+            codes::TOO_MANY_CONNECTIONS,
+            "sorry, too many clients already",
+        )
+        .with_detail(format!(
+            "pg-router serves at most {} client connections (limits.max_client_connections)",
+            state.max_client_connections
+        ));
+        refuse(out, e).await;
+        return None;
+    };
+    let mut settings = Vec::new();
+    let mut startup_settings: Vec<(String, String)> = Vec::new();
+    for (k, v) in &startup.params {
+        if !NOT_SETTINGS.contains(&k.as_str()) {
+            startup_settings.push((k.clone(), v.clone()));
+        }
+    }
+    if let Some(opts) = startup.get("options") {
+        match parse_options(opts) {
+            Ok(o) => startup_settings.extend(o),
+            Err(m) => {
+                refuse(out, PgError::fatal(codes::INVALID_PARAMETER_VALUE, m)).await;
+                return None;
+            }
+        }
+    }
+    let users = state.users();
+    match authenticate(reader, out, &users, user).await {
+        Ok(()) => {}
+        Err(AuthFailure::Gone) => return None,
+        Err(AuthFailure::Refused(e)) => {
+            tracing::info!(user, code = e.code, "client authentication failed");
+            refuse(out, e).await;
+            return None;
+        }
     }
     synth::auth_ok(&mut out.buf);
-    let mut settings = Vec::new();
     let mut params = state.server_params();
-    for (k, v) in &startup.params {
-        if NOT_SETTINGS.contains(&k.as_str()) {
-            continue;
-        }
+    for (k, v) in &startup_settings {
         let name = k.to_ascii_lowercase();
         settings.push((
             name.clone(),
@@ -139,16 +223,62 @@ pub async fn handle_client(sock: TcpStream, state: Arc<RouterState>, worker: usi
     let (pid, secret, slot, key) = state.cancels.register();
     synth::backend_key_data(&mut out.buf, pid, secret);
     synth::ready(&mut out.buf, b'I');
-    if out.flush().await.is_err() {
-        return;
+    out.flush().await.ok()?;
+    Some(Started {
+        settings,
+        cancel: (slot, key),
+        client,
+    })
+}
+
+/// Splits the StartupMessage `options` value (command-line style, as
+/// libpq's PGOPTIONS) into settings: `-c name=value`, `-cname=value` and
+/// `--name=value`; a backslash escapes the next character (PostgreSQL docs
+/// §20.1.4, "options").
+///
+/// Errors: a message naming the switch that is not a setting.
+pub fn parse_options(s: &str) -> Result<Vec<(String, String)>, String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            c if c.is_ascii_whitespace() => {
+                if !cur.is_empty() {
+                    words.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
     }
-    match Session::new(state, worker, reader, out, settings, (slot, key))
-        .run()
-        .await
-    {
-        End::Closed => {}
-        End::Failed(e) => tracing::debug!("client session ended: {e}"),
+    if !cur.is_empty() {
+        words.push(cur);
     }
+    let mut out = Vec::new();
+    let mut it = words.into_iter();
+    while let Some(w) = it.next() {
+        let setting = if w == "-c" {
+            it.next()
+                .ok_or_else(|| "invalid command-line argument: -c requires a value".to_string())?
+        } else if let Some(rest) = w.strip_prefix("--").or_else(|| w.strip_prefix("-c")) {
+            rest.to_string()
+        } else {
+            return Err(format!(
+                "invalid command-line argument in startup packet options: {w:?} \
+                 (pg-router accepts -c name=value)"
+            ));
+        };
+        let (name, value) = setting
+            .split_once('=')
+            .ok_or_else(|| format!("--{setting} requires a value"))?;
+        out.push((name.replace('-', "_"), value.to_string()));
+    }
+    Ok(out)
 }
 
 fn quote_ident(s: &str) -> String {
@@ -158,5 +288,30 @@ fn quote_ident(s: &str) -> String {
         s.to_string()
     } else {
         format!("\"{}\"", s.replace('"', "\"\""))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_options;
+
+    #[test]
+    fn startup_options() {
+        let o =
+            parse_options("-c statement_timeout=100  -csearch_path=a,b --lock-timeout=5s").unwrap();
+        assert_eq!(
+            o,
+            vec![
+                ("statement_timeout".to_string(), "100".to_string()),
+                ("search_path".to_string(), "a,b".to_string()),
+                ("lock_timeout".to_string(), "5s".to_string()),
+            ]
+        );
+        let o = parse_options(r"-c application_name=my\ app").unwrap();
+        assert_eq!(o[0].1, "my app");
+        assert!(parse_options("").unwrap().is_empty());
+        assert!(parse_options("-c").is_err());
+        assert!(parse_options("-c work_mem").is_err());
+        assert!(parse_options("-D /data").is_err());
     }
 }

@@ -114,6 +114,8 @@ pub mod codes {
     pub const INVALID_AUTHORIZATION: &str = "28000";
     /// numeric_value_out_of_range
     pub const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
+    /// invalid_password
+    pub const INVALID_PASSWORD: &str = "28P01";
     /// too_many_connections
     pub const TOO_MANY_CONNECTIONS: &str = "53300";
     /// admin_shutdown

@@ -43,6 +43,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// Changes the largest accepted frame (e.g. a small limit before the
+    /// client has authenticated, the configured one after).
+    pub fn set_max_len(&mut self, max_len: usize) {
+        self.max_len = max_len;
+    }
+
     /// Bytes already buffered but not yet returned as frames.
     pub fn buffered(&self) -> usize {
         self.buf.len()
