@@ -97,6 +97,14 @@ pub struct LimitsConfig {
     /// Longest a client may take from connecting to authenticated, ms.
     #[serde(default = "default_auth_timeout")]
     pub auth_timeout_ms: u64,
+    /// A client idle inside a transaction longer than this is disconnected
+    /// (25P03) and its transaction rolled back, ms; 0 = no limit.
+    #[serde(default)]
+    pub idle_in_transaction_timeout_ms: u64,
+    /// On SIGTERM, how long open transactions may run before every client
+    /// is closed, ms.
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout_ms: u64,
 }
 
 fn default_listen() -> String {
@@ -126,6 +134,9 @@ fn default_max_clients() -> usize {
 fn default_auth_timeout() -> u64 {
     60_000
 }
+fn default_shutdown_timeout() -> u64 {
+    25_000
+}
 
 impl Default for BackendConfig {
     fn default() -> Self {
@@ -146,6 +157,8 @@ impl Default for LimitsConfig {
             plan_cache_capacity: default_plan_cache(),
             max_client_connections: default_max_clients(),
             auth_timeout_ms: default_auth_timeout(),
+            idle_in_transaction_timeout_ms: 0,
+            shutdown_timeout_ms: default_shutdown_timeout(),
         }
     }
 }

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -15,7 +16,7 @@ use crate::catalog::{self, ShardInfo};
 use crate::cluster::{ClusterOptions, LocalCluster};
 use crate::config::{BackendConfig, LimitsConfig, RouterConfig};
 use crate::frontend::workers::Workers;
-use crate::state::RouterState;
+use crate::state::{Phase, RouterState};
 use crate::txn::log::DecisionLog;
 use crate::txn::TxnConfig;
 
@@ -78,13 +79,49 @@ pub struct RouterHandle {
     /// Address clients connect to.
     pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
+    task: Option<JoinHandle<()>>,
     watcher: JoinHandle<()>,
     recovery: JoinHandle<()>,
     workers: Option<Arc<Workers>>,
 }
 
 impl RouterHandle {
+    /// Graceful shutdown: stops accepting clients, closes clients that are
+    /// between transactions (57P01) and the others when their transaction
+    /// ends, waits up to `deadline` for all to leave, then closes the rest
+    /// (their open transactions roll back) and stops. Returns the number of
+    /// clients closed at the deadline.
+    pub async fn shutdown(mut self, deadline: Duration) -> usize {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+        self.state.set_phase(Phase::Draining);
+        let t0 = tokio::time::Instant::now();
+        let mut left = self.state.client_connections();
+        while left > 0 && t0.elapsed() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            left = self.state.client_connections();
+        }
+        if left > 0 {
+            tracing::warn!(
+                clients = left,
+                "shutdown deadline reached; closing the remaining clients"
+            );
+            self.state.set_phase(Phase::Closing);
+            // Sessions waiting for their client close at once; give them a
+            // moment before the workers stop.
+            let t1 = tokio::time::Instant::now();
+            while self.state.client_connections() > 0 && t1.elapsed() < Duration::from_secs(1) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        self.stop().await;
+        left
+    }
+
     /// Stops accepting clients and the catalog watcher, then closes every
     /// client session and joins the session workers.
     pub async fn stop(mut self) {
@@ -93,7 +130,9 @@ impl RouterHandle {
         }
         self.watcher.abort();
         self.recovery.abort();
-        let _ = (&mut self.task).await;
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
         if let Some(w) = self.workers.take().and_then(|w| Arc::try_unwrap(w).ok()) {
             let _ = tokio::task::spawn_blocking(move || w.shutdown()).await;
         }
@@ -165,7 +204,7 @@ pub async fn start_router(cfg: &RouterConfig) -> Result<RouterHandle, DevError> 
         state,
         addr,
         stop: Some(tx),
-        task,
+        task: Some(task),
         watcher,
         recovery,
         workers: Some(workers),
@@ -308,13 +347,55 @@ pub async fn run(args: DevArgs) -> Result<(), DevError> {
 }
 
 /// `pg-router serve --config FILE`: runs until Ctrl-C or SIGTERM.
+/// `pg-router serve --config FILE`: runs until SIGTERM or Ctrl-C, then
+/// shuts down gracefully (`limits.shutdown_timeout_ms`). SIGHUP reloads the
+/// file: users, limits and pool settings take effect; an invalid file is
+/// reported (naming the key) and the running configuration stays.
 pub async fn serve(config: &Path) -> Result<(), DevError> {
-    let cfg = RouterConfig::load(config)?;
+    let mut cfg = RouterConfig::load(config)?;
     let router = start_router(&cfg).await?;
     tracing::info!("pg-router listening on {}", router.addr);
-    wait_for_shutdown().await;
-    router.stop().await;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| DevError::Other(format!("cannot install the SIGHUP handler: {e}")))?;
+    let stop = wait_for_shutdown();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = hup.recv() => reload(config, &mut cfg, &router.state),
+        }
+    }
+    let deadline = Duration::from_millis(router.state.limits().shutdown_timeout_ms);
+    tracing::info!(deadline_ms = deadline.as_millis() as u64, "shutting down");
+    let closed = router.shutdown(deadline).await;
+    tracing::info!(closed_at_deadline = closed, "stopped");
     Ok(())
+}
+
+/// Re-reads the config file and applies what can change while running.
+fn reload(path: &Path, running: &mut RouterConfig, state: &RouterState) {
+    let new = match RouterConfig::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("config reload failed, keeping the running configuration: {e}");
+            return;
+        }
+    };
+    match state.reload(&new, running) {
+        Ok(restart) => {
+            for key in restart {
+                tracing::warn!(key, "config change needs a restart to take effect");
+            }
+            tracing::info!(users = state.users().len(), "config reloaded");
+            // What needs a restart keeps its running value.
+            running.auth = new.auth;
+            running.limits = new.limits;
+            running.backend = new.backend;
+        }
+        Err(e) => {
+            tracing::error!("config reload failed, keeping the running configuration: {e}")
+        }
+    }
 }
 
 async fn wait_for_shutdown() {

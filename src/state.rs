@@ -8,11 +8,12 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use foldhash::{HashMap, HashMapExt};
 use parking_lot::RwLock;
+use tokio::sync::watch;
 
 use crate::auth::UserDb;
 use crate::backend::{BackendConn, BackendError, ShardPool, ShardTarget};
 use crate::catalog::Catalog;
-use crate::config::{BackendConfig, RouterConfig};
+use crate::config::{BackendConfig, LimitsConfig, RouterConfig};
 use crate::plan::{Planner, SchemaView};
 use crate::txn::log::DecisionLog;
 use crate::txn::{Gids, TxnConfig};
@@ -57,14 +58,13 @@ pub struct RouterState {
     /// Per shard, one pool per session worker (index = worker).
     pools: RwLock<HashMap<String, Arc<[Arc<ShardPool>]>>>,
     workers: usize,
-    /// Backend connection settings.
-    pub backend: BackendConfig,
-    plan_cache_capacity: usize,
+    /// Backend connection settings (reloadable: new pools use them).
+    backend: RwLock<BackendConfig>,
+    /// Limits (reloadable; each is read where it applies).
+    limits: ArcSwap<LimitsConfig>,
     server_params: RwLock<Vec<(String, String)>>,
     rr: AtomicUsize,
     version: AtomicU64,
-    /// Largest client message accepted, in bytes.
-    pub max_message_bytes: usize,
     /// Distributed transaction settings.
     pub txn: TxnConfig,
     /// Global transaction ids of this router.
@@ -74,10 +74,19 @@ pub struct RouterState {
     pub cancels: Arc<crate::frontend::cancel::CancelRegistry>,
     users: ArcSwap<UserDb>,
     clients: Arc<AtomicUsize>,
-    /// Most client connections served at once (`limits.max_client_connections`).
-    pub max_client_connections: usize,
-    /// Longest the startup + authentication phase may take.
-    pub auth_timeout: Duration,
+    phase: watch::Sender<Phase>,
+}
+
+/// The router's lifecycle, as sessions see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Serving.
+    Running,
+    /// Shutting down gracefully: clients are closed (57P01) when they are
+    /// between transactions; open transactions may finish.
+    Draining,
+    /// The drain deadline passed: every client is closed at its next read.
+    Closing,
 }
 
 /// A client's place under `max_client_connections`, given back on drop.
@@ -96,30 +105,26 @@ impl RouterState {
     /// `ceil(backend.pool_size / workers)` connections.
     pub fn new(catalog: Catalog, cfg: &RouterConfig, users: UserDb) -> Arc<Self> {
         let workers = cfg.effective_workers();
-        let plan_cache_capacity = cfg.limits.plan_cache_capacity;
-        let backend = cfg.backend.clone();
         let st = Arc::new(RouterState {
             routing: ArcSwap::from_pointee(Routing {
                 catalog: Arc::new(Catalog::empty()),
-                planner: Planner::new(plan_cache_capacity),
+                planner: Planner::new(cfg.limits.plan_cache_capacity),
                 version: 0,
             }),
             pools: RwLock::new(HashMap::new()),
             workers: workers.max(1),
-            backend,
-            plan_cache_capacity,
+            backend: RwLock::new(cfg.backend.clone()),
+            limits: ArcSwap::from_pointee(cfg.limits.clone()),
             server_params: RwLock::new(Vec::new()),
             rr: AtomicUsize::new(0),
             version: AtomicU64::new(0),
-            max_message_bytes: cfg.limits.max_message_bytes,
             txn: cfg.transactions.clone(),
             gids: Gids::new(),
             decisions: OnceLock::new(),
             cancels: Arc::default(),
             users: ArcSwap::from_pointee(users),
             clients: Arc::default(),
-            max_client_connections: cfg.limits.max_client_connections,
-            auth_timeout: Duration::from_millis(cfg.limits.auth_timeout_ms),
+            phase: watch::Sender::new(Phase::Running),
         });
         st.apply_catalog(catalog);
         st
@@ -134,6 +139,22 @@ impl RouterState {
     /// cache. Sessions pick it up at their next statement; pinned backend
     /// connections are unaffected.
     pub fn apply_catalog(&self, catalog: Catalog) {
+        self.refresh_pools(&catalog);
+        let version = self.version.fetch_add(1, Ordering::SeqCst) + 1;
+        self.routing.store(Arc::new(Routing {
+            catalog: Arc::new(catalog),
+            planner: Planner::new(self.limits.load().plan_cache_capacity),
+            version,
+        }));
+    }
+
+    /// Makes a pool set for every shard of `catalog` whose target or pool
+    /// settings changed, drops pools of removed shards. Connections checked
+    /// out of a replaced pool go back to it and close with it.
+    fn refresh_pools(&self, catalog: &Catalog) {
+        let backend = self.backend.read().clone();
+        let per_worker = backend.pool_size.div_ceil(self.workers);
+        let timeout = Duration::from_millis(backend.checkout_timeout_ms);
         {
             let mut pools = self.pools.write();
             pools.retain(|name, _| catalog.shards.contains_key(name));
@@ -143,16 +164,18 @@ impl RouterState {
                     host: s.host.clone(),
                     port: s.port,
                     dbname: s.dbname.clone(),
-                    user: s.user.clone().unwrap_or_else(|| self.backend.user.clone()),
-                    password: self.backend.password.clone(),
-                    connect_timeout: Duration::from_millis(self.backend.connect_timeout_ms),
+                    user: s.user.clone().unwrap_or_else(|| backend.user.clone()),
+                    password: backend.password.clone(),
+                    connect_timeout: Duration::from_millis(backend.connect_timeout_ms),
                 };
-                let same = pools
-                    .get(name)
-                    .is_some_and(|p| p.first().is_some_and(|p| p.target == target));
+                let same = pools.get(name).is_some_and(|p| {
+                    p.first().is_some_and(|p| {
+                        p.target == target
+                            && p.max_size() == per_worker.max(1)
+                            && p.checkout_timeout() == timeout
+                    })
+                });
                 if !same {
-                    let per_worker = self.backend.pool_size.div_ceil(self.workers);
-                    let timeout = Duration::from_millis(self.backend.checkout_timeout_ms);
                     let per: Arc<[Arc<ShardPool>]> = (0..self.workers)
                         .map(|_| ShardPool::new(target.clone(), per_worker, timeout))
                         .collect();
@@ -160,12 +183,6 @@ impl RouterState {
                 }
             }
         }
-        let version = self.version.fetch_add(1, Ordering::SeqCst) + 1;
-        self.routing.store(Arc::new(Routing {
-            catalog: Arc::new(catalog),
-            planner: Planner::new(self.plan_cache_capacity),
-            version,
-        }));
     }
 
     /// Installs the 2PC decision log (once; later calls are ignored).
@@ -242,12 +259,60 @@ impl RouterState {
         self.users.store(Arc::new(users));
     }
 
+    /// The current limits.
+    pub fn limits(&self) -> arc_swap::Guard<Arc<LimitsConfig>> {
+        self.limits.load()
+    }
+
+    /// Applies a reloaded configuration: users, limits and backend pool
+    /// settings (pools whose settings changed are replaced; clients keep
+    /// the connections they hold). Returns the keys that changed but only
+    /// take effect after a restart.
+    ///
+    /// Errors: an invalid `[auth]` section or users file; nothing is
+    /// applied then.
+    pub fn reload(
+        &self,
+        cfg: &RouterConfig,
+        running: &RouterConfig,
+    ) -> Result<Vec<&'static str>, crate::auth::AuthConfigError> {
+        let users = UserDb::load(&cfg.auth)?;
+        self.set_users(users);
+        self.limits.store(Arc::new(cfg.limits.clone()));
+        *self.backend.write() = cfg.backend.clone();
+        self.refresh_pools(&self.routing().catalog);
+        let mut restart = Vec::new();
+        if cfg.listen != running.listen {
+            restart.push("listen");
+        }
+        if cfg.catalog != running.catalog {
+            restart.push("catalog");
+        }
+        if cfg.workers != running.workers {
+            restart.push("workers");
+        }
+        if cfg.transactions != running.transactions {
+            restart.push("transactions");
+        }
+        Ok(restart)
+    }
+
+    /// Watches the router's [`Phase`].
+    pub fn phase(&self) -> watch::Receiver<Phase> {
+        self.phase.subscribe()
+    }
+
+    /// Moves the router to `phase` (sessions react at their next read).
+    pub fn set_phase(&self, phase: Phase) {
+        self.phase.send_replace(phase);
+    }
+
     /// Takes a place for a new client, or None when
     /// `max_client_connections` are already connected (or authenticating).
     pub fn admit_client(&self) -> Option<ClientGuard> {
         let n = self.clients.fetch_add(1, Ordering::Relaxed);
         let guard = ClientGuard(self.clients.clone());
-        (n < self.max_client_connections).then_some(guard)
+        (n < self.limits.load().max_client_connections).then_some(guard)
     }
 
     /// Client connections past the StartupMessage (authenticating or in a

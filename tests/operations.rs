@@ -188,9 +188,23 @@ async fn connect_as(
     user: &str,
     password: Option<&str>,
 ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    connect_port(dev.router.addr.port(), user, password)
+        .await
+        .map(|(c, _)| c)
+}
+
+/// The connection task's outcome (how the server ended the connection).
+type ConnEnd = tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>;
+
+/// Connects to 127.0.0.1:`port` as `user`; also returns the connection task.
+async fn connect_port(
+    port: u16,
+    user: &str,
+    password: Option<&str>,
+) -> Result<(tokio_postgres::Client, ConnEnd), tokio_postgres::Error> {
     let mut cfg = tokio_postgres::Config::new();
     cfg.host("127.0.0.1")
-        .port(dev.router.addr.port())
+        .port(port)
         .user(user)
         .dbname("postgres")
         .connect_timeout(Duration::from_secs(10));
@@ -198,10 +212,40 @@ async fn connect_as(
         cfg.password(p);
     }
     let (client, conn) = cfg.connect(NoTls).await?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(client)
+    Ok((client, tokio::spawn(conn)))
+}
+
+/// Retries [`connect_port`] for up to 10 s (a place or a reload pending).
+async fn connect_retry(
+    port: u16,
+    user: &str,
+    password: Option<&str>,
+) -> (tokio_postgres::Client, ConnEnd) {
+    let t0 = Instant::now();
+    loop {
+        match connect_port(port, user, password).await {
+            Ok(c) => return c,
+            Err(e) => {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(10),
+                    "cannot connect as {user}: {e:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+/// SQLSTATE with which the server ended a connection (10 s at most).
+async fn end_code(end: ConnEnd) -> String {
+    let r = tokio::time::timeout(Duration::from_secs(10), end)
+        .await
+        .expect("connection still open")
+        .unwrap();
+    match r {
+        Err(e) => common::sqlstate(&e),
+        Ok(()) => "closed without error".into(),
+    }
 }
 
 /// Backend connections the router's pools have opened, all shards.
@@ -444,6 +488,7 @@ async fn connection_limits() {
     let dev = start_config(2, 1, |c| {
         c.limits.max_client_connections = 3;
         c.limits.auth_timeout_ms = 500;
+        c.limits.idle_in_transaction_timeout_ms = 1500;
         c.backend.checkout_timeout_ms = 300;
     })
     .await;
@@ -583,6 +628,154 @@ async fn connection_limits() {
         String::from_utf8_lossy(&rest).contains("canceling authentication due to timeout"),
         "{rest:?}"
     );
-    drop((c1, c2, c4));
+
+    // idle_in_transaction_timeout_ms: a client idle inside a block is
+    // closed with 25P03 and its write rolled back; idle outside a block is
+    // fine.
+    drop(c4);
+    let port = dev.router.addr.port();
+    let (c5, end) = connect_retry(port, "postgres", None).await;
+    c5.batch_execute(&format!("BEGIN; INSERT INTO t (id) VALUES (100)"))
+        .await
+        .unwrap();
+    assert_eq!(end_code(end).await, "25P03");
+    let n: i64 = c1
+        .query_one("SELECT count(*) FROM t WHERE id = 100", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "the idle transaction's write was kept");
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    c1.query_one("SELECT 1", &[]).await.unwrap();
+    drop((c1, c2, c5));
+    dev.stop().await;
+}
+
+/// A free loopback TCP port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reload_and_sigterm_drain() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+
+    let dev = common::start(2, 4).await;
+    let admin = common::connect(&dev).await;
+    admin
+        .batch_execute("CREATE TABLE d (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    common::add_table(&dev, "d", "id", "int").await;
+
+    // A second router, the `pg-router serve` binary, on the same catalog.
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.txt");
+    let line = |u: &str, pw: &str| {
+        format!(
+            "\"{u}\" \"{}\"\n",
+            postgres_protocol::password::scram_sha_256(pw.as_bytes())
+        )
+    };
+    std::fs::write(&users, line("app", "app-pw")).unwrap();
+    let port = free_port();
+    let config = dir.path().join("router.toml");
+    let config_text = format!(
+        "listen = \"127.0.0.1:{port}\"\ncatalog = \"{}\"\nworkers = 1\n\
+         [limits]\nshutdown_timeout_ms = 3000\n[auth]\nusers_file = \"users.txt\"\n",
+        dev.catalog_dsn()
+    );
+    std::fs::write(&config, &config_text).unwrap();
+    let log = dir.path().join("router.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pg-router"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("PGROUTER_LOG", "info")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = Pid::from_raw(child.id() as i32);
+    let (idle, idle_end) = connect_retry(port, "app", Some("app-pw")).await;
+    let (tx, tx_end) = connect_port(port, "app", Some("app-pw")).await.unwrap();
+    let (stuck, stuck_end) = connect_port(port, "app", Some("app-pw")).await.unwrap();
+    tx.batch_execute("BEGIN; INSERT INTO d (id) VALUES (1)")
+        .await
+        .unwrap();
+    stuck
+        .batch_execute("BEGIN; INSERT INTO d (id) VALUES (2)")
+        .await
+        .unwrap();
+
+    // SIGHUP with an invalid file: an error naming the key, the running
+    // configuration stays (users unchanged), clients unaffected.
+    std::fs::write(&config, format!("{config_text}bogus_key = 1\n")).unwrap();
+    std::fs::write(
+        &users,
+        format!("{}{}", line("app", "app-pw"), line("newbie", "n-pw")),
+    )
+    .unwrap();
+    kill(pid, Signal::SIGHUP).unwrap();
+    let t0 = Instant::now();
+    while !std::fs::read_to_string(&log).unwrap().contains("bogus_key") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no reload error logged"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let e = connect_port(port, "newbie", Some("n-pw"))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(common::sqlstate(&e), "28P01");
+    idle.query_one("SELECT 1", &[]).await.unwrap();
+    // A valid file: the new user gets in; connected clients stay.
+    std::fs::write(&config, &config_text).unwrap();
+    kill(pid, Signal::SIGHUP).unwrap();
+    let (newbie, newbie_end) = connect_retry(port, "newbie", Some("n-pw")).await;
+    newbie.query_one("SELECT 1", &[]).await.unwrap();
+    idle.query_one("SELECT 1", &[]).await.unwrap();
+
+    // SIGTERM: no new clients; clients between transactions are closed
+    // with 57P01; an open transaction may finish (and is closed after
+    // COMMIT); one still open at the deadline is closed and rolled back;
+    // the process exits 0.
+    kill(pid, Signal::SIGTERM).unwrap();
+    let t0 = Instant::now();
+    assert_eq!(end_code(idle_end).await, "57P01");
+    assert_eq!(end_code(newbie_end).await, "57P01");
+    assert!(connect_port(port, "app", Some("app-pw")).await.is_err());
+    tx.batch_execute("INSERT INTO d (id) VALUES (3); COMMIT")
+        .await
+        .unwrap();
+    assert_eq!(end_code(tx_end).await, "57P01");
+    assert_eq!(end_code(stuck_end).await, "57P01");
+    let status = child.wait().unwrap();
+    let took = t0.elapsed();
+    assert!(
+        status.success(),
+        "exit status {status}: {}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    assert!(
+        took >= Duration::from_millis(2500) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+    let ids: Vec<i32> = admin
+        .query("SELECT id FROM d ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids, vec![1, 3]);
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("config reloaded"), "{log}");
+    drop(stuck);
     dev.stop().await;
 }

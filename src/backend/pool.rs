@@ -92,6 +92,16 @@ impl ShardPool {
         })
     }
 
+    /// Most connections this pool holds at once.
+    pub fn max_size(&self) -> usize {
+        self.max_size
+    }
+
+    /// How long a checkout waits for a free connection.
+    pub fn checkout_timeout(&self) -> Duration {
+        self.checkout_timeout
+    }
+
     /// Connections this pool has opened (attempts, successful or not).
     pub fn connections_opened(&self) -> u64 {
         self.opened.load(Ordering::Relaxed)

@@ -10,11 +10,12 @@ use bytes::{Bytes, BytesMut};
 use foldhash::{HashMap, HashMapExt};
 use postgres_protocol::message::frontend as fe;
 use tokio::net::tcp::OwnedReadHalf;
+use tokio::sync::watch;
 
 use crate::backend::{PoolError, PooledConn};
 use crate::protocol::error::codes;
-use crate::protocol::{synth, FrameReader, PgError, ProtocolError};
-use crate::state::RouterState;
+use crate::protocol::{synth, Frame, FrameReader, PgError, ProtocolError};
+use crate::state::{Phase, RouterState};
 
 use super::cancel::{CancelGuard, CancelKey, CancelSlot};
 use super::client::ClientOut;
@@ -210,6 +211,8 @@ pub struct Session {
     pub(crate) unsynced: bool,
     /// The client's cancel slot (backends held) and key registration.
     pub(crate) cancel: (Arc<CancelSlot>, CancelKey),
+    /// The router's lifecycle (graceful shutdown).
+    phase: watch::Receiver<Phase>,
 }
 
 impl Session {
@@ -223,6 +226,7 @@ impl Session {
         settings: Vec<(String, String)>,
         cancel: (Arc<CancelSlot>, CancelKey),
     ) -> Session {
+        let state_phase = state.phase();
         let mut s = Session {
             state,
             worker,
@@ -242,6 +246,7 @@ impl Session {
             in_extended: false,
             unsynced: false,
             cancel,
+            phase: state_phase,
         };
         s.rehash_settings();
         s
@@ -257,12 +262,68 @@ impl Session {
         end
     }
 
+    /// Waits for the client's next message. While waiting, ends the
+    /// session (FATAL, then `End::Closed`) when the router drains and the
+    /// client is between transactions, when the drain deadline passed, or
+    /// when the client stays idle in a transaction longer than
+    /// `limits.idle_in_transaction_timeout_ms` (25P03; its backends are
+    /// dropped, which rolls the transaction back).
+    async fn next_frame(&mut self) -> Result<Result<Frame, ProtocolError>, End> {
+        if self.reader.buffered() > 0 {
+            return Ok(self.reader.next().await);
+        }
+        loop {
+            let phase = *self.phase.borrow_and_update();
+            let between =
+                self.block.is_none() && self.held.is_empty() && self.batch.frames.is_empty();
+            if phase == Phase::Closing || (phase == Phase::Draining && between) {
+                return Err(self
+                    .terminate(PgError::fatal(
+                        codes::ADMIN_SHUTDOWN,
+                        "terminating connection due to administrator command",
+                    ))
+                    .await);
+            }
+            let idle_limit = match self.block {
+                Some(_) => self.state.limits().idle_in_transaction_timeout_ms,
+                None => 0,
+            };
+            let idle = async move {
+                if idle_limit == 0 {
+                    std::future::pending::<()>().await;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(idle_limit)).await;
+            };
+            tokio::select! {
+                r = self.reader.next() => return Ok(r),
+                // The sender lives in RouterState, which this session holds.
+                _ = self.phase.changed() => continue,
+                _ = idle => {
+                    return Err(self
+                        .terminate(PgError::fatal(
+                            codes::IDLE_IN_TRANSACTION_TIMEOUT,
+                            "terminating connection due to idle-in-transaction timeout",
+                        ))
+                        .await)
+                }
+            }
+        }
+    }
+
+    /// Sends a FATAL error and ends the session.
+    async fn terminate(&mut self, e: PgError) -> End {
+        tracing::debug!(code = e.code, "closing client session: {}", e.message);
+        self.send_error(&e);
+        let _ = self.out.flush().await;
+        End::Closed
+    }
+
     async fn run_inner(&mut self) -> Result<(), End> {
         loop {
             if self.reader.buffered() == 0 && !self.out.buf.is_empty() {
                 self.out.flush().await?;
             }
-            let f = match self.reader.next().await {
+            let f = match self.next_frame().await? {
                 Ok(f) => f,
                 Err(ProtocolError::Eof) => return Err(End::Closed),
                 Err(e @ ProtocolError::TooLarge { .. }) | Err(e @ ProtocolError::Malformed(_)) => {

@@ -7,6 +7,7 @@
 //! ReadyForQuery. The whole phase is bounded by `limits.auth_timeout_ms`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpStream;
 
@@ -36,7 +37,7 @@ pub async fn handle_client(sock: TcpStream, state: Arc<RouterState>, worker: usi
     let mut reader = FrameReader::new(r, MAX_AUTH_MESSAGE_BYTES);
     let mut out = ClientOut::new(w);
     let started = match tokio::time::timeout(
-        state.auth_timeout,
+        Duration::from_millis(state.limits().auth_timeout_ms),
         startup(&mut reader, &mut out, &state),
     )
     .await
@@ -55,7 +56,7 @@ pub async fn handle_client(sock: TcpStream, state: Arc<RouterState>, worker: usi
             return;
         }
     };
-    reader.set_max_len(state.max_message_bytes);
+    reader.set_max_len(state.limits().max_message_bytes);
     let Started {
         settings,
         cancel,
@@ -172,7 +173,7 @@ async fn startup<R: tokio::io::AsyncRead + Unpin>(
         )
         .with_detail(format!(
             "pg-router serves at most {} client connections (limits.max_client_connections)",
-            state.max_client_connections
+            state.limits().max_client_connections
         ));
         refuse(out, e).await;
         return None;

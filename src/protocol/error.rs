@@ -118,6 +118,8 @@ pub mod codes {
     pub const INVALID_PASSWORD: &str = "28P01";
     /// too_many_connections
     pub const TOO_MANY_CONNECTIONS: &str = "53300";
+    /// idle_in_transaction_session_timeout
+    pub const IDLE_IN_TRANSACTION_TIMEOUT: &str = "25P03";
     /// admin_shutdown
     pub const ADMIN_SHUTDOWN: &str = "57P01";
     /// bad_copy_file_format

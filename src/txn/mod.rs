@@ -39,7 +39,7 @@ pub enum TransactionMode {
 }
 
 /// `[transactions]` section of the router config.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TxnConfig {
     /// Commit protocol for multi-shard writes.
