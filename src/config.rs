@@ -58,6 +58,10 @@ pub struct RouterConfig {
     /// Client authentication (methods, users).
     #[serde(default)]
     pub auth: crate::auth::AuthConfig,
+    /// Address of the HTTP endpoint serving `/metrics`, `/healthz` and
+    /// `/readyz` (e.g. "0.0.0.0:9930"); unset = no endpoint.
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
 }
 
 /// How the router connects to shards.
@@ -216,6 +220,14 @@ impl RouterConfig {
                 key: "listen",
                 message: format!("{:?} is not an ip:port address", self.listen),
             });
+        }
+        if let Some(m) = &self.metrics_listen {
+            if m.parse::<std::net::SocketAddr>().is_err() {
+                return Err(ConfigError::Value {
+                    key: "metrics_listen",
+                    message: format!("{m:?} is not an ip:port address"),
+                });
+            }
         }
         if self.backend.pool_size == 0 {
             return Err(ConfigError::Value {

@@ -83,6 +83,9 @@ pub struct RouterHandle {
     watcher: JoinHandle<()>,
     recovery: JoinHandle<()>,
     workers: Option<Arc<Workers>>,
+    http: Option<JoinHandle<()>>,
+    /// Address of the metrics/health endpoint, if configured.
+    pub http_addr: Option<SocketAddr>,
 }
 
 impl RouterHandle {
@@ -130,6 +133,9 @@ impl RouterHandle {
         }
         self.watcher.abort();
         self.recovery.abort();
+        if let Some(h) = self.http.take() {
+            h.abort();
+        }
         if let Some(t) = self.task.take() {
             let _ = t.await;
         }
@@ -188,6 +194,22 @@ pub async fn start_router(cfg: &RouterConfig) -> Result<RouterHandle, DevError> 
         addr: cfg.listen.clone(),
         source,
     })?;
+    let (http, http_addr) = match &cfg.metrics_listen {
+        Some(a) => {
+            let l = TcpListener::bind(a)
+                .await
+                .map_err(|source| DevError::Listen {
+                    addr: a.clone(),
+                    source,
+                })?;
+            let addr = l.local_addr().ok();
+            (
+                Some(tokio::spawn(crate::metrics::http::serve(l, state.clone()))),
+                addr,
+            )
+        }
+        None => (None, None),
+    };
     let workers = Arc::new(
         Workers::start(&state)
             .map_err(|e| DevError::Other(format!("cannot start session workers: {e}")))?,
@@ -205,6 +227,8 @@ pub async fn start_router(cfg: &RouterConfig) -> Result<RouterHandle, DevError> 
         addr,
         stop: Some(tx),
         task: Some(task),
+        http,
+        http_addr,
         watcher,
         recovery,
         workers: Some(workers),
@@ -286,6 +310,7 @@ impl DevCluster {
             transactions: TxnConfig::default(),
             // A throwaway cluster on loopback: no passwords.
             auth: AuthConfig::trust(),
+            metrics_listen: None,
         };
         configure(&mut cfg);
         let router = start_router(&cfg).await?;

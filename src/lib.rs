@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod config;
 pub mod dev;
 pub mod frontend;
+pub mod metrics;
 pub mod plan;
 pub mod protocol;
 pub mod state;

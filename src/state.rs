@@ -74,6 +74,8 @@ pub struct RouterState {
     pub cancels: Arc<crate::frontend::cancel::CancelRegistry>,
     users: ArcSwap<UserDb>,
     clients: Arc<AtomicUsize>,
+    /// Request, error and transaction statistics.
+    pub metrics: crate::metrics::Metrics,
     phase: watch::Sender<Phase>,
 }
 
@@ -87,6 +89,23 @@ pub enum Phase {
     Draining,
     /// The drain deadline passed: every client is closed at its next read.
     Closing,
+}
+
+/// One shard's pools (all workers) at one instant.
+#[derive(Debug, Clone, Default)]
+pub struct PoolStats {
+    /// Shard name.
+    pub shard: String,
+    /// Most connections.
+    pub size: usize,
+    /// Checked out by clients.
+    pub in_use: usize,
+    /// Open and idle.
+    pub idle: usize,
+    /// Clients waiting for a connection.
+    pub waiting: usize,
+    /// Connections opened since start (attempts).
+    pub opened: u64,
 }
 
 /// A client's place under `max_client_connections`, given back on drop.
@@ -125,6 +144,7 @@ impl RouterState {
             users: ArcSwap::from_pointee(users),
             clients: Arc::default(),
             phase: watch::Sender::new(Phase::Running),
+            metrics: crate::metrics::Metrics::new(workers),
         });
         st.apply_catalog(catalog);
         st
@@ -295,6 +315,30 @@ impl RouterState {
             restart.push("transactions");
         }
         Ok(restart)
+    }
+
+    /// Pool statistics per shard, summed over session workers.
+    pub fn pool_stats(&self) -> Vec<PoolStats> {
+        let pools = self.pools.read();
+        let mut out: Vec<PoolStats> = pools
+            .iter()
+            .map(|(shard, per)| {
+                let mut s = PoolStats {
+                    shard: shard.clone(),
+                    ..PoolStats::default()
+                };
+                for p in per.iter() {
+                    s.size += p.max_size();
+                    s.in_use += p.in_use();
+                    s.idle += p.idle_count();
+                    s.waiting += p.waiting();
+                    s.opened += p.connections_opened();
+                }
+                s
+            })
+            .collect();
+        out.sort_by(|a, b| a.shard.cmp(&b.shard));
+        out
     }
 
     /// Watches the router's [`Phase`].

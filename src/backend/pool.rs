@@ -2,7 +2,7 @@
 //! transaction pooling mode: a client holds a connection for the length of a
 //! transaction and gives it back at ReadyForQuery idle.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +20,7 @@ pub struct ShardPool {
     max_size: usize,
     checkout_timeout: Duration,
     opened: AtomicU64,
+    waiting: AtomicUsize,
 }
 
 /// Errors checking a connection out.
@@ -53,6 +54,7 @@ impl ShardPool {
             max_size: max_size.max(1),
             checkout_timeout,
             opened: AtomicU64::new(0),
+            waiting: AtomicUsize::new(0),
         })
     }
 
@@ -61,12 +63,11 @@ impl ShardPool {
         // Fast path: a free slot, no timer.
         let permit = match self.slots.clone().try_acquire_owned() {
             Ok(p) => p,
-            Err(_) => match tokio::time::timeout(
-                self.checkout_timeout,
-                self.slots.clone().acquire_owned(),
-            )
-            .await
-            {
+            Err(_) => match {
+                let _waiting = Waiting::new(&self.waiting);
+                tokio::time::timeout(self.checkout_timeout, self.slots.clone().acquire_owned())
+                    .await
+            } {
                 Ok(Ok(p)) => p,
                 _ => {
                     return Err(PoolError::Timeout {
@@ -90,6 +91,16 @@ impl ShardPool {
             pool: self.clone(),
             _permit: permit,
         })
+    }
+
+    /// Connections checked out now.
+    pub fn in_use(&self) -> usize {
+        self.max_size - self.slots.available_permits().min(self.max_size)
+    }
+
+    /// Checkouts waiting for a free connection now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     /// Most connections this pool holds at once.
@@ -151,5 +162,21 @@ impl Drop for PooledConn {
                 self.pool.idle.lock().push(c);
             }
         }
+    }
+}
+
+/// Counts a waiting checkout while alive (also if the wait is abandoned).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::Relaxed);
+        Waiting(n)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -16,6 +16,7 @@
 //! COMMIT and the recovery loop (`txn::recovery`) finishes any participant
 //! that could not be reached.
 
+use crate::metrics::TxnKind;
 use bytes::Bytes;
 use postgres_protocol::message::frontend as fe;
 
@@ -73,6 +74,14 @@ impl Session {
         if commit && matches!(r, Ok(true)) {
             self.commit_block_settings(&block, &parts);
         }
+        self.state.metrics.transaction(match (commit, &r) {
+            (true, Ok(true)) if parts.len() <= 1 => TxnKind::SingleShard,
+            (true, Ok(true)) if self.state.txn.mode == TransactionMode::BestEffort => {
+                TxnKind::BestEffort
+            }
+            (true, Ok(true)) => TxnKind::TwoPhase,
+            _ => TxnKind::Rollback,
+        });
         self.held.clear();
         r.map(|ok| ok.then_some(if commit { "COMMIT" } else { "ROLLBACK" }))
     }

@@ -125,6 +125,7 @@ pub async fn run<S: Sink>(
             }
             b'E' => {
                 outcome.error = true;
+                crate::metrics::note_error_body(f.body());
                 sink.frame(out, &f);
                 if expect == Expect::Query || expect == Expect::Sync {
                     continue;

@@ -157,6 +157,7 @@ impl Sink for ShardSink<'_> {
 /// Re-encodes an ErrorResponse adding "shard: NAME" to its DETAIL (or as
 /// DETAIL when it has none), keeping every other field unchanged.
 pub(crate) fn with_shard_detail(f: &Frame, shard: Option<&str>) -> Bytes {
+    crate::metrics::note_error_body(f.body());
     let Some(shard) = shard else {
         return f.data.clone();
     };

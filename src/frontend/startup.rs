@@ -81,6 +81,7 @@ struct Started {
 
 /// Writes a FATAL error and flushes (the caller then closes).
 async fn refuse(out: &mut ClientOut, e: PgError) {
+    crate::metrics::note_error(e.code.as_bytes());
     synth::error(&mut out.buf, &e);
     let _ = out.flush().await;
 }

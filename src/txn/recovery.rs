@@ -208,7 +208,16 @@ pub fn spawn(
                 }
             }
             if let Some(c) = &client {
-                match recover_once(&state, c, grace_ms).await {
+                let r = recover_once(&state, c, grace_ms).await;
+                if let Ok(r) = &r {
+                    if r.ran {
+                        state
+                            .metrics
+                            .in_doubt
+                            .store(r.pending as u64, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                match r {
                     Ok(r) if r.committed + r.rolled_back > 0 || r.forgotten > 0 => {
                         tracing::info!(
                             committed = r.committed,
