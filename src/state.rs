@@ -8,7 +8,6 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use foldhash::{HashMap, HashMapExt};
 use parking_lot::RwLock;
-use tokio::sync::watch;
 
 use crate::auth::UserDb;
 use crate::backend::{BackendConn, BackendError, ShardPool, ShardTarget};
@@ -76,19 +75,19 @@ pub struct RouterState {
     clients: Arc<AtomicUsize>,
     /// Request, error and transaction statistics.
     pub metrics: crate::metrics::Metrics,
-    phase: watch::Sender<Phase>,
+    phase: std::sync::atomic::AtomicU8,
 }
 
 /// The router's lifecycle, as sessions see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     /// Serving.
-    Running,
+    Running = 0,
     /// Shutting down gracefully: clients are closed (57P01) when they are
     /// between transactions; open transactions may finish.
-    Draining,
+    Draining = 1,
     /// The drain deadline passed: every client is closed at its next read.
-    Closing,
+    Closing = 2,
 }
 
 /// One shard's pools (all workers) at one instant.
@@ -143,7 +142,7 @@ impl RouterState {
             cancels: Arc::default(),
             users: ArcSwap::from_pointee(users),
             clients: Arc::default(),
-            phase: watch::Sender::new(Phase::Running),
+            phase: std::sync::atomic::AtomicU8::new(Phase::Running as u8),
             metrics: crate::metrics::Metrics::new(workers),
         });
         st.apply_catalog(catalog);
@@ -341,14 +340,20 @@ impl RouterState {
         out
     }
 
-    /// Watches the router's [`Phase`].
-    pub fn phase(&self) -> watch::Receiver<Phase> {
-        self.phase.subscribe()
+    /// The router's [`Phase`].
+    pub fn phase(&self) -> Phase {
+        match self.phase.load(Ordering::Acquire) {
+            0 => Phase::Running,
+            1 => Phase::Draining,
+            _ => Phase::Closing,
+        }
     }
 
-    /// Moves the router to `phase` (sessions react at their next read).
+    /// Moves the router to `phase` and wakes every session waiting for its
+    /// client, so idle ones react at once.
     pub fn set_phase(&self, phase: Phase) {
-        self.phase.send_replace(phase);
+        self.phase.store(phase as u8, Ordering::Release);
+        self.cancels.wake_all();
     }
 
     /// Takes a place for a new client, or None when

@@ -196,12 +196,8 @@ async fn connect_as(
 /// The connection task's outcome (how the server ended the connection).
 type ConnEnd = tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>;
 
-/// Connects to 127.0.0.1:`port` as `user`; also returns the connection task.
-async fn connect_port(
-    port: u16,
-    user: &str,
-    password: Option<&str>,
-) -> Result<(tokio_postgres::Client, ConnEnd), tokio_postgres::Error> {
+/// Client settings for 127.0.0.1:`port` as `user`.
+fn client_config(port: u16, user: &str, password: Option<&str>) -> tokio_postgres::Config {
     let mut cfg = tokio_postgres::Config::new();
     cfg.host("127.0.0.1")
         .port(port)
@@ -211,29 +207,44 @@ async fn connect_port(
     if let Some(p) = password {
         cfg.password(p);
     }
-    let (client, conn) = cfg.connect(NoTls).await?;
-    Ok((client, tokio::spawn(conn)))
+    cfg
 }
 
-/// Retries [`connect_port`] for up to 10 s (a place or a reload pending).
-async fn connect_retry(
+/// Connects to 127.0.0.1:`port` as `user`; also returns the connection task.
+async fn connect_port(
     port: u16,
     user: &str,
     password: Option<&str>,
-) -> (tokio_postgres::Client, ConnEnd) {
+) -> Result<(tokio_postgres::Client, ConnEnd), tokio_postgres::Error> {
+    let (client, conn) = client_config(port, user, password).connect(NoTls).await?;
+    Ok((client, tokio::spawn(conn)))
+}
+
+/// Connects with `cfg`, retrying for up to 10 s (a place or a reload
+/// pending).
+async fn connect_config_retry(cfg: &tokio_postgres::Config) -> (tokio_postgres::Client, ConnEnd) {
     let t0 = Instant::now();
     loop {
-        match connect_port(port, user, password).await {
-            Ok(c) => return c,
+        match cfg.connect(NoTls).await {
+            Ok((c, conn)) => return (c, tokio::spawn(conn)),
             Err(e) => {
                 assert!(
                     t0.elapsed() < Duration::from_secs(10),
-                    "cannot connect as {user}: {e:?}"
+                    "cannot connect: {e:?}"
                 );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
     }
+}
+
+/// [`connect_config_retry`] as `user` on `port`.
+async fn connect_retry(
+    port: u16,
+    user: &str,
+    password: Option<&str>,
+) -> (tokio_postgres::Client, ConnEnd) {
+    connect_config_retry(&client_config(port, user, password)).await
 }
 
 /// SQLSTATE with which the server ended a connection (10 s at most).
@@ -512,22 +523,8 @@ async fn connection_limits() {
     assert_eq!(common::sqlstate(&e), "53300", "{e}");
     assert_eq!(db_message(&e), "sorry, too many clients already");
     drop(c3);
-    let t0 = Instant::now();
-    let c3 = loop {
-        match tokio_postgres::connect(&common::router_dsn(&dev), NoTls).await {
-            Ok((c, conn)) => {
-                tokio::spawn(conn);
-                break c;
-            }
-            Err(e) => {
-                assert!(
-                    t0.elapsed() < Duration::from_secs(10),
-                    "never admitted: {e}"
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    };
+    let port = dev.router.addr.port();
+    let (c3, _) = connect_retry(port, "postgres", None).await;
 
     // Pool of 1 per shard: a block holding shard X's connection makes
     // another client's statement on X wait for checkout_timeout_ms, then
@@ -570,24 +567,9 @@ async fn connection_limits() {
     // statement_timeout from the startup options (PGOPTIONS) and from SET
     // reaches the shards.
     drop(c3);
-    let mut cfg: tokio_postgres::Config = common::router_dsn(&dev).parse().unwrap();
+    let mut cfg = client_config(port, "postgres", None);
     cfg.options("-c statement_timeout=200");
-    let t0 = Instant::now();
-    let c4 = loop {
-        match cfg.connect(NoTls).await {
-            Ok((c, conn)) => {
-                tokio::spawn(conn);
-                break c;
-            }
-            Err(e) => {
-                assert!(
-                    t0.elapsed() < Duration::from_secs(10),
-                    "never admitted: {e}"
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    };
+    let (c4, _) = connect_config_retry(&cfg).await;
     let st: String = c4
         .query_one("SHOW statement_timeout", &[])
         .await
@@ -633,7 +615,6 @@ async fn connection_limits() {
     // closed with 25P03 and its write rolled back; idle outside a block is
     // fine.
     drop(c4);
-    let port = dev.router.addr.port();
     let (c5, end) = connect_retry(port, "postgres", None).await;
     c5.batch_execute(&format!("BEGIN; INSERT INTO t (id) VALUES (100)"))
         .await

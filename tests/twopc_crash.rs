@@ -66,7 +66,8 @@ async fn spawn_router(dev: &DevCluster, failpoint: Option<&str>) -> ChildRouter 
     writeln!(
         f,
         "listen = \"127.0.0.1:{port}\"\ncatalog = \"{}\"\nworkers = 2\n[backend]\npool_size = 8\n\
-         [transactions]\nrecovery_interval_ms = 300\nrecovery_grace_ms = 1000",
+         [transactions]\nrecovery_interval_ms = 300\nrecovery_grace_ms = 1000\n\
+         [auth]\nmethod = \"trust\"",
         dev.catalog_dsn()
     )
     .unwrap();

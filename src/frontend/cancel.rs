@@ -29,10 +29,13 @@ struct Backend {
     secret: i32,
 }
 
-/// The backends one client holds.
+/// The router's handle on one client: the backends it holds (for cancel
+/// requests) and a wake-up for its session (router shutdown).
 #[derive(Default)]
 pub struct CancelSlot {
     backends: Mutex<Vec<Backend>>,
+    /// Notified when the router's phase changes (the session re-checks it).
+    pub wake: tokio::sync::Notify,
 }
 
 impl CancelSlot {
@@ -96,6 +99,14 @@ impl CancelRegistry {
             pid,
         };
         (pid, secret, slot, key)
+    }
+
+    /// Wakes every registered client's session (a permit is stored for a
+    /// session that is not waiting).
+    pub fn wake_all(&self) {
+        for (_, slot) in self.clients.lock().values() {
+            slot.wake.notify_one();
+        }
     }
 
     /// Number of connected clients (registered keys).

@@ -11,7 +11,6 @@ use bytes::{Bytes, BytesMut};
 use foldhash::{HashMap, HashMapExt};
 use postgres_protocol::message::frontend as fe;
 use tokio::net::tcp::OwnedReadHalf;
-use tokio::sync::watch;
 
 use crate::backend::{PoolError, PooledConn};
 use crate::metrics::RouteKind;
@@ -213,8 +212,6 @@ pub struct Session {
     pub(crate) unsynced: bool,
     /// The client's cancel slot (backends held) and key registration.
     pub(crate) cancel: (Arc<CancelSlot>, CancelKey),
-    /// The router's lifecycle (graceful shutdown).
-    phase: watch::Receiver<Phase>,
     /// When the current request's first message arrived.
     req_start: Option<Instant>,
     /// `held` indices (capped at 63) the current request used: its shards.
@@ -232,7 +229,6 @@ impl Session {
         settings: Vec<(String, String)>,
         cancel: (Arc<CancelSlot>, CancelKey),
     ) -> Session {
-        let state_phase = state.phase();
         let mut s = Session {
             state,
             worker,
@@ -252,7 +248,6 @@ impl Session {
             in_extended: false,
             unsynced: false,
             cancel,
-            phase: state_phase,
             req_start: None,
             touched: 0,
         };
@@ -281,7 +276,7 @@ impl Session {
             return Ok(self.reader.next().await);
         }
         loop {
-            let phase = *self.phase.borrow_and_update();
+            let phase = self.state.phase();
             let between =
                 self.block.is_none() && self.held.is_empty() && self.batch.frames.is_empty();
             if phase == Phase::Closing || (phase == Phase::Draining && between) {
@@ -304,8 +299,8 @@ impl Session {
             };
             tokio::select! {
                 r = self.reader.next() => return Ok(r),
-                // The sender lives in RouterState, which this session holds.
-                _ = self.phase.changed() => continue,
+                // RouterState::set_phase wakes every waiting session.
+                _ = self.cancel.0.wake.notified() => continue,
                 _ = idle => {
                     return Err(self
                         .terminate(PgError::fatal(

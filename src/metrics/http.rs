@@ -87,7 +87,7 @@ async fn handle(
 /// shard accepting a connection (opened and closed for the probe, in
 /// parallel). Errors: the reason, naming the shards that failed.
 pub async fn readiness(state: &RouterState) -> Result<(), String> {
-    if *state.phase().borrow() != Phase::Running {
+    if state.phase() != Phase::Running {
         return Err("shutting down".into());
     }
     let routing = state.routing();
