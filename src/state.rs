@@ -313,6 +313,9 @@ impl RouterState {
         if cfg.transactions != running.transactions {
             restart.push("transactions");
         }
+        if cfg.metrics_listen != running.metrics_listen {
+            restart.push("metrics_listen");
+        }
         Ok(restart)
     }
 
