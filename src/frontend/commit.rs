@@ -17,7 +17,7 @@
 //! that could not be reached.
 
 use crate::metrics::TxnKind;
-use bytes::Bytes;
+
 use postgres_protocol::message::frontend as fe;
 
 use crate::protocol::backend::error_fields;
@@ -359,8 +359,7 @@ impl Session {
             match r {
                 Reply::Ok(_) => {}
                 Reply::Failed(f) => {
-                    let b: Bytes = with_shard_detail(f, Some(&shard));
-                    self.out.buf.extend_from_slice(&b);
+                    self.forward_error_frame(&with_shard_detail(f, Some(&shard)));
                     return false;
                 }
                 Reply::Lost(e) => {

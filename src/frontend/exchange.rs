@@ -66,6 +66,13 @@ pub trait Sink {
     fn synth(&mut self, out: &mut BytesMut, b: &[u8]) {
         out.extend_from_slice(b);
     }
+    /// A backend ErrorResponse: forwarded (and counted in the metrics) by
+    /// default; sinks that hold errors back override it and count where
+    /// they write one.
+    fn error(&mut self, out: &mut BytesMut, f: &Frame) {
+        crate::metrics::note_error_body(f.body());
+        self.frame(out, f);
+    }
 }
 
 /// Sink that forwards everything to the client unchanged (the fast path).
@@ -125,8 +132,7 @@ pub async fn run<S: Sink>(
             }
             b'E' => {
                 outcome.error = true;
-                crate::metrics::note_error_body(f.body());
-                sink.frame(out, &f);
+                sink.error(out, &f);
                 if expect == Expect::Query || expect == Expect::Sync {
                     continue;
                 }

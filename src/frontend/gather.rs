@@ -178,6 +178,10 @@ impl Sink for Capture {
         }
     }
     fn synth(&mut self, _out: &mut BytesMut, _b: &[u8]) {}
+    /// Captured, not sent: the caller reports it.
+    fn error(&mut self, out: &mut BytesMut, f: &Frame) {
+        self.frame(out, f);
+    }
 }
 
 /// One backend event of a gather.
@@ -401,9 +405,7 @@ impl Session {
             tag: b'E',
             data: frame.clone(),
         };
-        let e = with_shard_detail(&f, Some(shard));
-        self.out.buf.extend_from_slice(&e);
-        self.note_error();
+        self.forward_error_frame(&with_shard_detail(&f, Some(shard)));
     }
 
     /// A backend connection failed mid-gather: drop it and report.
@@ -674,8 +676,7 @@ impl Session {
             }
         }
         if let Some(e) = first_error {
-            self.out.buf.extend_from_slice(&e);
-            self.note_error();
+            self.forward_error_frame(&e);
             return Ok(false);
         }
         if let Some(e) = failure {

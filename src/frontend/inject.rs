@@ -14,7 +14,7 @@
 
 use std::collections::VecDeque;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use postgres_protocol::message::frontend as fe;
 
 use crate::backend::conn::{BackendConn, ExtendedReply};
@@ -153,9 +153,7 @@ impl Session {
             if let (Some(id), Some(h)) = (parsed, self.held.get_mut(idx)) {
                 h.conn.prepared.remove(&id);
             }
-            let b: Bytes = with_shard_detail(&f, Some(shard));
-            self.out.buf.extend_from_slice(&b);
-            self.note_error();
+            self.forward_error_frame(&with_shard_detail(&f, Some(shard)));
             return Ok(None);
         }
         Ok(Some(reply))

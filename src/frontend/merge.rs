@@ -71,6 +71,7 @@ impl MergeState {
     /// or the first error, to `out`. Returns true on success.
     pub fn finish(&mut self, out: &mut BytesMut) -> bool {
         if let Some(e) = self.first_error.take() {
+            crate::metrics::note_error_body(e.get(5..).unwrap_or_default());
             out.extend_from_slice(&e);
             return false;
         }
@@ -108,6 +109,10 @@ pub struct ShardSink<'a> {
 }
 
 impl Sink for ShardSink<'_> {
+    /// Held back as the first error; counted when `finish` writes it.
+    fn error(&mut self, out: &mut BytesMut, f: &Frame) {
+        self.frame(out, f);
+    }
     fn frame(&mut self, out: &mut BytesMut, f: &Frame) {
         match f.tag {
             b'E' => {
@@ -157,7 +162,6 @@ impl Sink for ShardSink<'_> {
 /// Re-encodes an ErrorResponse adding "shard: NAME" to its DETAIL (or as
 /// DETAIL when it has none), keeping every other field unchanged.
 pub(crate) fn with_shard_detail(f: &Frame, shard: Option<&str>) -> Bytes {
-    crate::metrics::note_error_body(f.body());
     let Some(shard) = shard else {
         return f.data.clone();
     };
