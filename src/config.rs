@@ -83,6 +83,14 @@ pub struct BackendConfig {
     /// How long a client waits for a free pooled connection, ms.
     #[serde(default = "default_checkout_timeout")]
     pub checkout_timeout_ms: u64,
+    /// How often a shard that is up gets a `SELECT 1` health check over a
+    /// kept connection, ms (0 = only after a connection to it broke).
+    #[serde(default = "default_health_check_interval")]
+    pub health_check_interval_ms: u64,
+    /// Longest wait between reconnect attempts to a shard that is down, ms
+    /// (attempts start 100 ms apart and double).
+    #[serde(default = "default_retry_backoff_max")]
+    pub retry_backoff_max_ms: u64,
 }
 
 /// Resource limits.
@@ -126,6 +134,12 @@ fn default_connect_timeout() -> u64 {
 fn default_checkout_timeout() -> u64 {
     10_000
 }
+fn default_health_check_interval() -> u64 {
+    5000
+}
+fn default_retry_backoff_max() -> u64 {
+    2000
+}
 fn default_max_message() -> usize {
     256 << 20
 }
@@ -150,6 +164,8 @@ impl Default for BackendConfig {
             pool_size: default_pool_size(),
             connect_timeout_ms: default_connect_timeout(),
             checkout_timeout_ms: default_checkout_timeout(),
+            health_check_interval_ms: default_health_check_interval(),
+            retry_backoff_max_ms: default_retry_backoff_max(),
         }
     }
 }

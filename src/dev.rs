@@ -82,6 +82,7 @@ pub struct RouterHandle {
     task: Option<JoinHandle<()>>,
     watcher: JoinHandle<()>,
     recovery: JoinHandle<()>,
+    health: JoinHandle<()>,
     workers: Option<Arc<Workers>>,
     http: Option<JoinHandle<()>>,
     /// Address of the metrics/health endpoint, if configured.
@@ -133,6 +134,7 @@ impl RouterHandle {
         }
         self.watcher.abort();
         self.recovery.abort();
+        self.health.abort();
         if let Some(h) = self.http.take() {
             h.abort();
         }
@@ -172,6 +174,11 @@ pub async fn start_router(cfg: &RouterConfig) -> Result<RouterHandle, DevError> 
         cfg.transactions.recovery_interval_ms,
         cfg.transactions.recovery_grace_ms,
     );
+    let (st1, st2) = (state.clone(), state.clone());
+    let health = tokio::spawn(crate::backend::health::run_checker(
+        move || st1.health_targets(),
+        move || st2.health_intervals(),
+    ));
     if let Err(e) = state.fetch_server_params().await {
         tracing::warn!("could not read server parameters from the first shard: {e}");
     }
@@ -231,6 +238,7 @@ pub async fn start_router(cfg: &RouterConfig) -> Result<RouterHandle, DevError> 
         http_addr,
         watcher,
         recovery,
+        health,
         workers: Some(workers),
     })
 }

@@ -10,7 +10,7 @@ use foldhash::{HashMap, HashMapExt};
 use parking_lot::RwLock;
 
 use crate::auth::UserDb;
-use crate::backend::{BackendConn, BackendError, ShardPool, ShardTarget};
+use crate::backend::{BackendConn, BackendError, ShardHealth, ShardPool, ShardTarget};
 use crate::catalog::Catalog;
 use crate::config::{BackendConfig, LimitsConfig, RouterConfig};
 use crate::plan::{Planner, SchemaView};
@@ -56,6 +56,9 @@ pub struct RouterState {
     routing: ArcSwap<Routing>,
     /// Per shard, one pool per session worker (index = worker).
     pools: RwLock<HashMap<String, Arc<[Arc<ShardPool>]>>>,
+    /// Per shard, its health (shared by its pools in every worker; kept
+    /// across pool replacement unless the shard's address changed).
+    health: RwLock<HashMap<String, (ShardTarget, Arc<ShardHealth>)>>,
     workers: usize,
     /// Backend connection settings (reloadable: new pools use them).
     backend: RwLock<BackendConfig>,
@@ -130,6 +133,7 @@ impl RouterState {
                 version: 0,
             }),
             pools: RwLock::new(HashMap::new()),
+            health: RwLock::new(HashMap::new()),
             workers: workers.max(1),
             backend: RwLock::new(cfg.backend.clone()),
             limits: ArcSwap::from_pointee(cfg.limits.clone()),
@@ -176,7 +180,9 @@ impl RouterState {
         let timeout = Duration::from_millis(backend.checkout_timeout_ms);
         {
             let mut pools = self.pools.write();
+            let mut health = self.health.write();
             pools.retain(|name, _| catalog.shards.contains_key(name));
+            health.retain(|name, _| catalog.shards.contains_key(name));
             for (name, s) in &catalog.shards {
                 let target = ShardTarget {
                     name: name.clone(),
@@ -194,9 +200,14 @@ impl RouterState {
                             && p.checkout_timeout() == timeout
                     })
                 });
+                let h = match health.get(name) {
+                    Some((t, h)) if t.host == target.host && t.port == target.port => h.clone(),
+                    _ => ShardHealth::new(),
+                };
+                health.insert(name.clone(), (target.clone(), h.clone()));
                 if !same {
                     let per: Arc<[Arc<ShardPool>]> = (0..self.workers)
-                        .map(|_| ShardPool::new(target.clone(), per_worker, timeout))
+                        .map(|_| ShardPool::new(target.clone(), per_worker, timeout, h.clone()))
                         .collect();
                     pools.insert(name.clone(), per);
                 }
@@ -229,15 +240,56 @@ impl RouterState {
             .cloned()
     }
 
-    /// A shard name chosen round-robin, for statements any shard can answer.
+    /// A shard name chosen round-robin, for statements any shard can
+    /// answer; shards marked down are skipped while another is up.
     pub fn any_shard(&self) -> Option<String> {
         let routing = self.routing();
         let names = routing.catalog.shard_names();
         if names.is_empty() {
             return None;
         }
-        let i = self.rr.fetch_add(1, Ordering::Relaxed) % names.len();
-        Some(names[i].to_string())
+        let start = self.rr.fetch_add(1, Ordering::Relaxed);
+        let health = self.health.read();
+        let up = |n: &str| health.get(n).is_none_or(|(_, h)| h.is_up());
+        let pick = (0..names.len())
+            .map(|k| names[(start + k) % names.len()])
+            .find(|n| up(n))
+            .unwrap_or(names[start % names.len()]);
+        Some(pick.to_string())
+    }
+
+    /// Every shard's connection target and health, for the health checker.
+    pub fn health_targets(&self) -> Vec<crate::backend::health::CheckTarget> {
+        self.health
+            .read()
+            .values()
+            .map(|(t, h)| crate::backend::health::CheckTarget {
+                target: t.clone(),
+                health: h.clone(),
+            })
+            .collect()
+    }
+
+    /// The health checker's settings: (probe interval of shards that are
+    /// up, longest reconnect backoff of shards that are down).
+    pub fn health_intervals(&self) -> (Duration, Duration) {
+        let b = self.backend.read();
+        (
+            Duration::from_millis(b.health_check_interval_ms),
+            Duration::from_millis(b.retry_backoff_max_ms),
+        )
+    }
+
+    /// Shards and whether each is up (sorted by name).
+    pub fn shard_health(&self) -> Vec<(String, Option<crate::backend::health::Down>)> {
+        let mut v: Vec<_> = self
+            .health
+            .read()
+            .iter()
+            .map(|(n, (_, h))| (n.clone(), h.down()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
     }
 
     /// Connects to the first shard to learn the ParameterStatus values

@@ -161,27 +161,6 @@ async fn cancel_requests() {
     dev.stop().await;
 }
 
-/// A cluster whose router configuration is changed by `configure`.
-async fn start_config(
-    shards: usize,
-    pool_size: usize,
-    configure: impl FnOnce(&mut RouterConfig),
-) -> DevCluster {
-    let opts = ClusterOptions {
-        shards,
-        ..ClusterOptions::default()
-    };
-    DevCluster::start_config(
-        opts,
-        "127.0.0.1:0".parse().unwrap(),
-        pool_size,
-        1,
-        configure,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("cannot start the dev cluster: {e}"))
-}
-
 /// Connects to the router as `user` with `password`.
 async fn connect_as(
     dev: &DevCluster,
@@ -348,7 +327,7 @@ async fn client_auth() {
         ],
     };
     let a = auth.clone();
-    let dev = start_config(2, 4, move |c| c.auth = a).await;
+    let dev = common::start_config(2, 4, move |c| c.auth = a).await;
 
     // Refusals first: 28P01 for a wrong password and for an unknown user
     // (same message, after a full exchange), and no shard connection opened.
@@ -496,7 +475,7 @@ async fn client_auth() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_limits() {
-    let dev = start_config(2, 1, |c| {
+    let dev = common::start_config(2, 1, |c| {
         c.limits.max_client_connections = 3;
         c.limits.auth_timeout_ms = 500;
         c.limits.idle_in_transaction_timeout_ms = 1500;
@@ -761,59 +740,13 @@ async fn sighup_reload_and_sigterm_drain() {
     dev.stop().await;
 }
 
-/// A plain HTTP/1.1 GET; returns (status code, body).
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    use tokio::io::AsyncReadExt;
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: router\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut resp = String::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut resp))
-        .await
-        .expect("HTTP answer")
-        .unwrap();
-    let status = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
-/// Value of the sample `name` whose labels include `labels`.
-fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    scrape
-        .samples
-        .iter()
-        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .map(|s| match s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            _ => f64::NAN,
-        })
-}
-
-async fn scrape(addr: std::net::SocketAddr) -> prometheus_parse::Scrape {
-    let (status, body) = http_get(addr, "/metrics").await;
-    assert_eq!(status, 200, "{body}");
-    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_probes() {
-    let mut dev = start_config(2, 4, |c| c.metrics_listen = Some("127.0.0.1:0".into())).await;
+    let mut dev = common::start_config(2, 4, |c| c.metrics_listen = Some("127.0.0.1:0".into())).await;
     let http = dev.router.http_addr.expect("metrics endpoint");
-    assert_eq!(http_get(http, "/healthz").await, (200, "ok\n".into()));
-    assert_eq!(http_get(http, "/readyz").await, (200, "ready\n".into()));
-    assert_eq!(http_get(http, "/nope").await.0, 404);
+    assert_eq!(common::http_get(http, "/healthz").await, (200, "ok\n".into()));
+    assert_eq!(common::http_get(http, "/readyz").await, (200, "ready\n".into()));
+    assert_eq!(common::http_get(http, "/nope").await.0, 404);
 
     let c = common::connect(&dev).await;
     c.batch_execute("CREATE TABLE m (id int PRIMARY KEY, v int)")
@@ -828,9 +761,9 @@ async fn metrics_and_probes() {
         .unwrap();
         common::ids_per_shard(&dev, "m").await
     };
-    let before = scrape(http).await;
+    let before = common::scrape(http).await;
     let fast = |s: &prometheus_parse::Scrape| {
-        sample(s, "pgrouter_requests_total", &[("route", "fast_path")]).unwrap()
+        common::sample(s, "pgrouter_requests_total", &[("route", "fast_path")]).unwrap()
     };
     for id in 1..=20 {
         c.query("SELECT v FROM m WHERE id = $1", &[&(id % 6 + 1)])
@@ -855,7 +788,7 @@ async fn metrics_and_probes() {
     .await
     .unwrap();
 
-    let after = scrape(http).await;
+    let after = common::scrape(http).await;
     // The extended-protocol SELECTs are one request each (Parse/Bind/.../Sync).
     assert!(
         fast(&after) - fast(&before) >= 20.0,
@@ -864,12 +797,12 @@ async fn metrics_and_probes() {
         fast(&after)
     );
     let scatter = |s: &prometheus_parse::Scrape| {
-        sample(s, "pgrouter_requests_total", &[("route", "scatter_gather")]).unwrap_or(0.0)
+        common::sample(s, "pgrouter_requests_total", &[("route", "scatter_gather")]).unwrap_or(0.0)
     };
     assert!(scatter(&after) - scatter(&before) >= 1.0);
     for route in ["router", "fast_path", "scatter_gather"] {
         for q in ["0.5", "0.9", "0.99", "0.999"] {
-            let v = sample(
+            let v = common::sample(
                 &after,
                 "pgrouter_request_latency_seconds",
                 &[("route", route), ("quantile", q)],
@@ -877,51 +810,51 @@ async fn metrics_and_probes() {
             assert!(v.is_some_and(|v| v >= 0.0), "{route} {q}: {v:?}");
         }
     }
-    let p50 = sample(
+    let p50 = common::sample(
         &after,
         "pgrouter_request_latency_seconds",
         &[("route", "fast_path"), ("quantile", "0.5")],
     )
     .unwrap();
-    let p999 = sample(
+    let p999 = common::sample(
         &after,
         "pgrouter_request_latency_seconds",
         &[("route", "fast_path"), ("quantile", "0.999")],
     )
     .unwrap();
     assert!(p50 > 0.0 && p50 < 1.0 && p999 >= p50, "{p50} {p999}");
-    assert!(sample(&after, "pgrouter_errors_total", &[("class", "23")]).unwrap() >= 1.0);
+    assert!(common::sample(&after, "pgrouter_errors_total", &[("class", "23")]).unwrap() >= 1.0);
     for (kind, min) in [("two_phase", 1.0), ("rollback", 1.0)] {
-        let v = sample(&after, "pgrouter_transactions_total", &[("kind", kind)]).unwrap();
+        let v = common::sample(&after, "pgrouter_transactions_total", &[("kind", kind)]).unwrap();
         assert!(v >= min, "{kind}: {v}");
     }
-    assert!(sample(&after, "pgrouter_client_connections", &[]).unwrap() >= 1.0);
-    assert!(sample(&after, "pgrouter_catalog_version", &[]).unwrap() >= 1.0);
-    assert!(sample(
+    assert!(common::sample(&after, "pgrouter_client_connections", &[]).unwrap() >= 1.0);
+    assert!(common::sample(&after, "pgrouter_catalog_version", &[]).unwrap() >= 1.0);
+    assert!(common::sample(
         &after,
         "pgrouter_catalog_generation",
         &[("keyspace", "main")]
     )
     .is_some());
     assert_eq!(
-        sample(&after, "pgrouter_in_doubt_transactions", &[]),
+        common::sample(&after, "pgrouter_in_doubt_transactions", &[]),
         Some(0.0)
     );
     for shard in &dev.cluster.shards {
         let l = [("shard", shard.name.as_str())];
-        assert_eq!(sample(&after, "pgrouter_pool_size", &l), Some(4.0));
-        assert_eq!(sample(&after, "pgrouter_pool_in_use", &l), Some(0.0));
-        assert_eq!(sample(&after, "pgrouter_pool_waiting", &l), Some(0.0));
-        assert!(sample(&after, "pgrouter_pool_idle", &l).unwrap() >= 1.0);
+        assert_eq!(common::sample(&after, "pgrouter_pool_size", &l), Some(4.0));
+        assert_eq!(common::sample(&after, "pgrouter_pool_in_use", &l), Some(0.0));
+        assert_eq!(common::sample(&after, "pgrouter_pool_waiting", &l), Some(0.0));
+        assert!(common::sample(&after, "pgrouter_pool_idle", &l).unwrap() >= 1.0);
     }
     // A client holding a connection shows as in use.
     c.batch_execute(&format!("BEGIN; SELECT v FROM m WHERE id = {a}"))
         .await
         .unwrap();
-    let held = scrape(http).await;
+    let held = common::scrape(http).await;
     let shard0 = dev.cluster.shards[0].name.clone();
     assert_eq!(
-        sample(&held, "pgrouter_pool_in_use", &[("shard", &shard0)]),
+        common::sample(&held, "pgrouter_pool_in_use", &[("shard", &shard0)]),
         Some(1.0)
     );
     c.batch_execute("COMMIT").await.unwrap();
@@ -931,11 +864,11 @@ async fn metrics_and_probes() {
     dev.cluster.shards[1]
         .stop(pg_router::cluster::StopMode::Fast)
         .unwrap();
-    let (status, body) = http_get(http, "/readyz").await;
+    let (status, body) = common::http_get(http, "/readyz").await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains(&format!("shard \"{name}\"")), "{body}");
-    assert_eq!(http_get(http, "/healthz").await.0, 200);
+    assert_eq!(common::http_get(http, "/healthz").await.0, 200);
     dev.cluster.shards[1].start().unwrap();
-    assert_eq!(http_get(http, "/readyz").await.0, 200);
+    assert_eq!(common::http_get(http, "/readyz").await.0, 200);
     dev.stop().await;
 }

@@ -171,7 +171,18 @@ impl BackendConn {
         self.flush().await.map_err(|e| self.perr(e))?;
         let mut scram: Option<ScramSha256> = None;
         loop {
-            let f = self.recv().await.map_err(|e| self.perr(e))?;
+            let f = match self.recv().await {
+                Ok(f) => f,
+                // A FATAL error during startup: the shard refused us.
+                Err(ProtocolError::ServerClosed { code, message }) => {
+                    return Err(BackendError::Refused {
+                        shard: t.name.clone(),
+                        message,
+                        code,
+                    })
+                }
+                Err(e) => return Err(self.perr(e)),
+            };
             match f.tag {
                 b'R' => {
                     let mut c = Cursor::new(f.body());
@@ -285,9 +296,18 @@ impl BackendConn {
         Ok(())
     }
 
-    /// Receives the next frame.
+    /// Receives the next frame. A FATAL/PANIC ErrorResponse (the shard is
+    /// closing the connection, e.g. 57P01 at shutdown) is returned as
+    /// [`ProtocolError::ServerClosed`] and marks the connection broken.
     pub async fn recv(&mut self) -> Result<Frame, ProtocolError> {
         match self.reader.next().await {
+            Ok(f) if f.tag == b'E' => match server_closed(f.body()) {
+                Some(e) => {
+                    self.broken = true;
+                    Err(e)
+                }
+                None => Ok(f),
+            },
             Ok(f) => Ok(f),
             Err(e) => {
                 self.broken = true;
@@ -374,11 +394,42 @@ impl BackendConn {
         }
     }
 
+    /// True if an idle connection can no longer be used: the shard closed
+    /// it or sent something unasked (e.g. FATAL 57P01 when it shut down).
+    /// Looks only at what the reactor already saw (no syscall while the
+    /// socket has not become readable), so it is cheap enough for every
+    /// checkout.
+    pub fn is_stale(&self) -> bool {
+        if self.broken || self.reader.buffered() > 0 {
+            return true;
+        }
+        let mut b = [0u8; 1];
+        match self.reader.get_ref().try_read(&mut b) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+            _ => true,
+        }
+    }
+
     /// Sends Terminate (best effort) before dropping.
     pub async fn terminate(mut self) {
         frontend::terminate(&mut self.out);
         let _ = self.flush().await;
     }
+}
+
+/// [`ProtocolError::ServerClosed`] if an ErrorResponse body has severity
+/// FATAL or PANIC (field `V`, else `S`; PostgreSQL docs §55.8).
+fn server_closed(body: &[u8]) -> Option<ProtocolError> {
+    let fields = error_fields(body).ok()?;
+    let get = |c: u8| fields.iter().find(|(k, _)| *k == c).map(|(_, v)| *v);
+    let severity = get(b'V').or_else(|| get(b'S'))?;
+    if severity != "FATAL" && severity != "PANIC" {
+        return None;
+    }
+    Some(ProtocolError::ServerClosed {
+        code: get(b'C').unwrap_or("08006").to_string(),
+        message: get(b'M').unwrap_or("").to_string(),
+    })
 }
 
 /// A DataRow body's values as text (router-injected queries use text

@@ -5,7 +5,9 @@
 //! the control plane (catalog).
 
 pub mod conn;
+pub mod health;
 pub mod pool;
 
 pub use conn::{BackendConn, BackendError, ShardTarget};
+pub use health::ShardHealth;
 pub use pool::{PoolError, PooledConn, ShardPool};

@@ -9,6 +9,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::health::{marks_down, ShardHealth};
 use super::{BackendConn, BackendError, ShardTarget};
 
 /// A bounded pool of connections to one shard.
@@ -21,6 +22,7 @@ pub struct ShardPool {
     checkout_timeout: Duration,
     opened: AtomicU64,
     waiting: AtomicUsize,
+    health: Arc<ShardHealth>,
 }
 
 /// Errors checking a connection out.
@@ -38,6 +40,19 @@ pub enum PoolError {
         /// Pool size.
         size: usize,
     },
+    /// The shard is marked down (a connect or health check failed); no
+    /// connection was attempted.
+    #[error("shard \"{shard}\" is unavailable (down for {down_ms} ms; next reconnect attempt in {retry_ms} ms): {reason}")]
+    Down {
+        /// Shard name.
+        shard: String,
+        /// The last connect or probe error.
+        reason: String,
+        /// How long the shard has been down, ms.
+        down_ms: u128,
+        /// Until the health checker's next probe, ms.
+        retry_ms: u128,
+    },
     /// Connecting failed.
     #[error(transparent)]
     Backend(#[from] BackendError),
@@ -45,8 +60,14 @@ pub enum PoolError {
 
 impl ShardPool {
     /// A pool of at most `max_size` connections; checkouts wait at most
-    /// `checkout_timeout`.
-    pub fn new(target: ShardTarget, max_size: usize, checkout_timeout: Duration) -> Arc<ShardPool> {
+    /// `checkout_timeout` and fail at once while `health` says the shard is
+    /// down.
+    pub fn new(
+        target: ShardTarget,
+        max_size: usize,
+        checkout_timeout: Duration,
+        health: Arc<ShardHealth>,
+    ) -> Arc<ShardPool> {
         Arc::new(ShardPool {
             target,
             idle: Mutex::new(Vec::new()),
@@ -55,11 +76,26 @@ impl ShardPool {
             checkout_timeout,
             opened: AtomicU64::new(0),
             waiting: AtomicUsize::new(0),
+            health,
         })
     }
 
-    /// Checks out an idle connection or opens a new one.
+    /// Checks out an idle connection or opens a new one. Idle connections
+    /// the shard has closed meanwhile are dropped, not handed out.
+    ///
+    /// Errors: [`PoolError::Down`] at once while the shard is marked down,
+    /// [`PoolError::Timeout`], [`PoolError::Backend`] (a failed connect,
+    /// which marks the shard down when the shard itself is unavailable).
     pub async fn get(self: &Arc<Self>) -> Result<PooledConn, PoolError> {
+        if let Some(d) = self.health.down() {
+            self.clear_idle();
+            return Err(PoolError::Down {
+                shard: self.target.name.clone(),
+                reason: d.reason,
+                down_ms: d.for_.as_millis(),
+                retry_ms: d.retry_in.as_millis(),
+            });
+        }
         // Fast path: a free slot, no timer.
         let permit = match self.slots.clone().try_acquire_owned() {
             Ok(p) => p,
@@ -78,12 +114,27 @@ impl ShardPool {
                 }
             },
         };
-        let idle = self.idle.lock().pop();
-        let conn = match idle {
-            Some(c) => c,
-            None => {
-                self.opened.fetch_add(1, Ordering::Relaxed);
-                BackendConn::connect(&self.target).await?
+        let conn = loop {
+            let idle = self.idle.lock().pop();
+            match idle {
+                Some(c) if c.is_stale() => {
+                    // The shard closed it (restart, terminated backend).
+                    self.health.suspect();
+                    drop(c);
+                }
+                Some(c) => break c,
+                None => {
+                    self.opened.fetch_add(1, Ordering::Relaxed);
+                    match BackendConn::connect(&self.target).await {
+                        Ok(c) => break c,
+                        Err(e) => {
+                            if marks_down(&e) && self.health.mark_down(&e.to_string()) {
+                                tracing::warn!(shard = %self.target.name, error = %e, "shard is down; failing its queries fast until a probe succeeds");
+                            }
+                            return Err(e.into());
+                        }
+                    }
+                }
             }
         };
         Ok(PooledConn {
@@ -123,6 +174,11 @@ impl ShardPool {
         self.idle.lock().len()
     }
 
+    /// The shard's health (shared by every worker's pool).
+    pub fn health(&self) -> &Arc<ShardHealth> {
+        &self.health
+    }
+
     /// Drops every idle connection (e.g. after the shard restarted).
     pub fn clear_idle(&self) {
         self.idle.lock().clear();
@@ -160,6 +216,10 @@ impl Drop for PooledConn {
         if let Some(c) = self.conn.take() {
             if !c.broken && c.status == b'I' && c.out.is_empty() {
                 self.pool.idle.lock().push(c);
+            } else if c.broken {
+                // Lost mid-use: probe the shard now rather than at the next
+                // interval.
+                self.pool.health.suspect();
             }
         }
     }

@@ -173,7 +173,12 @@ mod tests {
             password: None,
             connect_timeout: std::time::Duration::from_millis(50),
         };
-        ShardPool::new(t, 1, std::time::Duration::from_millis(50))
+        ShardPool::new(
+            t,
+            1,
+            std::time::Duration::from_millis(50),
+            crate::backend::ShardHealth::new(),
+        )
     }
 
     #[test]

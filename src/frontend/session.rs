@@ -524,6 +524,8 @@ impl Session {
             // client's connection stays usable.
             PoolError::Timeout { .. } => PgError::new(codes::QUERY_CANCELED, e.to_string())
                 .with_hint("raise backend.pool_size or backend.checkout_timeout_ms"),
+            PoolError::Down { .. } => PgError::new(codes::CONNECTION_FAILURE, e.to_string())
+                .with_hint("the router reconnects by itself when the shard is back; queries that do not need this shard keep working"),
             PoolError::Backend(_) => PgError::new(codes::CONNECTION_FAILURE, e.to_string()),
         })?;
         let cancel = self.cancel.0.hold(&pool, conn.pid, conn.secret);
@@ -639,7 +641,7 @@ impl Session {
 
     /// Held connection `idx` failed: it is marked broken (never pooled
     /// again), dropped, and the client gets 08006 naming the shard.
-    pub(crate) fn backend_lost(&mut self, idx: usize, e: &dyn std::fmt::Display) {
+    pub(crate) fn backend_lost(&mut self, idx: usize, e: &ProtocolError) {
         let shard = self.held[idx].conn.shard.clone();
         self.held[idx].conn.broken = true;
         self.held.remove(idx);
@@ -734,10 +736,20 @@ impl Session {
 }
 
 /// 08006 for a lost connection to `shard` (named in DETAIL too).
-fn lost_connection(shard: &str, e: &dyn std::fmt::Display) -> PgError {
-    PgError::new(
-        codes::CONNECTION_FAILURE,
-        format!("lost connection to shard \"{shard}\": {e}"),
-    )
-    .with_detail(format!("shard: {shard}"))
+/// The error a client gets when a held backend connection failed: 08006,
+/// or the shard's own 57P01/57P02/57P03 when it closed the connection
+/// because it is shutting down or restarting. Severity ERROR: the client's
+/// connection to the router stays usable.
+fn lost_connection(shard: &str, e: &ProtocolError) -> PgError {
+    let code = match e {
+        ProtocolError::ServerClosed { code, .. } => match code.as_str() {
+            "57P01" => codes::ADMIN_SHUTDOWN,
+            "57P02" => codes::CRASH_SHUTDOWN,
+            "57P03" => codes::CANNOT_CONNECT_NOW,
+            _ => codes::CONNECTION_FAILURE,
+        },
+        _ => codes::CONNECTION_FAILURE,
+    };
+    PgError::new(code, format!("lost connection to shard \"{shard}\": {e}"))
+        .with_detail(format!("shard: {shard}"))
 }

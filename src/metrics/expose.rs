@@ -181,6 +181,15 @@ impl Collector for RouterCollector {
             "Backend connections opened to the shard (attempts).",
             pools.iter().map(|p| (shard(&p.shard), p.opened)),
         )?;
+        gauge(
+            &mut enc,
+            "pgrouter_shard_up",
+            "1 while the shard is reachable, 0 while it is marked down (its queries fail fast; the router reconnects with backoff).",
+            state
+                .shard_health()
+                .into_iter()
+                .map(|(s, down)| (shard(&s), i64::from(down.is_none()))),
+        )?;
         Ok(())
     }
 }

@@ -22,6 +22,15 @@ pub enum ProtocolError {
         /// Limit in bytes.
         max: usize,
     },
+    /// The peer sent a FATAL or PANIC ErrorResponse: it is closing the
+    /// connection (e.g. 57P01 when a server shuts down).
+    #[error("{message} (SQLSTATE {code})")]
+    ServerClosed {
+        /// The error's SQLSTATE.
+        code: String,
+        /// The error's primary message.
+        message: String,
+    },
 }
 
 /// An error to report to the client as an ErrorResponse (PostgreSQL docs
@@ -122,6 +131,10 @@ pub mod codes {
     pub const IDLE_IN_TRANSACTION_TIMEOUT: &str = "25P03";
     /// admin_shutdown
     pub const ADMIN_SHUTDOWN: &str = "57P01";
+    /// crash_shutdown
+    pub const CRASH_SHUTDOWN: &str = "57P02";
+    /// cannot_connect_now
+    pub const CANNOT_CONNECT_NOW: &str = "57P03";
     /// bad_copy_file_format
     pub const BAD_COPY_FILE_FORMAT: &str = "22P04";
     /// data_corrupted

@@ -314,3 +314,72 @@ pub async fn read_frames(
         assert!(n > 0, "router closed the connection; read {tags:?}");
     }
 }
+
+/// A cluster whose router configuration is changed by `configure`.
+pub async fn start_config(
+    shards: usize,
+    pool_size: usize,
+    configure: impl FnOnce(&mut pg_router::config::RouterConfig),
+) -> DevCluster {
+    let opts = ClusterOptions {
+        shards,
+        ..ClusterOptions::default()
+    };
+    DevCluster::start_config(
+        opts,
+        "127.0.0.1:0".parse().expect("addr"),
+        pool_size,
+        1,
+        configure,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("cannot start the dev cluster: {e}"))
+}
+
+/// A plain HTTP/1.1 GET; returns (status code, body).
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: router\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut resp = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut resp))
+        .await
+        .expect("HTTP answer")
+        .unwrap();
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Value of the sample `name` whose labels include `labels`.
+pub fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+}
+
+/// `/metrics` from the router's HTTP endpoint, parsed.
+pub async fn scrape(addr: std::net::SocketAddr) -> prometheus_parse::Scrape {
+    let (status, body) = http_get(addr, "/metrics").await;
+    assert_eq!(status, 200, "{body}");
+    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).unwrap()
+}
+
