@@ -316,8 +316,12 @@ impl DevCluster {
             },
             limits: LimitsConfig::default(),
             transactions: TxnConfig::default(),
-            // A throwaway cluster on loopback: no passwords.
-            auth: AuthConfig::trust(),
+            // A throwaway cluster on loopback: no passwords; `postgres` may
+            // use the admin console (`psql -U postgres pgrouter`).
+            auth: AuthConfig {
+                admin_users: vec!["postgres".into()],
+                ..AuthConfig::trust()
+            },
             metrics_listen: None,
         };
         configure(&mut cfg);
@@ -385,9 +389,18 @@ pub async fn run(args: DevArgs) -> Result<(), DevError> {
 /// file: users, limits and pool settings take effect; an invalid file is
 /// reported (naming the key) and the running configuration stays.
 pub async fn serve(config: &Path) -> Result<(), DevError> {
-    let mut cfg = RouterConfig::load(config)?;
+    let cfg = RouterConfig::load(config)?;
     let router = start_router(&cfg).await?;
     tracing::info!("pg-router listening on {}", router.addr);
+    // The running configuration, shared by SIGHUP and the admin console's
+    // RELOAD.
+    let running = Arc::new(parking_lot::Mutex::new(cfg));
+    {
+        let (path, running) = (config.to_path_buf(), running.clone());
+        router.state.set_reload_hook(Box::new(move |state| {
+            reload(&path, &mut running.lock(), state)
+        }));
+    }
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(|e| DevError::Other(format!("cannot install the SIGHUP handler: {e}")))?;
     let stop = wait_for_shutdown();
@@ -395,7 +408,9 @@ pub async fn serve(config: &Path) -> Result<(), DevError> {
     loop {
         tokio::select! {
             _ = &mut stop => break,
-            _ = hup.recv() => reload(config, &mut cfg, &router.state),
+            _ = hup.recv() => {
+                let _ = reload(config, &mut running.lock(), &router.state);
+            }
         }
     }
     let deadline = Duration::from_millis(router.state.limits().shutdown_timeout_ms);
@@ -405,30 +420,35 @@ pub async fn serve(config: &Path) -> Result<(), DevError> {
     Ok(())
 }
 
-/// Re-reads the config file and applies what can change while running.
-fn reload(path: &Path, running: &mut RouterConfig, state: &RouterState) {
-    let new = match RouterConfig::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!("config reload failed, keeping the running configuration: {e}");
-            return;
-        }
-    };
-    match state.reload(&new, running) {
+/// Re-reads the config file and applies what can change while running;
+/// logs the outcome. Returns the changed keys that need a restart, or why
+/// the file was refused (the running configuration then stays).
+fn reload(
+    path: &Path,
+    running: &mut RouterConfig,
+    state: &RouterState,
+) -> Result<Vec<&'static str>, String> {
+    let new = RouterConfig::load(path).map_err(|e| e.to_string());
+    let applied = new.and_then(|new| {
+        let restart = state.reload(&new, running).map_err(|e| e.to_string())?;
+        // What needs a restart keeps its running value.
+        running.auth = new.auth;
+        running.limits = new.limits;
+        running.backend = new.backend;
+        Ok(restart)
+    });
+    match &applied {
         Ok(restart) => {
             for key in restart {
                 tracing::warn!(key, "config change needs a restart to take effect");
             }
             tracing::info!(users = state.users().len(), "config reloaded");
-            // What needs a restart keeps its running value.
-            running.auth = new.auth;
-            running.limits = new.limits;
-            running.backend = new.backend;
         }
         Err(e) => {
             tracing::error!("config reload failed, keeping the running configuration: {e}")
         }
     }
+    applied
 }
 
 async fn wait_for_shutdown() {

@@ -18,8 +18,18 @@ struct Cli {
     /// Log filter (tracing EnvFilter syntax), e.g. "info" or "pg_router=debug".
     #[arg(long, env = "PGROUTER_LOG", default_value = "info", global = true)]
     log: String,
+    /// Log line format: human-readable text, or one JSON object per line
+    /// (fields: timestamp, level, target, fields, spans).
+    #[arg(long, env = "PGROUTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -68,12 +78,23 @@ fn secret_line(user: &str, method: &str) -> Result<String, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let filter = match tracing_subscriber::EnvFilter::try_new(&cli.log) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!(
+                "pg-router: invalid --log / PGROUTER_LOG filter {:?}: {e}",
+                cli.log
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().with_current_span(false).init(),
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -79,7 +79,15 @@ pub struct RouterState {
     /// Request, error and transaction statistics.
     pub metrics: crate::metrics::Metrics,
     phase: std::sync::atomic::AtomicU8,
+    paused: std::sync::atomic::AtomicBool,
+    resumed: tokio::sync::Notify,
+    reload_hook: OnceLock<ReloadHook>,
 }
+
+/// Re-reads and applies the configuration file (`pg-router serve`):
+/// returns the changed keys that need a restart, or why the file was
+/// refused.
+pub type ReloadHook = Box<dyn Fn(&RouterState) -> Result<Vec<&'static str>, String> + Send + Sync>;
 
 /// The router's lifecycle, as sessions see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,6 +155,9 @@ impl RouterState {
             users: ArcSwap::from_pointee(users),
             clients: Arc::default(),
             phase: std::sync::atomic::AtomicU8::new(Phase::Running as u8),
+            paused: std::sync::atomic::AtomicBool::new(false),
+            resumed: tokio::sync::Notify::new(),
+            reload_hook: OnceLock::new(),
             metrics: crate::metrics::Metrics::new(workers),
         });
         st.apply_catalog(catalog);
@@ -369,6 +380,40 @@ impl RouterState {
             restart.push("metrics_listen");
         }
         Ok(restart)
+    }
+
+    /// Installs what the admin console's RELOAD runs (once).
+    pub fn set_reload_hook(&self, hook: ReloadHook) {
+        let _ = self.reload_hook.set(hook);
+    }
+
+    /// Runs the reload hook: None when the router has no configuration
+    /// file (`pg-router dev`).
+    pub fn reload_config(&self) -> Option<Result<Vec<&'static str>, String>> {
+        self.reload_hook.get().map(|h| h(self))
+    }
+
+    /// PAUSE (admin console): sessions hold new transactions until
+    /// [`RouterState::resume`]; transactions already open go on.
+    pub fn pause(&self) {
+        self.paused.store(true, Ordering::SeqCst);
+    }
+
+    /// RESUME: releases the sessions PAUSE holds.
+    pub fn resume(&self) {
+        self.paused.store(false, Ordering::SeqCst);
+        self.resumed.notify_waiters();
+    }
+
+    /// Whether PAUSE is in force.
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
+    }
+
+    /// Completes at the next RESUME (create it before checking
+    /// [`RouterState::is_paused`] so no RESUME is missed).
+    pub fn resumed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.resumed.notified()
     }
 
     /// Pool statistics per shard, summed over session workers.

@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use pg_router::auth::{AuthConfig, AuthMethod, UserConfig, UserDb};
-use pg_router::cluster::ClusterOptions;
-use pg_router::config::RouterConfig;
 use pg_router::dev::DevCluster;
 use pg_router::protocol::backend::error_code;
 use postgres_protocol::message::frontend as fe;
@@ -308,6 +306,7 @@ async fn client_auth() {
     let auth = AuthConfig {
         method: AuthMethod::ScramSha256,
         users_file: Some(users_file.clone()),
+        admin_users: Vec::new(),
         users: vec![
             UserConfig {
                 name: "app".into(),
@@ -647,15 +646,16 @@ async fn sighup_reload_and_sigterm_drain() {
     let config = dir.path().join("router.toml");
     let config_text = format!(
         "listen = \"127.0.0.1:{port}\"\ncatalog = \"{}\"\nworkers = 1\n\
-         [limits]\nshutdown_timeout_ms = 3000\n[auth]\nusers_file = \"users.txt\"\n",
+         [limits]\nshutdown_timeout_ms = 3000\n[auth]\nusers_file = \"users.txt\"\n\
+         admin_users = [\"app\"]\n",
         dev.catalog_dsn()
     );
     std::fs::write(&config, &config_text).unwrap();
     let log = dir.path().join("router.log");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pg-router"))
-        .args(["serve", "--config"])
+        .args(["serve", "--log-format", "json", "--config"])
         .arg(&config)
-        .env("PGROUTER_LOG", "info")
+        .env("PGROUTER_LOG", "info,pg_router::frontend=debug")
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
@@ -698,6 +698,41 @@ async fn sighup_reload_and_sigterm_drain() {
     std::fs::write(&config, &config_text).unwrap();
     kill(pid, Signal::SIGHUP).unwrap();
     let (newbie, newbie_end) = connect_retry(port, "newbie", Some("n-pw")).await;
+    // The admin console's RELOAD does what SIGHUP does.
+    let mut admin_cfg = client_config(port, "app", Some("app-pw"));
+    admin_cfg.dbname("pgrouter");
+    let (admin_console, _) = connect_config_retry(&admin_cfg).await;
+    std::fs::write(&config, format!("{config_text}bogus_key = 1\n")).unwrap();
+    let e = admin_console.simple_query("RELOAD").await.unwrap_err();
+    assert_eq!(common::sqlstate(&e), "22023", "{e:?}");
+    assert!(format!("{e:?}").contains("bogus_key"), "{e:?}");
+    std::fs::write(&config, &config_text).unwrap();
+    admin_console.simple_query("RELOAD").await.unwrap();
+    // JSON logs (--log-format json): one object per line; at debug level
+    // each request is logged with its route kind and shards inside the
+    // client's span.
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = logged
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect();
+    assert!(lines.iter().any(|v| v["level"] == "ERROR"
+        && v["fields"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("bogus_key")));
+    let shard0 = &dev.cluster.shards[0].name;
+    let shard1 = &dev.cluster.shards[1].name;
+    let req = lines
+        .iter()
+        .find(|v| v["fields"]["message"] == "request" && v["fields"]["route"] == "fast_path")
+        .unwrap_or_else(|| panic!("no fast_path request logged:\n{logged}"));
+    let shards = req["fields"]["shards"].as_str().unwrap();
+    assert!(shards == shard0 || shards == shard1, "{req}");
+    let span = &req["spans"][0];
+    assert_eq!(span["name"], "client", "{req}");
+    assert_eq!(span["user"], "app", "{req}");
+    assert!(span["id"].as_i64().is_some_and(|id| id > 0), "{req}");
     newbie.query_one("SELECT 1", &[]).await.unwrap();
     idle.query_one("SELECT 1", &[]).await.unwrap();
 
@@ -742,10 +777,17 @@ async fn sighup_reload_and_sigterm_drain() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_probes() {
-    let mut dev = common::start_config(2, 4, |c| c.metrics_listen = Some("127.0.0.1:0".into())).await;
+    let mut dev =
+        common::start_config(2, 4, |c| c.metrics_listen = Some("127.0.0.1:0".into())).await;
     let http = dev.router.http_addr.expect("metrics endpoint");
-    assert_eq!(common::http_get(http, "/healthz").await, (200, "ok\n".into()));
-    assert_eq!(common::http_get(http, "/readyz").await, (200, "ready\n".into()));
+    assert_eq!(
+        common::http_get(http, "/healthz").await,
+        (200, "ok\n".into())
+    );
+    assert_eq!(
+        common::http_get(http, "/readyz").await,
+        (200, "ready\n".into())
+    );
     assert_eq!(common::http_get(http, "/nope").await.0, 404);
 
     let c = common::connect(&dev).await;
@@ -843,8 +885,14 @@ async fn metrics_and_probes() {
     for shard in &dev.cluster.shards {
         let l = [("shard", shard.name.as_str())];
         assert_eq!(common::sample(&after, "pgrouter_pool_size", &l), Some(4.0));
-        assert_eq!(common::sample(&after, "pgrouter_pool_in_use", &l), Some(0.0));
-        assert_eq!(common::sample(&after, "pgrouter_pool_waiting", &l), Some(0.0));
+        assert_eq!(
+            common::sample(&after, "pgrouter_pool_in_use", &l),
+            Some(0.0)
+        );
+        assert_eq!(
+            common::sample(&after, "pgrouter_pool_waiting", &l),
+            Some(0.0)
+        );
         assert!(common::sample(&after, "pgrouter_pool_idle", &l).unwrap() >= 1.0);
     }
     // A client holding a connection shows as in use.

@@ -73,7 +73,10 @@ fn assert_names_shard(e: &tokio_postgres::Error, shard: &str) {
     );
     let db = e.as_db_error().expect("server error");
     let text = format!("{} {}", db.message(), db.detail().unwrap_or(""));
-    assert!(text.contains(&format!("\"{shard}\"")) || text.contains(shard), "{text}");
+    assert!(
+        text.contains(&format!("\"{shard}\"")) || text.contains(shard),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,7 +123,10 @@ async fn shard_stop_start_under_pgbench_load() {
 
     // Clients of shard 1: one idle, one inside a transaction on it.
     let c1 = common::connect(&dev).await;
-    let sel = format!("SELECT abalance FROM pgbench_accounts WHERE aid = {}", keys1[0]);
+    let sel = format!(
+        "SELECT abalance FROM pgbench_accounts WHERE aid = {}",
+        keys1[0]
+    );
     c1.simple_query(&sel).await.unwrap();
     let tx = common::connect(&dev).await;
     tx.batch_execute(&format!("BEGIN; {sel}")).await.unwrap();
@@ -151,7 +157,10 @@ async fn shard_stop_start_under_pgbench_load() {
         failed += 1;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(failed >= 20, "only {failed} queries ran while the shard was down");
+    assert!(
+        failed >= 20,
+        "only {failed} queries ran while the shard was down"
+    );
     assert_eq!(opened(&dev, &s1), before, "connect attempts while down");
     let e = c1
         .simple_query("SELECT count(*) FROM pgbench_accounts")
@@ -188,7 +197,9 @@ async fn shard_stop_start_under_pgbench_load() {
         }
     }
     wait_shard_up(http, &s1, 1.0).await;
-    tx.batch_execute(&format!("BEGIN; {sel}; COMMIT")).await.unwrap();
+    tx.batch_execute(&format!("BEGIN; {sel}; COMMIT"))
+        .await
+        .unwrap();
     let n: i64 = c1
         .query_one("SELECT count(*) FROM pgbench_accounts", &[])
         .await

@@ -57,6 +57,10 @@ pub struct AuthConfig {
     /// Users declared in the config (they override users-file entries).
     #[serde(default)]
     pub users: Vec<UserConfig>,
+    /// Users allowed into the admin console (database `pgrouter`); they
+    /// authenticate like everyone else. Empty = no admin console.
+    #[serde(default)]
+    pub admin_users: Vec<String>,
 }
 
 /// One `[[auth.users]]` entry.
@@ -85,6 +89,7 @@ impl Default for AuthConfig {
             method: default_method(),
             users_file: None,
             users: Vec::new(),
+            admin_users: Vec::new(),
         }
     }
 }
@@ -188,6 +193,8 @@ pub enum Challenge<'a> {
 pub struct UserDb {
     method: AuthMethod,
     users: HashMap<String, User>,
+    /// Users allowed into the admin console.
+    admins: Vec<String>,
     /// Key for mock salts, random per process.
     mock_key: [u8; 32],
 }
@@ -261,8 +268,14 @@ impl UserDb {
         Ok(UserDb {
             method: cfg.method,
             users,
+            admins: cfg.admin_users.clone(),
             mock_key,
         })
+    }
+
+    /// Whether `user` may use the admin console (`auth.admin_users`).
+    pub fn is_admin(&self, user: &str) -> bool {
+        self.admins.iter().any(|a| a == user)
     }
 
     /// What to ask `user` for. Unknown users get a mock challenge of the

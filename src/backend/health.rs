@@ -172,8 +172,7 @@ pub async fn run_checker(
     targets: impl Fn() -> Vec<CheckTarget>,
     interval: impl Fn() -> (Duration, Duration),
 ) {
-    let kept: Arc<Mutex<std::collections::HashMap<String, super::BackendConn>>> =
-        Arc::default();
+    let kept: Arc<Mutex<std::collections::HashMap<String, super::BackendConn>>> = Arc::default();
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

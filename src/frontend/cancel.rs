@@ -36,6 +36,47 @@ pub struct CancelSlot {
     backends: Mutex<Vec<Backend>>,
     /// Notified when the router's phase changes (the session re-checks it).
     pub wake: tokio::sync::Notify,
+    /// Who the client is (set once after authentication; `SHOW CLIENTS`).
+    pub info: std::sync::OnceLock<ClientInfo>,
+    /// What the session is doing now, one of the `ACTIVITY_*` values.
+    pub activity: std::sync::atomic::AtomicU8,
+}
+
+/// A connected client, as the admin console's `SHOW CLIENTS` lists it.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    /// The client's address.
+    pub addr: Option<std::net::SocketAddr>,
+    /// Authenticated user.
+    pub user: String,
+    /// Database from the StartupMessage.
+    pub database: String,
+    /// `application_name` from the StartupMessage (may be empty).
+    pub application_name: String,
+    /// When the client connected.
+    pub connected_at: std::time::SystemTime,
+}
+
+/// [`CancelSlot::activity`]: waiting for the client outside a transaction.
+pub const ACTIVITY_IDLE: u8 = 0;
+/// [`CancelSlot::activity`]: running a request.
+pub const ACTIVITY_ACTIVE: u8 = 1;
+/// [`CancelSlot::activity`]: waiting for the client inside a transaction.
+pub const ACTIVITY_IN_TRANSACTION: u8 = 2;
+/// [`CancelSlot::activity`]: inside a failed transaction.
+pub const ACTIVITY_FAILED_TRANSACTION: u8 = 3;
+/// [`CancelSlot::activity`]: an admin console session.
+pub const ACTIVITY_ADMIN: u8 = 4;
+
+/// The `state` column of `SHOW CLIENTS` for an activity value.
+pub fn activity_label(a: u8) -> &'static str {
+    match a {
+        ACTIVITY_IDLE => "idle",
+        ACTIVITY_ACTIVE => "active",
+        ACTIVITY_IN_TRANSACTION => "idle in transaction",
+        ACTIVITY_FAILED_TRANSACTION => "idle in transaction (aborted)",
+        _ => "admin",
+    }
 }
 
 impl CancelSlot {
@@ -107,6 +148,18 @@ impl CancelRegistry {
         for (_, slot) in self.clients.lock().values() {
             slot.wake.notify_one();
         }
+    }
+
+    /// Every registered client: (process id, slot), by process id.
+    pub fn list(&self) -> Vec<(i32, Arc<CancelSlot>)> {
+        let mut v: Vec<_> = self
+            .clients
+            .lock()
+            .iter()
+            .map(|(pid, (_, slot))| (*pid, slot.clone()))
+            .collect();
+        v.sort_by_key(|(pid, _)| *pid);
+        v
     }
 
     /// Number of connected clients (registered keys).

@@ -5,6 +5,7 @@
 //! ([`route`]) → fast path / scatter-gather exchanges ([`exchange`],
 //! [`merge`]) → backend pools ([`crate::backend`]).
 
+pub mod admin;
 pub mod auth;
 pub mod cancel;
 pub mod client;

@@ -216,6 +216,9 @@ pub struct Session {
     req_start: Option<Instant>,
     /// `held` indices (capped at 63) the current request used: its shards.
     pub(crate) touched: u64,
+    /// Shards the current request used, kept only while debug logging is
+    /// on (for the request's log event).
+    traced_shards: Vec<Arc<str>>,
 }
 
 impl Session {
@@ -250,6 +253,7 @@ impl Session {
             cancel,
             req_start: None,
             touched: 0,
+            traced_shards: Vec::new(),
         };
         s.rehash_settings();
         s
@@ -340,7 +344,11 @@ impl Session {
                 Err(e) => return Err(e.into()),
             };
             if self.req_start.is_none() {
+                if self.state.is_paused() && self.block.is_none() && self.held.is_empty() {
+                    self.wait_resumed().await?;
+                }
                 self.req_start = Some(Instant::now());
+                self.set_activity(super::cancel::ACTIVITY_ACTIVE);
             }
             match f.tag {
                 b'Q' => {
@@ -409,6 +417,37 @@ impl Session {
         }
     }
 
+    /// Holds a new transaction while the admin console's PAUSE is in force
+    /// (ends the session if the router drains meanwhile).
+    async fn wait_resumed(&mut self) -> Result<(), End> {
+        let state = self.state.clone();
+        loop {
+            let resumed = state.resumed();
+            if !state.is_paused() {
+                return Ok(());
+            }
+            if state.phase() != Phase::Running {
+                return Err(self
+                    .terminate(PgError::fatal(
+                        codes::ADMIN_SHUTDOWN,
+                        "terminating connection due to administrator command",
+                    ))
+                    .await);
+            }
+            tokio::select! {
+                _ = resumed => {}
+                _ = self.cancel.0.wake.notified() => {}
+            }
+        }
+    }
+
+    fn set_activity(&self, a: u8) {
+        self.cancel
+            .0
+            .activity
+            .store(a, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Records the request that just got its ReadyForQuery in the metrics:
     /// route kind by the shards it used, latency from its first message.
     fn record_request(&mut self) {
@@ -420,6 +459,21 @@ impl Session {
             .unwrap_or_default();
         self.state.metrics.record(self.worker, kind, elapsed);
         self.touched = 0;
+        self.set_activity(match self.client_status() {
+            b'T' => super::cancel::ACTIVITY_IN_TRANSACTION,
+            b'E' => super::cancel::ACTIVITY_FAILED_TRANSACTION,
+            _ => super::cancel::ACTIVITY_IDLE,
+        });
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            // Inside the client's span (client id, address, user).
+            tracing::debug!(
+                route = kind.label(),
+                shards = %self.traced_shards.join(","),
+                elapsed_us = elapsed.as_micros() as u64,
+                "request"
+            );
+            self.traced_shards.clear();
+        }
     }
 
     /// True when the last Bind of the pending batch binds a COPY statement.
@@ -485,6 +539,12 @@ impl Session {
         }
         let i = self.acquire_conn(shard).await?;
         self.touched |= 1 << i.min(63);
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let name = &self.held[i].conn.shard;
+            if !self.traced_shards.contains(name) {
+                self.traced_shards.push(name.clone());
+            }
+        }
         if self.cur_write {
             self.held[i].wrote = true;
         }

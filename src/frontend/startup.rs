@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
+use tracing::Instrument;
 
 use crate::protocol::error::codes;
 use crate::protocol::frontend::Startup;
@@ -17,7 +18,7 @@ use crate::protocol::{synth, FrameReader, PgError, ProtocolError};
 use crate::state::{ClientGuard, RouterState};
 
 use super::auth::{authenticate, AuthFailure, MAX_AUTH_MESSAGE_BYTES};
-use super::cancel::{CancelKey, CancelSlot};
+use super::cancel::{CancelKey, CancelSlot, ClientInfo};
 use super::client::ClientOut;
 use super::session::{End, Session};
 
@@ -32,13 +33,14 @@ const NOT_SETTINGS: &[&str] = &["user", "database", "options", "replication"];
 /// Runs one client connection to completion on session worker `worker`
 /// (whose backend pools it uses).
 pub async fn handle_client(sock: TcpStream, state: Arc<RouterState>, worker: usize) {
+    let peer = sock.peer_addr().ok();
     let (r, w) = sock.into_split();
     // Until the client has authenticated, only small messages are accepted.
     let mut reader = FrameReader::new(r, MAX_AUTH_MESSAGE_BYTES);
     let mut out = ClientOut::new(w);
     let started = match tokio::time::timeout(
         Duration::from_millis(state.limits().auth_timeout_ms),
-        startup(&mut reader, &mut out, &state),
+        startup(&mut reader, &mut out, &state, peer),
     )
     .await
     {
@@ -61,9 +63,23 @@ pub async fn handle_client(sock: TcpStream, state: Arc<RouterState>, worker: usi
         settings,
         cancel,
         client: _client,
+        user,
+        pid,
+        admin,
     } = started;
+    if admin {
+        let span = tracing::debug_span!("admin", id = pid, addr = ?peer, user = %user);
+        super::admin::run(state, reader, out, cancel.0.clone())
+            .instrument(span)
+            .await;
+        return;
+    }
+    // Every log line of the session carries the client; requests log their
+    // route kind and shards at debug level inside it.
+    let span = tracing::debug_span!("client", id = pid, addr = ?peer, user = %user);
     match Session::new(state, worker, reader, out, settings, cancel)
         .run()
+        .instrument(span)
         .await
     {
         End::Closed => {}
@@ -77,6 +93,12 @@ struct Started {
     cancel: (Arc<CancelSlot>, CancelKey),
     /// Holds the client's place under `max_client_connections`.
     client: ClientGuard,
+    /// The authenticated user.
+    user: String,
+    /// The client's id (BackendKeyData process id).
+    pid: i32,
+    /// Connected to the admin console (database `pgrouter`).
+    admin: bool,
 }
 
 /// Writes a FATAL error and flushes (the caller then closes).
@@ -94,6 +116,7 @@ async fn startup<R: tokio::io::AsyncRead + Unpin>(
     reader: &mut FrameReader<R>,
     out: &mut ClientOut,
     state: &Arc<RouterState>,
+    peer: Option<std::net::SocketAddr>,
 ) -> Option<Started> {
     let startup = loop {
         let body = match reader.next_startup().await {
@@ -205,6 +228,17 @@ async fn startup<R: tokio::io::AsyncRead + Unpin>(
             return None;
         }
     }
+    let database = startup.get("database").unwrap_or(user);
+    let admin = database == super::admin::ADMIN_DATABASE;
+    if admin && !users.is_admin(user) {
+        let e = PgError::fatal(
+            codes::INVALID_AUTHORIZATION,
+            format!("user \"{user}\" may not use the pg-router admin console"),
+        )
+        .with_hint("admin users are listed in auth.admin_users");
+        refuse(out, e).await;
+        return None;
+    }
     synth::auth_ok(&mut out.buf);
     let mut params = state.server_params();
     for (k, v) in &startup_settings {
@@ -223,6 +257,19 @@ async fn startup<R: tokio::io::AsyncRead + Unpin>(
         synth::parameter_status(&mut out.buf, k, v);
     }
     let (pid, secret, slot, key) = state.cancels.register();
+    let _ = slot.info.set(ClientInfo {
+        addr: peer,
+        user: user.to_string(),
+        database: database.to_string(),
+        application_name: startup.get("application_name").unwrap_or("").to_string(),
+        connected_at: std::time::SystemTime::now(),
+    });
+    if admin {
+        slot.activity.store(
+            super::cancel::ACTIVITY_ADMIN,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
     synth::backend_key_data(&mut out.buf, pid, secret);
     synth::ready(&mut out.buf, b'I');
     out.flush().await.ok()?;
@@ -230,6 +277,9 @@ async fn startup<R: tokio::io::AsyncRead + Unpin>(
         settings,
         cancel: (slot, key),
         client,
+        user: user.to_string(),
+        pid,
+        admin,
     })
 }
 

@@ -131,6 +131,8 @@ pub mod codes {
     pub const IDLE_IN_TRANSACTION_TIMEOUT: &str = "25P03";
     /// admin_shutdown
     pub const ADMIN_SHUTDOWN: &str = "57P01";
+    /// object_not_in_prerequisite_state
+    pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
     /// crash_shutdown
     pub const CRASH_SHUTDOWN: &str = "57P02";
     /// cannot_connect_now
