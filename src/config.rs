@@ -62,6 +62,26 @@ pub struct RouterConfig {
     /// `/readyz` (e.g. "0.0.0.0:9930"); unset = no endpoint.
     #[serde(default)]
     pub metrics_listen: Option<String>,
+    /// Client-facing TLS.
+    #[serde(default)]
+    pub tls: TlsConfig,
+}
+
+/// Client-facing TLS (PostgreSQL's SSLRequest, protocol docs §55.2.10).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain (server certificate first); with `key_file`
+    /// turns TLS on. Relative paths are relative to the config file.
+    #[serde(default)]
+    pub cert_file: Option<std::path::PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the certificate.
+    #[serde(default)]
+    pub key_file: Option<std::path::PathBuf>,
+    /// Refuse clients that do not negotiate TLS (28000), like a
+    /// `hostssl`-only pg_hba.conf.
+    #[serde(default)]
+    pub require: bool,
 }
 
 /// How the router connects to shards.
@@ -195,8 +215,9 @@ impl RouterConfig {
         }
     }
 
-    /// Reads and validates a TOML file; a relative `auth.users_file` is made
-    /// relative to the file's directory.
+    /// Reads and validates a TOML file; relative `auth.users_file`,
+    /// `tls.cert_file` and `tls.key_file` are made relative to the file's
+    /// directory.
     ///
     /// Errors: [`ConfigError`] naming the file and the offending key.
     pub fn load(path: &Path) -> Result<RouterConfig, ConfigError> {
@@ -209,9 +230,18 @@ impl RouterConfig {
             ConfigError::Parse { message, .. } => ConfigError::Parse { path: p, message },
             other => other,
         })?;
-        if let (Some(f), Some(dir)) = (&mut c.auth.users_file, path.parent()) {
-            if f.is_relative() {
-                *f = dir.join(&*f);
+        if let Some(dir) = path.parent() {
+            for f in [
+                &mut c.auth.users_file,
+                &mut c.tls.cert_file,
+                &mut c.tls.key_file,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if f.is_relative() {
+                    *f = dir.join(&*f);
+                }
             }
         }
         Ok(c)
@@ -244,6 +274,18 @@ impl RouterConfig {
                     message: format!("{m:?} is not an ip:port address"),
                 });
             }
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return Err(ConfigError::Value {
+                key: "tls.cert_file",
+                message: "tls.cert_file and tls.key_file go together".into(),
+            });
+        }
+        if self.tls.require && self.tls.cert_file.is_none() {
+            return Err(ConfigError::Value {
+                key: "tls.require",
+                message: "needs tls.cert_file and tls.key_file".into(),
+            });
         }
         if self.backend.pool_size == 0 {
             return Err(ConfigError::Value {

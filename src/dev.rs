@@ -152,6 +152,8 @@ impl RouterHandle {
 pub async fn start_router(cfg: &RouterConfig) -> Result<RouterHandle, DevError> {
     // Configuration errors first, before any connection.
     let users = UserDb::load(&cfg.auth)?;
+    let tls = crate::frontend::tls::TlsSettings::load(&cfg.tls)
+        .map_err(|e| DevError::Other(e.to_string()))?;
     let (client, conn) = tokio_postgres::connect(&cfg.catalog, tokio_postgres::NoTls).await?;
     let conn_task = tokio::spawn(conn);
     // A router needs the catalog tables of its version (e.g. the 2PC
@@ -162,6 +164,7 @@ pub async fn start_router(cfg: &RouterConfig) -> Result<RouterHandle, DevError> 
     drop(client);
     conn_task.abort();
     let state = RouterState::new(cat, cfg, users);
+    state.set_tls(tls);
     state.set_decision_log(DecisionLog::new(
         cfg.catalog.clone(),
         state.gids.router_id().to_string(),
@@ -323,6 +326,7 @@ impl DevCluster {
                 ..AuthConfig::trust()
             },
             metrics_listen: None,
+            tls: crate::config::TlsConfig::default(),
         };
         configure(&mut cfg);
         let router = start_router(&cfg).await?;

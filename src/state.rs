@@ -82,6 +82,18 @@ pub struct RouterState {
     paused: std::sync::atomic::AtomicBool,
     resumed: tokio::sync::Notify,
     reload_hook: OnceLock<ReloadHook>,
+    tls: ArcSwap<crate::frontend::tls::TlsSettings>,
+}
+
+/// Why a configuration reload was refused (nothing was applied).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The `[auth]` section or users file.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthConfigError),
+    /// The `[tls]` certificate or key.
+    #[error(transparent)]
+    Tls(#[from] crate::frontend::tls::TlsError),
 }
 
 /// Re-reads and applies the configuration file (`pg-router serve`):
@@ -158,6 +170,7 @@ impl RouterState {
             paused: std::sync::atomic::AtomicBool::new(false),
             resumed: tokio::sync::Notify::new(),
             reload_hook: OnceLock::new(),
+            tls: ArcSwap::from_pointee(crate::frontend::tls::TlsSettings::disabled()),
             metrics: crate::metrics::Metrics::new(workers),
         });
         st.apply_catalog(catalog);
@@ -346,20 +359,22 @@ impl RouterState {
         self.limits.load()
     }
 
-    /// Applies a reloaded configuration: users, limits and backend pool
-    /// settings (pools whose settings changed are replaced; clients keep
+    /// Applies a reloaded configuration: users, TLS certificate, limits and
+    /// backend pool settings (pools whose settings changed are replaced; clients keep
     /// the connections they hold). Returns the keys that changed but only
     /// take effect after a restart.
     ///
-    /// Errors: an invalid `[auth]` section or users file; nothing is
-    /// applied then.
+    /// Errors: an invalid `[auth]` section or users file, an unusable TLS
+    /// certificate or key; nothing is applied then.
     pub fn reload(
         &self,
         cfg: &RouterConfig,
         running: &RouterConfig,
-    ) -> Result<Vec<&'static str>, crate::auth::AuthConfigError> {
+    ) -> Result<Vec<&'static str>, ReloadError> {
         let users = UserDb::load(&cfg.auth)?;
+        let tls = crate::frontend::tls::TlsSettings::load(&cfg.tls)?;
         self.set_users(users);
+        self.set_tls(tls);
         self.limits.store(Arc::new(cfg.limits.clone()));
         *self.backend.write() = cfg.backend.clone();
         self.refresh_pools(&self.routing().catalog);
@@ -380,6 +395,17 @@ impl RouterState {
             restart.push("metrics_listen");
         }
         Ok(restart)
+    }
+
+    /// The client-facing TLS settings new connections use.
+    pub fn tls(&self) -> Arc<crate::frontend::tls::TlsSettings> {
+        self.tls.load_full()
+    }
+
+    /// Replaces the TLS settings (start, SIGHUP); connected clients keep
+    /// their sessions.
+    pub fn set_tls(&self, tls: crate::frontend::tls::TlsSettings) {
+        self.tls.store(Arc::new(tls));
     }
 
     /// Installs what the admin console's RELOAD runs (once).

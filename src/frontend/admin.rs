@@ -7,7 +7,7 @@
 //! | `SHOW HELP` | the commands |
 //! | `SHOW SHARDS` | shard, host, port, database, user, state, down_ms, reason |
 //! | `SHOW POOLS` | shard, size, in_use, idle, waiting, opened |
-//! | `SHOW CLIENTS` | id, addr, user, database, application_name, connected_at, state |
+//! | `SHOW CLIENTS` | id, addr, user, database, application_name, connected_at, state, tls |
 //! | `SHOW STATS` | route, requests, p50_ms, p90_ms, p99_ms, p999_ms (since start) |
 //! | `SHOW ROUTING` | keyspace, vindex, generation, key_range, shard |
 //! | `SHOW TRANSACTIONS` | in-doubt transactions: shard, gid, prepared, age_s, database |
@@ -280,6 +280,7 @@ fn clients(state: &RouterState) -> Table {
                 info.application_name,
                 since.to_string(),
                 activity_label(activity).to_string(),
+                info.tls.to_string(),
             ])
         })
         .collect();
@@ -292,6 +293,7 @@ fn clients(state: &RouterState) -> Table {
             "application_name",
             "connected_at",
             "state",
+            "tls",
         ],
         rows,
         tag: "SHOW",

@@ -55,6 +55,8 @@ pub struct ClientInfo {
     pub application_name: String,
     /// When the client connected.
     pub connected_at: std::time::SystemTime,
+    /// Whether the connection is TLS.
+    pub tls: bool,
 }
 
 /// [`CancelSlot::activity`]: waiting for the client outside a transaction.

@@ -26,6 +26,7 @@ pub mod session;
 pub mod settings;
 pub mod simple;
 pub mod startup;
+pub mod tls;
 pub mod workers;
 
 use std::sync::Arc;

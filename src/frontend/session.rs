@@ -10,7 +10,6 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use foldhash::{HashMap, HashMapExt};
 use postgres_protocol::message::frontend as fe;
-use tokio::net::tcp::OwnedReadHalf;
 
 use crate::backend::{PoolError, PooledConn};
 use crate::metrics::RouteKind;
@@ -181,7 +180,7 @@ pub struct Session {
     pub(crate) state: Arc<RouterState>,
     /// Session worker this client runs on (selects the backend pools).
     pub(crate) worker: usize,
-    pub(crate) reader: FrameReader<OwnedReadHalf>,
+    pub(crate) reader: FrameReader<super::client::ClientRead>,
     pub(crate) out: ClientOut,
     pub(crate) held: Vec<Held>,
     pub(crate) block: Option<Block>,
@@ -227,7 +226,7 @@ impl Session {
     pub fn new(
         state: Arc<RouterState>,
         worker: usize,
-        reader: FrameReader<OwnedReadHalf>,
+        reader: FrameReader<super::client::ClientRead>,
         out: ClientOut,
         settings: Vec<(String, String)>,
         cancel: (Arc<CancelSlot>, CancelKey),

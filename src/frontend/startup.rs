@@ -1,5 +1,6 @@
-//! Connection startup (PostgreSQL docs §55.2.1): SSLRequest/GSSENCRequest
-//! are declined ('N'), CancelRequest is forwarded to the backends of the
+//! Connection startup (PostgreSQL docs §55.2.1): an SSLRequest is answered
+//! 'S' and followed by a TLS handshake when `[tls]` is configured ('N'
+//! otherwise; GSSENCRequest always 'N'), CancelRequest is forwarded to the backends of the
 //! client it names (see `cancel.rs`), and a v3 StartupMessage is checked
 //! against `limits.max_client_connections` (53300), authenticated
 //! (`auth.rs`: trust, MD5, SCRAM-SHA-256) and answered with
@@ -19,7 +20,7 @@ use crate::state::{ClientGuard, RouterState};
 
 use super::auth::{authenticate, AuthFailure, MAX_AUTH_MESSAGE_BYTES};
 use super::cancel::{CancelKey, CancelSlot, ClientInfo};
-use super::client::ClientOut;
+use super::client::{ClientOut, ClientRead, ClientWrite};
 use super::session::{End, Session};
 
 const SSL_REQUEST: i32 = 80877103;
@@ -34,30 +35,36 @@ const NOT_SETTINGS: &[&str] = &["user", "database", "options", "replication"];
 /// (whose backend pools it uses).
 pub async fn handle_client(sock: TcpStream, state: Arc<RouterState>, worker: usize) {
     let peer = sock.peer_addr().ok();
-    let (r, w) = sock.into_split();
-    // Until the client has authenticated, only small messages are accepted.
-    let mut reader = FrameReader::new(r, MAX_AUTH_MESSAGE_BYTES);
-    let mut out = ClientOut::new(w);
-    let started = match tokio::time::timeout(
-        Duration::from_millis(state.limits().auth_timeout_ms),
-        startup(&mut reader, &mut out, &state, peer),
-    )
-    .await
-    {
-        Ok(Some(s)) => s,
-        Ok(None) => return,
-        Err(_) => {
-            refuse(
-                &mut out,
-                PgError::fatal(
-                    codes::QUERY_CANCELED,
-                    "canceling authentication due to timeout",
-                ),
-            )
-            .await;
-            return;
-        }
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(state.limits().auth_timeout_ms);
+    let (reader, w, tls) = match tokio::time::timeout_at(deadline, negotiate(sock, &state)).await {
+        Ok(Some(x)) => x,
+        // Timed out before the first message was complete, or the client
+        // left or failed the TLS handshake: nothing more to say.
+        _ => return,
     };
+    // Until the client has authenticated, only small messages are accepted.
+    let mut reader = reader;
+    reader.set_max_len(MAX_AUTH_MESSAGE_BYTES);
+    let mut out = ClientOut::new(w);
+    let started =
+        match tokio::time::timeout_at(deadline, startup(&mut reader, &mut out, &state, peer, tls))
+            .await
+        {
+            Ok(Some(s)) => s,
+            Ok(None) => return,
+            Err(_) => {
+                refuse(
+                    &mut out,
+                    PgError::fatal(
+                        codes::QUERY_CANCELED,
+                        "canceling authentication due to timeout",
+                    ),
+                )
+                .await;
+                return;
+            }
+        };
     reader.set_max_len(state.limits().max_message_bytes);
     let Started {
         settings,
@@ -84,6 +91,62 @@ pub async fn handle_client(sock: TcpStream, state: Arc<RouterState>, worker: usi
     {
         End::Closed => {}
         End::Failed(e) => tracing::debug!("client session ended: {e}"),
+    }
+}
+
+/// Encryption negotiation on the raw socket: reads 8-byte packets while
+/// they are SSLRequest (answered 'S' + TLS handshake when TLS is
+/// configured, else 'N') or GSSENCRequest ('N'). Reads exactly what it
+/// needs, so no plaintext sent after an SSLRequest can be taken for data
+/// inside TLS (CVE-2021-23214). Returns the connection's reader (holding
+/// any bytes already read), its writer and whether TLS is on; None when the
+/// client left or the handshake failed.
+async fn negotiate(
+    mut sock: TcpStream,
+    state: &RouterState,
+) -> Option<(FrameReader<ClientRead>, ClientWrite, bool)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let mut head = [0u8; 8];
+        let mut got = 0;
+        while got < 8 {
+            match sock.read(&mut head[got..]).await {
+                Ok(0) if got == 0 => return None,
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(_) => return None,
+            }
+        }
+        let len = i32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+        let code = i32::from_be_bytes([head[4], head[5], head[6], head[7]]);
+        if got == 8 && len == 8 && code == SSL_REQUEST {
+            let tls = state.tls();
+            if let Some(acceptor) = &tls.acceptor {
+                sock.write_all(b"S").await.ok()?;
+                let stream = match acceptor.accept(sock).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::debug!("TLS handshake failed: {e}");
+                        return None;
+                    }
+                };
+                let (r, w) = tokio::io::split(stream);
+                let reader = FrameReader::new(Box::new(r) as ClientRead, MAX_AUTH_MESSAGE_BYTES);
+                return Some((reader, Box::new(w), true));
+            }
+            sock.write_all(b"N").await.ok()?;
+            continue;
+        }
+        if got == 8 && len == 8 && code == GSSENC_REQUEST {
+            sock.write_all(b"N").await.ok()?;
+            continue;
+        }
+        // The first packet of a plaintext startup (StartupMessage or
+        // CancelRequest): keep what was read for the startup reader.
+        let (r, w) = sock.into_split();
+        let mut reader = FrameReader::new(Box::new(r) as ClientRead, MAX_AUTH_MESSAGE_BYTES);
+        reader.push_buffered(&head[..got]);
+        return Some((reader, Box::new(w), false));
     }
 }
 
@@ -117,6 +180,7 @@ async fn startup<R: tokio::io::AsyncRead + Unpin>(
     out: &mut ClientOut,
     state: &Arc<RouterState>,
     peer: Option<std::net::SocketAddr>,
+    tls: bool,
 ) -> Option<Started> {
     let startup = loop {
         let body = match reader.next_startup().await {
@@ -190,6 +254,15 @@ async fn startup<R: tokio::io::AsyncRead + Unpin>(
         refuse(out, PgError::fatal(codes::INVALID_AUTHORIZATION, m)).await;
         return None;
     };
+    if !tls && state.tls().require {
+        let e = PgError::fatal(
+            codes::INVALID_AUTHORIZATION,
+            format!("pg-router accepts only TLS connections: no encryption for user \"{user}\""),
+        )
+        .with_hint("connect with sslmode=require or verify-full");
+        refuse(out, e).await;
+        return None;
+    }
     let Some(client) = state.admit_client() else {
         let e = PgError::fatal(
             codes::TOO_MANY_CONNECTIONS,
@@ -263,6 +336,7 @@ async fn startup<R: tokio::io::AsyncRead + Unpin>(
         database: database.to_string(),
         application_name: startup.get("application_name").unwrap_or("").to_string(),
         connected_at: std::time::SystemTime::now(),
+        tls,
     });
     if admin {
         slot.activity.store(

@@ -101,6 +101,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// Bytes already read from the stream by someone else (they come
+    /// before anything read from `inner`).
+    pub fn push_buffered(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
     /// Reads an untyped startup-phase packet (Int32 length + body; SSLRequest,
     /// StartupMessage, CancelRequest), returning the body after the length.
     pub async fn next_startup(&mut self) -> Result<Bytes, ProtocolError> {
