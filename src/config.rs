@@ -111,6 +111,45 @@ pub struct BackendConfig {
     /// (attempts start 100 ms apart and double).
     #[serde(default = "default_retry_backoff_max")]
     pub retry_backoff_max_ms: u64,
+    /// TLS to the shards: "disable" (default) or "verify-full" (the
+    /// shard's certificate must chain to `tls_ca_file` and name its host).
+    #[serde(default)]
+    pub tls: BackendTlsMode,
+    /// PEM file of the CA certificates trusted for shards (relative to the
+    /// config file).
+    #[serde(default)]
+    pub tls_ca_file: Option<std::path::PathBuf>,
+}
+
+/// `backend.tls`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendTlsMode {
+    /// Plaintext connections to the shards.
+    #[default]
+    Disable,
+    /// TLS, certificate verified against `backend.tls_ca_file` and the
+    /// shard's host (libpq `sslmode=verify-full`).
+    VerifyFull,
+}
+
+impl BackendConfig {
+    /// The TLS client configuration for shards, None when `tls` is
+    /// `disable`.
+    ///
+    /// Errors: a message naming `backend.tls_ca_file` (missing, unreadable,
+    /// no usable certificate).
+    pub fn tls_config(&self) -> Result<Option<crate::backend::tls::BackendTls>, String> {
+        match (self.tls, &self.tls_ca_file) {
+            (BackendTlsMode::Disable, _) => Ok(None),
+            (BackendTlsMode::VerifyFull, None) => {
+                Err("backend.tls = \"verify-full\" needs backend.tls_ca_file".into())
+            }
+            (BackendTlsMode::VerifyFull, Some(f)) => {
+                crate::backend::tls::BackendTls::load(f).map(Some)
+            }
+        }
+    }
 }
 
 /// Resource limits.
@@ -186,6 +225,8 @@ impl Default for BackendConfig {
             checkout_timeout_ms: default_checkout_timeout(),
             health_check_interval_ms: default_health_check_interval(),
             retry_backoff_max_ms: default_retry_backoff_max(),
+            tls: BackendTlsMode::Disable,
+            tls_ca_file: None,
         }
     }
 }
@@ -235,6 +276,7 @@ impl RouterConfig {
                 &mut c.auth.users_file,
                 &mut c.tls.cert_file,
                 &mut c.tls.key_file,
+                &mut c.backend.tls_ca_file,
             ]
             .into_iter()
             .flatten()
@@ -279,6 +321,12 @@ impl RouterConfig {
             return Err(ConfigError::Value {
                 key: "tls.cert_file",
                 message: "tls.cert_file and tls.key_file go together".into(),
+            });
+        }
+        if self.backend.tls == BackendTlsMode::VerifyFull && self.backend.tls_ca_file.is_none() {
+            return Err(ConfigError::Value {
+                key: "backend.tls_ca_file",
+                message: "backend.tls = \"verify-full\" needs a CA file".into(),
             });
         }
         if self.tls.require && self.tls.cert_file.is_none() {

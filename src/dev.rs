@@ -154,6 +154,7 @@ pub async fn start_router(cfg: &RouterConfig) -> Result<RouterHandle, DevError> 
     let users = UserDb::load(&cfg.auth)?;
     let tls = crate::frontend::tls::TlsSettings::load(&cfg.tls)
         .map_err(|e| DevError::Other(e.to_string()))?;
+    cfg.backend.tls_config().map_err(DevError::Other)?;
     let (client, conn) = tokio_postgres::connect(&cfg.catalog, tokio_postgres::NoTls).await?;
     let conn_task = tokio::spawn(conn);
     // A router needs the catalog tables of its version (e.g. the 2PC

@@ -62,6 +62,8 @@ pub struct RouterState {
     workers: usize,
     /// Backend connection settings (reloadable: new pools use them).
     backend: RwLock<BackendConfig>,
+    /// TLS to the shards built from `backend` (None = plaintext).
+    backend_tls: RwLock<Option<crate::backend::tls::BackendTls>>,
     /// Limits (reloadable; each is read where it applies).
     limits: ArcSwap<LimitsConfig>,
     server_params: RwLock<Vec<(String, String)>>,
@@ -94,6 +96,9 @@ pub enum ReloadError {
     /// The `[tls]` certificate or key.
     #[error(transparent)]
     Tls(#[from] crate::frontend::tls::TlsError),
+    /// `backend.tls` / `backend.tls_ca_file`.
+    #[error("{0}")]
+    BackendTls(String),
 }
 
 /// Re-reads and applies the configuration file (`pg-router serve`):
@@ -156,6 +161,12 @@ impl RouterState {
             health: RwLock::new(HashMap::new()),
             workers: workers.max(1),
             backend: RwLock::new(cfg.backend.clone()),
+            // Checked by the caller at start (start_router); a file that
+            // vanished since falls back to an error at connect time.
+            backend_tls: RwLock::new(cfg.backend.tls_config().unwrap_or_else(|e| {
+                tracing::error!("{e}");
+                None
+            })),
             limits: ArcSwap::from_pointee(cfg.limits.clone()),
             server_params: RwLock::new(Vec::new()),
             rr: AtomicUsize::new(0),
@@ -216,6 +227,7 @@ impl RouterState {
                     user: s.user.clone().unwrap_or_else(|| backend.user.clone()),
                     password: backend.password.clone(),
                     connect_timeout: Duration::from_millis(backend.connect_timeout_ms),
+                    tls: self.backend_tls.read().clone(),
                 };
                 let same = pools.get(name).is_some_and(|p| {
                     p.first().is_some_and(|p| {
@@ -373,8 +385,10 @@ impl RouterState {
     ) -> Result<Vec<&'static str>, ReloadError> {
         let users = UserDb::load(&cfg.auth)?;
         let tls = crate::frontend::tls::TlsSettings::load(&cfg.tls)?;
+        let backend_tls = cfg.backend.tls_config().map_err(ReloadError::BackendTls)?;
         self.set_users(users);
         self.set_tls(tls);
+        *self.backend_tls.write() = backend_tls;
         self.limits.store(Arc::new(cfg.limits.clone()));
         *self.backend.write() = cfg.backend.clone();
         self.refresh_pools(&self.routing().catalog);

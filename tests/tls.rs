@@ -128,3 +128,117 @@ async fn tls_verify_full_require_and_reload() {
     assert!(!ok, "old CA still accepted: {out}");
     dev.stop().await;
 }
+
+/// Gives shard `idx` a TLS certificate (files owned by the data
+/// directory's owner, key 0600) and turns `ssl` on with a reload.
+async fn enable_shard_tls(dev: &DevCluster, idx: usize, cert: &str, key: &str) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = &dev.cluster.shards[idx].data_dir;
+    let meta = std::fs::metadata(dir).unwrap();
+    for (name, body, mode) in [("server.crt", cert, 0o644), ("server.key", key, 0o600)] {
+        let path = dir.join(name);
+        std::fs::write(&path, body).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        std::os::unix::fs::chown(&path, Some(meta.uid()), Some(meta.gid())).unwrap();
+    }
+    let d = common::connect_direct(&dev.cluster.shards[idx]).await;
+    d.batch_execute("ALTER SYSTEM SET ssl = on").await.unwrap();
+    d.query_one("SELECT pg_reload_conf()", &[]).await.unwrap();
+    // The reload is asynchronous: wait until new connections see ssl = on.
+    for _ in 0..100 {
+        let d = common::connect_direct(&dev.cluster.shards[idx]).await;
+        let on: String = d.query_one("SHOW ssl", &[]).await.unwrap().get(0);
+        if on == "on" {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("shard {idx} did not turn ssl on");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_shards_verify_full() {
+    let dev = common::start(2, 4).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (ca1, cert1, key1) = make_certs();
+    let (ca2, _, _) = make_certs();
+    let ca1_file = dir.path().join("ca1.pem");
+    let ca2_file = dir.path().join("ca2.pem");
+    std::fs::write(&ca1_file, &ca1).unwrap();
+    std::fs::write(&ca2_file, &ca2).unwrap();
+    for i in 0..2 {
+        enable_shard_tls(&dev, i, &cert1, &key1).await;
+    }
+    let cfg = |ca: &std::path::Path| {
+        RouterConfig::parse(&format!(
+            "catalog = \"{}\"\n[auth]\nmethod = \"trust\"\n[backend]\npool_size = 4\ntls = \"verify-full\"\ntls_ca_file = \"{}\"\n",
+            dev.catalog_dsn(),
+            ca.display()
+        ))
+        .unwrap()
+    };
+    let c = common::connect(&dev).await;
+    let ssl_sql = "SELECT ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+    let ssl = c.query_one(ssl_sql, &[]).await.unwrap().get::<_, String>(0);
+    assert_eq!(ssl, "false", "plaintext before backend.tls is set");
+
+    // verify-full with the right CA: new backend connections are TLS, on
+    // every shard (statements any shard answers go round-robin).
+    let good = cfg(&ca1_file);
+    dev.router.state.reload(&good, &good).unwrap();
+    for _ in 0..4 {
+        let ssl = c.query_one(ssl_sql, &[]).await.unwrap().get::<_, String>(0);
+        assert_eq!(ssl, "true");
+    }
+    c.batch_execute("CREATE TABLE tt (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    common::add_table(&dev, "tt", "id", "int").await;
+    c.batch_execute("INSERT INTO tt (id) VALUES (1); INSERT INTO tt (id) VALUES (2); INSERT INTO tt (id) VALUES (3)")
+        .await
+        .unwrap();
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM tt", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 3);
+
+    // A CA that did not sign the shards' certificates: connects fail with
+    // 08006 naming the shard and the TLS failure.
+    let bad = cfg(&ca2_file);
+    dev.router.state.reload(&bad, &bad).unwrap();
+    let e = c
+        .query_one("SELECT count(*) FROM tt", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(common::sqlstate(&e), "08006", "{e:?}");
+    let msg = e.as_db_error().unwrap().message().to_string();
+    assert!(
+        msg.contains("shard") && msg.contains("TLS handshake"),
+        "{msg}"
+    );
+
+    // Back to the right CA: the shards are reachable again by themselves.
+    dev.router.state.reload(&good, &good).unwrap();
+    let t0 = std::time::Instant::now();
+    loop {
+        match c.query_one("SELECT count(*) FROM tt", &[]).await {
+            Ok(r) => {
+                assert_eq!(r.get::<_, i64>(0), 3);
+                break;
+            }
+            Err(e) => {
+                assert!(t0.elapsed().as_secs() < 10, "{e:?}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+    // A missing CA file is refused on reload (the running settings stay).
+    let missing = cfg(&dir.path().join("nope.pem"));
+    let e = dev.router.state.reload(&missing, &missing).err().unwrap();
+    assert!(e.to_string().contains("nope.pem"), "{e}");
+    let ssl = c.query_one(ssl_sql, &[]).await.unwrap().get::<_, String>(0);
+    assert_eq!(ssl, "true");
+    dev.stop().await;
+}

@@ -8,8 +8,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
 use postgres_protocol::message::frontend;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::protocol::backend::{data_row, error_fields};
@@ -36,7 +35,15 @@ pub struct ShardTarget {
     pub password: Option<String>,
     /// TCP connect + startup timeout.
     pub connect_timeout: Duration,
+    /// TLS with certificate verification (`backend.tls = "verify-full"`);
+    /// None = plaintext.
+    pub tls: Option<super::tls::BackendTls>,
 }
+
+/// A backend connection's read side (TCP or TLS).
+pub type BackendRead = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+/// A backend connection's write side (TCP or TLS).
+pub type BackendWrite = Box<dyn tokio::io::AsyncWrite + Send + Unpin>;
 
 /// Errors talking to a shard.
 #[derive(Debug, thiserror::Error)]
@@ -85,8 +92,8 @@ pub struct ExtendedReply {
 
 /// A raw connection to one shard.
 pub struct BackendConn {
-    reader: FrameReader<OwnedReadHalf>,
-    writer: OwnedWriteHalf,
+    reader: FrameReader<BackendRead>,
+    writer: BackendWrite,
     /// Messages queued for sending (encoded frames).
     pub out: BytesMut,
     /// Shard name.
@@ -126,7 +133,23 @@ impl BackendConn {
                     reason: e.to_string(),
                 })?;
             let _ = stream.set_nodelay(true);
-            let (r, w) = stream.into_split();
+            let (r, w): (BackendRead, BackendWrite) = match &t.tls {
+                None => {
+                    let (r, w) = stream.into_split();
+                    (Box::new(r), Box::new(w))
+                }
+                Some(tls) => {
+                    let s = tls.connect(stream, &t.host).await.map_err(|reason| {
+                        BackendError::Connect {
+                            shard: t.name.clone(),
+                            addr: addr.clone(),
+                            reason,
+                        }
+                    })?;
+                    let (r, w) = tokio::io::split(s);
+                    (Box::new(r), Box::new(w))
+                }
+            };
             let mut conn = BackendConn {
                 reader: FrameReader::new(r, MAX_BACKEND_FRAME),
                 writer: w,
@@ -286,7 +309,11 @@ impl BackendConn {
     /// Sends everything queued in [`BackendConn::out`].
     pub async fn flush(&mut self) -> Result<(), ProtocolError> {
         if !self.out.is_empty() {
-            let r = self.writer.write_all(&self.out).await;
+            let mut r = self.writer.write_all(&self.out).await;
+            if r.is_ok() {
+                // TLS buffers records: push them to the socket.
+                r = self.writer.flush().await;
+            }
             self.out.clear();
             if let Err(e) = r {
                 self.broken = true;
@@ -396,18 +423,19 @@ impl BackendConn {
 
     /// True if an idle connection can no longer be used: the shard closed
     /// it or sent something unasked (e.g. FATAL 57P01 when it shut down).
-    /// Looks only at what the reactor already saw (no syscall while the
-    /// socket has not become readable), so it is cheap enough for every
-    /// checkout.
-    pub fn is_stale(&self) -> bool {
+    /// One non-blocking poll of the read side, which looks only at what the
+    /// reactor already saw (no syscall while the socket has not become
+    /// readable), so it is cheap enough for every checkout.
+    pub fn is_stale(&mut self) -> bool {
         if self.broken || self.reader.buffered() > 0 {
             return true;
         }
+        // One poll with a no-op waker: Pending = nothing arrived.
         let mut b = [0u8; 1];
-        match self.reader.get_ref().try_read(&mut b) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
-            _ => true,
-        }
+        let mut buf = tokio::io::ReadBuf::new(&mut b);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let r = std::pin::Pin::new(self.reader.get_mut()).poll_read(&mut cx, &mut buf);
+        !r.is_pending()
     }
 
     /// Sends Terminate (best effort) before dropping.

@@ -218,9 +218,10 @@ async fn probe(
     conn: Option<super::BackendConn>,
 ) -> Result<super::BackendConn, String> {
     let fut = async {
-        let mut conn = match conn {
-            Some(c) if !c.is_stale() => c,
-            _ => super::BackendConn::connect(t)
+        let reuse = conn.and_then(|mut c| (!c.is_stale()).then_some(c));
+        let mut conn = match reuse {
+            Some(c) => c,
+            None => super::BackendConn::connect(t)
                 .await
                 .map_err(|e| e.to_string())?,
         };

@@ -7,6 +7,7 @@
 pub mod conn;
 pub mod health;
 pub mod pool;
+pub mod tls;
 
 pub use conn::{BackendConn, BackendError, ShardTarget};
 pub use health::ShardHealth;

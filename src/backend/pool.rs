@@ -117,12 +117,13 @@ impl ShardPool {
         let conn = loop {
             let idle = self.idle.lock().pop();
             match idle {
-                Some(c) if c.is_stale() => {
+                Some(mut c) => {
+                    if !c.is_stale() {
+                        break c;
+                    }
                     // The shard closed it (restart, terminated backend).
                     self.health.suspect();
-                    drop(c);
                 }
-                Some(c) => break c,
                 None => {
                     self.opened.fetch_add(1, Ordering::Relaxed);
                     match BackendConn::connect(&self.target).await {

@@ -227,6 +227,7 @@ mod tests {
             user: "u".into(),
             password: None,
             connect_timeout: std::time::Duration::from_millis(50),
+            tls: None,
         };
         ShardPool::new(
             t,
