@@ -154,7 +154,7 @@ pub async fn start_router(cfg: &RouterConfig) -> Result<RouterHandle, DevError> 
     let users = UserDb::load(&cfg.auth)?;
     let tls = crate::frontend::tls::TlsSettings::load(&cfg.tls)
         .map_err(|e| DevError::Other(e.to_string()))?;
-    cfg.backend.tls_config().map_err(DevError::Other)?;
+    let backend_tls = cfg.backend.tls_config().map_err(DevError::Other)?;
     let (client, conn) = tokio_postgres::connect(&cfg.catalog, tokio_postgres::NoTls).await?;
     let conn_task = tokio::spawn(conn);
     // A router needs the catalog tables of its version (e.g. the 2PC
@@ -164,7 +164,7 @@ pub async fn start_router(cfg: &RouterConfig) -> Result<RouterHandle, DevError> 
     let cat = catalog::load(&client).await?;
     drop(client);
     conn_task.abort();
-    let state = RouterState::new(cat, cfg, users);
+    let state = RouterState::new(cat, cfg, users, backend_tls);
     state.set_tls(tls);
     state.set_decision_log(DecisionLog::new(
         cfg.catalog.clone(),

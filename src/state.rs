@@ -146,10 +146,17 @@ impl Drop for ClientGuard {
 
 impl RouterState {
     /// Shared state for `catalog` under configuration `cfg`, accepting the
-    /// clients in `users`. Each of the `cfg.effective_workers()` session
-    /// workers gets its own pool per shard of
+    /// clients in `users`; `backend_tls` is `cfg.backend.tls_config()`
+    /// (loaded by the caller, which reports its errors: a bad CA file must
+    /// not fall back to plaintext). Each of the `cfg.effective_workers()`
+    /// session workers gets its own pool per shard of
     /// `ceil(backend.pool_size / workers)` connections.
-    pub fn new(catalog: Catalog, cfg: &RouterConfig, users: UserDb) -> Arc<Self> {
+    pub fn new(
+        catalog: Catalog,
+        cfg: &RouterConfig,
+        users: UserDb,
+        backend_tls: Option<crate::backend::tls::BackendTls>,
+    ) -> Arc<Self> {
         let workers = cfg.effective_workers();
         let st = Arc::new(RouterState {
             routing: ArcSwap::from_pointee(Routing {
@@ -161,12 +168,7 @@ impl RouterState {
             health: RwLock::new(HashMap::new()),
             workers: workers.max(1),
             backend: RwLock::new(cfg.backend.clone()),
-            // Checked by the caller at start (start_router); a file that
-            // vanished since falls back to an error at connect time.
-            backend_tls: RwLock::new(cfg.backend.tls_config().unwrap_or_else(|e| {
-                tracing::error!("{e}");
-                None
-            })),
+            backend_tls: RwLock::new(backend_tls),
             limits: ArcSwap::from_pointee(cfg.limits.clone()),
             server_params: RwLock::new(Vec::new()),
             rr: AtomicUsize::new(0),

@@ -172,7 +172,9 @@ pub async fn run_checker(
     targets: impl Fn() -> Vec<CheckTarget>,
     interval: impl Fn() -> (Duration, Duration),
 ) {
-    let kept: Arc<Mutex<std::collections::HashMap<String, super::BackendConn>>> = Arc::default();
+    // Per shard: the target a kept connection was opened with, and it.
+    type Kept = std::collections::HashMap<String, (super::ShardTarget, super::BackendConn)>;
+    let kept: Arc<Mutex<Kept>> = Arc::default();
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -185,7 +187,13 @@ pub async fn run_checker(
             }
             let kept = kept.clone();
             tokio::spawn(async move {
-                let conn = kept.lock().remove(&t.target.name);
+                // Reused only while the target is unchanged (a reload may
+                // have changed the address, role or TLS).
+                let conn = kept
+                    .lock()
+                    .remove(&t.target.name)
+                    .filter(|(target, _)| *target == t.target)
+                    .map(|(_, c)| c);
                 match probe(&t.target, conn).await {
                     Ok(conn) => {
                         if t.health.mark_up() {
@@ -196,7 +204,8 @@ pub async fn run_checker(
                         } else {
                             every
                         });
-                        kept.lock().insert(t.target.name.clone(), conn);
+                        kept.lock()
+                            .insert(t.target.name.clone(), (t.target.clone(), conn));
                     }
                     Err(reason) => {
                         if t.health.mark_down(&reason) {
