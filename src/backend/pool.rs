@@ -175,11 +175,6 @@ impl ShardPool {
         self.idle.lock().len()
     }
 
-    /// The shard's health (shared by every worker's pool).
-    pub fn health(&self) -> &Arc<ShardHealth> {
-        &self.health
-    }
-
     /// Drops every idle connection (e.g. after the shard restarted).
     pub fn clear_idle(&self) {
         self.idle.lock().clear();

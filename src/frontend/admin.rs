@@ -56,13 +56,7 @@ pub async fn run<R: tokio::io::AsyncRead + Unpin>(
         }
         let f = loop {
             if state.phase() != Phase::Running {
-                synth::error(
-                    &mut out.buf,
-                    &PgError::fatal(
-                        codes::ADMIN_SHUTDOWN,
-                        "terminating connection due to administrator command",
-                    ),
-                );
+                synth::error(&mut out.buf, &PgError::admin_shutdown());
                 let _ = out.flush().await;
                 return;
             }

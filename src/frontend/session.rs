@@ -283,12 +283,7 @@ impl Session {
             let between =
                 self.block.is_none() && self.held.is_empty() && self.batch.frames.is_empty();
             if phase == Phase::Closing || (phase == Phase::Draining && between) {
-                return Err(self
-                    .terminate(PgError::fatal(
-                        codes::ADMIN_SHUTDOWN,
-                        "terminating connection due to administrator command",
-                    ))
-                    .await);
+                return Err(self.terminate(PgError::admin_shutdown()).await);
             }
             let idle_limit = match self.block {
                 Some(_) => self.state.limits().idle_in_transaction_timeout_ms,
@@ -426,12 +421,7 @@ impl Session {
                 return Ok(());
             }
             if state.phase() != Phase::Running {
-                return Err(self
-                    .terminate(PgError::fatal(
-                        codes::ADMIN_SHUTDOWN,
-                        "terminating connection due to administrator command",
-                    ))
-                    .await);
+                return Err(self.terminate(PgError::admin_shutdown()).await);
             }
             tokio::select! {
                 _ = resumed => {}

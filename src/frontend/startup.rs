@@ -43,9 +43,9 @@ pub async fn handle_client(sock: TcpStream, state: Arc<RouterState>, worker: usi
         // left or failed the TLS handshake: nothing more to say.
         _ => return,
     };
-    // Until the client has authenticated, only small messages are accepted.
+    // Until the client has authenticated, only small messages are accepted
+    // (negotiate's reader is limited to MAX_AUTH_MESSAGE_BYTES).
     let mut reader = reader;
-    reader.set_max_len(MAX_AUTH_MESSAGE_BYTES);
     let mut out = ClientOut::new(w);
     let started =
         match tokio::time::timeout_at(deadline, startup(&mut reader, &mut out, &state, peer, tls))

@@ -67,6 +67,15 @@ impl PgError {
             ..PgError::new(code, message)
         }
     }
+    /// FATAL 57P01 "terminating connection due to administrator command":
+    /// what PostgreSQL sends when it shuts down (router drain, PAUSE ended
+    /// by a shutdown).
+    pub fn admin_shutdown() -> Self {
+        PgError::fatal(
+            codes::ADMIN_SHUTDOWN,
+            "terminating connection due to administrator command",
+        )
+    }
     /// Adds a DETAIL field.
     pub fn with_detail(mut self, d: impl Into<String>) -> Self {
         self.detail = Some(d.into());

@@ -132,11 +132,6 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
-    /// The wrapped stream, shared.
-    pub fn get_ref(&self) -> &R {
-        &self.inner
-    }
-
     /// The wrapped stream.
     pub fn get_mut(&mut self) -> &mut R {
         &mut self.inner
