@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,9 +14,9 @@ use tokio::task::JoinHandle;
 
 use crate::auth::{AuthConfig, UserDb};
 use crate::catalog::{self, ShardInfo};
+use crate::client::workers::Workers;
 use crate::cluster::{ClusterOptions, LocalCluster};
 use crate::config::{BackendConfig, LimitsConfig, RouterConfig};
-use crate::frontend::workers::Workers;
 use crate::state::{Phase, RouterState};
 use crate::txn::log::DecisionLog;
 use crate::txn::TxnConfig;
@@ -152,7 +153,7 @@ impl RouterHandle {
 pub async fn start_router(cfg: &RouterConfig) -> Result<RouterHandle, DevError> {
     // Configuration errors first, before any connection.
     let users = UserDb::load(&cfg.auth)?;
-    let tls = crate::frontend::tls::TlsSettings::load(&cfg.tls)
+    let tls = crate::state::tls::TlsSettings::load(&cfg.tls)
         .map_err(|e| DevError::Other(e.to_string()))?;
     let backend_tls = cfg.backend.tls_config().map_err(DevError::Other)?;
     let (client, conn) = tokio_postgres::connect(&cfg.catalog, tokio_postgres::NoTls).await?;
@@ -172,8 +173,10 @@ pub async fn start_router(cfg: &RouterConfig) -> Result<RouterHandle, DevError> 
         cfg.transactions.decision_log_connections,
         tokio::runtime::Handle::current(),
     ));
+    let (st1, st2) = (state.clone(), state.clone());
     let recovery = crate::txn::recovery::spawn(
-        state.clone(),
+        move || st1.shard_targets(),
+        move |n| st2.metrics.in_doubt.store(n, Ordering::Relaxed),
         cfg.catalog.clone(),
         cfg.transactions.recovery_interval_ms,
         cfg.transactions.recovery_grace_ms,
@@ -215,7 +218,7 @@ pub async fn start_router(cfg: &RouterConfig) -> Result<RouterHandle, DevError> 
                 })?;
             let addr = l.local_addr().ok();
             (
-                Some(tokio::spawn(crate::metrics::http::serve(l, state.clone()))),
+                Some(tokio::spawn(crate::admin::http::serve(l, state.clone()))),
                 addr,
             )
         }
@@ -226,7 +229,7 @@ pub async fn start_router(cfg: &RouterConfig) -> Result<RouterHandle, DevError> 
             .map_err(|e| DevError::Other(format!("cannot start session workers: {e}")))?,
     );
     let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(crate::frontend::serve(
+    let task = tokio::spawn(crate::client::serve(
         listener,
         workers.clone(),
         async move {

@@ -4,16 +4,27 @@
 //! the router routes each statement by its sharding key to one of N
 //! PostgreSQL shards (fast path) or to several (scatter-gather), and keeps
 //! the shard map in a PostgreSQL catalog. See `docs/ARCHITECTURE.md`.
+//!
+//! Modules in data-path order: [`client`] (socket, startup, TLS, auth) →
+//! [`session`] (message loop) → [`plan`] → [`exec`] (executors) →
+//! [`backend`] (shard connections and pools). Beside them: [`protocol`],
+//! [`state`], [`catalog`], [`vindex`]/[`topology`], [`txn`] (2PC decision
+//! log and recovery), [`metrics`], [`admin`], [`auth`], [`value`],
+//! [`cluster`], [`config`], [`dev`].
 
-pub mod auth;
 pub mod backend;
+pub mod client;
+pub mod exec;
+pub mod plan;
+pub mod session;
+
+pub mod admin;
+pub mod auth;
 pub mod catalog;
 pub mod cluster;
 pub mod config;
 pub mod dev;
-pub mod frontend;
 pub mod metrics;
-pub mod plan;
 pub mod protocol;
 pub mod state;
 pub mod topology;

@@ -139,7 +139,7 @@ proptest! {
 
     #[test]
     fn startup_phase_parsers_never_panic(s in ".{0,80}", raw in proptest::collection::vec(any::<u8>(), 0..120)) {
-        let _ = pg_router::frontend::startup::parse_options(&s);
+        let _ = pg_router::client::startup::parse_options(&s);
         let _ = pg_router::auth::users_file::parse(&s);
         let _ = Verifier::parse(&s);
         let text = String::from_utf8_lossy(&raw);

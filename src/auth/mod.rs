@@ -1,6 +1,6 @@
 //! Client authentication data: the `[auth]` configuration, the user
 //! database built from it (config entries + a PgBouncer-style users file),
-//! and the checks the front end runs (`frontend/auth.rs` speaks the
+//! and the checks the front end runs (`client/auth.rs` speaks the
 //! protocol). Methods follow PostgreSQL's `pg_hba.conf` semantics:
 //! `trust`, `md5` (a SCRAM secret makes it use SCRAM, as PostgreSQL does)
 //! and `scram-sha-256` (PostgreSQL docs §21.5 "Password Authentication").

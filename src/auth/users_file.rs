@@ -4,10 +4,13 @@
 //! `#` are comments; fields after the second are ignored (PgBouncer
 //! docs, "Authentication file format").
 
-/// Parses the file text into `(line number, user, secret)` entries.
+/// One users-file entry: (line number, user name, secret).
+pub type Entry = (usize, String, String);
+
+/// Parses the file text into [`Entry`]s.
 ///
 /// Errors: `(line number, message)` for the first malformed line.
-pub fn parse(text: &str) -> Result<Vec<(usize, String, String)>, (usize, String)> {
+pub fn parse(text: &str) -> Result<Vec<Entry>, (usize, String)> {
     let mut out = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let n = i + 1;

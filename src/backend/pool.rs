@@ -99,20 +99,23 @@ impl ShardPool {
         // Fast path: a free slot, no timer.
         let permit = match self.slots.clone().try_acquire_owned() {
             Ok(p) => p,
-            Err(_) => match {
-                let _waiting = Waiting::new(&self.waiting);
-                tokio::time::timeout(self.checkout_timeout, self.slots.clone().acquire_owned())
-                    .await
-            } {
-                Ok(Ok(p)) => p,
-                _ => {
-                    return Err(PoolError::Timeout {
-                        shard: self.target.name.clone(),
-                        ms: self.checkout_timeout.as_millis(),
-                        size: self.max_size,
-                    })
+            Err(_) => {
+                let waited = {
+                    let _waiting = Waiting::new(&self.waiting);
+                    tokio::time::timeout(self.checkout_timeout, self.slots.clone().acquire_owned())
+                        .await
+                };
+                match waited {
+                    Ok(Ok(p)) => p,
+                    _ => {
+                        return Err(PoolError::Timeout {
+                            shard: self.target.name.clone(),
+                            ms: self.checkout_timeout.as_millis(),
+                            size: self.max_size,
+                        })
+                    }
                 }
-            },
+            }
         };
         let conn = loop {
             let idle = self.idle.lock().pop();

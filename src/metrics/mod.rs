@@ -1,11 +1,7 @@
 //! Router metrics: per-worker request statistics (counts and HDR latency
 //! histograms by route kind, errors by SQLSTATE class) recorded without
-//! cross-thread contention, router-wide counters, and their Prometheus
-//! text exposition (`prometheus-client`), served by `http.rs` with the
-//! Kubernetes probes.
-
-pub mod expose;
-pub mod http;
+//! cross-thread contention, and router-wide counters. Their Prometheus
+//! text exposition and the HTTP endpoint are in [`crate::admin`].
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

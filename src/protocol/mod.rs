@@ -9,6 +9,7 @@
 //! messages the router inspects).
 
 pub mod backend;
+pub mod client_io;
 pub mod error;
 pub mod frame;
 pub mod frontend;

@@ -7,7 +7,7 @@
 //! - [`TransactionMode`], [`TxnConfig`], global transaction ids ([`Gids`]).
 //!
 //! The session side (which participants wrote, PREPARE / COMMIT PREPARED on
-//! the pinned backend connections) is `frontend/commit.rs`. The protocol is
+//! the pinned backend connections) is `exec/commit.rs`. The protocol is
 //! PostgreSQL's two-phase commit (PostgreSQL docs: PREPARE TRANSACTION,
 //! COMMIT PREPARED, `pg_prepared_xacts`) with a presumed-abort decision log
 //! as in Citus (`pg_dist_transaction`).

@@ -19,14 +19,12 @@
 //!    rows are kept for [`ABORT_RETENTION_S`] so a coordinator stalled past
 //!    the grace period still finds them.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
-use crate::backend::BackendConn;
-use crate::state::RouterState;
+use crate::backend::{BackendConn, ShardTarget};
 
 use super::log::{self, Decision};
 
@@ -67,13 +65,14 @@ const LIST_SQL: &str = "select gid, extract(epoch from now() - prepared)::float8
      from pg_catalog.pg_prepared_xacts \
      where gid like 'pgr\\_%' and database = current_database()";
 
-/// Runs one recovery pass over every shard of `state`'s catalog, using
-/// catalog connection `c`. `grace_ms`: how long a prepared transaction
-/// without a decision is left to its coordinator.
+/// Runs one recovery pass over `shards` (every shard of the current
+/// catalog: name and connection target), using catalog connection `c`.
+/// `grace_ms`: how long a prepared transaction without a decision is left
+/// to its coordinator.
 ///
 /// Errors: [`RecoveryError::Catalog`]; the lock is released in any case.
 pub async fn recover_once(
-    state: &RouterState,
+    shards: &[(String, ShardTarget)],
     c: &Client,
     grace_ms: u64,
 ) -> Result<Report, RecoveryError> {
@@ -81,25 +80,26 @@ pub async fn recover_once(
     if !locked {
         return Ok(Report::default());
     }
-    let r = pass(state, c, grace_ms).await;
+    let r = pass(shards, c, grace_ms).await;
     let _ = c.query_one(UNLOCK_SQL, &[]).await;
     r
 }
 
-async fn pass(state: &RouterState, c: &Client, grace_ms: u64) -> Result<Report, RecoveryError> {
+async fn pass(
+    shards: &[(String, ShardTarget)],
+    c: &Client,
+    grace_ms: u64,
+) -> Result<Report, RecoveryError> {
     let mut report = Report {
         ran: true,
         ..Report::default()
     };
     let before = log::all_decisions(c).await?;
-    let routing = state.routing();
     let mut conns: Vec<(String, BackendConn)> = Vec::new();
     let mut prepared: Vec<(usize, String, f64)> = Vec::new();
-    for shard in routing.catalog.shard_names() {
-        let Some(pool) = state.pool(shard, 0) else {
-            continue;
-        };
-        let mut conn = match BackendConn::connect(&pool.target).await {
+    for (shard, target) in shards {
+        let shard = shard.as_str();
+        let mut conn = match BackendConn::connect(target).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!(shard, "2PC recovery cannot reach the shard: {e}");
@@ -185,10 +185,13 @@ async fn pass(state: &RouterState, c: &Client, grace_ms: u64) -> Result<Report, 
 }
 
 /// Starts the recovery loop on the current runtime: a pass at once, then
-/// every `interval_ms`. Catalog connection problems are logged and
-/// retried at the next pass.
+/// every `interval_ms` over the shards `shards` returns at that moment
+/// (name, connection target); `in_doubt` is told the number of prepared
+/// transactions left unresolved after each pass that ran. Catalog
+/// connection problems are logged and retried at the next pass.
 pub fn spawn(
-    state: Arc<RouterState>,
+    shards: impl Fn() -> Vec<(String, ShardTarget)> + Send + 'static,
+    in_doubt: impl Fn(u64) + Send + 'static,
     dsn: String,
     interval_ms: u64,
     grace_ms: u64,
@@ -208,13 +211,10 @@ pub fn spawn(
                 }
             }
             if let Some(c) = &client {
-                let r = recover_once(&state, c, grace_ms).await;
+                let r = recover_once(&shards(), c, grace_ms).await;
                 if let Ok(r) = &r {
                     if r.ran {
-                        state
-                            .metrics
-                            .in_doubt
-                            .store(r.pending as u64, std::sync::atomic::Ordering::Relaxed);
+                        in_doubt(r.pending as u64);
                     }
                 }
                 match r {

@@ -4,9 +4,9 @@
 //! as usual, the lookup maintenance runs at Execute around the client's
 //! Execute, with the client's parameters (see `docs/lookup-vindexes.md`).
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 
 use crate::plan::{OwnedKind, Plan, SqlPiece};
 use crate::protocol::error::codes;
@@ -14,47 +14,14 @@ use crate::protocol::frontend::{Bind, Execute};
 use crate::protocol::PgError;
 use crate::state::Routing;
 
+use super::block::Block;
+use super::concat::MergeMode;
+use super::context::{End, ExecCtx};
 use super::exchange::Expect;
-use super::extended::{scatter_route, ClientStmt, Route};
 use super::inject::Params;
 use super::lookup::owned_begin;
-use super::merge::MergeMode;
+use super::message::{scatter_route, OwnedRoute, PendingRoute, Route};
 use super::route::Values;
-use super::session::{Block, End, Session};
-
-/// The route of a Bind that needs the lookup table (a statement whose
-/// plan, or whose owner write's plan, is a scatter with a lookup key):
-/// resolved to the owning shards when the Bind runs, in batch order.
-#[derive(Debug)]
-pub struct PendingRoute {
-    /// The client's statement.
-    pub stmt: Arc<ClientStmt>,
-    /// The client's Bind frame (tag and length included).
-    pub bind: Bytes,
-    /// The route, set when the Bind ran; later messages on the portal use it.
-    pub resolved: OnceLock<Route>,
-}
-
-/// A bound write to a table owning lookup vindexes: the Bind went to
-/// `shards`; Execute runs the lookup maintenance and the write.
-#[derive(Debug)]
-pub struct OwnedRoute {
-    /// Shards the statement runs on.
-    pub shards: Vec<String>,
-    /// The client's statement (its plan is [`Plan::Owned`]).
-    pub stmt: Arc<ClientStmt>,
-    /// The client's Bind frame (tag and length included).
-    pub bind: Bytes,
-}
-
-/// The route a portal message uses: a pending route's resolution (None
-/// if its Bind did not run).
-pub(crate) fn effective(route: Option<&Route>) -> Option<Route> {
-    match route {
-        Some(Route::Lookup(p)) => p.resolved.get().cloned(),
-        other => other.cloned(),
-    }
-}
 
 /// The Bind message `frame` (tag and length included), decoded.
 fn decode_bind(frame: &[u8]) -> Result<Bind<'_>, PgError> {
@@ -79,11 +46,11 @@ fn pieces_text(pieces: &[SqlPiece]) -> Option<String> {
     Some(s)
 }
 
-impl Session {
+impl ExecCtx {
     /// Resolves a pending route when its Bind runs: reads the lookup table
-    /// with the Bind's parameters (see [`Session::lookup_shards`]) and
+    /// with the Bind's parameters (see [`ExecCtx::lookup_shards`]) and
     /// records the route in `p`. None on failure (error sent).
-    pub(crate) async fn resolve_lookup(
+    pub async fn resolve_lookup(
         &mut self,
         routing: &Routing,
         p: &PendingRoute,
@@ -135,7 +102,7 @@ impl Session {
     /// shard of the route (CommandComplete held back), the row-count guard
     /// (40001), and an UPDATE's new lookup rows. False on failure (error
     /// sent; the batch's block fails). Execute with a row limit: 0A000.
-    pub(crate) async fn owned_execute(
+    pub async fn owned_execute(
         &mut self,
         routing: &Routing,
         o: &OwnedRoute,

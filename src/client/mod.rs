@@ -1,32 +1,11 @@
-//! Client-facing front end: accepts PostgreSQL protocol v3 connections,
-//! runs startup, and hands each client to a [`session::Session`].
-//!
-//! Data path: client frames → plan ([`crate::plan`]) → route
-//! ([`route`]) → fast path / scatter-gather exchanges ([`exchange`],
-//! [`merge`]) → backend pools ([`crate::backend`]).
+//! The client connection: the accept loop ([`serve`]), thread-per-core
+//! session workers ([`workers`]), startup with SSLRequest/TLS, cancel
+//! requests, the client limit and ParameterStatus ([`startup`]), and the
+//! authentication exchange on the wire ([`auth`]). An authenticated client
+//! is handed to a [`crate::session::Session`] (or to the admin console).
 
-pub mod admin;
 pub mod auth;
-pub mod cancel;
-pub mod client;
-pub mod commit;
-pub mod copy;
-pub mod exchange;
-pub mod explain;
-pub mod extended;
-pub mod gather;
-pub mod gather_merge;
-pub mod inject;
-pub mod lookup;
-pub mod merge;
-pub mod owned;
-pub mod owned_ext;
-pub mod route;
-pub mod session;
-pub mod settings;
-pub mod simple;
 pub mod startup;
-pub mod tls;
 pub mod workers;
 
 use std::sync::Arc;

@@ -16,7 +16,7 @@ use crate::protocol::error::codes;
 use crate::protocol::frontend::Cursor;
 use crate::protocol::{FrameReader, PgError, ProtocolError};
 
-use super::client::ClientOut;
+use crate::protocol::client_io::ClientOut;
 
 /// Largest authentication message accepted before the client has
 /// authenticated, in bytes (PostgreSQL's PG_MAX_AUTH_TOKEN_LENGTH).

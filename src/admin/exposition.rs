@@ -12,7 +12,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use super::{RouteKind, TxnKind};
+use crate::metrics::{RouteKind, TxnKind};
 use crate::state::RouterState;
 
 /// Latency quantiles exposed per route kind.

@@ -4,7 +4,7 @@
 //! forwarded.
 //!
 //! Outside an extended-protocol batch they are simple Query messages.
-//! Inside one ([`Session::in_extended`]) a simple Query would disturb the
+//! Inside one ([`ExecCtx::in_extended`]) a simple Query would disturb the
 //! client's pending extended-protocol state on that connection (it ends the
 //! batch's implicit transaction and drops the unnamed portal), so they use
 //! the shard's unnamed statement (client statements are always named
@@ -21,19 +21,19 @@ use crate::backend::conn::{BackendConn, ExtendedReply};
 use crate::protocol::error::codes;
 use crate::protocol::{PgError, ProtocolError};
 
-use super::extended::ClientStmt;
-use super::merge::with_shard_detail;
-use super::session::{End, Session};
+use super::concat::with_shard_detail;
+use super::context::{End, ExecCtx};
+use super::statement::ClientStmt;
 
 /// Rows of a router-injected query, as text (None = NULL).
-pub(crate) type Rows = Vec<Vec<Option<String>>>;
+pub type Rows = Vec<Vec<Option<String>>>;
 
 /// The portal of router-injected extended-protocol queries.
 pub(crate) const PORTAL: &str = "pgr_injected";
 
 /// Parameters of an injected extended-protocol query.
 #[derive(Clone, Copy)]
-pub(crate) struct Params<'a> {
+pub struct Params<'a> {
     /// Parameter type OIDs for the Parse (0 = let the shard infer).
     pub types: &'a [u32],
     /// The Bind parameter section: format codes and values, encoded as in
@@ -63,18 +63,18 @@ enum Request<'a> {
     Describe(&'a ClientStmt),
 }
 
-impl Session {
+impl ExecCtx {
     /// Runs router-injected `sql` on `shard` inside the session's
     /// transaction and returns its rows as text. A shard error is forwarded
     /// to the client with the shard in DETAIL, a lost connection becomes
     /// 08006; both give None (the block, if any, is failed).
-    pub(crate) async fn injected(&mut self, shard: &str, sql: &str) -> Result<Option<Rows>, End> {
+    pub async fn injected(&mut self, shard: &str, sql: &str) -> Result<Option<Rows>, End> {
         self.injected_with(shard, sql, Params::NONE).await
     }
 
-    /// [`Session::injected`] with parameters, which need an
+    /// [`ExecCtx::injected`] with parameters, which need an
     /// extended-protocol batch (XX000 otherwise).
-    pub(crate) async fn injected_with(
+    pub async fn injected_with(
         &mut self,
         shard: &str,
         sql: &str,
@@ -89,7 +89,7 @@ impl Session {
     /// The parameter types `shard` inferred for the client's statement
     /// (its ParameterDescription), cached in the statement. Only inside an
     /// extended-protocol batch. None on failure (error sent).
-    pub(crate) async fn statement_param_types(
+    pub async fn statement_param_types(
         &mut self,
         shard: &str,
         stmt: &ClientStmt,

@@ -1,260 +1,19 @@
-//! Simple query protocol ('Q'): split into statements, plan each through the
-//! fingerprint cache, route, and run (PostgreSQL docs §55.2.2).
+//! Transaction control run by the router itself: BEGIN, COMMIT/ROLLBACK
+//! (AND CHAIN), SAVEPOINT / RELEASE / ROLLBACK TO checked against the
+//! block's savepoint stack, and the implicit block that makes a statement
+//! writing on several shards atomic.
 
-use std::collections::VecDeque;
+use bytes::BytesMut;
 
-use bytes::{Bytes, BytesMut};
-use postgres_protocol::message::frontend as fe;
-
-use crate::plan::{self, Literals, Plan, TxnStmt};
+use crate::plan::{Plan, TxnStmt};
 use crate::protocol::error::codes;
-use crate::protocol::frontend::query_text;
-use crate::protocol::{synth, Frame, PgError};
-use crate::state::Routing;
+use crate::protocol::{synth, PgError};
 
-use super::exchange::{Expect, Slot};
-use super::merge::MergeMode;
-use super::owned::{keyed_shard, InsertTargets};
-use super::route::Values;
-use super::session::{Block, BlockOp, End, Session};
+use super::block::{Block, BlockOp};
+use super::context::{End, ExecCtx};
 
-impl Session {
-    /// Handles one Query message (without the final ReadyForQuery).
-    pub(crate) async fn on_query(&mut self, frame: Frame) -> Result<(), End> {
-        let sql = match query_text(frame.body()) {
-            Ok(s) => s,
-            Err(e) => {
-                self.send_error(&PgError::new(codes::PROTOCOL_VIOLATION, e.to_string()));
-                return Ok(());
-            }
-        };
-        let stmts = plan::split_statements(sql);
-        if stmts.is_empty() {
-            synth::empty_query(&mut self.out.buf);
-            return Ok(());
-        }
-        let routing = self.state.routing();
-        if stmts.len() == 1 {
-            let (p, lits) = routing.planner.plan_simple(stmts[0], &*routing.catalog);
-            let raw = if stmts[0].len() + 2 >= sql.trim().len() {
-                Some(&frame)
-            } else {
-                None
-            };
-            self.exec_simple(&routing, stmts[0], &p, &lits, raw).await?;
-            return Ok(());
-        }
-        let planned: Vec<_> = stmts
-            .iter()
-            .map(|s| (*s, routing.planner.plan_simple(s, &*routing.catalog)))
-            .collect();
-        let has_txn = planned
-            .iter()
-            .any(|(_, (p, _))| matches!(**p, Plan::Transaction(_)));
-        let implicit = self.block.is_none() && !has_txn;
-        if implicit {
-            self.block = Some(Block::new("BEGIN", true));
-        }
-        for (s, (p, lits)) in &planned {
-            if !self.exec_simple(&routing, s, p, lits, None).await? {
-                break;
-            }
-        }
-        if implicit {
-            let commit = !self.block.as_ref().is_some_and(|b| b.failed);
-            self.end_block(commit).await?;
-        }
-        Ok(())
-    }
-
-    /// Runs one planned statement; returns false if it failed (error sent).
-    async fn exec_simple(
-        &mut self,
-        routing: &Routing,
-        sql: &str,
-        p: &Plan,
-        lits: &Literals,
-        raw: Option<&Frame>,
-    ) -> Result<bool, End> {
-        if self.block.as_ref().is_some_and(|b| b.failed) && !ends_failed_block(p, sql) {
-            self.send_error(&PgError::new(
-                codes::IN_FAILED_SQL_TRANSACTION,
-                "current transaction is aborted, commands ignored until end of transaction block",
-            ));
-            return Ok(false);
-        }
-        let query_msg = || -> Bytes {
-            match raw {
-                Some(f) => f.data.clone(),
-                None => {
-                    let mut b = BytesMut::new();
-                    let _ = fe::query(sql, &mut b);
-                    b.freeze()
-                }
-            }
-        };
-        let q = || VecDeque::from([Slot::Forward(Expect::Query)]);
-        self.cur_write = p.writes();
-        match p {
-            Plan::Error {
-                sqlstate,
-                message,
-                hint,
-            } => {
-                let mut e = PgError::new(sqlstate, message.clone());
-                e.hint = hint.clone();
-                self.send_error(&e);
-                Ok(false)
-            }
-            Plan::Transaction(t) => self.txn_command(t, sql).await,
-            Plan::Set { local, reset_all } => self.set_command(sql, *local, *reset_all).await,
-            Plan::AnyShard => match self.any_shard() {
-                Ok(s) => self.exchange_one(&s, &query_msg(), q()).await,
-                Err(e) => {
-                    self.send_error(&e);
-                    Ok(false)
-                }
-            },
-            Plan::AllShards | Plan::Broadcast { .. } => {
-                let msg = query_msg();
-                let parts: Vec<_> = routing
-                    .catalog
-                    .shard_names()
-                    .into_iter()
-                    .map(|s| (s.to_string(), msg.clone(), q()))
-                    .collect();
-                // A reference-table write commits on every copy or none.
-                // Utility statements (DDL, VACUUM, CREATE INDEX
-                // CONCURRENTLY) run outside a transaction block.
-                let n = if matches!(p, Plan::Broadcast { .. }) {
-                    parts.len()
-                } else {
-                    1
-                };
-                let Some(implicit) = self.open_write_block(n) else {
-                    return Ok(false);
-                };
-                let ok = self.exchange_many(parts, MergeMode::FirstOnly).await?;
-                self.close_write_block(implicit, ok).await
-            }
-            Plan::Keyed { keys, .. } => {
-                let target =
-                    match keyed_shard(&routing.catalog, keys, &Values::Simple { sql, lits }) {
-                        Ok(t) => t,
-                        Err(e) => {
-                            self.send_error(&e);
-                            return Ok(false);
-                        }
-                    };
-                let any;
-                let shard = match target {
-                    Some(s) => s,
-                    None => match self.any_shard() {
-                        Ok(s) => {
-                            any = s;
-                            any.as_str()
-                        }
-                        Err(e) => {
-                            self.send_error(&e);
-                            return Ok(false);
-                        }
-                    },
-                };
-                self.exchange_one(shard, &query_msg(), q()).await
-            }
-            Plan::Insert { table, rows } => {
-                let parts = match self.insert_parts(&routing.catalog, table, rows, sql, lits) {
-                    Some(InsertTargets::One(shard)) => {
-                        return self.exchange_one(shard, &query_msg(), q()).await
-                    }
-                    Some(InsertTargets::Split(parts)) => parts,
-                    None => return Ok(false),
-                };
-                let parts: Vec<_> = parts.into_iter().map(|(s, m)| (s, m, q())).collect();
-                let Some(implicit) = self.open_write_block(parts.len()) else {
-                    return Ok(false);
-                };
-                let ok = self.exchange_many(parts, MergeMode::Concat).await?;
-                self.close_write_block(implicit, ok).await
-            }
-            Plan::Owned { inner, write } => {
-                self.owned_simple(routing, sql, lits, inner, write, query_msg())
-                    .await
-            }
-            Plan::Scatter {
-                table,
-                prune,
-                lookup,
-                merge,
-                ..
-            } => {
-                let Some(shards) = self
-                    .scatter_targets(
-                        &routing.catalog,
-                        table,
-                        prune.as_ref(),
-                        lookup.as_deref(),
-                        &Values::Simple { sql, lits },
-                    )
-                    .await?
-                else {
-                    return Ok(false);
-                };
-                match merge {
-                    plan::Merge::Concat => {
-                        let msg = query_msg();
-                        let parts: Vec<_> =
-                            shards.into_iter().map(|s| (s, msg.clone(), q())).collect();
-                        let Some(implicit) =
-                            self.open_write_block(if p.writes() { parts.len() } else { 1 })
-                        else {
-                            return Ok(false);
-                        };
-                        let ok = self.exchange_many(parts, MergeMode::Concat).await?;
-                        self.close_write_block(implicit, ok).await
-                    }
-                    plan::Merge::Gather(g) => self.gather_simple(&shards, g, sql, lits).await,
-                    plan::Merge::NeedsText => {
-                        self.send_error(&PgError::new(
-                            codes::INTERNAL_ERROR,
-                            "statement was planned from its normalized text only",
-                        ));
-                        Ok(false)
-                    }
-                }
-            }
-            Plan::Copy(c) => {
-                let n = if c.from_stdin {
-                    routing.catalog.shards.len()
-                } else {
-                    1
-                };
-                let Some(implicit) = self.open_write_block(n) else {
-                    return Ok(false);
-                };
-                let ok = self.copy(routing, sql, c).await?;
-                self.close_write_block(implicit, ok).await
-            }
-            Plan::RouterExplain(inner) => {
-                match super::explain::explain_lines(routing, inner, sql, lits) {
-                    Ok(lines) => {
-                        synth::text_row_description(&mut self.out.buf, &["QUERY PLAN"]);
-                        for l in &lines {
-                            synth::data_row(&mut self.out.buf, &[Some(l.as_bytes())]);
-                        }
-                        synth::command_complete(&mut self.out.buf, "EXPLAIN");
-                        Ok(true)
-                    }
-                    Err(e) => {
-                        self.send_error(&e);
-                        Ok(false)
-                    }
-                }
-            }
-        }
-    }
-
-    pub(crate) async fn txn_command(&mut self, t: &TxnStmt, sql: &str) -> Result<bool, End> {
+impl ExecCtx {
+    pub async fn txn_command(&mut self, t: &TxnStmt, sql: &str) -> Result<bool, End> {
         match t {
             TxnStmt::Begin { sql } => {
                 if let Some(b) = self.block.as_mut().filter(|b| b.implicit) {
@@ -378,7 +137,7 @@ impl Session {
     /// Returns Some(true) if a block was opened, Some(false) if none is
     /// needed, None if the statement is refused (`transaction_mode =
     /// single`; the error was sent).
-    pub(crate) fn open_write_block(&mut self, shards: usize) -> Option<bool> {
+    pub fn open_write_block(&mut self, shards: usize) -> Option<bool> {
         if shards <= 1 || self.block.is_some() {
             return Some(false);
         }
@@ -396,11 +155,11 @@ impl Session {
         Some(true)
     }
 
-    /// Ends the block [`Session::open_write_block`] opened: commits if the
+    /// Ends the block [`ExecCtx::open_write_block`] opened: commits if the
     /// statement succeeded (`ok`), else rolls back; then releases the held
     /// CommandComplete (or the statement's error). Returns whether the
     /// statement and its commit succeeded.
-    pub(crate) async fn close_write_block(&mut self, opened: bool, ok: bool) -> Result<bool, End> {
+    pub async fn close_write_block(&mut self, opened: bool, ok: bool) -> Result<bool, End> {
         if !opened {
             return Ok(ok);
         }

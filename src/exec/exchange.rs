@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use crate::backend::BackendConn;
 use crate::protocol::{Frame, ProtocolError};
 
-use super::client::{ClientOut, CLIENT_FLUSH_BYTES};
+use crate::protocol::client_io::{ClientOut, CLIENT_FLUSH_BYTES};
 
 /// Failure of an exchange.
 #[derive(Debug, thiserror::Error)]

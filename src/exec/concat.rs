@@ -1,15 +1,20 @@
-//! Combining the responses of several shards into one client response for
-//! statements that need no merging at the router: the first shard's
-//! response (DDL, SET), or concatenated rows with summed command-tag counts
-//! (plain scatter, multi-shard DML, COPY TO). Sorting, grouping and
-//! aggregation are done by the gather executor (`gather.rs`).
+//! Scatter-gather without merging at the router: the statement is sent to
+//! several shards at once and their responses combined into one client
+//! response: the first shard's (DDL, SET), or concatenated rows with summed
+//! command-tag counts (plain scatter, multi-shard DML, COPY TO). Sorting,
+//! grouping and aggregation are done by the gather executor (`gather/`).
+
+use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
+use postgres_protocol::message::frontend as fe;
 
 use crate::protocol::backend::{command_tag, tag_count};
-use crate::protocol::{synth, Frame};
+use crate::protocol::{synth, Frame, ProtocolError};
 
-use super::exchange::Sink;
+use super::context::{lost_connection, End, ExecCtx};
+use super::exchange::{self, ExchangeError, Expect, Sink, Slot};
+use super::statement::ClientStmt;
 
 /// How shard responses combine.
 #[derive(Debug, Clone)]
@@ -191,6 +196,129 @@ pub(crate) fn with_shard_detail(f: &Frame, shard: Option<&str>) -> Bytes {
     out.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
     out.extend_from_slice(&body);
     Bytes::from(out)
+}
+
+impl ExecCtx {
+    /// Sends per-shard messages to several shards at once and merges the
+    /// responses. `parts` = (shard, encoded messages, slots). Returns false
+    /// if any shard failed (the error was sent).
+    pub async fn exchange_many(
+        &mut self,
+        parts: Vec<(String, Bytes, VecDeque<Slot>)>,
+        mode: MergeMode,
+    ) -> Result<bool, End> {
+        self.exchange_many_with(parts, MergeState::new(mode)).await
+    }
+
+    /// [`ExecCtx::exchange_many`] with a prepared merge state.
+    pub async fn exchange_many_with(
+        &mut self,
+        parts: Vec<(String, Bytes, VecDeque<Slot>)>,
+        mut merge: MergeState,
+    ) -> Result<bool, End> {
+        let mut idxs: Vec<usize> = Vec::with_capacity(parts.len());
+        let mut all_slots = Vec::with_capacity(parts.len());
+        for (shard, msgs, user_slots) in parts {
+            let idx = match self.acquire(&shard).await {
+                Ok(i) => i,
+                Err(e) => {
+                    // Nothing was sent yet on shards acquired so far except
+                    // preludes queued below; send the error and stop.
+                    for &i in &idxs {
+                        let c = &mut self.held[i].conn;
+                        c.out.clear();
+                        c.broken = true;
+                    }
+                    self.send_error(&e);
+                    return Ok(false);
+                }
+            };
+            let mut slots = VecDeque::with_capacity(user_slots.len() + 2);
+            self.prelude(idx, &mut slots);
+            slots.extend(user_slots);
+            self.held[idx].conn.out.extend_from_slice(&msgs);
+            merge.shard_names.push(shard);
+            idxs.push(idx);
+            all_slots.push(slots);
+        }
+        let mut lost: Option<(usize, ProtocolError)> = None;
+        for &i in &idxs {
+            if let Err(e) = self.held[i].conn.flush().await {
+                lost.get_or_insert((i, e));
+            }
+        }
+        for (n, (&i, slots)) in idxs.iter().zip(all_slots.iter_mut()).enumerate() {
+            if lost.as_ref().is_some_and(|(j, _)| *j == i) {
+                continue;
+            }
+            let conn = &mut self.held[i].conn;
+            let mut sink = merge.sink(n);
+            match exchange::run(conn, slots, &mut self.out, &mut sink).await {
+                Ok(_) => {}
+                Err(ExchangeError::Client(e)) => return Err(e.into()),
+                Err(ExchangeError::Backend(e)) => {
+                    lost.get_or_insert((i, e));
+                }
+            }
+        }
+        if let Some((i, e)) = lost {
+            let shard = self.held[i].conn.shard.clone();
+            self.held.retain(|h| !h.conn.broken);
+            self.send_error(&lost_connection(&shard, &e));
+            return Ok(false);
+        }
+        Ok(self.finish_merge(merge))
+    }
+
+    /// Writes a merge's final CommandComplete or error (to the held-back
+    /// buffer while an implicit distributed transaction runs); false if a
+    /// shard failed.
+    pub fn finish_merge(&mut self, mut merge: MergeState) -> bool {
+        self.last_count = merge.row_count();
+        let ok = match &mut self.deferred {
+            Some(d) => merge.finish(d),
+            None => merge.finish(&mut self.out.buf),
+        };
+        if !ok {
+            self.note_error();
+        }
+        ok
+    }
+
+    /// Sends one message (plus Flush) to several shards and merges.
+    pub async fn many_message(
+        &mut self,
+        shards: &[String],
+        stmt: Option<&ClientStmt>,
+        frame: &[u8],
+        expect: Expect,
+        mode: MergeMode,
+    ) -> Result<bool, End> {
+        let mut parts = Vec::with_capacity(shards.len());
+        for s in shards {
+            let idx = match self.acquire(s).await {
+                Ok(i) => i,
+                Err(e) => {
+                    self.send_error(&e);
+                    return Ok(false);
+                }
+            };
+            let mut slots = VecDeque::new();
+            let mut b = BytesMut::new();
+            if let Some(st) = stmt {
+                let conn = &mut self.held[idx].conn;
+                if !conn.prepared.contains(&st.id) {
+                    b.extend_from_slice(&st.parse_frame);
+                    slots.push_back(Slot::Swallow(Expect::Parse(Some(st.id))));
+                }
+            }
+            b.extend_from_slice(frame);
+            fe::flush(&mut b);
+            slots.push_back(Slot::Forward(expect));
+            parts.push((s.clone(), b.freeze(), slots));
+        }
+        self.exchange_many_with(parts, MergeState::new(mode)).await
+    }
 }
 
 #[cfg(test)]

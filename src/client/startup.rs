@@ -1,7 +1,7 @@
 //! Connection startup (PostgreSQL docs §55.2.1): an SSLRequest is answered
 //! 'S' and followed by a TLS handshake when `[tls]` is configured ('N'
 //! otherwise; GSSENCRequest always 'N'), CancelRequest is forwarded to the backends of the
-//! client it names (see `cancel.rs`), and a v3 StartupMessage is checked
+//! client it names (see `state/clients.rs`), and a v3 StartupMessage is checked
 //! against `limits.max_client_connections` (53300), authenticated
 //! (`auth.rs`: trust, MD5, SCRAM-SHA-256) and answered with
 //! AuthenticationOk, the shards' ParameterStatus values, BackendKeyData and
@@ -19,9 +19,11 @@ use crate::protocol::{synth, FrameReader, PgError, ProtocolError};
 use crate::state::{ClientGuard, RouterState};
 
 use super::auth::{authenticate, AuthFailure, MAX_AUTH_MESSAGE_BYTES};
-use super::cancel::{CancelKey, CancelSlot, ClientInfo};
-use super::client::{ClientOut, ClientRead, ClientWrite};
-use super::session::{End, Session};
+use crate::admin::console;
+use crate::exec::End;
+use crate::protocol::client_io::{ClientOut, ClientRead, ClientWrite};
+use crate::session::Session;
+use crate::state::clients::{self, CancelKey, CancelSlot, ClientInfo};
 
 const SSL_REQUEST: i32 = 80877103;
 const GSSENC_REQUEST: i32 = 80877104;
@@ -76,7 +78,7 @@ pub async fn handle_client(sock: TcpStream, state: Arc<RouterState>, worker: usi
     } = started;
     if admin {
         let span = tracing::debug_span!("admin", id = pid, addr = ?peer, user = %user);
-        super::admin::run(state, reader, out, cancel.0.clone())
+        console::run(state, reader, out, cancel.0.clone())
             .instrument(span)
             .await;
         return;
@@ -302,7 +304,7 @@ async fn startup<R: tokio::io::AsyncRead + Unpin>(
         }
     }
     let database = startup.get("database").unwrap_or(user);
-    let admin = database == super::admin::ADMIN_DATABASE;
+    let admin = database == console::ADMIN_DATABASE;
     if admin && !users.is_admin(user) {
         let e = PgError::fatal(
             codes::INVALID_AUTHORIZATION,
@@ -340,7 +342,7 @@ async fn startup<R: tokio::io::AsyncRead + Unpin>(
     });
     if admin {
         slot.activity.store(
-            super::cancel::ACTIVITY_ADMIN,
+            clients::ACTIVITY_ADMIN,
             std::sync::atomic::Ordering::Relaxed,
         );
     }

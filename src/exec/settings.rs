@@ -11,18 +11,19 @@ use std::hash::{Hash, Hasher};
 use bytes::BytesMut;
 use postgres_protocol::message::frontend as fe;
 
+use super::block::{Block, BlockOp};
+use super::concat::MergeMode;
+use super::context::{End, ExecCtx};
 use super::exchange::{Expect, Slot};
-use super::merge::MergeMode;
-use super::session::{Block, BlockOp, End, Session};
 
-impl Session {
+impl ExecCtx {
     /// Runs a SET / RESET / DISCARD statement (`local`: SET LOCAL,
     /// SET TRANSACTION or SET CONSTRAINTS; `reset_all`: RESET ALL or
     /// DISCARD ALL). Outside a block it runs on one shard and a session
     /// setting is recorded for replay; inside a block it runs on every
     /// participant that has begun (or on one shard, which begins) and is
     /// kept with the block. Returns false if it failed (error sent).
-    pub(crate) async fn set_command(
+    pub async fn set_command(
         &mut self,
         sql: &str,
         local: bool,
@@ -73,7 +74,7 @@ impl Session {
     /// Sends `sql` as a simple query to every held connection on which the
     /// block has begun, forwarding the first shard's response (errors from
     /// any shard are forwarded). None if no participant has begun.
-    pub(crate) async fn on_began_participants(&mut self, sql: &str) -> Result<Option<bool>, End> {
+    pub async fn on_began_participants(&mut self, sql: &str) -> Result<Option<bool>, End> {
         let began: Vec<String> = self
             .held
             .iter()
@@ -94,7 +95,7 @@ impl Session {
     /// Records the session-level settings of a block that committed on
     /// every participant in `parts` (indexes into `held`), which therefore
     /// all have them applied already.
-    pub(crate) fn commit_block_settings(&mut self, block: &Block, parts: &[usize]) {
+    pub fn commit_block_settings(&mut self, block: &Block, parts: &[usize]) {
         let mut changed = false;
         for op in &block.ops {
             if let BlockOp::Set {
@@ -118,7 +119,7 @@ impl Session {
 
     /// Recomputes the fingerprint of the session settings that backend
     /// connections compare against theirs (0 = no settings).
-    pub(crate) fn rehash_settings(&mut self) {
+    pub fn rehash_settings(&mut self) {
         if self.settings.is_empty() {
             self.settings_hash = 0;
             return;
@@ -130,7 +131,7 @@ impl Session {
 
     /// Records a successful session-level SET/RESET (replayed on other
     /// backends); `reset_all` clears every recorded setting.
-    pub(crate) fn record_setting(&mut self, sql: &str, reset_all: bool) {
+    pub fn record_setting(&mut self, sql: &str, reset_all: bool) {
         if reset_all {
             self.settings.clear();
         } else {
@@ -171,7 +172,7 @@ fn setting_name(sql: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::session::{Block, BlockOp};
+    use super::super::block::{Block, BlockOp};
 
     #[test]
     fn setting_names() {

@@ -17,10 +17,10 @@ use crate::protocol::error::codes;
 use crate::protocol::PgError;
 use crate::state::Routing;
 
+use super::concat::MergeMode;
+use super::context::{End, ExecCtx};
 use super::exchange::{Expect, Slot};
-use super::merge::MergeMode;
 use super::route::{key_shard, scatter_shards, Values};
-use super::session::{End, Session};
 
 /// The shard of a keyed statement: every key must map to the same shard;
 /// None when every key is NULL (the statement matches no row: any shard).
@@ -47,19 +47,19 @@ pub(crate) fn keyed_shard<'c>(
 }
 
 /// Where an INSERT ... VALUES goes.
-pub(crate) enum InsertTargets<'c> {
+pub enum InsertTargets<'c> {
     /// Every row to this shard: the client's statement as is.
     One(&'c str),
     /// Rows on several shards: (shard, Query message with its rows).
     Split(Vec<(String, Bytes)>),
 }
 
-impl Session {
+impl ExecCtx {
     /// Where an INSERT ... VALUES into `table` goes: one shard (the
     /// client's statement is sent as is), or the VALUES rows split by
     /// shard into per-shard Query messages (in shard name order). None if
     /// it cannot run (error sent: 23502 for a NULL key, key errors, 0A000).
-    pub(crate) fn insert_parts<'c>(
+    pub fn insert_parts<'c>(
         &mut self,
         cat: &'c Catalog,
         table: &str,
@@ -126,9 +126,9 @@ impl Session {
     }
 
     /// The shards a scattered statement on `table` runs on: those the
-    /// lookup vindex lists for the value (see [`Session::lookup_shards`]),
+    /// lookup vindex lists for the value (see [`ExecCtx::lookup_shards`]),
     /// else [`scatter_shards`]. None on failure (error sent).
-    pub(crate) async fn scatter_targets(
+    pub async fn scatter_targets(
         &mut self,
         cat: &Catalog,
         table: &str,
@@ -154,7 +154,7 @@ impl Session {
     /// rows deleted, the statement, then (UPDATE) the new lookup rows.
     /// `msg` is the client's Query message. False if it failed (error
     /// sent; an implicit block is rolled back).
-    pub(crate) async fn owned_simple(
+    pub async fn owned_simple(
         &mut self,
         routing: &Routing,
         sql: &str,
@@ -259,13 +259,13 @@ impl Session {
     }
 }
 
-impl Session {
+impl ExecCtx {
     /// Checks that an owner UPDATE/DELETE changed exactly the `expected`
     /// rows its pre-select locked (and whose lookup rows were deleted):
     /// more means a row committed by another transaction after the
     /// pre-select matched (READ COMMITTED), or a volatile WHERE. On a
     /// mismatch the held-back CommandComplete is dropped and 40001 sent.
-    pub(crate) fn row_count_guard(&mut self, expected: usize) -> bool {
+    pub fn row_count_guard(&mut self, expected: usize) -> bool {
         let changed = self.last_count.unwrap_or(0);
         if changed == expected as u64 {
             return true;

@@ -9,22 +9,26 @@ use postgres_protocol::message::frontend as fe;
 
 use crate::catalog::Catalog;
 use crate::plan::{CopyFormat, CopyPlan, KeyExpr};
+use crate::protocol::client_io::ClientRead;
 use crate::protocol::error::codes;
-use crate::protocol::PgError;
+use crate::protocol::{FrameReader, PgError};
 use crate::state::Routing;
 
+use super::concat::{MergeMode, MergeState};
+use super::context::{End, ExecCtx};
 use super::exchange::{self, Direct, Expect, Slot};
-use super::merge::{MergeMode, MergeState};
 use super::route::key_shard;
-use super::session::{End, Session};
 
 /// Per-shard buffered COPY data is sent once it exceeds this many bytes.
 const COPY_CHUNK: usize = 64 * 1024;
 
-impl Session {
+impl ExecCtx {
     /// Runs a COPY statement; returns false if it failed (error sent).
-    pub(crate) async fn copy(
+    /// COPY FROM STDIN reads the client's CopyData/CopyDone/CopyFail from
+    /// `client` (PostgreSQL docs §55.2.6).
+    pub async fn copy(
         &mut self,
+        client: &mut FrameReader<ClientRead>,
         routing: &Routing,
         sql: &str,
         c: &CopyPlan,
@@ -154,7 +158,7 @@ impl Session {
         let mut header_pending = c.header;
         let mut failure: Option<PgError> = None;
         loop {
-            let f = self.reader.next().await?;
+            let f = client.next().await?;
             match f.tag {
                 b'd' => {
                     if failure.is_some() {

@@ -27,8 +27,8 @@ use crate::txn::failpoint::{self, Failpoint};
 use crate::txn::log::{Decision, LogError};
 use crate::txn::TransactionMode;
 
-use super::merge::with_shard_detail;
-use super::session::{End, Session};
+use super::concat::with_shard_detail;
+use super::context::{End, ExecCtx};
 
 /// A participant's answer to one simple query.
 enum Reply {
@@ -50,11 +50,11 @@ impl Reply {
 /// identifier ... does not exist" — already resolved by recovery.
 const UNDEFINED_OBJECT: &str = "42704";
 
-impl Session {
+impl ExecCtx {
     /// Ends the transaction block: COMMIT (or ROLLBACK when `commit` is false
     /// or the block failed) on every participant. Returns the command tag to
     /// report, or None when it failed (the error was sent).
-    pub(crate) async fn end_block(&mut self, commit: bool) -> Result<Option<&'static str>, End> {
+    pub async fn end_block(&mut self, commit: bool) -> Result<Option<&'static str>, End> {
         let Some(block) = self.block.take() else {
             return Ok(Some(if commit { "COMMIT" } else { "ROLLBACK" }));
         };
@@ -278,7 +278,7 @@ impl Session {
     /// Rolls back the open block on every participant without reporting
     /// their replies (the statement's own error was already sent); a
     /// connection that fails is marked broken and not pooled.
-    pub(crate) async fn abort_block(&mut self) {
+    pub async fn abort_block(&mut self) {
         self.block = None;
         let parts: Vec<usize> = (0..self.held.len())
             .filter(|&i| self.held[i].began)
@@ -305,7 +305,7 @@ impl Session {
         out
     }
 
-    /// A [`Session::round`] passing failpoint `fp` after the first
+    /// A [`ExecCtx::round`] passing failpoint `fp` after the first
     /// participant succeeded. When `fp` is armed the first participant is
     /// asked alone before the others (else everything is sent at once).
     async fn staged_round(
@@ -329,7 +329,7 @@ impl Session {
         replies
     }
 
-    /// [`Session::send_round`] then the replies, in `parts` order.
+    /// [`ExecCtx::send_round`] then the replies, in `parts` order.
     async fn round(&mut self, parts: &[usize], sql: impl Fn(usize) -> String) -> Vec<Reply> {
         let sent = self.send_round(parts, sql).await;
         let mut replies = Vec::with_capacity(parts.len());

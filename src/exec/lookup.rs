@@ -18,26 +18,27 @@ use crate::protocol::PgError;
 use crate::topology::KeyspaceId;
 use crate::vindex::KeyValue;
 
+use super::block::Block;
+use super::context::{End, ExecCtx};
 use super::gather::render_pieces;
 use super::inject::Rows;
 use super::route::{key_value_map, Values};
-use super::session::{Block, End, Session};
 
 /// One owner row found by an UPDATE/DELETE pre-select: its keyspace id and
 /// the old value of each maintained lookup column (text, None = NULL).
-pub(crate) struct OwnerRow {
+pub struct OwnerRow {
     ksid: KeyspaceId,
     old: Vec<Option<String>>,
 }
 
-impl Session {
+impl ExecCtx {
     /// The shards owning the rows of owner table `table` whose lookup
     /// column equals the lookup key's value, in the keyspace's shard order:
     /// read from the lookup table on the shard owning the value. When no
     /// row matches (or the value is NULL) the first shard of the keyspace,
     /// so the statement still returns its (empty) result. None if the
     /// lookup failed (error sent).
-    pub(crate) async fn lookup_shards(
+    pub async fn lookup_shards(
         &mut self,
         cat: &Catalog,
         table: &str,
@@ -111,7 +112,7 @@ impl Session {
     /// `begin_sql` is READ COMMITTED for INSERT, REPEATABLE READ for
     /// UPDATE/DELETE, whose pre-select and write must see the same rows.
     /// Returns whether a block was opened.
-    pub(crate) fn open_owned_block(&mut self, repeatable: bool) -> bool {
+    pub fn open_owned_block(&mut self, repeatable: bool) -> bool {
         if self.block.is_some() {
             return false;
         }
@@ -124,7 +125,7 @@ impl Session {
     /// `l` and VALUES row `r`, `(values[l][r], keyspace id of keys[r])`
     /// into the lookup table, one INSERT per lookup shard. False if one
     /// failed (error sent; a unique lookup's duplicate is 23505).
-    pub(crate) async fn lookup_insert(
+    pub async fn lookup_insert(
         &mut self,
         cat: &Catalog,
         write: &OwnedWrite,
@@ -175,7 +176,7 @@ impl Session {
     /// protocol): `select` rendered with the client's literals, run on
     /// each of `shards`, locking the rows the statement will change.
     /// Returns the rows found, None on failure (error sent).
-    pub(crate) async fn pre_select_simple(
+    pub async fn pre_select_simple(
         &mut self,
         cat: &Catalog,
         write: &OwnedWrite,
@@ -205,7 +206,7 @@ impl Session {
 
     /// Appends the owner rows of pre-select result `rows` to `found`; false
     /// on failure (error sent).
-    pub(crate) fn owner_rows(
+    pub fn owner_rows(
         &mut self,
         cat: &Catalog,
         write: &OwnedWrite,
@@ -234,9 +235,9 @@ impl Session {
 
     /// Deletes the lookup rows of the owner rows a pre-select `found` (the
     /// first half of an UPDATE/DELETE's lookup maintenance). Returns their
-    /// keyspace ids (for [`Session::lookup_update_insert`]), None on
+    /// keyspace ids (for [`ExecCtx::lookup_update_insert`]), None on
     /// failure (error sent).
-    pub(crate) async fn lookup_delete(
+    pub async fn lookup_delete(
         &mut self,
         cat: &Catalog,
         write: &OwnedWrite,
@@ -276,7 +277,7 @@ impl Session {
     /// Second half of an UPDATE's lookup maintenance: inserts `(new value,
     /// keyspace id)` for every row the pre-select found, for each lookup
     /// column the UPDATE assigns a non-NULL value. False on failure.
-    pub(crate) async fn lookup_update_insert(
+    pub async fn lookup_update_insert(
         &mut self,
         cat: &Catalog,
         write: &OwnedWrite,

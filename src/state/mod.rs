@@ -1,5 +1,10 @@
 //! State shared by every client session: the routing snapshot (catalog +
-//! plan cache), per-shard pools, and the server parameters clients see.
+//! plan cache), per-shard pools, and the server parameters clients see;
+//! the registry of connected clients ([`clients`]) and the client-facing
+//! TLS settings ([`tls`]).
+
+pub mod clients;
+pub mod tls;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -75,7 +80,7 @@ pub struct RouterState {
     pub gids: Gids,
     decisions: OnceLock<DecisionLog>,
     /// Cancel keys issued to connected clients.
-    pub cancels: Arc<crate::frontend::cancel::CancelRegistry>,
+    pub cancels: Arc<clients::CancelRegistry>,
     users: ArcSwap<UserDb>,
     clients: Arc<AtomicUsize>,
     /// Request, error and transaction statistics.
@@ -84,7 +89,7 @@ pub struct RouterState {
     paused: std::sync::atomic::AtomicBool,
     resumed: tokio::sync::Notify,
     reload_hook: OnceLock<ReloadHook>,
-    tls: ArcSwap<crate::frontend::tls::TlsSettings>,
+    tls: ArcSwap<tls::TlsSettings>,
 }
 
 /// Why a configuration reload was refused (nothing was applied).
@@ -95,7 +100,7 @@ pub enum ReloadError {
     Auth(#[from] crate::auth::AuthConfigError),
     /// The `[tls]` certificate or key.
     #[error(transparent)]
-    Tls(#[from] crate::frontend::tls::TlsError),
+    Tls(#[from] tls::TlsError),
     /// `backend.tls` / `backend.tls_ca_file`.
     #[error("{0}")]
     BackendTls(String),
@@ -183,7 +188,7 @@ impl RouterState {
             paused: std::sync::atomic::AtomicBool::new(false),
             resumed: tokio::sync::Notify::new(),
             reload_hook: OnceLock::new(),
-            tls: ArcSwap::from_pointee(crate::frontend::tls::TlsSettings::disabled()),
+            tls: ArcSwap::from_pointee(tls::TlsSettings::disabled()),
             metrics: crate::metrics::Metrics::new(workers),
         });
         st.apply_catalog(catalog);
@@ -296,6 +301,18 @@ impl RouterState {
         Some(pick.to_string())
     }
 
+    /// Every shard of the current catalog with its connection target (as
+    /// session worker 0's pool has it), for 2PC recovery.
+    pub fn shard_targets(&self) -> Vec<(String, ShardTarget)> {
+        let routing = self.routing();
+        routing
+            .catalog
+            .shard_names()
+            .into_iter()
+            .filter_map(|s| Some((s.to_string(), self.pool(s, 0)?.target.clone())))
+            .collect()
+    }
+
     /// Every shard's connection target and health, for the health checker.
     pub fn health_targets(&self) -> Vec<crate::backend::health::CheckTarget> {
         self.health
@@ -386,7 +403,7 @@ impl RouterState {
         running: &RouterConfig,
     ) -> Result<Vec<&'static str>, ReloadError> {
         let users = UserDb::load(&cfg.auth)?;
-        let tls = crate::frontend::tls::TlsSettings::load(&cfg.tls)?;
+        let tls = tls::TlsSettings::load(&cfg.tls)?;
         let backend_tls = cfg.backend.tls_config().map_err(ReloadError::BackendTls)?;
         self.set_users(users);
         self.set_tls(tls);
@@ -414,13 +431,13 @@ impl RouterState {
     }
 
     /// The client-facing TLS settings new connections use.
-    pub fn tls(&self) -> Arc<crate::frontend::tls::TlsSettings> {
+    pub fn tls(&self) -> Arc<tls::TlsSettings> {
         self.tls.load_full()
     }
 
     /// Replaces the TLS settings (start, SIGHUP); connected clients keep
     /// their sessions.
-    pub fn set_tls(&self, tls: crate::frontend::tls::TlsSettings) {
+    pub fn set_tls(&self, tls: tls::TlsSettings) {
         self.tls.store(Arc::new(tls));
     }
 

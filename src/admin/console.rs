@@ -28,8 +28,8 @@ use crate::protocol::error::codes;
 use crate::protocol::{synth, FrameReader, PgError, ProtocolError};
 use crate::state::{Phase, RouterState};
 
-use super::cancel::{activity_label, CancelSlot};
-use super::client::ClientOut;
+use crate::protocol::client_io::ClientOut;
+use crate::state::clients::{activity_label, CancelSlot};
 
 /// Database name that selects the admin console.
 pub const ADMIN_DATABASE: &str = "pgrouter";
@@ -98,11 +98,9 @@ pub async fn run<R: tokio::io::AsyncRead + Unpin>(
                 }
                 synth::ready(&mut out.buf, b'I');
             }
-            b'P' | b'B' | b'D' | b'E' | b'C' | b'H' => {
-                if !skip_until_sync {
-                    synth::error(&mut out.buf, &extended_refused());
-                    skip_until_sync = true;
-                }
+            b'P' | b'B' | b'D' | b'E' | b'C' | b'H' if !skip_until_sync => {
+                synth::error(&mut out.buf, &extended_refused());
+                skip_until_sync = true;
             }
             _ => {}
         }

@@ -72,7 +72,7 @@ async fn handle(
         "/metrics" => reply(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            super::expose::render(&state),
+            super::exposition::render(&state),
         ),
         "/healthz" => reply(StatusCode::OK, TEXT, "ok\n".into()),
         "/readyz" => match readiness(&state).await {

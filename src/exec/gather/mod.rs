@@ -1,0 +1,219 @@
+//! The scatter-gather executor for merged SELECTs ([`GatherPlan`]): sends
+//! the rewritten statement to every shard of the keyspace with the extended
+//! protocol (visible columns in the client's formats, hidden columns in
+//! binary), then streams the merge to the client: a k-way merge of the
+//! shards' sorted streams, or concatenation, with DISTINCT ON and
+//! OFFSET/LIMIT; or a hash aggregation finished at the router.
+//!
+//! Memory: one row per shard for ordered and plain merges; one state per
+//! group for GROUP BY, DISTINCT and aggregates. Once LIMIT rows were sent
+//! the remaining rows (at most LIMIT + OFFSET per shard) are drained.
+//!
+//! A shard error is forwarded with the shard named in DETAIL; the other
+//! shards are drained so their connections stay usable.
+
+mod merge;
+mod params;
+mod run;
+mod shard_io;
+mod stream;
+
+pub use params::{render_pieces, simple_shard_sql};
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use postgres_protocol::message::frontend as fe;
+
+use crate::plan::{GatherPlan, Literals};
+use crate::protocol::backend::row_description;
+use crate::protocol::error::codes;
+use crate::protocol::frontend::Bind;
+use crate::protocol::{synth, PgError};
+
+use self::params::{having_params, shard_formats, shard_sql, window_bounds};
+use self::run::Request;
+use self::shard_io::Capture;
+use crate::exec::context::{End, ExecCtx};
+use crate::exec::exchange::{self};
+use crate::exec::route::Values;
+use crate::exec::statement::ClientStmt;
+
+impl ExecCtx {
+    /// Runs a gather for a simple-protocol statement. Returns false if it
+    /// failed (the error was sent).
+    pub async fn gather_simple(
+        &mut self,
+        shards: &[String],
+        plan: &Arc<GatherPlan>,
+        sql: &str,
+        lits: &Literals,
+    ) -> Result<bool, End> {
+        let args = Values::Simple { sql, lits };
+        let prepared = (|| {
+            let (offset, limit) = window_bounds(plan, &args)?;
+            let text = shard_sql(plan, sql, lits, offset, limit)?;
+            let mut parse = BytesMut::new();
+            let _ = fe::parse("", &text, std::iter::empty(), &mut parse);
+            let having = having_params(plan, &args)?;
+            Ok::<_, PgError>((offset, limit, parse.freeze(), having))
+        })();
+        let (offset, limit, parse, having) = match prepared {
+            Ok(x) => x,
+            Err(e) => {
+                self.send_error(&e);
+                return Ok(false);
+            }
+        };
+        let req = Request {
+            statement: String::new(),
+            prepared: None,
+            parse_always: Some(parse),
+            param_formats: Vec::new(),
+            params: Vec::new(),
+            client_formats: Vec::new(),
+            simple: true,
+        };
+        self.run_gather(shards, plan, req, offset, limit, having)
+            .await
+    }
+
+    /// Runs a gather at an extended-protocol Execute of a portal bound to
+    /// `stmt` by the client's Bind `bind` (a whole frame). Returns false if
+    /// it failed (the error was sent).
+    pub async fn gather_extended(
+        &mut self,
+        shards: &[String],
+        plan: &Arc<GatherPlan>,
+        stmt: &Arc<ClientStmt>,
+        bind: &Bytes,
+        max_rows: i32,
+    ) -> Result<bool, End> {
+        let prepared = (|| {
+            if max_rows > 0 {
+                return Err(PgError::unsupported(
+                    "fetching a merged multi-shard result in batches (Execute with a row limit) is not supported yet",
+                ));
+            }
+            let b = Bind::decode(bind.get(5..).unwrap_or_default())
+                .map_err(|e| PgError::new(codes::PROTOCOL_VIOLATION, e.to_string()))?;
+            let args = Values::Bind(&b);
+            let (offset, limit) = window_bounds(plan, &args)?;
+            let having = having_params(plan, &args)?;
+            let req = Request {
+                statement: stmt.backend_name.clone(),
+                prepared: Some((stmt.id, stmt.parse_frame.clone())),
+                parse_always: None,
+                param_formats: b.param_formats.clone(),
+                params: b.params.iter().map(|p| p.map(|x| x.to_vec())).collect(),
+                client_formats: b.result_formats.clone(),
+                simple: false,
+            };
+            Ok::<_, PgError>((offset, limit, having, req))
+        })();
+        let (offset, limit, having, req) = match prepared {
+            Ok(x) => x,
+            Err(e) => {
+                self.send_error(&e);
+                return Ok(false);
+            }
+        };
+        self.run_gather(shards, plan, req, offset, limit, having)
+            .await
+    }
+
+    /// Describe of a gather statement (`portal_formats` None) or portal
+    /// (the Bind's result format codes): the shards' RowDescription without
+    /// the hidden columns.
+    pub async fn gather_describe(
+        &mut self,
+        shard: &str,
+        plan: &Arc<GatherPlan>,
+        stmt: &Arc<ClientStmt>,
+        portal_formats: Option<Vec<i16>>,
+    ) -> Result<bool, End> {
+        let idx = match self.acquire(shard).await {
+            Ok(i) => i,
+            Err(e) => {
+                self.send_error(&e);
+                return Ok(false);
+            }
+        };
+        let mut slots = std::collections::VecDeque::new();
+        self.prelude(idx, &mut slots);
+        let conn = &mut self.held[idx].conn;
+        let sent_parse = !conn.prepared.contains(&stmt.id);
+        if sent_parse {
+            conn.out.extend_from_slice(&stmt.parse_frame);
+        }
+        let _ = fe::describe(b'S', &stmt.backend_name, &mut conn.out);
+        fe::flush(&mut conn.out);
+        let mut cap = Capture::default();
+        let r = match conn.flush().await {
+            Ok(()) => exchange::run(conn, &mut slots, &mut self.out, &mut cap).await,
+            Err(e) => Err(exchange::ExchangeError::Backend(e)),
+        };
+        if !self.after_exchange(idx, r)? {
+            return Ok(false);
+        }
+        if let Some(e) = cap.0 {
+            self.forward_error(&e, shard);
+            return Ok(false);
+        }
+        let mut params_desc = None;
+        loop {
+            let f = match self.held[idx].conn.recv().await {
+                Ok(f) => f,
+                Err(e) => return self.lost(idx, e),
+            };
+            match f.tag {
+                b'1' if sent_parse => {
+                    self.held[idx].conn.prepared.insert(stmt.id);
+                }
+                b't' => params_desc = Some(f),
+                b'T' => {
+                    if portal_formats.is_none() {
+                        if let Some(p) = &params_desc {
+                            self.out.buf.extend_from_slice(&p.data);
+                        }
+                    }
+                    let cols = row_description(f.body()).map(|c| c.len()).unwrap_or(0);
+                    let visible = cols.saturating_sub(plan.hidden);
+                    let formats = match &portal_formats {
+                        Some(c) => match shard_formats(c, visible, 0) {
+                            Ok(v) => v,
+                            Err(e) => {
+                                self.send_error(&e);
+                                return Ok(false);
+                            }
+                        },
+                        None => vec![0; visible],
+                    };
+                    let fmt = |i: usize| formats.get(i).copied().unwrap_or(0);
+                    if let Err(e) =
+                        synth::row_description_prefix(&mut self.out.buf, f.body(), visible, &fmt)
+                    {
+                        self.send_error(&PgError::new(codes::INTERNAL_ERROR, e.to_string()));
+                        return Ok(false);
+                    }
+                    return Ok(true);
+                }
+                b'n' => {
+                    if portal_formats.is_none() {
+                        if let Some(p) = &params_desc {
+                            self.out.buf.extend_from_slice(&p.data);
+                        }
+                    }
+                    self.out.buf.extend_from_slice(&f.data);
+                    return Ok(true);
+                }
+                b'E' => {
+                    self.held[idx].conn.prepared.remove(&stmt.id);
+                    self.forward_error(&f.data, shard);
+                    return Ok(false);
+                }
+                _ => {}
+            }
+        }
+    }
+}

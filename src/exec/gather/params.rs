@@ -1,0 +1,190 @@
+//! The gather's parameters and shard statement text: literal and parameter
+//! values as text, LIMIT/OFFSET bounds, the statement each shard runs
+//! (the client's literals kept), result formats of visible and hidden
+//! columns, and the values HAVING reads.
+
+use crate::plan::{GatherPlan, Literals, RowCount, SqlPiece};
+use crate::protocol::error::codes;
+use crate::protocol::PgError;
+
+use crate::exec::route::{Raw, Values};
+
+/// Literal/parameter `i` as text (None = NULL); binary integer parameters
+/// (int8/int4/int2, as LIMIT/OFFSET/HAVING constants) are rendered in
+/// decimal.
+pub(super) fn param_text(values: &Values<'_>, i: usize) -> Result<Option<String>, PgError> {
+    match values.raw(i)? {
+        None => Ok(None),
+        Some(Raw::Text(t)) => Ok(Some(t.into_owned())),
+        Some(Raw::Binary(b)) => {
+            let v = match *b {
+                [a, b2, c, d, e, f, g, h] => i64::from_be_bytes([a, b2, c, d, e, f, g, h]),
+                [a, b2, c, d] => i32::from_be_bytes([a, b2, c, d]) as i64,
+                [a, b2] => i16::from_be_bytes([a, b2]) as i64,
+                _ => {
+                    return Err(PgError::unsupported(
+                        "binary parameters of this type in LIMIT/OFFSET/HAVING across shards",
+                    ))
+                }
+            };
+            Ok(Some(v.to_string()))
+        }
+    }
+}
+
+/// A LIMIT/OFFSET value; None for NULL.
+pub(super) fn row_count(
+    values: &Values<'_>,
+    c: RowCount,
+    what: &str,
+) -> Result<Option<i64>, PgError> {
+    let t = match c {
+        RowCount::Const(v) => return Ok(Some(v)),
+        RowCount::Param(i) => param_text(values, i)?,
+    };
+    let Some(t) = t else { return Ok(None) };
+    let t = t.trim();
+    if let Ok(v) = t.parse::<i64>() {
+        return Ok(Some(v));
+    }
+    match t.parse::<f64>() {
+        Ok(f) if f.is_finite() && f.abs() < 9.2e18 => Ok(Some(f.round() as i64)),
+        _ => Err(PgError::new(
+            codes::INVALID_TEXT_REPRESENTATION,
+            format!("invalid input syntax for type bigint: \"{t}\" ({what})"),
+        )),
+    }
+}
+
+/// (offset, limit) of one execution, validated like PostgreSQL.
+pub(super) fn window_bounds(
+    plan: &GatherPlan,
+    values: &Values<'_>,
+) -> Result<(u64, Option<u64>), PgError> {
+    let limit = match plan.limit {
+        Some(c) => row_count(values, c, "LIMIT")?,
+        None => None,
+    };
+    let offset = match plan.offset {
+        Some(c) => row_count(values, c, "OFFSET")?,
+        None => None,
+    };
+    if limit.is_some_and(|l| l < 0) {
+        return Err(PgError::new("2201W", "LIMIT must not be negative"));
+    }
+    if offset.is_some_and(|o| o < 0) {
+        return Err(PgError::new("2201X", "OFFSET must not be negative"));
+    }
+    Ok((offset.unwrap_or(0) as u64, limit.map(|l| l as u64)))
+}
+
+/// The shards' statement text for a simple-protocol execution.
+pub(super) fn shard_sql(
+    plan: &GatherPlan,
+    sql: &str,
+    lits: &Literals,
+    offset: u64,
+    limit: Option<u64>,
+) -> Result<String, PgError> {
+    let rows = match limit {
+        Some(l) => l.saturating_add(offset).to_string(),
+        None => "ALL".to_string(),
+    };
+    render_pieces(&plan.sql, sql, lits, &rows)
+}
+
+/// Renders statement pieces for a simple-protocol execution: verbatim
+/// text, the client's literals copied from `sql` as written, and `limit`
+/// for [`SqlPiece::Limit`].
+///
+/// Errors: XX000 when a literal is not in the text.
+pub fn render_pieces(
+    pieces: &[SqlPiece],
+    sql: &str,
+    lits: &Literals,
+    limit: &str,
+) -> Result<String, PgError> {
+    let mut s = String::with_capacity(sql.len() + 64);
+    for p in pieces {
+        match p {
+            SqlPiece::Text(t) => s.push_str(t),
+            SqlPiece::Literal(i) => {
+                let r = lits.span(*i).and_then(|r| sql.get(r)).ok_or_else(|| {
+                    PgError::new(
+                        codes::INTERNAL_ERROR,
+                        format!("literal {i} not found in statement"),
+                    )
+                })?;
+                s.push_str(r);
+            }
+            SqlPiece::Limit => s.push_str(limit),
+        }
+    }
+    Ok(s)
+}
+
+/// The shards' statement text of a gather for a simple-protocol text, as
+/// it would be sent (for `EXPLAIN (ROUTER)`).
+pub fn simple_shard_sql(plan: &GatherPlan, sql: &str, lits: &Literals) -> Result<String, PgError> {
+    let (offset, limit) = window_bounds(plan, &Values::Simple { sql, lits })?;
+    shard_sql(plan, sql, lits, offset, limit)
+}
+
+/// Result formats for the shards: the client's codes for the visible
+/// columns, binary for the hidden ones.
+pub(super) fn shard_formats(
+    client: &[i16],
+    visible: usize,
+    hidden: usize,
+) -> Result<Vec<i16>, PgError> {
+    let mut v = match client.len() {
+        0 => vec![0; visible],
+        1 => vec![client[0]; visible],
+        n if n == visible => client.to_vec(),
+        n => {
+            return Err(PgError::new(
+                codes::PROTOCOL_VIOLATION,
+                format!("bind message has {n} result formats but query has {visible} columns"),
+            ))
+        }
+    };
+    v.extend(std::iter::repeat_n(1, hidden));
+    Ok(v)
+}
+
+/// The values of the literals/parameters HAVING reads, as text.
+pub(super) fn having_params(
+    plan: &GatherPlan,
+    args: &Values<'_>,
+) -> Result<Vec<(usize, Option<String>)>, PgError> {
+    let mut out = Vec::new();
+    if let Some(c) = plan.grouping.as_ref().and_then(|g| g.having.as_ref()) {
+        let mut idx = Vec::new();
+        collect_params(c, &mut idx);
+        for i in idx {
+            out.push((i, param_text(args, i)?));
+        }
+    }
+    Ok(out)
+}
+
+pub(super) fn collect_params(c: &crate::plan::Cond, out: &mut Vec<usize>) {
+    use crate::plan::{Cond, Operand};
+    let op = |o: &Operand, out: &mut Vec<usize>| {
+        if let Operand::Param(i) | Operand::NegParam(i) = o {
+            out.push(*i);
+        }
+    };
+    match c {
+        Cond::Cmp(_, a, b) => {
+            op(a, out);
+            op(b, out);
+        }
+        Cond::IsNull(a, _) | Cond::Truth(a) => op(a, out),
+        Cond::And(a, b) | Cond::Or(a, b) => {
+            collect_params(a, out);
+            collect_params(b, out);
+        }
+        Cond::Not(a) => collect_params(a, out),
+    }
+}

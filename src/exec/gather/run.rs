@@ -1,0 +1,349 @@
+//! One gather execution: Parse/Bind/Execute of the rewritten statement on
+//! every shard (prepared on demand), the shards' row descriptions checked
+//! and the client's written, the merge, and the shards drained or
+//! cancelled afterwards ([`ExecCtx::run_gather`]).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use postgres_protocol::message::frontend as fe;
+
+use crate::plan::GatherPlan;
+use crate::protocol::backend::row_description;
+use crate::protocol::error::codes;
+use crate::protocol::{synth, Frame, PgError};
+
+use super::merge::{Layout, Window};
+use super::params::shard_formats;
+use super::shard_io::{Capture, Ev, Merged, Phase};
+use crate::exec::concat::with_shard_detail;
+use crate::exec::context::{End, ExecCtx};
+use crate::exec::exchange::{self, Expect, Slot};
+
+/// How one execution talks to the shards.
+pub(super) struct Request {
+    /// Backend statement name ("" = unnamed).
+    pub(super) statement: String,
+    /// Parse to send where the statement is not prepared: (id for the
+    /// prepared set, frame); None = always send `parse_always`.
+    pub(super) prepared: Option<(u64, Bytes)>,
+    /// Unnamed Parse sent every time (simple protocol).
+    pub(super) parse_always: Option<Bytes>,
+    /// Parameter formats and values for the shards' Bind.
+    pub(super) param_formats: Vec<i16>,
+    pub(super) params: Vec<Option<Vec<u8>>>,
+    /// The client's result format codes.
+    pub(super) client_formats: Vec<i16>,
+    /// Simple protocol: end with Sync and send RowDescription.
+    pub(super) simple: bool,
+}
+
+impl ExecCtx {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn run_gather(
+        &mut self,
+        shards: &[String],
+        plan: &Arc<GatherPlan>,
+        req: Request,
+        offset: u64,
+        limit: Option<u64>,
+        having: Vec<(usize, Option<String>)>,
+    ) -> Result<bool, End> {
+        // Connections and router-injected preludes.
+        let mut idxs = Vec::with_capacity(shards.len());
+        for s in shards {
+            match self.acquire(s).await {
+                Ok(i) => idxs.push(i),
+                Err(e) => {
+                    self.send_error(&e);
+                    return Ok(false);
+                }
+            }
+        }
+        let mut preludes = Vec::with_capacity(idxs.len());
+        for &i in &idxs {
+            let mut slots = std::collections::VecDeque::new();
+            self.prelude(i, &mut slots);
+            let conn = &mut self.held[i].conn;
+            if let Some(p) = &req.parse_always {
+                conn.out.extend_from_slice(p);
+            }
+            if let Some((id, frame)) = &req.prepared {
+                if !conn.prepared.contains(id) {
+                    conn.out.extend_from_slice(frame);
+                    slots.push_back(Slot::Swallow(Expect::Parse(Some(*id))));
+                }
+            }
+            if req.parse_always.is_some() {
+                slots.push_back(Slot::Swallow(Expect::Parse(None)));
+            }
+            preludes.push(slots);
+        }
+        // Column count: known from the plan, or described (SELECT *).
+        let visible = match plan.visible {
+            Some(v) => v,
+            None => {
+                for &i in &idxs {
+                    let conn = &mut self.held[i].conn;
+                    let _ = fe::describe(b'S', &req.statement, &mut conn.out);
+                }
+                match self.describe_count(&idxs, &mut preludes, shards).await? {
+                    Some(n) => n.saturating_sub(plan.hidden),
+                    None => return Ok(false),
+                }
+            }
+        };
+        let formats = match shard_formats(&req.client_formats, visible, plan.hidden) {
+            Ok(f) => f,
+            Err(e) => {
+                self.abandon(&idxs);
+                self.send_error(&e);
+                return Ok(false);
+            }
+        };
+        let params: Vec<Option<&[u8]>> = req.params.iter().map(|p| p.as_deref()).collect();
+        for &i in &idxs {
+            let conn = &mut self.held[i].conn;
+            synth::bind(
+                &mut conn.out,
+                "",
+                &req.statement,
+                &req.param_formats,
+                &params,
+                &formats,
+            );
+            let _ = fe::describe(b'P', "", &mut conn.out);
+            let _ = fe::execute("", 0, &mut conn.out);
+            if req.simple {
+                fe::sync(&mut conn.out);
+            } else {
+                fe::flush(&mut conn.out);
+            }
+        }
+        for &i in &idxs {
+            if let Err(e) = self.held[i].conn.flush().await {
+                self.abandon(&idxs);
+                return self.lost(i, e);
+            }
+            // Until the response is read to its end (below), the connection
+            // must not return to the pool: if the client goes away while
+            // rows stream, it is closed instead.
+            self.held[i].conn.broken = true;
+        }
+        // Preludes (settings, BEGIN, statement preparation).
+        let mut first_error: Option<Bytes> = None;
+        let mut phase = vec![Phase::Open; idxs.len()];
+        for (n, &i) in idxs.iter().enumerate() {
+            if preludes[n].is_empty() {
+                continue;
+            }
+            let mut cap = Capture::default();
+            let conn = &mut self.held[i].conn;
+            match exchange::run(conn, &mut preludes[n], &mut self.out, &mut cap).await {
+                Ok(_) => {}
+                Err(exchange::ExchangeError::Client(e)) => return Err(e.into()),
+                Err(exchange::ExchangeError::Backend(e)) => {
+                    self.abandon(&idxs);
+                    return self.lost(i, e);
+                }
+            }
+            if let Some(e) = cap.0 {
+                if let Some((id, _)) = &req.prepared {
+                    self.held[i].conn.prepared.remove(id);
+                }
+                first_error.get_or_insert_with(|| {
+                    with_shard_detail(&Frame { tag: b'E', data: e }, Some(shards[n].as_str()))
+                });
+                phase[n] = Phase::Ended;
+            }
+        }
+        // Row descriptions.
+        let mut desc: Option<Frame> = None;
+        for (n, &i) in idxs.iter().enumerate() {
+            while phase[n] == Phase::Open {
+                match self.next_ev(i).await {
+                    Ok(Ev::Desc(f)) => {
+                        desc.get_or_insert(f);
+                        break;
+                    }
+                    Ok(Ev::Error(f)) => {
+                        first_error
+                            .get_or_insert_with(|| with_shard_detail(&f, Some(shards[n].as_str())));
+                        phase[n] = Phase::Ended;
+                    }
+                    Ok(Ev::Done) => phase[n] = Phase::Ended,
+                    Ok(Ev::Ready) => phase[n] = Phase::Finished,
+                    Ok(Ev::Row(_)) => {}
+                    Err(e) => {
+                        self.abandon(&idxs);
+                        return self.lost(i, e);
+                    }
+                }
+            }
+        }
+        let mut failure: Option<PgError> = None;
+        let mut window = Window::new(offset, limit);
+        if first_error.is_none() {
+            let layout = match desc.as_ref().map(|d| row_description(d.body())) {
+                Some(Ok(cols)) if cols.len() == visible + plan.hidden => Layout {
+                    visible,
+                    types: cols.iter().map(|c| c.type_oid).collect(),
+                    formats: formats[..visible].to_vec(),
+                },
+                _ => {
+                    self.abandon(&idxs);
+                    self.send_error(&PgError::new(
+                        codes::INTERNAL_ERROR,
+                        "shards returned an unexpected row description",
+                    ));
+                    return Ok(false);
+                }
+            };
+            if req.simple {
+                if let Some(d) = &desc {
+                    let fmt = |_: usize| 0i16;
+                    let _ =
+                        synth::row_description_prefix(&mut self.out.buf, d.body(), visible, &fmt);
+                }
+            }
+            let r = if plan.grouping.is_some() {
+                self.merge_groups(
+                    &idxs,
+                    shards,
+                    plan,
+                    &layout,
+                    &mut phase,
+                    &mut window,
+                    &having,
+                )
+                .await?
+            } else {
+                self.merge_rows(&idxs, shards, plan, &layout, &mut phase, &mut window)
+                    .await?
+            };
+            match r {
+                Merged::Ok => {}
+                Merged::ShardError(e) => first_error = Some(e),
+                Merged::Failed(e) => failure = Some(e),
+                Merged::Lost(i, e) => {
+                    self.abandon(&idxs);
+                    return self.lost(i, e);
+                }
+            }
+        }
+        // After a failure, cancel the shards still running (outside a
+        // transaction block: those connections are then not reused, so a
+        // late cancel cannot hit a later statement).
+        let cancelled = (first_error.is_some() || failure.is_some()) && self.block.is_none();
+        if cancelled {
+            self.cancel_open(&idxs, shards, &phase).await;
+        }
+        // Drain what is left so the connections stay usable.
+        for (n, &i) in idxs.iter().enumerate() {
+            loop {
+                let done = match phase[n] {
+                    Phase::Finished => true,
+                    Phase::Ended => !req.simple,
+                    Phase::Open => false,
+                };
+                if done {
+                    break;
+                }
+                match self.next_ev(i).await {
+                    Ok(Ev::Error(f)) => {
+                        if !cancelled {
+                            first_error.get_or_insert_with(|| {
+                                with_shard_detail(&f, Some(shards[n].as_str()))
+                            });
+                        }
+                        phase[n] = Phase::Ended;
+                    }
+                    Ok(Ev::Done) => phase[n] = Phase::Ended,
+                    Ok(Ev::Ready) => phase[n] = Phase::Finished,
+                    Ok(_) => {}
+                    Err(e) => {
+                        self.abandon(&idxs);
+                        return self.lost(i, e);
+                    }
+                }
+            }
+        }
+        // Fully read: reusable, unless cancelled (a late cancel could hit
+        // the next statement).
+        if !cancelled {
+            for &i in &idxs {
+                self.held[i].conn.broken = false;
+            }
+        }
+        if let Some(e) = first_error {
+            self.forward_error_frame(&e);
+            return Ok(false);
+        }
+        if let Some(e) = failure {
+            self.send_error(&e);
+            return Ok(false);
+        }
+        synth::command_complete(&mut self.out.buf, &format!("SELECT {}", window.sent));
+        Ok(true)
+    }
+
+    /// Sends the queued Describe (statement) with a Flush and reads every
+    /// shard's preludes and description; returns the column count.
+    pub(super) async fn describe_count(
+        &mut self,
+        idxs: &[usize],
+        preludes: &mut [std::collections::VecDeque<Slot>],
+        shards: &[String],
+    ) -> Result<Option<usize>, End> {
+        for &i in idxs {
+            fe::flush(&mut self.held[i].conn.out);
+            if let Err(e) = self.held[i].conn.flush().await {
+                self.abandon(idxs);
+                return self.lost(i, e).map(|_| None);
+            }
+        }
+        let mut count = None;
+        for (n, &i) in idxs.iter().enumerate() {
+            let mut cap = Capture::default();
+            let conn = &mut self.held[i].conn;
+            match exchange::run(conn, &mut preludes[n], &mut self.out, &mut cap).await {
+                Ok(_) => {}
+                Err(exchange::ExchangeError::Client(e)) => return Err(e.into()),
+                Err(exchange::ExchangeError::Backend(e)) => {
+                    self.abandon(idxs);
+                    return self.lost(i, e).map(|_| None);
+                }
+            }
+            preludes[n].clear();
+            if let Some(e) = cap.0 {
+                self.abandon(idxs);
+                self.forward_error(&e, &shards[n]);
+                return Ok(None);
+            }
+            loop {
+                match self.held[i].conn.recv().await {
+                    Ok(f) if f.tag == b'T' => {
+                        count
+                            .get_or_insert(row_description(f.body()).map(|c| c.len()).unwrap_or(0));
+                        break;
+                    }
+                    Ok(f) if f.tag == b'n' => {
+                        count.get_or_insert(0);
+                        break;
+                    }
+                    Ok(f) if f.tag == b'E' => {
+                        self.abandon(idxs);
+                        self.forward_error(&f.data, &shards[n]);
+                        return Ok(None);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        self.abandon(idxs);
+                        return self.lost(i, e).map(|_| None);
+                    }
+                }
+            }
+        }
+        Ok(count)
+    }
+}

@@ -1,0 +1,45 @@
+//! Executors: run a planned statement on the shards with the session's
+//! [`ExecCtx`] (held backends, client writer, transaction block) and write
+//! exactly the response one PostgreSQL server would.
+//!
+//! - [`fast_path`]: one shard, frames forwarded byte for byte (simple
+//!   queries and whole extended-protocol batches); [`exchange`] tracks
+//!   which backend response answers which request.
+//! - [`concat`]: scatter-gather without merging (first shard's response,
+//!   or concatenated rows with summed command tags).
+//! - [`gather`]: scatter-gather of merged SELECTs (ORDER BY, LIMIT/OFFSET,
+//!   aggregates, GROUP BY, DISTINCT, HAVING) with its I/O-free merge.
+//! - [`commit`]: ending a block with one-phase, two-phase or best-effort
+//!   commit rounds; [`txn_control`]: BEGIN/COMMIT/SAVEPOINT and implicit
+//!   blocks; [`settings`]: SET/RESET replayed on backends.
+//! - [`copy`]: COPY FROM split by sharding key, COPY TO concatenated.
+//! - [`owned`], [`lookup`], [`owned_ext`]: writes to tables owning lookup
+//!   vindexes and routing through lookup tables; [`inject`]: the
+//!   router's own queries inside the client's transaction.
+//! - [`explain`]: `EXPLAIN (ROUTER)`.
+//! - [`route`]: sharding key values → shards (key ranges, IN/ANY pruning).
+//!
+//! Executors never import the session: what they may use and change is in
+//! [`ExecCtx`]; extended-protocol messages reach them as [`message::Item`]s.
+
+pub mod block;
+pub mod commit;
+pub mod concat;
+pub mod context;
+pub mod copy;
+pub mod exchange;
+pub mod explain;
+pub mod fast_path;
+pub mod gather;
+pub mod inject;
+pub mod lookup;
+pub mod message;
+pub mod owned;
+pub mod owned_ext;
+pub mod route;
+pub mod settings;
+pub mod statement;
+pub mod txn_control;
+
+pub use block::{Block, BlockOp};
+pub use context::{End, ExecCtx, Held};

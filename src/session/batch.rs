@@ -1,0 +1,302 @@
+//! An extended-protocol batch that is not a single-shard fast-path batch,
+//! run message by message: each Bind/Describe/Execute/Close goes to its own
+//! route (one shard, several shards merged, the gather executor, the
+//! router's own transaction control, SET or COPY) followed by Flush, and
+//! Sync reaches every held connection at the end (PostgreSQL docs §55.2.3).
+
+use std::collections::VecDeque;
+
+use bytes::{BufMut, BytesMut};
+use postgres_protocol::message::frontend as fe;
+
+use crate::exec::concat::MergeMode;
+use crate::exec::exchange::{Expect, Slot};
+use crate::exec::message::{effective, Item, Route};
+use crate::exec::End;
+use crate::protocol::error::codes;
+use crate::protocol::frontend::{Bind, Execute};
+use crate::protocol::{synth, PgError};
+use crate::state::Routing;
+
+use super::Session;
+
+impl Session {
+    pub(super) async fn batch_slow(
+        &mut self,
+        routing: &Routing,
+        items: Vec<Item>,
+    ) -> Result<(), End> {
+        let mut failed = false;
+        let n = items.len();
+        let items: Vec<Item> = items;
+        for i in 0..n {
+            let it = &items[i];
+            if failed && !matches!(it, Item::Sync) {
+                continue;
+            }
+            let ok = match it {
+                Item::Fail(e) => {
+                    self.ctx.send_error(e);
+                    false
+                }
+                Item::Parse(_) => {
+                    synth_frame(&mut self.ctx.out.buf, synth::PARSE_COMPLETE);
+                    true
+                }
+                Item::CloseStmt => {
+                    synth_frame(&mut self.ctx.out.buf, synth::CLOSE_COMPLETE);
+                    true
+                }
+                Item::Flush => {
+                    self.ctx.out.flush().await?;
+                    true
+                }
+                Item::DescribeStmt { stmt, frame } => {
+                    // Route like the next routed message, else any shard.
+                    let next = items[i + 1..].iter().find_map(|x| x.route()).cloned();
+                    let next = match next {
+                        Some(Route::Owned(o)) => o.shards.first().cloned().map(Route::Shard),
+                        other => other,
+                    };
+                    match next {
+                        Some(Route::Txn(..)) | Some(Route::Copy(..)) | Some(Route::Set { .. }) => {
+                            // No parameters, no rows.
+                            let mut b = BytesMut::new();
+                            b.put_u8(b't');
+                            b.put_i32(6);
+                            b.put_i16(0);
+                            self.ctx.out.buf.extend_from_slice(&b);
+                            synth_frame(&mut self.ctx.out.buf, synth::NO_DATA);
+                            true
+                        }
+                        other => {
+                            let shard = match other {
+                                Some(Route::Shard(s)) => s,
+                                Some(Route::Multi(v, _)) if !v.is_empty() => v[0].clone(),
+                                Some(Route::Gather { shards, .. }) if !shards.is_empty() => {
+                                    shards[0].clone()
+                                }
+                                _ => match self.ctx.any_shard() {
+                                    Ok(s) => s,
+                                    Err(e) => {
+                                        self.ctx.send_error(&e);
+                                        failed = true;
+                                        continue;
+                                    }
+                                },
+                            };
+                            let stmt = stmt.clone();
+                            match stmt.gather() {
+                                // A gather's description hides its extra columns.
+                                Some(plan) => {
+                                    self.ctx.gather_describe(&shard, &plan, &stmt, None).await?
+                                }
+                                None => {
+                                    let frame = frame.clone();
+                                    self.ctx
+                                        .one_message(
+                                            &shard,
+                                            Some(&stmt),
+                                            &frame,
+                                            Expect::DescribeStatement,
+                                        )
+                                        .await?
+                                }
+                            }
+                        }
+                    }
+                }
+                Item::Bind { stmt, frame, route } => match self.bind_route(routing, route).await? {
+                    None => false,
+                    Some(Route::Txn(..))
+                    | Some(Route::Copy(..))
+                    | Some(Route::Set { .. })
+                    | Some(Route::Gather { .. }) => {
+                        synth_frame(&mut self.ctx.out.buf, synth::BIND_COMPLETE);
+                        true
+                    }
+                    Some(Route::Shard(s)) => {
+                        let (stmt, frame) = (stmt.clone(), frame.clone());
+                        self.ctx
+                            .one_message(&s, Some(&stmt), &frame, Expect::Bind)
+                            .await?
+                    }
+                    Some(Route::Lookup(_)) => {
+                        self.ctx.send_error(&PgError::new(
+                            codes::INTERNAL_ERROR,
+                            "unresolved lookup route",
+                        ));
+                        false
+                    }
+                    Some(Route::Multi(shards, _)) => {
+                        let (stmt, frame) = (stmt.clone(), frame.clone());
+                        self.ctx
+                            .many_message(
+                                &shards,
+                                Some(&stmt),
+                                &frame,
+                                Expect::Bind,
+                                MergeMode::FirstOnly,
+                            )
+                            .await?
+                    }
+                    Some(Route::Owned(o)) => {
+                        let (stmt, frame) = (stmt.clone(), frame.clone());
+                        self.ctx
+                            .many_message(
+                                &o.shards,
+                                Some(&stmt),
+                                &frame,
+                                Expect::Bind,
+                                MergeMode::FirstOnly,
+                            )
+                            .await?
+                    }
+                },
+                Item::DescribePortal { frame, route } | Item::ClosePortal { frame, route } => {
+                    let expect = if matches!(it, Item::ClosePortal { .. }) {
+                        Expect::Close
+                    } else {
+                        Expect::DescribePortal
+                    };
+                    match effective(route.as_ref()) {
+                        Some(Route::Gather {
+                            shards,
+                            plan,
+                            stmt,
+                            bind,
+                        }) if expect == Expect::DescribePortal => {
+                            let formats = Bind::decode(bind.get(5..).unwrap_or_default())
+                                .map(|b| b.result_formats)
+                                .unwrap_or_default();
+                            let (shard, plan, stmt) = (
+                                shards.first().cloned().unwrap_or_default(),
+                                plan.clone(),
+                                stmt.clone(),
+                            );
+                            self.ctx
+                                .gather_describe(&shard, &plan, &stmt, Some(formats))
+                                .await?
+                        }
+                        Some(Route::Shard(s)) => {
+                            let frame = frame.clone();
+                            self.ctx.one_message(&s, None, &frame, expect).await?
+                        }
+                        Some(Route::Multi(shards, _)) => {
+                            let frame = frame.clone();
+                            self.ctx
+                                .many_message(&shards, None, &frame, expect, MergeMode::FirstOnly)
+                                .await?
+                        }
+                        Some(Route::Owned(o)) => {
+                            let frame = frame.clone();
+                            self.ctx
+                                .many_message(&o.shards, None, &frame, expect, MergeMode::FirstOnly)
+                                .await?
+                        }
+                        _ => {
+                            let b = if expect == Expect::Close {
+                                synth::CLOSE_COMPLETE
+                            } else {
+                                synth::NO_DATA
+                            };
+                            synth_frame(&mut self.ctx.out.buf, b);
+                            true
+                        }
+                    }
+                }
+                Item::Execute { frame, route } => match effective(route.as_ref()) {
+                    Some(Route::Shard(s)) => {
+                        let frame = frame.clone();
+                        self.ctx
+                            .one_message(&s, None, &frame, Expect::Execute)
+                            .await?
+                    }
+                    Some(Route::Multi(shards, mode)) => {
+                        let frame = frame.clone();
+                        self.ctx
+                            .many_message(&shards, None, &frame, Expect::Execute, mode)
+                            .await?
+                    }
+                    Some(Route::Owned(o)) => {
+                        let frame = frame.clone();
+                        self.ctx.owned_execute(routing, &o, &frame).await?
+                    }
+                    Some(Route::Gather {
+                        shards,
+                        plan,
+                        stmt,
+                        bind,
+                    }) => {
+                        let max_rows = Execute::decode(frame.get(5..).unwrap_or_default())
+                            .map(|e| e.max_rows)
+                            .unwrap_or(0);
+                        self.ctx
+                            .gather_extended(&shards, &plan, &stmt, &bind, max_rows)
+                            .await?
+                    }
+                    Some(Route::Txn(t, sql)) => self.ctx.txn_command(&t, &sql).await?,
+                    Some(Route::Copy(c, sql)) => {
+                        let routing = self.ctx.state.routing();
+                        self.ctx.copy(&mut self.reader, &routing, &sql, &c).await?
+                    }
+                    Some(Route::Set {
+                        sql,
+                        local,
+                        reset_all,
+                    }) => self.ctx.set_command(&sql, local, reset_all).await?,
+                    Some(Route::Lookup(_)) | None => {
+                        // A pending route whose Bind failed.
+                        self.ctx.send_error(&PgError::new(
+                            codes::INVALID_CURSOR_NAME,
+                            "portal was not bound",
+                        ));
+                        false
+                    }
+                },
+                Item::Sync => {
+                    let parts: Vec<_> = self
+                        .ctx
+                        .held
+                        .iter()
+                        .map(|h| {
+                            let mut b = BytesMut::new();
+                            fe::sync(&mut b);
+                            (
+                                h.conn.shard.to_string(),
+                                b.freeze(),
+                                VecDeque::from([Slot::Swallow(Expect::Sync)]),
+                            )
+                        })
+                        .collect();
+                    if !parts.is_empty() {
+                        self.ctx.exchange_many(parts, MergeMode::FirstOnly).await?;
+                    }
+                    true
+                }
+            };
+            if !ok {
+                failed = true;
+                self.skip_until_sync = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// The route a Bind runs with: a pending lookup route is resolved now
+    /// (the lookup table is read in batch order, after the batch's earlier
+    /// statements). None if that failed (error sent).
+    async fn bind_route(&mut self, routing: &Routing, route: &Route) -> Result<Option<Route>, End> {
+        match route {
+            Route::Lookup(p) => {
+                let p = p.clone();
+                self.ctx.resolve_lookup(routing, &p).await
+            }
+            r => Ok(Some(r.clone())),
+        }
+    }
+}
+
+fn synth_frame(out: &mut BytesMut, b: &[u8]) {
+    out.extend_from_slice(b);
+}

@@ -1,0 +1,399 @@
+//! Extended query protocol (PostgreSQL docs §55.2.3): messages are buffered
+//! until Sync or Flush, then routed as a batch.
+//!
+//! Client statement names are mapped to router-wide backend names
+//! (`pgr_<hash of query and parameter types>`) so prepared statements work in
+//! transaction pooling: a statement is (re-)prepared on whichever backend
+//! connection serves a Bind, and ParseComplete is answered by the router when
+//! the backend already has it.
+//!
+//! Fast path: when every Bind/Execute of the batch routes to the same shard,
+//! the batch goes to that shard in one write and the responses are
+//! forwarded byte for byte. Otherwise each message is sent to its own route
+//! followed by Flush, and Sync is sent to every pinned backend at the end.
+
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+
+use crate::exec::concat::MergeMode;
+use crate::exec::message::{scatter_route, Item, OwnedRoute, PendingRoute, Route};
+use crate::exec::owned::keyed_shard;
+use crate::exec::owned_ext::{needs_lookup, owned_block};
+use crate::exec::route::{key_shard, scatter_shards, Values};
+use crate::exec::statement::ClientStmt;
+use crate::exec::txn_control::ends_failed_block;
+use crate::exec::{Block, End};
+use crate::plan::Plan;
+use crate::protocol::error::codes;
+use crate::protocol::frontend::{Bind, Execute, Parse, Target};
+use crate::protocol::{Frame, PgError};
+use crate::state::Routing;
+
+use super::statements::rename_frame;
+use super::Session;
+
+impl Session {
+    /// Processes the buffered batch; `sync` is true when it ends with Sync.
+    pub(super) async fn run_batch(&mut self, _sync: bool) -> Result<(), End> {
+        let frames = std::mem::take(&mut self.batch.frames);
+        let routing = self.ctx.state.routing();
+        let mut items = Vec::with_capacity(frames.len());
+        let mut failed = false;
+        for f in &frames {
+            if failed && f.tag != b'S' {
+                continue;
+            }
+            let item = match self.decode_item(&routing, f) {
+                Ok(i) => i,
+                Err(e) => Item::Fail(e),
+            };
+            if matches!(item, Item::Fail(_)) {
+                failed = true;
+            }
+            items.push(item);
+        }
+        // Connections used by a batch that writes are 2PC participants.
+        self.ctx.cur_write = items
+            .iter()
+            .any(|it| matches!(it, Item::Bind { stmt, .. } if stmt.plan.writes()));
+        let syncs = items.iter().any(|it| matches!(it, Item::Sync));
+        self.open_batch_block(&mut items, syncs, routing.catalog.shards.len());
+        let mut target: Option<&str> = None;
+        let mut fast = true;
+        for it in &items {
+            match it.route() {
+                Some(Route::Shard(s)) => {
+                    if target.is_some_and(|t| t != s) {
+                        fast = false;
+                    }
+                    target = Some(s);
+                }
+                Some(_) => fast = false,
+                None => {
+                    if matches!(
+                        it,
+                        Item::Fail(_)
+                            | Item::DescribePortal { route: None, .. }
+                            | Item::Execute { route: None, .. }
+                    ) {
+                        fast = false;
+                    }
+                    // A gather's description hides its extra columns.
+                    if let Item::DescribeStmt { stmt, .. } = it {
+                        if stmt.gather().is_some() {
+                            fast = false;
+                        }
+                    }
+                }
+            }
+        }
+        // Sync must reach every connection that got messages since the
+        // last Sync (a Flush-terminated batch may have used another shard).
+        if fast
+            && syncs
+            && self.unsynced
+            && self
+                .ctx
+                .held
+                .iter()
+                .any(|h| target.is_none_or(|t| *h.conn.shard != *t))
+        {
+            fast = false;
+        }
+        self.unsynced = !syncs;
+        if fast {
+            let shard = match target {
+                Some(s) => s.to_string(),
+                None => match self.ctx.any_shard() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        self.ctx.send_error(&e);
+                        return Ok(());
+                    }
+                },
+            };
+            if !self.ctx.batch_fast(&shard, items).await? {
+                self.skip_until_sync = true;
+            }
+            Ok(())
+        } else {
+            self.ctx.in_extended = true;
+            let r = self.batch_slow(&routing, items).await;
+            self.ctx.in_extended = false;
+            r
+        }
+    }
+
+    /// Opens the implicit block a batch outside a transaction block needs
+    /// (PostgreSQL's implicit transaction of an extended-protocol batch,
+    /// committed at Sync): for a write on several shards (with
+    /// `transaction_mode = single` that item becomes a 0A000 failure
+    /// instead), a write to a table owning lookup vindexes (REPEATABLE READ
+    /// for UPDATE/DELETE: pre-select and write see the same rows), or a
+    /// write in a batch not ended by Sync (later batches may write on other
+    /// shards). Utility statements sent to every shard (DDL, VACUUM) are
+    /// never wrapped. `catalog_shards`: the number of shards a COPY spans.
+    fn open_batch_block(&mut self, items: &mut [Item], syncs: bool, catalog_shards: usize) {
+        if self.ctx.block.is_some() {
+            return;
+        }
+        let wraps = |plan: &Plan| plan.writes() && !matches!(plan, Plan::AllShards);
+        for it in items.iter_mut() {
+            let n = match it {
+                Item::Bind {
+                    stmt,
+                    route: Route::Multi(shards, _),
+                    ..
+                } if wraps(&stmt.plan) => shards.len(),
+                Item::Bind {
+                    stmt,
+                    route: Route::Copy(..),
+                    ..
+                } if wraps(&stmt.plan) => catalog_shards,
+                _ => continue,
+            };
+            if n > 1 {
+                if self.ctx.state.txn.mode == crate::txn::TransactionMode::Single {
+                    *it = Item::Fail(PgError::unsupported(format!(
+                        "transaction_mode = single: this statement writes on {n} shards"
+                    )));
+                } else {
+                    self.ctx.block = Some(Block::new("BEGIN", true));
+                    return;
+                }
+                break;
+            }
+        }
+        let owned = items
+            .iter()
+            .filter_map(|it| match it {
+                Item::Bind { stmt, .. } => owned_block(&stmt.plan),
+                _ => None,
+            })
+            .reduce(|a, b| a || b);
+        let begin = match owned {
+            Some(repeatable) => crate::exec::lookup::owned_begin(repeatable),
+            None if !syncs
+                && items
+                    .iter()
+                    .any(|it| matches!(it, Item::Bind { stmt, .. } if wraps(&stmt.plan))) =>
+            {
+                "BEGIN"
+            }
+            None => return,
+        };
+        self.ctx.block = Some(Block::new(begin, true));
+    }
+
+    fn decode_item(&mut self, routing: &Routing, f: &Frame) -> Result<Item, PgError> {
+        let proto = |e: crate::protocol::ProtocolError| {
+            PgError::new(codes::PROTOCOL_VIOLATION, e.to_string())
+        };
+        match f.tag {
+            b'P' => {
+                let p = Parse::decode(f.body()).map_err(proto)?;
+                let stmt = self.register_statement(routing, &p)?;
+                if let Plan::Error {
+                    sqlstate,
+                    message,
+                    hint,
+                } = &*stmt.plan
+                {
+                    self.statements.remove(p.name);
+                    let mut e = PgError::new(sqlstate, message.clone());
+                    e.hint = hint.clone();
+                    return Err(e);
+                }
+                Ok(Item::Parse(stmt))
+            }
+            b'B' => {
+                let b = Bind::decode(f.body()).map_err(proto)?;
+                let stmt = self.lookup_statement(routing, b.statement)?;
+                let route = self.route_bind(routing, &stmt, &b, &f.data)?;
+                let frame = rename_frame(
+                    b'B',
+                    &f.body()[..b.portal.len() + 1],
+                    &stmt.backend_name,
+                    &f.body()[b.after_names..],
+                );
+                self.portals.insert(b.portal.to_string(), route.clone());
+                Ok(Item::Bind { stmt, frame, route })
+            }
+            b'D' | b'C' => {
+                let t = Target::decode(f.body()).map_err(proto)?;
+                if t.kind == b'S' {
+                    if f.tag == b'C' {
+                        self.statements.remove(t.name);
+                        return Ok(Item::CloseStmt);
+                    }
+                    let stmt = self.lookup_statement(routing, t.name)?;
+                    let frame = rename_frame(b'D', b"S", &stmt.backend_name, &[]);
+                    Ok(Item::DescribeStmt { stmt, frame })
+                } else {
+                    let route = self.portals.get(t.name).cloned();
+                    if f.tag == b'C' {
+                        self.portals.remove(t.name);
+                        Ok(Item::ClosePortal {
+                            frame: f.data.clone(),
+                            route,
+                        })
+                    } else {
+                        Ok(Item::DescribePortal {
+                            frame: f.data.clone(),
+                            route,
+                        })
+                    }
+                }
+            }
+            b'E' => {
+                let e = Execute::decode(f.body()).map_err(proto)?;
+                let route = self.portals.get(e.portal).cloned();
+                if route.is_none() {
+                    return Err(PgError::new(
+                        codes::INVALID_CURSOR_NAME,
+                        format!("portal \"{}\" does not exist", e.portal),
+                    ));
+                }
+                Ok(Item::Execute {
+                    frame: f.data.clone(),
+                    route,
+                })
+            }
+            b'S' => Ok(Item::Sync),
+            _ => Ok(Item::Flush),
+        }
+    }
+
+    /// The route of a Bind (`frame`) of `stmt`. Errors: 25P02 in a failed
+    /// block, the plan's refusal, key errors (see [`key_shard`]).
+    fn route_bind(
+        &mut self,
+        routing: &Routing,
+        stmt: &Arc<ClientStmt>,
+        b: &Bind<'_>,
+        frame: &Bytes,
+    ) -> Result<Route, PgError> {
+        if self.ctx.block.as_ref().is_some_and(|bl| bl.failed)
+            && !ends_failed_block(&stmt.plan, &stmt.query)
+        {
+            return Err(PgError::new(
+                codes::IN_FAILED_SQL_TRANSACTION,
+                "current transaction is aborted, commands ignored until end of transaction block",
+            ));
+        }
+        if needs_lookup(&stmt.plan) {
+            return Ok(Route::Lookup(Arc::new(PendingRoute {
+                stmt: stmt.clone(),
+                bind: frame.clone(),
+                resolved: OnceLock::new(),
+            })));
+        }
+        let plan = match &*stmt.plan {
+            Plan::Owned { inner, .. } => &**inner,
+            p => p,
+        };
+        let route = self.route_plan(routing, stmt, plan, b, frame)?;
+        if !matches!(*stmt.plan, Plan::Owned { .. }) {
+            return Ok(route);
+        }
+        let shards = match route {
+            Route::Shard(s) => vec![s],
+            Route::Multi(shards, _) => shards,
+            _ => {
+                return Err(PgError::new(
+                    codes::INTERNAL_ERROR,
+                    "unexpected route for a write to a table owning lookup vindexes",
+                ))
+            }
+        };
+        Ok(Route::Owned(Arc::new(OwnedRoute {
+            shards,
+            stmt: stmt.clone(),
+            bind: frame.clone(),
+        })))
+    }
+
+    fn route_plan(
+        &mut self,
+        routing: &Routing,
+        stmt: &Arc<ClientStmt>,
+        plan: &Plan,
+        b: &Bind<'_>,
+        frame: &Bytes,
+    ) -> Result<Route, PgError> {
+        let cat = &routing.catalog;
+        let values = Values::Bind(b);
+        Ok(match plan {
+            Plan::Error {
+                sqlstate,
+                message,
+                hint,
+            } => {
+                let mut e = PgError::new(sqlstate, message.clone());
+                e.hint = hint.clone();
+                return Err(e);
+            }
+            Plan::Transaction(t) => Route::Txn(t.clone(), stmt.query.clone()),
+            Plan::Set { local, reset_all } => Route::Set {
+                sql: stmt.query.clone(),
+                local: *local,
+                reset_all: *reset_all,
+            },
+            Plan::AnyShard => Route::Shard(self.ctx.any_shard()?),
+            Plan::AllShards | Plan::Broadcast { .. } => Route::Multi(
+                cat.shard_names().iter().map(|s| s.to_string()).collect(),
+                MergeMode::FirstOnly,
+            ),
+            Plan::Keyed { keys, .. } => match keyed_shard(cat, keys, &values)? {
+                Some(s) => Route::Shard(s.to_string()),
+                None => Route::Shard(self.ctx.any_shard()?),
+            },
+            Plan::Insert { table, rows } => {
+                let mut target: Option<&str> = None;
+                for k in rows {
+                    let s = key_shard(cat, table, k, &values)?.ok_or_else(|| {
+                        PgError::new(
+                            "23502",
+                            format!("null value in sharding key column of relation \"{table}\""),
+                        )
+                    })?;
+                    if target.is_some_and(|t| t != s) {
+                        return Err(PgError::unsupported(
+                            "a multi-row INSERT spanning shards is not supported with the extended protocol yet",
+                        ));
+                    }
+                    target = Some(s);
+                }
+                Route::Shard(
+                    target
+                        .map(str::to_string)
+                        .ok_or_else(|| PgError::unsupported("INSERT without rows"))?,
+                )
+            }
+            Plan::Scatter {
+                table,
+                prune,
+                merge,
+                ..
+            } => scatter_route(
+                scatter_shards(cat, table, prune.as_ref(), &values)?,
+                merge,
+                stmt,
+                frame,
+            ),
+            Plan::Copy(c) => Route::Copy(c.clone(), stmt.query.clone()),
+            Plan::Owned { .. } => {
+                return Err(PgError::new(
+                    codes::INTERNAL_ERROR,
+                    "nested write to a table owning lookup vindexes",
+                ))
+            }
+            Plan::RouterExplain(_) => {
+                return Err(PgError::unsupported(
+                    "EXPLAIN (ROUTER) is answered in the simple query protocol only",
+                ))
+            }
+        })
+    }
+}

@@ -1,0 +1,266 @@
+//! Simple query protocol ('Q'): split into statements, plan each through the
+//! fingerprint cache, route, and run (PostgreSQL docs §55.2.2).
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+use postgres_protocol::message::frontend as fe;
+
+use crate::plan::{self, Literals, Plan};
+use crate::protocol::error::codes;
+use crate::protocol::frontend::query_text;
+use crate::protocol::{synth, Frame, PgError};
+use crate::state::Routing;
+
+use crate::exec::concat::MergeMode;
+use crate::exec::exchange::{Expect, Slot};
+use crate::exec::owned::{keyed_shard, InsertTargets};
+use crate::exec::route::Values;
+use crate::exec::txn_control::ends_failed_block;
+use crate::exec::{Block, End};
+
+use super::Session;
+
+impl Session {
+    /// Handles one Query message (without the final ReadyForQuery).
+    pub(super) async fn on_query(&mut self, frame: Frame) -> Result<(), End> {
+        let sql = match query_text(frame.body()) {
+            Ok(s) => s,
+            Err(e) => {
+                self.ctx
+                    .send_error(&PgError::new(codes::PROTOCOL_VIOLATION, e.to_string()));
+                return Ok(());
+            }
+        };
+        let stmts = plan::split_statements(sql);
+        if stmts.is_empty() {
+            synth::empty_query(&mut self.ctx.out.buf);
+            return Ok(());
+        }
+        let routing = self.ctx.state.routing();
+        if stmts.len() == 1 {
+            let (p, lits) = routing.planner.plan_simple(stmts[0], &*routing.catalog);
+            let raw = if stmts[0].len() + 2 >= sql.trim().len() {
+                Some(&frame)
+            } else {
+                None
+            };
+            self.exec_simple(&routing, stmts[0], &p, &lits, raw).await?;
+            return Ok(());
+        }
+        let planned: Vec<_> = stmts
+            .iter()
+            .map(|s| (*s, routing.planner.plan_simple(s, &*routing.catalog)))
+            .collect();
+        let has_txn = planned
+            .iter()
+            .any(|(_, (p, _))| matches!(**p, Plan::Transaction(_)));
+        let implicit = self.ctx.block.is_none() && !has_txn;
+        if implicit {
+            self.ctx.block = Some(Block::new("BEGIN", true));
+        }
+        for (s, (p, lits)) in &planned {
+            if !self.exec_simple(&routing, s, p, lits, None).await? {
+                break;
+            }
+        }
+        if implicit {
+            let commit = !self.ctx.block.as_ref().is_some_and(|b| b.failed);
+            self.ctx.end_block(commit).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs one planned statement; returns false if it failed (error sent).
+    async fn exec_simple(
+        &mut self,
+        routing: &Routing,
+        sql: &str,
+        p: &Plan,
+        lits: &Literals,
+        raw: Option<&Frame>,
+    ) -> Result<bool, End> {
+        if self.ctx.block.as_ref().is_some_and(|b| b.failed) && !ends_failed_block(p, sql) {
+            self.ctx.send_error(&PgError::new(
+                codes::IN_FAILED_SQL_TRANSACTION,
+                "current transaction is aborted, commands ignored until end of transaction block",
+            ));
+            return Ok(false);
+        }
+        let query_msg = || -> Bytes {
+            match raw {
+                Some(f) => f.data.clone(),
+                None => {
+                    let mut b = BytesMut::new();
+                    let _ = fe::query(sql, &mut b);
+                    b.freeze()
+                }
+            }
+        };
+        let q = || VecDeque::from([Slot::Forward(Expect::Query)]);
+        self.ctx.cur_write = p.writes();
+        match p {
+            Plan::Error {
+                sqlstate,
+                message,
+                hint,
+            } => {
+                let mut e = PgError::new(sqlstate, message.clone());
+                e.hint = hint.clone();
+                self.ctx.send_error(&e);
+                Ok(false)
+            }
+            Plan::Transaction(t) => self.ctx.txn_command(t, sql).await,
+            Plan::Set { local, reset_all } => self.ctx.set_command(sql, *local, *reset_all).await,
+            Plan::AnyShard => match self.ctx.any_shard() {
+                Ok(s) => self.ctx.exchange_one(&s, &query_msg(), q()).await,
+                Err(e) => {
+                    self.ctx.send_error(&e);
+                    Ok(false)
+                }
+            },
+            Plan::AllShards | Plan::Broadcast { .. } => {
+                let msg = query_msg();
+                let parts: Vec<_> = routing
+                    .catalog
+                    .shard_names()
+                    .into_iter()
+                    .map(|s| (s.to_string(), msg.clone(), q()))
+                    .collect();
+                // A reference-table write commits on every copy or none.
+                // Utility statements (DDL, VACUUM, CREATE INDEX
+                // CONCURRENTLY) run outside a transaction block.
+                let n = if matches!(p, Plan::Broadcast { .. }) {
+                    parts.len()
+                } else {
+                    1
+                };
+                let Some(implicit) = self.ctx.open_write_block(n) else {
+                    return Ok(false);
+                };
+                let ok = self.ctx.exchange_many(parts, MergeMode::FirstOnly).await?;
+                self.ctx.close_write_block(implicit, ok).await
+            }
+            Plan::Keyed { keys, .. } => {
+                let target =
+                    match keyed_shard(&routing.catalog, keys, &Values::Simple { sql, lits }) {
+                        Ok(t) => t,
+                        Err(e) => {
+                            self.ctx.send_error(&e);
+                            return Ok(false);
+                        }
+                    };
+                let any;
+                let shard = match target {
+                    Some(s) => s,
+                    None => match self.ctx.any_shard() {
+                        Ok(s) => {
+                            any = s;
+                            any.as_str()
+                        }
+                        Err(e) => {
+                            self.ctx.send_error(&e);
+                            return Ok(false);
+                        }
+                    },
+                };
+                self.ctx.exchange_one(shard, &query_msg(), q()).await
+            }
+            Plan::Insert { table, rows } => {
+                let parts = match self
+                    .ctx
+                    .insert_parts(&routing.catalog, table, rows, sql, lits)
+                {
+                    Some(InsertTargets::One(shard)) => {
+                        return self.ctx.exchange_one(shard, &query_msg(), q()).await
+                    }
+                    Some(InsertTargets::Split(parts)) => parts,
+                    None => return Ok(false),
+                };
+                let parts: Vec<_> = parts.into_iter().map(|(s, m)| (s, m, q())).collect();
+                let Some(implicit) = self.ctx.open_write_block(parts.len()) else {
+                    return Ok(false);
+                };
+                let ok = self.ctx.exchange_many(parts, MergeMode::Concat).await?;
+                self.ctx.close_write_block(implicit, ok).await
+            }
+            Plan::Owned { inner, write } => {
+                self.ctx
+                    .owned_simple(routing, sql, lits, inner, write, query_msg())
+                    .await
+            }
+            Plan::Scatter {
+                table,
+                prune,
+                lookup,
+                merge,
+                ..
+            } => {
+                let Some(shards) = self
+                    .ctx
+                    .scatter_targets(
+                        &routing.catalog,
+                        table,
+                        prune.as_ref(),
+                        lookup.as_deref(),
+                        &Values::Simple { sql, lits },
+                    )
+                    .await?
+                else {
+                    return Ok(false);
+                };
+                match merge {
+                    plan::Merge::Concat => {
+                        let msg = query_msg();
+                        let parts: Vec<_> =
+                            shards.into_iter().map(|s| (s, msg.clone(), q())).collect();
+                        let Some(implicit) =
+                            self.ctx
+                                .open_write_block(if p.writes() { parts.len() } else { 1 })
+                        else {
+                            return Ok(false);
+                        };
+                        let ok = self.ctx.exchange_many(parts, MergeMode::Concat).await?;
+                        self.ctx.close_write_block(implicit, ok).await
+                    }
+                    plan::Merge::Gather(g) => self.ctx.gather_simple(&shards, g, sql, lits).await,
+                    plan::Merge::NeedsText => {
+                        self.ctx.send_error(&PgError::new(
+                            codes::INTERNAL_ERROR,
+                            "statement was planned from its normalized text only",
+                        ));
+                        Ok(false)
+                    }
+                }
+            }
+            Plan::Copy(c) => {
+                let n = if c.from_stdin {
+                    routing.catalog.shards.len()
+                } else {
+                    1
+                };
+                let Some(implicit) = self.ctx.open_write_block(n) else {
+                    return Ok(false);
+                };
+                let ok = self.ctx.copy(&mut self.reader, routing, sql, c).await?;
+                self.ctx.close_write_block(implicit, ok).await
+            }
+            Plan::RouterExplain(inner) => {
+                match crate::exec::explain::explain_lines(routing, inner, sql, lits) {
+                    Ok(lines) => {
+                        synth::text_row_description(&mut self.ctx.out.buf, &["QUERY PLAN"]);
+                        for l in &lines {
+                            synth::data_row(&mut self.ctx.out.buf, &[Some(l.as_bytes())]);
+                        }
+                        synth::command_complete(&mut self.ctx.out.buf, "EXPLAIN");
+                        Ok(true)
+                    }
+                    Err(e) => {
+                        self.ctx.send_error(&e);
+                        Ok(false)
+                    }
+                }
+            }
+        }
+    }
+}
