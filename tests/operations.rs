@@ -655,7 +655,10 @@ async fn sighup_reload_and_sigterm_drain() {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pg-router"))
         .args(["serve", "--log-format", "json", "--config"])
         .arg(&config)
-        .env("PGROUTER_LOG", "info,pg_router::client=debug,pg_router::session=debug")
+        .env(
+            "PGROUTER_LOG",
+            "info,pg_router::client=debug,pg_router::session=debug",
+        )
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();

@@ -15,9 +15,9 @@ use std::time::Instant;
 
 use foldhash::{HashMap, HashMapExt};
 
+use crate::exec::context::REQUEST_LOG_TARGET;
 use crate::exec::message::Route;
 use crate::exec::statement::ClientStmt;
-use crate::exec::context::REQUEST_LOG_TARGET;
 use crate::exec::{End, ExecCtx};
 use crate::metrics::RouteKind;
 use crate::protocol::client_io::{ClientOut, ClientRead};
