@@ -14,8 +14,9 @@
 use std::fmt;
 use std::io::Cursor;
 
-/// A keyspace id: the `u64` a vindex maps a sharding key to.
-pub type KeyspaceId = u64;
+// Defined with the vindexes that produce it (`crate::vindex` must not
+// depend on this module); kept at this path for existing users.
+pub use crate::vindex::KeyspaceId;
 
 /// A half-open range of keyspace ids `[start, end)`; `end == None` is unbounded
 /// (covers `u64::MAX`).

@@ -50,8 +50,8 @@ pub struct AuthConfig {
     #[serde(default = "default_method")]
     pub method: AuthMethod,
     /// PgBouncer `userlist.txt`-style file: one `"user" "secret"` per line
-    /// ([`crate::config::RouterConfig::load`] makes a relative path
-    /// relative to the config file).
+    /// (the config loader, `config::RouterConfig::load`, makes a relative
+    /// path relative to the config file).
     #[serde(default)]
     pub users_file: Option<PathBuf>,
     /// Users declared in the config (they override users-file entries).

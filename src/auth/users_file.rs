@@ -4,13 +4,16 @@
 //! `#` are comments; fields after the second are ignored (PgBouncer
 //! docs, "Authentication file format").
 
-/// One users-file entry: (line number, user name, secret).
+/// One users-file entry: `(line number, user, secret)`; lines count from 1.
 pub type Entry = (usize, String, String);
 
-/// Parses the file text into [`Entry`]s.
+/// A malformed users-file line: `(line number, message)`.
+pub type LineError = (usize, String);
+
+/// Parses the file text into `(line number, user, secret)` entries.
 ///
 /// Errors: `(line number, message)` for the first malformed line.
-pub fn parse(text: &str) -> Result<Vec<Entry>, (usize, String)> {
+pub fn parse(text: &str) -> Result<Vec<Entry>, LineError> {
     let mut out = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let n = i + 1;

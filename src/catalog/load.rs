@@ -1,14 +1,16 @@
 //! [`load`]: reads the catalog tables in one snapshot into raw rows, then
-//! hands them to [`validate::build`](super::validate::build).
+//! hands them to [`validate::build`]; and
+//! [`check_lookup_vindexes`], the same read and check of the lookup vindexes
+//! alone that the admin operations run before they commit.
 
 use tokio_postgres::{Client, Row};
 
 use super::error::{CatalogError, DbContext};
+use super::lookup_check::check_lookup_rows;
 use super::model::Catalog;
+use super::raw::{RawCatalog, RawKeyspace, RawLookupVindex, RawRange, RawShard, RawTable};
 use super::tx;
-use super::validate::{
-    self, RawCatalog, RawKeyspace, RawLookupVindex, RawRange, RawShard, RawTable,
-};
+use super::validate;
 
 /// Reads the whole catalog in one REPEATABLE READ, READ ONLY transaction and
 /// validates it. Only the `shard_ranges` rows at each keyspace's active
@@ -32,6 +34,21 @@ pub async fn load(client: &Client) -> Result<Catalog, CatalogError> {
     let raw = read_all(client).await;
     let raw = tx::finish(client, raw).await?;
     validate::build(raw)
+}
+
+/// Checks every lookup vindex against the sharded tables it names, as
+/// [`load`] will (inside the caller's transaction, before it
+/// commits). Nothing to check on a catalog not migrated to version 4.
+///
+/// Errors: those of
+/// [`build_lookup_vindexes`](super::lookup_check::build_lookup_vindexes)
+/// naming the vindex; [`CatalogError::Db`].
+pub(super) async fn check_lookup_vindexes(client: &Client) -> Result<(), CatalogError> {
+    let lookups = read_lookup_vindexes(client).await?;
+    if lookups.is_empty() {
+        return Ok(());
+    }
+    check_lookup_rows(lookups, read_sharded_tables(client).await?)
 }
 
 async fn read_all(client: &Client) -> Result<RawCatalog, CatalogError> {
@@ -97,7 +114,7 @@ async fn read_all(client: &Client) -> Result<RawCatalog, CatalogError> {
 /// Every `pgrouter.sharded_tables` row, by name.
 ///
 /// Errors: [`CatalogError::Db`].
-pub(super) async fn read_sharded_tables(client: &Client) -> Result<Vec<RawTable>, CatalogError> {
+async fn read_sharded_tables(client: &Client) -> Result<Vec<RawTable>, CatalogError> {
     select(
         client,
         "pgrouter.sharded_tables",
@@ -120,9 +137,7 @@ pub(super) async fn read_sharded_tables(client: &Client) -> Result<Vec<RawTable>
 /// exist (a catalog not yet migrated to version 4).
 ///
 /// Errors: [`CatalogError::Db`].
-pub(super) async fn read_lookup_vindexes(
-    client: &Client,
-) -> Result<Vec<RawLookupVindex>, CatalogError> {
+async fn read_lookup_vindexes(client: &Client) -> Result<Vec<RawLookupVindex>, CatalogError> {
     if !table_exists(client, "pgrouter.lookup_vindexes").await? {
         return Ok(Vec::new());
     }

@@ -1,6 +1,7 @@
 //! Declaring and dropping owned lookup vindexes ([`add_lookup_vindex`],
-//! [`drop_lookup_vindex`]), and the check the table declarations run before
-//! they commit ([`check_lookup_vindexes`]).
+//! [`drop_lookup_vindex`]). Declaring one ends with the check the table
+//! declarations also run before they commit ([`check_lookup_vindexes`],
+//! kept with the catalog reads in `load`).
 //!
 //! A lookup vindex owns its lookup table's `sharded_tables` row: adding the
 //! vindex declares the lookup table, dropping it removes that declaration.
@@ -13,11 +14,13 @@ use tokio_postgres::Client;
 use crate::vindex::KeyType;
 
 use super::error::{CatalogError, DbContext};
-use super::load::{read_lookup_vindexes, read_sharded_tables, table_exists};
+use super::load::{check_lookup_vindexes, table_exists};
+use super::lookup_check::lookup_mismatch;
 use super::model::{normalize_table_name, LookupVindex, ShardedTable};
 use super::ops::{is_reference_table, lock_table_kinds, require_name};
+use super::parse_row::{parse_table, parse_vindex};
+use super::raw::RawTable;
 use super::tx;
-use super::validate::{check_lookup_rows, lookup_mismatch, parse_table, parse_vindex, RawTable};
 
 /// Declares (upserts) lookup vindex `name` on column `column` of sharded
 /// table `table`, through lookup table `lookup_table`, and returns it with
@@ -306,21 +309,6 @@ fn ident(name: &str) -> String {
     } else {
         format!("\"{}\"", name.replace('"', "\"\""))
     }
-}
-
-/// Checks every lookup vindex against the sharded tables it names, as
-/// [`load`](super::load) will (inside the caller's transaction, before it
-/// commits). Nothing to check on a catalog not migrated to version 4.
-///
-/// Errors: those of
-/// [`build_lookup_vindexes`](super::validate::build_lookup_vindexes) naming
-/// the vindex; [`CatalogError::Db`].
-pub(super) async fn check_lookup_vindexes(client: &Client) -> Result<(), CatalogError> {
-    let lookups = read_lookup_vindexes(client).await?;
-    if lookups.is_empty() {
-        return Ok(());
-    }
-    check_lookup_rows(lookups, read_sharded_tables(client).await?)
 }
 
 /// Fails unless `pgrouter.lookup_vindexes` exists (catalog migration 4).

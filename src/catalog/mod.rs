@@ -22,11 +22,14 @@ pub mod cli;
 mod error;
 mod keyid;
 mod load;
+mod lookup_check;
 mod lookup_ops;
 mod migrate;
 mod model;
 mod ops;
+mod parse_row;
 mod ranges;
+mod raw;
 mod seed;
 mod show;
 mod tx;
@@ -35,6 +38,8 @@ mod watch;
 
 #[cfg(test)]
 mod test_pg;
+#[cfg(test)]
+mod test_rows;
 #[cfg(test)]
 mod tests;
 

@@ -10,7 +10,7 @@ use crate::topology::RoutingTable;
 use crate::vindex::{KeyType, VindexKind};
 
 /// A validated snapshot of the `pgrouter` catalog, as read by
-/// [`load`](super::load) in one REPEATABLE READ transaction.
+/// `catalog::load` in one REPEATABLE READ transaction.
 ///
 /// Invariants (checked by `load`): every keyspace has a gap-free,
 /// overlap-free routing table covering `[0, 2^64)`; every table's keyspace is

@@ -1,6 +1,6 @@
 //! Declaring keyspaces, shards, sharded tables and reference tables
 //! (idempotent upserts), and dropping reference tables (lookup vindexes:
-//! [`lookup_ops`](super::lookup_ops)).
+//! the `lookup_ops` module, which builds on this one).
 //!
 //! Every write fires the catalog's NOTIFY trigger, so running routers reload.
 
@@ -9,10 +9,10 @@ use tokio_postgres::Client;
 use crate::vindex::{KeyType, VindexKind};
 
 use super::error::{CatalogError, DbContext};
-use super::lookup_ops::check_lookup_vindexes;
+use super::load::check_lookup_vindexes;
 use super::model::{normalize_table_name, ShardInfo, ShardedTable};
+use super::parse_row::parse_vindex;
 use super::tx;
-use super::validate::parse_vindex;
 
 /// Declares keyspace `name` with default vindex `vindex` at generation 1.
 ///

@@ -145,9 +145,10 @@ fn write_lookup_vindexes(out: &mut String, catalog: &Catalog) -> std::fmt::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::validate::{
-        build, RawCatalog, RawKeyspace, RawLookupVindex, RawRange, RawShard, RawTable,
+    use crate::catalog::raw::{
+        RawCatalog, RawKeyspace, RawLookupVindex, RawRange, RawShard, RawTable,
     };
+    use crate::catalog::validate::build;
 
     #[test]
     fn shows_every_section() {

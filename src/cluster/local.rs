@@ -10,8 +10,8 @@ use tempfile::TempDir;
 
 use super::bin_dir::find_pg_bin_dir;
 use super::conf;
+use super::data_dir::{self, Prepared};
 use super::error::ClusterError;
-use super::initdb::{self, Prepared};
 use super::instance::{PgInstance, StopMode};
 use super::options::ClusterOptions;
 use super::os_user::RunAs;
@@ -92,7 +92,7 @@ impl LocalCluster {
         };
 
         let results = parallel_map(instances, |mut inst| {
-            let started = initdb::prepare(&inst.data_dir, &bin_dir, &run_as, template.as_ref())
+            let started = data_dir::prepare(&inst.data_dir, &bin_dir, &run_as, template.as_ref())
                 .and_then(|how| {
                     if how == Prepared::Reused {
                         tracing::info!(

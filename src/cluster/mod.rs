@@ -37,6 +37,7 @@
 
 mod bin_dir;
 mod conf;
+mod data_dir;
 mod error;
 mod initdb;
 mod instance;

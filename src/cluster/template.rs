@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use super::error::ClusterError;
-use super::initdb::{self, TreeSize, INITDB_ARGS};
+use super::initdb::{self, INITDB_ARGS};
 use super::os_user::RunAs;
 
 /// Bump when the template layout or contents change.
@@ -90,7 +90,7 @@ impl Template {
     /// Copy failures, or a copy that does not match the manifest (the
     /// template is then deleted so the next start rebuilds it).
     pub(crate) fn copy_to(&self, dst: &Path, run_as: &RunAs) -> Result<(), ClusterError> {
-        let got = initdb::copy_tree(&self.data, dst, run_as)?;
+        let got = copy_tree(&self.data, dst, run_as)?;
         if got != self.expected {
             tracing::warn!(
                 "initdb template {} is damaged; removing it",
@@ -136,6 +136,59 @@ fn build(bin_dir: &Path, run_as: &RunAs, base: &Path, root: &Path) -> Result<(),
         }
     } else {
         tracing::info!("built initdb template {}", root.display());
+    }
+    Ok(())
+}
+
+/// Files and bytes in a copied tree (checked against the template manifest).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct TreeSize {
+    /// Regular files.
+    pub files: u64,
+    /// Their total size in bytes.
+    pub bytes: u64,
+}
+
+/// Copies the contents of `src` into the existing directory `dst`, keeping
+/// permission bits and giving every entry to `run_as`. Only directories and
+/// regular files are supported.
+///
+/// # Errors
+/// [`ClusterError::Io`], also for any other kind of entry (e.g. a symlink).
+pub(crate) fn copy_tree(src: &Path, dst: &Path, run_as: &RunAs) -> Result<TreeSize, ClusterError> {
+    let mut size = TreeSize::default();
+    copy_into(src, dst, run_as, &mut size)?;
+    Ok(size)
+}
+
+fn copy_into(
+    src: &Path,
+    dst: &Path,
+    run_as: &RunAs,
+    size: &mut TreeSize,
+) -> Result<(), ClusterError> {
+    let io = |what: &str, p: &Path, e| ClusterError::io(format!("{what} {}", p.display()), e);
+    for entry in std::fs::read_dir(src).map_err(|e| io("reading", src, e))? {
+        let entry = entry.map_err(|e| io("reading", src, e))?;
+        let from = entry.path();
+        let to = dst.join(entry.file_name());
+        let meta = std::fs::symlink_metadata(&from).map_err(|e| io("stat", &from, e))?;
+        if meta.is_dir() {
+            std::fs::create_dir(&to).map_err(|e| io("creating", &to, e))?;
+            std::fs::set_permissions(&to, meta.permissions()).map_err(|e| io("chmod", &to, e))?;
+            run_as.chown(&to)?;
+            copy_into(&from, &to, run_as, size)?;
+        } else if meta.is_file() {
+            size.bytes += std::fs::copy(&from, &to).map_err(|e| io("copying to", &to, e))?;
+            size.files += 1;
+            run_as.chown(&to)?;
+        } else {
+            return Err(io(
+                "copying",
+                &from,
+                std::io::Error::new(std::io::ErrorKind::Unsupported, "not a file or directory"),
+            ));
+        }
     }
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use super::initdb;
+use super::data_dir;
 use super::os_user::RunAs;
 use super::ports;
 use super::template::Template;
@@ -295,7 +295,7 @@ fn bare_instance(root: &Path, name: &str) -> PgInstance {
     let inst = PgInstance::new(name, root.join(name), &bin, &run_as).unwrap();
     let template =
         Template::ensure(&bin, &run_as, &super::tmp_base::temp_base(&run_as).unwrap()).unwrap();
-    initdb::prepare(&inst.data_dir, &bin, &run_as, template.as_ref()).unwrap();
+    data_dir::prepare(&inst.data_dir, &bin, &run_as, template.as_ref()).unwrap();
     inst
 }
 

@@ -17,11 +17,10 @@ use sqlparser::ast::{
     Value,
 };
 
-use super::classify::unsupported;
 use super::names::{
     classify_object, classify_table, last_part, norm_ident, undeclared, TableClass,
 };
-use super::types::{KeyExpr, KeyRef, KeySet, LookupKey, Plan};
+use super::types::{unsupported, KeyExpr, KeyRef, KeySet, LookupKey, Plan};
 use super::walk::{expr_children, function_arg, window_children, Node};
 use super::SchemaView;
 

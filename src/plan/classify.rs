@@ -5,7 +5,7 @@
 
 use super::copy::plan_copy;
 use super::lex::{significant, Tok};
-use super::types::{Plan, TxnStmt};
+use super::types::{unsupported, Plan, TxnStmt};
 use super::SchemaView;
 
 /// A pre-classified statement.
@@ -55,14 +55,6 @@ fn replay_text(sql: &str) -> String {
     sql.trim()
         .trim_end_matches(|c: char| c == ';' || c.is_whitespace())
         .to_string()
-}
-
-pub(crate) fn unsupported(message: impl Into<String>, hint: Option<&str>) -> Plan {
-    Plan::Error {
-        sqlstate: "0A000",
-        message: message.into(),
-        hint: hint.map(str::to_string),
-    }
 }
 
 fn two_phase(what: &str) -> Plan {

@@ -14,11 +14,10 @@ use sqlparser::ast::{
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
-use super::classify::unsupported;
 use super::fingerprint::{decode_literal, LitKind};
 use super::lex::{significant, Tok, Token};
 use super::names::{classify_table, norm_ident, object_parts, undeclared, TableClass};
-use super::types::{CopyFormat, CopyPlan, Plan};
+use super::types::{unsupported, CopyFormat, CopyPlan, Plan};
 use super::SchemaView;
 
 /// What a COPY statement asks for, before catalog resolution.

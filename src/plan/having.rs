@@ -4,8 +4,8 @@
 
 use sqlparser::ast::{BinaryOperator, Expr, UnaryOperator, Value};
 
-use super::gather::Builder;
-use super::merge::contains_aggregate;
+use super::aggregates::{contains_aggregate, is_aggregate_call};
+use super::gather_builder::Builder;
 use super::types::{CmpOp, Cond, Operand};
 
 /// The condition of `HAVING e`, adding the aggregates and keys it reads to
@@ -101,7 +101,7 @@ fn operand(b: &mut Builder<'_>, e: &Expr) -> Result<Operand, String> {
             _ => Err("arithmetic in HAVING".into()),
         },
         Expr::Function(f) if contains_aggregate(e) => {
-            if !super::merge::is_aggregate_call(f) {
+            if !is_aggregate_call(f) {
                 return Err("expressions over aggregates in HAVING".into());
             }
             Ok(Operand::Agg(b.agg(f)?))

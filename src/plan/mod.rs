@@ -81,11 +81,13 @@
 
 pub mod types;
 
+mod aggregates;
 mod analyze;
 mod classify;
 mod copy;
 mod fingerprint;
 mod gather;
+mod gather_builder;
 mod having;
 mod lex;
 mod merge;

@@ -10,10 +10,9 @@ use sqlparser::ast::{
 };
 
 use super::analyze::{Analyzer, ParamMode, Routing};
-use super::classify::unsupported;
 use super::merge::scatter_merge;
 use super::names::{classify_object, last_part, norm_ident, system_write, undeclared, TableClass};
-use super::types::{KeyExpr, KeyRef, Merge, OwnedKind, OwnedLookup, OwnedWrite, Plan};
+use super::types::{unsupported, KeyExpr, KeyRef, Merge, OwnedKind, OwnedLookup, OwnedWrite, Plan};
 use super::SchemaView;
 
 /// Plan one parsed statement. `kind` names the statement in errors (its

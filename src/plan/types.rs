@@ -333,6 +333,16 @@ impl Plan {
     }
 }
 
+/// The refusal of an unsupported statement or construct: [`Plan::Error`]
+/// with SQLSTATE 0A000 (feature_not_supported), `message` and `hint`.
+pub(crate) fn unsupported(message: impl Into<String>, hint: Option<&str>) -> Plan {
+    Plan::Error {
+        sqlstate: "0A000",
+        message: message.into(),
+        hint: hint.map(str::to_string),
+    }
+}
+
 /// Transaction-control statements.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TxnStmt {

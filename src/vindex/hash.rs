@@ -7,8 +7,8 @@
 use std::hash::Hasher;
 
 use super::key::KeyValue;
+use super::keyspace_id::KeyspaceId;
 use super::murmur3::murmur3_x64_128_h1;
-use crate::topology::KeyspaceId;
 
 /// Calls `f` with the bytes the hash vindexes hash for `key` (see the module
 /// docs); no allocation (an `Int` is encoded on the stack).

@@ -6,8 +6,8 @@ use std::str::FromStr;
 use super::error::VindexError;
 use super::hash::{crc32_id, fnv1a_id, murmur3_id, with_hash_bytes};
 use super::key::KeyValue;
+use super::keyspace_id::KeyspaceId;
 use super::range::range_id;
-use crate::topology::KeyspaceId;
 
 /// A vindex: the function from a sharding key to a keyspace id.
 /// The exact encodings and test vectors are in `docs/vindexes.md`.
@@ -22,7 +22,7 @@ pub enum VindexKind {
     /// Order preserving; see [`range_id`](super::range::range_id).
     Range,
     /// Same keyspace id as `HashMurmur3`; the keyspace's ranges are laid out
-    /// as a consistent-hash ring ([`crate::topology::ring_ranges`]).
+    /// as a consistent-hash ring (`topology::ring_ranges`).
     ConsistentHash,
 }
 
@@ -41,7 +41,7 @@ impl VindexKind {
 
     /// True for [`VindexKind::Range`]: key order is keyspace-id order, so a
     /// key interval maps to a keyspace-id interval (see
-    /// [`crate::topology::RoutingTable::shards_overlapping`]).
+    /// `topology::RoutingTable::shards_overlapping`).
     pub fn is_order_preserving(&self) -> bool {
         matches!(self, VindexKind::Range)
     }

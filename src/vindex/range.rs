@@ -1,7 +1,7 @@
 //! The order-preserving `range` vindex.
 
 use super::key::KeyValue;
-use crate::topology::KeyspaceId;
+use super::keyspace_id::KeyspaceId;
 
 /// Order-preserving keyspace id, so that key ranges map to keyspace-id ranges:
 ///
