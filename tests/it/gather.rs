@@ -1,12 +1,12 @@
 //! Scatter-gather behaviour beyond result equality (which
-//! tests/scatter_diff.rs checks): shard pruning, `EXPLAIN (ROUTER)`,
+//! tests/it/scatter_diff.rs checks): shard pruning, `EXPLAIN (ROUTER)`,
 //! descriptions without the hidden columns, and shard errors in the middle
 //! of a merge leaving the connection usable.
 
-mod common;
-
 use tokio_postgres::error::SqlState;
 use tokio_postgres::SimpleQueryMessage;
+
+use crate::common;
 
 fn lines(m: &[SimpleQueryMessage]) -> Vec<String> {
     m.iter()

@@ -5,11 +5,11 @@
 //! errors raised at PREPARE, the `single` and `best_effort` modes, and
 //! pgbench TPC-B with its balance invariant.
 
-mod common;
-
 use pg_router::dev::DevCluster;
 use pg_router::txn::TransactionMode;
 use tokio_postgres::Client;
+
+use crate::common;
 
 async fn setup(dev: &DevCluster, c: &Client) -> (Vec<i32>, Vec<i32>) {
     common::acct_on_two_shards(dev, c, "check (bal >= 0)").await

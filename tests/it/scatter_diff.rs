@@ -37,9 +37,7 @@
 //!   tolerance assumptions on every form, including those the router still
 //!   refuses).
 //!
-//! Run: `cargo test --release --test scatter_diff -- --nocapture`
-
-mod common;
+//! Run: `cargo test --release --test it scatter_diff -- --nocapture`
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -51,6 +49,8 @@ use fastrand::Rng;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, ToSql, Type};
 use tokio_postgres::{Client, SimpleQueryMessage};
+
+use crate::common;
 
 // ---------------------------------------------------------------------------
 // Configuration

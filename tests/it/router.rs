@@ -3,14 +3,14 @@
 //! fan-out, live catalog reload, transactions, prepared statements across
 //! pooled connections, pipelining, COPY split, and refusals.
 
-mod common;
-
 use std::collections::HashMap;
 
 use futures_util::future::join_all;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
 use tokio_postgres::SimpleQueryMessage;
+
+use crate::common;
 
 fn tags(msgs: &[SimpleQueryMessage]) -> Vec<u64> {
     msgs.iter()

@@ -6,8 +6,6 @@
 //! After every step the lookup tables are checked row by row against the
 //! owner rows on the shards.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +14,8 @@ use pg_router::dev::DevCluster;
 use pg_router::txn::TransactionMode;
 use pg_router::vindex::KeyValue;
 use tokio_postgres::{Client, SimpleQueryMessage};
+
+use crate::common;
 
 async fn run(c: &Client, sql: &str) {
     c.batch_execute(sql)

@@ -2,7 +2,6 @@
 //! PostgreSQL shards + a catalog on free loopback ports) with a router in
 //! front — the same code `pg-router dev` runs. Dropping it stops every
 //! instance, also when a test panics.
-#![allow(dead_code)]
 
 use std::time::{Duration, Instant};
 
@@ -47,6 +46,15 @@ pub async fn start_with(
     )
     .await
     .unwrap_or_else(|e| panic!("cannot start the dev cluster: {e}"))
+}
+
+/// A loopback TCP port that was free a moment ago (for a `pg-router serve`
+/// child process to listen on).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// libpq-style DSN of the router.

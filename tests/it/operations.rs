@@ -5,8 +5,6 @@
 //! connections, pool checkout timeout, statement timeout passthrough,
 //! authentication timeout).
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +15,8 @@ use pg_router::protocol::backend::error_code;
 use postgres_protocol::message::frontend as fe;
 use tokio::io::AsyncWriteExt;
 use tokio_postgres::NoTls;
+
+use crate::common;
 
 /// Number of backends on all shards running a statement containing
 /// `pg_sleep` (other than the probe itself).
@@ -348,8 +348,7 @@ async fn client_auth() {
     }
     let e = connect_as(&dev, "app", None)
         .await
-        .err()
-        .expect("no password");
+        .expect_err("no password");
     assert!(format!("{e:?}").contains("password missing"), "{e:?}");
     assert_eq!(
         pool_connections_opened(&dev),
@@ -517,8 +516,7 @@ async fn connection_limits() {
     let e = c2
         .query("SELECT * FROM t WHERE id = $1", &[&on_x])
         .await
-        .err()
-        .expect("checkout should time out");
+        .expect_err("checkout should time out");
     assert_eq!(common::sqlstate(&e), "57014", "{e}");
     let shard_x = &dev.cluster.shards[0].name;
     assert!(
@@ -594,7 +592,7 @@ async fn connection_limits() {
     // fine.
     drop(c4);
     let (c5, end) = connect_retry(port, "postgres", None).await;
-    c5.batch_execute(&format!("BEGIN; INSERT INTO t (id) VALUES (100)"))
+    c5.batch_execute("BEGIN; INSERT INTO t (id) VALUES (100)")
         .await
         .unwrap();
     assert_eq!(end_code(end).await, "25P03");
@@ -608,15 +606,6 @@ async fn connection_limits() {
     c1.query_one("SELECT 1", &[]).await.unwrap();
     drop((c1, c2, c5));
     dev.stop().await;
-}
-
-/// A free loopback TCP port.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -642,7 +631,7 @@ async fn sighup_reload_and_sigterm_drain() {
         )
     };
     std::fs::write(&users, line("app", "app-pw")).unwrap();
-    let port = free_port();
+    let port = common::free_port();
     let config = dir.path().join("router.toml");
     let config_text = format!(
         "listen = \"127.0.0.1:{port}\"\ncatalog = \"{}\"\nworkers = 1\n\

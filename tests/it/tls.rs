@@ -4,10 +4,10 @@
 //! before authentication, and a certificate swapped by a config reload
 //! (an unusable one refused, the running one kept).
 
-mod common;
-
 use pg_router::config::RouterConfig;
 use pg_router::dev::DevCluster;
+
+use crate::common;
 
 /// A CA and a server certificate for `localhost`/127.0.0.1 signed by it:
 /// (CA PEM, server certificate PEM, server key PEM).

@@ -3,12 +3,12 @@
 //! RELOAD without a configuration file, refusals (non-admin user, unknown
 //! command, extended protocol) that leave the console usable.
 
-mod common;
-
 use std::time::Duration;
 
 use pg_router::dev::DevCluster;
 use tokio_postgres::{NoTls, SimpleQueryMessage};
+
+use crate::common;
 
 /// Connects to the router as `user` to `dbname` (trust).
 async fn connect_db(
@@ -87,6 +87,11 @@ async fn admin_console() {
             .await
             .unwrap();
     }
+    // tokio-postgres closes each `execute`'s statement with a Close + Sync
+    // it does not wait for, and the router runs that Sync on a pooled
+    // connection: one more round trip on `c` has the router done with them
+    // before SHOW POOLS counts connections in use.
+    c.batch_execute("SELECT 1").await.unwrap();
 
     let help = show(&admin, "SHOW HELP").await;
     assert!(row(&help, "command", "PAUSE").is_some());

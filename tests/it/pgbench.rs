@@ -4,9 +4,9 @@
 //! and `pgbench -S` / `-N` run in simple, extended and prepared modes with no
 //! failed transaction.
 
-mod common;
-
 use std::io::Cursor;
+
+use crate::common;
 
 /// Keyspace id of an int key per docs/vindexes.md, computed with the
 /// `murmur3` crate (not the router's own hash): MurmurHash3 x64_128, seed 0,

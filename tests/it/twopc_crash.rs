@@ -7,8 +7,6 @@
 //! is there, and every account's balance equals its initial balance plus
 //! the transfers recorded (all-or-nothing on every shard).
 
-mod common;
-
 use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -18,6 +16,8 @@ use parking_lot::Mutex;
 use pg_router::cluster::StopMode;
 use pg_router::dev::DevCluster;
 use pg_router::txn::TransactionMode;
+
+use crate::common;
 
 const ACCOUNTS: i32 = 40;
 const START_BALANCE: i64 = 1000;
@@ -49,18 +49,11 @@ impl Drop for ChildRouter {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 /// Starts `pg-router serve` against the dev cluster's catalog, with a fast
 /// recovery loop (every 300 ms, grace 1 s) and `failpoint` armed.
 async fn spawn_router(dev: &DevCluster, failpoint: Option<&str>) -> ChildRouter {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
+    let port = common::free_port();
     let cfg = dir.path().join("router.toml");
     let mut f = std::fs::File::create(&cfg).unwrap();
     writeln!(

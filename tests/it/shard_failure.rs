@@ -3,12 +3,12 @@
 //! router reconnects by itself), and a shard that stops answering (SIGSTOP)
 //! is marked down by the health check.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use pg_router::cluster::StopMode;
 use pg_router::dev::DevCluster;
+
+use crate::common;
 
 /// `n` pgbench_accounts keys stored on shard `idx`, read from the shard.
 async fn keys_on(dev: &DevCluster, idx: usize, n: i64) -> Vec<i32> {

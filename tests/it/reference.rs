@@ -3,13 +3,13 @@
 //! outside transaction blocks), read from one shard, and joined with a
 //! sharded table on the shards, keyed and scattered.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use pg_router::dev::DevCluster;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, SimpleQueryMessage};
+
+use crate::common;
 
 /// Waits until the router's catalog says `is_reference(table) == want`.
 async fn wait_reference(dev: &DevCluster, table: &str, want: bool) {

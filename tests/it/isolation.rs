@@ -6,8 +6,6 @@
 //! distributed deadlock detection (lock_timeout bounds the wait). The
 //! anomalies are asserted as the expected behaviour.
 
-mod common;
-
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +13,8 @@ use std::time::{Duration, Instant};
 use pg_router::dev::DevCluster;
 use pg_router::txn::TransactionMode;
 use tokio_postgres::Client;
+
+use crate::common;
 
 /// How long any single step may take before the test fails instead of
 /// hanging (a blocked session, a lost reply).

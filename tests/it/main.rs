@@ -1,0 +1,27 @@
+//! The integration tests, one test binary (`cargo test --test it`): one
+//! module per area, each running its own embedded cluster (real PostgreSQL
+//! shards + catalog) and router; shared helpers in [`common`]. Linking one
+//! binary instead of one per area is what keeps the test build short.
+//!
+//! All tests run in this one process, in parallel (`--test-threads`), so
+//! none may depend on owning process-wide state (environment variables,
+//! signal handlers, the working directory); the one that installs a panic
+//! hook (`fuzz_frontend`) ignores panics raised in test code, which belong
+//! to the test that raised them.
+
+mod common;
+
+mod admin;
+mod fuzz_frontend;
+mod gather;
+mod isolation;
+mod lookup;
+mod operations;
+mod pgbench;
+mod reference;
+mod router;
+mod scatter_diff;
+mod shard_failure;
+mod tls;
+mod transactions;
+mod twopc_crash;
