@@ -15,6 +15,7 @@ mod admin;
 mod fuzz_frontend;
 mod gather;
 mod isolation;
+mod layout;
 mod lookup;
 mod operations;
 mod pgbench;
