@@ -14,6 +14,7 @@
 # (apt-get install pgbouncer). Run as root: PostgreSQL and PgBouncer run as
 # the postgres user. Everything listens on 127.0.0.1 and is stopped at the end.
 # WORKERS=<n> sets the router's session workers (default: one per CPU).
+# BIN=<path> runs another pg-router binary (default target/release/pg-router).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,7 +26,7 @@ R1_PORT=${R1_PORT:-16431}
 R2_PORT=${R2_PORT:-16432}
 BOUNCER_PORT=${BOUNCER_PORT:-16433}
 WORKERS=${WORKERS:-0}
-BIN=target/release/pg-router
+BIN=${BIN:-target/release/pg-router}
 PGBIN=$(dirname "$(readlink -f "$(command -v pg_ctl || ls /usr/lib/postgresql/*/bin/pg_ctl | tail -1)")")
 PGBENCH=$PGBIN/pgbench
 [ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 1; }

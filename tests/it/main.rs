@@ -1,6 +1,7 @@
-//! The integration tests, one test binary (`cargo test --test it`): one
-//! module per area, each running its own embedded cluster (real PostgreSQL
-//! shards + catalog) and router; shared helpers in [`common`]. Linking one
+//! The integration tests, one test binary (`cargo test --profile ci --test
+//! it`): one module per area, each running its own embedded cluster (real
+//! PostgreSQL shards + catalog) and router; shared helpers in [`common`];
+//! [`layout`] checks the source layout's rules. Linking one
 //! binary instead of one per area is what keeps the test build short.
 //!
 //! All tests run in this one process, in parallel (`--test-threads`), so

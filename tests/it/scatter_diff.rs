@@ -37,7 +37,7 @@
 //!   tolerance assumptions on every form, including those the router still
 //!   refuses).
 //!
-//! Run: `cargo test --release --test it scatter_diff -- --nocapture`
+//! Run: `cargo test --profile ci --test it scatter_diff -- --nocapture`
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# User-space instructions per query of the router on the single-shard fast
+# path, counted by valgrind's callgrind (repeatable on a noisy machine, unlike
+# times). The router runs `dev` with one shard and one session worker under
+# callgrind; pgbench -S warms it up, the counters are zeroed
+# (callgrind_control -z), pgbench -S -t QUERIES runs with one client, and the
+# counters are dumped (callgrind_control -d). Instructions of every router
+# thread (session worker, control runtime, health checker) are counted;
+# PostgreSQL runs outside valgrind.
+#
+# Usage: benches/callgrind_fast_path.sh [queries] [mode] [binary...]
+#   queries  pgbench transactions (one SELECT each), default 2000
+#   mode     pgbench -M: simple (default), extended or prepared
+#   binary   pg-router binaries to compare, default target/release/pg-router
+# SHARDS=<n> runs the router over n shards (default 1).
+# Prints one Markdown table row per binary (instructions per query), each
+# followed by its top functions by self cost (callgrind_annotate).
+# Needs: valgrind, pgbench; run as root (PostgreSQL runs as postgres).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+QUERIES=${1:-2000}
+MODE=${2:-simple}
+shift $(( $# > 2 ? 2 : $# ))
+BINS=("$@")
+[ ${#BINS[@]} -gt 0 ] || BINS=(target/release/pg-router)
+PORT=${PORT:-16451}
+SHARDS=${SHARDS:-1}
+PGBIN=$(dirname "$(readlink -f "$(command -v pg_ctl || ls /usr/lib/postgresql/*/bin/pg_ctl | tail -1)")")
+PGBENCH=$PGBIN/pgbench
+command -v valgrind >/dev/null || { echo "install valgrind" >&2; exit 1; }
+
+WORK=$(mktemp -d /tmp/pgr-callgrind.XXXXXX)
+chmod 755 "$WORK"
+cleanup() {
+  [ -n "${RPID:-}" ] && kill -TERM "$RPID" 2>/dev/null && wait "$RPID" 2>/dev/null || true
+  [ -n "${KEEP:-}" ] && echo "kept $WORK" || rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+wait_ready() { # log seconds
+  for _ in $(seq 1 $(( $2 * 5 ))); do grep -q "is ready" "$1" && return 0; sleep 0.2; done
+  cat "$1"; exit 1
+}
+
+# The cluster and pgbench tables, made once without valgrind and kept in
+# --data-dir for every measured run.
+"${BINS[0]}" dev --shards "$SHARDS" --port "$PORT" --workers 1 --data-dir "$WORK/data" >"$WORK/init.log" 2>&1 &
+RPID=$!
+wait_ready "$WORK/init.log" 60
+"$PGBENCH" -i -s 1 -q -h 127.0.0.1 -p "$PORT" -U postgres postgres >/dev/null 2>&1
+kill -TERM "$RPID"; wait "$RPID" 2>/dev/null || true; RPID=
+
+echo "== callgrind: pgbench -S -M $MODE -c 1 -t $QUERIES, $SHARDS shard(s), one session worker"
+echo "| binary | instructions / query |"
+echo "|---|---|"
+for bin in "${BINS[@]}"; do
+  out=$WORK/callgrind.out
+  valgrind --tool=callgrind --callgrind-out-file="$out.%p" "$bin" dev --shards "$SHARDS" --port "$PORT" \
+    --workers 1 --data-dir "$WORK/data" >"$WORK/run.log" 2>&1 &
+  RPID=$!
+  wait_ready "$WORK/run.log" 300
+  "$PGBENCH" -S -n -M "$MODE" -c 1 -t 200 -h 127.0.0.1 -p "$PORT" -U postgres postgres >/dev/null 2>&1
+  callgrind_control -z "$RPID" >/dev/null
+  "$PGBENCH" -S -n -M "$MODE" -c 1 -t "$QUERIES" -h 127.0.0.1 -p "$PORT" -U postgres postgres >/dev/null 2>&1
+  callgrind_control -d "$RPID" >/dev/null
+  # The dump made by -d (after -z): part 1 of this process's output.
+  dump=$out.$RPID.1
+  kill -TERM "$RPID"; wait "$RPID" 2>/dev/null || true; RPID=
+  [ -s "$dump" ] || { echo "no callgrind dump $dump" >&2; ls "$WORK" >&2; exit 1; }
+  ir=$(grep -m1 '^summary:' "$dump" | awk '{print $2}')
+  printf "| %s | %s |\n" "$bin" "$(awk -v i="$ir" -v n="$QUERIES" 'BEGIN {printf "%.0f", i/n}')"
+  callgrind_annotate --inclusive=no --threshold=100 --auto=no "$dump" 2>/dev/null \
+    | sed -n '/file:function/,$p' | sed -n '3,$p' \
+    | grep -Ev 'clone\.S|pthread_create|thread_start|vtable\.shim|__rust_begin_short_backtrace' \
+    | head -12 > "$WORK/top.txt" || true
+  sed 's/^/    /' "$WORK/top.txt"
+  [ -n "${KEEP:-}" ] || rm -f "$out".*
+done
