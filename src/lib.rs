@@ -9,8 +9,8 @@
 //! [`session`] (message loop) → [`plan`] → [`exec`] (executors) →
 //! [`backend`] (shard connections and pools). Beside them: [`protocol`],
 //! [`state`], [`catalog`], [`vindex`]/[`topology`], [`txn`] (2PC decision
-//! log and recovery), [`metrics`], [`admin`], [`auth`], [`value`],
-//! [`cluster`], [`config`], [`dev`].
+//! log and recovery), [`split`] (online resharding), [`metrics`],
+//! [`admin`], [`auth`], [`value`], [`cluster`], [`config`], [`dev`].
 
 pub mod backend;
 pub mod client;
@@ -26,6 +26,7 @@ pub mod config;
 pub mod dev;
 pub mod metrics;
 pub mod protocol;
+pub mod split;
 pub mod state;
 pub mod topology;
 pub mod txn;

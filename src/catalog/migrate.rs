@@ -45,6 +45,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "lookup_vindexes",
         sql: include_str!("../../shard-metadata/migrations/0004_lookup_vindexes.sql"),
     },
+    Migration {
+        version: 5,
+        name: "split_jobs",
+        sql: include_str!("../../shard-metadata/migrations/0005_split_jobs.sql"),
+    },
 ];
 
 /// Creates the schema and the bookkeeping table before anything else, so the

@@ -20,7 +20,7 @@
 
 pub mod cli;
 mod error;
-mod keyid;
+pub mod keyid;
 mod load;
 mod lookup_check;
 mod lookup_ops;

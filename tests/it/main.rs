@@ -24,6 +24,7 @@ mod reference;
 mod router;
 mod scatter_diff;
 mod shard_failure;
+mod split;
 mod tls;
 mod transactions;
 mod twopc_crash;

@@ -1,0 +1,96 @@
+//! [`SplitError`]: everything that can stop a resharding job.
+
+use super::job::Phase;
+use super::spec::SpecError;
+use crate::catalog::CatalogError;
+
+/// An error of a resharding job or of one of its steps. Every message
+/// names the job, shard, table or catalog row at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum SplitError {
+    /// The move cannot be planned.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+
+    /// Reading or validating the catalog failed.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+
+    /// A statement failed; `context` says which step and where (e.g.
+    /// `"recording split job 3"`, `"creating the publication on shard
+    /// 'shard0'"`).
+    #[error("{context}: {source}")]
+    Db {
+        /// The step that failed.
+        context: String,
+        /// The driver / server error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    /// Another job of the keyspace has not ended (one active job per
+    /// keyspace); `running` describes it.
+    #[error(
+        "{running} has not ended; one job per keyspace at a time (wait for it, or roll it back)"
+    )]
+    JobRunning {
+        /// The running job, described (see [`super::Job::describe`]).
+        running: String,
+    },
+
+    /// No job with this id.
+    #[error("split job {0} does not exist")]
+    NoSuchJob(i64),
+
+    /// The job is not in the phase the step expected: another process
+    /// advanced it, or it ended.
+    #[error("split job {id} is in phase {found}, expected {expected}")]
+    PhaseChanged {
+        /// Job id.
+        id: i64,
+        /// The phase the step started from.
+        expected: Phase,
+        /// The phase found.
+        found: Phase,
+    },
+
+    /// The keyspace's routing changed since the move was planned (its
+    /// generation is no longer the plan's).
+    #[error("keyspace '{keyspace}' is at generation {found}, the move was planned at {planned}: plan it again")]
+    StalePlan {
+        /// Keyspace.
+        keyspace: String,
+        /// Generation the plan was made from.
+        planned: i64,
+        /// The keyspace's generation now (None: the keyspace is gone).
+        found: String,
+    },
+
+    /// A shard named by the job is not registered in the catalog.
+    #[error("shard '{0}' is not registered in the catalog (pg-router meta add-shard)")]
+    UnknownShard(String),
+
+    /// A `split_jobs` row the router cannot read (hand-edited).
+    #[error("split job {id}: {what}")]
+    BadRow {
+        /// Job id.
+        id: i64,
+        /// What is wrong.
+        what: String,
+    },
+}
+
+/// Attaches a context to a driver error.
+pub(crate) trait Context<T> {
+    /// `SplitError::Db` with `context` on error.
+    fn context(self, context: impl FnOnce() -> String) -> Result<T, SplitError>;
+}
+
+impl<T> Context<T> for Result<T, tokio_postgres::Error> {
+    fn context(self, context: impl FnOnce() -> String) -> Result<T, SplitError> {
+        self.map_err(|source| SplitError::Db {
+            context: context(),
+            source,
+        })
+    }
+}

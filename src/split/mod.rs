@@ -1,0 +1,20 @@
+//! Online resharding (the ShardSplitJob): moving one key range of a
+//! keyspace from a source shard to a target shard while clients keep
+//! reading and writing through the routers. The job's seven steps:
+//! 1 snapshot + WAL capture, 2 bootstrap the target, 3 initial copy, 4 CDC
+//! catch-up, 5 cutover with a measured write-block window, 6 routing update
+//! (the point of no return), 7 source cleanup; rollback until step 6.
+//!
+//! Built so far: [`spec`] (what moves and the routing it installs),
+//! [`job`] and [`store`] (the job's durable state in the catalog's
+//! `pgrouter.split_jobs`). See `docs/resharding.md` for the design and its
+//! status.
+
+pub mod error;
+pub mod job;
+pub mod spec;
+pub mod store;
+
+pub use error::SplitError;
+pub use job::{Job, Phase};
+pub use spec::{next_ranges, plan, MoveSpec, RangeChoice, SpecError};
