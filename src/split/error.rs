@@ -38,6 +38,14 @@ pub enum SplitError {
         running: String,
     },
 
+    /// The job's routing update has committed: it can only go forward.
+    #[error("{0} is past its routing update (the point of no return): it can only be completed, not rolled back")]
+    PastPointOfNoReturn(String),
+
+    /// The job has ended (completed, failed or rolled back).
+    #[error("{0} has ended")]
+    Ended(String),
+
     /// No job with this id.
     #[error("split job {0} does not exist")]
     NoSuchJob(i64),
@@ -64,6 +72,52 @@ pub enum SplitError {
         planned: i64,
         /// The keyspace's generation now (None: the keyspace is gone).
         found: String,
+    },
+
+    /// The replication protocol on a shard failed (connect, slot creation,
+    /// streaming).
+    #[error("shard '{shard}': {message}")]
+    Wal {
+        /// Shard name.
+        shard: String,
+        /// What failed, with the server's or the library's message.
+        message: String,
+    },
+
+    /// A statement on a shard failed; `context` names the step.
+    #[error("shard '{shard}': {context}: {source}")]
+    Shard {
+        /// Shard name.
+        shard: String,
+        /// The step that failed.
+        context: String,
+        /// The driver / server error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    /// Tables of the keyspace that cannot move, each with the reason (no
+    /// primary key or replica identity, missing on the source).
+    #[error("shard '{shard}': these tables cannot move: {}", tables.join("; "))]
+    TablesRefused {
+        /// Source shard.
+        shard: String,
+        /// One entry per table: `'name': reason`.
+        tables: Vec<String>,
+    },
+
+    /// Creating the replication slot waited longer than allowed for
+    /// transactions running on the source; `blockers` names them.
+    #[error("shard '{shard}': creating replication slot '{slot}' waited {waited_ms} ms for transactions still running on the shard ({}); finish or roll them back and start again", blockers.join(", "))]
+    SlotTimeout {
+        /// Source shard.
+        shard: String,
+        /// Slot name.
+        slot: String,
+        /// How long it waited, ms.
+        waited_ms: u128,
+        /// The transactions it waited for (pid, state, age; prepared gids).
+        blockers: Vec<String>,
     },
 
     /// A shard named by the job is not registered in the catalog.

@@ -7,13 +7,19 @@
 //!
 //! Built so far: [`spec`] (what moves and the routing it installs),
 //! [`job`] and [`store`] (the job's durable state in the catalog's
-//! `pgrouter.split_jobs`). See `docs/resharding.md` for the design and its
-//! status.
+//! `pgrouter.split_jobs`), [`capture`] (step 1 on the source, with
+//! [`wal`], the replication protocol behind a trait of ours, and
+//! [`shards`], how the job reaches shards), [`rollback`]. See
+//! `docs/resharding.md` for the design and its status.
 
+pub mod capture;
 pub mod error;
 pub mod job;
+pub mod rollback;
+pub mod shards;
 pub mod spec;
 pub mod store;
+pub mod wal;
 
 pub use error::SplitError;
 pub use job::{Job, Phase};

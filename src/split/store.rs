@@ -165,6 +165,33 @@ pub async fn advance(c: &Client, id: i64, from: Phase, to: Phase) -> Result<(), 
     Err(changed(c, id, from).await)
 }
 
+/// Ends job `id` in phase `to` ([`Phase::Failed`] or [`Phase::RolledBack`])
+/// from phase `from`, recording `error` (None keeps the last one).
+///
+/// Errors: [`SplitError::PhaseChanged`], [`SplitError::NoSuchJob`],
+/// [`SplitError::Db`].
+pub async fn end(
+    c: &Client,
+    id: i64,
+    from: Phase,
+    to: Phase,
+    error: Option<&str>,
+) -> Result<(), SplitError> {
+    let n = c
+        .execute(
+            "update pgrouter.split_jobs \
+                set phase = $3, error = coalesce($4, error), updated_at = now() \
+              where id = $1 and phase = $2",
+            &[&id, &from.as_str(), &to.as_str(), &error],
+        )
+        .await
+        .context(|| format!("ending split job {id} ({to})"))?;
+    if n == 1 {
+        return Ok(());
+    }
+    Err(changed(c, id, from).await)
+}
+
 /// Records step 1's result on job `id` (phase [`Phase::Capture`]): the slot,
 /// the publication and the slot's consistent point (`pg_lsn` text).
 ///

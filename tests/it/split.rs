@@ -120,3 +120,261 @@ async fn split_jobs_are_recorded_once_per_keyspace() {
         Err(SplitError::NoSuchJob(999_999))
     ));
 }
+
+/// Counts of `pg_replication_slots`, `pg_publication` and walsenders on a
+/// shard.
+async fn capture_state(c: &tokio_postgres::Client) -> (i64, i64, i64) {
+    let r = c
+        .query_one(
+            "select (select count(*) from pg_replication_slots), \
+                    (select count(*) from pg_publication), \
+                    (select count(*) from pg_stat_activity where backend_type = 'walsender')",
+            &[],
+        )
+        .await
+        .unwrap();
+    (r.get(0), r.get(1), r.get(2))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capture_creates_slot_and_snapshot_refuses_and_rolls_back() {
+    use pg_router::split::capture::{self, CaptureSettings};
+    use pg_router::split::rollback::rollback;
+    use pg_router::split::shards::ShardAccess;
+    use pg_router::split::wal::PgWalSource;
+    use std::time::Duration;
+
+    let dev = common::start(2, 2).await;
+    let mut args = vec!["-i", "-s", "1", "-q"];
+    let conn = common::conn_args(&dev);
+    args.extend(conn.iter().map(String::as_str));
+    let (ok, out, err) = common::run_pg_tool(&dev, "pgbench", &args);
+    assert!(ok, "pgbench -i: {out}{err}");
+    let cat = common::connect_direct(&dev.cluster.catalog).await;
+    let s0 = dev.cluster.shards[0].name.clone();
+    let port = dev.cluster.shards[1].port.to_string();
+    common::meta(
+        &dev,
+        &[
+            "add-shard",
+            "--name",
+            "spare0",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+        ],
+    );
+    let catalog = pg_router::catalog::load(&cat).await.unwrap();
+    let spec = split::plan(
+        &catalog.keyspaces["main"].routing,
+        &s0,
+        "spare0",
+        RangeChoice::UpperHalf,
+    )
+    .unwrap();
+    let job = store::create(&cat, &spec).await.unwrap();
+    let access = ShardAccess {
+        user: "postgres".into(),
+        password: None,
+        connect_timeout: Duration::from_secs(5),
+    };
+    let info = catalog.shards[&s0].clone();
+    let source = access.connect(&info).await.unwrap();
+    let direct = common::connect_direct(&dev.cluster.shards[0]).await;
+    let wal = |id| {
+        PgWalSource::new(
+            &s0,
+            access.replication_conninfo(&info, id),
+            Duration::from_secs(5),
+        )
+    };
+    let settings = CaptureSettings {
+        slot_timeout: Duration::from_millis(1500),
+        recovery_grace_ms: 60_000,
+    };
+
+    // pgbench_history has neither a primary key nor a replica identity.
+    let e = capture::run(
+        &cat,
+        &job,
+        &catalog,
+        &access,
+        &info,
+        &source,
+        wal(job.id),
+        &settings,
+    )
+    .await
+    .err()
+    .expect("pgbench_history refused");
+    let msg = e.to_string();
+    assert!(matches!(e, SplitError::TablesRefused { .. }), "{msg}");
+    assert!(
+        msg.contains("'pgbench_history'") && msg.contains("REPLICA IDENTITY FULL"),
+        "{msg}"
+    );
+    assert!(!msg.contains("pgbench_accounts"), "{msg}");
+    assert_eq!(capture_state(&direct).await, (0, 0, 0));
+    let router = common::connect(&dev).await;
+    router
+        .batch_execute("ALTER TABLE pgbench_history REPLICA IDENTITY FULL")
+        .await
+        .unwrap();
+
+    // A prepared transaction blocks the slot: the wait is bounded, the
+    // blocker named, nothing left behind.
+    direct
+        .batch_execute(
+            "BEGIN; INSERT INTO pgbench_history (tid, bid, aid, delta) VALUES (1, 1, 1, 1); \
+             PREPARE TRANSACTION 'manual_block'",
+        )
+        .await
+        .unwrap();
+    let job = store::load(&cat, job.id).await.unwrap().unwrap();
+    assert_eq!(job.phase, Phase::Capture);
+    let e = capture::run(
+        &cat,
+        &job,
+        &catalog,
+        &access,
+        &info,
+        &source,
+        wal(job.id),
+        &settings,
+    )
+    .await
+    .err()
+    .expect("slot creation times out");
+    let msg = e.to_string();
+    assert!(matches!(e, SplitError::SlotTimeout { .. }), "{msg}");
+    assert!(msg.contains("'manual_block'"), "{msg}");
+    // The cancelled walsender goes away.
+    for _ in 0..50 {
+        if capture_state(&direct).await == (0, 0, 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(capture_state(&direct).await, (0, 0, 0));
+    direct
+        .batch_execute("ROLLBACK PREPARED 'manual_block'")
+        .await
+        .unwrap();
+
+    // A router's in-doubt transaction with a commit decision is committed
+    // first; then the slot is created.
+    direct
+        .batch_execute(
+            "BEGIN; INSERT INTO pgbench_history (tid, bid, aid, delta) VALUES (7, 7, 7, 7); \
+             PREPARE TRANSACTION 'pgr_splittest_1'",
+        )
+        .await
+        .unwrap();
+    cat.execute(
+        "insert into pgrouter.twopc_decisions (gid, decision, router_id, shards) \
+         values ('pgr_splittest_1', 'c', 'splittest', array[$1])",
+        &[&s0],
+    )
+    .await
+    .unwrap();
+    let before: i64 = direct
+        .query_one("select count(*) from pgbench_accounts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let cap = capture::run(
+        &cat,
+        &job,
+        &catalog,
+        &access,
+        &info,
+        &source,
+        wal(job.id),
+        &settings,
+    )
+    .await
+    .expect("capture");
+    let prepared: i64 = direct
+        .query_one("select count(*) from pg_prepared_xacts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(prepared, 0, "the in-doubt transaction was resolved");
+    let delta7: i64 = direct
+        .query_one("select count(*) from pgbench_history where delta = 7", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(delta7, 1, "committed by recovery");
+    let mut tables = vec![
+        "pgbench_accounts",
+        "pgbench_branches",
+        "pgbench_history",
+        "pgbench_tellers",
+    ];
+    tables.sort();
+    assert_eq!(cap.tables, tables);
+    let slot = direct
+        .query_one(
+            "select plugin, confirmed_flush_lsn::text from pg_replication_slots where slot_name = $1",
+            &[&cap.slot],
+        )
+        .await
+        .unwrap();
+    assert_eq!(slot.get::<_, String>(0), "pgoutput");
+    assert_eq!(slot.get::<_, String>(1), cap.lsn);
+    let published: i64 = direct
+        .query_one(
+            "select count(*) from pg_publication_tables where pubname = $1",
+            &[&cap.slot],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(published, 4);
+    let recorded = store::load(&cat, job.id).await.unwrap().unwrap();
+    assert_eq!(recorded.snapshot_lsn.as_deref(), Some(cap.lsn.as_str()));
+    assert_eq!(recorded.slot_name.as_deref(), Some(cap.slot.as_str()));
+
+    // The exported snapshot is the consistent point: a row written after it
+    // is not in it.
+    direct
+        .batch_execute(
+            "INSERT INTO pgbench_accounts (aid, bid, abalance, filler) VALUES (999999, 1, 0, '')",
+        )
+        .await
+        .unwrap();
+    let reader = common::connect_direct(&dev.cluster.shards[0]).await;
+    reader
+        .batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ; SET TRANSACTION SNAPSHOT '{}'",
+            cap.snapshot
+        ))
+        .await
+        .unwrap();
+    let seen: i64 = reader
+        .query_one("select count(*) from pgbench_accounts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(seen, before, "the snapshot predates the insert");
+    reader.batch_execute("COMMIT").await.unwrap();
+
+    // Rollback drops slot and publication (also while the replication
+    // connection still holds the slot) and ends the job.
+    let job = store::load(&cat, job.id).await.unwrap().unwrap();
+    rollback(&cat, &job, &source, None).await.expect("rollback");
+    drop(cap);
+    for _ in 0..50 {
+        if capture_state(&direct).await == (0, 0, 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(capture_state(&direct).await, (0, 0, 0));
+    let job = store::load(&cat, job.id).await.unwrap().unwrap();
+    assert_eq!(job.phase, Phase::RolledBack);
+    let e = rollback(&cat, &job, &source, None).await.unwrap_err();
+    assert!(matches!(e, SplitError::Ended(_)), "{e}");
+}

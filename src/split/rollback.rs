@@ -1,0 +1,41 @@
+//! Rollback of a job before its routing update (step 6): on request
+//! (`pg-router split rollback`) or after a failure. What the job made is
+//! removed — slot and publication on the source (so no WAL is retained) —
+//! and source data and routing stay as they were. After step 6 a job only
+//! goes forward.
+
+use tokio_postgres::Client;
+
+use super::capture::drop_artifacts;
+use super::error::SplitError;
+use super::job::{Job, Phase};
+use super::store;
+
+/// Rolls `job` back; `source` is a SQL connection to its source shard.
+/// `failure` = None: rolled back on request ([`Phase::RolledBack`]);
+/// Some(reason): after a failure ([`Phase::Failed`], `reason` recorded).
+///
+/// Errors: [`SplitError::PastPointOfNoReturn`], [`SplitError::Ended`],
+/// [`SplitError::PhaseChanged`] (another process moved the job meanwhile),
+/// [`SplitError::Shard`] (dropping on the source failed: the job keeps its
+/// phase, so the rollback can be run again).
+pub async fn rollback(
+    cat: &Client,
+    job: &Job,
+    source: &Client,
+    failure: Option<&str>,
+) -> Result<(), SplitError> {
+    if job.phase.past_point_of_no_return() {
+        return Err(SplitError::PastPointOfNoReturn(job.describe()));
+    }
+    if job.phase.is_terminal() {
+        return Err(SplitError::Ended(job.describe()));
+    }
+    drop_artifacts(source, &job.spec.source, job.id).await?;
+    let to = if failure.is_some() {
+        Phase::Failed
+    } else {
+        Phase::RolledBack
+    };
+    store::end(cat, job.id, job.phase, to, failure).await
+}

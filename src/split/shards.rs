@@ -1,0 +1,98 @@
+//! How the split job reaches shards ([`ShardAccess`]): each shard's address
+//! from the catalog (`pgrouter.shards`), the role and password of the
+//! router's `[backend]` settings (or the CLI's). TLS to shards is not used
+//! by the split job yet.
+
+use std::time::Duration;
+
+use tokio_postgres::{Client, NoTls};
+
+use crate::backend::ShardTarget;
+use crate::catalog::ShardInfo;
+
+use super::error::SplitError;
+use super::wal;
+
+/// Credentials and timeouts for the split job's shard connections.
+#[derive(Debug, Clone)]
+pub struct ShardAccess {
+    /// Role to connect as when the shard's catalog row names none.
+    pub user: String,
+    /// Password, if the shards ask for one.
+    pub password: Option<String>,
+    /// TCP connect + startup timeout.
+    pub connect_timeout: Duration,
+}
+
+/// `application_name` of the split job's connections (visible in
+/// `pg_stat_activity`).
+pub const APPLICATION_NAME: &str = "pg-router split";
+
+/// `application_name` of job `job`'s replication connections:
+/// `pg-router split <job>` (how a stuck one is found and ended).
+pub fn replication_application_name(job: i64) -> String {
+    format!("{APPLICATION_NAME} {job}")
+}
+
+impl ShardAccess {
+    /// The role used for shard `info`.
+    pub fn user_for<'a>(&'a self, info: &'a ShardInfo) -> &'a str {
+        info.user.as_deref().unwrap_or(&self.user)
+    }
+
+    /// The router's connection target for `info` (used by 2PC recovery).
+    pub fn target(&self, info: &ShardInfo) -> ShardTarget {
+        ShardTarget {
+            name: info.name.clone(),
+            host: info.host.clone(),
+            port: info.port,
+            dbname: info.dbname.clone(),
+            user: self.user_for(info).to_string(),
+            password: self.password.clone(),
+            connect_timeout: self.connect_timeout,
+            tls: None,
+        }
+    }
+
+    /// A SQL connection to `info` (its connection task is spawned on the
+    /// current runtime).
+    ///
+    /// Errors: [`SplitError::Shard`] naming the shard.
+    pub async fn connect(&self, info: &ShardInfo) -> Result<Client, SplitError> {
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host(&info.host)
+            .port(info.port)
+            .dbname(&info.dbname)
+            .user(self.user_for(info))
+            .application_name(APPLICATION_NAME)
+            .connect_timeout(self.connect_timeout);
+        if let Some(p) = &self.password {
+            cfg.password(p);
+        }
+        let (client, conn) = cfg
+            .connect(NoTls)
+            .await
+            .map_err(|source| SplitError::Shard {
+                shard: info.name.clone(),
+                context: "connecting".into(),
+                source,
+            })?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(client)
+    }
+
+    /// libpq parameters of job `job`'s replication connection to `info`
+    /// (`application_name` [`replication_application_name`]).
+    pub fn replication_conninfo(&self, info: &ShardInfo, job: i64) -> String {
+        wal::replication_conninfo(
+            &info.host,
+            info.port,
+            &info.dbname,
+            self.user_for(info),
+            self.password.as_deref(),
+            &replication_application_name(job),
+        )
+    }
+}
