@@ -58,6 +58,10 @@ pub struct DevArgs {
     /// Number of shards to start.
     #[arg(long, default_value_t = 2)]
     pub shards: usize,
+    /// Extra empty shards, registered in the catalog without key ranges:
+    /// targets for online resharding (`docs/resharding.md`).
+    #[arg(long, default_value_t = 0)]
+    pub spare_shards: usize,
     /// Port the router listens on (127.0.0.1).
     #[arg(long, default_value_t = 6432)]
     pub port: u16,
@@ -260,9 +264,11 @@ pub struct DevCluster {
 }
 
 impl DevCluster {
-    /// Starts `opts.shards` shards and a catalog, seeds the catalog for
-    /// pgbench (keyspace `main`, hash_murmur3 over equal key ranges) and
-    /// starts a router on `listen` (port 0 = any free port).
+    /// Starts `opts.shards` shards (plus `opts.spare_shards` spare ones) and
+    /// a catalog, seeds the catalog for pgbench (keyspace `main`,
+    /// hash_murmur3 over equal key ranges of the shards; spare shards
+    /// registered without ranges) and starts a router on `listen` (port 0 =
+    /// any free port).
     /// `workers` = 0 runs one session worker per CPU.
     pub async fn start(
         opts: ClusterOptions,
@@ -293,6 +299,7 @@ impl DevCluster {
         workers: usize,
         configure: impl FnOnce(&mut RouterConfig),
     ) -> Result<DevCluster, DevError> {
+        let routed = opts.shards;
         let cluster = tokio::task::spawn_blocking(move || LocalCluster::start(&opts))
             .await
             .map_err(|e| DevError::Other(format!("cluster start task failed: {e}")))??;
@@ -310,7 +317,11 @@ impl DevCluster {
         let catalog_dsn = cluster.catalog.dsn();
         let (client, conn) = tokio_postgres::connect(&catalog_dsn, tokio_postgres::NoTls).await?;
         let conn_task = tokio::spawn(conn);
-        catalog::seed_default(&client, &shards).await?;
+        let (routed, spare) = shards.split_at(routed.min(shards.len()));
+        catalog::seed_default(&client, routed).await?;
+        for s in spare {
+            catalog::add_shard(&client, &s.name, &s.host, s.port, &s.dbname, None).await?;
+        }
         drop(client);
         conn_task.abort();
         let mut cfg = RouterConfig {
@@ -357,22 +368,26 @@ impl DevCluster {
 pub async fn run(args: DevArgs) -> Result<(), DevError> {
     let opts = ClusterOptions {
         shards: args.shards.max(1),
+        spare_shards: args.spare_shards,
         data_dir: args.data_dir.clone(),
         ..ClusterOptions::default()
     };
     let listen: SocketAddr = ([127, 0, 0, 1], args.port).into();
     let dev = DevCluster::start(opts, listen, args.pool_size, args.workers).await?;
     let port = dev.router.addr.port();
-    println!(
-        "pg-router is ready on 127.0.0.1:{port} with {} shards.",
-        dev.cluster.shards.len()
-    );
-    for s in &dev.cluster.shards {
+    let routed = dev.cluster.shards.len() - args.spare_shards.min(dev.cluster.shards.len());
+    println!("pg-router is ready on 127.0.0.1:{port} with {routed} shards.");
+    for (i, s) in dev.cluster.shards.iter().enumerate() {
         println!(
-            "  {}: 127.0.0.1:{} (data {})",
+            "  {}: 127.0.0.1:{} (data {}){}",
             s.name,
             s.port,
-            s.data_dir.display()
+            s.data_dir.display(),
+            if i >= routed {
+                " spare: registered, owns no key range"
+            } else {
+                ""
+            }
         );
     }
     println!("  catalog: {}", dev.catalog_dsn());

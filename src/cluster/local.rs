@@ -41,7 +41,8 @@ pub struct LocalCluster {
 }
 
 impl LocalCluster {
-    /// Starts `opts.shards` shard instances and one catalog instance in
+    /// Starts `opts.shards + opts.spare_shards` shard instances and one
+    /// catalog instance in
     /// parallel and waits until all accept connections.
     ///
     /// Data dirs are `<root>/shard0`, ..., `<root>/catalog`, where `<root>`
@@ -72,7 +73,7 @@ impl LocalCluster {
             }
         };
 
-        let names = (0..opts.shards)
+        let names = (0..opts.shards + opts.spare_shards)
             .map(|i| format!("shard{i}"))
             .chain(["catalog".to_string()]);
         let instances = names

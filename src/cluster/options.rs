@@ -8,6 +8,10 @@ pub struct ClusterOptions {
     /// Number of shard instances ("shard0".."shard{N-1}"); default 2. The
     /// catalog instance comes on top.
     pub shards: usize,
+    /// Extra shard instances started after the shards (named on from
+    /// `shard{N}`), for online resharding to move key ranges to; `dev`
+    /// registers them in the catalog without key ranges. Default 0.
+    pub spare_shards: usize,
     /// Root holding one data dir per instance (`<root>/shard0`, ...,
     /// `<root>/catalog`). Existing clusters there are reused without initdb
     /// and kept on stop. `None` (default): a fresh temp dir, removed on stop.
@@ -26,6 +30,7 @@ impl Default for ClusterOptions {
     fn default() -> Self {
         ClusterOptions {
             shards: 2,
+            spare_shards: 0,
             data_dir: None,
             durable: false,
             extra_settings: Vec::new(),

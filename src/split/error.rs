@@ -106,6 +106,27 @@ pub enum SplitError {
         tables: Vec<String>,
     },
 
+    /// The target shard cannot take the keyspace's tables, each with the
+    /// reason (rows on a shard owning no key range, different columns).
+    #[error("target shard '{shard}' is refused: {}", tables.join("; "))]
+    TargetRefused {
+        /// Target shard.
+        shard: String,
+        /// One entry per table: `'name': reason`.
+        tables: Vec<String>,
+    },
+
+    /// `pg_dump` or `psql` failed.
+    #[error("shard '{shard}': {tool}: {message}")]
+    Tool {
+        /// The shard it ran against.
+        shard: String,
+        /// The program.
+        tool: String,
+        /// Its error output and exit status.
+        message: String,
+    },
+
     /// Creating the replication slot waited longer than allowed for
     /// transactions running on the source; `blockers` names them.
     #[error("shard '{shard}': creating replication slot '{slot}' waited {waited_ms} ms for transactions still running on the shard ({}); finish or roll them back and start again", blockers.join(", "))]

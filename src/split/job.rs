@@ -110,6 +110,9 @@ pub struct Job {
     pub snapshot_lsn: Option<String>,
     /// The last error, if a step failed.
     pub error: Option<String>,
+    /// Tables step 2 created on the target (`progress.created`); rollback
+    /// drops them.
+    pub created_tables: Vec<String>,
 }
 
 impl Job {

@@ -7,11 +7,13 @@
 //!
 //! Built so far: [`spec`] (what moves and the routing it installs),
 //! [`job`] and [`store`] (the job's durable state in the catalog's
-//! `pgrouter.split_jobs`), [`capture`] (step 1 on the source, with
+//! `pgrouter.split_jobs`), [`bootstrap`] (step 2 on the target),
+//! [`capture`] (step 1 on the source, with
 //! [`wal`], the replication protocol behind a trait of ours, and
 //! [`shards`], how the job reaches shards), [`rollback`]. See
 //! `docs/resharding.md` for the design and its status.
 
+pub mod bootstrap;
 pub mod capture;
 pub mod error;
 pub mod job;

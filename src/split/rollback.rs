@@ -1,17 +1,18 @@
 //! Rollback of a job before its routing update (step 6): on request
 //! (`pg-router split rollback`) or after a failure. What the job made is
-//! removed — slot and publication on the source (so no WAL is retained) —
-//! and source data and routing stay as they were. After step 6 a job only
-//! goes forward.
+//! removed — slot and publication on the source (so no WAL is retained),
+//! the tables step 2 created on the target — and source data and routing
+//! stay as they were. After step 6 a job only goes forward.
 
 use tokio_postgres::Client;
 
-use super::capture::drop_artifacts;
+use super::capture::{drop_artifacts, quote_ident};
 use super::error::SplitError;
 use super::job::{Job, Phase};
 use super::store;
 
-/// Rolls `job` back; `source` is a SQL connection to its source shard.
+/// Rolls `job` back; `source` and `target` are SQL connections to its
+/// source and target shards (`target` is only used once step 2 ran).
 /// `failure` = None: rolled back on request ([`Phase::RolledBack`]);
 /// Some(reason): after a failure ([`Phase::Failed`], `reason` recorded).
 ///
@@ -23,6 +24,7 @@ pub async fn rollback(
     cat: &Client,
     job: &Job,
     source: &Client,
+    target: &Client,
     failure: Option<&str>,
 ) -> Result<(), SplitError> {
     if job.phase.past_point_of_no_return() {
@@ -32,6 +34,16 @@ pub async fn rollback(
         return Err(SplitError::Ended(job.describe()));
     }
     drop_artifacts(source, &job.spec.source, job.id).await?;
+    for t in &job.created_tables {
+        target
+            .batch_execute(&format!("drop table if exists {} cascade", quote_ident(t)))
+            .await
+            .map_err(|source| SplitError::Shard {
+                shard: job.spec.target.clone(),
+                context: format!("dropping table '{t}' created by {}", job.describe()),
+                source,
+            })?;
+    }
     let to = if failure.is_some() {
         Phase::Failed
     } else {

@@ -83,6 +83,19 @@ impl ShardAccess {
         Ok(client)
     }
 
+    /// libpq parameters of a SQL connection to `info` (for `pg_dump` and
+    /// `psql`; the password is passed in the environment, see
+    /// [`ShardAccess::password`]).
+    pub fn conninfo(&self, info: &ShardInfo) -> String {
+        wal::conninfo(
+            &info.host,
+            info.port,
+            &info.dbname,
+            self.user_for(info),
+            APPLICATION_NAME,
+        )
+    }
+
     /// libpq parameters of job `job`'s replication connection to `info`
     /// (`application_name` [`replication_application_name`]).
     pub fn replication_conninfo(&self, info: &ShardInfo, job: i64) -> String {

@@ -19,7 +19,8 @@ use super::spec::MoveSpec;
 const ONE_ACTIVE: &str = "split_jobs_one_active_per_keyspace";
 
 const COLUMNS: &str = "id, keyspace, source, target, start_id::text, end_id::text, generation, \
-     phase, slot_name, publication, snapshot_lsn::text, error";
+     phase, slot_name, publication, snapshot_lsn::text, error, \
+     array(select jsonb_array_elements_text(coalesce(progress->'created', '[]')))";
 
 /// Records a new job for `spec` in phase [`Phase::Created`].
 ///
@@ -220,6 +221,29 @@ pub async fn record_capture(
     Err(changed(c, id, Phase::Capture).await)
 }
 
+/// Records step 2's result on job `id` and moves it from
+/// [`Phase::Capture`] to [`Phase::Bootstrap`]: the tables it created on the
+/// target (`progress.created`).
+///
+/// Errors: [`SplitError::PhaseChanged`], [`SplitError::NoSuchJob`],
+/// [`SplitError::Db`].
+pub async fn record_bootstrap(c: &Client, id: i64, created: &[String]) -> Result<(), SplitError> {
+    let n = c
+        .execute(
+            "update pgrouter.split_jobs \
+                set phase = 'bootstrap', error = null, updated_at = now(), \
+                    progress = jsonb_set(progress, '{created}', to_jsonb($2::text[])) \
+              where id = $1 and phase = 'capture'",
+            &[&id, &created],
+        )
+        .await
+        .context(|| format!("recording the bootstrap of split job {id}"))?;
+    if n == 1 {
+        return Ok(());
+    }
+    Err(changed(c, id, Phase::Capture).await)
+}
+
 /// Records `error` as job `id`'s last error (the phase stays).
 ///
 /// Errors: [`SplitError::NoSuchJob`], [`SplitError::Db`].
@@ -274,5 +298,6 @@ fn job_of(r: &Row) -> Result<Job, SplitError> {
         publication: r.get(9),
         snapshot_lsn: r.get(10),
         error: r.get(11),
+        created_tables: r.get(12),
     })
 }

@@ -44,6 +44,25 @@ pub trait WalSource {
     ) -> impl Future<Output = Result<CreatedSlot, SplitError>> + Send;
 }
 
+/// A libpq parameter value: single-quoted, `\` and `'` escaped.
+fn quote_value(v: &str) -> String {
+    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// libpq connection parameters (`key=value` pairs, PostgreSQL docs §34.1.2)
+/// of a SQL connection to database `dbname` on `host:port` as `user`;
+/// values quoted and escaped.
+pub fn conninfo(host: &str, port: u16, dbname: &str, user: &str, application_name: &str) -> String {
+    let q = quote_value;
+    format!(
+        "host={} port={port} dbname={} user={} application_name={}",
+        q(host),
+        q(dbname),
+        q(user),
+        q(application_name)
+    )
+}
+
 /// libpq connection parameters (`key=value` pairs, PostgreSQL docs §34.1.2)
 /// for a replication connection to database `dbname` on `host:port` as
 /// `user`, with an optional password; values are quoted and escaped.
@@ -55,17 +74,10 @@ pub fn replication_conninfo(
     password: Option<&str>,
     application_name: &str,
 ) -> String {
-    let q = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
-    let mut s = format!(
-        "host={} port={port} dbname={} user={} application_name={} replication=database",
-        q(host),
-        q(dbname),
-        q(user),
-        q(application_name)
-    );
+    let mut s = conninfo(host, port, dbname, user, application_name) + " replication=database";
     if let Some(p) = password {
         s.push_str(" password=");
-        s.push_str(&q(p));
+        s.push_str(&quote_value(p));
     }
     s
 }

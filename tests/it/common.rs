@@ -48,6 +48,19 @@ pub async fn start_with(
     .unwrap_or_else(|e| panic!("cannot start the dev cluster: {e}"))
 }
 
+/// [`start`] with `spare` extra shards registered without key ranges
+/// (`dev --spare-shards`): targets for online resharding.
+pub async fn start_spare(shards: usize, spare: usize, pool_size: usize) -> DevCluster {
+    let opts = ClusterOptions {
+        shards,
+        spare_shards: spare,
+        ..ClusterOptions::default()
+    };
+    DevCluster::start(opts, "127.0.0.1:0".parse().expect("addr"), pool_size, 0)
+        .await
+        .unwrap_or_else(|e| panic!("cannot start the dev cluster: {e}"))
+}
+
 /// A loopback TCP port that was free a moment ago (for a `pg-router serve`
 /// child process to listen on).
 pub fn free_port() -> u16 {

@@ -144,7 +144,7 @@ async fn capture_creates_slot_and_snapshot_refuses_and_rolls_back() {
     use pg_router::split::wal::PgWalSource;
     use std::time::Duration;
 
-    let dev = common::start(2, 2).await;
+    let dev = common::start_spare(2, 1, 2).await;
     let mut args = vec!["-i", "-s", "1", "-q"];
     let conn = common::conn_args(&dev);
     args.extend(conn.iter().map(String::as_str));
@@ -152,24 +152,16 @@ async fn capture_creates_slot_and_snapshot_refuses_and_rolls_back() {
     assert!(ok, "pgbench -i: {out}{err}");
     let cat = common::connect_direct(&dev.cluster.catalog).await;
     let s0 = dev.cluster.shards[0].name.clone();
-    let port = dev.cluster.shards[1].port.to_string();
-    common::meta(
-        &dev,
-        &[
-            "add-shard",
-            "--name",
-            "spare0",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port,
-        ],
-    );
+    let spare = dev.cluster.shards[2].name.clone();
     let catalog = pg_router::catalog::load(&cat).await.unwrap();
+    assert!(
+        !catalog.keyspaces["main"].routing.shards().contains(&spare),
+        "a spare shard owns no key range"
+    );
     let spec = split::plan(
         &catalog.keyspaces["main"].routing,
         &s0,
-        "spare0",
+        &spare,
         RangeChoice::UpperHalf,
     )
     .unwrap();
@@ -181,6 +173,7 @@ async fn capture_creates_slot_and_snapshot_refuses_and_rolls_back() {
     };
     let info = catalog.shards[&s0].clone();
     let source = access.connect(&info).await.unwrap();
+    let target = access.connect(&catalog.shards[&spare]).await.unwrap();
     let direct = common::connect_direct(&dev.cluster.shards[0]).await;
     let wal = |id| {
         PgWalSource::new(
@@ -364,7 +357,9 @@ async fn capture_creates_slot_and_snapshot_refuses_and_rolls_back() {
     // Rollback drops slot and publication (also while the replication
     // connection still holds the slot) and ends the job.
     let job = store::load(&cat, job.id).await.unwrap().unwrap();
-    rollback(&cat, &job, &source, None).await.expect("rollback");
+    rollback(&cat, &job, &source, &target, None)
+        .await
+        .expect("rollback");
     drop(cap);
     for _ in 0..50 {
         if capture_state(&direct).await == (0, 0, 0) {
@@ -375,6 +370,185 @@ async fn capture_creates_slot_and_snapshot_refuses_and_rolls_back() {
     assert_eq!(capture_state(&direct).await, (0, 0, 0));
     let job = store::load(&cat, job.id).await.unwrap().unwrap();
     assert_eq!(job.phase, Phase::RolledBack);
-    let e = rollback(&cat, &job, &source, None).await.unwrap_err();
+    let e = rollback(&cat, &job, &source, &target, None)
+        .await
+        .unwrap_err();
     assert!(matches!(e, SplitError::Ended(_)), "{e}");
+}
+
+/// Whether table `t` exists on a shard, and its row count (0 if missing).
+async fn table_rows(c: &tokio_postgres::Client, t: &str) -> Option<i64> {
+    let exists: bool = c
+        .query_one("select to_regclass($1) is not null", &[&t])
+        .await
+        .unwrap()
+        .get(0);
+    if !exists {
+        return None;
+    }
+    Some(
+        c.query_one(&format!("select count(*) from {t}"), &[])
+            .await
+            .unwrap()
+            .get(0),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_creates_missing_tables_and_refuses_a_dirty_target() {
+    use pg_router::split::bootstrap::{self, BootstrapSettings};
+    use pg_router::split::capture::{self, CaptureSettings};
+    use pg_router::split::rollback::rollback;
+    use pg_router::split::shards::ShardAccess;
+    use pg_router::split::wal::PgWalSource;
+    use std::time::Duration;
+
+    let dev = common::start_spare(2, 1, 2).await;
+    let mut args = vec!["-i", "-s", "1", "-q"];
+    let conn = common::conn_args(&dev);
+    args.extend(conn.iter().map(String::as_str));
+    let (ok, out, err) = common::run_pg_tool(&dev, "pgbench", &args);
+    assert!(ok, "pgbench -i: {out}{err}");
+    let router = common::connect(&dev).await;
+    router
+        .batch_execute(
+            "ALTER TABLE pgbench_history REPLICA IDENTITY FULL; \
+             CREATE TABLE countries (code text PRIMARY KEY, name text)",
+        )
+        .await
+        .unwrap();
+    common::meta(&dev, &["add-reference-table", "--table", "countries"]);
+    // The router picks the catalog change up within a second.
+    let mut tries = 0;
+    while let Err(e) = router
+        .batch_execute("INSERT INTO countries VALUES ('fr', 'France'), ('jp', 'Japan')")
+        .await
+    {
+        tries += 1;
+        assert!(tries < 50, "reference table never became writable: {e}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cat = common::connect_direct(&dev.cluster.catalog).await;
+    let s0 = dev.cluster.shards[0].name.clone();
+    let spare = dev.cluster.shards[2].name.clone();
+    let spare_direct = common::connect_direct(&dev.cluster.shards[2]).await;
+    // The spare got every DDL statement (it is registered) but owns no
+    // rows; make it miss one sharded and the reference table.
+    assert_eq!(table_rows(&spare_direct, "pgbench_accounts").await, Some(0));
+    assert_eq!(table_rows(&spare_direct, "countries").await, Some(2));
+    spare_direct
+        .batch_execute("DROP TABLE pgbench_history; DROP TABLE countries")
+        .await
+        .unwrap();
+
+    let catalog = pg_router::catalog::load(&cat).await.unwrap();
+    assert!(catalog.reference_tables.contains("countries"));
+    let spec = split::plan(
+        &catalog.keyspaces["main"].routing,
+        &s0,
+        &spare,
+        RangeChoice::UpperHalf,
+    )
+    .unwrap();
+    let job = store::create(&cat, &spec).await.unwrap();
+    let access = ShardAccess {
+        user: "postgres".into(),
+        password: None,
+        connect_timeout: Duration::from_secs(5),
+    };
+    let src_info = catalog.shards[&s0].clone();
+    let tgt_info = catalog.shards[&spare].clone();
+    let source = access.connect(&src_info).await.unwrap();
+    let target = access.connect(&tgt_info).await.unwrap();
+    let settings = BootstrapSettings {
+        pg_bin: dev.cluster.bin("pg_dump").parent().unwrap().to_path_buf(),
+    };
+    let wal = PgWalSource::new(
+        &s0,
+        access.replication_conninfo(&src_info, job.id),
+        Duration::from_secs(5),
+    );
+    let cap = capture::run(
+        &cat,
+        &job,
+        &catalog,
+        &access,
+        &src_info,
+        &source,
+        wal,
+        &CaptureSettings::default(),
+    )
+    .await
+    .expect("capture");
+
+    // A dirty target is refused, every table named.
+    spare_direct
+        .batch_execute(
+            "INSERT INTO pgbench_branches (bid, bbalance) VALUES (1, 0); \
+             ALTER TABLE pgbench_tellers ADD COLUMN extra int",
+        )
+        .await
+        .unwrap();
+    let job = store::load(&cat, job.id).await.unwrap().unwrap();
+    let e = bootstrap::run(
+        &cat, &job, &catalog, &access, &src_info, &tgt_info, &source, &target, &settings,
+    )
+    .await
+    .unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, SplitError::TargetRefused { .. }), "{msg}");
+    assert!(
+        msg.contains("'pgbench_branches': already holds rows"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("'pgbench_tellers': columns differ") && msg.contains("extra integer"),
+        "{msg}"
+    );
+    assert!(!msg.contains("pgbench_accounts"), "{msg}");
+    assert_eq!(table_rows(&spare_direct, "pgbench_history").await, None);
+    spare_direct
+        .batch_execute(
+            "DELETE FROM pgbench_branches; ALTER TABLE pgbench_tellers DROP COLUMN extra",
+        )
+        .await
+        .unwrap();
+
+    // Clean: the missing sharded table is created from the source's
+    // definition, the missing reference table copied with its rows.
+    let done = bootstrap::run(
+        &cat, &job, &catalog, &access, &src_info, &tgt_info, &source, &target, &settings,
+    )
+    .await
+    .expect("bootstrap");
+    assert_eq!(done.created, vec!["pgbench_history".to_string()]);
+    assert_eq!(done.reference_copied, vec!["countries".to_string()]);
+    assert_eq!(table_rows(&spare_direct, "pgbench_history").await, Some(0));
+    assert_eq!(table_rows(&spare_direct, "countries").await, Some(2));
+    let q = "select string_agg(attname || ' ' || format_type(atttypid, atttypmod), ', ' \
+             order by attnum) from pg_attribute \
+             where attrelid = 'pgbench_history'::regclass and attnum > 0 and not attisdropped";
+    let a: String = source.query_one(q, &[]).await.unwrap().get(0);
+    let b: String = target.query_one(q, &[]).await.unwrap().get(0);
+    assert_eq!(a, b);
+    let job = store::load(&cat, job.id).await.unwrap().unwrap();
+    assert_eq!(job.phase, Phase::Bootstrap);
+    assert_eq!(job.created_tables, vec!["pgbench_history".to_string()]);
+    // Step 2 does not run twice.
+    let e = bootstrap::run(
+        &cat, &job, &catalog, &access, &src_info, &tgt_info, &source, &target, &settings,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(e, SplitError::PhaseChanged { .. }), "{e}");
+
+    // Rollback drops what the job created on the target and its slot.
+    drop(cap);
+    rollback(&cat, &job, &source, &target, None)
+        .await
+        .expect("rollback");
+    assert_eq!(table_rows(&spare_direct, "pgbench_history").await, None);
+    assert_eq!(table_rows(&spare_direct, "pgbench_accounts").await, Some(0));
+    let direct = common::connect_direct(&dev.cluster.shards[0]).await;
+    assert_eq!(capture_state(&direct).await.0, 0, "no slot left");
 }
