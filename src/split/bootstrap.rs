@@ -21,9 +21,10 @@ use std::path::PathBuf;
 
 use tokio_postgres::Client;
 
-use crate::catalog::{Catalog, ShardInfo};
+use crate::catalog::ShardInfo;
 
 use super::capture::{keyspace_tables, quote_ident};
+use super::env::JobEnv;
 use super::error::SplitError;
 use super::job::{Job, Phase};
 use super::shards::ShardAccess;
@@ -52,18 +53,20 @@ pub struct Bootstrapped {
 /// Errors: [`SplitError::TargetRefused`] (rows on a rangeless target,
 /// different columns), [`SplitError::Tool`] (`pg_dump`/`psql` failed, with
 /// their output), [`SplitError::Shard`], [`SplitError::PhaseChanged`].
-#[allow(clippy::too_many_arguments)]
 pub async fn run(
-    cat: &Client,
+    env: JobEnv<'_>,
     job: &Job,
-    catalog: &Catalog,
-    access: &ShardAccess,
-    source_info: &ShardInfo,
-    target_info: &ShardInfo,
-    source: &Client,
-    target: &Client,
     settings: &BootstrapSettings,
 ) -> Result<Bootstrapped, SplitError> {
+    let JobEnv {
+        cat,
+        catalog,
+        access,
+        source_info,
+        target_info,
+        source,
+        target,
+    } = env;
     if job.phase != Phase::Capture || job.snapshot_lsn.is_none() {
         return Err(SplitError::PhaseChanged {
             id: job.id,

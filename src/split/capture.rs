@@ -23,6 +23,7 @@ use tokio_postgres::Client;
 use crate::catalog::{Catalog, ShardInfo};
 use crate::txn::recovery;
 
+use super::env::JobEnv;
 use super::error::SplitError;
 use super::job::{Job, Phase};
 use super::shards::ShardAccess;
@@ -85,25 +86,28 @@ pub fn keyspace_tables(catalog: &Catalog, keyspace: &str) -> Vec<String> {
 }
 
 /// Runs step 1 of `job` (phase [`Phase::Created`], or [`Phase::Capture`]
-/// again after a restart) on its source `source` (a SQL connection to it),
-/// with `wal` the source's replication protocol; `cat` is the catalog.
+/// again after a restart) on its source, with `wal` the source's
+/// replication protocol.
 ///
 /// Errors: [`SplitError::TablesRefused`], [`SplitError::SlotTimeout`],
 /// [`SplitError::Wal`], [`SplitError::Shard`], [`SplitError::PhaseChanged`]
 /// and the catalog's errors. On an error nothing of this step is left on
 /// the source (publication and slot dropped); the job stays in phase
 /// capture with the error recorded by the caller.
-#[allow(clippy::too_many_arguments)]
 pub async fn run<W: WalSource>(
-    cat: &Client,
+    env: JobEnv<'_>,
     job: &Job,
-    catalog: &Catalog,
-    access: &ShardAccess,
-    source_info: &ShardInfo,
-    source: &Client,
     mut wal: W,
     settings: &CaptureSettings,
 ) -> Result<Capture<W>, SplitError> {
+    let JobEnv {
+        cat,
+        catalog,
+        access,
+        source_info,
+        source,
+        ..
+    } = env;
     let shard = source_info.name.as_str();
     let name = artifact_name(job.id);
     match job.phase {

@@ -15,6 +15,7 @@
 
 pub mod bootstrap;
 pub mod capture;
+pub mod env;
 pub mod error;
 pub mod job;
 pub mod rollback;
@@ -23,6 +24,7 @@ pub mod spec;
 pub mod store;
 pub mod wal;
 
+pub use env::JobEnv;
 pub use error::SplitError;
 pub use job::{Job, Phase};
 pub use spec::{next_ranges, plan, MoveSpec, RangeChoice, SpecError};

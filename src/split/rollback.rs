@@ -4,15 +4,13 @@
 //! the tables step 2 created on the target — and source data and routing
 //! stay as they were. After step 6 a job only goes forward.
 
-use tokio_postgres::Client;
-
 use super::capture::{drop_artifacts, quote_ident};
+use super::env::JobEnv;
 use super::error::SplitError;
 use super::job::{Job, Phase};
 use super::store;
 
-/// Rolls `job` back; `source` and `target` are SQL connections to its
-/// source and target shards (`target` is only used once step 2 ran).
+/// Rolls `job` back (the target connection is only used once step 2 ran).
 /// `failure` = None: rolled back on request ([`Phase::RolledBack`]);
 /// Some(reason): after a failure ([`Phase::Failed`], `reason` recorded).
 ///
@@ -20,13 +18,13 @@ use super::store;
 /// [`SplitError::PhaseChanged`] (another process moved the job meanwhile),
 /// [`SplitError::Shard`] (dropping on the source failed: the job keeps its
 /// phase, so the rollback can be run again).
-pub async fn rollback(
-    cat: &Client,
-    job: &Job,
-    source: &Client,
-    target: &Client,
-    failure: Option<&str>,
-) -> Result<(), SplitError> {
+pub async fn rollback(env: JobEnv<'_>, job: &Job, failure: Option<&str>) -> Result<(), SplitError> {
+    let JobEnv {
+        cat,
+        source,
+        target,
+        ..
+    } = env;
     if job.phase.past_point_of_no_return() {
         return Err(SplitError::PastPointOfNoReturn(job.describe()));
     }

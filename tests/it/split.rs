@@ -136,20 +136,45 @@ async fn capture_state(c: &tokio_postgres::Client) -> (i64, i64, i64) {
     (r.get(0), r.get(1), r.get(2))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn capture_creates_slot_and_snapshot_refuses_and_rolls_back() {
-    use pg_router::split::capture::{self, CaptureSettings};
-    use pg_router::split::rollback::rollback;
-    use pg_router::split::shards::ShardAccess;
-    use pg_router::split::wal::PgWalSource;
-    use std::time::Duration;
+/// Waits (up to 5 s) until a shard has no slot, publication or walsender.
+async fn wait_no_capture(c: &tokio_postgres::Client) {
+    for _ in 0..50 {
+        if capture_state(c).await == (0, 0, 0) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(capture_state(c).await, (0, 0, 0));
+}
 
+/// Two shards and a spare (`shard2`), `pgbench -i -s 1` through the router.
+async fn pgbench_with_spare() -> pg_router::dev::DevCluster {
     let dev = common::start_spare(2, 1, 2).await;
     let mut args = vec!["-i", "-s", "1", "-q"];
     let conn = common::conn_args(&dev);
     args.extend(conn.iter().map(String::as_str));
     let (ok, out, err) = common::run_pg_tool(&dev, "pgbench", &args);
     assert!(ok, "pgbench -i: {out}{err}");
+    dev
+}
+
+/// The split job's shard access in the dev cluster (trust auth).
+fn dev_access() -> pg_router::split::shards::ShardAccess {
+    pg_router::split::shards::ShardAccess {
+        user: "postgres".into(),
+        password: None,
+        connect_timeout: std::time::Duration::from_secs(5),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capture_creates_slot_and_snapshot_refuses_and_rolls_back() {
+    use pg_router::split::capture::{self, CaptureSettings};
+    use pg_router::split::rollback::rollback;
+    use pg_router::split::wal::PgWalSource;
+    use std::time::Duration;
+
+    let dev = pgbench_with_spare().await;
     let cat = common::connect_direct(&dev.cluster.catalog).await;
     let s0 = dev.cluster.shards[0].name.clone();
     let spare = dev.cluster.shards[2].name.clone();
@@ -166,14 +191,20 @@ async fn capture_creates_slot_and_snapshot_refuses_and_rolls_back() {
     )
     .unwrap();
     let job = store::create(&cat, &spec).await.unwrap();
-    let access = ShardAccess {
-        user: "postgres".into(),
-        password: None,
-        connect_timeout: Duration::from_secs(5),
-    };
+    let access = dev_access();
     let info = catalog.shards[&s0].clone();
     let source = access.connect(&info).await.unwrap();
-    let target = access.connect(&catalog.shards[&spare]).await.unwrap();
+    let tgt_info = catalog.shards[&spare].clone();
+    let target = access.connect(&tgt_info).await.unwrap();
+    let env = split::JobEnv {
+        cat: &cat,
+        catalog: &catalog,
+        access: &access,
+        source_info: &info,
+        target_info: &tgt_info,
+        source: &source,
+        target: &target,
+    };
     let direct = common::connect_direct(&dev.cluster.shards[0]).await;
     let wal = |id| {
         PgWalSource::new(
@@ -188,19 +219,10 @@ async fn capture_creates_slot_and_snapshot_refuses_and_rolls_back() {
     };
 
     // pgbench_history has neither a primary key nor a replica identity.
-    let e = capture::run(
-        &cat,
-        &job,
-        &catalog,
-        &access,
-        &info,
-        &source,
-        wal(job.id),
-        &settings,
-    )
-    .await
-    .err()
-    .expect("pgbench_history refused");
+    let e = capture::run(env, &job, wal(job.id), &settings)
+        .await
+        .err()
+        .expect("pgbench_history refused");
     let msg = e.to_string();
     assert!(matches!(e, SplitError::TablesRefused { .. }), "{msg}");
     assert!(
@@ -226,30 +248,15 @@ async fn capture_creates_slot_and_snapshot_refuses_and_rolls_back() {
         .unwrap();
     let job = store::load(&cat, job.id).await.unwrap().unwrap();
     assert_eq!(job.phase, Phase::Capture);
-    let e = capture::run(
-        &cat,
-        &job,
-        &catalog,
-        &access,
-        &info,
-        &source,
-        wal(job.id),
-        &settings,
-    )
-    .await
-    .err()
-    .expect("slot creation times out");
+    let e = capture::run(env, &job, wal(job.id), &settings)
+        .await
+        .err()
+        .expect("slot creation times out");
     let msg = e.to_string();
     assert!(matches!(e, SplitError::SlotTimeout { .. }), "{msg}");
     assert!(msg.contains("'manual_block'"), "{msg}");
     // The cancelled walsender goes away.
-    for _ in 0..50 {
-        if capture_state(&direct).await == (0, 0, 0) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(capture_state(&direct).await, (0, 0, 0));
+    wait_no_capture(&direct).await;
     direct
         .batch_execute("ROLLBACK PREPARED 'manual_block'")
         .await
@@ -276,18 +283,9 @@ async fn capture_creates_slot_and_snapshot_refuses_and_rolls_back() {
         .await
         .unwrap()
         .get(0);
-    let cap = capture::run(
-        &cat,
-        &job,
-        &catalog,
-        &access,
-        &info,
-        &source,
-        wal(job.id),
-        &settings,
-    )
-    .await
-    .expect("capture");
+    let cap = capture::run(env, &job, wal(job.id), &settings)
+        .await
+        .expect("capture");
     let prepared: i64 = direct
         .query_one("select count(*) from pg_prepared_xacts", &[])
         .await
@@ -357,22 +355,12 @@ async fn capture_creates_slot_and_snapshot_refuses_and_rolls_back() {
     // Rollback drops slot and publication (also while the replication
     // connection still holds the slot) and ends the job.
     let job = store::load(&cat, job.id).await.unwrap().unwrap();
-    rollback(&cat, &job, &source, &target, None)
-        .await
-        .expect("rollback");
+    rollback(env, &job, None).await.expect("rollback");
     drop(cap);
-    for _ in 0..50 {
-        if capture_state(&direct).await == (0, 0, 0) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(capture_state(&direct).await, (0, 0, 0));
+    wait_no_capture(&direct).await;
     let job = store::load(&cat, job.id).await.unwrap().unwrap();
     assert_eq!(job.phase, Phase::RolledBack);
-    let e = rollback(&cat, &job, &source, &target, None)
-        .await
-        .unwrap_err();
+    let e = rollback(env, &job, None).await.unwrap_err();
     assert!(matches!(e, SplitError::Ended(_)), "{e}");
 }
 
@@ -399,16 +387,10 @@ async fn bootstrap_creates_missing_tables_and_refuses_a_dirty_target() {
     use pg_router::split::bootstrap::{self, BootstrapSettings};
     use pg_router::split::capture::{self, CaptureSettings};
     use pg_router::split::rollback::rollback;
-    use pg_router::split::shards::ShardAccess;
     use pg_router::split::wal::PgWalSource;
     use std::time::Duration;
 
-    let dev = common::start_spare(2, 1, 2).await;
-    let mut args = vec!["-i", "-s", "1", "-q"];
-    let conn = common::conn_args(&dev);
-    args.extend(conn.iter().map(String::as_str));
-    let (ok, out, err) = common::run_pg_tool(&dev, "pgbench", &args);
-    assert!(ok, "pgbench -i: {out}{err}");
+    let dev = pgbench_with_spare().await;
     let router = common::connect(&dev).await;
     router
         .batch_execute(
@@ -451,15 +433,20 @@ async fn bootstrap_creates_missing_tables_and_refuses_a_dirty_target() {
     )
     .unwrap();
     let job = store::create(&cat, &spec).await.unwrap();
-    let access = ShardAccess {
-        user: "postgres".into(),
-        password: None,
-        connect_timeout: Duration::from_secs(5),
-    };
+    let access = dev_access();
     let src_info = catalog.shards[&s0].clone();
     let tgt_info = catalog.shards[&spare].clone();
     let source = access.connect(&src_info).await.unwrap();
     let target = access.connect(&tgt_info).await.unwrap();
+    let env = split::JobEnv {
+        cat: &cat,
+        catalog: &catalog,
+        access: &access,
+        source_info: &src_info,
+        target_info: &tgt_info,
+        source: &source,
+        target: &target,
+    };
     let settings = BootstrapSettings {
         pg_bin: dev.cluster.bin("pg_dump").parent().unwrap().to_path_buf(),
     };
@@ -468,18 +455,9 @@ async fn bootstrap_creates_missing_tables_and_refuses_a_dirty_target() {
         access.replication_conninfo(&src_info, job.id),
         Duration::from_secs(5),
     );
-    let cap = capture::run(
-        &cat,
-        &job,
-        &catalog,
-        &access,
-        &src_info,
-        &source,
-        wal,
-        &CaptureSettings::default(),
-    )
-    .await
-    .expect("capture");
+    let cap = capture::run(env, &job, wal, &CaptureSettings::default())
+        .await
+        .expect("capture");
 
     // A dirty target is refused, every table named.
     spare_direct
@@ -490,11 +468,7 @@ async fn bootstrap_creates_missing_tables_and_refuses_a_dirty_target() {
         .await
         .unwrap();
     let job = store::load(&cat, job.id).await.unwrap().unwrap();
-    let e = bootstrap::run(
-        &cat, &job, &catalog, &access, &src_info, &tgt_info, &source, &target, &settings,
-    )
-    .await
-    .unwrap_err();
+    let e = bootstrap::run(env, &job, &settings).await.unwrap_err();
     let msg = e.to_string();
     assert!(matches!(e, SplitError::TargetRefused { .. }), "{msg}");
     assert!(
@@ -516,11 +490,9 @@ async fn bootstrap_creates_missing_tables_and_refuses_a_dirty_target() {
 
     // Clean: the missing sharded table is created from the source's
     // definition, the missing reference table copied with its rows.
-    let done = bootstrap::run(
-        &cat, &job, &catalog, &access, &src_info, &tgt_info, &source, &target, &settings,
-    )
-    .await
-    .expect("bootstrap");
+    let done = bootstrap::run(env, &job, &settings)
+        .await
+        .expect("bootstrap");
     assert_eq!(done.created, vec!["pgbench_history".to_string()]);
     assert_eq!(done.reference_copied, vec!["countries".to_string()]);
     assert_eq!(table_rows(&spare_direct, "pgbench_history").await, Some(0));
@@ -535,18 +507,12 @@ async fn bootstrap_creates_missing_tables_and_refuses_a_dirty_target() {
     assert_eq!(job.phase, Phase::Bootstrap);
     assert_eq!(job.created_tables, vec!["pgbench_history".to_string()]);
     // Step 2 does not run twice.
-    let e = bootstrap::run(
-        &cat, &job, &catalog, &access, &src_info, &tgt_info, &source, &target, &settings,
-    )
-    .await
-    .unwrap_err();
+    let e = bootstrap::run(env, &job, &settings).await.unwrap_err();
     assert!(matches!(e, SplitError::PhaseChanged { .. }), "{e}");
 
     // Rollback drops what the job created on the target and its slot.
     drop(cap);
-    rollback(&cat, &job, &source, &target, None)
-        .await
-        .expect("rollback");
+    rollback(env, &job, None).await.expect("rollback");
     assert_eq!(table_rows(&spare_direct, "pgbench_history").await, None);
     assert_eq!(table_rows(&spare_direct, "pgbench_accounts").await, Some(0));
     let direct = common::connect_direct(&dev.cluster.shards[0]).await;
