@@ -299,7 +299,7 @@ impl DevCluster {
         workers: usize,
         configure: impl FnOnce(&mut RouterConfig),
     ) -> Result<DevCluster, DevError> {
-        let routed = opts.shards;
+        let routed_count = opts.shards;
         let cluster = tokio::task::spawn_blocking(move || LocalCluster::start(&opts))
             .await
             .map_err(|e| DevError::Other(format!("cluster start task failed: {e}")))??;
@@ -317,7 +317,7 @@ impl DevCluster {
         let catalog_dsn = cluster.catalog.dsn();
         let (client, conn) = tokio_postgres::connect(&catalog_dsn, tokio_postgres::NoTls).await?;
         let conn_task = tokio::spawn(conn);
-        let (routed, spare) = shards.split_at(routed.min(shards.len()));
+        let (routed, spare) = shards.split_at(routed_count.min(shards.len()));
         catalog::seed_default(&client, routed).await?;
         for s in spare {
             catalog::add_shard(&client, &s.name, &s.host, s.port, &s.dbname, None).await?;

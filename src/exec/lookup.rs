@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use bytes::BytesMut;
 
 use crate::catalog::{Catalog, ShardedTable};
+use crate::plan::quote_ident;
 use crate::plan::{KeyExpr, Literals, LookupKey, OwnedKind, OwnedWrite, SqlPiece};
 use crate::protocol::error::codes;
 use crate::protocol::PgError;
@@ -474,11 +475,6 @@ fn quote_literal(s: &str) -> String {
     } else {
         format!("'{body}'")
     }
-}
-
-/// A double-quoted identifier.
-pub(crate) fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 #[cfg(test)]

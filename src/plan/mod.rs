@@ -109,6 +109,7 @@ use foldhash::{HashMap, HashMapExt};
 use parking_lot::RwLock;
 
 pub use fingerprint::Literals;
+pub use names::quote_ident;
 pub use spans::{insert_values_spans, InsertSpans};
 pub use split::split_statements;
 pub use types::*;

@@ -8,6 +8,12 @@ use sqlparser::ast::{Ident, ObjectName, ObjectNamePart};
 use super::types::Plan;
 use super::SchemaView;
 
+/// `name` as a double-quoted SQL identifier, embedded quotes doubled
+/// (PostgreSQL docs §4.1.1 "Identifiers and Key Words").
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
 /// How a table reference resolves against the catalog.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum TableClass {

@@ -11,6 +11,7 @@ use sqlparser::ast::{
 
 use super::analyze::{Analyzer, ParamMode, Routing};
 use super::merge::scatter_merge;
+use super::names::quote_ident;
 use super::names::{classify_object, last_part, norm_ident, system_write, undeclared, TableClass};
 use super::types::{unsupported, KeyExpr, KeyRef, Merge, OwnedKind, OwnedLookup, OwnedWrite, Plan};
 use super::SchemaView;
@@ -387,10 +388,6 @@ fn owned_select(
     }
     sql.push_str(" FOR UPDATE");
     super::template::template(&sql, mode, None, None, false)
-}
-
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Wraps the plan of an UPDATE/DELETE of owner table `table` with its

@@ -22,8 +22,9 @@ use std::path::PathBuf;
 use tokio_postgres::Client;
 
 use crate::catalog::ShardInfo;
+use crate::plan::quote_ident;
 
-use super::capture::{keyspace_tables, quote_ident};
+use super::capture::keyspace_tables;
 use super::env::JobEnv;
 use super::error::SplitError;
 use super::job::{Job, Phase};

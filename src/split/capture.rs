@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
 use crate::catalog::{Catalog, ShardInfo};
+use crate::plan::quote_ident;
 use crate::txn::recovery;
 
 use super::env::JobEnv;
@@ -130,7 +131,7 @@ pub async fn run<W: WalSource>(
         .await
         .map_err(|e| shard_error(shard, format!("creating publication '{name}'"), e))?;
     let started = Instant::now();
-    let created =
+    let snapshot =
         match tokio::time::timeout(settings.slot_timeout, wal.create_slot(&name, &name)).await {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
@@ -171,8 +172,8 @@ pub async fn run<W: WalSource>(
     }
     Ok(Capture {
         wal,
-        slot: created.slot,
-        snapshot: created.snapshot,
+        slot: name,
+        snapshot,
         lsn,
         tables,
     })
@@ -371,11 +372,6 @@ fn shard_error(shard: &str, context: String, source: tokio_postgres::Error) -> S
         context,
         source,
     }
-}
-
-/// `"name"` with embedded quotes doubled (PostgreSQL identifier quoting).
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 #[cfg(test)]

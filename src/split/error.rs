@@ -1,21 +1,11 @@
 //! [`SplitError`]: everything that can stop a resharding job.
 
 use super::job::Phase;
-use super::spec::SpecError;
-use crate::catalog::CatalogError;
 
 /// An error of a resharding job or of one of its steps. Every message
 /// names the job, shard, table or catalog row at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum SplitError {
-    /// The move cannot be planned.
-    #[error(transparent)]
-    Spec(#[from] SpecError),
-
-    /// Reading or validating the catalog failed.
-    #[error(transparent)]
-    Catalog(#[from] CatalogError),
-
     /// A statement failed; `context` says which step and where (e.g.
     /// `"recording split job 3"`, `"creating the publication on shard
     /// 'shard0'"`).

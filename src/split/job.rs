@@ -1,8 +1,6 @@
 //! A resharding job as the catalog's `pgrouter.split_jobs` row holds it
 //! ([`Job`]) and its steps ([`Phase`]).
 
-use crate::topology::KeyRange;
-
 use super::spec::MoveSpec;
 
 /// The last durable step of a job (`split_jobs.phase`). The order of the
@@ -128,11 +126,6 @@ impl Job {
             self.spec.range,
             self.phase
         )
-    }
-
-    /// The moving key range.
-    pub fn range(&self) -> KeyRange {
-        self.spec.range
     }
 }
 

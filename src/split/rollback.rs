@@ -4,11 +4,12 @@
 //! the tables step 2 created on the target — and source data and routing
 //! stay as they were. After step 6 a job only goes forward.
 
-use super::capture::{drop_artifacts, quote_ident};
+use super::capture::drop_artifacts;
 use super::env::JobEnv;
 use super::error::SplitError;
 use super::job::{Job, Phase};
 use super::store;
+use crate::plan::quote_ident;
 
 /// Rolls `job` back (the target connection is only used once step 2 ran).
 /// `failure` = None: rolled back on request ([`Phase::RolledBack`]);

@@ -18,20 +18,12 @@ use pg_walstream::{LogicalReplicationStream, ReplicationSlotOptions, Replication
 
 use super::error::SplitError;
 
-/// A slot just created, with the snapshot it exported.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CreatedSlot {
-    /// Slot name.
-    pub slot: String,
-    /// The exported snapshot's name, for `SET TRANSACTION SNAPSHOT`.
-    pub snapshot: String,
-}
-
 /// What the split job needs of the source's replication protocol.
 pub trait WalSource {
     /// Creates logical replication slot `slot` with output plugin
     /// `pgoutput` for `publication`, exporting a snapshot that stays valid
-    /// while `self` lives and issues no other command. Waits as PostgreSQL
+    /// while `self` lives and issues no other command; returns the
+    /// snapshot's name (for `SET TRANSACTION SNAPSHOT`). Waits as PostgreSQL
     /// does for transactions with an xid that were running when it started
     /// (prepared ones included); the caller bounds the wait.
     ///
@@ -41,7 +33,7 @@ pub trait WalSource {
         &mut self,
         slot: &str,
         publication: &str,
-    ) -> impl Future<Output = Result<CreatedSlot, SplitError>> + Send;
+    ) -> impl Future<Output = Result<String, SplitError>> + Send;
 }
 
 /// A libpq parameter value: single-quoted, `\` and `'` escaped.
@@ -112,11 +104,7 @@ impl PgWalSource {
 }
 
 impl WalSource for PgWalSource {
-    async fn create_slot(
-        &mut self,
-        slot: &str,
-        publication: &str,
-    ) -> Result<CreatedSlot, SplitError> {
+    async fn create_slot(&mut self, slot: &str, publication: &str) -> Result<String, SplitError> {
         let config = ReplicationStreamConfig::builder(slot, publication)
             .with_protocol_version(1)
             .with_connection_timeout(self.connect_timeout)
@@ -143,10 +131,7 @@ impl WalSource for PgWalSource {
             });
         };
         self.stream = Some(stream);
-        Ok(CreatedSlot {
-            slot: slot.to_string(),
-            snapshot,
-        })
+        Ok(snapshot)
     }
 }
 

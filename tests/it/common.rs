@@ -12,19 +12,7 @@ use tokio_postgres::{Client, NoTls};
 /// Starts `shards` shards + catalog + router (pool of `pool_size` per shard).
 /// Router logs go to the test output when `PGROUTER_LOG` is set.
 pub async fn start(shards: usize, pool_size: usize) -> DevCluster {
-    if let Ok(filter) = std::env::var("PGROUTER_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_test_writer()
-            .try_init();
-    }
-    let opts = ClusterOptions {
-        shards,
-        ..ClusterOptions::default()
-    };
-    DevCluster::start(opts, "127.0.0.1:0".parse().expect("addr"), pool_size, 0)
-        .await
-        .unwrap_or_else(|e| panic!("cannot start the dev cluster: {e}"))
+    start_spare(shards, 0, pool_size).await
 }
 
 /// [`start`] with distributed-transaction settings.
@@ -51,6 +39,12 @@ pub async fn start_with(
 /// [`start`] with `spare` extra shards registered without key ranges
 /// (`dev --spare-shards`): targets for online resharding.
 pub async fn start_spare(shards: usize, spare: usize, pool_size: usize) -> DevCluster {
+    if let Ok(filter) = std::env::var("PGROUTER_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
     let opts = ClusterOptions {
         shards,
         spare_shards: spare,
