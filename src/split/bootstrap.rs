@@ -177,7 +177,7 @@ async fn has_rows(c: &Client, shard: &str, t: &str) -> Result<bool, SplitError> 
 }
 
 /// Runs `pg_dump` against `info` for `tables` with `args`; returns the SQL.
-async fn pg_dump(
+pub(super) async fn pg_dump(
     access: &ShardAccess,
     info: &ShardInfo,
     settings: &BootstrapSettings,
@@ -203,7 +203,7 @@ async fn pg_dump(
 
 /// Runs `sql` on `info` with `psql` in one transaction, stopping at the
 /// first error.
-async fn psql(
+pub(super) async fn psql(
     access: &ShardAccess,
     info: &ShardInfo,
     settings: &BootstrapSettings,

@@ -328,7 +328,7 @@ async fn blockers(source: &Client) -> Result<Vec<String>, tokio_postgres::Error>
 /// Errors: [`SplitError::Shard`].
 pub async fn drop_artifacts(source: &Client, shard: &str, id: i64) -> Result<(), SplitError> {
     let name = artifact_name(id);
-    let app = super::shards::replication_application_name(id);
+    let app = super::shards::job_application_name(id);
     let err = |what: &str, e| shard_error(shard, format!("{what} '{name}'"), e);
     for _ in 0..50 {
         let busy = source

@@ -131,6 +131,25 @@ pub enum SplitError {
         blockers: Vec<String>,
     },
 
+    /// The initial copy of a table failed in the router (a sharding key it
+    /// cannot read, malformed COPY data, a row count that does not add up).
+    #[error("copying table '{table}': {message}")]
+    Copy {
+        /// Table.
+        table: String,
+        /// What went wrong.
+        message: String,
+    },
+
+    /// A change from the source's WAL cannot be applied to the target.
+    #[error("applying the source's change to '{table}' on the target: {message}")]
+    Apply {
+        /// Table.
+        table: String,
+        /// What went wrong.
+        message: String,
+    },
+
     /// A shard named by the job is not registered in the catalog.
     #[error("shard '{0}' is not registered in the catalog (pg-router meta add-shard)")]
     UnknownShard(String),

@@ -13,11 +13,20 @@
 //! [`shards`], how the job reaches shards), [`rollback`]. See
 //! `docs/resharding.md` for the design and its status.
 
+pub mod apply;
+pub mod apply_sql;
 pub mod bootstrap;
 pub mod capture;
+pub mod catchup;
+pub mod change;
+pub mod copy;
+pub mod copy_format;
 pub mod env;
 pub mod error;
+pub mod filter;
 pub mod job;
+pub mod progress;
+pub mod purge;
 pub mod rollback;
 pub mod shards;
 pub mod spec;

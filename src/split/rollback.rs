@@ -1,15 +1,24 @@
-//! Rollback of a job before its routing update (step 6): on request
-//! (`pg-router split rollback`) or after a failure. What the job made is
-//! removed — slot and publication on the source (so no WAL is retained),
-//! the tables step 2 created on the target — and source data and routing
-//! stay as they were. After step 6 a job only goes forward.
+//! Undoing a job before its routing update (step 6): on request
+//! (`pg-router split rollback`), after a failure, or to start a job over
+//! when its process died before catch-up (the exported snapshot of step 1
+//! died with it). What the job made is removed — slot and publication on
+//! the source (so no WAL is retained), the replication origin, the moving
+//! range's rows copied into tables that were on the target before the job,
+//! the tables step 2 created — and source data and routing stay as they
+//! were. After step 6 a job only goes forward.
 
+use super::apply::drop_origin;
 use super::capture::drop_artifacts;
 use super::env::JobEnv;
 use super::error::SplitError;
+use super::filter::RangeFilter;
 use super::job::{Job, Phase};
+use super::purge::purge_range;
 use super::store;
 use crate::plan::quote_ident;
+
+/// Rows per DELETE when the copied range is removed from the target.
+const PURGE_BATCH: usize = 1000;
 
 /// Rolls `job` back (the target connection is only used once step 2 ran).
 /// `failure` = None: rolled back on request ([`Phase::RolledBack`]);
@@ -17,24 +26,98 @@ use crate::plan::quote_ident;
 ///
 /// Errors: [`SplitError::PastPointOfNoReturn`], [`SplitError::Ended`],
 /// [`SplitError::PhaseChanged`] (another process moved the job meanwhile),
-/// [`SplitError::Shard`] (dropping on the source failed: the job keeps its
+/// [`SplitError::Shard`] (removing something failed: the job keeps its
 /// phase, so the rollback can be run again).
 pub async fn rollback(env: JobEnv<'_>, job: &Job, failure: Option<&str>) -> Result<(), SplitError> {
-    let JobEnv {
-        cat,
-        source,
-        target,
-        ..
-    } = env;
+    check(job)?;
+    undo(env, job).await?;
+    let to = if failure.is_some() {
+        Phase::Failed
+    } else {
+        Phase::RolledBack
+    };
+    store::end(env.cat, job.id, job.phase, to, failure).await
+}
+
+/// Undoes what `job` did and records it as [`Phase::Created`] again, to
+/// run from step 1 (a job whose process died before catch-up).
+///
+/// Errors: as [`rollback`]; [`SplitError::PhaseChanged`] for a job in
+/// catch-up or later (it resumes instead).
+pub async fn restart(env: JobEnv<'_>, job: &Job) -> Result<Job, SplitError> {
+    check(job)?;
+    if job.phase >= Phase::CatchUp {
+        return Err(SplitError::PhaseChanged {
+            id: job.id,
+            expected: Phase::Copy,
+            found: job.phase,
+        });
+    }
+    undo(env, job).await?;
+    store::reset(env.cat, job.id, job.phase).await?;
+    store::load(env.cat, job.id)
+        .await?
+        .ok_or(SplitError::NoSuchJob(job.id))
+}
+
+fn check(job: &Job) -> Result<(), SplitError> {
     if job.phase.past_point_of_no_return() {
         return Err(SplitError::PastPointOfNoReturn(job.describe()));
     }
     if job.phase.is_terminal() {
         return Err(SplitError::Ended(job.describe()));
     }
+    Ok(())
+}
+
+async fn undo(env: JobEnv<'_>, job: &Job) -> Result<(), SplitError> {
+    let JobEnv {
+        catalog,
+        source,
+        target,
+        ..
+    } = env;
     drop_artifacts(source, &job.spec.source, job.id).await?;
+    if job.phase < Phase::Copy {
+        return drop_created(env, job).await;
+    }
+    // The apply's session may still hold the origin: end it first.
+    let app = super::shards::job_application_name(job.id);
+    let _ = target
+        .execute(
+            "select pg_catalog.pg_terminate_backend(pid) from pg_catalog.pg_stat_activity \
+              where application_name = $1 and pid <> pg_backend_pid() and datname = current_database()",
+            &[&app],
+        )
+        .await;
+    drop_origin(target, &job.spec.target, job.id).await?;
+    let mut tables: Vec<_> = catalog
+        .tables
+        .values()
+        .filter(|t| t.keyspace == job.spec.keyspace && !job.created_tables.contains(&t.name))
+        .collect();
+    tables.sort_by(|a, b| a.name.cmp(&b.name));
+    for t in tables {
+        let exists: bool = target
+            .query_one("select to_regclass($1) is not null", &[&quote_ident(&t.name)])
+            .await
+            .map_err(|source| SplitError::Shard {
+                shard: job.spec.target.clone(),
+                context: format!("looking for '{}'", t.name),
+                source,
+            })?
+            .get(0);
+        if exists {
+            let filter = RangeFilter::new(t, job.spec.range);
+            purge_range(target, &job.spec.target, &filter, PURGE_BATCH).await?;
+        }
+    }
+    drop_created(env, job).await
+}
+
+async fn drop_created(env: JobEnv<'_>, job: &Job) -> Result<(), SplitError> {
     for t in &job.created_tables {
-        target
+        env.target
             .batch_execute(&format!("drop table if exists {} cascade", quote_ident(t)))
             .await
             .map_err(|source| SplitError::Shard {
@@ -43,10 +126,5 @@ pub async fn rollback(env: JobEnv<'_>, job: &Job, failure: Option<&str>) -> Resu
                 source,
             })?;
     }
-    let to = if failure.is_some() {
-        Phase::Failed
-    } else {
-        Phase::RolledBack
-    };
-    store::end(cat, job.id, job.phase, to, failure).await
+    Ok(())
 }

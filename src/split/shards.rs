@@ -28,9 +28,10 @@ pub struct ShardAccess {
 /// `pg_stat_activity`).
 pub const APPLICATION_NAME: &str = "pg-router split";
 
-/// `application_name` of job `job`'s replication connections:
-/// `pg-router split <job>` (how a stuck one is found and ended).
-pub fn replication_application_name(job: i64) -> String {
+/// `application_name` of job `job`'s replication connections and of its
+/// apply session on the target: `pg-router split <job>` (how a stuck one
+/// is found and ended).
+pub fn job_application_name(job: i64) -> String {
     format!("{APPLICATION_NAME} {job}")
 }
 
@@ -59,12 +60,19 @@ impl ShardAccess {
     ///
     /// Errors: [`SplitError::Shard`] naming the shard.
     pub async fn connect(&self, info: &ShardInfo) -> Result<Client, SplitError> {
+        self.connect_as(info, APPLICATION_NAME).await
+    }
+
+    /// [`ShardAccess::connect`] with `application_name` `app`.
+    ///
+    /// Errors: [`SplitError::Shard`] naming the shard.
+    pub async fn connect_as(&self, info: &ShardInfo, app: &str) -> Result<Client, SplitError> {
         let mut cfg = tokio_postgres::Config::new();
         cfg.host(&info.host)
             .port(info.port)
             .dbname(&info.dbname)
             .user(self.user_for(info))
-            .application_name(APPLICATION_NAME)
+            .application_name(app)
             .connect_timeout(self.connect_timeout);
         if let Some(p) = &self.password {
             cfg.password(p);
@@ -97,7 +105,7 @@ impl ShardAccess {
     }
 
     /// libpq parameters of job `job`'s replication connection to `info`
-    /// (`application_name` [`replication_application_name`]).
+    /// (`application_name` [`job_application_name`]).
     pub fn replication_conninfo(&self, info: &ShardInfo, job: i64) -> String {
         wal::replication_conninfo(
             &info.host,
@@ -105,7 +113,7 @@ impl ShardAccess {
             &info.dbname,
             self.user_for(info),
             self.password.as_deref(),
-            &replication_application_name(job),
+            &job_application_name(job),
         )
     }
 }

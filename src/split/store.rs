@@ -244,6 +244,84 @@ pub async fn record_bootstrap(c: &Client, id: i64, created: &[String]) -> Result
     Err(changed(c, id, Phase::Capture).await)
 }
 
+/// Sets `progress -> key` of job `id` to `value` (a JSON document), in any
+/// phase but a terminal one.
+///
+/// Errors: [`SplitError::NoSuchJob`], [`SplitError::Db`].
+pub async fn record_progress(
+    c: &Client,
+    id: i64,
+    key: &str,
+    value: &serde_json::Value,
+) -> Result<(), SplitError> {
+    let n = c
+        .execute(
+            "update pgrouter.split_jobs \
+                set progress = jsonb_set(progress, array[$2::text], $3::text::jsonb), \
+                    updated_at = now() \
+              where id = $1",
+            &[&id, &key, &value.to_string()],
+        )
+        .await
+        .context(|| format!("recording the {key} progress of split job {id}"))?;
+    if n == 1 {
+        Ok(())
+    } else {
+        Err(SplitError::NoSuchJob(id))
+    }
+}
+
+/// Records job `id`'s catch-up position: the last source commit applied
+/// (`confirmed_lsn`, `pg_lsn` text) and the lag behind the source (bytes).
+///
+/// Errors: [`SplitError::NoSuchJob`], [`SplitError::Db`].
+pub async fn record_lag(
+    c: &Client,
+    id: i64,
+    confirmed_lsn: Option<&str>,
+    lag_bytes: i64,
+) -> Result<(), SplitError> {
+    let n = c
+        .execute(
+            "update pgrouter.split_jobs \
+                set confirmed_lsn = coalesce($2::text::pg_lsn, confirmed_lsn), \
+                    lag_bytes = $3, updated_at = now() \
+              where id = $1",
+            &[&id, &confirmed_lsn, &lag_bytes],
+        )
+        .await
+        .context(|| format!("recording the lag of split job {id}"))?;
+    if n == 1 {
+        Ok(())
+    } else {
+        Err(SplitError::NoSuchJob(id))
+    }
+}
+
+/// Records job `id` (in phase `from`) as [`Phase::Created`] again with
+/// nothing of steps 1 to 3 recorded (slot, publication, LSNs, progress,
+/// error), after [`super::rollback::restart`] removed what they made.
+///
+/// Errors: [`SplitError::PhaseChanged`], [`SplitError::NoSuchJob`],
+/// [`SplitError::Db`].
+pub async fn reset(c: &Client, id: i64, from: Phase) -> Result<(), SplitError> {
+    let n = c
+        .execute(
+            "update pgrouter.split_jobs \
+                set phase = 'created', slot_name = null, publication = null, \
+                    snapshot_lsn = null, confirmed_lsn = null, lag_bytes = null, \
+                    progress = '{}', error = null, updated_at = now() \
+              where id = $1 and phase = $2",
+            &[&id, &from.as_str()],
+        )
+        .await
+        .context(|| format!("resetting split job {id}"))?;
+    if n == 1 {
+        return Ok(());
+    }
+    Err(changed(c, id, from).await)
+}
+
 /// Records `error` as job `id`'s last error (the phase stays).
 ///
 /// Errors: [`SplitError::NoSuchJob`], [`SplitError::Db`].

@@ -12,10 +12,14 @@
 //! starts on the same connection.
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use pg_walstream::{LogicalReplicationStream, ReplicationSlotOptions, ReplicationStreamConfig};
+use pg_walstream::{
+    CancellationToken, ChangeEvent, EventType, LogicalReplicationStream, ReplicationSlotOptions,
+    ReplicationStreamConfig, RowData,
+};
 
+use super::change::{table_name, Lsn, RowImage, WalEvent};
 use super::error::SplitError;
 
 /// What the split job needs of the source's replication protocol.
@@ -34,6 +38,36 @@ pub trait WalSource {
         slot: &str,
         publication: &str,
     ) -> impl Future<Output = Result<String, SplitError>> + Send;
+
+    /// Starts streaming slot `slot` of `publication` (with logical decoding
+    /// messages) from its confirmed position: on the connection that
+    /// created it, or on a new one for a slot made by an earlier process.
+    ///
+    /// Errors: [`SplitError::Wal`] (no such slot, slot in use, connection).
+    fn start(
+        &mut self,
+        slot: &str,
+        publication: &str,
+    ) -> impl Future<Output = Result<(), SplitError>> + Send;
+
+    /// The next event, waiting at most `wait`; None when nothing arrived.
+    ///
+    /// Errors: [`SplitError::Wal`] (connection lost, protocol error).
+    fn next(
+        &mut self,
+        wait: Duration,
+    ) -> impl Future<Output = Result<Option<WalEvent>, SplitError>> + Send;
+
+    /// Confirms that everything up to `lsn` is applied and durable on the
+    /// target: the source may recycle that WAL and a restart resumes there
+    /// (standby status update, PostgreSQL docs §55.4).
+    ///
+    /// Errors: [`SplitError::Wal`] when the status update cannot be sent.
+    fn confirm(&mut self, lsn: Lsn) -> impl Future<Output = Result<(), SplitError>> + Send;
+
+    /// The furthest source position received (changes or keepalives); 0
+    /// before streaming.
+    fn received(&self) -> Lsn;
 }
 
 /// A libpq parameter value: single-quoted, `\` and `'` escaped.
@@ -80,6 +114,7 @@ pub struct PgWalSource {
     conninfo: String,
     connect_timeout: Duration,
     stream: Option<LogicalReplicationStream>,
+    last_feedback: Option<Instant>,
 }
 
 impl PgWalSource {
@@ -92,7 +127,15 @@ impl PgWalSource {
             conninfo,
             connect_timeout,
             stream: None,
+            last_feedback: None,
         }
+    }
+
+    fn config(&self, slot: &str, publication: &str) -> ReplicationStreamConfig {
+        ReplicationStreamConfig::builder(slot, publication)
+            .with_protocol_version(1)
+            .with_messages(true)
+            .with_connection_timeout(self.connect_timeout)
     }
 
     fn wal_error(&self, what: &str, e: impl std::fmt::Display) -> SplitError {
@@ -105,9 +148,8 @@ impl PgWalSource {
 
 impl WalSource for PgWalSource {
     async fn create_slot(&mut self, slot: &str, publication: &str) -> Result<String, SplitError> {
-        let config = ReplicationStreamConfig::builder(slot, publication)
-            .with_protocol_version(1)
-            .with_connection_timeout(self.connect_timeout)
+        let config = self
+            .config(slot, publication)
             .with_slot_options(ReplicationSlotOptions {
                 snapshot: Some("export".into()),
                 ..ReplicationSlotOptions::default()
@@ -133,6 +175,165 @@ impl WalSource for PgWalSource {
         self.stream = Some(stream);
         Ok(snapshot)
     }
+
+    async fn start(&mut self, slot: &str, publication: &str) -> Result<(), SplitError> {
+        let mut stream = match self.stream.take() {
+            Some(s) => s,
+            None => {
+                let config = self
+                    .config(slot, publication)
+                    .with_existing_slot_required(true);
+                LogicalReplicationStream::new(&self.conninfo, config)
+                    .await
+                    .map_err(|e| self.wal_error("opening a replication connection", e))?
+            }
+        };
+        stream
+            .start(None)
+            .await
+            .map_err(|e| self.wal_error(&format!("streaming replication slot '{slot}'"), e))?;
+        self.stream = Some(stream);
+        Ok(())
+    }
+
+    async fn next(&mut self, wait: Duration) -> Result<Option<WalEvent>, SplitError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let Some(stream) = self.stream.as_mut() else {
+                return Err(self.wal_error("reading changes", "streaming has not started"));
+            };
+            let token = CancellationToken::new();
+            let event = {
+                let read = stream.next_event(&token);
+                tokio::pin!(read);
+                tokio::select! {
+                    r = &mut read => r,
+                    _ = tokio::time::sleep_until(deadline) => {
+                        // The read waits on the socket inside libpq's
+                        // buffering: cancelling it loses nothing.
+                        token.cancel();
+                        read.await
+                    }
+                }
+            };
+            match event {
+                Ok(e) => {
+                    if let Some(e) = convert(e) {
+                        return Ok(Some(e));
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        return Ok(None);
+                    }
+                }
+                Err(e) if e.is_cancelled() => return Ok(None),
+                Err(e) => return Err(self.wal_error("reading changes", e)),
+            }
+        }
+    }
+
+    async fn confirm(&mut self, lsn: Lsn) -> Result<(), SplitError> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(());
+        };
+        stream.shared_lsn_feedback.update_applied_lsn(lsn);
+        // At most one explicit status update a second; the stream sends
+        // them on its own as well.
+        if self
+            .last_feedback
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            self.last_feedback = Some(Instant::now());
+            stream
+                .send_feedback()
+                .await
+                .map_err(|e| self.wal_error("confirming the applied position", e))?;
+        }
+        Ok(())
+    }
+
+    fn received(&self) -> Lsn {
+        self.stream.as_ref().map_or(0, |s| s.current_lsn())
+    }
+}
+
+/// Our event for a decoded change; None for events the apply ignores
+/// (relation and type definitions, origins, two-phase and streaming
+/// messages, which protocol version 1 without `two_phase` does not send).
+fn convert(e: ChangeEvent) -> Option<WalEvent> {
+    let row = |r: &RowData| {
+        RowImage(
+            r.iter()
+                .map(|(c, v)| {
+                    let v = (!v.is_null()).then(|| String::from_utf8_lossy(v.as_bytes()).into_owned());
+                    (c.to_string(), v)
+                })
+                .collect(),
+        )
+    };
+    Some(match e.event_type {
+        EventType::Begin {
+            final_lsn,
+            commit_timestamp,
+            ..
+        } => WalEvent::Begin {
+            final_lsn: final_lsn.0,
+            commit_time_us: commit_timestamp.timestamp_micros(),
+        },
+        EventType::Commit {
+            commit_timestamp,
+            commit_lsn,
+            end_lsn,
+        } => WalEvent::Commit {
+            commit_lsn: commit_lsn.0,
+            end_lsn: end_lsn.0,
+            commit_time_us: commit_timestamp.timestamp_micros(),
+        },
+        EventType::Insert {
+            schema,
+            table,
+            data,
+            ..
+        } => WalEvent::Insert {
+            table: table_name(&schema, &table),
+            new: row(&data),
+        },
+        EventType::Update {
+            schema,
+            table,
+            old_data,
+            new_data,
+            ..
+        } => WalEvent::Update {
+            table: table_name(&schema, &table),
+            old: old_data.as_ref().map(row),
+            new: row(&new_data),
+        },
+        EventType::Delete {
+            schema,
+            table,
+            old_data,
+            ..
+        } => WalEvent::Delete {
+            table: table_name(&schema, &table),
+            old: row(&old_data),
+        },
+        EventType::Truncate { tables, .. } => WalEvent::Truncate {
+            tables: tables
+                .iter()
+                .map(|t| match t.split_once('.') {
+                    Some((s, n)) => table_name(s, n),
+                    None => t.to_string(),
+                })
+                .collect(),
+        },
+        EventType::Message {
+            prefix, content, ..
+        } => WalEvent::Message {
+            prefix: prefix.to_string(),
+            content: content.to_vec(),
+        },
+        _ => return None,
+    })
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ mod router;
 mod scatter_diff;
 mod shard_failure;
 mod split;
+mod split_data;
 mod tls;
 mod transactions;
 mod twopc_crash;

@@ -123,7 +123,7 @@ async fn split_jobs_are_recorded_once_per_keyspace() {
 
 /// Counts of `pg_replication_slots`, `pg_publication` and walsenders on a
 /// shard.
-async fn capture_state(c: &tokio_postgres::Client) -> (i64, i64, i64) {
+pub(crate) async fn capture_state(c: &tokio_postgres::Client) -> (i64, i64, i64) {
     let r = c
         .query_one(
             "select (select count(*) from pg_replication_slots), \
@@ -137,7 +137,7 @@ async fn capture_state(c: &tokio_postgres::Client) -> (i64, i64, i64) {
 }
 
 /// Waits (up to 5 s) until a shard has no slot, publication or walsender.
-async fn wait_no_capture(c: &tokio_postgres::Client) {
+pub(crate) async fn wait_no_capture(c: &tokio_postgres::Client) {
     for _ in 0..50 {
         if capture_state(c).await == (0, 0, 0) {
             return;
@@ -148,7 +148,7 @@ async fn wait_no_capture(c: &tokio_postgres::Client) {
 }
 
 /// Two shards and a spare (`shard2`), `pgbench -i -s 1` through the router.
-async fn pgbench_with_spare() -> pg_router::dev::DevCluster {
+pub(crate) async fn pgbench_with_spare() -> pg_router::dev::DevCluster {
     let dev = common::start_spare(2, 1, 2).await;
     let mut args = vec!["-i", "-s", "1", "-q"];
     let conn = common::conn_args(&dev);
@@ -159,7 +159,7 @@ async fn pgbench_with_spare() -> pg_router::dev::DevCluster {
 }
 
 /// The split job's shard access in the dev cluster (trust auth).
-fn dev_access() -> pg_router::split::shards::ShardAccess {
+pub(crate) fn dev_access() -> pg_router::split::shards::ShardAccess {
     pg_router::split::shards::ShardAccess {
         user: "postgres".into(),
         password: None,
@@ -365,7 +365,7 @@ async fn capture_creates_slot_and_snapshot_refuses_and_rolls_back() {
 }
 
 /// Whether table `t` exists on a shard, and its row count (0 if missing).
-async fn table_rows(c: &tokio_postgres::Client, t: &str) -> Option<i64> {
+pub(crate) async fn table_rows(c: &tokio_postgres::Client, t: &str) -> Option<i64> {
     let exists: bool = c
         .query_one("select to_regclass($1) is not null", &[&t])
         .await

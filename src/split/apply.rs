@@ -1,0 +1,598 @@
+//! The CDC apply of step 4 ([`Applier`]): the source's changes, in commit
+//! order and transaction by transaction, applied to the target when their
+//! row is in the moving range.
+//!
+//! - INSERT of a row in the range: inserted.
+//! - UPDATE: the row's new key decides. In the range: updated by its old
+//!   identity (primary key, replica identity index, or the whole old row
+//!   with `REPLICA IDENTITY FULL`), only the columns the change carries (an
+//!   unchanged TOASTed value is absent and stays as it is); if no row
+//!   matched, the row moved into the range and is inserted, values the
+//!   change left out read from the source. Out of the range: deleted by its
+//!   old identity (a row that moved out).
+//! - DELETE: by identity, skipped when the old key is known and outside.
+//! - TRUNCATE of a keyspace table: `TRUNCATE` when the target owns no other
+//!   range of the keyspace, otherwise the range's rows are deleted.
+//!
+//! Exactly once: each applied source transaction commits on the target
+//! together with its source position, through a replication origin
+//! (`pg_replication_origin_xact_setup`, PostgreSQL docs §9.27.6 and "Replication
+//! Progress Tracking"), named like the slot. After a restart the stream
+//! replays from the slot's confirmed position, and transactions the origin
+//! has already seen are skipped. The slot is confirmed only after the
+//! target's commit ([`super::wal::WalSource::confirm`]).
+//!
+//! Identities are assumed unique across the keyspace (as a merge requires:
+//! both shards' rows end up under one primary key).
+
+use std::collections::HashMap;
+
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, Statement};
+
+use crate::plan::quote_ident;
+
+use super::apply_sql;
+use super::capture::artifact_name;
+use super::change::{lsn_text, parse_lsn, Lsn, RowImage, WalEvent};
+use super::copy::replica_role;
+use super::env::JobEnv;
+use super::error::SplitError;
+use super::filter::RangeFilter;
+use super::job::Job;
+use super::progress::CatchUpProgress;
+use super::purge::purge_range;
+
+/// How a table's rows are identified on the target.
+#[derive(Debug, Clone)]
+struct ApplyTable {
+    filter: RangeFilter,
+    /// Column → type name (`format_type(atttypid, NULL)`), the target's
+    /// stored columns.
+    types: HashMap<String, String>,
+    /// Identity columns; empty: the whole row (`REPLICA IDENTITY FULL`
+    /// without a key).
+    identity: Vec<String>,
+}
+
+/// What applying one event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// Nothing to report (a change inside a transaction, or an event the
+    /// apply ignores).
+    Nothing,
+    /// A source transaction ended at `end_lsn` (committed on the target if
+    /// it had changes in the range); `fence` is the content of a message
+    /// with the job's fence prefix it carried.
+    Committed {
+        /// Position just past the source's commit record.
+        end_lsn: Lsn,
+        /// The source commit time, µs since the Unix epoch.
+        commit_time_us: i64,
+        /// The job's fence message in this transaction, if any.
+        fence: Option<Vec<u8>>,
+    },
+}
+
+/// The prefix of job `id`'s fence messages (`pg_logical_emit_message`).
+pub fn fence_prefix(id: i64) -> String {
+    format!("{}_fence", artifact_name(id))
+}
+
+struct Txn {
+    commit_time_us: i64,
+    /// Already applied before a restart.
+    skip: bool,
+    /// BEGIN sent to the target.
+    open: bool,
+    fence: Option<Vec<u8>>,
+}
+
+/// The target side of the apply: one connection, its prepared statements.
+struct Target {
+    client: Client,
+    shard: String,
+    statements: HashMap<String, Statement>,
+}
+
+impl Target {
+    async fn run(&mut self, sql: String, params: &[Option<&str>]) -> Result<u64, SplitError> {
+        let stmt = match self.statements.get(&sql) {
+            Some(s) => s.clone(),
+            None => {
+                let s = self
+                    .client
+                    .prepare_typed(&sql, &vec![Type::TEXT; params.len()])
+                    .await
+                    .map_err(|e| shard_error(&self.shard, format!("preparing `{sql}`"), e))?;
+                if self.statements.len() >= 1024 {
+                    self.statements.clear();
+                }
+                self.statements.insert(sql.clone(), s.clone());
+                s
+            }
+        };
+        let p: Vec<&(dyn ToSql + Sync)> =
+            params.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+        self.client
+            .execute(&stmt, &p)
+            .await
+            .map_err(|e| shard_error(&self.shard, format!("running `{sql}`"), e))
+    }
+}
+
+/// Applies the source's change stream to the target (see the module
+/// docs).
+pub struct Applier {
+    job_id: i64,
+    target: Target,
+    source: Client,
+    source_shard: String,
+    origin: String,
+    tables: HashMap<String, ApplyTable>,
+    /// The target owns no other range of the keyspace: TRUNCATE is replayed
+    /// as TRUNCATE.
+    truncate_whole: bool,
+    /// Transactions committed below this position were applied before.
+    skip_before: Lsn,
+    txn: Option<Txn>,
+    /// Counters, for the job row and the terminal.
+    pub progress: CatchUpProgress,
+}
+
+impl Applier {
+    /// Opens the apply of `job`: its own connections to target and source,
+    /// the target session in `session_replication_role = replica` with the
+    /// job's replication origin (created if missing), and each keyspace
+    /// table's columns (target) and identity (source).
+    ///
+    /// Errors: [`SplitError::Shard`] (e.g. the role may not use replication
+    /// origins: superuser or `GRANT EXECUTE` on them is needed),
+    /// [`SplitError::Apply`] for a table without a usable identity.
+    pub async fn open(env: JobEnv<'_>, job: &Job) -> Result<Applier, SplitError> {
+        let tshard = env.target_info.name.clone();
+        let sshard = env.source_info.name.clone();
+        let app = super::shards::job_application_name(job.id);
+        let target = env.access.connect_as(env.target_info, &app).await?;
+        let source = env.access.connect(env.source_info).await?;
+        replica_role(&target, &tshard).await?;
+        let origin = artifact_name(job.id);
+        target
+            .execute(
+                "select pg_catalog.pg_replication_origin_create($1) \
+                  where not exists (select 1 from pg_catalog.pg_replication_origin where roname = $1)",
+                &[&origin],
+            )
+            .await
+            .map_err(|e| shard_error(&tshard, format!("creating replication origin '{origin}'"), e))?;
+        target
+            .execute("select pg_catalog.pg_replication_origin_session_setup($1)", &[&origin])
+            .await
+            .map_err(|e| shard_error(&tshard, format!("using replication origin '{origin}'"), e))?;
+        let done: String = target
+            .query_one(
+                "select coalesce(pg_catalog.pg_replication_origin_progress($1, true), '0/0')::text",
+                &[&origin],
+            )
+            .await
+            .map_err(|e| shard_error(&tshard, format!("reading replication origin '{origin}'"), e))?
+            .get(0);
+        let skip_before = parse_lsn(&done).unwrap_or(0);
+        let mut tables = HashMap::new();
+        for t in env.catalog.tables.values() {
+            if t.keyspace != job.spec.keyspace {
+                continue;
+            }
+            let filter = RangeFilter::new(t, job.spec.range);
+            let types = target_types(&target, &tshard, &t.name).await?;
+            let identity = identity_columns(&source, &sshard, &t.name).await?;
+            tables.insert(
+                t.name.clone(),
+                ApplyTable {
+                    filter,
+                    types,
+                    identity,
+                },
+            );
+        }
+        let truncate_whole = !env
+            .catalog
+            .keyspaces
+            .get(&job.spec.keyspace)
+            .is_some_and(|k| k.routing.shards().contains(&tshard));
+        Ok(Applier {
+            job_id: job.id,
+            target: Target {
+                client: target,
+                shard: tshard,
+                statements: HashMap::new(),
+            },
+            source,
+            source_shard: sshard,
+            origin,
+            tables,
+            truncate_whole,
+            skip_before,
+            txn: None,
+            progress: CatchUpProgress {
+                applied_lsn: (skip_before > 0).then(|| lsn_text(skip_before)),
+                ..CatchUpProgress::default()
+            },
+        })
+    }
+
+    /// The last source position applied on the target (0: none yet).
+    pub fn applied(&self) -> Lsn {
+        self.skip_before
+    }
+
+    /// Applies one event.
+    ///
+    /// Errors: [`SplitError::Shard`] (a statement failed on the target:
+    /// its transaction is rolled back when the connection is next used),
+    /// [`SplitError::Apply`] (a change the apply cannot place: no key
+    /// value, a column the target lacks).
+    pub async fn apply(&mut self, event: WalEvent) -> Result<Applied, SplitError> {
+        match event {
+            WalEvent::Begin {
+                final_lsn,
+                commit_time_us,
+            } => {
+                self.txn = Some(Txn {
+                    commit_time_us,
+                    skip: final_lsn < self.skip_before,
+                    open: false,
+                    fence: None,
+                });
+                Ok(Applied::Nothing)
+            }
+            WalEvent::Commit {
+                end_lsn,
+                commit_time_us,
+                ..
+            } => self.commit(end_lsn, commit_time_us).await,
+            WalEvent::Message { prefix, content } => {
+                if prefix == fence_prefix(self.job_id) {
+                    if let Some(t) = self.txn.as_mut() {
+                        t.fence = Some(content);
+                    }
+                }
+                Ok(Applied::Nothing)
+            }
+            change => {
+                if self.txn.as_ref().is_some_and(|t| t.skip) {
+                    return Ok(Applied::Nothing);
+                }
+                self.change(change).await?;
+                Ok(Applied::Nothing)
+            }
+        }
+    }
+
+    /// A source transaction has begun and not yet committed.
+    pub fn in_transaction(&self) -> bool {
+        self.txn.is_some()
+    }
+
+    /// The replication origin on the target (named like the slot).
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Opens the target transaction on the first applied change, and
+    /// counts the change.
+    async fn begin(&mut self) -> Result<(), SplitError> {
+        self.progress.changes += 1;
+        if let Some(t) = self.txn.as_mut() {
+            if !t.open {
+                self.target
+                    .client
+                    .batch_execute("BEGIN")
+                    .await
+                    .map_err(|e| shard_error(&self.target.shard, "BEGIN".into(), e))?;
+                t.open = true;
+            }
+        }
+        Ok(())
+    }
+
+    async fn commit(&mut self, end_lsn: Lsn, commit_time_us: i64) -> Result<Applied, SplitError> {
+        let Some(t) = self.txn.take() else {
+            return Ok(Applied::Nothing);
+        };
+        if t.skip {
+            self.progress.skipped += 1;
+        } else if t.open {
+            let shard = self.target.shard.clone();
+            self.target
+                .client
+                .execute(
+                    "select pg_catalog.pg_replication_origin_xact_setup($1::text::pg_lsn, \
+                            to_timestamp($2::float8 / 1e6))",
+                    &[&lsn_text(end_lsn), &(commit_time_us as f64)],
+                )
+                .await
+                .map_err(|e| shard_error(&shard, "recording the source position".into(), e))?;
+            self.target
+                .client
+                .batch_execute("COMMIT")
+                .await
+                .map_err(|e| shard_error(&shard, "COMMIT".into(), e))?;
+            self.progress.transactions += 1;
+        } else {
+            self.progress.skipped += 1;
+        }
+        if end_lsn > self.skip_before {
+            self.skip_before = end_lsn;
+        }
+        self.progress.applied_lsn = Some(lsn_text(self.skip_before));
+        Ok(Applied::Committed {
+            end_lsn,
+            commit_time_us: t.commit_time_us.max(commit_time_us),
+            fence: t.fence,
+        })
+    }
+
+    async fn change(&mut self, change: WalEvent) -> Result<(), SplitError> {
+        match change {
+            WalEvent::Insert { table, new } => {
+                let Some(t) = self.tables.get(&table).cloned() else {
+                    return Ok(());
+                };
+                let key = key_of(&t, &new, None)?;
+                if t.filter.text(key).map_err(|e| key_error(&t, e))? {
+                    self.begin().await?;
+                    self.insert(&t, &new).await?;
+                }
+            }
+            WalEvent::Update { table, old, new } => {
+                let Some(t) = self.tables.get(&table).cloned() else {
+                    return Ok(());
+                };
+                let key = key_of(&t, &new, old.as_ref())?;
+                let inside = t.filter.text(key).map_err(|e| key_error(&t, e))?;
+                let ident_row = old.as_ref().unwrap_or(&new);
+                self.begin().await?;
+                if inside {
+                    let set = typed(&t, &new.0)?;
+                    let (ident, vals) = identity(&t, ident_row)?;
+                    let sql = apply_sql::update(&t.filter.table, &set, &ident, t.identity.is_empty());
+                    let mut params: Vec<Option<&str>> =
+                        new.0.iter().map(|(_, v)| v.as_deref()).collect();
+                    params.extend(vals.iter().copied());
+                    let n = self.target.run(sql, &params).await?;
+                    if n == 0 {
+                        // Moved into the range (or its insert predates the
+                        // copy's snapshot and is in no image): insert it.
+                        let full = self.complete(&t, &new).await?;
+                        if let Some(full) = full {
+                            self.insert(&t, &full).await?;
+                        }
+                    }
+                } else {
+                    self.delete(&t, ident_row).await?;
+                }
+            }
+            WalEvent::Delete { table, old } => {
+                let Some(t) = self.tables.get(&table).cloned() else {
+                    return Ok(());
+                };
+                if let Some(k) = old.get(&t.filter.key_column) {
+                    if !t.filter.text(k).map_err(|e| key_error(&t, e))? {
+                        return Ok(());
+                    }
+                }
+                self.begin().await?;
+                self.delete(&t, &old).await?;
+            }
+            WalEvent::Truncate { tables } => {
+                for name in tables {
+                    let Some(t) = self.tables.get(&name).cloned() else {
+                        continue;
+                    };
+                    self.begin().await?;
+                    if self.truncate_whole {
+                        let sql = format!("TRUNCATE {}", quote_ident(&t.filter.table));
+                        self.target.client.batch_execute(&sql).await.map_err(|e| {
+                            shard_error(&self.target.shard, format!("running `{sql}`"), e)
+                        })?;
+                    } else {
+                        purge_range(&self.target.client, &self.target.shard, &t.filter, 1000)
+                            .await?;
+                    }
+                }
+            }
+            WalEvent::Begin { .. } | WalEvent::Commit { .. } | WalEvent::Message { .. } => {}
+        }
+        Ok(())
+    }
+
+    async fn insert(&mut self, t: &ApplyTable, row: &RowImage) -> Result<(), SplitError> {
+        let cols = typed(t, &row.0)?;
+        let sql = apply_sql::insert(&t.filter.table, &cols);
+        let params: Vec<Option<&str>> = row.0.iter().map(|(_, v)| v.as_deref()).collect();
+        self.target.run(sql, &params).await?;
+        Ok(())
+    }
+
+    async fn delete(&mut self, t: &ApplyTable, old: &RowImage) -> Result<(), SplitError> {
+        let (ident, vals) = identity(t, old)?;
+        let sql = apply_sql::delete(&t.filter.table, &ident, t.identity.is_empty());
+        self.target.run(sql, &vals).await?;
+        Ok(())
+    }
+
+    /// `new` with the columns it lacks (unchanged TOASTed values) read from
+    /// the source by identity; None if the row is gone there (its DELETE
+    /// follows in the stream).
+    async fn complete(
+        &mut self,
+        t: &ApplyTable,
+        new: &RowImage,
+    ) -> Result<Option<RowImage>, SplitError> {
+        let missing: Vec<&str> = t
+            .types
+            .keys()
+            .map(String::as_str)
+            .filter(|c| new.get(c).is_none())
+            .collect();
+        if missing.is_empty() {
+            return Ok(Some(new.clone()));
+        }
+        let (ident, vals) = identity(t, new)?;
+        let sql = apply_sql::select(&t.filter.table, &missing, &ident, t.identity.is_empty());
+        let stmt = self
+            .source
+            .prepare_typed(&sql, &vec![Type::TEXT; vals.len()])
+            .await
+            .map_err(|e| shard_error(&self.source_shard, format!("preparing `{sql}`"), e))?;
+        let p: Vec<&(dyn ToSql + Sync)> = vals.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+        let row = self
+            .source
+            .query_opt(&stmt, &p)
+            .await
+            .map_err(|e| shard_error(&self.source_shard, format!("running `{sql}`"), e))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let mut full = new.clone();
+        for (i, c) in missing.iter().enumerate() {
+            full.0.push((c.to_string(), row.get::<_, Option<String>>(i)));
+        }
+        Ok(Some(full))
+    }
+}
+
+/// The sharding key of a change: from the new image, or the old one when
+/// the new lacks it.
+fn key_of<'a>(
+    t: &ApplyTable,
+    new: &'a RowImage,
+    old: Option<&'a RowImage>,
+) -> Result<Option<&'a str>, SplitError> {
+    let k = &t.filter.key_column;
+    new.get(k)
+        .or_else(|| old.and_then(|o| o.get(k)))
+        .ok_or_else(|| SplitError::Apply {
+            table: t.filter.table.clone(),
+            message: format!("the change carries no value of sharding key column '{k}'"),
+        })
+}
+
+fn key_error(t: &ApplyTable, e: crate::vindex::VindexError) -> SplitError {
+    SplitError::Apply {
+        table: t.filter.table.clone(),
+        message: format!("a sharding key the router cannot read: {e}"),
+    }
+}
+
+/// `row`'s columns with their target types.
+fn typed<'a>(
+    t: &'a ApplyTable,
+    row: &'a [(String, Option<String>)],
+) -> Result<Vec<(&'a str, &'a str)>, SplitError> {
+    row.iter()
+        .map(|(c, _)| match t.types.get(c) {
+            Some(ty) => Ok((c.as_str(), ty.as_str())),
+            None => Err(SplitError::Apply {
+                table: t.filter.table.clone(),
+                message: format!("column '{c}' is not a stored column of the target's table"),
+            }),
+        })
+        .collect()
+}
+
+/// The identity columns (typed) and their values in `row`; for a
+/// whole-row identity, every column `row` carries.
+#[allow(clippy::type_complexity)]
+fn identity<'a>(
+    t: &'a ApplyTable,
+    row: &'a RowImage,
+) -> Result<(Vec<(&'a str, &'a str)>, Vec<Option<&'a str>>), SplitError> {
+    if t.identity.is_empty() {
+        let cols = typed(t, &row.0)?;
+        let vals = row.0.iter().map(|(_, v)| v.as_deref()).collect();
+        return Ok((cols, vals));
+    }
+    let mut cols = Vec::new();
+    let mut vals = Vec::new();
+    for c in &t.identity {
+        let Some(v) = row.get(c) else {
+            return Err(SplitError::Apply {
+                table: t.filter.table.clone(),
+                message: format!("the change carries no value of identity column '{c}'"),
+            });
+        };
+        let ty = t.types.get(c).map(String::as_str).unwrap_or("text");
+        cols.push((c.as_str(), ty));
+        vals.push(v);
+    }
+    Ok((cols, vals))
+}
+
+async fn target_types(
+    c: &Client,
+    shard: &str,
+    table: &str,
+) -> Result<HashMap<String, String>, SplitError> {
+    let rows = c
+        .query(
+            "select attname::text, pg_catalog.format_type(atttypid, null) \
+               from pg_catalog.pg_attribute \
+              where attrelid = to_regclass($1) and attnum > 0 and not attisdropped \
+                and attgenerated = ''",
+            &[&quote_ident(table)],
+        )
+        .await
+        .map_err(|e| shard_error(shard, format!("reading the columns of '{table}'"), e))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// The columns identifying a row of `table` on the source: its primary
+/// key, else its replica identity index; empty for `REPLICA IDENTITY FULL`
+/// without either.
+async fn identity_columns(c: &Client, shard: &str, table: &str) -> Result<Vec<String>, SplitError> {
+    let rows = c
+        .query(
+            "select a.attname::text \
+               from pg_catalog.pg_index i \
+               join pg_catalog.pg_class r on r.oid = i.indrelid \
+               cross join lateral unnest(i.indkey) with ordinality k(attnum, n) \
+               join pg_catalog.pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum \
+              where i.indrelid = to_regclass($1) \
+                and i.indexrelid = coalesce( \
+                      (select indexrelid from pg_catalog.pg_index \
+                        where indrelid = r.oid and indisprimary), \
+                      (select indexrelid from pg_catalog.pg_index \
+                        where indrelid = r.oid and indisreplident and r.relreplident = 'i')) \
+              order by k.n",
+            &[&quote_ident(table)],
+        )
+        .await
+        .map_err(|e| shard_error(shard, format!("reading the identity of '{table}'"), e))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Drops job `id`'s replication origin on the target (absent is fine).
+///
+/// Errors: [`SplitError::Shard`] (e.g. a session still uses it).
+pub async fn drop_origin(target: &Client, shard: &str, id: i64) -> Result<(), SplitError> {
+    let origin = artifact_name(id);
+    target
+        .execute(
+            "select pg_catalog.pg_replication_origin_drop(roname) \
+               from pg_catalog.pg_replication_origin where roname = $1",
+            &[&origin],
+        )
+        .await
+        .map_err(|e| shard_error(shard, format!("dropping replication origin '{origin}'"), e))?;
+    Ok(())
+}
+
+fn shard_error(shard: &str, context: String, source: tokio_postgres::Error) -> SplitError {
+    SplitError::Shard {
+        shard: shard.to_string(),
+        context,
+        source,
+    }
+}
