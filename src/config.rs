@@ -65,6 +65,48 @@ pub struct RouterConfig {
     /// Client-facing TLS.
     #[serde(default)]
     pub tls: TlsConfig,
+    /// Online resharding: the catalog lease and cutover write blocks.
+    #[serde(default)]
+    pub resharding: ReshardingConfig,
+}
+
+/// How this router takes part in split cutovers (`docs/resharding.md`,
+/// "Cutover across routers").
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReshardingConfig {
+    /// Lifetime of the router's catalog lease, ms: a router that could not
+    /// renew it for this long refuses writes (25006), and a split job
+    /// passes it after this long.
+    #[serde(default = "default_lease_ttl")]
+    pub lease_ttl_ms: u64,
+    /// How often the lease is renewed, ms (well below `lease_ttl_ms`).
+    #[serde(default = "default_lease_renew")]
+    pub lease_renew_ms: u64,
+    /// Longest wait of a write held by a cutover block or a missing lease,
+    /// ms; then it fails (57014 for a block, 25006 without a lease).
+    #[serde(default = "default_write_wait")]
+    pub write_wait_ms: u64,
+}
+
+fn default_lease_ttl() -> u64 {
+    5000
+}
+fn default_lease_renew() -> u64 {
+    500
+}
+fn default_write_wait() -> u64 {
+    10_000
+}
+
+impl Default for ReshardingConfig {
+    fn default() -> Self {
+        ReshardingConfig {
+            lease_ttl_ms: default_lease_ttl(),
+            lease_renew_ms: default_lease_renew(),
+            write_wait_ms: default_write_wait(),
+        }
+    }
 }
 
 /// Client-facing TLS (PostgreSQL's SSLRequest, protocol docs §55.2.10).
@@ -316,6 +358,16 @@ impl RouterConfig {
                     message: format!("{m:?} is not an ip:port address"),
                 });
             }
+        }
+        let r = &self.resharding;
+        if r.lease_renew_ms == 0 || r.lease_renew_ms * 2 > r.lease_ttl_ms {
+            return Err(ConfigError::Value {
+                key: "resharding.lease_renew_ms",
+                message: format!(
+                    "must be above 0 and at most half of resharding.lease_ttl_ms ({})",
+                    r.lease_ttl_ms
+                ),
+            });
         }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             return Err(ConfigError::Value {

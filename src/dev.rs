@@ -86,6 +86,7 @@ pub struct RouterHandle {
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     watcher: JoinHandle<()>,
+    lease: JoinHandle<()>,
     recovery: JoinHandle<()>,
     health: JoinHandle<()>,
     workers: Option<Arc<Workers>>,
@@ -138,6 +139,7 @@ impl RouterHandle {
             let _ = s.send(());
         }
         self.watcher.abort();
+        self.lease.abort();
         self.recovery.abort();
         self.health.abort();
         if let Some(h) = self.http.take() {
@@ -202,6 +204,18 @@ pub async fn start_router(cfg: &RouterConfig) -> Result<RouterHandle, DevError> 
         );
         st.apply_catalog(c);
     });
+    // Writes need this router's catalog lease (online resharding); the
+    // first renewal comes before the first client.
+    state.gate.require_lease();
+    let lease = crate::state::lease::spawn(state.clone(), cfg.catalog.clone());
+    let lease_wait = std::time::Instant::now();
+    while !state.gate.lease_valid() {
+        if lease_wait.elapsed() > std::time::Duration::from_millis(cfg.resharding.lease_ttl_ms) {
+            tracing::warn!("no catalog lease yet: writes wait for it");
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     let listener = TcpListener::bind(&cfg.listen)
         .await
         .map_err(|source| DevError::Listen {
@@ -248,6 +262,7 @@ pub async fn start_router(cfg: &RouterConfig) -> Result<RouterHandle, DevError> 
         http,
         http_addr,
         watcher,
+        lease,
         recovery,
         health,
         workers: Some(workers),
@@ -342,6 +357,7 @@ impl DevCluster {
             },
             metrics_listen: None,
             tls: crate::config::TlsConfig::default(),
+            resharding: crate::config::ReshardingConfig::default(),
         };
         configure(&mut cfg);
         let router = start_router(&cfg).await?;

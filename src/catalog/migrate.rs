@@ -50,6 +50,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "split_jobs",
         sql: include_str!("../../shard-metadata/migrations/0005_split_jobs.sql"),
     },
+    Migration {
+        version: 6,
+        name: "router_leases",
+        sql: include_str!("../../shard-metadata/migrations/0006_router_leases.sql"),
+    },
 ];
 
 /// Creates the schema and the bookkeeping table before anything else, so the

@@ -88,6 +88,8 @@ pub struct ExecCtx {
     /// An extended-protocol batch is running: router-injected queries use
     /// the extended protocol without Sync (see `inject.rs`).
     pub in_extended: bool,
+    /// The write gate's grace period this request entered (see `admit.rs`).
+    pub gate_period: Option<usize>,
     /// The client's cancel slot: the backends it holds.
     pub cancel: Arc<CancelSlot>,
     /// `held` indices (capped at 63) the current request used: its shards.
@@ -119,6 +121,7 @@ impl ExecCtx {
             deferred: None,
             last_count: None,
             in_extended: false,
+            gate_period: None,
             cancel,
             touched: 0,
             traced_shards: Vec::new(),
@@ -175,8 +178,9 @@ impl ExecCtx {
                 self.traced_shards.push(name.clone());
             }
         }
-        if self.cur_write {
+        if self.cur_write && !self.held[i].wrote {
             self.held[i].wrote = true;
+            self.held[i].cancel.mark_wrote();
         }
         Ok(i)
     }

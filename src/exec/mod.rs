@@ -22,6 +22,7 @@
 //! Executors never import the session: what they may use and change is in
 //! [`ExecCtx`]; extended-protocol messages reach them as [`message::Item`]s.
 
+pub mod admit;
 pub mod block;
 pub mod commit;
 pub mod concat;

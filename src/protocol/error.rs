@@ -128,6 +128,8 @@ pub mod codes {
     pub const INVALID_CURSOR_NAME: &str = "34000";
     /// query_canceled
     pub const QUERY_CANCELED: &str = "57014";
+    /// read_only_sql_transaction (a router without its catalog lease).
+    pub const READ_ONLY_SQL_TRANSACTION: &str = "25006";
     /// invalid_authorization_specification
     pub const INVALID_AUTHORIZATION: &str = "28000";
     /// numeric_value_out_of_range

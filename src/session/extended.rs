@@ -37,9 +37,23 @@ impl Session {
     /// Processes the buffered batch; `sync` is true when it ends with Sync.
     pub(super) async fn run_batch(&mut self, _sync: bool) -> Result<(), End> {
         let frames = std::mem::take(&mut self.batch.frames);
-        let routing = self.ctx.state.routing();
+        let mut routing = self.ctx.state.routing();
         let mut items = Vec::with_capacity(frames.len());
         let mut failed = false;
+        // In the gate before routing (a block installed after this waits
+        // for the batch); a batch that writes nothing leaves at once.
+        self.ctx.enter_gate();
+        if self.ctx.state.gate.maybe_closed() && self.batch_writes(&routing, &frames) {
+            match self.ctx.admit_write().await {
+                Ok(false) => {}
+                // Held across a routing change: route with the new one.
+                Ok(true) => routing = self.ctx.state.routing(),
+                Err(e) => {
+                    items.push(Item::Fail(e));
+                    failed = true;
+                }
+            }
+        }
         for f in &frames {
             if failed && f.tag != b'S' {
                 continue;
@@ -57,6 +71,9 @@ impl Session {
         self.ctx.cur_write = items
             .iter()
             .any(|it| matches!(it, Item::Bind { stmt, .. } if stmt.plan.writes()));
+        if !self.ctx.cur_write {
+            self.ctx.leave_gate();
+        }
         let syncs = items.iter().any(|it| matches!(it, Item::Sync));
         self.open_batch_block(&mut items, syncs, routing.catalog.shards.len());
         let mut target: Option<&str> = None;
@@ -123,6 +140,26 @@ impl Session {
             self.ctx.in_extended = false;
             r
         }
+    }
+
+    /// Whether the batch may write: a Parse of a statement that writes, or
+    /// a Bind of a prepared one (checked before routing, for the write
+    /// gate).
+    fn batch_writes(&self, routing: &Routing, frames: &[Frame]) -> bool {
+        frames.iter().any(|f| match f.tag {
+            b'P' => Parse::decode(f.body()).is_ok_and(|p| {
+                routing
+                    .planner
+                    .plan_extended(p.query, &*routing.catalog)
+                    .writes()
+            }),
+            b'B' => Bind::decode(f.body()).is_ok_and(|b| {
+                self.statements
+                    .get(b.statement)
+                    .is_some_and(|s| s.plan.writes())
+            }),
+            _ => false,
+        })
     }
 
     /// Opens the implicit block a batch outside a transaction block needs

@@ -174,6 +174,7 @@ impl Session {
                 b'Q' => {
                     self.skip_until_sync = false;
                     self.on_query(f).await?;
+                    self.ctx.leave_gate();
                     self.finish_request();
                     let st = self.ctx.client_status();
                     synth::ready(&mut self.ctx.out.buf, st);
@@ -191,6 +192,7 @@ impl Session {
                         // Sync (it waits for CopyInResponse): run now.
                         if self.batch_executes_copy() {
                             self.run_batch(false).await?;
+                            self.ctx.leave_gate();
                         }
                     }
                 }
@@ -198,12 +200,14 @@ impl Session {
                     if !self.skip_until_sync {
                         self.batch.frames.push(f);
                         self.run_batch(false).await?;
+                        self.ctx.leave_gate();
                     }
                     self.ctx.out.flush().await?;
                 }
                 b'S' => {
                     self.batch.frames.push(f);
                     self.run_batch(true).await?;
+                    self.ctx.leave_gate();
                     if self.ctx.block.as_ref().is_some_and(|b| b.implicit) {
                         // The implicit distributed transaction of a
                         // multi-shard write ends at Sync, like PostgreSQL's

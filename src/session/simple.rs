@@ -37,9 +37,23 @@ impl Session {
             synth::empty_query(&mut self.ctx.out.buf);
             return Ok(());
         }
-        let routing = self.ctx.state.routing();
+        let mut routing = self.ctx.state.routing();
         if stmts.len() == 1 {
-            let (p, lits) = routing.planner.plan_simple(stmts[0], &*routing.catalog);
+            let (mut p, mut lits) = routing.planner.plan_simple(stmts[0], &*routing.catalog);
+            if p.writes() {
+                match self.ctx.admit_write().await {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        // Held across a routing change: plan again.
+                        routing = self.ctx.state.routing();
+                        (p, lits) = routing.planner.plan_simple(stmts[0], &*routing.catalog);
+                    }
+                    Err(e) => {
+                        self.ctx.send_error(&e);
+                        return Ok(());
+                    }
+                }
+            }
             let raw = if stmts[0].len() + 2 >= sql.trim().len() {
                 Some(&frame)
             } else {
@@ -48,10 +62,26 @@ impl Session {
             self.exec_simple(&routing, stmts[0], &p, &lits, raw).await?;
             return Ok(());
         }
-        let planned: Vec<_> = stmts
+        let mut planned: Vec<_> = stmts
             .iter()
             .map(|s| (*s, routing.planner.plan_simple(s, &*routing.catalog)))
             .collect();
+        if planned.iter().any(|(_, (p, _))| p.writes()) {
+            match self.ctx.admit_write().await {
+                Ok(false) => {}
+                Ok(true) => {
+                    routing = self.ctx.state.routing();
+                    planned = stmts
+                        .iter()
+                        .map(|s| (*s, routing.planner.plan_simple(s, &*routing.catalog)))
+                        .collect();
+                }
+                Err(e) => {
+                    self.ctx.send_error(&e);
+                    return Ok(());
+                }
+            }
+        }
         let has_txn = planned
             .iter()
             .any(|(_, (p, _))| matches!(**p, Plan::Transaction(_)));

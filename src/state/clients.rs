@@ -27,6 +27,8 @@ struct Backend {
     pool: Arc<ShardPool>,
     pid: i32,
     secret: i32,
+    /// The client's transaction (or statement) wrote through it.
+    wrote: bool,
 }
 
 /// The router's handle on one client: the backends it holds (for cancel
@@ -91,6 +93,7 @@ impl CancelSlot {
             pool: pool.clone(),
             pid,
             secret,
+            wrote: false,
         });
         CancelGuard {
             slot: self.clone(),
@@ -105,6 +108,29 @@ pub struct CancelGuard {
     slot: Arc<CancelSlot>,
     pid: i32,
     pool: Arc<ShardPool>,
+}
+
+impl CancelGuard {
+    /// Records that the client wrote through this backend (until it is
+    /// released): a cutover write block waits for such transactions.
+    pub fn mark_wrote(&self) {
+        for b in self.slot.backends.lock().iter_mut() {
+            if b.pid == self.pid && Arc::ptr_eq(&b.pool, &self.pool) {
+                b.wrote = true;
+            }
+        }
+    }
+}
+
+impl CancelSlot {
+    /// Whether the client holds a backend of shard `shard` it wrote
+    /// through (an open writing transaction there).
+    pub fn wrote_on(&self, shard: &str) -> bool {
+        self.backends
+            .lock()
+            .iter()
+            .any(|b| b.wrote && b.pool.target.name == shard)
+    }
 }
 
 impl Drop for CancelGuard {

@@ -4,6 +4,8 @@
 //! TLS settings ([`tls`]).
 
 pub mod clients;
+pub mod gate;
+pub mod lease;
 pub mod tls;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -90,6 +92,10 @@ pub struct RouterState {
     resumed: tokio::sync::Notify,
     reload_hook: OnceLock<ReloadHook>,
     tls: ArcSwap<tls::TlsSettings>,
+    /// Whether writes may start now (catalog lease, cutover blocks).
+    pub gate: gate::WriteGate,
+    /// The `[resharding]` settings.
+    pub resharding: crate::config::ReshardingConfig,
 }
 
 /// Why a configuration reload was refused (nothing was applied).
@@ -190,6 +196,8 @@ impl RouterState {
             reload_hook: OnceLock::new(),
             tls: ArcSwap::from_pointee(tls::TlsSettings::disabled()),
             metrics: crate::metrics::Metrics::new(workers),
+            gate: gate::WriteGate::without_lease(),
+            resharding: cfg.resharding.clone(),
         });
         st.apply_catalog(catalog);
         st
