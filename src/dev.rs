@@ -83,6 +83,8 @@ pub struct RouterHandle {
     pub state: Arc<RouterState>,
     /// Address clients connect to.
     pub addr: SocketAddr,
+    /// The configuration it was started with.
+    pub config: RouterConfig,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     watcher: JoinHandle<()>,
@@ -257,6 +259,7 @@ pub async fn start_router(cfg: &RouterConfig) -> Result<RouterHandle, DevError> 
     Ok(RouterHandle {
         state,
         addr,
+        config: cfg.clone(),
         stop: Some(tx),
         task: Some(task),
         http,

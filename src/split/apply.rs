@@ -112,8 +112,7 @@ impl Target {
                 s
             }
         };
-        let p: Vec<&(dyn ToSql + Sync)> =
-            params.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+        let p: Vec<&(dyn ToSql + Sync)> = params.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
         self.client
             .execute(&stmt, &p)
             .await
@@ -166,7 +165,10 @@ impl Applier {
             .await
             .map_err(|e| shard_error(&tshard, format!("creating replication origin '{origin}'"), e))?;
         target
-            .execute("select pg_catalog.pg_replication_origin_session_setup($1)", &[&origin])
+            .execute(
+                "select pg_catalog.pg_replication_origin_session_setup($1)",
+                &[&origin],
+            )
             .await
             .map_err(|e| shard_error(&tshard, format!("using replication origin '{origin}'"), e))?;
         let done: String = target
@@ -356,7 +358,8 @@ impl Applier {
                 if inside {
                     let set = typed(&t, &new.0)?;
                     let (ident, vals) = identity(&t, ident_row)?;
-                    let sql = apply_sql::update(&t.filter.table, &set, &ident, t.identity.is_empty());
+                    let sql =
+                        apply_sql::update(&t.filter.table, &set, &ident, t.identity.is_empty());
                     let mut params: Vec<Option<&str>> =
                         new.0.iter().map(|(_, v)| v.as_deref()).collect();
                     params.extend(vals.iter().copied());
@@ -457,7 +460,8 @@ impl Applier {
         };
         let mut full = new.clone();
         for (i, c) in missing.iter().enumerate() {
-            full.0.push((c.to_string(), row.get::<_, Option<String>>(i)));
+            full.0
+                .push((c.to_string(), row.get::<_, Option<String>>(i)));
         }
         Ok(Some(full))
     }

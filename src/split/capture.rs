@@ -132,7 +132,9 @@ pub async fn run<W: WalSource>(
         .map_err(|e| shard_error(shard, format!("creating publication '{name}'"), e))?;
     let started = Instant::now();
     let snapshot =
-        match tokio::time::timeout(settings.slot_timeout, wal.create_slot(&name, &name)).await {
+        match tokio::time::timeout(settings.slot_timeout, wal.create_slot(&name, &name, false))
+            .await
+        {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
                 let _ = drop_artifacts(source, shard, job.id).await;

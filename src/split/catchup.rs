@@ -132,11 +132,38 @@ pub async fn run<W: WalSource>(
     settings: &CatchUpSettings,
     observer: &dyn Observer,
 ) -> Result<CatchUpProgress, SplitError> {
+    run_until(env, job, wal, applier, until, None, settings, observer)
+        .await
+        .map(|p| p.unwrap_or_default())
+}
+
+/// [`run`] that gives up at `deadline` (checked between events, so the
+/// apply stays consistent and can go on later); None when it gave up.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_until<W: WalSource>(
+    env: JobEnv<'_>,
+    job: &Job,
+    wal: &mut W,
+    applier: &mut Applier,
+    until: &Until,
+    deadline: Option<Instant>,
+    settings: &CatchUpSettings,
+    observer: &dyn Observer,
+) -> Result<Option<CatchUpProgress>, SplitError> {
     let mut last_report: Option<Instant> = None;
     let mut last_commit_us: Option<i64> = None;
     loop {
+        if deadline.is_some_and(|d| Instant::now() >= d) && !applier.in_transaction() {
+            return Ok(None);
+        }
+        let poll = match deadline {
+            Some(d) => settings
+                .poll
+                .min(d.saturating_duration_since(Instant::now())),
+            None => settings.poll,
+        };
         let mut idle = false;
-        match wal.next(settings.poll).await? {
+        match wal.next(poll.max(Duration::from_millis(1))).await? {
             Some(event) => {
                 if let Applied::Committed {
                     end_lsn,
@@ -148,8 +175,11 @@ pub async fn run<W: WalSource>(
                     last_commit_us = Some(commit_time_us);
                     if let (Until::Fence(want), Some(got)) = (until, &fence) {
                         if want == got {
-                            report(env, job, wal, applier, true, last_commit_us, observer).await?;
-                            return Ok(applier.progress.clone());
+                            if deadline.is_none() {
+                                report(env, job, wal, applier, true, last_commit_us, observer)
+                                    .await?;
+                            }
+                            return Ok(Some(applier.progress.clone()));
                         }
                     }
                 }
@@ -161,12 +191,13 @@ pub async fn run<W: WalSource>(
             // range, so the slot may move on.
             wal.confirm(wal.received()).await?;
         }
-        if last_report.is_none_or(|t| t.elapsed() >= settings.report_every) {
+        // Inside a cutover (a deadline) nothing is measured or written.
+        if deadline.is_none() && last_report.is_none_or(|t| t.elapsed() >= settings.report_every) {
             last_report = Some(Instant::now());
             report(env, job, wal, applier, idle, last_commit_us, observer).await?;
             if let Until::LagBelow(max) = until {
                 if applier.progress.lag_bytes <= *max {
-                    return Ok(applier.progress.clone());
+                    return Ok(Some(applier.progress.clone()));
                 }
             }
         }

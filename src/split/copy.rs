@@ -215,9 +215,7 @@ async fn copy_table(
         .await
         .map_err(|e| shard_error(src_shard, format!("reading '{table}'"), e))?;
     let sink = target
-        .copy_in::<_, Bytes>(&format!(
-            "COPY {qt} ({list}) FROM STDIN (FORMAT binary)"
-        ))
+        .copy_in::<_, Bytes>(&format!("COPY {qt} ({list}) FROM STDIN (FORMAT binary)"))
         .await
         .map_err(|e| shard_error(dst_shard, format!("writing '{table}'"), e))?;
     tokio::pin!(out);
@@ -316,7 +314,13 @@ pub async fn copy_columns(
             &[&quote_ident(&filter.table)],
         )
         .await
-        .map_err(|e| shard_error(shard, format!("reading the columns of '{}'", filter.table), e))?;
+        .map_err(|e| {
+            shard_error(
+                shard,
+                format!("reading the columns of '{}'", filter.table),
+                e,
+            )
+        })?;
     let cols: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
     let Some(key) = cols.iter().position(|c| *c == filter.key_column) else {
         return Err(SplitError::Copy {
@@ -345,7 +349,11 @@ pub async fn replica_role(target: &Client, shard: &str) -> Result<(), SplitError
             tracing::warn!(shard, "cannot set session_replication_role (not a superuser): target triggers fire for copied rows");
             Ok(())
         }
-        Err(e) => Err(shard_error(shard, "setting session_replication_role".into(), e)),
+        Err(e) => Err(shard_error(
+            shard,
+            "setting session_replication_role".into(),
+            e,
+        )),
     }
 }
 

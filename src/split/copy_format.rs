@@ -285,7 +285,10 @@ mod tests {
         // Truncated in a tuple.
         let full = stream(&[tuple(&[Some(b"a"), Some(&[2])])]);
         let cut = &full[..full.len() - 4];
-        assert!(run(cut, 5).unwrap_err().0.contains("ended before the trailer"));
+        assert!(run(cut, 5)
+            .unwrap_err()
+            .0
+            .contains("ended before the trailer"));
         // Bad field length.
         let mut neg = stream(&[tuple(&[Some(b"a"), Some(&[2])])]);
         let at = 19 + 3 + 2;

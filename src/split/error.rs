@@ -150,6 +150,22 @@ pub enum SplitError {
         message: String,
     },
 
+    /// Verification found tables whose rows differ between source and
+    /// target.
+    #[error("verification failed: {}", tables.join("; "))]
+    Verification {
+        /// One entry per mismatching table.
+        tables: Vec<String>,
+    },
+
+    /// Every cutover attempt was abandoned (routers did not acknowledge or
+    /// the target did not catch up within the window).
+    #[error("{attempts} cutover attempts were abandoned; see the log for why, and raise the maximum window or lower the load")]
+    CutoverFailed {
+        /// Attempts made.
+        attempts: usize,
+    },
+
     /// A shard named by the job is not registered in the catalog.
     #[error("shard '{0}' is not registered in the catalog (pg-router meta add-shard)")]
     UnknownShard(String),

@@ -99,7 +99,10 @@ async fn undo(env: JobEnv<'_>, job: &Job) -> Result<(), SplitError> {
     tables.sort_by(|a, b| a.name.cmp(&b.name));
     for t in tables {
         let exists: bool = target
-            .query_one("select to_regclass($1) is not null", &[&quote_ident(&t.name)])
+            .query_one(
+                "select to_regclass($1) is not null",
+                &[&quote_ident(&t.name)],
+            )
             .await
             .map_err(|source| SplitError::Shard {
                 shard: job.spec.target.clone(),

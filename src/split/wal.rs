@@ -37,6 +37,7 @@ pub trait WalSource {
         &mut self,
         slot: &str,
         publication: &str,
+        temporary: bool,
     ) -> impl Future<Output = Result<String, SplitError>> + Send;
 
     /// Starts streaming slot `slot` of `publication` (with logical decoding
@@ -65,9 +66,32 @@ pub trait WalSource {
     /// Errors: [`SplitError::Wal`] when the status update cannot be sent.
     fn confirm(&mut self, lsn: Lsn) -> impl Future<Output = Result<(), SplitError>> + Send;
 
+    /// Like [`WalSource::next`], but stops before the first transaction
+    /// committed at or past `boundary`: [`Before::Reached`] once every
+    /// transaction committed below it has been delivered (the next one is
+    /// kept for the following read).
+    ///
+    /// Errors: [`SplitError::Wal`].
+    fn next_before(
+        &mut self,
+        boundary: Lsn,
+        wait: Duration,
+    ) -> impl Future<Output = Result<Before, SplitError>> + Send;
+
     /// The furthest source position received (changes or keepalives); 0
     /// before streaming.
     fn received(&self) -> Lsn;
+}
+
+/// What [`WalSource::next_before`] returned.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Before {
+    /// An event of a transaction committed below the boundary.
+    Event(WalEvent),
+    /// Every transaction committed below the boundary has been delivered.
+    Reached,
+    /// Nothing arrived in time.
+    Idle,
 }
 
 /// A libpq parameter value: single-quoted, `\` and `'` escaped.
@@ -147,11 +171,17 @@ impl PgWalSource {
 }
 
 impl WalSource for PgWalSource {
-    async fn create_slot(&mut self, slot: &str, publication: &str) -> Result<String, SplitError> {
+    async fn create_slot(
+        &mut self,
+        slot: &str,
+        publication: &str,
+        temporary: bool,
+    ) -> Result<String, SplitError> {
         let config = self
             .config(slot, publication)
             .with_slot_options(ReplicationSlotOptions {
                 snapshot: Some("export".into()),
+                temporary,
                 ..ReplicationSlotOptions::default()
             })
             .with_existing_slot_required(false);
@@ -231,6 +261,40 @@ impl WalSource for PgWalSource {
         }
     }
 
+    async fn next_before(&mut self, boundary: Lsn, wait: Duration) -> Result<Before, SplitError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let Some(stream) = self.stream.as_mut() else {
+                return Err(self.wal_error("reading changes", "streaming has not started"));
+            };
+            let token = CancellationToken::new();
+            let event = {
+                let read = stream.next_event_before(pg_walstream::Lsn(boundary), &token);
+                tokio::pin!(read);
+                tokio::select! {
+                    r = &mut read => r,
+                    _ = tokio::time::sleep_until(deadline) => {
+                        token.cancel();
+                        read.await
+                    }
+                }
+            };
+            match event {
+                Ok(None) => return Ok(Before::Reached),
+                Ok(Some(e)) => {
+                    if let Some(e) = convert(e) {
+                        return Ok(Before::Event(e));
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        return Ok(Before::Idle);
+                    }
+                }
+                Err(e) if e.is_cancelled() => return Ok(Before::Idle),
+                Err(e) => return Err(self.wal_error("reading changes", e)),
+            }
+        }
+    }
+
     async fn confirm(&mut self, lsn: Lsn) -> Result<(), SplitError> {
         let Some(stream) = self.stream.as_mut() else {
             return Ok(());
@@ -264,7 +328,8 @@ fn convert(e: ChangeEvent) -> Option<WalEvent> {
         RowImage(
             r.iter()
                 .map(|(c, v)| {
-                    let v = (!v.is_null()).then(|| String::from_utf8_lossy(v.as_bytes()).into_owned());
+                    let v =
+                        (!v.is_null()).then(|| String::from_utf8_lossy(v.as_bytes()).into_owned());
                     (c.to_string(), v)
                 })
                 .collect(),

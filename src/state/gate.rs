@@ -95,12 +95,9 @@ impl WriteGate {
     /// From now on writes need a lease (closed until the first
     /// [`WriteGate::renew`]).
     pub fn require_lease(&self) {
-        let _ = self.lease_until_ns.compare_exchange(
-            u64::MAX,
-            0,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        );
+        let _ =
+            self.lease_until_ns
+                .compare_exchange(u64::MAX, 0, Ordering::AcqRel, Ordering::Acquire);
     }
 
     /// Extends the lease to `until` (never shortens it).
@@ -115,8 +112,7 @@ impl WriteGate {
     /// Whether the lease is valid now.
     pub fn lease_valid(&self) -> bool {
         let until = self.lease_until_ns.load(Ordering::Acquire);
-        until == u64::MAX
-            || (until > 0 && (self.base.elapsed().as_nanos() as u64) < until)
+        until == u64::MAX || (until > 0 && (self.base.elapsed().as_nanos() as u64) < until)
     }
 
     /// Time left on the lease (None: leases not used; zero: expired).
@@ -196,8 +192,7 @@ impl WriteGate {
             return Admit::Go;
         }
         for b in self.blocks.load().iter() {
-            if b
-                .routed_generation
+            if b.routed_generation
                 .is_some_and(|g| generation(&b.keyspace) >= g)
             {
                 continue;

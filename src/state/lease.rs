@@ -161,16 +161,16 @@ async fn iteration(
         )
         .await?;
     let stale = client
-        .query(
-            "select name, generation from pgrouter.keyspaces",
-            &[],
-        )
+        .query("select name, generation from pgrouter.keyspaces", &[])
         .await?
         .iter()
         .any(|r| {
             let name: String = r.get(0);
             let g: i64 = r.get(1);
-            served.get(&name).and_then(|v| v.as_i64()).is_none_or(|s| s < g)
+            served
+                .get(&name)
+                .and_then(|v| v.as_i64())
+                .is_none_or(|s| s < g)
         });
     if !stale {
         state.gate.renew(started + ttl);
@@ -230,7 +230,11 @@ async fn iteration(
         *grace = None;
     }
     let drained = grace.is_some_and(|old| state.gate.drained(old)) && !*reflip;
-    let clients = if drained { state.cancels.list() } else { Vec::new() };
+    let clients = if drained {
+        state.cancels.list()
+    } else {
+        Vec::new()
+    };
     let ack = pending
         .iter()
         .filter(|(source, _)| drained && !clients.iter().any(|(_, s)| s.wrote_on(source)))

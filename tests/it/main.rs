@@ -26,6 +26,7 @@ mod scatter_diff;
 mod shard_failure;
 mod split;
 mod split_data;
+mod split_online;
 mod tls;
 mod transactions;
 mod twopc_crash;

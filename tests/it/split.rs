@@ -149,7 +149,12 @@ pub(crate) async fn wait_no_capture(c: &tokio_postgres::Client) {
 
 /// Two shards and a spare (`shard2`), `pgbench -i -s 1` through the router.
 pub(crate) async fn pgbench_with_spare() -> pg_router::dev::DevCluster {
-    let dev = common::start_spare(2, 1, 2).await;
+    pgbench_with_spare_pool(2).await
+}
+
+/// [`pgbench_with_spare`] with `pool` backend connections per shard.
+pub(crate) async fn pgbench_with_spare_pool(pool: usize) -> pg_router::dev::DevCluster {
+    let dev = common::start_spare(2, 1, pool).await;
     let mut args = vec!["-i", "-s", "1", "-q"];
     let conn = common::conn_args(&dev);
     args.extend(conn.iter().map(String::as_str));

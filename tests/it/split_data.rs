@@ -168,9 +168,15 @@ async fn copy_and_catch_up_move_exactly_the_range() {
         .await
         .expect("capture");
     let job = store::load(&cat, job.id).await.unwrap().unwrap();
-    bootstrap::run(env, &job, &BootstrapSettings { pg_bin: pg_bin.clone() })
-        .await
-        .expect("bootstrap");
+    bootstrap::run(
+        env,
+        &job,
+        &BootstrapSettings {
+            pg_bin: pg_bin.clone(),
+        },
+    )
+    .await
+    .expect("bootstrap");
     let job = store::load(&cat, job.id).await.unwrap().unwrap();
     assert_eq!(job.created_tables, vec!["docs".to_string()]);
     // Changes after the snapshot of every kind the apply handles: an
@@ -236,7 +242,9 @@ async fn copy_and_catch_up_move_exactly_the_range() {
     .expect("catch up");
     let out = load.await.unwrap();
     assert!(out.contains("number of failed transactions: 0"), "{out}");
-    let fence = catchup::emit_fence(&source, &s0, job.id, b"one").await.unwrap();
+    let fence = catchup::emit_fence(&source, &s0, job.id, b"one")
+        .await
+        .unwrap();
     assert!(fence > 0);
     let p = catchup::run(
         env,
@@ -292,7 +300,9 @@ async fn copy_and_catch_up_move_exactly_the_range() {
             }
         }
     };
-    catchup::emit_fence(&source, &s0, job.id, b"two").await.unwrap();
+    catchup::emit_fence(&source, &s0, job.id, b"two")
+        .await
+        .unwrap();
     catchup::run(
         env,
         &recorded,
@@ -315,7 +325,12 @@ async fn copy_and_catch_up_move_exactly_the_range() {
     wait_no_capture(&direct).await;
     assert_eq!(capture_state(&direct).await, (0, 0, 0));
     assert_eq!(table_rows(&spare_direct, "docs").await, None);
-    for t in ["pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history"] {
+    for t in [
+        "pgbench_accounts",
+        "pgbench_branches",
+        "pgbench_tellers",
+        "pgbench_history",
+    ] {
         assert_eq!(table_rows(&spare_direct, t).await, Some(0), "{t}");
     }
     let origins: i64 = spare_direct

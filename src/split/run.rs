@@ -1,0 +1,370 @@
+//! Driving a job through its steps from whatever phase the catalog
+//! records ([`drive`]): what `pg-router split start` and `resume` run, and
+//! what the reconciler will run.
+//!
+//! - created: steps 1–3 on a live exported snapshot, then catch-up;
+//! - capture, bootstrap, copy (a process died before catch-up: the
+//!   snapshot died with it): undone and started over;
+//! - catchup: the stream resumes from the slot's confirmed position;
+//! - cutover (a process died inside the write block, before the routing
+//!   update): the block is lifted, back to catch-up;
+//! - routed: waits for every router, then cleanup; cleanup: cleanup.
+//!
+//! From catch-up on: verification (optional), then cutover attempts when
+//! the lag is below the threshold (with `manual_cutover`, only after
+//! `pg-router split cutover` set `progress -> 'cutover_requested'`). A
+//! failure before the routing update rolls the job back (phase failed, the
+//! reason recorded); after it, the job stays where it failed and is
+//! resumed.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio_postgres::Client;
+
+use crate::catalog::{Catalog, ShardInfo};
+
+use super::apply::Applier;
+use super::bootstrap::{self, BootstrapSettings};
+use super::capture::{self, CaptureSettings};
+use super::catchup::{self, CatchUpSettings, Until};
+use super::cleanup;
+use super::copy::{self, CopySettings};
+use super::cutover::{self, CutoverSettings, Outcome};
+use super::env::JobEnv;
+use super::error::SplitError;
+use super::job::{Job, Phase};
+use super::progress::Observer;
+use super::rollback;
+use super::shards::ShardAccess;
+use super::store;
+use super::verify;
+use super::wal::PgWalSource;
+
+/// Everything a job run is configured with.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    /// Step 1.
+    pub capture: CaptureSettings,
+    /// Tables copied in parallel (step 3).
+    pub parallel_tables: usize,
+    /// PostgreSQL bin dir (`pg_dump`, `psql`).
+    pub pg_bin: PathBuf,
+    /// Step 4.
+    pub catchup: CatchUpSettings,
+    /// Steps 5–6.
+    pub cutover: CutoverSettings,
+    /// Verify before the cutover (a mismatch fails the job).
+    pub verify: bool,
+    /// Wait for `pg-router split cutover` before cutting over.
+    pub manual_cutover: bool,
+}
+
+/// The connections a job run owns.
+pub struct JobContext {
+    /// Catalog connection.
+    pub cat: Client,
+    /// The catalog as loaded when the run started.
+    pub catalog: Catalog,
+    /// How shards are reached.
+    pub access: ShardAccess,
+    /// Source shard.
+    pub source_info: ShardInfo,
+    /// Target shard.
+    pub target_info: ShardInfo,
+    /// SQL connection to the source.
+    pub source: Client,
+    /// SQL connection to the target.
+    pub target: Client,
+}
+
+impl JobContext {
+    /// Loads the catalog and connects to `job`'s shards.
+    ///
+    /// Errors: [`SplitError::UnknownShard`], [`SplitError::Shard`],
+    /// [`SplitError::Db`].
+    pub async fn open(
+        cat: Client,
+        access: ShardAccess,
+        job: &Job,
+    ) -> Result<JobContext, SplitError> {
+        let catalog = crate::catalog::load(&cat)
+            .await
+            .map_err(|e| SplitError::Wal {
+                shard: "catalog".into(),
+                message: format!("loading the catalog: {e}"),
+            })?;
+        let info = |s: &str| {
+            catalog
+                .shards
+                .get(s)
+                .cloned()
+                .ok_or_else(|| SplitError::UnknownShard(s.to_string()))
+        };
+        let source_info = info(&job.spec.source)?;
+        let target_info = info(&job.spec.target)?;
+        let source = access.connect(&source_info).await?;
+        let target = access.connect(&target_info).await?;
+        Ok(JobContext {
+            cat,
+            catalog,
+            access,
+            source_info,
+            target_info,
+            source,
+            target,
+        })
+    }
+
+    /// The steps' view of it.
+    pub fn env(&self) -> JobEnv<'_> {
+        JobEnv {
+            cat: &self.cat,
+            catalog: &self.catalog,
+            access: &self.access,
+            source_info: &self.source_info,
+            target_info: &self.target_info,
+            source: &self.source,
+            target: &self.target,
+        }
+    }
+
+    fn wal(&self, id: i64) -> PgWalSource {
+        PgWalSource::new(
+            &self.source_info.name,
+            self.access.replication_conninfo(&self.source_info, id),
+            self.access.connect_timeout,
+        )
+    }
+}
+
+/// Runs job `id` until it ends (or, with a failure past the routing
+/// update, until that failure); returns its final phase.
+///
+/// Errors: [`SplitError::NoSuchJob`]; any step's error (before the
+/// routing update the job is rolled back first, phase failed).
+pub async fn drive(
+    ctx: &JobContext,
+    id: i64,
+    settings: &RunSettings,
+    observer: &dyn Observer,
+) -> Result<Phase, SplitError> {
+    loop {
+        let job = store::load(&ctx.cat, id)
+            .await?
+            .ok_or(SplitError::NoSuchJob(id))?;
+        if job.phase.is_terminal() {
+            return Ok(job.phase);
+        }
+        let result = step(ctx, &job, settings, observer).await;
+        match result {
+            Ok(()) => continue,
+            Err(e) => {
+                let now = store::load(&ctx.cat, id)
+                    .await?
+                    .ok_or(SplitError::NoSuchJob(id))?;
+                if now.phase.past_point_of_no_return() || now.phase.is_terminal() {
+                    let _ = store::set_error(&ctx.cat, id, &e.to_string()).await;
+                    return Err(e);
+                }
+                // Rolled back automatically before the routing update.
+                if now.phase == Phase::Cutover {
+                    let _ = cutover::lift(&ctx.cat, &now).await;
+                }
+                let now = store::load(&ctx.cat, id)
+                    .await?
+                    .ok_or(SplitError::NoSuchJob(id))?;
+                observer.step(&format!("failed, rolling back: {e}"));
+                rollback::rollback(ctx.env(), &now, Some(&e.to_string())).await?;
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// One pass from the job's phase.
+async fn step(
+    ctx: &JobContext,
+    job: &Job,
+    settings: &RunSettings,
+    observer: &dyn Observer,
+) -> Result<(), SplitError> {
+    let env = ctx.env();
+    match job.phase {
+        Phase::Created => {
+            observer.step("step 1: publication and replication slot with an exported snapshot");
+            let cap = capture::run(env, job, ctx.wal(job.id), &settings.capture).await?;
+            let job = reload(ctx, job.id).await?;
+            observer.step("step 2: bootstrapping the target");
+            bootstrap::run(
+                env,
+                &job,
+                &BootstrapSettings {
+                    pg_bin: settings.pg_bin.clone(),
+                },
+            )
+            .await?;
+            let job = reload(ctx, job.id).await?;
+            observer.step("step 3: initial copy");
+            copy::run(
+                env,
+                &job,
+                &cap.snapshot,
+                &CopySettings {
+                    parallel_tables: settings.parallel_tables,
+                    pg_bin: settings.pg_bin.clone(),
+                },
+                observer,
+            )
+            .await?;
+            let job = reload(ctx, job.id).await?;
+            let mut wal = cap.wal;
+            let mut applier = catchup::start(env, &job, &mut wal).await?;
+            follow(ctx, &job, wal, &mut applier, settings, observer).await
+        }
+        Phase::Capture | Phase::Bootstrap | Phase::Copy => {
+            observer.step("the previous run died before catch-up: starting over");
+            rollback::restart(env, job).await?;
+            Ok(())
+        }
+        Phase::CatchUp => {
+            let mut wal = ctx.wal(job.id);
+            let mut applier = start_again(env, job, &mut wal).await?;
+            follow(ctx, job, wal, &mut applier, settings, observer).await
+        }
+        Phase::Cutover => cutover::lift(&ctx.cat, job).await,
+        Phase::Routed => {
+            cutover::finish_routed(&ctx.cat, job, settings.cutover.poll, None).await?;
+            let job = reload(ctx, job.id).await?;
+            cleanup::run(env, &job, observer).await.map(|_| ())
+        }
+        Phase::Cleanup => cleanup::run(env, job, observer).await.map(|_| ()),
+        Phase::Completed | Phase::Failed | Phase::RolledBack => Ok(()),
+    }
+}
+
+/// Starts the stream of a job found in catch-up; the previous process's
+/// walsender may still hold the slot for a moment.
+async fn start_again(
+    env: JobEnv<'_>,
+    job: &Job,
+    wal: &mut PgWalSource,
+) -> Result<Applier, SplitError> {
+    let mut tries = 0;
+    loop {
+        match catchup::start(env, job, wal).await {
+            Ok(a) => return Ok(a),
+            Err(SplitError::Wal { .. }) if tries < 50 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Catch-up, verification, cutover attempts; ends when the routing update
+/// is done (the caller's next pass cleans up).
+async fn follow(
+    ctx: &JobContext,
+    job: &Job,
+    mut wal: PgWalSource,
+    applier: &mut Applier,
+    settings: &RunSettings,
+    observer: &dyn Observer,
+) -> Result<(), SplitError> {
+    let env = ctx.env();
+    observer.step("step 4: catching up with the source");
+    let lag = Until::LagBelow(settings.cutover.lag_threshold_bytes);
+    catchup::run(
+        env,
+        job,
+        &mut wal,
+        applier,
+        &lag,
+        &settings.catchup,
+        observer,
+    )
+    .await?;
+    if settings.verify {
+        observer.step("verifying row counts and checksums at one consistent point");
+        let v = verify::run(env, job, &mut wal, applier, ctx.wal(job.id)).await?;
+        if !v.ok {
+            return Err(SplitError::Verification {
+                tables: v.mismatches(),
+            });
+        }
+    }
+    if settings.manual_cutover {
+        observer.step("waiting for `pg-router split cutover`");
+        while !cutover_requested(&ctx.cat, job.id).await? {
+            catchup::run(
+                env,
+                job,
+                &mut wal,
+                applier,
+                &lag,
+                &settings.catchup,
+                observer,
+            )
+            .await?;
+            tokio::time::sleep(settings.catchup.report_every).await;
+        }
+    }
+    for attempt in 1..=settings.cutover.attempts.max(1) {
+        catchup::run(
+            env,
+            job,
+            &mut wal,
+            applier,
+            &lag,
+            &settings.catchup,
+            observer,
+        )
+        .await?;
+        let job = reload(ctx, job.id).await?;
+        match cutover::run(
+            env,
+            &job,
+            &mut wal,
+            applier,
+            &settings.cutover,
+            &settings.catchup,
+            observer,
+        )
+        .await?
+        {
+            Outcome::Routed { window_ms, routers } => {
+                observer.step(&format!(
+                    "step 6: routing updated; write-block window {window_ms:.1} ms over {routers} routers"
+                ));
+                return Ok(());
+            }
+            Outcome::Abandoned { reason } => {
+                observer.step(&format!("cutover attempt {attempt} abandoned: {reason}"));
+            }
+        }
+    }
+    Err(SplitError::CutoverFailed {
+        attempts: settings.cutover.attempts,
+    })
+}
+
+async fn reload(ctx: &JobContext, id: i64) -> Result<Job, SplitError> {
+    store::load(&ctx.cat, id)
+        .await?
+        .ok_or(SplitError::NoSuchJob(id))
+}
+
+async fn cutover_requested(cat: &Client, id: i64) -> Result<bool, SplitError> {
+    use super::error::Context;
+    let r: Option<bool> = cat
+        .query_one(
+            "select (progress ->> 'cutover_requested')::bool from pgrouter.split_jobs where id = $1",
+            &[&id],
+        )
+        .await
+        .context(|| format!("reading split job {id}"))?
+        .get(0);
+    Ok(r.unwrap_or(false))
+}
