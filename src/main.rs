@@ -45,6 +45,9 @@ enum Command {
     },
     /// Inspect and edit the shard metadata catalog.
     Meta(MetaArgs),
+    /// Online resharding: move a key range to another shard while clients
+    /// keep reading and writing.
+    Split(pg_router::split::cli::SplitArgs),
     /// Print a users-file line for USER with a SCRAM-SHA-256 verifier (or an
     /// MD5 hash) of the password read from the first line of stdin.
     Secret {
@@ -114,6 +117,7 @@ fn main() -> ExitCode {
             Command::Meta(args) => pg_router::catalog::cli::run_meta(args)
                 .await
                 .map_err(|e| e.to_string()),
+            Command::Split(args) => pg_router::split::cli::run_split(args).await,
             Command::Secret { user, method } => {
                 secret_line(&user, &method).map(|l| println!("{l}"))
             }

@@ -55,7 +55,7 @@ impl Default for CutoverSettings {
     fn default() -> Self {
         CutoverSettings {
             max_window: Duration::from_millis(1000),
-            lag_threshold_bytes: 1 << 20,
+            lag_threshold_bytes: 64 << 10,
             attempts: 10,
             poll: Duration::from_millis(2),
         }
@@ -163,6 +163,7 @@ pub async fn run<W: WalSource>(
         tokio::time::sleep(settings.poll).await;
     };
 
+    let acked_ms = started.elapsed().as_secs_f64() * 1e3;
     // The target has everything committed on the source.
     let fence = epoch.to_be_bytes().to_vec();
     catchup::emit_fence(env.source, &env.source_info.name, job.id, &fence).await?;
@@ -185,6 +186,7 @@ pub async fn run<W: WalSource>(
         return abandon(cat, job, reason).await;
     }
 
+    let caught_up_ms = started.elapsed().as_secs_f64() * 1e3;
     // The routing update: the point of no return.
     match route(cat, job, epoch, &ranges).await? {
         true => {}
@@ -196,8 +198,20 @@ pub async fn run<W: WalSource>(
             return abandon(cat, job, reason).await;
         }
     }
+    let routed_ms = started.elapsed().as_secs_f64() * 1e3;
     observer.step("routing updated; waiting for every router to serve it");
     let window_ms = finish_routed(cat, job, settings.poll, Some(started)).await?;
+    // Where the window went (ms from the block): all routers acknowledged,
+    // the target caught up to the fence, the routing update committed, every
+    // router serves it.
+    let timings = serde_json::json!({
+        "acknowledged_ms": acked_ms,
+        "caught_up_ms": caught_up_ms,
+        "routed_ms": routed_ms,
+        "window_ms": window_ms,
+        "routers": routers,
+    });
+    store::record_progress(cat, job.id, "cutover", &timings).await?;
     Ok(Outcome::Routed { window_ms, routers })
 }
 

@@ -20,6 +20,7 @@ pub mod capture;
 pub mod catchup;
 pub mod change;
 pub mod cleanup;
+pub mod cli;
 pub mod copy;
 pub mod copy_format;
 pub mod cutover;
@@ -34,6 +35,7 @@ pub mod run;
 pub mod shards;
 pub mod spec;
 pub mod store;
+pub mod terminal;
 pub mod verify;
 pub mod wal;
 

@@ -24,19 +24,82 @@ const PURGE_BATCH: usize = 1000;
 /// `failure` = None: rolled back on request ([`Phase::RolledBack`]);
 /// Some(reason): after a failure ([`Phase::Failed`], `reason` recorded).
 ///
-/// Errors: [`SplitError::PastPointOfNoReturn`], [`SplitError::Ended`],
+/// The job is ended first (compare-and-set on its phase: a routing update
+/// running in another process cannot commit after it), then what it made
+/// is removed, and `progress -> 'undone'` set. Rolling back a job that
+/// already failed or was rolled back runs the removal again if it never
+/// finished (`undone` unset); otherwise it only drops what is named after
+/// the job (slot, publication, origin, write block) and leaves table data
+/// alone (a later job may own that range on the target now).
+///
+/// Errors: [`SplitError::PastPointOfNoReturn`] (also for a completed job),
 /// [`SplitError::PhaseChanged`] (another process moved the job meanwhile),
-/// [`SplitError::Shard`] (removing something failed: the job keeps its
-/// phase, so the rollback can be run again).
+/// [`SplitError::Shard`] (removing something failed: run the rollback
+/// again).
 pub async fn rollback(env: JobEnv<'_>, job: &Job, failure: Option<&str>) -> Result<(), SplitError> {
-    check(job)?;
-    undo(env, job).await?;
-    let to = if failure.is_some() {
-        Phase::Failed
-    } else {
-        Phase::RolledBack
-    };
-    store::end(env.cat, job.id, job.phase, to, failure).await
+    if job.phase.past_point_of_no_return() {
+        return Err(SplitError::PastPointOfNoReturn(job.describe()));
+    }
+    if !job.phase.is_terminal() {
+        let to = if failure.is_some() {
+            Phase::Failed
+        } else {
+            Phase::RolledBack
+        };
+        store::end(env.cat, job.id, job.phase, to, failure).await?;
+        store::record_progress(env.cat, job.id, "undone", &false.into()).await?;
+        undo(env, job).await?;
+        return store::record_progress(env.cat, job.id, "undone", &true.into()).await;
+    }
+    let undone: Option<bool> = env
+        .cat
+        .query_one(
+            "select (progress ->> 'undone')::bool from pgrouter.split_jobs where id = $1",
+            &[&job.id],
+        )
+        .await
+        .map_err(|source| SplitError::Db {
+            context: format!("reading {}", job.describe()),
+            source,
+        })?
+        .get(0);
+    if undone == Some(false) {
+        // The first rollback stopped half-way: its phase before is
+        // unknown, so everything is removed as after a copy.
+        let mut again = job.clone();
+        again.phase = Phase::CatchUp;
+        undo(env, &again).await?;
+        return store::record_progress(env.cat, job.id, "undone", &true.into()).await;
+    }
+    drop_named(env, job).await
+}
+
+/// What the job named after itself: write block, slot and publication,
+/// replication origin.
+async fn drop_named(env: JobEnv<'_>, job: &Job) -> Result<(), SplitError> {
+    // Routers resume writes at the source at once.
+    env.cat
+        .execute(
+            "delete from pgrouter.write_blocks where job_id = $1 and state = 'blocking'",
+            &[&job.id],
+        )
+        .await
+        .map_err(|source| SplitError::Db {
+            context: format!("lifting the write block of {}", job.describe()),
+            source,
+        })?;
+    drop_artifacts(env.source, &job.spec.source, job.id).await?;
+    // The apply's session may still hold the origin: end it first.
+    let app = super::shards::job_application_name(job.id);
+    let _ = env
+        .target
+        .execute(
+            "select pg_catalog.pg_terminate_backend(pid) from pg_catalog.pg_stat_activity \
+              where application_name = $1 and pid <> pg_backend_pid() and datname = current_database()",
+            &[&app],
+        )
+        .await;
+    drop_origin(env.target, &job.spec.target, job.id).await
 }
 
 /// Undoes what `job` did and records it as [`Phase::Created`] again, to
@@ -72,25 +135,15 @@ fn check(job: &Job) -> Result<(), SplitError> {
 
 async fn undo(env: JobEnv<'_>, job: &Job) -> Result<(), SplitError> {
     let JobEnv {
-        catalog,
-        source,
-        target,
-        ..
+        catalog, target, ..
     } = env;
-    drop_artifacts(source, &job.spec.source, job.id).await?;
+    drop_named(env, job).await?;
+    if job.phase.is_terminal() {
+        return Ok(());
+    }
     if job.phase < Phase::Copy {
         return drop_created(env, job).await;
     }
-    // The apply's session may still hold the origin: end it first.
-    let app = super::shards::job_application_name(job.id);
-    let _ = target
-        .execute(
-            "select pg_catalog.pg_terminate_backend(pid) from pg_catalog.pg_stat_activity \
-              where application_name = $1 and pid <> pg_backend_pid() and datname = current_database()",
-            &[&app],
-        )
-        .await;
-    drop_origin(target, &job.spec.target, job.id).await?;
     let mut tables: Vec<_> = catalog
         .tables
         .values()

@@ -297,7 +297,20 @@ async fn follow(
     }
     if settings.manual_cutover {
         observer.step("waiting for `pg-router split cutover`");
-        while !cutover_requested(&ctx.cat, job.id).await? {
+        loop {
+            let (cutover, verify) = requested(&ctx.cat, job.id).await?;
+            if cutover {
+                break;
+            }
+            if verify {
+                observer.step("verifying on request");
+                store::record_progress(&ctx.cat, job.id, "verify_requested", &false.into()).await?;
+                let v = verify::run(env, job, &mut wal, applier, ctx.wal(job.id)).await?;
+                observer.step(&format!(
+                    "verification: {}",
+                    if v.ok { "ok" } else { "MISMATCH" }
+                ));
+            }
             catchup::run(
                 env,
                 job,
@@ -356,15 +369,17 @@ async fn reload(ctx: &JobContext, id: i64) -> Result<Job, SplitError> {
         .ok_or(SplitError::NoSuchJob(id))
 }
 
-async fn cutover_requested(cat: &Client, id: i64) -> Result<bool, SplitError> {
+/// `progress -> 'cutover_requested'` and `'verify_requested'` of job `id`.
+async fn requested(cat: &Client, id: i64) -> Result<(bool, bool), SplitError> {
     use super::error::Context;
-    let r: Option<bool> = cat
+    let r = cat
         .query_one(
-            "select (progress ->> 'cutover_requested')::bool from pgrouter.split_jobs where id = $1",
+            "select coalesce((progress ->> 'cutover_requested')::bool, false), \
+                    coalesce((progress ->> 'verify_requested')::bool, false) \
+               from pgrouter.split_jobs where id = $1",
             &[&id],
         )
         .await
-        .context(|| format!("reading split job {id}"))?
-        .get(0);
-    Ok(r.unwrap_or(false))
+        .context(|| format!("reading split job {id}"))?;
+    Ok((r.get(0), r.get(1)))
 }

@@ -201,6 +201,33 @@ async fn iteration(
             routed_generation: routed.then(|| r.get(4)),
         });
     }
+    // A routing update the catalog watcher has not loaded yet (it waits
+    // to coalesce notifications): load it now, it ends the write block.
+    let behind = blocks.iter().any(|b| {
+        b.routed_generation.is_some_and(|g| {
+            served
+                .get(&b.keyspace)
+                .and_then(|v| v.as_i64())
+                .unwrap_or(0)
+                < g
+        })
+    });
+    if behind {
+        match crate::catalog::load(client).await {
+            Ok(c) => {
+                let current = state.routing();
+                let newer = current.catalog.keyspaces.values().all(|k| {
+                    c.keyspaces
+                        .get(&k.name)
+                        .is_some_and(|n| n.generation >= k.generation)
+                });
+                if newer {
+                    state.apply_catalog(c);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "lease: loading the new routing failed"),
+        }
+    }
     let fast = !blocks.is_empty();
     let pending: Vec<(String, i64)> = blocks
         .iter()

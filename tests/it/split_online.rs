@@ -156,6 +156,16 @@ async fn move_range(
         .await
         .unwrap();
     let window: f64 = r.get(0);
+    let t: String = ctx
+        .cat
+        .query_one(
+            "select (progress->'cutover')::text from pgrouter.split_jobs where id = $1",
+            &[&job.id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    eprintln!("cutover timings: {t}");
     assert_eq!(r.get::<_, Option<bool>>(1), Some(true), "verified");
     let blocks: i64 = ctx
         .cat
@@ -251,4 +261,110 @@ async fn split_and_merge_under_load_through_two_routers() {
     );
     assert_eq!(capture_state(&spare_direct).await.0, 0);
     r2.stop().await;
+}
+
+/// Runs `pg-router split --catalog <dsn> <args>`; (success, stdout, stderr).
+fn split_cli(dev: &pg_router::dev::DevCluster, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pg-router"))
+        .args(["split", "--catalog", &dev.catalog_dsn()])
+        .args(args)
+        .env("PG_BIN_DIR", dev.cluster.bin("pg_dump").parent().unwrap())
+        .output()
+        .expect("run pg-router split");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_cli_runs_a_job_and_reports_it() {
+    let dev = pgbench_with_spare_pool(4).await;
+    let router = common::connect(&dev).await;
+    let s0 = dev.cluster.shards[0].name.clone();
+    let spare = dev.cluster.shards[2].name.clone();
+    // pgbench_history has no replica identity: refused, named, nothing
+    // left behind, the job failed.
+    let (ok, _, err) = split_cli(
+        &dev,
+        &[
+            "start",
+            "--keyspace",
+            "main",
+            "--source",
+            &s0,
+            "--target",
+            &spare,
+        ],
+    );
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains("'pgbench_history'") && err.contains("REPLICA IDENTITY FULL"),
+        "{err}"
+    );
+    let (ok, out, err) = split_cli(&dev, &["status", "--json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(v["phase"], "failed", "{v}");
+    let direct0 = common::connect_direct(&dev.cluster.shards[0]).await;
+    assert_eq!(capture_state(&direct0).await.0, 0);
+
+    router
+        .batch_execute("ALTER TABLE pgbench_history REPLICA IDENTITY FULL")
+        .await
+        .unwrap();
+    let (ok, out, err) = split_cli(
+        &dev,
+        &[
+            "start",
+            "--keyspace",
+            "main",
+            "--source",
+            &s0,
+            "--target",
+            &spare,
+        ],
+    );
+    assert!(ok, "start: {out}{err}");
+    assert!(
+        out.contains("phase completed") && out.contains("cutover window"),
+        "{out}"
+    );
+    let (ok, out, _) = split_cli(&dev, &["status", "--json"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(v["phase"], "completed", "{v}");
+    assert!(
+        v["cutover_window_ms"].as_f64().is_some_and(|w| w > 0.0),
+        "{v}"
+    );
+    assert_eq!(v["verification"]["ok"], true, "{v}");
+    assert!(
+        v["progress"]["copy"]["pgbench_accounts"]["rows_copied"]
+            .as_u64()
+            .unwrap()
+            > 10_000
+    );
+    // Past the point of no return: no rollback.
+    let (ok, _, err) = split_cli(&dev, &["rollback", "--job", &v["id"].to_string()]);
+    assert!(!ok && err.contains("point of no return"), "{err}");
+    // Reads and writes through the router see the moved rows.
+    let n: i64 = router
+        .query_one("SELECT count(*) FROM pgbench_accounts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 100_000);
+    router
+        .batch_execute("UPDATE pgbench_accounts SET abalance = abalance + 1")
+        .await
+        .unwrap();
+    let s: i64 = router
+        .query_one("SELECT sum(abalance) FROM pgbench_accounts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(s, 100_000);
+    assert!(assert_placement(&dev).await >= 100_000);
 }
