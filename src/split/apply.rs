@@ -28,11 +28,12 @@
 use std::collections::HashMap;
 
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Client, Statement};
+use tokio_postgres::Client;
 
 use crate::plan::quote_ident;
 
 use super::apply_sql;
+use super::apply_target::{Flushed, Target};
 use super::capture::artifact_name;
 use super::change::{lsn_text, parse_lsn, Lsn, RowImage, WalEvent};
 use super::copy::replica_role;
@@ -74,6 +75,10 @@ pub enum Applied {
     },
 }
 
+/// Most changes of one source transaction sent in one pipeline; larger
+/// transactions are applied statement by statement.
+const MAX_PIPELINED: usize = 10_000;
+
 /// The prefix of job `id`'s fence messages (`pg_logical_emit_message`).
 pub fn fence_prefix(id: i64) -> String {
     format!("{}_fence", artifact_name(id))
@@ -81,43 +86,13 @@ pub fn fence_prefix(id: i64) -> String {
 
 struct Txn {
     commit_time_us: i64,
+    /// Its changes, applied at its commit.
+    changes: Vec<WalEvent>,
     /// Already applied before a restart.
     skip: bool,
     /// BEGIN sent to the target.
     open: bool,
     fence: Option<Vec<u8>>,
-}
-
-/// The target side of the apply: one connection, its prepared statements.
-struct Target {
-    client: Client,
-    shard: String,
-    statements: HashMap<String, Statement>,
-}
-
-impl Target {
-    async fn run(&mut self, sql: String, params: &[Option<&str>]) -> Result<u64, SplitError> {
-        let stmt = match self.statements.get(&sql) {
-            Some(s) => s.clone(),
-            None => {
-                let s = self
-                    .client
-                    .prepare_typed(&sql, &vec![Type::TEXT; params.len()])
-                    .await
-                    .map_err(|e| shard_error(&self.shard, format!("preparing `{sql}`"), e))?;
-                if self.statements.len() >= 1024 {
-                    self.statements.clear();
-                }
-                self.statements.insert(sql.clone(), s.clone());
-                s
-            }
-        };
-        let p: Vec<&(dyn ToSql + Sync)> = params.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-        self.client
-            .execute(&stmt, &p)
-            .await
-            .map_err(|e| shard_error(&self.shard, format!("running `{sql}`"), e))
-    }
 }
 
 /// Applies the source's change stream to the target (see the module
@@ -204,11 +179,7 @@ impl Applier {
             .is_some_and(|k| k.routing.shards().contains(&tshard));
         Ok(Applier {
             job_id: job.id,
-            target: Target {
-                client: target,
-                shard: tshard,
-                statements: HashMap::new(),
-            },
+            target: Target::new(target, tshard),
             source,
             source_shard: sshard,
             origin,
@@ -242,6 +213,7 @@ impl Applier {
             } => {
                 self.txn = Some(Txn {
                     commit_time_us,
+                    changes: Vec::new(),
                     skip: final_lsn < self.skip_before,
                     open: false,
                     fence: None,
@@ -262,10 +234,15 @@ impl Applier {
                 Ok(Applied::Nothing)
             }
             change => {
-                if self.txn.as_ref().is_some_and(|t| t.skip) {
-                    return Ok(Applied::Nothing);
+                match self.txn.as_mut() {
+                    Some(t) if t.skip => {}
+                    Some(t) => t.changes.push(change),
+                    // A change outside a transaction (not sent by
+                    // pgoutput): applied on its own.
+                    None => {
+                        self.change(&change).await?;
+                    }
                 }
-                self.change(change).await?;
                 Ok(Applied::Nothing)
             }
         }
@@ -286,7 +263,10 @@ impl Applier {
     async fn begin(&mut self) -> Result<(), SplitError> {
         self.progress.changes += 1;
         if let Some(t) = self.txn.as_mut() {
-            if !t.open {
+            if !t.open && self.target.queueing() {
+                // BEGIN goes out with the queued statements.
+                t.open = true;
+            } else if !t.open {
                 self.target
                     .client
                     .batch_execute("BEGIN")
@@ -298,7 +278,58 @@ impl Applier {
         Ok(())
     }
 
+    /// Applies a transaction's changes: pipelined (BEGIN and every
+    /// statement in one round trip) unless it truncates or is very large;
+    /// statement by statement when an UPDATE matched no row in the
+    /// pipeline (a row moving into the range needs an INSERT in its place).
+    async fn apply_changes(&mut self, changes: &[WalEvent]) -> Result<(), SplitError> {
+        let pipelined = changes.len() <= MAX_PIPELINED
+            && !changes
+                .iter()
+                .any(|c| matches!(c, WalEvent::Truncate { .. }));
+        if pipelined {
+            self.target.start_queue();
+            let counted = self.progress.changes;
+            let mut queued = Ok(());
+            for c in changes {
+                queued = self.change(c).await;
+                if queued.is_err() {
+                    break;
+                }
+            }
+            let opened = self.txn.as_ref().is_some_and(|t| t.open);
+            if queued.is_err() || !opened {
+                self.target.flush_discard();
+                if let Some(t) = self.txn.as_mut() {
+                    t.open = false;
+                }
+                return queued;
+            }
+            match self.target.flush().await? {
+                Flushed::Ok => return Ok(()),
+                Flushed::Unmatched => {
+                    self.progress.changes = counted;
+                    if let Some(t) = self.txn.as_mut() {
+                        t.open = false;
+                    }
+                }
+            }
+        }
+        for c in changes {
+            self.change(c).await?;
+        }
+        Ok(())
+    }
+
     async fn commit(&mut self, end_lsn: Lsn, commit_time_us: i64) -> Result<Applied, SplitError> {
+        let changes = self
+            .txn
+            .as_mut()
+            .map(|t| std::mem::take(&mut t.changes))
+            .unwrap_or_default();
+        if !changes.is_empty() {
+            self.apply_changes(&changes).await?;
+        }
         let Some(t) = self.txn.take() else {
             return Ok(Applied::Nothing);
         };
@@ -335,25 +366,25 @@ impl Applier {
         })
     }
 
-    async fn change(&mut self, change: WalEvent) -> Result<(), SplitError> {
+    async fn change(&mut self, change: &WalEvent) -> Result<(), SplitError> {
         match change {
             WalEvent::Insert { table, new } => {
-                let Some(t) = self.tables.get(&table).cloned() else {
+                let Some(t) = self.tables.get(table).cloned() else {
                     return Ok(());
                 };
-                let key = key_of(&t, &new, None)?;
+                let key = key_of(&t, new, None)?;
                 if t.filter.text(key).map_err(|e| key_error(&t, e))? {
                     self.begin().await?;
-                    self.insert(&t, &new).await?;
+                    self.insert(&t, new).await?;
                 }
             }
             WalEvent::Update { table, old, new } => {
-                let Some(t) = self.tables.get(&table).cloned() else {
+                let Some(t) = self.tables.get(table).cloned() else {
                     return Ok(());
                 };
-                let key = key_of(&t, &new, old.as_ref())?;
+                let key = key_of(&t, new, old.as_ref())?;
                 let inside = t.filter.text(key).map_err(|e| key_error(&t, e))?;
-                let ident_row = old.as_ref().unwrap_or(&new);
+                let ident_row = old.as_ref().unwrap_or(new);
                 self.begin().await?;
                 if inside {
                     let set = typed(&t, &new.0)?;
@@ -363,11 +394,10 @@ impl Applier {
                     let mut params: Vec<Option<&str>> =
                         new.0.iter().map(|(_, v)| v.as_deref()).collect();
                     params.extend(vals.iter().copied());
-                    let n = self.target.run(sql, &params).await?;
+                    let n = self.target.run(sql, &params, true).await?;
                     if n == 0 {
-                        // Moved into the range (or its insert predates the
-                        // copy's snapshot and is in no image): insert it.
-                        let full = self.complete(&t, &new).await?;
+                        // Moved into the range: insert it.
+                        let full = self.complete(&t, new).await?;
                         if let Some(full) = full {
                             self.insert(&t, &full).await?;
                         }
@@ -377,7 +407,7 @@ impl Applier {
                 }
             }
             WalEvent::Delete { table, old } => {
-                let Some(t) = self.tables.get(&table).cloned() else {
+                let Some(t) = self.tables.get(table).cloned() else {
                     return Ok(());
                 };
                 if let Some(k) = old.get(&t.filter.key_column) {
@@ -386,11 +416,11 @@ impl Applier {
                     }
                 }
                 self.begin().await?;
-                self.delete(&t, &old).await?;
+                self.delete(&t, old).await?;
             }
             WalEvent::Truncate { tables } => {
                 for name in tables {
-                    let Some(t) = self.tables.get(&name).cloned() else {
+                    let Some(t) = self.tables.get(name).cloned() else {
                         continue;
                     };
                     self.begin().await?;
@@ -414,14 +444,14 @@ impl Applier {
         let cols = typed(t, &row.0)?;
         let sql = apply_sql::insert(&t.filter.table, &cols);
         let params: Vec<Option<&str>> = row.0.iter().map(|(_, v)| v.as_deref()).collect();
-        self.target.run(sql, &params).await?;
+        self.target.run(sql, &params, false).await?;
         Ok(())
     }
 
     async fn delete(&mut self, t: &ApplyTable, old: &RowImage) -> Result<(), SplitError> {
         let (ident, vals) = identity(t, old)?;
         let sql = apply_sql::delete(&t.filter.table, &ident, t.identity.is_empty());
-        self.target.run(sql, &vals).await?;
+        self.target.run(sql, &vals, false).await?;
         Ok(())
     }
 

@@ -15,6 +15,7 @@
 
 pub mod apply;
 pub mod apply_sql;
+mod apply_target;
 pub mod bootstrap;
 pub mod capture;
 pub mod catchup;
