@@ -38,7 +38,7 @@ use super::capture::artifact_name;
 use super::change::{lsn_text, parse_lsn, Lsn, RowImage, WalEvent};
 use super::copy::replica_role;
 use super::env::JobEnv;
-use super::error::SplitError;
+use super::error::{shard_error, SplitError};
 use super::filter::RangeFilter;
 use super::job::Job;
 use super::progress::CatchUpProgress;
@@ -623,10 +623,3 @@ pub async fn drop_origin(target: &Client, shard: &str, id: i64) -> Result<(), Sp
     Ok(())
 }
 
-fn shard_error(shard: &str, context: String, source: tokio_postgres::Error) -> SplitError {
-    SplitError::Shard {
-        shard: shard.to_string(),
-        context,
-        source,
-    }
-}

@@ -11,7 +11,7 @@ use futures_util::future::{join, join_all};
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Statement};
 
-use super::error::SplitError;
+use super::error::{shard_error, SplitError};
 
 /// Prepared statements kept per connection (cleared when full).
 const MAX_STATEMENTS: usize = 1024;
@@ -160,10 +160,3 @@ impl Target {
     }
 }
 
-fn shard_error(shard: &str, context: String, source: tokio_postgres::Error) -> SplitError {
-    SplitError::Shard {
-        shard: shard.to_string(),
-        context,
-        source,
-    }
-}

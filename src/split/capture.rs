@@ -25,7 +25,7 @@ use crate::plan::quote_ident;
 use crate::txn::recovery;
 
 use super::env::JobEnv;
-use super::error::SplitError;
+use super::error::{shard_error, SplitError};
 use super::job::{Job, Phase};
 use super::shards::ShardAccess;
 use super::store;
@@ -368,13 +368,6 @@ pub async fn drop_artifacts(source: &Client, shard: &str, id: i64) -> Result<(),
     Ok(())
 }
 
-fn shard_error(shard: &str, context: String, source: tokio_postgres::Error) -> SplitError {
-    SplitError::Shard {
-        shard: shard.to_string(),
-        context,
-        source,
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -32,7 +32,7 @@ use crate::plan::quote_ident;
 use super::bootstrap::{pg_dump, psql};
 use super::copy_format::{BinaryCopyFilter, FormatError};
 use super::env::JobEnv;
-use super::error::SplitError;
+use super::error::{shard_error, SplitError};
 use super::filter::RangeFilter;
 use super::job::{Job, Phase};
 use super::progress::{Observer, TableProgress};
@@ -357,10 +357,3 @@ pub async fn replica_role(target: &Client, shard: &str) -> Result<(), SplitError
     }
 }
 
-fn shard_error(shard: &str, context: String, source: tokio_postgres::Error) -> SplitError {
-    SplitError::Shard {
-        shard: shard.to_string(),
-        context,
-        source,
-    }
-}

@@ -180,6 +180,15 @@ pub enum SplitError {
     },
 }
 
+/// [`SplitError::Shard`]: `source` failed on shard `shard` while `context`.
+pub(crate) fn shard_error(shard: &str, context: String, source: tokio_postgres::Error) -> SplitError {
+    SplitError::Shard {
+        shard: shard.to_string(),
+        context,
+        source,
+    }
+}
+
 /// Attaches a context to a driver error.
 pub(crate) trait Context<T> {
     /// `SplitError::Db` with `context` on error.

@@ -206,7 +206,7 @@ async fn step(
             .await?;
             let job = reload(ctx, job.id).await?;
             observer.step("step 3: initial copy");
-            copy::run(
+            let report = copy::run(
                 env,
                 &job,
                 &cap.snapshot,
@@ -215,6 +215,20 @@ async fn step(
                     pg_bin: settings.pg_bin.clone(),
                 },
                 observer,
+            )
+            .await?;
+            let rows: u64 = report.tables.iter().map(|t| t.rows_copied).sum();
+            let bytes: u64 = report.tables.iter().map(|t| t.bytes_copied).sum();
+            observer.step(&format!(
+                "step 3 done: copy {:.1} s ({rows} rows, {bytes} bytes), indexes {:.1} s",
+                report.copy_time.as_secs_f64(),
+                report.post_data_time.as_secs_f64()
+            ));
+            store::record_progress(
+                &ctx.cat,
+                job.id,
+                "copy_seconds",
+                &report.copy_time.as_secs_f64().into(),
             )
             .await?;
             let job = reload(ctx, job.id).await?;

@@ -217,9 +217,5 @@ async fn checksum(
 }
 
 fn shard_error(shard: &str, what: &str, source: tokio_postgres::Error) -> SplitError {
-    SplitError::Shard {
-        shard: shard.to_string(),
-        context: what.to_string(),
-        source,
-    }
+    super::error::shard_error(shard, what.to_string(), source)
 }
