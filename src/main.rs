@@ -17,7 +17,12 @@ use pg_router::catalog::cli::MetaArgs;
 struct Cli {
     /// Log filter (tracing EnvFilter syntax), e.g. "info" or "pg_router=debug"
     /// (the replication library's per-read notes are kept at warn).
-    #[arg(long, env = "PGROUTER_LOG", default_value = "info,pg_walstream=warn", global = true)]
+    #[arg(
+        long,
+        env = "PGROUTER_LOG",
+        default_value = "info,pg_walstream=warn",
+        global = true
+    )]
     log: String,
     /// Log line format: human-readable text, or one JSON object per line
     /// (fields: timestamp, level, target, fields, spans).

@@ -11,6 +11,7 @@
 //! | `SHOW STATS` | route, requests, p50_ms, p90_ms, p99_ms, p999_ms (since start) |
 //! | `SHOW ROUTING` | keyspace, vindex, generation, key_range, shard |
 //! | `SHOW TRANSACTIONS` | in-doubt transactions: shard, gid, prepared, age_s, database |
+//! | `SHOW SPLITS` | split jobs (active, or ended within a day): id, keyspace, source, target, key_range, phase, rows_copied, lag_bytes, window_ms, updated_at, error |
 //! | `RELOAD` | re-reads the configuration file (as SIGHUP) |
 //! | `PAUSE` | new transactions wait; returns when no backend connection is in use |
 //! | `RESUME` | undoes PAUSE |
@@ -143,6 +144,7 @@ async fn execute(state: &Arc<RouterState>, sql: &str) -> Result<Option<Table>, P
         ["SHOW", "STATS"] => stats(state),
         ["SHOW", "ROUTING"] => routing(state),
         ["SHOW", "TRANSACTIONS"] => transactions(state).await,
+        ["SHOW", "SPLITS"] => splits(state),
         ["RELOAD"] => reload(state)?,
         ["PAUSE"] => pause(state).await?,
         ["RESUME"] => {
@@ -179,6 +181,10 @@ fn help() -> Table {
         (
             "SHOW TRANSACTIONS",
             "in-doubt (prepared) distributed transactions",
+        ),
+        (
+            "SHOW SPLITS",
+            "online resharding jobs: phase, rows copied, lag, cutover window",
         ),
         ("RELOAD", "re-read the configuration file, as SIGHUP"),
         (
@@ -386,6 +392,49 @@ async fn transactions(state: &RouterState) -> Table {
     }
 }
 
+/// The split jobs as the lease task last read them (at most a second old
+/// while this router reaches the catalog).
+fn splits(state: &RouterState) -> Table {
+    let opt = |v: Option<String>| v.unwrap_or_default();
+    let rows = state
+        .splits
+        .jobs()
+        .iter()
+        .map(|j| {
+            vec![
+                j.id.to_string(),
+                j.keyspace.clone(),
+                j.source.clone(),
+                j.target.clone(),
+                j.key_range.clone(),
+                j.phase.clone(),
+                j.rows_copied.to_string(),
+                opt(j.lag_bytes.map(|b| b.to_string())),
+                opt(j.cutover_window_ms.map(|w| format!("{w:.1}"))),
+                j.updated_at.clone(),
+                opt(j.error.clone()),
+            ]
+        })
+        .collect();
+    Table {
+        columns: &[
+            "id",
+            "keyspace",
+            "source",
+            "target",
+            "key_range",
+            "phase",
+            "rows_copied",
+            "lag_bytes",
+            "window_ms",
+            "updated_at",
+            "error",
+        ],
+        rows,
+        tag: "SHOW",
+    }
+}
+
 fn reload(state: &RouterState) -> Result<Table, PgError> {
     match state.reload_config() {
         Some(Ok(restart)) => Ok(Table {
@@ -446,6 +495,7 @@ mod tests {
             "SHOW STATS",
             "SHOW ROUTING",
             "SHOW TRANSACTIONS",
+            "SHOW SPLITS",
             "RELOAD",
             "PAUSE",
             "RESUME",

@@ -181,6 +181,50 @@ impl Collector for RouterCollector {
             "Backend connections opened to the shard (attempts).",
             pools.iter().map(|p| (shard(&p.shard), p.opened)),
         )?;
+        let jobs = state.splits.jobs();
+        let job = |j: &crate::state::splits::SplitJobRow| {
+            vec![
+                ("job", j.id.to_string()),
+                ("keyspace", j.keyspace.clone()),
+                ("source", j.source.clone()),
+                ("target", j.target.clone()),
+            ]
+        };
+        gauge(
+            &mut enc,
+            "pgrouter_split_job_phase",
+            "1 for each active split job (read from the catalog about once a second), labelled with its phase.",
+            jobs.iter().filter(|j| j.active()).map(|j| {
+                let mut l = job(j);
+                l.push(("phase", j.phase.clone()));
+                (l, 1i64)
+            }),
+        )?;
+        gauge(
+            &mut enc,
+            "pgrouter_split_rows_copied",
+            "Rows the active split job copied in its initial copy (all tables).",
+            jobs.iter()
+                .filter(|j| j.active())
+                .map(|j| (job(j), j.rows_copied)),
+        )?;
+        gauge(
+            &mut enc,
+            "pgrouter_split_lag_bytes",
+            "Catch-up lag of the active split job, bytes of source WAL not yet applied to the target.",
+            jobs.iter()
+                .filter(|j| j.active())
+                .filter_map(|j| j.lag_bytes.map(|b| (job(j), b))),
+        )?;
+        {
+            let m = enc.encode_descriptor(
+                "pgrouter_split_write_block_seconds",
+                "Write-block windows of split cutovers as this router saw them: a block installed here until writes to its source were admitted again (routing updated or block lifted).",
+                None,
+                MetricType::Histogram,
+            )?;
+            state.splits.windows().encode(m)?;
+        }
         gauge(
             &mut enc,
             "pgrouter_shard_up",

@@ -79,6 +79,12 @@ pub enum Applied {
 /// transactions are applied statement by statement.
 const MAX_PIPELINED: usize = 10_000;
 
+/// Records the source position (`$1` end LSN, `$2` commit time µs, as
+/// text) with the open target transaction (PostgreSQL docs, "Replication
+/// Management Functions": `pg_replication_origin_xact_setup`).
+const ORIGIN_SETUP: &str = "select pg_catalog.pg_replication_origin_xact_setup($1::pg_lsn, \
+                            to_timestamp($2::float8 / 1e6))";
+
 /// The prefix of job `id`'s fence messages (`pg_logical_emit_message`).
 pub fn fence_prefix(id: i64) -> String {
     format!("{}_fence", artifact_name(id))
@@ -278,11 +284,17 @@ impl Applier {
         Ok(())
     }
 
-    /// Applies a transaction's changes: pipelined (BEGIN and every
-    /// statement in one round trip) unless it truncates or is very large;
+    /// Applies a transaction's changes: pipelined (BEGIN, every statement
+    /// and the replication origin's position `origin` = (end LSN, commit
+    /// time µs) in one round trip) unless it truncates or is very large;
     /// statement by statement when an UPDATE matched no row in the
     /// pipeline (a row moving into the range needs an INSERT in its place).
-    async fn apply_changes(&mut self, changes: &[WalEvent]) -> Result<(), SplitError> {
+    /// Returns whether the origin's position was set.
+    async fn apply_changes(
+        &mut self,
+        changes: &[WalEvent],
+        origin: (Lsn, i64),
+    ) -> Result<bool, SplitError> {
         let pipelined = changes.len() <= MAX_PIPELINED
             && !changes
                 .iter()
@@ -303,10 +315,15 @@ impl Applier {
                 if let Some(t) = self.txn.as_mut() {
                     t.open = false;
                 }
-                return queued;
+                return queued.map(|()| false);
             }
+            let (lsn, time_us) = origin;
+            let (lsn, time) = (lsn_text(lsn), time_us.to_string());
+            self.target
+                .run(ORIGIN_SETUP.into(), &[Some(&lsn), Some(&time)], false)
+                .await?;
             match self.target.flush().await? {
-                Flushed::Ok => return Ok(()),
+                Flushed::Ok => return Ok(true),
                 Flushed::Unmatched => {
                     self.progress.changes = counted;
                     if let Some(t) = self.txn.as_mut() {
@@ -318,7 +335,7 @@ impl Applier {
         for c in changes {
             self.change(c).await?;
         }
-        Ok(())
+        Ok(false)
     }
 
     async fn commit(&mut self, end_lsn: Lsn, commit_time_us: i64) -> Result<Applied, SplitError> {
@@ -327,8 +344,11 @@ impl Applier {
             .as_mut()
             .map(|t| std::mem::take(&mut t.changes))
             .unwrap_or_default();
+        let mut origin_set = false;
         if !changes.is_empty() {
-            self.apply_changes(&changes).await?;
+            origin_set = self
+                .apply_changes(&changes, (end_lsn, commit_time_us))
+                .await?;
         }
         let Some(t) = self.txn.take() else {
             return Ok(Applied::Nothing);
@@ -337,15 +357,12 @@ impl Applier {
             self.progress.skipped += 1;
         } else if t.open {
             let shard = self.target.shard.clone();
-            self.target
-                .client
-                .execute(
-                    "select pg_catalog.pg_replication_origin_xact_setup($1::text::pg_lsn, \
-                            to_timestamp($2::float8 / 1e6))",
-                    &[&lsn_text(end_lsn), &(commit_time_us as f64)],
-                )
-                .await
-                .map_err(|e| shard_error(&shard, "recording the source position".into(), e))?;
+            if !origin_set {
+                let (lsn, time) = (lsn_text(end_lsn), commit_time_us.to_string());
+                self.target
+                    .run(ORIGIN_SETUP.into(), &[Some(&lsn), Some(&time)], false)
+                    .await?;
+            }
             self.target
                 .client
                 .batch_execute("COMMIT")
@@ -622,4 +639,3 @@ pub async fn drop_origin(target: &Client, shard: &str, id: i64) -> Result<(), Sp
         .map_err(|e| shard_error(shard, format!("dropping replication origin '{origin}'"), e))?;
     Ok(())
 }
-

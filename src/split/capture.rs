@@ -368,7 +368,6 @@ pub async fn drop_artifacts(source: &Client, shard: &str, id: i64) -> Result<(),
     Ok(())
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio_postgres::Client;
 
+use crate::txn::failpoint::{self, Failpoint};
+
 use super::apply::{fence_prefix, Applied, Applier};
 use super::change::{lsn_text, parse_lsn, Lsn};
 use super::env::JobEnv;
@@ -171,6 +173,7 @@ pub async fn run_until<W: WalSource>(
                     fence,
                 } = applier.apply(event).await?
                 {
+                    failpoint::hit(Failpoint::SplitInCatchUp).await;
                     wal.confirm(end_lsn).await?;
                     last_commit_us = Some(commit_time_us);
                     if let (Until::Fence(want), Some(got)) = (until, &fence) {

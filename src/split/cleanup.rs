@@ -6,6 +6,8 @@
 //! table), and the job completes. A failed cleanup is retried by running
 //! the job again: it only goes forward.
 
+use crate::txn::failpoint::{self, Failpoint};
+
 use super::apply::drop_origin;
 use super::capture::drop_artifacts;
 use super::env::JobEnv;
@@ -53,6 +55,7 @@ pub async fn run(env: JobEnv<'_>, job: &Job, observer: &dyn Observer) -> Result<
         let n = purge_range(env.source, &job.spec.source, &filter, DELETE_BATCH).await?;
         per_table.insert(t.name.clone(), n.into());
         deleted += n;
+        failpoint::hit(Failpoint::SplitInCleanup).await;
     }
     store::record_progress(
         env.cat,

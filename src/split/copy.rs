@@ -29,6 +29,8 @@ use tokio_postgres::Client;
 use crate::catalog::ShardedTable;
 use crate::plan::quote_ident;
 
+use crate::txn::failpoint::{self, Failpoint};
+
 use super::bootstrap::{pg_dump, psql};
 use super::copy_format::{BinaryCopyFilter, FormatError};
 use super::env::JobEnv;
@@ -135,7 +137,10 @@ pub async fn run(
         tokio::select! {
             next = copies.next() => match next {
                 None => break,
-                Some(Ok(())) => persist(env, job.id, &board).await?,
+                Some(Ok(())) => {
+                    persist(env, job.id, &board).await?;
+                    failpoint::hit(Failpoint::SplitInCopy).await;
+                }
                 Some(Err(e)) => {
                     let _ = persist(env, job.id, &board).await;
                     return Err(e);
@@ -356,4 +361,3 @@ pub async fn replica_role(target: &Client, shard: &str) -> Result<(), SplitError
         )),
     }
 }
-

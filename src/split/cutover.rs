@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
+use crate::txn::failpoint::{self, Failpoint};
+
 use super::apply::Applier;
 use super::catchup::{self, CatchUpSettings, Until};
 use super::env::JobEnv;
@@ -164,6 +166,7 @@ pub async fn run<W: WalSource>(
     };
 
     let acked_ms = started.elapsed().as_secs_f64() * 1e3;
+    failpoint::hit(Failpoint::SplitInCutover).await;
     // The target has everything committed on the source.
     let fence = epoch.to_be_bytes().to_vec();
     catchup::emit_fence(env.source, &env.source_info.name, job.id, &fence).await?;
@@ -199,6 +202,7 @@ pub async fn run<W: WalSource>(
         }
     }
     let routed_ms = started.elapsed().as_secs_f64() * 1e3;
+    failpoint::hit(Failpoint::SplitAfterRouting).await;
     observer.step("routing updated; waiting for every router to serve it");
     let window_ms = finish_routed(cat, job, settings.poll, Some(started)).await?;
     // Where the window went (ms from the block): all routers acknowledged,

@@ -181,7 +181,11 @@ pub enum SplitError {
 }
 
 /// [`SplitError::Shard`]: `source` failed on shard `shard` while `context`.
-pub(crate) fn shard_error(shard: &str, context: String, source: tokio_postgres::Error) -> SplitError {
+pub(crate) fn shard_error(
+    shard: &str,
+    context: String,
+    source: tokio_postgres::Error,
+) -> SplitError {
     SplitError::Shard {
         shard: shard.to_string(),
         context,

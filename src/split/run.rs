@@ -24,6 +24,8 @@ use tokio_postgres::Client;
 
 use crate::catalog::{Catalog, ShardInfo};
 
+use crate::txn::failpoint::{self, Failpoint};
+
 use super::apply::Applier;
 use super::bootstrap::{self, BootstrapSettings};
 use super::capture::{self, CaptureSettings};
@@ -194,6 +196,7 @@ async fn step(
         Phase::Created => {
             observer.step("step 1: publication and replication slot with an exported snapshot");
             let cap = capture::run(env, job, ctx.wal(job.id), &settings.capture).await?;
+            failpoint::hit(Failpoint::SplitAfterCapture).await;
             let job = reload(ctx, job.id).await?;
             observer.step("step 2: bootstrapping the target");
             bootstrap::run(
@@ -204,6 +207,7 @@ async fn step(
                 },
             )
             .await?;
+            failpoint::hit(Failpoint::SplitAfterBootstrap).await;
             let job = reload(ctx, job.id).await?;
             observer.step("step 3: initial copy");
             let report = copy::run(

@@ -8,13 +8,18 @@
 //! 1. upsert this router's row: lease until catalog `now()` + TTL, the
 //!    keyspace generations it serves;
 //! 2. if no keyspace in the catalog is at a newer generation than the
-//!    routing it serves, extend the local lease to (the time before step 1)
-//!    + TTL; a router whose catalog watcher lags keeps no lease;
+//!    routing it serves (else it loads the catalog first, if its watcher
+//!    lags), extend the local lease to (the time before step 1) + TTL;
 //! 3. read the write blocks (`FOR SHARE`: a split job's routing update,
 //!    which marks its block routed, cannot commit half-seen) and install
 //!    them;
 //! 4. acknowledge (`block_ack`) the newest block whose source no
-//!    transaction of this router still holds a write on.
+//!    transaction of this router still holds a write on;
+//! 5. about once a second, read the recent split jobs for `SHOW SPLITS`
+//!    and the metrics ([`super::splits::SplitBoard`]).
+//!
+//! An iteration that does not finish within the TTL (a half-open
+//! connection) ends the session; the task reconnects.
 //!
 //! Step 1 commits before step 3 reads, and a job inserts its block before
 //! it lists routers: a router either is listed by the job or sees the
@@ -73,7 +78,28 @@ pub fn spawn(state: Arc<RouterState>, dsn: String) -> JoinHandle<()> {
     })
 }
 
-async fn session(state: &Arc<RouterState>, config: &Config) -> Result<(), tokio_postgres::Error> {
+/// Why a lease session ended.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error(transparent)]
+    Catalog(#[from] tokio_postgres::Error),
+    /// A half-open connection (a partition): give it up and reconnect.
+    #[error("the catalog did not answer within {0} ms")]
+    Timeout(u128),
+}
+
+/// `f`, or [`SessionError::Timeout`] after `limit`.
+async fn within<T>(
+    limit: Duration,
+    f: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, SessionError> {
+    match tokio::time::timeout(limit, f).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(SessionError::Timeout(limit.as_millis())),
+    }
+}
+
+async fn session(state: &Arc<RouterState>, config: &Config) -> Result<(), SessionError> {
     let (client, mut connection) = config.connect(NoTls).await?;
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
     let driver = tokio::spawn(async move {
@@ -90,8 +116,8 @@ async fn session(state: &Arc<RouterState>, config: &Config) -> Result<(), tokio_
         }
     });
     let _abort = AbortOnDrop(driver);
-    client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
     let ttl = Duration::from_millis(state.resharding.lease_ttl_ms);
+    within(ttl, client.batch_execute(&format!("LISTEN {CHANNEL}"))).await?;
     let renew = Duration::from_millis(state.resharding.lease_renew_ms);
     let host = std::env::var("HOSTNAME").unwrap_or_default();
     let pid = std::process::id() as i32;
@@ -100,16 +126,23 @@ async fn session(state: &Arc<RouterState>, config: &Config) -> Result<(), tokio_
     // changed again before it drained.
     let (mut grace, mut reflip) = (None, false);
     loop {
-        let fast = iteration(state, &client, ttl, &host, pid, &mut grace, &mut reflip).await?;
+        // An iteration that takes a lease's lifetime has lost the catalog.
+        let fast = within(
+            ttl,
+            iteration(state, &client, ttl, &host, pid, &mut grace, &mut reflip),
+        )
+        .await?;
         iterations += 1;
         if iterations % 1000 == 1 {
             // Rows of routers gone for an hour.
-            client
-                .execute(
+            within(
+                ttl,
+                client.execute(
                     "delete from pgrouter.routers where lease_until < now() - interval '1 hour'",
                     &[],
-                )
-                .await?;
+                ),
+            )
+            .await?;
         }
         let wait = if fast { FAST } else { renew };
         tokio::select! {
@@ -172,7 +205,9 @@ async fn iteration(
                 .and_then(|v| v.as_i64())
                 .is_none_or(|s| s < g)
         });
-    if !stale {
+    // A router whose catalog watcher lags (or hangs on a half-open
+    // connection) loads the routing here; the lease waits for it.
+    if !stale || load_newer(state, client).await {
         state.gate.renew(started + ttl);
     }
     let rows = client
@@ -213,19 +248,27 @@ async fn iteration(
         })
     });
     if behind {
-        match crate::catalog::load(client).await {
-            Ok(c) => {
-                let current = state.routing();
-                let newer = current.catalog.keyspaces.values().all(|k| {
-                    c.keyspaces
-                        .get(&k.name)
-                        .is_some_and(|n| n.generation >= k.generation)
-                });
-                if newer {
-                    state.apply_catalog(c);
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "lease: loading the new routing failed"),
+        load_newer(state, client).await;
+    }
+    // Blocks holding writes here (for the window histogram).
+    let serving = state.routing();
+    let holding: Vec<(i64, i64)> = blocks
+        .iter()
+        .filter(|b| {
+            b.routed_generation.is_none_or(|g| {
+                serving
+                    .catalog
+                    .keyspaces
+                    .get(&b.keyspace)
+                    .is_none_or(|k| k.generation < g)
+            })
+        })
+        .map(|b| (b.job_id, b.epoch))
+        .collect();
+    state.splits.holding(&holding);
+    if state.splits.due() {
+        if let Err(e) = state.splits.read(client).await {
+            tracing::warn!(error = %e, "lease: reading the split jobs failed");
         }
     }
     let fast = !blocks.is_empty();
@@ -276,6 +319,29 @@ async fn iteration(
             .await?;
     }
     Ok(fast)
+}
+
+/// Loads the catalog and installs it unless some keyspace in it is older
+/// than the routing served; true if installed.
+async fn load_newer(state: &RouterState, client: &Client) -> bool {
+    match crate::catalog::load(client).await {
+        Ok(c) => {
+            let current = state.routing();
+            let newer = current.catalog.keyspaces.values().all(|k| {
+                c.keyspaces
+                    .get(&k.name)
+                    .is_some_and(|n| n.generation >= k.generation)
+            });
+            if newer {
+                state.apply_catalog(c);
+            }
+            newer
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "lease: loading the new routing failed");
+            false
+        }
+    }
 }
 
 struct AbortOnDrop(JoinHandle<()>);

@@ -6,6 +6,7 @@
 pub mod clients;
 pub mod gate;
 pub mod lease;
+pub mod splits;
 pub mod tls;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -94,6 +95,8 @@ pub struct RouterState {
     tls: ArcSwap<tls::TlsSettings>,
     /// Whether writes may start now (catalog lease, cutover blocks).
     pub gate: gate::WriteGate,
+    /// Split jobs as last read, and the write-block windows seen here.
+    pub splits: splits::SplitBoard,
     /// The `[resharding]` settings.
     pub resharding: crate::config::ReshardingConfig,
 }
@@ -197,6 +200,7 @@ impl RouterState {
             tls: ArcSwap::from_pointee(tls::TlsSettings::disabled()),
             metrics: crate::metrics::Metrics::new(workers),
             gate: gate::WriteGate::without_lease(),
+            splits: splits::SplitBoard::default(),
             resharding: cfg.resharding.clone(),
         });
         st.apply_catalog(catalog);

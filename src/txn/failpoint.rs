@@ -1,10 +1,13 @@
-//! Failpoints: named places in the commit protocol where a test can make
-//! the router crash (abort the process, like `kill -9`) or stall.
+//! Failpoints: named places in the commit protocol and in the split job
+//! where a test can make the process crash (abort, like `kill -9`) or
+//! stall.
 //!
 //! Configured once per process by the environment variable
 //! `PGROUTER_FAILPOINT` = `NAME[=ACTION][@N]`:
 //! - `NAME`: one of [`Failpoint`]'s names (`after_prepare_some`,
-//!   `after_decision`, `after_commit_some`);
+//!   `after_decision`, `after_commit_some`; `split_after_capture`,
+//!   `split_after_bootstrap`, `split_in_copy`, `split_in_catchup`,
+//!   `split_in_cutover`, `split_after_routing`, `split_in_cleanup`);
 //! - `ACTION`: `crash` (default; `std::process::abort`) or `sleep:MS`
 //!   (stall the transaction for MS milliseconds, then go on);
 //! - `N`: act on the N-th time the point is reached (default 1), counted
@@ -16,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-/// A place in the two-phase commit protocol.
+/// A place in the two-phase commit protocol or the split job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failpoint {
     /// PREPARE TRANSACTION succeeded on the first writing participant; the
@@ -28,7 +31,39 @@ pub enum Failpoint {
     /// COMMIT PREPARED succeeded on the first participant; the others are
     /// still prepared.
     AfterCommitSome,
+    /// Split step 1 done: slot and publication on the source.
+    SplitAfterCapture,
+    /// Split step 2 done: the target has the keyspace's tables.
+    SplitAfterBootstrap,
+    /// Split step 3: the first table copied, others maybe not.
+    SplitInCopy,
+    /// Split step 4: a source transaction committed on the target, the
+    /// slot not yet confirmed past it.
+    SplitInCatchUp,
+    /// Split step 5: every router acknowledged the write block; no
+    /// routing update yet.
+    SplitInCutover,
+    /// Split step 6 committed (the point of no return); routers maybe not
+    /// serving it yet, the block still in the catalog.
+    SplitAfterRouting,
+    /// Split step 7: the slot dropped, the first table's moved rows
+    /// deleted from the source.
+    SplitInCleanup,
 }
+
+/// Every failpoint, for parsing.
+const ALL: [Failpoint; 10] = [
+    Failpoint::AfterPrepareSome,
+    Failpoint::AfterDecision,
+    Failpoint::AfterCommitSome,
+    Failpoint::SplitAfterCapture,
+    Failpoint::SplitAfterBootstrap,
+    Failpoint::SplitInCopy,
+    Failpoint::SplitInCatchUp,
+    Failpoint::SplitInCutover,
+    Failpoint::SplitAfterRouting,
+    Failpoint::SplitInCleanup,
+];
 
 impl Failpoint {
     /// The name used in `PGROUTER_FAILPOINT`.
@@ -37,17 +72,18 @@ impl Failpoint {
             Failpoint::AfterPrepareSome => "after_prepare_some",
             Failpoint::AfterDecision => "after_decision",
             Failpoint::AfterCommitSome => "after_commit_some",
+            Failpoint::SplitAfterCapture => "split_after_capture",
+            Failpoint::SplitAfterBootstrap => "split_after_bootstrap",
+            Failpoint::SplitInCopy => "split_in_copy",
+            Failpoint::SplitInCatchUp => "split_in_catchup",
+            Failpoint::SplitInCutover => "split_in_cutover",
+            Failpoint::SplitAfterRouting => "split_after_routing",
+            Failpoint::SplitInCleanup => "split_in_cleanup",
         }
     }
 
     fn parse(s: &str) -> Option<Failpoint> {
-        [
-            Failpoint::AfterPrepareSome,
-            Failpoint::AfterDecision,
-            Failpoint::AfterCommitSome,
-        ]
-        .into_iter()
-        .find(|f| f.name() == s)
+        ALL.into_iter().find(|f| f.name() == s)
     }
 }
 
@@ -161,6 +197,9 @@ mod tests {
             parse_setting("after_prepare_some=crash@20").map(|s| s.nth),
             Some(20)
         );
+        for f in ALL {
+            assert_eq!(parse_setting(f.name()).map(|s| s.point), Some(f));
+        }
         for bad in [
             "",
             "nope",

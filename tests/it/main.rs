@@ -25,6 +25,8 @@ mod router;
 mod scatter_diff;
 mod shard_failure;
 mod split;
+mod split_crash;
+mod split_cutoff;
 mod split_data;
 mod split_online;
 mod tls;

@@ -85,7 +85,7 @@ async fn balances(c: &tokio_postgres::Client) -> [i64; 4] {
 
 /// Every row of every pgbench table sits on the shard the catalog's
 /// current routing names for its key.
-async fn assert_placement(dev: &pg_router::dev::DevCluster) -> usize {
+pub(crate) async fn assert_placement(dev: &pg_router::dev::DevCluster) -> usize {
     let cat = common::connect_direct(&dev.cluster.catalog).await;
     let catalog = pg_router::catalog::load(&cat).await.unwrap();
     let routing = &catalog.keyspaces["main"].routing;
