@@ -37,7 +37,7 @@ pub enum DevError {
     #[error("catalog: {0}")]
     Catalog(#[from] crate::catalog::CatalogError),
     /// Connecting to the catalog database failed.
-    #[error("cannot connect to the catalog database: {0}")]
+    #[error("cannot connect to the catalog database: {}", crate::catalog::pg_error_text(.0))]
     CatalogConnect(#[from] tokio_postgres::Error),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]

@@ -8,12 +8,12 @@ use crate::topology::TopologyError;
 pub enum CatalogError {
     /// Could not connect to the catalog database (the DSN is not repeated
     /// because it may hold a password).
-    #[error("cannot connect to the catalog database: {0}")]
+    #[error("cannot connect to the catalog database: {}", pg_error_text(.0))]
     Connect(#[source] tokio_postgres::Error),
 
     /// A statement against the catalog database failed; `context` says which
     /// step (e.g. `"reading pgrouter.keyspaces"`).
-    #[error("{context}: {source}")]
+    #[error("{context}: {}", pg_error_text(source))]
     Db {
         /// The step that failed.
         context: String,
@@ -23,7 +23,7 @@ pub enum CatalogError {
     },
 
     /// An embedded migration failed to apply; nothing of it was committed.
-    #[error("migration {version:04}_{name}: {source}")]
+    #[error("migration {version:04}_{name}: {}", pg_error_text(source))]
     Migration {
         /// Migration version (the file's number).
         version: i32,
@@ -180,5 +180,23 @@ impl<T> DbContext<T> for Result<T, tokio_postgres::Error> {
             context: context.into(),
             source,
         })
+    }
+}
+
+/// A driver error as one line: for a server error its severity, SQLSTATE,
+/// message and detail (`ERROR 23505: duplicate key value violates unique
+/// constraint "t_pkey" (Key (id)=(1) already exists.)`), which
+/// `tokio_postgres::Error`'s own `Display` leaves to its source ("db
+/// error"); otherwise the driver's message.
+pub fn pg_error_text(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut text = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+            if let Some(detail) = db.detail() {
+                text.push_str(&format!(" ({detail})"));
+            }
+            text
+        }
+        None => e.to_string(),
     }
 }

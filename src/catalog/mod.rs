@@ -44,7 +44,7 @@ mod test_rows;
 mod tests;
 
 pub use cli::{run_meta, MetaArgs, MetaCommand};
-pub use error::CatalogError;
+pub use error::{pg_error_text, CatalogError};
 pub use load::load;
 pub use lookup_ops::{add_lookup_vindex, drop_lookup_vindex, lookup_table_ddl};
 pub use migrate::{migrate, Migration, MIGRATIONS};

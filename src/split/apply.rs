@@ -14,12 +14,22 @@
 //! - TRUNCATE of a keyspace table: `TRUNCATE` when the target owns no other
 //!   range of the keyspace, otherwise the range's rows are deleted.
 //!
-//! Exactly once: each applied source transaction commits on the target
-//! together with its source position, through a replication origin
+//! Group commit: a source transaction's commit is held while the stream has
+//! more at hand, and the held transactions (at most 4,096, or 10,000 changes)
+//! are applied in one target transaction, their statements pipelined: two
+//! round trips per group, so a busy source is applied in batches as large
+//! as the backlog rather than one round trip per source transaction. A
+//! transaction carrying the job's fence, or a TRUNCATE, commits its group
+//! at once.
+//!
+//! Exactly once: each group commits on the target together with the source
+//! position of its last transaction, through a replication origin
 //! (`pg_replication_origin_xact_setup`, PostgreSQL docs §9.27.6 and "Replication
 //! Progress Tracking"), named like the slot. After a restart the stream
 //! replays from the slot's confirmed position, and transactions the origin
-//! has already seen are skipped. The slot is confirmed only after the
+//! has already seen are skipped (a group ends at a source commit boundary,
+//! so the target always holds a prefix of the source's commit order). The
+//! slot is confirmed only after the
 //! target's commit ([`super::wal::WalSource::confirm`]).
 //!
 //! Identities are assumed unique across the keyspace (as a merge requires:
@@ -62,22 +72,30 @@ pub enum Applied {
     /// Nothing to report (a change inside a transaction, or an event the
     /// apply ignores).
     Nothing,
-    /// A source transaction ended at `end_lsn` (committed on the target if
-    /// it had changes in the range); `fence` is the content of a message
-    /// with the job's fence prefix it carried.
+    /// A source transaction ended and is held for the next target commit
+    /// (group commit): call [`Applier::flush`] when no further event is at
+    /// hand.
+    Held,
+    /// The held source transactions ended at `end_lsn` (committed on the
+    /// target in one transaction if they had changes in the range);
+    /// `fence` is the content of a message with the job's fence prefix one
+    /// of them carried.
     Committed {
-        /// Position just past the source's commit record.
+        /// Position just past the last source commit record.
         end_lsn: Lsn,
-        /// The source commit time, µs since the Unix epoch.
+        /// The last source commit time, µs since the Unix epoch.
         commit_time_us: i64,
-        /// The job's fence message in this transaction, if any.
+        /// The job's fence message in these transactions, if any.
         fence: Option<Vec<u8>>,
     },
 }
 
-/// Most changes of one source transaction sent in one pipeline; larger
-/// transactions are applied statement by statement.
+/// Most changes sent in one pipeline; larger groups are applied statement
+/// by statement. A group is committed once it holds this many.
 const MAX_PIPELINED: usize = 10_000;
+
+/// Most source transactions held for one target commit.
+const MAX_GROUP: usize = 4096;
 
 /// Records the source position (`$1` end LSN, `$2` commit time µs, as
 /// text) with the open target transaction (PostgreSQL docs, "Replication
@@ -90,14 +108,31 @@ pub fn fence_prefix(id: i64) -> String {
     format!("{}_fence", artifact_name(id))
 }
 
+/// The source transaction being received.
 struct Txn {
     commit_time_us: i64,
-    /// Its changes, applied at its commit.
+    /// Its changes, applied with its group.
     changes: Vec<WalEvent>,
     /// Already applied before a restart.
     skip: bool,
-    /// BEGIN sent to the target.
-    open: bool,
+    fence: Option<Vec<u8>>,
+}
+
+/// Source transactions that committed on the source and wait for one
+/// target transaction (group commit).
+#[derive(Default)]
+struct Group {
+    /// Each held transaction's changes, in source commit order (not those
+    /// applied before a restart).
+    txns: Vec<Vec<WalEvent>>,
+    /// Changes in `txns`.
+    changes: usize,
+    /// A change in `txns` is a TRUNCATE.
+    truncates: bool,
+    /// Some transaction is held (possibly one with nothing to apply).
+    held: bool,
+    end_lsn: Lsn,
+    commit_time_us: i64,
     fence: Option<Vec<u8>>,
 }
 
@@ -116,6 +151,9 @@ pub struct Applier {
     /// Transactions committed below this position were applied before.
     skip_before: Lsn,
     txn: Option<Txn>,
+    group: Group,
+    /// A target transaction is open (or BEGIN is queued).
+    open: bool,
     /// Counters, for the job row and the terminal.
     pub progress: CatchUpProgress,
 }
@@ -193,6 +231,8 @@ impl Applier {
             truncate_whole,
             skip_before,
             txn: None,
+            group: Group::default(),
+            open: false,
             progress: CatchUpProgress {
                 applied_lsn: (skip_before > 0).then(|| lsn_text(skip_before)),
                 ..CatchUpProgress::default()
@@ -205,12 +245,14 @@ impl Applier {
         self.skip_before
     }
 
-    /// Applies one event.
+    /// Applies one event. A source commit is held ([`Applied::Held`]) for
+    /// group commit, or commits the group at once when it is full, carries
+    /// the job's fence or truncates ([`Applied::Committed`]).
     ///
     /// Errors: [`SplitError::Shard`] (a statement failed on the target:
-    /// its transaction is rolled back when the connection is next used),
-    /// [`SplitError::Apply`] (a change the apply cannot place: no key
-    /// value, a column the target lacks).
+    /// its transaction is rolled back), [`SplitError::Apply`] (a change the
+    /// apply cannot place: no key value, a column the target lacks, a
+    /// change outside a transaction).
     pub async fn apply(&mut self, event: WalEvent) -> Result<Applied, SplitError> {
         match event {
             WalEvent::Begin {
@@ -221,7 +263,6 @@ impl Applier {
                     commit_time_us,
                     changes: Vec::new(),
                     skip: final_lsn < self.skip_before,
-                    open: false,
                     fence: None,
                 });
                 Ok(Applied::Nothing)
@@ -230,7 +271,7 @@ impl Applier {
                 end_lsn,
                 commit_time_us,
                 ..
-            } => self.commit(end_lsn, commit_time_us).await,
+            } => self.hold(end_lsn, commit_time_us).await,
             WalEvent::Message { prefix, content } => {
                 if prefix == fence_prefix(self.job_id) {
                     if let Some(t) = self.txn.as_mut() {
@@ -239,18 +280,18 @@ impl Applier {
                 }
                 Ok(Applied::Nothing)
             }
-            change => {
-                match self.txn.as_mut() {
-                    Some(t) if t.skip => {}
-                    Some(t) => t.changes.push(change),
-                    // A change outside a transaction (not sent by
-                    // pgoutput): applied on its own.
-                    None => {
-                        self.change(&change).await?;
-                    }
+            change => match self.txn.as_mut() {
+                Some(t) if t.skip => Ok(Applied::Nothing),
+                Some(t) => {
+                    t.changes.push(change);
+                    Ok(Applied::Nothing)
                 }
-                Ok(Applied::Nothing)
-            }
+                // pgoutput sends every change inside BEGIN … COMMIT.
+                None => Err(SplitError::Apply {
+                    table: change_table(&change),
+                    message: "a change arrived outside a transaction".into(),
+                }),
+            },
         }
     }
 
@@ -259,128 +300,167 @@ impl Applier {
         self.txn.is_some()
     }
 
+    /// Source transactions are held for the next [`Applier::flush`].
+    pub fn holding(&self) -> bool {
+        self.group.held
+    }
+
     /// The replication origin on the target (named like the slot).
     pub fn origin(&self) -> &str {
         &self.origin
+    }
+
+    /// Adds the transaction ending at `end_lsn` to the group.
+    async fn hold(&mut self, end_lsn: Lsn, commit_time_us: i64) -> Result<Applied, SplitError> {
+        let Some(t) = self.txn.take() else {
+            return Ok(Applied::Nothing);
+        };
+        let g = &mut self.group;
+        if t.skip {
+            self.progress.skipped += 1;
+        } else {
+            g.changes += t.changes.len();
+            g.truncates |= t
+                .changes
+                .iter()
+                .any(|c| matches!(c, WalEvent::Truncate { .. }));
+            g.txns.push(t.changes);
+        }
+        g.held = true;
+        g.end_lsn = g.end_lsn.max(end_lsn);
+        g.commit_time_us = g.commit_time_us.max(t.commit_time_us).max(commit_time_us);
+        if t.fence.is_some() {
+            g.fence = t.fence;
+        }
+        if g.fence.is_some() || g.truncates || g.changes >= MAX_PIPELINED || g.txns.len() >= MAX_GROUP
+        {
+            return self.flush().await;
+        }
+        Ok(Applied::Held)
+    }
+
+    /// Commits the held source transactions on the target in one
+    /// transaction, with the replication origin's position at the last
+    /// one's end; [`Applied::Committed`] (or [`Applied::Nothing`] when
+    /// nothing was held).
+    ///
+    /// Errors: as [`Applier::apply`]; the group is dropped (a restart
+    /// replays it from the slot's confirmed position).
+    pub async fn flush(&mut self) -> Result<Applied, SplitError> {
+        if !self.group.held {
+            return Ok(Applied::Nothing);
+        }
+        let g = std::mem::take(&mut self.group);
+        let applied = self
+            .apply_group(&g.txns, g.changes, g.truncates, (g.end_lsn, g.commit_time_us))
+            .await;
+        if applied.is_err() && self.open {
+            // Best effort: the error is what matters to the caller.
+            let _ = self.target.client.batch_execute("ROLLBACK").await;
+        }
+        self.open = false;
+        applied?;
+        if g.end_lsn > self.skip_before {
+            self.skip_before = g.end_lsn;
+        }
+        self.progress.applied_lsn = Some(lsn_text(self.skip_before));
+        Ok(Applied::Committed {
+            end_lsn: g.end_lsn,
+            commit_time_us: g.commit_time_us,
+            fence: g.fence,
+        })
     }
 
     /// Opens the target transaction on the first applied change, and
     /// counts the change.
     async fn begin(&mut self) -> Result<(), SplitError> {
         self.progress.changes += 1;
-        if let Some(t) = self.txn.as_mut() {
-            if !t.open && self.target.queueing() {
-                // BEGIN goes out with the queued statements.
-                t.open = true;
-            } else if !t.open {
+        if !self.open {
+            if !self.target.queueing() {
                 self.target
                     .client
                     .batch_execute("BEGIN")
                     .await
                     .map_err(|e| shard_error(&self.target.shard, "BEGIN".into(), e))?;
-                t.open = true;
+            }
+            // Otherwise BEGIN goes out with the queued statements.
+            self.open = true;
+        }
+        Ok(())
+    }
+
+    /// Applies a group's transactions (`changes` changes in all) in one
+    /// target transaction and commits it with the replication origin's
+    /// position `origin` = (end LSN, commit time µs): pipelined (BEGIN,
+    /// every statement and the origin's position in one round trip, then
+    /// COMMIT) unless it truncates or is very large; statement by
+    /// statement when an UPDATE matched no row in the pipeline (a row
+    /// moving into the range needs an INSERT in its place). No target
+    /// transaction when no change is in the range.
+    async fn apply_group(
+        &mut self,
+        txns: &[Vec<WalEvent>],
+        changes: usize,
+        truncates: bool,
+        origin: (Lsn, i64),
+    ) -> Result<(), SplitError> {
+        let (lsn, time) = (lsn_text(origin.0), origin.1.to_string());
+        if changes <= MAX_PIPELINED && !truncates {
+            let counted = self.progress.clone();
+            self.target.start_queue();
+            let queued = self.apply_txns(txns).await;
+            if queued.is_err() || !self.open {
+                self.target.flush_discard();
+                return queued;
+            }
+            self.target
+                .run(ORIGIN_SETUP.into(), &[Some(&lsn), Some(&time)], false)
+                .await?;
+            match self.target.flush().await? {
+                Flushed::Ok => return self.commit_target().await,
+                Flushed::Unmatched => {
+                    // Rolled back: apply it again, statement by statement.
+                    self.progress = counted;
+                    self.open = false;
+                }
+            }
+        }
+        self.apply_txns(txns).await?;
+        if self.open {
+            self.target
+                .run(ORIGIN_SETUP.into(), &[Some(&lsn), Some(&time)], false)
+                .await?;
+            self.commit_target().await?;
+        }
+        Ok(())
+    }
+
+    /// Applies (or queues) each transaction's changes, counting the
+    /// transactions with a change in the range.
+    async fn apply_txns(&mut self, txns: &[Vec<WalEvent>]) -> Result<(), SplitError> {
+        for changes in txns {
+            let before = self.progress.changes;
+            for c in changes {
+                self.change(c).await?;
+            }
+            if self.progress.changes > before {
+                self.progress.transactions += 1;
+            } else {
+                self.progress.skipped += 1;
             }
         }
         Ok(())
     }
 
-    /// Applies a transaction's changes: pipelined (BEGIN, every statement
-    /// and the replication origin's position `origin` = (end LSN, commit
-    /// time µs) in one round trip) unless it truncates or is very large;
-    /// statement by statement when an UPDATE matched no row in the
-    /// pipeline (a row moving into the range needs an INSERT in its place).
-    /// Returns whether the origin's position was set.
-    async fn apply_changes(
-        &mut self,
-        changes: &[WalEvent],
-        origin: (Lsn, i64),
-    ) -> Result<bool, SplitError> {
-        let pipelined = changes.len() <= MAX_PIPELINED
-            && !changes
-                .iter()
-                .any(|c| matches!(c, WalEvent::Truncate { .. }));
-        if pipelined {
-            self.target.start_queue();
-            let counted = self.progress.changes;
-            let mut queued = Ok(());
-            for c in changes {
-                queued = self.change(c).await;
-                if queued.is_err() {
-                    break;
-                }
-            }
-            let opened = self.txn.as_ref().is_some_and(|t| t.open);
-            if queued.is_err() || !opened {
-                self.target.flush_discard();
-                if let Some(t) = self.txn.as_mut() {
-                    t.open = false;
-                }
-                return queued.map(|()| false);
-            }
-            let (lsn, time_us) = origin;
-            let (lsn, time) = (lsn_text(lsn), time_us.to_string());
-            self.target
-                .run(ORIGIN_SETUP.into(), &[Some(&lsn), Some(&time)], false)
-                .await?;
-            match self.target.flush().await? {
-                Flushed::Ok => return Ok(true),
-                Flushed::Unmatched => {
-                    self.progress.changes = counted;
-                    if let Some(t) = self.txn.as_mut() {
-                        t.open = false;
-                    }
-                }
-            }
-        }
-        for c in changes {
-            self.change(c).await?;
-        }
-        Ok(false)
-    }
-
-    async fn commit(&mut self, end_lsn: Lsn, commit_time_us: i64) -> Result<Applied, SplitError> {
-        let changes = self
-            .txn
-            .as_mut()
-            .map(|t| std::mem::take(&mut t.changes))
-            .unwrap_or_default();
-        let mut origin_set = false;
-        if !changes.is_empty() {
-            origin_set = self
-                .apply_changes(&changes, (end_lsn, commit_time_us))
-                .await?;
-        }
-        let Some(t) = self.txn.take() else {
-            return Ok(Applied::Nothing);
-        };
-        if t.skip {
-            self.progress.skipped += 1;
-        } else if t.open {
-            let shard = self.target.shard.clone();
-            if !origin_set {
-                let (lsn, time) = (lsn_text(end_lsn), commit_time_us.to_string());
-                self.target
-                    .run(ORIGIN_SETUP.into(), &[Some(&lsn), Some(&time)], false)
-                    .await?;
-            }
-            self.target
-                .client
-                .batch_execute("COMMIT")
-                .await
-                .map_err(|e| shard_error(&shard, "COMMIT".into(), e))?;
-            self.progress.transactions += 1;
-        } else {
-            self.progress.skipped += 1;
-        }
-        if end_lsn > self.skip_before {
-            self.skip_before = end_lsn;
-        }
-        self.progress.applied_lsn = Some(lsn_text(self.skip_before));
-        Ok(Applied::Committed {
-            end_lsn,
-            commit_time_us: t.commit_time_us.max(commit_time_us),
-            fence: t.fence,
-        })
+    async fn commit_target(&mut self) -> Result<(), SplitError> {
+        self.target
+            .client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| shard_error(&self.target.shard, "COMMIT".into(), e))?;
+        self.open = false;
+        self.progress.commits += 1;
+        Ok(())
     }
 
     async fn change(&mut self, change: &WalEvent) -> Result<(), SplitError> {
@@ -511,6 +591,17 @@ impl Applier {
                 .push((c.to_string(), row.get::<_, Option<String>>(i)));
         }
         Ok(Some(full))
+    }
+}
+
+/// The table a row change names (for an error).
+fn change_table(change: &WalEvent) -> String {
+    match change {
+        WalEvent::Insert { table, .. }
+        | WalEvent::Update { table, .. }
+        | WalEvent::Delete { table, .. } => table.clone(),
+        WalEvent::Truncate { tables } => tables.join(", "),
+        WalEvent::Begin { .. } | WalEvent::Commit { .. } | WalEvent::Message { .. } => String::new(),
     }
 }
 

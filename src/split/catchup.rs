@@ -155,7 +155,8 @@ pub async fn run_until<W: WalSource>(
     let mut last_report: Option<Instant> = None;
     let mut last_commit_us: Option<i64> = None;
     loop {
-        if deadline.is_some_and(|d| Instant::now() >= d) && !applier.in_transaction() {
+        let overdue = deadline.is_some_and(|d| Instant::now() >= d);
+        if overdue && !applier.in_transaction() && !applier.holding() {
             return Ok(None);
         }
         let poll = match deadline {
@@ -164,30 +165,43 @@ pub async fn run_until<W: WalSource>(
                 .min(d.saturating_duration_since(Instant::now())),
             None => settings.poll,
         };
+        // With transactions held for group commit, only what has already
+        // arrived joins them: the group commits as soon as the stream
+        // has nothing more at hand.
+        let wait = if applier.holding() {
+            Duration::ZERO
+        } else {
+            poll.max(Duration::from_millis(1))
+        };
         let mut idle = false;
-        match wal.next(poll.max(Duration::from_millis(1))).await? {
-            Some(event) => {
-                if let Applied::Committed {
-                    end_lsn,
-                    commit_time_us,
-                    fence,
-                } = applier.apply(event).await?
-                {
-                    failpoint::hit(Failpoint::SplitInCatchUp).await;
-                    wal.confirm(end_lsn).await?;
-                    last_commit_us = Some(commit_time_us);
-                    if let (Until::Fence(want), Some(got)) = (until, &fence) {
-                        if want == got {
-                            if deadline.is_none() {
-                                report(env, job, wal, applier, true, last_commit_us, observer)
-                                    .await?;
-                            }
-                            return Ok(Some(applier.progress.clone()));
-                        }
+        let applied = match wal.next(wait).await? {
+            Some(event) => match applier.apply(event).await? {
+                Applied::Held if overdue => applier.flush().await?,
+                applied => applied,
+            },
+            None if applier.holding() => applier.flush().await?,
+            None => {
+                idle = !applier.in_transaction();
+                Applied::Nothing
+            }
+        };
+        if let Applied::Committed {
+            end_lsn,
+            commit_time_us,
+            fence,
+        } = applied
+        {
+            failpoint::hit(Failpoint::SplitInCatchUp).await;
+            wal.confirm(end_lsn).await?;
+            last_commit_us = Some(commit_time_us);
+            if let (Until::Fence(want), Some(got)) = (until, &fence) {
+                if want == got {
+                    if deadline.is_none() {
+                        report(env, job, wal, applier, true, last_commit_us, observer).await?;
                     }
+                    return Ok(Some(applier.progress.clone()));
                 }
             }
-            None => idle = !applier.in_transaction(),
         }
         if idle && wal.received() > applier.applied() {
             // Everything received is handled: nothing of it was in the

@@ -1,5 +1,7 @@
 //! [`SplitError`]: everything that can stop a resharding job.
 
+use crate::catalog::pg_error_text;
+
 use super::job::Phase;
 
 /// An error of a resharding job or of one of its steps. Every message
@@ -9,7 +11,7 @@ pub enum SplitError {
     /// A statement failed; `context` says which step and where (e.g.
     /// `"recording split job 3"`, `"creating the publication on shard
     /// 'shard0'"`).
-    #[error("{context}: {source}")]
+    #[error("{context}: {}", pg_error_text(source))]
     Db {
         /// The step that failed.
         context: String,
@@ -75,7 +77,7 @@ pub enum SplitError {
     },
 
     /// A statement on a shard failed; `context` names the step.
-    #[error("shard '{shard}': {context}: {source}")]
+    #[error("shard '{shard}': {context}: {}", pg_error_text(source))]
     Shard {
         /// Shard name.
         shard: String,

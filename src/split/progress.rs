@@ -30,6 +30,9 @@ pub struct CatchUpProgress {
     /// Source transactions applied on the target (those with a change in
     /// the range).
     pub transactions: u64,
+    /// Target transactions committed (group commit: one holds every source
+    /// transaction received while the previous one was applied).
+    pub commits: u64,
     /// Row changes applied.
     pub changes: u64,
     /// Source transactions skipped (no change in the range, or applied

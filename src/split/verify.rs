@@ -103,17 +103,20 @@ pub async fn run<W: WalSource, S: WalSource>(
     let boundary = parse_lsn(&c).unwrap_or(0);
     // Apply exactly the transactions committed below the boundary.
     loop {
-        match wal
-            .next_before(boundary, std::time::Duration::from_millis(100))
-            .await?
-        {
-            Before::Event(e) => {
-                if let super::apply::Applied::Committed { end_lsn, .. } = applier.apply(e).await? {
-                    wal.confirm(end_lsn).await?;
-                }
-            }
+        // Held transactions commit once nothing more is at hand.
+        let wait = if applier.holding() {
+            std::time::Duration::ZERO
+        } else {
+            std::time::Duration::from_millis(100)
+        };
+        let applied = match wal.next_before(boundary, wait).await? {
+            Before::Event(e) => applier.apply(e).await?,
+            Before::Reached | Before::Idle if applier.holding() => applier.flush().await?,
             Before::Reached if !applier.in_transaction() => break,
-            Before::Reached | Before::Idle => {}
+            Before::Reached | Before::Idle => continue,
+        };
+        if let super::apply::Applied::Committed { end_lsn, .. } = applied {
+            wal.confirm(end_lsn).await?;
         }
     }
     let target = env.access.connect(env.target_info).await?;

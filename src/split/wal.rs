@@ -52,6 +52,8 @@ pub trait WalSource {
     ) -> impl Future<Output = Result<(), SplitError>> + Send;
 
     /// The next event, waiting at most `wait`; None when nothing arrived.
+    /// With a zero `wait`, only an event already received (or readable
+    /// without waiting) is returned.
     ///
     /// Errors: [`SplitError::Wal`] (connection lost, protocol error).
     fn next(
@@ -237,6 +239,8 @@ impl WalSource for PgWalSource {
                 let read = stream.next_event(&token);
                 tokio::pin!(read);
                 tokio::select! {
+                    // An event already at hand wins over an elapsed wait.
+                    biased;
                     r = &mut read => r,
                     _ = tokio::time::sleep_until(deadline) => {
                         // The read waits on the socket inside libpq's
@@ -272,6 +276,8 @@ impl WalSource for PgWalSource {
                 let read = stream.next_event_before(pg_walstream::Lsn(boundary), &token);
                 tokio::pin!(read);
                 tokio::select! {
+                    // An event already at hand wins over an elapsed wait.
+                    biased;
                     r = &mut read => r,
                     _ = tokio::time::sleep_until(deadline) => {
                         token.cancel();

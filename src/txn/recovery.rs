@@ -55,7 +55,7 @@ pub struct Report {
 #[derive(Debug, thiserror::Error)]
 pub enum RecoveryError {
     /// A catalog query failed.
-    #[error("2PC recovery: catalog: {0}")]
+    #[error("2PC recovery: catalog: {}", crate::catalog::pg_error_text(.0))]
     Catalog(#[from] tokio_postgres::Error),
 }
 
