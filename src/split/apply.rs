@@ -150,6 +150,9 @@ pub struct Applier {
     truncate_whole: bool,
     /// Transactions committed below this position were applied before.
     skip_before: Lsn,
+    /// The snapshot's consistent point: the target has everything before
+    /// it from the copy.
+    consistent: Lsn,
     txn: Option<Txn>,
     group: Group,
     /// A target transaction is open (or BEGIN is queued).
@@ -230,6 +233,7 @@ impl Applier {
             tables,
             truncate_whole,
             skip_before,
+            consistent: job.snapshot_lsn.as_deref().and_then(parse_lsn).unwrap_or(0),
             txn: None,
             group: Group::default(),
             open: false,
@@ -240,9 +244,11 @@ impl Applier {
         })
     }
 
-    /// The last source position applied on the target (0: none yet).
+    /// The source position the target holds everything before: the last
+    /// applied commit's end, at least the snapshot's consistent point (0:
+    /// neither known).
     pub fn applied(&self) -> Lsn {
-        self.skip_before
+        self.skip_before.max(self.consistent)
     }
 
     /// Applies one event. A source commit is held ([`Applied::Held`]) for
@@ -332,7 +338,10 @@ impl Applier {
         if t.fence.is_some() {
             g.fence = t.fence;
         }
-        if g.fence.is_some() || g.truncates || g.changes >= MAX_PIPELINED || g.txns.len() >= MAX_GROUP
+        if g.fence.is_some()
+            || g.truncates
+            || g.changes >= MAX_PIPELINED
+            || g.txns.len() >= MAX_GROUP
         {
             return self.flush().await;
         }
@@ -351,8 +360,14 @@ impl Applier {
             return Ok(Applied::Nothing);
         }
         let g = std::mem::take(&mut self.group);
+        let started = std::time::Instant::now();
         let applied = self
-            .apply_group(&g.txns, g.changes, g.truncates, (g.end_lsn, g.commit_time_us))
+            .apply_group(
+                &g.txns,
+                g.changes,
+                g.truncates,
+                (g.end_lsn, g.commit_time_us),
+            )
             .await;
         if applied.is_err() && self.open {
             // Best effort: the error is what matters to the caller.
@@ -360,6 +375,12 @@ impl Applier {
         }
         self.open = false;
         applied?;
+        tracing::debug!(
+            transactions = g.txns.len(),
+            changes = g.changes,
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "group applied"
+        );
         if g.end_lsn > self.skip_before {
             self.skip_before = g.end_lsn;
         }
@@ -601,7 +622,9 @@ fn change_table(change: &WalEvent) -> String {
         | WalEvent::Update { table, .. }
         | WalEvent::Delete { table, .. } => table.clone(),
         WalEvent::Truncate { tables } => tables.join(", "),
-        WalEvent::Begin { .. } | WalEvent::Commit { .. } | WalEvent::Message { .. } => String::new(),
+        WalEvent::Begin { .. } | WalEvent::Commit { .. } | WalEvent::Message { .. } => {
+            String::new()
+        }
     }
 }
 
@@ -715,18 +738,42 @@ async fn identity_columns(c: &Client, shard: &str, table: &str) -> Result<Vec<St
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
+/// How long [`drop_origin`] waits for the session using the origin to end.
+const ORIGIN_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Drops job `id`'s replication origin on the target (absent is fine).
+/// While a session still uses it (SQLSTATE 55006: the apply's connection,
+/// just closed, whose backend has not yet exited, or a killed job
+/// process's), it retries every 100 ms for up to 10 s.
 ///
-/// Errors: [`SplitError::Shard`] (e.g. a session still uses it).
+/// Errors: [`SplitError::Shard`] (e.g. a session still uses it after the
+/// wait).
 pub async fn drop_origin(target: &Client, shard: &str, id: i64) -> Result<(), SplitError> {
     let origin = artifact_name(id);
-    target
-        .execute(
-            "select pg_catalog.pg_replication_origin_drop(roname) \
-               from pg_catalog.pg_replication_origin where roname = $1",
-            &[&origin],
-        )
-        .await
-        .map_err(|e| shard_error(shard, format!("dropping replication origin '{origin}'"), e))?;
-    Ok(())
+    let started = std::time::Instant::now();
+    loop {
+        let dropped = target
+            .execute(
+                "select pg_catalog.pg_replication_origin_drop(roname) \
+                   from pg_catalog.pg_replication_origin where roname = $1",
+                &[&origin],
+            )
+            .await;
+        match dropped {
+            Ok(_) => return Ok(()),
+            Err(e)
+                if e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE)
+                    && started.elapsed() < ORIGIN_RELEASE_WAIT =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => {
+                return Err(shard_error(
+                    shard,
+                    format!("dropping replication origin '{origin}'"),
+                    e,
+                ))
+            }
+        }
+    }
 }

@@ -82,7 +82,12 @@ pub async fn start<W: WalSource>(
 }
 
 /// Emits job `id`'s fence on the source: a transactional logical decoding
-/// message with content `content`; returns its position.
+/// message with content `content`; returns its position. Its commit is
+/// flushed (`synchronous_commit = local` for that transaction), and with it
+/// all WAL before it: a walsender sends only flushed WAL, and on a source
+/// with `synchronous_commit = off` the last commits would otherwise wait
+/// for the WAL writer (up to `wal_writer_delay`, 200 ms by default) — time
+/// the cutover's write block would wait too.
 ///
 /// Errors: [`SplitError::Shard`].
 pub async fn emit_fence(
@@ -93,7 +98,8 @@ pub async fn emit_fence(
 ) -> Result<Lsn, SplitError> {
     let lsn: String = source
         .query_one(
-            "select pg_catalog.pg_logical_emit_message(true, $1, $2::bytea)::text",
+            "select pg_catalog.set_config('synchronous_commit', 'local', true), \
+                    pg_catalog.pg_logical_emit_message(true, $1, $2::bytea)::text",
             &[&fence_prefix(id), &content],
         )
         .await
@@ -102,7 +108,7 @@ pub async fn emit_fence(
             context: "emitting the split job's fence".into(),
             source,
         })?
-        .get(0);
+        .get(1);
     Ok(parse_lsn(&lsn).unwrap_or(0))
 }
 
@@ -175,10 +181,15 @@ pub async fn run_until<W: WalSource>(
         };
         let mut idle = false;
         let applied = match wal.next(wait).await? {
-            Some(event) => match applier.apply(event).await? {
-                Applied::Held if overdue => applier.flush().await?,
-                applied => applied,
-            },
+            Some(event) => {
+                if deadline.is_some() {
+                    tracing::debug!(?event, "cutover: event");
+                }
+                match applier.apply(event).await? {
+                    Applied::Held if overdue => applier.flush().await?,
+                    applied => applied,
+                }
+            }
             None if applier.holding() => applier.flush().await?,
             None => {
                 idle = !applier.in_transaction();

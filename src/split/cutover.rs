@@ -169,7 +169,10 @@ pub async fn run<W: WalSource>(
     failpoint::hit(Failpoint::SplitInCutover).await;
     // The target has everything committed on the source.
     let fence = epoch.to_be_bytes().to_vec();
-    catchup::emit_fence(env.source, &env.source_info.name, job.id, &fence).await?;
+    let fence_lsn = catchup::emit_fence(env.source, &env.source_info.name, job.id, &fence).await?;
+    tracing::debug!(job = job.id, fence_lsn, acked_ms, "fence emitted");
+    let before = applier.progress.clone();
+    let backlog_bytes = fence_lsn.saturating_sub(applier.applied());
     let reached = catchup::run_until(
         env,
         job,
@@ -190,6 +193,15 @@ pub async fn run<W: WalSource>(
     }
 
     let caught_up_ms = started.elapsed().as_secs_f64() * 1e3;
+    // What reaching the fence took: WAL between the applied position and
+    // the fence, source transactions (applied or skipped) and target
+    // commits on the way.
+    let fence_catch_up = serde_json::json!({
+        "backlog_bytes": backlog_bytes,
+        "transactions": (applier.progress.transactions + applier.progress.skipped)
+            .saturating_sub(before.transactions + before.skipped),
+        "commits": applier.progress.commits.saturating_sub(before.commits),
+    });
     // The routing update: the point of no return.
     match route(cat, job, epoch, &ranges).await? {
         true => {}
@@ -214,6 +226,7 @@ pub async fn run<W: WalSource>(
         "routed_ms": routed_ms,
         "window_ms": window_ms,
         "routers": routers,
+        "fence": fence_catch_up,
     });
     store::record_progress(cat, job.id, "cutover", &timings).await?;
     Ok(Outcome::Routed { window_ms, routers })

@@ -250,6 +250,18 @@ async fn copy_and_catch_up_move_exactly_the_range() {
         .await
         .unwrap();
     assert!(fence > 0);
+    // The fence is flushed as it is emitted, though the test shards commit
+    // asynchronously: the walsender can send it (and all before it) at once
+    // instead of after the WAL writer's next round.
+    let flushed: bool = source
+        .query_one(
+            "select pg_current_wal_flush_lsn() >= $1::text::pg_lsn",
+            &[&pg_router::split::change::lsn_text(fence)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(flushed, "the fence is not flushed");
     let p = catchup::run(
         env,
         &job,
