@@ -431,7 +431,9 @@ impl Applier {
             self.target.start_queue();
             let queued = self.apply_txns(txns).await;
             if queued.is_err() || !self.open {
+                // Nothing was sent, BEGIN included.
                 self.target.flush_discard();
+                self.open = false;
                 return queued;
             }
             self.target
