@@ -28,7 +28,7 @@ use super::capture::keyspace_tables;
 use super::env::JobEnv;
 use super::error::SplitError;
 use super::job::{Job, Phase};
-use super::shards::ShardAccess;
+use super::shards::{job_application_name, ShardAccess, APPLICATION_NAME};
 use super::store;
 
 /// Settings of step 2.
@@ -117,6 +117,9 @@ pub async fn run(
             reference_missing.push(r.clone());
         }
     }
+    // Recorded first: a process killed while `psql` runs leaves tables that
+    // a rollback must find named.
+    store::record_bootstrap(cat, job.id, &missing, &reference_missing).await?;
     if !missing.is_empty() {
         let dump = pg_dump(
             access,
@@ -126,13 +129,12 @@ pub async fn run(
             &missing,
         )
         .await?;
-        psql(access, target_info, settings, &dump).await?;
+        psql(access, target_info, settings, job.id, &dump).await?;
     }
     if !reference_missing.is_empty() {
         let dump = pg_dump(access, source_info, settings, &[], &reference_missing).await?;
-        psql(access, target_info, settings, &dump).await?;
+        psql(access, target_info, settings, job.id, &dump).await?;
     }
-    store::record_bootstrap(cat, job.id, &missing).await?;
     Ok(Bootstrapped {
         created: missing,
         reference_copied: reference_missing,
@@ -193,7 +195,7 @@ pub(super) async fn pg_dump(
             "--no-subscriptions",
         ])
         .arg("-d")
-        .arg(access.conninfo(info));
+        .arg(access.conninfo(info, APPLICATION_NAME));
     for t in tables {
         // A quoted name: a table, not a pattern.
         cmd.arg("-t").arg(quote_ident(t));
@@ -202,11 +204,13 @@ pub(super) async fn pg_dump(
 }
 
 /// Runs `sql` on `info` with `psql` in one transaction, stopping at the
-/// first error.
+/// first error, as a session of job `job` (its `application_name`, so a
+/// rollback can end it: [`super::shards::end_job_sessions`]).
 pub(super) async fn psql(
     access: &ShardAccess,
     info: &ShardInfo,
     settings: &BootstrapSettings,
+    job: i64,
     sql: &[u8],
 ) -> Result<(), SplitError> {
     let mut cmd = tokio::process::Command::new(settings.pg_bin.join("psql"));
@@ -220,7 +224,7 @@ pub(super) async fn psql(
         "-",
     ])
     .arg("-d")
-    .arg(access.conninfo(info));
+    .arg(access.conninfo(info, &job_application_name(job)));
     run_tool(cmd, access, &info.name, "psql", Some(sql)).await?;
     Ok(())
 }

@@ -38,6 +38,7 @@ use super::error::{shard_error, SplitError};
 use super::filter::RangeFilter;
 use super::job::{Job, Phase};
 use super::progress::{Observer, TableProgress};
+use super::shards::job_application_name;
 use super::store;
 
 /// Settings of step 3.
@@ -127,7 +128,7 @@ pub async fn run(
     let parallel = settings.parallel_tables.max(1);
     let copies = futures_util::stream::iter(tables.iter().map(|t| {
         let filter = RangeFilter::new(t, job.spec.range);
-        copy_table(env, filter, snapshot, &board, observer)
+        copy_table(env, job.id, filter, snapshot, &board, observer)
     }))
     .buffer_unordered(parallel);
     tokio::pin!(copies);
@@ -165,7 +166,7 @@ pub async fn run(
             &job.created_tables,
         )
         .await?;
-        psql(env.access, env.target_info, &bootstrap, &dump).await?;
+        psql(env.access, env.target_info, &bootstrap, job.id, &dump).await?;
     }
     let tables = board.lock().values().cloned().collect();
     Ok(CopyReport {
@@ -185,9 +186,11 @@ async fn persist(
     store::record_progress(env.cat, id, "copy", &value).await
 }
 
-/// Copies the moving range of one table.
+/// Copies the moving range of one table (the target session named for job
+/// `id`, so a rollback can end it and wait for it).
 async fn copy_table(
     env: JobEnv<'_>,
+    id: i64,
     filter: RangeFilter,
     snapshot: &str,
     board: &Mutex<BTreeMap<String, TableProgress>>,
@@ -197,7 +200,10 @@ async fn copy_table(
     let src_shard = env.source_info.name.as_str();
     let dst_shard = env.target_info.name.as_str();
     let source = env.access.connect(env.source_info).await?;
-    let target = env.access.connect(env.target_info).await?;
+    let target = env
+        .access
+        .connect_as(env.target_info, &job_application_name(id))
+        .await?;
     let (cols, key_field) = copy_columns(&source, src_shard, &filter).await?;
     let list = cols
         .iter()

@@ -168,6 +168,20 @@ pub enum SplitError {
         attempts: usize,
     },
 
+    /// Sessions of the job (e.g. left by a killed job process) were still
+    /// running on a shard after being terminated and waited for.
+    #[error("shard '{shard}': {count} session(s) of split job {job} are still running after being terminated ({waited_s} s); end them (pg_stat_activity, application_name 'pg-router split {job}') and run the command again")]
+    SessionsLeft {
+        /// Shard.
+        shard: String,
+        /// Job id.
+        job: i64,
+        /// Sessions left.
+        count: i64,
+        /// How long it waited, s.
+        waited_s: u64,
+    },
+
     /// A shard named by the job is not registered in the catalog.
     #[error("shard '{0}' is not registered in the catalog (pg-router meta add-shard)")]
     UnknownShard(String),

@@ -108,9 +108,13 @@ pub struct Job {
     pub snapshot_lsn: Option<String>,
     /// The last error, if a step failed.
     pub error: Option<String>,
-    /// Tables step 2 created on the target (`progress.created`); rollback
-    /// drops them.
+    /// Sharded tables step 2 creates on the target (`progress.created`,
+    /// recorded before they are created); rollback drops them.
     pub created_tables: Vec<String>,
+    /// Reference tables step 2 creates and fills on the target
+    /// (`progress.reference_created`, recorded before); rollback drops
+    /// them.
+    pub reference_created: Vec<String>,
 }
 
 impl Job {

@@ -14,6 +14,7 @@ use super::error::SplitError;
 use super::filter::RangeFilter;
 use super::job::{Job, Phase};
 use super::purge::purge_range;
+use super::shards::end_job_sessions;
 use super::store;
 use crate::plan::quote_ident;
 
@@ -89,16 +90,11 @@ async fn drop_named(env: JobEnv<'_>, job: &Job) -> Result<(), SplitError> {
             source,
         })?;
     drop_artifacts(env.source, &job.spec.source, job.id).await?;
-    // The apply's session may still hold the origin: end it first.
-    let app = super::shards::job_application_name(job.id);
-    let _ = env
-        .target
-        .execute(
-            "select pg_catalog.pg_terminate_backend(pid) from pg_catalog.pg_stat_activity \
-              where application_name = $1 and pid <> pg_backend_pid() and datname = current_database()",
-            &[&app],
-        )
-        .await;
+    // The job's sessions on the target (apply, copy, restores; a killed
+    // process's still-running ones too) end first: what they commit must
+    // be in place before anything is removed, and the apply's holds the
+    // origin.
+    end_job_sessions(env.target, &job.spec.target, job.id).await?;
     drop_origin(env.target, &job.spec.target, job.id).await
 }
 
@@ -172,7 +168,7 @@ async fn undo(env: JobEnv<'_>, job: &Job) -> Result<(), SplitError> {
 }
 
 async fn drop_created(env: JobEnv<'_>, job: &Job) -> Result<(), SplitError> {
-    for t in &job.created_tables {
+    for t in job.created_tables.iter().chain(&job.reference_created) {
         env.target
             .batch_execute(&format!("drop table if exists {} cascade", quote_ident(t)))
             .await

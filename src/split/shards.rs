@@ -28,9 +28,10 @@ pub struct ShardAccess {
 /// `pg_stat_activity`).
 pub const APPLICATION_NAME: &str = "pg-router split";
 
-/// `application_name` of job `job`'s replication connections and of its
-/// apply session on the target: `pg-router split <job>` (how a stuck one
-/// is found and ended).
+/// `application_name` of job `job`'s replication connections and of every
+/// session that writes on its target (copy, apply, `psql` restores):
+/// `pg-router split <job>` (how a stuck one, or one a killed job process
+/// left running, is found and ended: [`end_job_sessions`]).
 pub fn job_application_name(job: i64) -> String {
     format!("{APPLICATION_NAME} {job}")
 }
@@ -91,17 +92,11 @@ impl ShardAccess {
         Ok(client)
     }
 
-    /// libpq parameters of a SQL connection to `info` (for `pg_dump` and
-    /// `psql`; the password is passed in the environment, see
-    /// [`ShardAccess::password`]).
-    pub fn conninfo(&self, info: &ShardInfo) -> String {
-        wal::conninfo(
-            &info.host,
-            info.port,
-            &info.dbname,
-            self.user_for(info),
-            APPLICATION_NAME,
-        )
+    /// libpq parameters of a SQL connection to `info` with
+    /// `application_name` `app` (for `pg_dump` and `psql`; the password is
+    /// passed in the environment, see [`ShardAccess::password`]).
+    pub fn conninfo(&self, info: &ShardInfo, app: &str) -> String {
+        wal::conninfo(&info.host, info.port, &info.dbname, self.user_for(info), app)
     }
 
     /// libpq parameters of job `job`'s replication connection to `info`
@@ -115,5 +110,54 @@ impl ShardAccess {
             self.password.as_deref(),
             &job_application_name(job),
         )
+    }
+}
+
+/// How long [`end_job_sessions`] waits for the sessions it ended to exit.
+const SESSION_EXIT_WAIT: Duration = Duration::from_secs(30);
+
+/// Ends every session of job `job` ([`job_application_name`]) on the shard
+/// `client` is connected to, other than `client`'s own, and waits until
+/// their backends have exited (polled every 50 ms, up to 30 s).
+///
+/// A job process that was killed leaves its backends running until they
+/// next touch the socket: a `COPY … FROM STDIN` whose data and CopyDone
+/// were already sent still commits, after the process is gone. Removing
+/// what the job wrote (rollback, start over) is only safe once no such
+/// backend is left, or a purge could run before that commit and miss its
+/// rows.
+///
+/// Errors: [`SplitError::Shard`] when the query fails or a session is still
+/// there after the wait.
+pub async fn end_job_sessions(client: &Client, shard: &str, job: i64) -> Result<(), SplitError> {
+    let app = job_application_name(job);
+    let started = std::time::Instant::now();
+    loop {
+        let left: i64 = client
+            .query_one(
+                "select count(pg_catalog.pg_terminate_backend(pid)) \
+                   from pg_catalog.pg_stat_activity \
+                  where application_name = $1 and pid <> pg_catalog.pg_backend_pid()",
+                &[&app],
+            )
+            .await
+            .map_err(|source| SplitError::Shard {
+                shard: shard.to_string(),
+                context: format!("ending the sessions of split job {job}"),
+                source,
+            })?
+            .get(0);
+        if left == 0 {
+            return Ok(());
+        }
+        if started.elapsed() >= SESSION_EXIT_WAIT {
+            return Err(SplitError::SessionsLeft {
+                shard: shard.to_string(),
+                job,
+                count: left,
+                waited_s: SESSION_EXIT_WAIT.as_secs(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

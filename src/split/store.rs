@@ -20,7 +20,8 @@ const ONE_ACTIVE: &str = "split_jobs_one_active_per_keyspace";
 
 const COLUMNS: &str = "id, keyspace, source, target, start_id::text, end_id::text, generation, \
      phase, slot_name, publication, snapshot_lsn::text, error, \
-     array(select jsonb_array_elements_text(coalesce(progress->'created', '[]')))";
+     array(select jsonb_array_elements_text(coalesce(progress->'created', '[]'))), \
+     array(select jsonb_array_elements_text(coalesce(progress->'reference_created', '[]')))";
 
 /// Records a new job for `spec` in phase [`Phase::Created`].
 ///
@@ -227,14 +228,20 @@ pub async fn record_capture(
 ///
 /// Errors: [`SplitError::PhaseChanged`], [`SplitError::NoSuchJob`],
 /// [`SplitError::Db`].
-pub async fn record_bootstrap(c: &Client, id: i64, created: &[String]) -> Result<(), SplitError> {
+pub async fn record_bootstrap(
+    c: &Client,
+    id: i64,
+    created: &[String],
+    reference_created: &[String],
+) -> Result<(), SplitError> {
     let n = c
         .execute(
             "update pgrouter.split_jobs \
                 set phase = 'bootstrap', error = null, updated_at = now(), \
-                    progress = jsonb_set(progress, '{created}', to_jsonb($2::text[])) \
+                    progress = progress || jsonb_build_object(\
+                        'created', to_jsonb($2::text[]), 'reference_created', to_jsonb($3::text[])) \
               where id = $1 and phase = 'capture'",
-            &[&id, &created],
+            &[&id, &created, &reference_created],
         )
         .await
         .context(|| format!("recording the bootstrap of split job {id}"))?;
@@ -377,5 +384,6 @@ fn job_of(r: &Row) -> Result<Job, SplitError> {
         snapshot_lsn: r.get(10),
         error: r.get(11),
         created_tables: r.get(12),
+        reference_created: r.get(13),
     })
 }

@@ -515,14 +515,37 @@ async fn bootstrap_creates_missing_tables_and_refuses_a_dirty_target() {
     let job = store::load(&cat, job.id).await.unwrap().unwrap();
     assert_eq!(job.phase, Phase::Bootstrap);
     assert_eq!(job.created_tables, vec!["pgbench_history".to_string()]);
+    assert_eq!(job.reference_created, vec!["countries".to_string()]);
     // Step 2 does not run twice.
     let e = bootstrap::run(env, &job, &settings).await.unwrap_err();
     assert!(matches!(e, SplitError::PhaseChanged { .. }), "{e}");
 
-    // Rollback drops what the job created on the target and its slot.
+    // A session of the job still running on the target (as a killed job
+    // process leaves one) is ended, and gone, before anything is removed.
+    let app = pg_router::split::shards::job_application_name(job.id);
+    let stray = access.connect_as(&tgt_info, &app).await.unwrap();
+    let sleeping = tokio::spawn(async move {
+        stray
+            .batch_execute("BEGIN; LOCK pgbench_history; SELECT pg_sleep(60)")
+            .await
+    });
+    let sessions = "select count(*) from pg_stat_activity where application_name = $1";
+    while spare_direct.query_one(sessions, &[&app]).await.unwrap().get::<_, i64>(0) == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    pg_router::split::shards::end_job_sessions(&target, &spare, job.id)
+        .await
+        .unwrap();
+    let left: i64 = spare_direct.query_one(sessions, &[&app]).await.unwrap().get(0);
+    assert_eq!(left, 0, "the job's session has exited when end_job_sessions returns");
+    assert!(sleeping.await.unwrap().is_err(), "the session was terminated");
+
+    // Rollback drops what the job created on the target (the reference
+    // table it copied too) and its slot.
     drop(cap);
     rollback(env, &job, None).await.expect("rollback");
     assert_eq!(table_rows(&spare_direct, "pgbench_history").await, None);
+    assert_eq!(table_rows(&spare_direct, "countries").await, None);
     assert_eq!(table_rows(&spare_direct, "pgbench_accounts").await, Some(0));
     let direct = common::connect_direct(&dev.cluster.shards[0]).await;
     assert_eq!(capture_state(&direct).await.0, 0, "no slot left");
