@@ -18,7 +18,7 @@ use pg_router::topology::KeyRange;
 use pg_router::vindex::KeyType;
 
 use crate::common;
-use crate::split::{capture_state, dev_access, pgbench_with_spare, table_rows, wait_no_capture};
+use crate::split::{capture_state, dev_access, pgbench_with_spare_pool, table_rows, wait_no_capture};
 
 /// Sorted `t::text` of the rows of `table` on `c` whose key column `key`
 /// (parsed as `kt`, hashed by murmur3) is in `range`; all rows if `range`
@@ -98,7 +98,11 @@ fn pgbench(dev: &pg_router::dev::DevCluster, secs: u32) -> tokio::task::JoinHand
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_and_catch_up_move_exactly_the_range() {
-    let dev = pgbench_with_spare().await;
+    // Two backend connections per shard on each of the router's two
+    // workers: two pgbench clients on one worker, each holding one shard
+    // and waiting for the other's (TPC-B touches both shards in either
+    // order), would otherwise wait out the checkout timeout.
+    let dev = pgbench_with_spare_pool(4).await;
     let router = common::connect(&dev).await;
     router
         .batch_execute(
