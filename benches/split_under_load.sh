@@ -98,21 +98,24 @@ for i in $(seq 1 "$ROUNDS"); do
   done
 done
 # Plain COPY of the whole of pgbench_accounts shard0 -> spare (binary, the
-# same two instances), under the same load as the jobs' copies, then alone.
+# same two instances), under the same load as the jobs' copies, then alone;
+# into a bare table, and into one with the same primary key (as the job's
+# targets after the first round, which keep their tables).
 D0=(-h 127.0.0.1 -p "$S0" -U postgres postgres)
 D2=(-h 127.0.0.1 -p "$S2" -U postgres postgres)
 plain_copy() {
-  "$PGBIN/psql" -X -q "${D2[@]}" -c "DROP TABLE IF EXISTS copy_probe; CREATE TABLE copy_probe (LIKE pgbench_accounts)"
+  "$PGBIN/psql" -X -q "${D2[@]}" -c "DROP TABLE IF EXISTS copy_probe; CREATE TABLE copy_probe (LIKE pgbench_accounts ${2:-})"
   local rows t0 t1
   rows=$("$PGBIN/psql" -X -At "${D0[@]}" -c "select count(*) from pgbench_accounts")
   t0=$(date +%s.%N)
   "$PGBIN/psql" -X -q "${D0[@]}" -c "COPY pgbench_accounts TO STDOUT (FORMAT binary)" |
     "$PGBIN/psql" -X -q "${D2[@]}" -c "COPY copy_probe FROM STDIN (FORMAT binary)"
   t1=$(date +%s.%N)
-  echo "plain COPY $1: $rows rows in $(echo "$t1 - $t0" | bc) s"
+  echo "plain COPY $1${2:+ (${2})}: $rows rows in $(echo "$t1 - $t0" | bc) s"
   "$PGBIN/psql" -X -q "${D2[@]}" -c "DROP TABLE copy_probe"
 }
 plain_copy "under load"
+plain_copy "under load" "INCLUDING INDEXES"
 kill "$LOAD_PID" "$LAG_PID"; wait "$LOAD_PID" 2>/dev/null || true; LOAD_PID= LAG_PID=
 echo "== load during the jobs (pgbench -P 10)"
 grep -E "^progress|failed" "$WORK/load.log" | tail -n 40
@@ -131,3 +134,4 @@ q "select count(*), round(percentile_cont(0.5) within group (order by cutover_wi
 
 echo "== plain COPY of pgbench_accounts shard0 -> spare"
 plain_copy "alone"
+plain_copy "alone" "INCLUDING INDEXES"
