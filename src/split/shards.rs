@@ -96,7 +96,13 @@ impl ShardAccess {
     /// `application_name` `app` (for `pg_dump` and `psql`; the password is
     /// passed in the environment, see [`ShardAccess::password`]).
     pub fn conninfo(&self, info: &ShardInfo, app: &str) -> String {
-        wal::conninfo(&info.host, info.port, &info.dbname, self.user_for(info), app)
+        wal::conninfo(
+            &info.host,
+            info.port,
+            &info.dbname,
+            self.user_for(info),
+            app,
+        )
     }
 
     /// libpq parameters of job `job`'s replication connection to `info`
@@ -116,8 +122,8 @@ impl ShardAccess {
 /// How long [`end_job_sessions`] waits for the sessions it ended to exit.
 const SESSION_EXIT_WAIT: Duration = Duration::from_secs(30);
 
-/// Ends every session of job `job` ([`job_application_name`]) on the shard
-/// `client` is connected to, other than `client`'s own, and waits until
+/// Ends every session of job `job` ([`job_application_name`]) in the
+/// database `client` is connected to, other than `client`'s own, and waits until
 /// their backends have exited (polled every 50 ms, up to 30 s).
 ///
 /// A job process that was killed leaves its backends running until they
@@ -127,8 +133,9 @@ const SESSION_EXIT_WAIT: Duration = Duration::from_secs(30);
 /// backend is left, or a purge could run before that commit and miss its
 /// rows.
 ///
-/// Errors: [`SplitError::Shard`] when the query fails or a session is still
-/// there after the wait.
+/// Errors: [`SplitError::Shard`] when the query fails;
+/// [`SplitError::SessionsLeft`] when a session is still there after the
+/// wait.
 pub async fn end_job_sessions(client: &Client, shard: &str, job: i64) -> Result<(), SplitError> {
     let app = job_application_name(job);
     let started = std::time::Instant::now();
@@ -137,7 +144,8 @@ pub async fn end_job_sessions(client: &Client, shard: &str, job: i64) -> Result<
             .query_one(
                 "select count(pg_catalog.pg_terminate_backend(pid)) \
                    from pg_catalog.pg_stat_activity \
-                  where application_name = $1 and pid <> pg_catalog.pg_backend_pid()",
+                  where application_name = $1 and pid <> pg_catalog.pg_backend_pid() \
+                    and datname = pg_catalog.current_database()",
                 &[&app],
             )
             .await

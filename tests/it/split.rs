@@ -530,15 +530,31 @@ async fn bootstrap_creates_missing_tables_and_refuses_a_dirty_target() {
             .await
     });
     let sessions = "select count(*) from pg_stat_activity where application_name = $1";
-    while spare_direct.query_one(sessions, &[&app]).await.unwrap().get::<_, i64>(0) == 0 {
+    while spare_direct
+        .query_one(sessions, &[&app])
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+        == 0
+    {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     pg_router::split::shards::end_job_sessions(&target, &spare, job.id)
         .await
         .unwrap();
-    let left: i64 = spare_direct.query_one(sessions, &[&app]).await.unwrap().get(0);
-    assert_eq!(left, 0, "the job's session has exited when end_job_sessions returns");
-    assert!(sleeping.await.unwrap().is_err(), "the session was terminated");
+    let left: i64 = spare_direct
+        .query_one(sessions, &[&app])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        left, 0,
+        "the job's session has exited when end_job_sessions returns"
+    );
+    assert!(
+        sleeping.await.unwrap().is_err(),
+        "the session was terminated"
+    );
 
     // Rollback drops what the job created on the target (the reference
     // table it copied too) and its slot.

@@ -18,7 +18,9 @@ use pg_router::topology::KeyRange;
 use pg_router::vindex::KeyType;
 
 use crate::common;
-use crate::split::{capture_state, dev_access, pgbench_with_spare_pool, table_rows, wait_no_capture};
+use crate::split::{
+    capture_state, dev_access, pgbench_with_spare_pool, table_rows, wait_no_capture,
+};
 
 /// Sorted `t::text` of the rows of `table` on `c` whose key column `key`
 /// (parsed as `kt`, hashed by murmur3) is in `range`; all rows if `range`

@@ -122,7 +122,10 @@ pub(crate) async fn assert_placement(dev: &pg_router::dev::DevCluster) -> usize 
                 rows += 1;
             }
             if wrong > 0 {
-                misplaced.push(format!("{wrong} rows of {t} on {}: {examples:?}", inst.name));
+                misplaced.push(format!(
+                    "{wrong} rows of {t} on {}: {examples:?}",
+                    inst.name
+                ));
             }
         }
     }
