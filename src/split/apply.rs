@@ -740,42 +740,21 @@ async fn identity_columns(c: &Client, shard: &str, table: &str) -> Result<Vec<St
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-/// How long [`drop_origin`] waits for the session using the origin to end.
-const ORIGIN_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// Drops job `id`'s replication origin on the target (absent is fine).
-/// While a session still uses it (SQLSTATE 55006: the apply's connection,
-/// just closed, whose backend has not yet exited, or a killed job
-/// process's), it retries every 100 ms for up to 10 s.
+/// Only a session of the job holds it (the apply's): callers end those
+/// first ([`super::shards::end_job_sessions`]), or the drop fails with
+/// SQLSTATE 55006.
 ///
-/// Errors: [`SplitError::Shard`] (e.g. a session still uses it after the
-/// wait).
+/// Errors: [`SplitError::Shard`] (e.g. a session still uses it).
 pub async fn drop_origin(target: &Client, shard: &str, id: i64) -> Result<(), SplitError> {
     let origin = artifact_name(id);
-    let started = std::time::Instant::now();
-    loop {
-        let dropped = target
-            .execute(
-                "select pg_catalog.pg_replication_origin_drop(roname) \
-                   from pg_catalog.pg_replication_origin where roname = $1",
-                &[&origin],
-            )
-            .await;
-        match dropped {
-            Ok(_) => return Ok(()),
-            Err(e)
-                if e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE)
-                    && started.elapsed() < ORIGIN_RELEASE_WAIT =>
-            {
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-            Err(e) => {
-                return Err(shard_error(
-                    shard,
-                    format!("dropping replication origin '{origin}'"),
-                    e,
-                ))
-            }
-        }
-    }
+    target
+        .execute(
+            "select pg_catalog.pg_replication_origin_drop(roname) \
+               from pg_catalog.pg_replication_origin where roname = $1",
+            &[&origin],
+        )
+        .await
+        .map_err(|e| shard_error(shard, format!("dropping replication origin '{origin}'"), e))?;
+    Ok(())
 }

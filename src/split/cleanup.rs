@@ -16,6 +16,7 @@ use super::filter::RangeFilter;
 use super::job::{Job, Phase};
 use super::progress::Observer;
 use super::purge::purge_range;
+use super::shards::end_job_sessions;
 use super::store;
 
 /// Rows per DELETE on the source.
@@ -24,8 +25,9 @@ pub const DELETE_BATCH: usize = 1000;
 /// Runs step 7 of `job` (phase [`Phase::Routed`] or [`Phase::Cleanup`]);
 /// returns the rows deleted from the source.
 ///
-/// Errors: [`SplitError::PhaseChanged`], [`SplitError::Shard`], the
-/// catalog's. The job stays in phase cleanup on an error.
+/// Errors: [`SplitError::PhaseChanged`], [`SplitError::Shard`],
+/// [`SplitError::SessionsLeft`], the catalog's. The job stays in phase
+/// cleanup on an error.
 pub async fn run(env: JobEnv<'_>, job: &Job, observer: &dyn Observer) -> Result<u64, SplitError> {
     match job.phase {
         Phase::Routed => store::advance(env.cat, job.id, Phase::Routed, Phase::Cleanup).await?,
@@ -40,6 +42,9 @@ pub async fn run(env: JobEnv<'_>, job: &Job, observer: &dyn Observer) -> Result<
     }
     observer.step("cleanup: dropping the slot and deleting the moved rows from the source");
     drop_artifacts(env.source, &job.spec.source, job.id).await?;
+    // The apply's session (just closed, or a killed process's) holds the
+    // origin until its backend exits.
+    end_job_sessions(env.target, &job.spec.target, job.id).await?;
     drop_origin(env.target, &job.spec.target, job.id).await?;
     let mut tables: Vec<_> = env
         .catalog
