@@ -14,7 +14,7 @@ use super::cutover::CutoverSettings;
 use super::error::{Context, SplitError};
 use super::job::Job;
 use super::run::{drive, JobContext, RunSettings};
-use super::shards::ShardAccess;
+use super::shards::{ShardAccess, ShardTls};
 use super::spec::{plan, RangeChoice};
 use super::store;
 use super::terminal::Bars;
@@ -32,9 +32,32 @@ pub struct SplitArgs {
     /// Its password.
     #[arg(long, env = "PGROUTER_BACKEND_PASSWORD")]
     pub password: Option<String>,
+    /// TLS to the shards, as the routers' `backend.tls`: `disable`, or
+    /// `verify-full` (every shard connection of the job — SQL, replication,
+    /// pg_dump, psql — encrypted, the certificate checked against
+    /// `--tls-ca-file` and the shard's host).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "disable",
+        env = "PGROUTER_BACKEND_TLS"
+    )]
+    pub tls: TlsMode,
+    /// PEM file of the CA certificates trusted for shards (`backend.tls_ca_file`).
+    #[arg(long, env = "PGROUTER_BACKEND_TLS_CA_FILE")]
+    pub tls_ca_file: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: SplitCommand,
+}
+
+/// `--tls`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Plaintext.
+    Disable,
+    /// TLS, certificate verified against `--tls-ca-file` and the host.
+    VerifyFull,
 }
 
 /// How a job runs (`start` and `resume`).
@@ -140,10 +163,16 @@ pub async fn run_split(args: SplitArgs) -> Result<(), String> {
     crate::catalog::migrate(&cat)
         .await
         .map_err(|e| format!("catalog: {e}"))?;
+    let tls = match (args.tls, &args.tls_ca_file) {
+        (TlsMode::Disable, _) => None,
+        (TlsMode::VerifyFull, None) => return Err("--tls verify-full needs --tls-ca-file".into()),
+        (TlsMode::VerifyFull, Some(f)) => Some(ShardTls::load(f)?),
+    };
     let access = ShardAccess {
         user: args.user.clone(),
         password: args.password.clone(),
         connect_timeout: Duration::from_secs(5),
+        tls,
     };
     let s = |e: SplitError| e.to_string();
     match args.command {
@@ -242,9 +271,13 @@ async fn finish(cat: Client, access: ShardAccess, job: Job, run: &RunArgs) -> Re
         manual_cutover: run.manual_cutover,
     };
     let id = job.id;
-    let ctx = JobContext::open(cat, access, &job)
-        .await
-        .map_err(|e| e.to_string())?;
+    let ctx = JobContext::open(cat, access, &job).await.map_err(|e| {
+        format!(
+            "{}: {e}; the job is kept where it was: fix this and run \
+             `pg-router split resume --job {id}`, or `pg-router split rollback --job {id}`",
+            job.describe()
+        )
+    })?;
     let bars = Bars::new();
     let phase = drive(&ctx, id, &settings, &bars)
         .await

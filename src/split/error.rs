@@ -76,6 +76,16 @@ pub enum SplitError {
         message: String,
     },
 
+    /// A connection to a shard could not be set up (TCP, TLS handshake,
+    /// certificate verification, timeout).
+    #[error("shard '{shard}': connecting: {message}")]
+    Connect {
+        /// Shard name.
+        shard: String,
+        /// What failed.
+        message: String,
+    },
+
     /// A statement on a shard failed; `context` names the step.
     #[error("shard '{shard}': {context}: {}", pg_error_text(source))]
     Shard {

@@ -1,12 +1,16 @@
 //! How the split job reaches shards ([`ShardAccess`]): each shard's address
 //! from the catalog (`pgrouter.shards`), the role and password of the
-//! router's `[backend]` settings (or the CLI's). TLS to shards is not used
-//! by the split job yet.
+//! router's `[backend]` settings (or the CLI's), and TLS as the router's
+//! `backend.tls = "verify-full"` ([`ShardTls`]): every connection the job
+//! makes to a shard — SQL sessions, the replication stream, `pg_dump` and
+//! `psql` — is then encrypted and checks the shard's certificate.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio_postgres::{Client, NoTls};
 
+use crate::backend::tls::BackendTls;
 use crate::backend::ShardTarget;
 use crate::catalog::ShardInfo;
 
@@ -22,6 +26,34 @@ pub struct ShardAccess {
     pub password: Option<String>,
     /// TCP connect + startup timeout.
     pub connect_timeout: Duration,
+    /// TLS to the shards (None: plaintext, `sslmode=disable`).
+    pub tls: Option<ShardTls>,
+}
+
+/// TLS with certificate verification for the split job's shard
+/// connections: the rustls client configuration for its own sessions and
+/// the CA file handed to libpq (`sslmode=verify-full sslrootcert=…`,
+/// PostgreSQL docs §34.19) for the replication stream, `pg_dump` and `psql`.
+#[derive(Debug, Clone)]
+pub struct ShardTls {
+    connector: BackendTls,
+    ca_file: PathBuf,
+}
+
+impl ShardTls {
+    /// Trusts the CA certificates of the PEM file `ca_file` (made absolute,
+    /// as libpq resolves it in the tools' working directory).
+    ///
+    /// Errors: a message naming the file (unreadable, no certificate, one
+    /// rustls cannot use).
+    pub fn load(ca_file: &Path) -> Result<ShardTls, String> {
+        let ca_file = std::path::absolute(ca_file)
+            .map_err(|e| format!("TLS CA file {}: {e}", ca_file.display()))?;
+        Ok(ShardTls {
+            connector: BackendTls::load(&ca_file)?,
+            ca_file,
+        })
+    }
 }
 
 /// `application_name` of the split job's connections (visible in
@@ -52,7 +84,7 @@ impl ShardAccess {
             user: self.user_for(info).to_string(),
             password: self.password.clone(),
             connect_timeout: self.connect_timeout,
-            tls: None,
+            tls: self.tls.as_ref().map(|t| t.connector.clone()),
         }
     }
 
@@ -64,9 +96,13 @@ impl ShardAccess {
         self.connect_as(info, APPLICATION_NAME).await
     }
 
-    /// [`ShardAccess::connect`] with `application_name` `app`.
+    /// [`ShardAccess::connect`] with `application_name` `app`; over TLS
+    /// when [`ShardAccess::tls`] is set (SSLRequest and a verified
+    /// handshake first, PostgreSQL protocol docs §55.2.10), the whole of it
+    /// within [`ShardAccess::connect_timeout`].
     ///
-    /// Errors: [`SplitError::Shard`] naming the shard.
+    /// Errors: [`SplitError::Shard`] naming the shard (refused, timed out,
+    /// authentication); [`SplitError::Connect`] when TLS cannot be set up.
     pub async fn connect_as(&self, info: &ShardInfo, app: &str) -> Result<Client, SplitError> {
         let mut cfg = tokio_postgres::Config::new();
         cfg.host(&info.host)
@@ -78,14 +114,44 @@ impl ShardAccess {
         if let Some(p) = &self.password {
             cfg.password(p);
         }
-        let (client, conn) = cfg
-            .connect(NoTls)
+        let db_error = |source| SplitError::Shard {
+            shard: info.name.clone(),
+            context: "connecting".into(),
+            source,
+        };
+        let Some(tls) = &self.tls else {
+            let (client, conn) = cfg.connect(NoTls).await.map_err(db_error)?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            return Ok(client);
+        };
+        let connect_error = |message: String| SplitError::Connect {
+            shard: info.name.clone(),
+            message,
+        };
+        let connect = async {
+            let tcp = tokio::net::TcpStream::connect((info.host.as_str(), info.port))
+                .await
+                .map_err(|e| connect_error(format!("{}:{}: {e}", info.host, info.port)))?;
+            let _ = tcp.set_nodelay(true);
+            let stream = tls
+                .connector
+                .connect(tcp, &info.host)
+                .await
+                .map_err(connect_error)?;
+            // The stream is encrypted already: no second SSLRequest.
+            cfg.ssl_mode(tokio_postgres::config::SslMode::Disable);
+            cfg.connect_raw(stream, NoTls).await.map_err(db_error)
+        };
+        let (client, conn) = tokio::time::timeout(self.connect_timeout, connect)
             .await
-            .map_err(|source| SplitError::Shard {
-                shard: info.name.clone(),
-                context: "connecting".into(),
-                source,
-            })?;
+            .map_err(|_| {
+                connect_error(format!(
+                    "no TLS session within {} ms",
+                    self.connect_timeout.as_millis()
+                ))
+            })??;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -102,7 +168,13 @@ impl ShardAccess {
             &info.dbname,
             self.user_for(info),
             app,
+            self.libpq_ca_file(),
         )
+    }
+
+    /// The CA file libpq verifies shards with (None: no TLS).
+    fn libpq_ca_file(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|t| t.ca_file.as_path())
     }
 
     /// libpq parameters of job `job`'s replication connection to `info`
@@ -115,6 +187,7 @@ impl ShardAccess {
             self.user_for(info),
             self.password.as_deref(),
             &job_application_name(job),
+            self.libpq_ca_file(),
         )
     }
 }

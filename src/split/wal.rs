@@ -103,11 +103,28 @@ fn quote_value(v: &str) -> String {
 
 /// libpq connection parameters (`key=value` pairs, PostgreSQL docs §34.1.2)
 /// of a SQL connection to database `dbname` on `host:port` as `user`;
-/// values quoted and escaped.
-pub fn conninfo(host: &str, port: u16, dbname: &str, user: &str, application_name: &str) -> String {
+/// values quoted and escaped. With `ca_file`, TLS that verifies the
+/// shard's certificate against it and its host (`sslmode=verify-full`,
+/// §34.19); without, plaintext (`sslmode=disable`, as the job's own
+/// sessions).
+pub fn conninfo(
+    host: &str,
+    port: u16,
+    dbname: &str,
+    user: &str,
+    application_name: &str,
+    ca_file: Option<&std::path::Path>,
+) -> String {
     let q = quote_value;
+    let ssl = match ca_file {
+        Some(f) => format!(
+            "sslmode=verify-full sslrootcert={}",
+            q(&f.to_string_lossy())
+        ),
+        None => "sslmode=disable".into(),
+    };
     format!(
-        "host={} port={port} dbname={} user={} application_name={}",
+        "host={} port={port} dbname={} user={} application_name={} {ssl}",
         q(host),
         q(dbname),
         q(user),
@@ -117,7 +134,8 @@ pub fn conninfo(host: &str, port: u16, dbname: &str, user: &str, application_nam
 
 /// libpq connection parameters (`key=value` pairs, PostgreSQL docs §34.1.2)
 /// for a replication connection to database `dbname` on `host:port` as
-/// `user`, with an optional password; values are quoted and escaped.
+/// `user`, with an optional password; values are quoted and escaped; TLS
+/// as [`conninfo`].
 pub fn replication_conninfo(
     host: &str,
     port: u16,
@@ -125,8 +143,10 @@ pub fn replication_conninfo(
     user: &str,
     password: Option<&str>,
     application_name: &str,
+    ca_file: Option<&std::path::Path>,
 ) -> String {
-    let mut s = conninfo(host, port, dbname, user, application_name) + " replication=database";
+    let mut s =
+        conninfo(host, port, dbname, user, application_name, ca_file) + " replication=database";
     if let Some(p) = password {
         s.push_str(" password=");
         s.push_str(&quote_value(p));
@@ -413,10 +433,24 @@ mod tests {
 
     #[test]
     fn conninfo_quotes_values() {
-        let s = replication_conninfo("127.0.0.1", 5432, "db x", "o'brien", Some(r"p\w"), "pgr");
+        let s = replication_conninfo(
+            "127.0.0.1",
+            5432,
+            "db x",
+            "o'brien",
+            Some(r"p\w"),
+            "pgr",
+            None,
+        );
         assert_eq!(
             s,
-            r"host='127.0.0.1' port=5432 dbname='db x' user='o\'brien' application_name='pgr' replication=database password='p\\w'"
+            r"host='127.0.0.1' port=5432 dbname='db x' user='o\'brien' application_name='pgr' sslmode=disable replication=database password='p\\w'"
+        );
+        let ca = std::path::Path::new("/etc/ca's.pem");
+        let s = conninfo("h", 1, "d", "u", "a", Some(ca));
+        assert_eq!(
+            s,
+            r"host='h' port=1 dbname='d' user='u' application_name='a' sslmode=verify-full sslrootcert='/etc/ca\'s.pem'"
         );
     }
 }

@@ -29,6 +29,7 @@ mod split_crash;
 mod split_cutoff;
 mod split_data;
 mod split_online;
+mod split_tls;
 mod tls;
 mod transactions;
 mod twopc_crash;

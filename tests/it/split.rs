@@ -169,6 +169,7 @@ pub(crate) fn dev_access() -> pg_router::split::shards::ShardAccess {
         user: "postgres".into(),
         password: None,
         connect_timeout: std::time::Duration::from_secs(5),
+        tls: None,
     }
 }
 

@@ -11,7 +11,7 @@ use crate::common;
 
 /// A CA and a server certificate for `localhost`/127.0.0.1 signed by it:
 /// (CA PEM, server certificate PEM, server key PEM).
-fn make_certs() -> (String, String, String) {
+pub(crate) fn make_certs() -> (String, String, String) {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::new()).unwrap();
@@ -131,7 +131,7 @@ async fn tls_verify_full_require_and_reload() {
 
 /// Gives shard `idx` a TLS certificate (files owned by the data
 /// directory's owner, key 0600) and turns `ssl` on with a reload.
-async fn enable_shard_tls(dev: &DevCluster, idx: usize, cert: &str, key: &str) {
+pub(crate) async fn enable_shard_tls(dev: &DevCluster, idx: usize, cert: &str, key: &str) {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let dir = &dev.cluster.shards[idx].data_dir;
     let meta = std::fs::metadata(dir).unwrap();
