@@ -38,7 +38,21 @@ pub struct ShardTarget {
     /// TLS with certificate verification (`backend.tls = "verify-full"`);
     /// None = plaintext.
     pub tls: Option<super::tls::BackendTls>,
+    /// `application_name` of the sessions (a router's:
+    /// [`router_application_name`]).
+    pub application_name: String,
 }
+
+/// `application_name` of router `router_id`'s backend sessions:
+/// `pg-router <router id>` (16 hex digits; [`ROUTER_SESSIONS_PATTERN`]
+/// matches them), so a split job can find and end the sessions of a router
+/// whose catalog lease has expired.
+pub fn router_application_name(router_id: &str) -> String {
+    format!("pg-router {router_id}")
+}
+
+/// PostgreSQL regular expression matching [`router_application_name`]s.
+pub const ROUTER_SESSIONS_PATTERN: &str = "^pg-router [0-9a-f]{16}$";
 
 /// A backend connection's read side (TCP or TLS).
 pub type BackendRead = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
@@ -187,7 +201,7 @@ impl BackendConn {
         let params = [
             ("user", t.user.as_str()),
             ("database", t.dbname.as_str()),
-            ("application_name", "pg-router"),
+            ("application_name", t.application_name.as_str()),
         ];
         frontend::startup_message(params.iter().copied(), &mut self.out)
             .map_err(|e| self.perr(e.into()))?;

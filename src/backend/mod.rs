@@ -9,6 +9,8 @@ pub mod health;
 pub mod pool;
 pub mod tls;
 
-pub use conn::{BackendConn, BackendError, ShardTarget};
+pub use conn::{
+    router_application_name, BackendConn, BackendError, ShardTarget, ROUTER_SESSIONS_PATTERN,
+};
 pub use health::ShardHealth;
 pub use pool::{PoolError, PooledConn, ShardPool};

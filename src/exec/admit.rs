@@ -13,7 +13,7 @@ use crate::protocol::error::codes;
 use crate::protocol::PgError;
 use crate::state::gate::Admit;
 
-use super::context::ExecCtx;
+use super::context::{no_lease, ExecCtx};
 
 /// Re-check interval of a held write (a routing reload lifts a routed
 /// block without a gate notification).
@@ -49,11 +49,7 @@ impl ExecCtx {
             self.leave_gate();
             if started.elapsed() >= max {
                 return Err(match verdict {
-                    Admit::NoLease => PgError::new(
-                        codes::READ_ONLY_SQL_TRANSACTION,
-                        "pg-router holds no catalog lease: writes are refused until the catalog is reachable",
-                    )
-                    .with_hint("a router that cannot renew its lease in pgrouter.routers cannot know whether a key range has moved; check the catalog database"),
+                    Admit::NoLease => no_lease(),
                     _ => PgError::new(
                         codes::QUERY_CANCELED,
                         format!(

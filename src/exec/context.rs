@@ -165,12 +165,19 @@ impl ExecCtx {
     /// shard's pool if needed.
     /// When the current statement writes inside a block, the connection
     /// becomes a writing participant; with `transaction_mode = single` a
-    /// second writing shard is refused (0A000).
+    /// second writing shard is refused (0A000). A write is refused (25006)
+    /// when the router's catalog lease ran out since the write was admitted
+    /// (a checkout can wait): a split job that passed this router once its
+    /// lease expired ends its sessions on the source, and this check keeps
+    /// a new one from writing there afterwards.
     pub async fn acquire(&mut self, shard: &str) -> Result<usize, PgError> {
         if self.cur_write && self.block.is_some() {
             self.check_single_writer(shard)?;
         }
         let i = self.acquire_conn(shard).await?;
+        if self.cur_write && !self.state.gate.lease_valid() {
+            return Err(no_lease());
+        }
         self.touched |= 1 << i.min(63);
         if tracing::enabled!(target: REQUEST_LOG_TARGET, tracing::Level::DEBUG) {
             let name = &self.held[i].conn.shard;
@@ -328,4 +335,13 @@ pub(crate) fn lost_connection(shard: &str, e: &ProtocolError) -> PgError {
     };
     PgError::new(code, format!("lost connection to shard \"{shard}\": {e}"))
         .with_detail(format!("shard: {shard}"))
+}
+
+/// 25006: the router's catalog lease is not valid, so it writes nothing.
+pub(super) fn no_lease() -> PgError {
+    PgError::new(
+        codes::READ_ONLY_SQL_TRANSACTION,
+        "pg-router holds no catalog lease: writes are refused until the catalog is reachable",
+    )
+    .with_hint("a router that cannot renew its lease in pgrouter.routers cannot know whether a key range has moved; check the catalog database")
 }

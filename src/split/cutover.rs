@@ -34,6 +34,7 @@ use super::catchup::{self, CatchUpSettings, Until};
 use super::env::JobEnv;
 use super::error::{Context, SplitError};
 use super::job::{Job, Phase};
+use super::passed;
 use super::progress::Observer;
 use super::spec::next_ranges;
 use super::store;
@@ -51,6 +52,10 @@ pub struct CutoverSettings {
     pub attempts: usize,
     /// Poll interval of the routers' acknowledgements.
     pub poll: Duration,
+    /// 2PC recovery grace (`transactions.recovery_grace_ms`) for the
+    /// prepared transactions a router without a lease left on the source
+    /// ([`super::passed::settle`]).
+    pub recovery_grace_ms: u64,
 }
 
 impl Default for CutoverSettings {
@@ -60,6 +65,7 @@ impl Default for CutoverSettings {
             lag_threshold_bytes: 64 << 10,
             attempts: 10,
             poll: Duration::from_millis(2),
+            recovery_grace_ms: crate::txn::TxnConfig::default().recovery_grace_ms,
         }
     }
 }
@@ -142,10 +148,11 @@ pub async fn run<W: WalSource>(
     .context(|| format!("recording the cutover of split job {}", job.id))?;
 
     // Every live router holds writes.
-    let routers = loop {
+    let (routers, live) = loop {
         let r = cat
             .query_one(
-                "select count(*) filter (where block_ack < $1), count(*) \
+                "select count(*) filter (where block_ack < $1), count(*), \
+                        coalesce(array_agg(id), '{}') \
                    from pgrouter.routers where lease_until > now()",
                 &[&epoch],
             )
@@ -153,7 +160,7 @@ pub async fn run<W: WalSource>(
             .context(|| "reading the routers' acknowledgements".to_string())?;
         let (waiting, live): (i64, i64) = (r.get(0), r.get(1));
         if waiting == 0 {
-            break live;
+            break (live, r.get::<_, Vec<String>>(2));
         }
         if Instant::now() >= deadline {
             let reason = format!(
@@ -167,6 +174,23 @@ pub async fn run<W: WalSource>(
 
     let acked_ms = started.elapsed().as_secs_f64() * 1e3;
     failpoint::hit(Failpoint::SplitInCutover).await;
+    // Routers passed without an acknowledgement: nothing of theirs may
+    // commit on the source after the fence.
+    let passed = match passed::settle(
+        cat,
+        env.access,
+        env.source_info,
+        env.source,
+        epoch,
+        live,
+        deadline,
+        settings.recovery_grace_ms,
+    )
+    .await?
+    {
+        Ok(s) => s,
+        Err(reason) => return abandon(cat, job, reason).await,
+    };
     // The target has everything committed on the source.
     let fence = epoch.to_be_bytes().to_vec();
     let fence_lsn = catchup::emit_fence(env.source, &env.source_info.name, job.id, &fence).await?;
@@ -227,6 +251,10 @@ pub async fn run<W: WalSource>(
         "window_ms": window_ms,
         "routers": routers,
         "fence": fence_catch_up,
+        "passed_routers": {
+            "sessions_ended": passed.sessions_ended,
+            "prepared_resolved": passed.prepared_resolved,
+        },
     });
     store::record_progress(cat, job.id, "cutover", &timings).await?;
     Ok(Outcome::Routed { window_ms, routers })

@@ -5,12 +5,13 @@
 //! catch-up, 5 cutover with a measured write-block window, 6 routing update
 //! (the point of no return), 7 source cleanup; rollback until step 6.
 //!
-//! Built so far: [`spec`] (what moves and the routing it installs),
+//! Modules by step: [`spec`] (what moves and the routing it installs),
 //! [`job`] and [`store`] (the job's durable state in the catalog's
-//! `pgrouter.split_jobs`), [`bootstrap`] (step 2 on the target),
-//! [`capture`] (step 1 on the source, with
-//! [`wal`], the replication protocol behind a trait of ours, and
-//! [`shards`], how the job reaches shards), [`rollback`]. See
+//! `pgrouter.split_jobs`), [`capture`] (1, with [`wal`], the replication
+//! protocol behind a trait of ours), [`bootstrap`] (2), [`copy`] (3),
+//! [`catchup`] and [`apply`] (4), [`verify`], [`cutover`] with [`passed`]
+//! (5–6), [`cleanup`] (7), [`rollback`]; [`run`] drives a job, [`cli`] is
+//! `pg-router split`; [`shards`] is how the job reaches shards. See
 //! `docs/resharding.md` for the design and its status.
 
 pub mod apply;
@@ -29,6 +30,7 @@ pub mod env;
 pub mod error;
 pub mod filter;
 pub mod job;
+pub mod passed;
 pub mod progress;
 pub mod purge;
 pub mod rollback;

@@ -85,6 +85,7 @@ impl ShardAccess {
             password: self.password.clone(),
             connect_timeout: self.connect_timeout,
             tls: self.tls.as_ref().map(|t| t.connector.clone()),
+            application_name: APPLICATION_NAME.to_string(),
         }
     }
 

@@ -254,6 +254,7 @@ mod tests {
             password: None,
             connect_timeout: std::time::Duration::from_millis(50),
             tls: None,
+            application_name: "pg-router test".into(),
         };
         ShardPool::new(
             t,

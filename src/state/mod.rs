@@ -247,6 +247,9 @@ impl RouterState {
                     password: backend.password.clone(),
                     connect_timeout: Duration::from_millis(backend.connect_timeout_ms),
                     tls: self.backend_tls.read().clone(),
+                    application_name: crate::backend::router_application_name(
+                        self.gids.router_id(),
+                    ),
                 };
                 let same = pools.get(name).is_some_and(|p| {
                     p.first().is_some_and(|p| {

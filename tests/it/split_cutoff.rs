@@ -151,34 +151,9 @@ async fn a_router_cut_off_from_the_catalog_writes_nothing_to_the_moved_range() {
         .unwrap();
     assert_eq!(c2.execute(&update, &[&moving[0]]).await.unwrap(), 1);
     let first_done: i64 = 1;
-
-    // Cut the second router off, then run the job while it is asked to
-    // write to the moving range.
-    relay.set_cut(true);
+    // The job runs to its catch-up (the cutover waits for a request).
     let job = store::create(&cat, &spec).await.unwrap();
     let pg_bin = dev.cluster.bin("pg_dump").parent().unwrap().to_path_buf();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = tokio::spawn({
-        let stop = stop.clone();
-        let moving = moving.clone();
-        let update = update.clone();
-        async move {
-            let (mut done, mut refused, mut i) = (0i64, 0usize, 0usize);
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let aid = moving[i % moving.len()];
-                i += 1;
-                match c2.execute(&update, &[&aid]).await {
-                    Ok(1) => done += 1,
-                    Ok(n) => panic!("aid {aid}: {n} rows"),
-                    Err(e) => {
-                        assert_eq!(common::sqlstate(&e), "25006", "{e:?}");
-                        refused += 1;
-                    }
-                }
-            }
-            (c2, done, refused)
-        }
-    });
     let ctx = JobContext::open(
         common::connect_direct(&dev.cluster.catalog).await,
         dev_access(),
@@ -192,11 +167,76 @@ async fn a_router_cut_off_from_the_catalog_writes_nothing_to_the_moved_range() {
         pg_bin,
         catchup: Default::default(),
         cutover: Default::default(),
-        verify: true,
-        manual_cutover: false,
+        // The verification's temporary slot would wait for the open
+        // transaction below (slot creation waits for running writers).
+        verify: false,
+        manual_cutover: true,
     };
-    let phase = drive(&ctx, job.id, &settings, &Quiet)
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The job runs in this task (its replication stream is not Send);
+    // the test steers it alongside.
+    let steer = async {
+        let t0 = std::time::Instant::now();
+        while store::load(&cat, job.id).await.unwrap().unwrap().phase != Phase::CatchUp {
+            assert!(t0.elapsed() < Duration::from_secs(60), "no catch-up");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        // A transaction of the second router that wrote on the source after
+        // the snapshot, before the cut, and is still open: were it to commit
+        // after the cutover, its row would land on the source, in the moved
+        // range, and be lost to the routed view.
+        let c3 = common::connect_dsn(&format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            r2.addr.port()
+        ))
+        .await;
+        c3.batch_execute(&format!(
+            "BEGIN; INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) \
+             VALUES (1, 1, {}, 424242, now())",
+            moving[2]
+        ))
         .await
+        .unwrap();
+
+        // Cut the second router off, then let the job cut over while it is
+        // asked to write to the moving range.
+        relay.set_cut(true);
+        let writer = tokio::spawn({
+            let stop = stop.clone();
+            let moving = moving.clone();
+            let update = update.clone();
+            async move {
+                let (mut done, mut refused, mut i) = (0i64, 0usize, 0usize);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let aid = moving[i % moving.len()];
+                    i += 1;
+                    match c2.execute(&update, &[&aid]).await {
+                        Ok(1) => done += 1,
+                        Ok(n) => panic!("aid {aid}: {n} rows"),
+                        Err(e) => {
+                            assert_eq!(common::sqlstate(&e), "25006", "{e:?}");
+                            refused += 1;
+                        }
+                    }
+                }
+                (c2, done, refused)
+            }
+        });
+        store::record_progress(&cat, job.id, "cutover_requested", &true.into())
+            .await
+            .unwrap();
+        (c3, writer)
+    };
+    let (phase, (c3, writer)) = tokio::join!(
+        tokio::time::timeout(
+            Duration::from_secs(120),
+            drive(&ctx, job.id, &settings, &Quiet)
+        ),
+        steer
+    );
+    let phase = phase
+        .expect("the job ends within 2 minutes")
         .expect("the job completes");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (c2, during, refused) = writer.await.unwrap();
@@ -207,6 +247,36 @@ async fn a_router_cut_off_from_the_catalog_writes_nothing_to_the_moved_range() {
         refused > 0,
         "the cut-off router refused writes once its lease expired"
     );
+
+    // The open transaction's source session was ended before the fence:
+    // its COMMIT fails and its row is nowhere.
+    let e = c3.batch_execute("COMMIT").await;
+    assert!(
+        e.is_err(),
+        "a transaction of the passed router committed after the cutover"
+    );
+    let ended: Option<i64> = cat
+        .query_one(
+            "select (progress #>> '{cutover,passed_routers,sessions_ended}')::int8 \
+               from pgrouter.split_jobs where id = $1",
+            &[&job.id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(ended.is_some_and(|n| n >= 1), "sessions ended: {ended:?}");
+    for inst in &dev.cluster.shards {
+        let d = common::connect_direct(inst).await;
+        let n: i64 = d
+            .query_one(
+                "select count(*) from pgbench_history where delta = 424242",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 0, "the open transaction's row on {}", inst.name);
+    }
 
     // Still cut off: writes to the moved range are refused, nothing
     // reaches the source.
