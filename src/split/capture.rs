@@ -289,7 +289,7 @@ async fn resolve_in_doubt(
 
 /// The transactions a slot creation waits for: those holding an xid
 /// (`pid`, state, age) and prepared transactions (gid, age).
-async fn blockers(source: &Client) -> Result<Vec<String>, tokio_postgres::Error> {
+pub(super) async fn blockers(source: &Client) -> Result<Vec<String>, tokio_postgres::Error> {
     let mut out = Vec::new();
     for r in source
         .query(

@@ -306,7 +306,7 @@ async fn follow(
     .await?;
     if settings.verify {
         observer.step("verifying row counts and checksums at one consistent point");
-        let v = verify::run(env, job, &mut wal, applier, ctx.wal(job.id)).await?;
+        let v = verify_retrying(ctx, job, &mut wal, applier, settings, observer).await?;
         if !v.ok {
             return Err(SplitError::Verification {
                 tables: v.mismatches(),
@@ -323,11 +323,19 @@ async fn follow(
             if verify {
                 observer.step("verifying on request");
                 store::record_progress(&ctx.cat, job.id, "verify_requested", &false.into()).await?;
-                let v = verify::run(env, job, &mut wal, applier, ctx.wal(job.id)).await?;
-                observer.step(&format!(
-                    "verification: {}",
-                    if v.ok { "ok" } else { "MISMATCH" }
-                ));
+                let timeout = settings.capture.slot_timeout;
+                let side = ctx.wal(job.id);
+                match verify::run(env, job, &mut wal, applier, side, timeout).await {
+                    Ok(v) => observer.step(&format!(
+                        "verification: {}",
+                        if v.ok { "ok" } else { "MISMATCH" }
+                    )),
+                    Err(e @ SplitError::SlotTimeout { .. }) => {
+                        record_verify_wait(&ctx.cat, job.id, 1, &e).await?;
+                        observer.step(&format!("verification not done: {e}"));
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             catchup::run(
                 env,
@@ -379,6 +387,51 @@ async fn follow(
     Err(SplitError::CutoverFailed {
         attempts: settings.cutover.attempts,
     })
+}
+
+/// Verification, taken again after a catch-up when its snapshot could not
+/// be taken within `capture.slot_timeout` (write transactions open on the
+/// source), up to `cutover.attempts` times; each wait is recorded in
+/// `progress.verify_waits`.
+///
+/// Errors: the last [`SplitError::SlotTimeout`], and those of
+/// [`verify::run`] and [`catchup::run`].
+async fn verify_retrying(
+    ctx: &JobContext,
+    job: &Job,
+    wal: &mut PgWalSource,
+    applier: &mut Applier,
+    settings: &RunSettings,
+    observer: &dyn Observer,
+) -> Result<verify::Verification, SplitError> {
+    let env = ctx.env();
+    let attempts = settings.cutover.attempts.max(1);
+    let lag = Until::LagBelow(settings.cutover.lag_threshold_bytes);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let side = ctx.wal(job.id);
+        match verify::run(env, job, wal, applier, side, settings.capture.slot_timeout).await {
+            Err(e @ SplitError::SlotTimeout { .. }) if attempt < attempts => {
+                record_verify_wait(&ctx.cat, job.id, attempt, &e).await?;
+                observer.step(&format!("verification attempt {attempt} waits: {e}"));
+                catchup::run(env, job, wal, applier, &lag, &settings.catchup, observer).await?;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Records in `progress.verify_waits` that verification attempt `attempt`
+/// of job `id` could not take its snapshot (`e`).
+async fn record_verify_wait(
+    cat: &Client,
+    id: i64,
+    attempt: usize,
+    e: &SplitError,
+) -> Result<(), SplitError> {
+    let value = serde_json::json!({ "attempt": attempt, "error": e.to_string() });
+    store::record_progress(cat, id, "verify_waits", &value).await
 }
 
 async fn reload(ctx: &JobContext, id: i64) -> Result<Job, SplitError> {

@@ -10,6 +10,8 @@
 //! the table's vindex) are reduced to their count and the sum modulo
 //! 2^128 of `md5(row::text)`; the apply goes on afterwards.
 
+use std::time::Duration;
+
 use futures_util::{pin_mut, TryStreamExt};
 use serde::Serialize;
 use tokio_postgres::Client;
@@ -17,7 +19,7 @@ use tokio_postgres::Client;
 use crate::plan::quote_ident;
 
 use super::apply::Applier;
-use super::capture::artifact_name;
+use super::capture::{artifact_name, blockers};
 use super::change::{lsn_text, parse_lsn};
 use super::env::JobEnv;
 use super::error::{Context, SplitError};
@@ -75,7 +77,13 @@ impl Verification {
 /// is a second replication connection to the source (for the temporary
 /// slot). Records the result in the job row.
 ///
-/// Errors: [`SplitError::Wal`], [`SplitError::Shard`], the apply's and the
+/// Creating the temporary slot waits for the write transactions open on
+/// the source (PostgreSQL's snapshot builder); after `slot_timeout` the
+/// wait is cancelled (its walsender ended) and nothing of the job's
+/// stream has been applied yet.
+///
+/// Errors: [`SplitError::SlotTimeout`] (naming the transactions it waited
+/// for), [`SplitError::Wal`], [`SplitError::Shard`], the apply's and the
 /// catalog's. A mismatch is not an error: see [`Verification::ok`].
 pub async fn run<W: WalSource, S: WalSource>(
     env: JobEnv<'_>,
@@ -83,6 +91,7 @@ pub async fn run<W: WalSource, S: WalSource>(
     wal: &mut W,
     applier: &mut Applier,
     mut side: S,
+    slot_timeout: Duration,
 ) -> Result<Verification, SplitError> {
     let started = std::time::Instant::now();
     let slot = format!("{}_verify", artifact_name(job.id));
@@ -90,7 +99,22 @@ pub async fn run<W: WalSource, S: WalSource>(
         .publication
         .clone()
         .unwrap_or_else(|| artifact_name(job.id));
-    let snapshot = side.create_slot(&slot, &publication, true).await?;
+    let created = tokio::time::timeout(slot_timeout, side.create_slot(&slot, &publication, true));
+    let snapshot = match created.await {
+        Ok(r) => r?,
+        Err(_) => {
+            let shard = &env.source_info.name;
+            let blockers = blockers(env.source).await.unwrap_or_default();
+            drop(side);
+            cancel_slot(env.source, shard, &slot).await?;
+            return Err(SplitError::SlotTimeout {
+                shard: shard.clone(),
+                slot,
+                waited_ms: started.elapsed().as_millis(),
+                blockers,
+            });
+        }
+    };
     let c: String = env
         .source
         .query_one(
@@ -221,4 +245,34 @@ async fn checksum(
 
 fn shard_error(shard: &str, what: &str, source: tokio_postgres::Error) -> SplitError {
     super::error::shard_error(shard, what.to_string(), source)
+}
+
+/// Ends the walsender still creating the temporary slot `slot` on the
+/// source and waits (up to 5 s) until the slot is gone; a temporary slot
+/// goes with its session.
+///
+/// Errors: [`SplitError::Shard`].
+async fn cancel_slot(source: &Client, shard: &str, slot: &str) -> Result<(), SplitError> {
+    for _ in 0..500 {
+        let left: i64 = source
+            .query_one(
+                "select count(pg_catalog.pg_terminate_backend(active_pid)) + \
+                        count(*) filter (where active_pid is null) \
+                   from pg_catalog.pg_replication_slots where slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .map_err(|e| shard_error(shard, "ending the creation of the verification slot", e))?
+            .get(0);
+        if left == 0 {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Err(SplitError::Wal {
+        shard: shard.to_string(),
+        message: format!(
+            "the temporary slot '{slot}' is still there 5 s after its walsender was ended"
+        ),
+    })
 }

@@ -30,6 +30,7 @@ mod split_cutoff;
 mod split_data;
 mod split_online;
 mod split_tls;
+mod split_verify;
 mod tls;
 mod transactions;
 mod twopc_crash;
