@@ -25,6 +25,13 @@ pub enum MergeMode {
     FirstOnly,
     /// Rows of every shard are forwarded; tag counts added.
     Concat,
+    /// A multi-row INSERT split by shard: tag counts added, and the
+    /// RETURNING rows held until every shard is done, then sent in the
+    /// client's VALUES order: the `i`-th row comes from shard number
+    /// `rows[i]` (each shard returns its rows in the order it got them).
+    /// Rows a shard did not return (`ON CONFLICT DO NOTHING`) are skipped;
+    /// should a shard return more, the extra rows follow, in shard order.
+    Interleave(std::sync::Arc<[u32]>),
 }
 
 /// Accumulated state of a scatter-gather over several shards.
@@ -39,6 +46,8 @@ pub struct MergeState {
     pub copy_header: bool,
     copy_done: bool,
     copy_rows_seen: Vec<bool>,
+    /// Interleave: the rows held per shard.
+    held_rows: Vec<VecDeque<Bytes>>,
 }
 
 impl MergeState {
@@ -52,6 +61,7 @@ impl MergeState {
             copy_header: false,
             copy_done: false,
             copy_rows_seen: Vec::new(),
+            held_rows: Vec::new(),
         }
     }
 
@@ -82,6 +92,20 @@ impl MergeState {
         }
         if self.copy_done {
             out.extend_from_slice(&[b'c', 0, 0, 0, 4]);
+        }
+        if let MergeMode::Interleave(order) = &self.mode {
+            for &n in order.iter() {
+                if let Some(r) = self
+                    .held_rows
+                    .get_mut(n as usize)
+                    .and_then(VecDeque::pop_front)
+                {
+                    out.extend_from_slice(&r);
+                }
+            }
+            for r in self.held_rows.iter_mut().flat_map(std::mem::take) {
+                out.extend_from_slice(&r);
+            }
         }
         if let Some((head, n, counted)) = &self.tag {
             if *counted {
@@ -130,7 +154,11 @@ impl Sink for ShardSink<'_> {
             }
             // FirstOnly: one shard's row count (each shard wrote its own
             // copy of the same rows), not the sum.
-            b'C' if self.first || matches!(self.st.mode, MergeMode::Concat) => self.st.on_tag(f),
+            b'C' if self.first
+                || matches!(self.st.mode, MergeMode::Concat | MergeMode::Interleave(_)) =>
+            {
+                self.st.on_tag(f)
+            }
             b'C' => {}
             b'd' => {
                 if self.st.copy_rows_seen.len() <= self.shard {
@@ -144,6 +172,12 @@ impl Sink for ShardSink<'_> {
             b'c' => self.st.copy_done = true,
             b'D' => match self.st.mode {
                 MergeMode::Concat => out.extend_from_slice(&f.data),
+                MergeMode::Interleave(_) => {
+                    if self.st.held_rows.len() <= self.shard {
+                        self.st.held_rows.resize_with(self.shard + 1, VecDeque::new);
+                    }
+                    self.st.held_rows[self.shard].push_back(f.data.clone());
+                }
                 MergeMode::FirstOnly => {
                     if self.first {
                         out.extend_from_slice(&f.data)

@@ -85,6 +85,9 @@ pub struct ExecCtx {
     pub deferred: Option<BytesMut>,
     /// Row count of the last multi-shard exchange's merged command tag.
     pub last_count: Option<u64>,
+    /// The last gather Execute with a row limit returned that many rows
+    /// and answered PortalSuspended (the rest of its result is not kept).
+    pub portal_suspended: bool,
     /// An extended-protocol batch is running: router-injected queries use
     /// the extended protocol without Sync (see `inject.rs`).
     pub in_extended: bool,
@@ -120,6 +123,7 @@ impl ExecCtx {
             cur_write: false,
             deferred: None,
             last_count: None,
+            portal_suspended: false,
             in_extended: false,
             gate_period: None,
             cancel,

@@ -16,8 +16,10 @@ use crate::state::Routing;
 
 use super::concat::{MergeMode, MergeState};
 use super::context::{End, ExecCtx};
+use super::copy_binary::{end_binary, split_binary};
 use super::exchange::{self, Direct, Expect, Slot};
 use super::route::key_shard;
+use crate::protocol::copy_binary::BinaryCopyReader;
 
 /// Per-shard buffered COPY data is sent once it exceeds this many bytes.
 const COPY_CHUNK: usize = 64 * 1024;
@@ -64,12 +66,6 @@ impl ExecCtx {
             // A header line appears once, from the first shard.
             merge.copy_header = c.header;
             return self.exchange_many_with(parts, merge).await;
-        }
-        if c.format == CopyFormat::Binary {
-            self.send_error(&PgError::unsupported(
-                "COPY FROM STDIN in binary format through the router is not supported yet",
-            ));
-            return Ok(false);
         }
         // Key column position.
         let Some(t) = catalog.table(&c.table) else {
@@ -154,6 +150,7 @@ impl ExecCtx {
         self.out.flush().await?;
         // Stream rows.
         let mut splitter = RowSplitter::new(c, key_index);
+        let mut binary = (c.format == CopyFormat::Binary).then(|| BinaryCopyReader::new(key_index));
         let mut bufs: Vec<BytesMut> = vec![BytesMut::new(); idxs.len()];
         let mut header_pending = c.header;
         let mut failure: Option<PgError> = None;
@@ -164,7 +161,13 @@ impl ExecCtx {
                     if failure.is_some() {
                         continue;
                     }
-                    splitter.push(f.body());
+                    if let Some(bin) = binary.as_mut() {
+                        failure =
+                            split_binary(bin, f.body(), catalog, &c.table, &shards, &mut bufs)
+                                .err();
+                    } else {
+                        splitter.push(f.body());
+                    }
                     while let Some(rec) = splitter.next_record() {
                         let (line, key) = match rec {
                             Ok(x) => x,
@@ -203,7 +206,9 @@ impl ExecCtx {
                     }
                 }
                 b'c' => {
-                    if failure.is_none() {
+                    if let (None, Some(bin)) = (&failure, &binary) {
+                        failure = end_binary(bin, &mut bufs).err();
+                    } else if failure.is_none() {
                         if let Some(rest) = splitter.finish() {
                             match rest {
                                 Ok((line, key)) => match route_key(catalog, &c.table, key, &shards)

@@ -51,6 +51,12 @@ pub enum Route {
     /// A write to a table owning lookup vindexes: lookup maintenance and
     /// the write run at Execute.
     Owned(Arc<OwnedRoute>),
+    /// A multi-row INSERT whose rows belong to several shards: each shard's
+    /// part runs at Execute.
+    SplitInsert(Arc<super::split_insert::SplitInsert>),
+    /// A merged result suspended by an Execute row limit: its remaining
+    /// rows were not kept, so a further Execute is refused.
+    Exhausted,
 }
 
 /// The route of a scatter on `shards` with `merge` (the client's Bind

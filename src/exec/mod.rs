@@ -12,7 +12,10 @@
 //! - [`commit`]: ending a block with one-phase, two-phase or best-effort
 //!   commit rounds; [`txn_control`]: BEGIN/COMMIT/SAVEPOINT and implicit
 //!   blocks; [`settings`]: SET/RESET replayed on backends.
-//! - [`copy`]: COPY FROM split by sharding key, COPY TO concatenated.
+//! - [`copy`]: COPY FROM split by sharding key (text, CSV, and binary in
+//!   [`copy_binary`]), COPY TO concatenated.
+//! - [`split_insert`]: a multi-row INSERT with parameters split by shard
+//!   (extended protocol), RETURNING rows in the client's order.
 //! - [`owned`], [`lookup`], [`owned_ext`]: writes to tables owning lookup
 //!   vindexes and routing through lookup tables; [`inject`]: the
 //!   router's own queries inside the client's transaction.
@@ -28,6 +31,7 @@ pub mod commit;
 pub mod concat;
 pub mod context;
 pub mod copy;
+pub mod copy_binary;
 pub mod exchange;
 pub mod explain;
 pub mod fast_path;
@@ -39,6 +43,7 @@ pub mod owned;
 pub mod owned_ext;
 pub mod route;
 pub mod settings;
+pub mod split_insert;
 pub mod statement;
 pub mod txn_control;
 

@@ -50,8 +50,10 @@ pub(crate) fn keyed_shard<'c>(
 pub enum InsertTargets<'c> {
     /// Every row to this shard: the client's statement as is.
     One(&'c str),
-    /// Rows on several shards: (shard, Query message with its rows).
-    Split(Vec<(String, Bytes)>),
+    /// Rows on several shards: (shard, Query message with its rows), and
+    /// for each VALUES row the index of its part (see
+    /// [`MergeMode::Interleave`]).
+    Split(Vec<(String, Bytes)>, std::sync::Arc<[u32]>),
 }
 
 impl ExecCtx {
@@ -106,7 +108,11 @@ impl ExecCtx {
             return None;
         };
         let mut parts = Vec::with_capacity(by_shard.len());
-        for (shard, idxs) in by_shard {
+        let mut order = vec![0u32; rows.len()];
+        for (n, (shard, idxs)) in by_shard.into_iter().enumerate() {
+            for &i in &idxs {
+                order[i] = n as u32;
+            }
             let mut text = String::with_capacity(sql.len());
             text.push_str(&sql[..spans.prefix_end]);
             for (n, i) in idxs.iter().enumerate() {
@@ -122,7 +128,7 @@ impl ExecCtx {
             let _ = fe::query(&text, &mut b);
             parts.push((shard.to_string(), b.freeze()));
         }
-        Some(InsertTargets::Split(parts))
+        Some(InsertTargets::Split(parts, order.into()))
     }
 
     /// The shards a scattered statement on `table` runs on: those the
@@ -183,10 +189,14 @@ impl ExecCtx {
         msg: Bytes,
         values: &Values<'_>,
     ) -> Result<bool, End> {
+        let mut mode = MergeMode::Concat;
         let parts: Vec<(String, Bytes)> = match inner {
             Plan::Insert { table, rows } => match self.insert_parts(cat, table, rows, sql, lits) {
                 Some(InsertTargets::One(s)) => vec![(s.to_string(), msg)],
-                Some(InsertTargets::Split(p)) => p,
+                Some(InsertTargets::Split(p, order)) => {
+                    mode = MergeMode::Interleave(order);
+                    p
+                }
                 None => return Ok(false),
             },
             Plan::Keyed { keys, .. } => match keyed_shard(cat, keys, values)
@@ -247,7 +257,7 @@ impl ExecCtx {
             .into_iter()
             .map(|(s, m)| (s, m, VecDeque::from([Slot::Forward(Expect::Query)])))
             .collect();
-        if !self.exchange_many(parts, MergeMode::Concat).await? {
+        if !self.exchange_many(parts, mode).await? {
             return Ok(false);
         }
         if let OwnedKind::Rows { .. } = write.kind {

@@ -110,7 +110,7 @@ use parking_lot::RwLock;
 
 pub use fingerprint::Literals;
 pub use names::quote_ident;
-pub use spans::{insert_values_spans, InsertSpans};
+pub use spans::{has_word, insert_part, insert_values_spans, InsertPart, InsertSpans};
 pub use split::split_statements;
 pub use types::*;
 

@@ -83,6 +83,70 @@ pub fn insert_values_spans(sql: &str) -> Option<InsertSpans> {
     })
 }
 
+/// True if `sql` has the keyword or identifier `kw` (ASCII lower case)
+/// outside strings, quoted identifiers and comments.
+pub fn has_word(sql: &str, kw: &str) -> bool {
+    significant(sql).any(|t| t.is_word(sql, kw))
+}
+
+/// One shard's part of a multi-row INSERT with `$n` parameters: the
+/// statement holding only some of the VALUES rows, with its placeholders
+/// renumbered `$1, $2, ...` in order of first use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InsertPart {
+    /// The part's statement text.
+    pub sql: String,
+    /// For each of the part's parameters, the client's parameter it is
+    /// (0-based index into the client's Bind).
+    pub params: Vec<usize>,
+}
+
+/// The INSERT holding rows `pick` (indexes into `spans.rows`, in the order
+/// given) of `sql`, whose spans are `spans`: prefix, the picked rows joined
+/// by `, `, suffix (its `ON CONFLICT`/`RETURNING` parameters included),
+/// every `$n` renumbered. None if a placeholder is not `$` + a number from
+/// 1 to 65535 (PostgreSQL's limit) or `pick` names a row that is not there.
+pub fn insert_part(sql: &str, spans: &InsertSpans, pick: &[usize]) -> Option<InsertPart> {
+    let params: Vec<Range<usize>> = super::lex::Lexer::new(sql)
+        .filter(|t| t.kind == Tok::Param)
+        .map(|t| t.start..t.end)
+        .collect();
+    let mut out = InsertPart {
+        sql: String::with_capacity(sql.len()),
+        params: Vec::new(),
+    };
+    let copy = |out: &mut InsertPart, r: Range<usize>| -> Option<()> {
+        let mut at = r.start;
+        let first = params.partition_point(|p| p.start < r.start);
+        for p in params[first..].iter().take_while(|p| p.end <= r.end) {
+            out.sql.push_str(sql.get(at..p.start)?);
+            let n: usize = sql.get(p.start + 1..p.end)?.parse().ok()?;
+            let old = n.checked_sub(1).filter(|&i| i < 65535)?;
+            let new = match out.params.iter().position(|&q| q == old) {
+                Some(i) => i,
+                None => {
+                    out.params.push(old);
+                    out.params.len() - 1
+                }
+            };
+            out.sql.push('$');
+            out.sql.push_str(&(new + 1).to_string());
+            at = p.end;
+        }
+        out.sql.push_str(sql.get(at..r.end)?);
+        Some(())
+    };
+    copy(&mut out, 0..spans.prefix_end)?;
+    for (k, &i) in pick.iter().enumerate() {
+        if k > 0 {
+            out.sql.push_str(", ");
+        }
+        copy(&mut out, spans.rows.get(i)?.clone())?;
+    }
+    copy(&mut out, spans.suffix_start..sql.len())?;
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,6 +173,32 @@ mod tests {
             rebuild(sql, &s, &[0, 2]),
             "INSERT INTO t (a, b) VALUES (1, '(x'), (3,')') ON CONFLICT (a) DO NOTHING RETURNING a;"
         );
+    }
+
+    #[test]
+    fn parts_renumber_parameters() {
+        let sql = "INSERT INTO t (a, b) VALUES ($1, $2), ($3, '$9' || $4), ($5, $2) \
+                   ON CONFLICT (a) DO UPDATE SET b = $6 RETURNING a, $7::int";
+        let s = insert_values_spans(sql).expect("spans");
+        let p = insert_part(sql, &s, &[1, 2]).expect("part");
+        assert_eq!(
+            p.sql,
+            "INSERT INTO t (a, b) VALUES ($1, '$9' || $2), ($3, $4) \
+             ON CONFLICT (a) DO UPDATE SET b = $5 RETURNING a, $6::int"
+        );
+        assert_eq!(p.params, vec![2, 3, 4, 1, 5, 6]);
+        let p = insert_part(sql, &s, &[0]).expect("part");
+        assert_eq!(p.params, vec![0, 1, 5, 6]);
+        assert!(
+            p.sql.starts_with("INSERT INTO t (a, b) VALUES ($1, $2) ON"),
+            "{}",
+            p.sql
+        );
+        assert_eq!(insert_part(sql, &s, &[3]), None);
+        let bad = "INSERT INTO t (a) VALUES ($0), ($1)";
+        let s = insert_values_spans(bad).expect("spans");
+        assert_eq!(insert_part(bad, &s, &[0]), None);
+        assert!(insert_part(bad, &s, &[1]).is_some());
     }
 
     #[test]

@@ -152,4 +152,6 @@ pub mod codes {
     pub const BAD_COPY_FILE_FORMAT: &str = "22P04";
     /// data_corrupted
     pub const DATA_CORRUPTED: &str = "XX001";
+    /// program_limit_exceeded.
+    pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
 }

@@ -10,6 +10,7 @@
 
 pub mod backend;
 pub mod client_io;
+pub mod copy_binary;
 pub mod error;
 pub mod frame;
 pub mod frontend;

@@ -27,6 +27,8 @@ impl Session {
         items: Vec<Item>,
     ) -> Result<(), End> {
         let mut failed = false;
+        // Portals of merged results suspended by a row limit in this batch.
+        let mut suspended: Vec<String> = Vec::new();
         let n = items.len();
         let items: Vec<Item> = items;
         for i in 0..n {
@@ -89,7 +91,9 @@ impl Session {
                             match stmt.gather() {
                                 // A gather's description hides its extra columns.
                                 Some(plan) => {
-                                    self.ctx.gather_describe(&shard, &plan, &stmt, None).await?
+                                    self.ctx
+                                        .describe_as_portal(&shard, plan.hidden, &stmt, None)
+                                        .await?
                                 }
                                 None => {
                                     let frame = frame.clone();
@@ -106,53 +110,60 @@ impl Session {
                         }
                     }
                 }
-                Item::Bind { stmt, frame, route } => match self.bind_route(routing, route).await? {
-                    None => false,
-                    Some(Route::Txn(..))
-                    | Some(Route::Copy(..))
-                    | Some(Route::Set { .. })
-                    | Some(Route::Gather { .. }) => {
-                        synth_frame(&mut self.ctx.out.buf, synth::BIND_COMPLETE);
-                        true
+                Item::Bind { stmt, frame, route } => {
+                    // A portal bound again is a new portal.
+                    if let Ok(b) = Bind::decode(frame.get(5..).unwrap_or_default()) {
+                        suspended.retain(|p| p != b.portal);
                     }
-                    Some(Route::Shard(s)) => {
-                        let (stmt, frame) = (stmt.clone(), frame.clone());
-                        self.ctx
-                            .one_message(&s, Some(&stmt), &frame, Expect::Bind)
-                            .await?
+                    match self.bind_route(routing, route).await? {
+                        None => false,
+                        Some(Route::Txn(..))
+                        | Some(Route::Copy(..))
+                        | Some(Route::Set { .. })
+                        | Some(Route::Gather { .. })
+                        | Some(Route::SplitInsert(_)) => {
+                            synth_frame(&mut self.ctx.out.buf, synth::BIND_COMPLETE);
+                            true
+                        }
+                        Some(Route::Shard(s)) => {
+                            let (stmt, frame) = (stmt.clone(), frame.clone());
+                            self.ctx
+                                .one_message(&s, Some(&stmt), &frame, Expect::Bind)
+                                .await?
+                        }
+                        Some(Route::Lookup(_)) | Some(Route::Exhausted) => {
+                            self.ctx.send_error(&PgError::new(
+                                codes::INTERNAL_ERROR,
+                                "unresolved lookup route",
+                            ));
+                            false
+                        }
+                        Some(Route::Multi(shards, _)) => {
+                            let (stmt, frame) = (stmt.clone(), frame.clone());
+                            self.ctx
+                                .many_message(
+                                    &shards,
+                                    Some(&stmt),
+                                    &frame,
+                                    Expect::Bind,
+                                    MergeMode::FirstOnly,
+                                )
+                                .await?
+                        }
+                        Some(Route::Owned(o)) => {
+                            let (stmt, frame) = (stmt.clone(), frame.clone());
+                            self.ctx
+                                .many_message(
+                                    &o.shards,
+                                    Some(&stmt),
+                                    &frame,
+                                    Expect::Bind,
+                                    MergeMode::FirstOnly,
+                                )
+                                .await?
+                        }
                     }
-                    Some(Route::Lookup(_)) => {
-                        self.ctx.send_error(&PgError::new(
-                            codes::INTERNAL_ERROR,
-                            "unresolved lookup route",
-                        ));
-                        false
-                    }
-                    Some(Route::Multi(shards, _)) => {
-                        let (stmt, frame) = (stmt.clone(), frame.clone());
-                        self.ctx
-                            .many_message(
-                                &shards,
-                                Some(&stmt),
-                                &frame,
-                                Expect::Bind,
-                                MergeMode::FirstOnly,
-                            )
-                            .await?
-                    }
-                    Some(Route::Owned(o)) => {
-                        let (stmt, frame) = (stmt.clone(), frame.clone());
-                        self.ctx
-                            .many_message(
-                                &o.shards,
-                                Some(&stmt),
-                                &frame,
-                                Expect::Bind,
-                                MergeMode::FirstOnly,
-                            )
-                            .await?
-                    }
-                },
+                }
                 Item::DescribePortal { frame, route } | Item::ClosePortal { frame, route } => {
                     let expect = if matches!(it, Item::ClosePortal { .. }) {
                         Expect::Close
@@ -175,7 +186,18 @@ impl Session {
                                 stmt.clone(),
                             );
                             self.ctx
-                                .gather_describe(&shard, &plan, &stmt, Some(formats))
+                                .describe_as_portal(&shard, plan.hidden, &stmt, Some(formats))
+                                .await?
+                        }
+                        Some(Route::SplitInsert(p)) if expect == Expect::DescribePortal => {
+                            let shard = p.parts.first().map(|x| x.0.clone()).unwrap_or_default();
+                            self.ctx
+                                .describe_as_portal(
+                                    &shard,
+                                    0,
+                                    &p.stmt,
+                                    Some(p.result_formats.clone()),
+                                )
                                 .await?
                         }
                         Some(Route::Shard(s)) => {
@@ -228,12 +250,30 @@ impl Session {
                         stmt,
                         bind,
                     }) => {
+                        let (portal, max_rows) =
+                            Execute::decode(frame.get(5..).unwrap_or_default())
+                                .map(|e| (e.portal.to_string(), e.max_rows))
+                                .unwrap_or_default();
+                        if suspended.contains(&portal) {
+                            self.ctx.send_error(&exhausted());
+                            false
+                        } else {
+                            self.ctx.portal_suspended = false;
+                            let ok = self
+                                .ctx
+                                .gather_extended(&shards, &plan, &stmt, &bind, max_rows)
+                                .await?;
+                            if std::mem::take(&mut self.ctx.portal_suspended) {
+                                suspended.push(portal);
+                            }
+                            ok
+                        }
+                    }
+                    Some(Route::SplitInsert(p)) => {
                         let max_rows = Execute::decode(frame.get(5..).unwrap_or_default())
                             .map(|e| e.max_rows)
                             .unwrap_or(0);
-                        self.ctx
-                            .gather_extended(&shards, &plan, &stmt, &bind, max_rows)
-                            .await?
+                        self.ctx.split_insert_execute(&p, max_rows).await?
                     }
                     Some(Route::Txn(t, sql)) => self.ctx.txn_command(&t, &sql).await?,
                     Some(Route::Copy(c, sql)) => {
@@ -245,6 +285,10 @@ impl Session {
                         local,
                         reset_all,
                     }) => self.ctx.set_command(&sql, local, reset_all).await?,
+                    Some(Route::Exhausted) => {
+                        self.ctx.send_error(&exhausted());
+                        false
+                    }
                     Some(Route::Lookup(_)) | None => {
                         // A pending route whose Bind failed.
                         self.ctx.send_error(&PgError::new(
@@ -280,6 +324,10 @@ impl Session {
                 self.skip_until_sync = true;
             }
         }
+        for p in suspended {
+            // A later batch's Execute of it is refused the same way.
+            self.portals.insert(p, Route::Exhausted);
+        }
         Ok(())
     }
 
@@ -295,6 +343,15 @@ impl Session {
             r => Ok(Some(r.clone())),
         }
     }
+}
+
+/// 0A000 for an Execute of a merged result's portal after a row limit
+/// suspended it: the rest of its rows was not kept.
+fn exhausted() -> PgError {
+    PgError::unsupported(
+        "fetching more rows of a merged multi-shard result after an Execute with a row limit is not supported yet",
+    )
+    .with_hint("fetch all rows at once (Execute without a row limit) or use a single-shard query")
 }
 
 fn synth_frame(out: &mut BytesMut, b: &[u8]) {

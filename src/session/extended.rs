@@ -12,6 +12,7 @@
 //! forwarded byte for byte. Otherwise each message is sent to its own route
 //! followed by Flush, and Sync is sent to every pinned backend at the end.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
@@ -21,6 +22,7 @@ use crate::exec::message::{scatter_route, Item, OwnedRoute, PendingRoute, Route}
 use crate::exec::owned::keyed_shard;
 use crate::exec::owned_ext::{needs_lookup, owned_block};
 use crate::exec::route::{key_shard, scatter_shards, Values};
+use crate::exec::split_insert::split_insert;
 use crate::exec::statement::ClientStmt;
 use crate::exec::txn_control::ends_failed_block;
 use crate::exec::{Block, End};
@@ -188,6 +190,10 @@ impl Session {
                     route: Route::Copy(..),
                     ..
                 } if wraps(&stmt.plan) => catalog_shards,
+                Item::Bind {
+                    route: Route::SplitInsert(p),
+                    ..
+                } => p.parts.len(),
                 _ => continue,
             };
             if n > 1 {
@@ -337,6 +343,11 @@ impl Session {
         let shards = match route {
             Route::Shard(s) => vec![s],
             Route::Multi(shards, _) => shards,
+            Route::SplitInsert(_) => {
+                return Err(PgError::unsupported(
+                    "a multi-row INSERT spanning shards into a table owning lookup vindexes is not supported with the extended protocol yet",
+                ))
+            }
             _ => {
                 return Err(PgError::new(
                     codes::INTERNAL_ERROR,
@@ -388,19 +399,26 @@ impl Session {
             },
             Plan::Insert { table, rows } => {
                 let mut target: Option<&str> = None;
+                let mut split = false;
                 for k in rows {
-                    let s = key_shard(cat, table, k, &values)?.ok_or_else(|| {
-                        PgError::new(
-                            "23502",
-                            format!("null value in sharding key column of relation \"{table}\""),
-                        )
-                    })?;
-                    if target.is_some_and(|t| t != s) {
-                        return Err(PgError::unsupported(
-                            "a multi-row INSERT spanning shards is not supported with the extended protocol yet",
-                        ));
-                    }
+                    let s =
+                        key_shard(cat, table, k, &values)?.ok_or_else(|| null_key(cat, table))?;
+                    split |= target.is_some_and(|t| t != s);
                     target = Some(s);
+                }
+                if split {
+                    let mut by_shard: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+                    for (i, k) in rows.iter().enumerate() {
+                        let s = key_shard(cat, table, k, &values)?
+                            .ok_or_else(|| null_key(cat, table))?;
+                        by_shard.entry(s).or_default().push(i);
+                    }
+                    return Ok(Route::SplitInsert(Arc::new(split_insert(
+                        stmt,
+                        b,
+                        by_shard,
+                        rows.len(),
+                    )?)));
                 }
                 Route::Shard(
                     target
@@ -433,4 +451,17 @@ impl Session {
             }
         })
     }
+}
+
+/// 23502 for a NULL sharding key in an INSERT into `table`, naming the key
+/// column as PostgreSQL names a NOT NULL column.
+fn null_key(cat: &crate::catalog::Catalog, table: &str) -> PgError {
+    let col = cat
+        .table(table)
+        .map(|t| t.key_column.clone())
+        .unwrap_or_default();
+    PgError::new(
+        "23502",
+        format!("null value in sharding key column \"{col}\" of relation \"{table}\""),
+    )
 }

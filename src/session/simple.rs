@@ -197,21 +197,25 @@ impl Session {
                 self.ctx.exchange_one(shard, &query_msg(), q()).await
             }
             Plan::Insert { table, rows } => {
-                let parts = match self
-                    .ctx
-                    .insert_parts(&routing.catalog, table, rows, sql, lits)
-                {
-                    Some(InsertTargets::One(shard)) => {
-                        return self.ctx.exchange_one(shard, &query_msg(), q()).await
-                    }
-                    Some(InsertTargets::Split(parts)) => parts,
-                    None => return Ok(false),
-                };
+                let (parts, order) =
+                    match self
+                        .ctx
+                        .insert_parts(&routing.catalog, table, rows, sql, lits)
+                    {
+                        Some(InsertTargets::One(shard)) => {
+                            return self.ctx.exchange_one(shard, &query_msg(), q()).await
+                        }
+                        Some(InsertTargets::Split(parts, order)) => (parts, order),
+                        None => return Ok(false),
+                    };
                 let parts: Vec<_> = parts.into_iter().map(|(s, m)| (s, m, q())).collect();
                 let Some(implicit) = self.ctx.open_write_block(parts.len()) else {
                     return Ok(false);
                 };
-                let ok = self.ctx.exchange_many(parts, MergeMode::Concat).await?;
+                let ok = self
+                    .ctx
+                    .exchange_many(parts, MergeMode::Interleave(order))
+                    .await?;
                 self.ctx.close_write_block(implicit, ok).await
             }
             Plan::Owned { inner, write } => {

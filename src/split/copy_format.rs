@@ -1,31 +1,14 @@
-//! A streaming filter over PostgreSQL's binary COPY format (PostgreSQL docs,
-//! "COPY", § Binary Format): the 11-byte signature `PGCOPY\n\377\r\n\0`, a
-//! 32-bit flags field, a 32-bit header-extension length and the extension;
-//! then tuples, each a 16-bit field count followed by the fields (a 32-bit
-//! length, -1 for NULL, and that many bytes); the trailer is a field count
-//! of -1. All integers are big-endian.
-//!
-//! [`BinaryCopyFilter`] takes the source's `COPY … TO STDOUT (FORMAT
-//! binary)` output in chunks of any size, and passes on the header, the
-//! tuples whose field `key_field` a caller-supplied predicate keeps, and the
-//! trailer — byte for byte, ready for `COPY … FROM STDIN (FORMAT binary)`.
+//! A streaming filter over PostgreSQL's binary COPY format (read by
+//! [`crate::protocol::copy_binary`]): [`BinaryCopyFilter`] takes the
+//! source's `COPY … TO STDOUT (FORMAT binary)` output in chunks of any
+//! size, and passes on the header, the tuples whose field `key_field` a
+//! caller-supplied predicate keeps, and the trailer — byte for byte, ready
+//! for `COPY … FROM STDIN (FORMAT binary)`.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
-/// The binary COPY signature.
-pub const SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
-
-/// Malformed binary COPY data (the message says where).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("malformed binary COPY data: {0}")]
-pub struct FormatError(pub String);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Header,
-    Tuples,
-    Done,
-}
+use crate::protocol::copy_binary::{BinaryCopyReader, Piece};
+pub use crate::protocol::copy_binary::{FormatError, SIGNATURE};
 
 /// Counters of a filter run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -42,9 +25,7 @@ pub struct FilterCounts {
 /// with [`BinaryCopyFilter::take_output`], and check [`BinaryCopyFilter::finish`]
 /// at the end of the input.
 pub struct BinaryCopyFilter {
-    key_field: usize,
-    state: State,
-    input: BytesMut,
+    reader: BinaryCopyReader,
     output: BytesMut,
     counts: FilterCounts,
 }
@@ -53,9 +34,7 @@ impl BinaryCopyFilter {
     /// A filter keeping tuples by their field number `key_field` (0-based).
     pub fn new(key_field: usize) -> BinaryCopyFilter {
         BinaryCopyFilter {
-            key_field,
-            state: State::Header,
-            input: BytesMut::new(),
+            reader: BinaryCopyReader::new(key_field),
             output: BytesMut::new(),
             counts: FilterCounts::default(),
         }
@@ -80,135 +59,37 @@ impl BinaryCopyFilter {
     /// the key field's bytes (None for NULL). `keep` returning an error stops
     /// the filter with it.
     ///
-    /// Errors: [`FormatError`] on a bad signature, a negative field count
-    /// other than the trailer's, a field count not above `key_field`, a
-    /// negative field length other than -1, or data after the trailer; the
-    /// predicate's error as `E`.
+    /// Errors: the reader's [`FormatError`]s (see
+    /// [`BinaryCopyReader::push`]); the predicate's error as `E`.
     pub fn push<E: From<FormatError>>(
         &mut self,
         chunk: &[u8],
         mut keep: impl FnMut(Option<&[u8]>) -> Result<bool, E>,
     ) -> Result<(), E> {
-        self.input.extend_from_slice(chunk);
-        loop {
-            match self.state {
-                State::Header => {
-                    if self.input.len() < 19 {
-                        return Ok(());
+        let (output, counts) = (&mut self.output, &mut self.counts);
+        self.reader.push(chunk, |p| {
+            match p {
+                Piece::Header(h) => output.extend_from_slice(h),
+                Piece::Trailer => output.put_i16(-1),
+                Piece::Tuple { data, key } => {
+                    counts.rows_read += 1;
+                    if keep(key)? {
+                        counts.rows_kept += 1;
+                        counts.bytes_kept += data.len() as u64;
+                        output.extend_from_slice(data);
                     }
-                    if &self.input[..11] != SIGNATURE {
-                        return Err(FormatError("bad signature".into()).into());
-                    }
-                    let ext = u32::from_be_bytes([
-                        self.input[15],
-                        self.input[16],
-                        self.input[17],
-                        self.input[18],
-                    ]) as usize;
-                    let len = 19 + ext;
-                    if self.input.len() < len {
-                        return Ok(());
-                    }
-                    self.output.extend_from_slice(&self.input[..len]);
-                    self.input.advance(len);
-                    self.state = State::Tuples;
-                }
-                State::Tuples => match self.next_tuple()? {
-                    None => return Ok(()),
-                    Some(Tuple::Trailer) => {
-                        self.output.put_i16(-1);
-                        self.input.advance(2);
-                        self.state = State::Done;
-                    }
-                    Some(Tuple::Row { len, key }) => {
-                        let key = key.map(|(at, n)| &self.input[at..at + n]);
-                        self.counts.rows_read += 1;
-                        if keep(key)? {
-                            self.counts.rows_kept += 1;
-                            self.counts.bytes_kept += len as u64;
-                            self.output.extend_from_slice(&self.input[..len]);
-                        }
-                        self.input.advance(len);
-                    }
-                },
-                State::Done => {
-                    if self.input.is_empty() {
-                        return Ok(());
-                    }
-                    return Err(FormatError("data after the trailer".into()).into());
                 }
             }
-        }
+            Ok(())
+        })
     }
 
     /// Ends the input.
     ///
     /// Errors: [`FormatError`] when the input stopped before the trailer.
     pub fn finish(&self) -> Result<(), FormatError> {
-        if self.state == State::Done && self.input.is_empty() {
-            Ok(())
-        } else {
-            Err(FormatError(format!(
-                "the data ended before the trailer ({} bytes of an incomplete {})",
-                self.input.len(),
-                if self.state == State::Header {
-                    "header"
-                } else {
-                    "tuple"
-                }
-            )))
-        }
+        self.reader.finish()
     }
-
-    /// The next complete tuple at the start of the input: its length and
-    /// the key field's offset and length (None for NULL); None when more
-    /// input is needed.
-    fn next_tuple(&self) -> Result<Option<Tuple>, FormatError> {
-        let b = &self.input[..];
-        if b.len() < 2 {
-            return Ok(None);
-        }
-        let fields = i16::from_be_bytes([b[0], b[1]]);
-        if fields == -1 {
-            return Ok(Some(Tuple::Trailer));
-        }
-        if fields < 0 || fields as usize <= self.key_field {
-            return Err(FormatError(format!(
-                "a tuple of {fields} fields has no field {}",
-                self.key_field + 1
-            )));
-        }
-        let mut at = 2usize;
-        let mut key = None;
-        for i in 0..fields as usize {
-            if b.len() < at + 4 {
-                return Ok(None);
-            }
-            let n = i32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
-            at += 4;
-            let n = match n {
-                -1 => None,
-                n if n < 0 => return Err(FormatError(format!("field length {n}"))),
-                n => Some(n as usize),
-            };
-            if i == self.key_field {
-                key = n.map(|n| (at, n));
-            }
-            at += n.unwrap_or(0);
-        }
-        if b.len() < at {
-            return Ok(None);
-        }
-        Ok(Some(Tuple::Row { len: at, key }))
-    }
-}
-
-enum Tuple {
-    Trailer,
-    Row {
-        len: usize,
-        key: Option<(usize, usize)>,
-    },
 }
 
 #[cfg(test)]

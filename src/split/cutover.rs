@@ -176,21 +176,11 @@ pub async fn run<W: WalSource>(
     failpoint::hit(Failpoint::SplitInCutover).await;
     // Routers passed without an acknowledgement: nothing of theirs may
     // commit on the source after the fence.
-    let passed = match passed::settle(
-        cat,
-        env.access,
-        env.source_info,
-        env.source,
-        epoch,
-        live,
-        deadline,
-        settings.recovery_grace_ms,
-    )
-    .await?
-    {
-        Ok(s) => s,
-        Err(reason) => return abandon(cat, job, reason).await,
-    };
+    let passed =
+        match passed::settle(env, epoch, live, deadline, settings.recovery_grace_ms).await? {
+            Ok(s) => s,
+            Err(reason) => return abandon(cat, job, reason).await,
+        };
     // The target has everything committed on the source.
     let fence = epoch.to_be_bytes().to_vec();
     let fence_lsn = catchup::emit_fence(env.source, &env.source_info.name, job.id, &fence).await?;

@@ -15,11 +15,10 @@ use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
 use crate::backend::{router_application_name, ROUTER_SESSIONS_PATTERN};
-use crate::catalog::ShardInfo;
 use crate::txn::recovery;
 
+use super::env::JobEnv;
 use super::error::{shard_error, Context, SplitError};
-use super::shards::ShardAccess;
 
 /// Poll interval while the ended sessions exit.
 const POLL: Duration = Duration::from_millis(5);
@@ -33,10 +32,10 @@ pub struct Settled {
     pub prepared_resolved: usize,
 }
 
-/// Ends, on the source (`source`, shard `info`), the backend sessions of
+/// Ends, on the job's source shard (`env.source`), the backend sessions of
 /// every router that has not acknowledged the write block `epoch` under a
 /// live lease (`acked`: the ids counted by the job; re-read from the
-/// catalog `cat` while sessions remain, so a router whose lease came back
+/// catalog `env.cat` while sessions remain, so a router whose lease came back
 /// and that acknowledged meanwhile is spared — its acknowledgement means no
 /// transaction of it holds a write on the source), waits for
 /// their backends to exit, then resolves the routers' prepared
@@ -50,15 +49,13 @@ pub struct Settled {
 /// Errors: [`SplitError::Shard`] / [`SplitError::Db`] when a query fails;
 /// [`SplitError::Wal`] when the recovery pass fails.
 pub async fn settle(
-    cat: &Client,
-    access: &ShardAccess,
-    info: &ShardInfo,
-    source: &Client,
+    env: JobEnv<'_>,
     epoch: i64,
     mut acked: Vec<String>,
     deadline: Instant,
     recovery_grace_ms: u64,
 ) -> Result<Result<Settled, String>, SplitError> {
+    let (cat, access, info, source) = (env.cat, env.access, env.source_info, env.source);
     let mut settled = Settled::default();
     let prepared = loop {
         let names: Vec<String> = acked.iter().map(|id| router_application_name(id)).collect();

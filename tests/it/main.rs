@@ -11,8 +11,10 @@
 //! to the test that raised them.
 
 mod common;
+mod drivers;
 
 mod admin;
+mod bulk_insert;
 mod fuzz_frontend;
 mod gather;
 mod isolation;

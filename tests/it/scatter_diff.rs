@@ -1197,8 +1197,8 @@ fn gen_write(rng: &mut Rng, ids: &[i64], next_id: &mut i64) -> W {
     };
     let existing = if ids.is_empty() { 1 } else { pick(rng, ids) };
     match rng.u32(0..7) {
-        // Multi-row INSERT (split by shard) — simple protocol only: the
-        // router refuses a multi-shard multi-row INSERT in the extended one.
+        // Multi-row INSERT (split by shard), RETURNING rows compared in
+        // order.
         0 | 1 if !extended => {
             let rows: Vec<String> = (0..rng.usize(1..7))
                 .map(|_| {
@@ -1208,18 +1208,41 @@ fn gen_write(rng: &mut Rng, ids: &[i64], next_id: &mut i64) -> W {
                 })
                 .collect();
             w.sql = format!("{ITEMS_INSERT}{}", rows.join(", "));
+            if chance(rng, 0.5) {
+                w.sql.push_str(" RETURNING id, g");
+            }
         }
+        // The same with parameters (drivers' bulk inserts): several rows,
+        // one statement, its rows on several shards.
         0 | 1 => {
-            *next_id += 1;
-            w.new_ids.push(*next_id);
-            w.sql = "INSERT INTO items (id, g, h, s, b) VALUES ($1, $2, $3, $4, $5)".into();
-            w.params = vec![
-                Param::I64(*next_id),
-                Param::I32(gen_g(rng)),
-                Param::Text(gen_text(rng)),
-                Param::I16(rng.i16(-300..=300)),
-                Param::Bool(rng.bool()),
-            ];
+            let mut rows = Vec::new();
+            for r in 0..rng.usize(1..7) {
+                *next_id += 1;
+                w.new_ids.push(*next_id);
+                let n = r * 5;
+                rows.push(format!(
+                    "(${}, ${}, ${}, ${}, ${})",
+                    n + 1,
+                    n + 2,
+                    n + 3,
+                    n + 4,
+                    n + 5
+                ));
+                w.params.extend([
+                    Param::I64(*next_id),
+                    Param::I32(gen_g(rng)),
+                    Param::Text(gen_text(rng)),
+                    Param::I16(rng.i16(-300..=300)),
+                    Param::Bool(rng.bool()),
+                ]);
+            }
+            w.sql = format!(
+                "INSERT INTO items (id, g, h, s, b) VALUES {}",
+                rows.join(", ")
+            );
+            if chance(rng, 0.5) {
+                w.sql.push_str(" RETURNING id, g");
+            }
         }
         2 => {
             let k = *next_id + 1; // events for an id that does not exist yet: fine, no FK
@@ -1258,19 +1281,43 @@ fn gen_write(rng: &mut Rng, ids: &[i64], next_id: &mut i64) -> W {
     w
 }
 
-async fn exec_write(c: &Client, w: &W) -> Result<u64, tokio_postgres::Error> {
+/// Runs write `w`: its row count and, for `RETURNING id, g`, the returned
+/// rows as text, in the order they came.
+async fn exec_write(c: &Client, w: &W) -> Result<(u64, Vec<String>), tokio_postgres::Error> {
+    let returning = w.sql.ends_with("RETURNING id, g");
     if w.extended {
         let params: Vec<&(dyn ToSql + Sync)> = w.params.iter().map(Param::as_sql).collect();
-        c.execute(w.sql.as_str(), &params).await
+        if !returning {
+            return Ok((c.execute(w.sql.as_str(), &params).await?, Vec::new()));
+        }
+        let rows = c.query(w.sql.as_str(), &params).await?;
+        let text = rows
+            .iter()
+            .map(|r| {
+                format!(
+                    "{:?} {:?}",
+                    r.get::<_, Option<i64>>(0),
+                    r.get::<_, Option<i32>>(1)
+                )
+            })
+            .collect::<Vec<_>>();
+        Ok((rows.len() as u64, text))
     } else {
         let msgs = c.simple_query(&w.sql).await?;
-        Ok(msgs
-            .iter()
-            .filter_map(|m| match m {
-                SimpleQueryMessage::CommandComplete(n) => Some(*n),
-                _ => None,
-            })
-            .sum())
+        let mut rows = Vec::new();
+        let mut n = 0;
+        for m in &msgs {
+            match m {
+                SimpleQueryMessage::CommandComplete(k) => n += *k,
+                SimpleQueryMessage::Row(r) => rows.push(format!(
+                    "{:?} {:?}",
+                    r.get(0).and_then(|v| v.parse::<i64>().ok()),
+                    r.get(1).and_then(|v| v.parse::<i32>().ok())
+                )),
+                _ => {}
+            }
+        }
+        Ok((n, rows))
     }
 }
 
@@ -1852,7 +1899,12 @@ async fn scatter_gather_matches_reference() {
                 let problem = match got {
                     Ok(Ok(n)) if n == exp => None,
                     // Applied on both sides, but the databases may now differ.
-                    Ok(Ok(n)) => Some(format!("affected {n} rows, reference {exp}")),
+                    Ok(Ok((n, _))) if n != exp.0 => {
+                        Some(format!("affected {n} rows, reference {}", exp.0))
+                    }
+                    Ok(Ok((_, rows))) => {
+                        Some(format!("RETURNING rows {rows:?}, reference {:?}", exp.1))
+                    }
                     Ok(Err(e)) => Some(fmt_err(&e)),
                     Err(_) => {
                         router = target_session(&dev, self_check).await;

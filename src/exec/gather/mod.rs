@@ -73,6 +73,7 @@ impl ExecCtx {
             params: Vec::new(),
             client_formats: Vec::new(),
             simple: true,
+            max_rows: None,
         };
         self.run_gather(shards, plan, req, offset, limit, having)
             .await
@@ -90,11 +91,6 @@ impl ExecCtx {
         max_rows: i32,
     ) -> Result<bool, End> {
         let prepared = (|| {
-            if max_rows > 0 {
-                return Err(PgError::unsupported(
-                    "fetching a merged multi-shard result in batches (Execute with a row limit) is not supported yet",
-                ));
-            }
             let b = Bind::decode(bind.get(5..).unwrap_or_default())
                 .map_err(|e| PgError::new(codes::PROTOCOL_VIOLATION, e.to_string()))?;
             let args = Values::Bind(&b);
@@ -108,6 +104,7 @@ impl ExecCtx {
                 params: b.params.iter().map(|p| p.map(|x| x.to_vec())).collect(),
                 client_formats: b.result_formats.clone(),
                 simple: false,
+                max_rows: u64::try_from(max_rows).ok().filter(|&m| m > 0),
             };
             Ok::<_, PgError>((offset, limit, having, req))
         })();
@@ -122,13 +119,14 @@ impl ExecCtx {
             .await
     }
 
-    /// Describe of a gather statement (`portal_formats` None) or portal
-    /// (the Bind's result format codes): the shards' RowDescription without
-    /// the hidden columns.
-    pub async fn gather_describe(
+    /// Describe of statement `stmt` (`portal_formats` None) or of a portal
+    /// the router binds itself (the Bind's result format codes), answered
+    /// from the statement's description on `shard` without its last
+    /// `hidden` columns (a gather's hidden columns; 0 for a split INSERT).
+    pub async fn describe_as_portal(
         &mut self,
         shard: &str,
-        plan: &Arc<GatherPlan>,
+        hidden: usize,
         stmt: &Arc<ClientStmt>,
         portal_formats: Option<Vec<i16>>,
     ) -> Result<bool, End> {
@@ -178,7 +176,7 @@ impl ExecCtx {
                         }
                     }
                     let cols = row_description(f.body()).map(|c| c.len()).unwrap_or(0);
-                    let visible = cols.saturating_sub(plan.hidden);
+                    let visible = cols.saturating_sub(hidden);
                     let formats = match &portal_formats {
                         Some(c) => match shard_formats(c, visible, 0) {
                             Ok(v) => v,

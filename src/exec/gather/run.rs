@@ -36,6 +36,10 @@ pub(super) struct Request {
     pub(super) client_formats: Vec<i16>,
     /// Simple protocol: end with Sync and send RowDescription.
     pub(super) simple: bool,
+    /// The client's Execute row limit (None: all rows): at most that many
+    /// rows are sent, then PortalSuspended if exactly that many were (as
+    /// PostgreSQL answers an Execute whose limit is reached).
+    pub(super) max_rows: Option<u64>,
 }
 
 impl ExecCtx {
@@ -182,6 +186,10 @@ impl ExecCtx {
             }
         }
         let mut failure: Option<PgError> = None;
+        let limit = match req.max_rows {
+            Some(m) => Some(limit.map_or(m, |l| l.min(m))),
+            None => limit,
+        };
         let mut window = Window::new(offset, limit);
         if first_error.is_none() {
             let layout = match desc.as_ref().map(|d| row_description(d.body())) {
@@ -283,7 +291,12 @@ impl ExecCtx {
             self.send_error(&e);
             return Ok(false);
         }
-        synth::command_complete(&mut self.out.buf, &format!("SELECT {}", window.sent));
+        if req.max_rows == Some(window.sent) {
+            self.out.buf.extend_from_slice(&[b's', 0, 0, 0, 4]);
+            self.portal_suspended = true;
+        } else {
+            synth::command_complete(&mut self.out.buf, &format!("SELECT {}", window.sent));
+        }
         Ok(true)
     }
 
