@@ -57,7 +57,7 @@ use crate::common;
 // ---------------------------------------------------------------------------
 
 const DEFAULT_SEED: u64 = 0x5eed_d1ff;
-const DEFAULT_QUERIES: usize = 2000;
+const DEFAULT_QUERIES: usize = 3_000;
 const SHARDS: usize = 3;
 const POOL_SIZE: usize = 2;
 /// Rows initially loaded into `items`.
