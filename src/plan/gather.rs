@@ -192,9 +192,11 @@ pub(crate) fn build_gather(q: &Query, sel: &Select, mode: ParamMode) -> Result<M
         if wildcard {
             return Err("SELECT * with GROUP BY, DISTINCT or aggregates".into());
         }
-        if distinct && (has_agg || !group_exprs.is_empty() || sel.having.is_some()) {
-            return Err("DISTINCT together with GROUP BY or aggregates".into());
-        }
+        // DISTINCT alone groups by the select list; with GROUP BY or
+        // aggregates it de-duplicates the groups' output rows.
+        let distinct_rows =
+            distinct && (has_agg || !group_exprs.is_empty() || sel.having.is_some());
+        let distinct = distinct && !distinct_rows;
         if distinct_on.is_some() {
             return Err("DISTINCT ON together with GROUP BY or aggregates".into());
         }
@@ -220,6 +222,14 @@ pub(crate) fn build_gather(q: &Query, sel: &Select, mode: ParamMode) -> Result<M
         for o in &order {
             let (desc, nulls_first) = sort_opts(&o.options)?;
             let r = b.resolve(&o.expr, "ORDER BY")?;
+            // PostgreSQL requires them in the select list (42P10); one the
+            // router cannot match there is refused rather than sorted by.
+            if distinct_rows && !sel.projection.iter().filter_map(item_expr).any(|e| *e == r) {
+                return Err(
+                    "SELECT DISTINCT with GROUP BY or aggregates ordered by an expression not written as in the select list"
+                        .into(),
+                );
+            }
             let source = if contains_aggregate(&r) {
                 SortSource::Agg(b.agg(as_agg_call(&r)?)?)
             } else {
@@ -278,6 +288,9 @@ pub(crate) fn build_gather(q: &Query, sel: &Select, mode: ParamMode) -> Result<M
         if having.is_some() {
             steps.push("HAVING evaluated at the router".into());
         }
+        if distinct_rows {
+            steps.push("DISTINCT over the groups' rows at the router".into());
+        }
         if !keys.is_empty() {
             steps.push(format!(
                 "sort groups ({} key{})",
@@ -291,6 +304,7 @@ pub(crate) fn build_gather(q: &Query, sel: &Select, mode: ParamMode) -> Result<M
             outputs,
             having,
             single,
+            distinct: distinct_rows,
         });
     } else {
         let mut order = order;

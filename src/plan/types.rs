@@ -232,6 +232,9 @@ pub struct Grouping {
     pub having: Option<Cond>,
     /// Aggregates without GROUP BY: one output row even without input.
     pub single: bool,
+    /// `SELECT DISTINCT` over grouped rows (with GROUP BY or aggregates):
+    /// the groups' output rows are de-duplicated by their values.
+    pub distinct: bool,
 }
 
 /// Where a sort key's value comes from.

@@ -35,6 +35,24 @@ async fn pruning_explain_describe_and_errors() {
     .await
     .unwrap();
 
+    // DISTINCT over grouped rows: g % 2 of four groups, each value once,
+    // ordered; an ORDER BY outside the select list (PostgreSQL: 42P10) is
+    // refused, not sorted by.
+    let rows = c
+        .query(
+            "SELECT DISTINCT g % 2 AS p, count(*) FROM t GROUP BY g ORDER BY p",
+            &[],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(i32, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(got, vec![(0, 15), (1, 15)]);
+    let e = c
+        .simple_query("SELECT DISTINCT g % 2 FROM t GROUP BY g ORDER BY g")
+        .await
+        .expect_err("ORDER BY not in the select list");
+    assert_eq!(e.code().map(|c| c.code()), Some("0A000"), "{e:?}");
+
     // EXPLAIN (ROUTER): every shard without a key condition, only the
     // owners of the listed keys with IN / ANY.
     let all = lines(

@@ -972,8 +972,14 @@ impl Gen<'_> {
             let h = self.having();
             write!(sql, " HAVING {h}").unwrap();
         }
-        let kinds = items.iter().map(|it| it.kind).collect();
+        let kinds: Vec<Kind> = items.iter().map(|it| it.kind).collect();
         if self.chance(0.4) {
+            // DISTINCT over the groups' rows (exact values only: float sums
+            // may differ in their last bits, and so in what is distinct).
+            if kinds.iter().all(|k| *k == Kind::Exact) && self.chance(0.3) {
+                let sql = sql.replacen("SELECT ", "SELECT DISTINCT ", 1);
+                return self.finish("group distinct", sql, Order::None, kinds);
+            }
             return self.finish("group", sql, Order::None, kinds);
         }
         // Sort keys: select items (never float aggregates, whose last bits

@@ -416,6 +416,22 @@ impl<'p> Groups<'p> {
             }
             out.push((sort, row));
         }
+        if self.g.distinct {
+            // SELECT DISTINCT over the groups: equal output rows (by value,
+            // as PostgreSQL compares them) once.
+            let mut seen = HashSet::with_capacity(out.len());
+            let mut kept = Vec::with_capacity(out.len());
+            for (sort, row) in out {
+                let refs: Vec<Option<&[u8]>> = row.iter().map(|c| c.as_deref()).collect();
+                let vals: Vec<Value> = (0..row.len())
+                    .map(|c| layout.visible_value(&refs, c))
+                    .collect::<Result<_, _>>()?;
+                if seen.insert(vals) {
+                    kept.push((sort, row));
+                }
+            }
+            out = kept;
+        }
         if !plan.order.is_empty() {
             out.sort_by(|a, b| cmp_sort(&plan.order, &a.0, &b.0));
         }
