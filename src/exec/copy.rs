@@ -18,7 +18,7 @@ use super::concat::{MergeMode, MergeState};
 use super::context::{End, ExecCtx};
 use super::copy_binary::{end_binary, split_binary};
 use super::exchange::{self, Direct, Expect, Slot};
-use super::route::key_shard;
+use super::route::{key_shard, null_key, shard_index};
 use crate::protocol::copy_binary::BinaryCopyReader;
 
 /// Per-shard buffered COPY data is sent once it exceeds this many bytes.
@@ -403,25 +403,15 @@ fn route_key(
     key: Option<String>,
     shards: &[String],
 ) -> Result<usize, PgError> {
-    let Some(k) = key else {
-        return Err(PgError::new(
-            "23502",
-            format!("null value in sharding key column of relation \"{table}\""),
-        ));
-    };
+    let key = KeyExpr::Const(key.ok_or_else(|| null_key(catalog, table))?);
     let shard = key_shard(
         catalog,
         table,
-        &KeyExpr::Const(k),
+        &key,
         &super::route::Values::Bind(&EMPTY_BIND),
     )?
-    .ok_or_else(|| PgError::new("23502", "null sharding key"))?;
-    shards.iter().position(|s| s == shard).ok_or_else(|| {
-        PgError::new(
-            codes::INTERNAL_ERROR,
-            format!("shard \"{shard}\" is not in the keyspace"),
-        )
-    })
+    .ok_or_else(|| null_key(catalog, table))?;
+    shard_index(shards, shard)
 }
 
 static EMPTY_BIND: crate::protocol::frontend::Bind<'static> = crate::protocol::frontend::Bind {

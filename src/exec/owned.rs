@@ -4,7 +4,7 @@
 //! own lookup vindexes ([`Plan::Owned`]): lookup maintenance and the write
 //! in one transaction.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 use postgres_protocol::message::frontend as fe;
@@ -20,7 +20,7 @@ use crate::state::Routing;
 use super::concat::MergeMode;
 use super::context::{End, ExecCtx};
 use super::exchange::{Expect, Slot};
-use super::route::{key_shard, scatter_shards, Values};
+use super::route::{key_shard, part_order, rows_by_shard, scatter_shards, Values};
 
 /// The shard of a keyed statement: every key must map to the same shard;
 /// None when every key is NULL (the statement matches no row: any shard).
@@ -70,29 +70,13 @@ impl ExecCtx {
         lits: &Literals,
     ) -> Option<InsertTargets<'c>> {
         let values = Values::Simple { sql, lits };
-        let mut by_shard: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-        for (i, k) in rows.iter().enumerate() {
-            match key_shard(cat, table, k, &values) {
-                Ok(Some(s)) => by_shard.entry(s).or_default().push(i),
-                Ok(None) => {
-                    let col = cat
-                        .table(table)
-                        .map(|t| t.key_column.clone())
-                        .unwrap_or_default();
-                    self.send_error(&PgError::new(
-                        "23502",
-                        format!(
-                            "null value in sharding key column \"{col}\" of relation \"{table}\""
-                        ),
-                    ));
-                    return None;
-                }
-                Err(e) => {
-                    self.send_error(&e);
-                    return None;
-                }
+        let by_shard = match rows_by_shard(cat, table, rows, &values) {
+            Ok(m) => m,
+            Err(e) => {
+                self.send_error(&e);
+                return None;
             }
-        }
+        };
         match by_shard.len() {
             0 => {
                 self.send_error(&PgError::unsupported("INSERT without rows"));
@@ -107,12 +91,9 @@ impl ExecCtx {
             ));
             return None;
         };
+        let order = part_order(&by_shard, rows.len());
         let mut parts = Vec::with_capacity(by_shard.len());
-        let mut order = vec![0u32; rows.len()];
-        for (n, (shard, idxs)) in by_shard.into_iter().enumerate() {
-            for &i in &idxs {
-                order[i] = n as u32;
-            }
+        for (shard, idxs) in by_shard {
             let mut text = String::with_capacity(sql.len());
             text.push_str(&sql[..spans.prefix_end]);
             for (n, i) in idxs.iter().enumerate() {
@@ -128,7 +109,7 @@ impl ExecCtx {
             let _ = fe::query(&text, &mut b);
             parts.push((shard.to_string(), b.freeze()));
         }
-        Some(InsertTargets::Split(parts, order.into()))
+        Some(InsertTargets::Split(parts, order))
     }
 
     /// The shards a scattered statement on `table` runs on: those the

@@ -2,8 +2,10 @@
 //! vindex → keyspace id → shard (the route of one execution).
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, Keyspace, ShardedTable};
 use crate::plan::{KeyExpr, Literals};
 use crate::protocol::error::codes;
 use crate::protocol::frontend::Bind;
@@ -36,6 +38,38 @@ pub fn key_shard<'c>(
     key: &KeyExpr,
     values: &Values<'_>,
 ) -> Result<Option<&'c str>, PgError> {
+    let (t, ks) = table_keyspace(catalog, table)?;
+    key_value_map(t.key_type, key, values, |kv| {
+        ks.routing.shard_for(t.vindex.keyspace_id(kv))
+    })
+}
+
+/// The shard that owns the binary-format key value `key` of sharded table
+/// `table` (a binary COPY field); `Ok(None)` for NULL.
+///
+/// Errors: the key type's binary-format error (22P03); 0A000 as
+/// [`key_shard`].
+pub fn binary_key_shard<'c>(
+    catalog: &'c Catalog,
+    table: &str,
+    key: Option<&[u8]>,
+) -> Result<Option<&'c str>, PgError> {
+    let (t, ks) = table_keyspace(catalog, table)?;
+    let Some(key) = key else { return Ok(None) };
+    let kv = t
+        .key_type
+        .parse_binary(key)
+        .map_err(|e| PgError::new(e.sqlstate(), e.to_string()))?;
+    Ok(Some(ks.routing.shard_for(t.vindex.keyspace_id(&kv))))
+}
+
+/// Sharded table `table` and its keyspace.
+///
+/// Errors: 0A000 when the table or its keyspace is not in the catalog.
+fn table_keyspace<'c>(
+    catalog: &'c Catalog,
+    table: &str,
+) -> Result<(&'c ShardedTable, &'c Keyspace), PgError> {
     let t = catalog.table(table).ok_or_else(|| {
         PgError::unsupported(format!(
             "table \"{table}\" is not declared in the pg-router catalog"
@@ -47,9 +81,65 @@ pub fn key_shard<'c>(
             t.keyspace
         ))
     })?;
-    key_value_map(t.key_type, key, values, |kv| {
-        ks.routing.shard_for(t.vindex.keyspace_id(kv))
+    Ok((t, ks))
+}
+
+/// 23502 for a NULL sharding key written into `table`, naming the key
+/// column as PostgreSQL names a NOT NULL column.
+pub fn null_key(catalog: &Catalog, table: &str) -> PgError {
+    let col = catalog
+        .table(table)
+        .map(|t| t.key_column.as_str())
+        .unwrap_or_default();
+    PgError::new(
+        "23502",
+        format!("null value in sharding key column \"{col}\" of relation \"{table}\""),
+    )
+}
+
+/// The indexes of the VALUES rows (keys `rows`) of an INSERT into `table`
+/// owned by each shard, in shard name order.
+///
+/// Errors: [`null_key`] for a NULL key; those of [`key_shard`].
+pub fn rows_by_shard<'c>(
+    catalog: &'c Catalog,
+    table: &str,
+    rows: &[KeyExpr],
+    values: &Values<'_>,
+) -> Result<BTreeMap<&'c str, Vec<usize>>, PgError> {
+    let mut by_shard: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, k) in rows.iter().enumerate() {
+        let s = key_shard(catalog, table, k, values)?.ok_or_else(|| null_key(catalog, table))?;
+        by_shard.entry(s).or_default().push(i);
+    }
+    Ok(by_shard)
+}
+
+/// Index of `shard` in `shards` (e.g. the keyspace's shards a COPY
+/// streams to).
+///
+/// Errors: XX000 when it is not there.
+pub fn shard_index(shards: &[String], shard: &str) -> Result<usize, PgError> {
+    shards.iter().position(|s| s == shard).ok_or_else(|| {
+        PgError::new(
+            codes::INTERNAL_ERROR,
+            format!("shard \"{shard}\" is not in the keyspace"),
+        )
     })
+}
+
+/// For each of `rows` VALUES rows, the index of its shard in `by_shard`
+/// (see [`rows_by_shard`]; [`super::concat::MergeMode::Interleave`]).
+pub fn part_order(by_shard: &BTreeMap<&str, Vec<usize>>, rows: usize) -> Arc<[u32]> {
+    let mut order = vec![0u32; rows];
+    for (n, idxs) in by_shard.values().enumerate() {
+        for &i in idxs {
+            if let Some(o) = order.get_mut(i) {
+                *o = n as u32;
+            }
+        }
+    }
+    order.into()
 }
 
 /// Reads `key` (a literal or Bind parameter) as a value of `key_type` and

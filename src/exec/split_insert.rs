@@ -26,6 +26,7 @@ use crate::protocol::PgError;
 use super::concat::MergeMode;
 use super::context::{End, ExecCtx};
 use super::exchange::{Expect, Slot};
+use super::route::part_order;
 use super::statement::ClientStmt;
 
 /// A multi-row INSERT split by shard, bound and ready to run at Execute.
@@ -73,14 +74,9 @@ pub fn split_insert(
             ),
         ));
     }
-    let mut order = vec![0u32; rows];
+    let order = part_order(&by_shard, rows);
     let mut parts = Vec::with_capacity(by_shard.len());
-    for (n, (shard, idxs)) in by_shard.into_iter().enumerate() {
-        for &i in &idxs {
-            if let Some(o) = order.get_mut(i) {
-                *o = n as u32;
-            }
-        }
+    for (shard, idxs) in by_shard {
         let part = insert_part(sql, &spans, &idxs).ok_or_else(|| {
             PgError::unsupported("could not split this multi-row INSERT by shard")
         })?;
@@ -106,7 +102,7 @@ pub fn split_insert(
     let suffix = sql.get(spans.suffix_start..).unwrap_or_default();
     Ok(SplitInsert {
         parts,
-        order: order.into(),
+        order,
         stmt: stmt.clone(),
         result_formats: b.result_formats.clone(),
         returning: crate::plan::has_word(suffix, "returning"),

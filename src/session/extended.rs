@@ -12,7 +12,6 @@
 //! forwarded byte for byte. Otherwise each message is sent to its own route
 //! followed by Flush, and Sync is sent to every pinned backend at the end.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
@@ -21,7 +20,7 @@ use crate::exec::concat::MergeMode;
 use crate::exec::message::{scatter_route, Item, OwnedRoute, PendingRoute, Route};
 use crate::exec::owned::keyed_shard;
 use crate::exec::owned_ext::{needs_lookup, owned_block};
-use crate::exec::route::{key_shard, scatter_shards, Values};
+use crate::exec::route::{key_shard, null_key, rows_by_shard, scatter_shards, Values};
 use crate::exec::split_insert::split_insert;
 use crate::exec::statement::ClientStmt;
 use crate::exec::txn_control::ends_failed_block;
@@ -398,27 +397,18 @@ impl Session {
                 None => Route::Shard(self.ctx.any_shard()?),
             },
             Plan::Insert { table, rows } => {
+                // One shard without allocating (the fast path); rows on
+                // several shards are grouped and split.
                 let mut target: Option<&str> = None;
-                let mut split = false;
                 for k in rows {
                     let s =
                         key_shard(cat, table, k, &values)?.ok_or_else(|| null_key(cat, table))?;
-                    split |= target.is_some_and(|t| t != s);
-                    target = Some(s);
-                }
-                if split {
-                    let mut by_shard: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-                    for (i, k) in rows.iter().enumerate() {
-                        let s = key_shard(cat, table, k, &values)?
-                            .ok_or_else(|| null_key(cat, table))?;
-                        by_shard.entry(s).or_default().push(i);
+                    if target.is_some_and(|t| t != s) {
+                        let by_shard = rows_by_shard(cat, table, rows, &values)?;
+                        let split = split_insert(stmt, b, by_shard, rows.len())?;
+                        return Ok(Route::SplitInsert(Arc::new(split)));
                     }
-                    return Ok(Route::SplitInsert(Arc::new(split_insert(
-                        stmt,
-                        b,
-                        by_shard,
-                        rows.len(),
-                    )?)));
+                    target = Some(s);
                 }
                 Route::Shard(
                     target
@@ -451,17 +441,4 @@ impl Session {
             }
         })
     }
-}
-
-/// 23502 for a NULL sharding key in an INSERT into `table`, naming the key
-/// column as PostgreSQL names a NOT NULL column.
-fn null_key(cat: &crate::catalog::Catalog, table: &str) -> PgError {
-    let col = cat
-        .table(table)
-        .map(|t| t.key_column.clone())
-        .unwrap_or_default();
-    PgError::new(
-        "23502",
-        format!("null value in sharding key column \"{col}\" of relation \"{table}\""),
-    )
 }
