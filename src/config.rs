@@ -218,6 +218,11 @@ pub struct LimitsConfig {
     /// is closed, ms.
     #[serde(default = "default_shutdown_timeout")]
     pub shutdown_timeout_ms: u64,
+    /// Generated sharding keys: values this router reserves from a table's
+    /// distributed sequence in the catalog at a time (1..=1,000,000; a
+    /// restart loses at most this many, like a sequence's CACHE).
+    #[serde(default = "default_sequence_block")]
+    pub sequence_block: u32,
 }
 
 fn default_listen() -> String {
@@ -256,6 +261,9 @@ fn default_auth_timeout() -> u64 {
 fn default_shutdown_timeout() -> u64 {
     25_000
 }
+fn default_sequence_block() -> u32 {
+    1000
+}
 
 impl Default for BackendConfig {
     fn default() -> Self {
@@ -282,6 +290,7 @@ impl Default for LimitsConfig {
             auth_timeout_ms: default_auth_timeout(),
             idle_in_transaction_timeout_ms: 0,
             shutdown_timeout_ms: default_shutdown_timeout(),
+            sequence_block: default_sequence_block(),
         }
     }
 }
@@ -385,6 +394,12 @@ impl RouterConfig {
             return Err(ConfigError::Value {
                 key: "tls.require",
                 message: "needs tls.cert_file and tls.key_file".into(),
+            });
+        }
+        if !(1..=1_000_000).contains(&self.limits.sequence_block) {
+            return Err(ConfigError::Value {
+                key: "limits.sequence_block",
+                message: format!("{} is not within 1..=1000000", self.limits.sequence_block),
             });
         }
         if self.backend.pool_size == 0 {

@@ -89,6 +89,7 @@ pub struct RouterHandle {
     task: Option<JoinHandle<()>>,
     watcher: JoinHandle<()>,
     lease: JoinHandle<()>,
+    sequences: JoinHandle<()>,
     recovery: JoinHandle<()>,
     health: JoinHandle<()>,
     workers: Option<Arc<Workers>>,
@@ -142,6 +143,7 @@ impl RouterHandle {
         }
         self.watcher.abort();
         self.lease.abort();
+        self.sequences.abort();
         self.recovery.abort();
         self.health.abort();
         if let Some(h) = self.http.take() {
@@ -210,6 +212,7 @@ pub async fn start_router(cfg: &RouterConfig) -> Result<RouterHandle, DevError> 
     // first renewal comes before the first client.
     state.gate.require_lease();
     let lease = crate::state::lease::spawn(state.clone(), cfg.catalog.clone());
+    let sequences = crate::state::sequences::spawn(&state.sequences, cfg.catalog.clone());
     let lease_wait = std::time::Instant::now();
     while !state.gate.lease_valid() {
         if lease_wait.elapsed() > std::time::Duration::from_millis(cfg.resharding.lease_ttl_ms) {
@@ -266,6 +269,7 @@ pub async fn start_router(cfg: &RouterConfig) -> Result<RouterHandle, DevError> 
         http_addr,
         watcher,
         lease,
+        sequences,
         recovery,
         health,
         workers: Some(workers),

@@ -55,6 +55,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "router_leases",
         sql: include_str!("../../shard-metadata/migrations/0006_router_leases.sql"),
     },
+    Migration {
+        version: 7,
+        name: "sequences",
+        sql: include_str!("../../shard-metadata/migrations/0007_sequences.sql"),
+    },
 ];
 
 /// Creates the schema and the bookkeeping table before anything else, so the

@@ -53,4 +53,4 @@ pub use ops::{add_keyspace, add_reference_table, add_shard, add_table, drop_refe
 pub use ranges::{add_ranges, plan_ranges, RangeLayout};
 pub use seed::{seed_default, DEFAULT_KEYSPACE, DEFAULT_TABLES};
 pub use show::show_routing;
-pub use watch::{spawn_watcher, CHANNEL, WATCHER_APPLICATION_NAME};
+pub use watch::{session_config, spawn_watcher, CHANNEL, WATCHER_APPLICATION_NAME};

@@ -31,6 +31,26 @@ const PING_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connect timeout used unless the DSN sets one.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The connection settings of a router task's catalog session: `dsn`
+/// (libpq `key=value` or URL form) with `application_name` and
+/// `connect_timeout` filled in where the DSN does not set them.
+///
+/// Errors: the DSN does not parse.
+pub fn session_config(
+    dsn: &str,
+    application_name: &str,
+    connect_timeout: Duration,
+) -> Result<Config, tokio_postgres::Error> {
+    let mut config = dsn.parse::<Config>()?;
+    if config.get_application_name().is_none() {
+        config.application_name(application_name);
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(connect_timeout);
+    }
+    Ok(config)
+}
+
 /// Spawns a task that keeps a catalog up to date: it connects to `dsn` (libpq
 /// `key=value` or URL form, no TLS), runs `LISTEN pgrouter_catalog`, loads the
 /// catalog once, then reloads it after every burst of notifications (a burst
@@ -50,19 +70,13 @@ pub fn spawn_watcher(
     on_change: impl Fn(Catalog) + Send + Sync + 'static,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut config = match dsn.parse::<Config>() {
+        let config = match session_config(&dsn, WATCHER_APPLICATION_NAME, CONNECT_TIMEOUT) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "catalog watcher: invalid catalog DSN; live reload disabled");
                 return;
             }
         };
-        if config.get_application_name().is_none() {
-            config.application_name(WATCHER_APPLICATION_NAME);
-        }
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT);
-        }
         watch_forever(&config, &on_change).await;
     })
 }

@@ -16,6 +16,9 @@ pub struct Block {
     /// after BEGIN on participants that join the block later, so every
     /// participant has the same savepoint stack and settings.
     pub ops: Vec<BlockOp>,
+    /// DDL ran in the block: the table columns the router read inside it
+    /// may not outlive it, so they are forgotten when it ends.
+    pub ddl: bool,
 }
 
 /// A statement whose effect lasts inside the block.
@@ -45,6 +48,7 @@ impl Block {
             failed: false,
             implicit,
             ops: Vec::new(),
+            ddl: false,
         }
     }
 

@@ -59,6 +59,9 @@ impl ExecCtx {
             return Ok(Some(if commit { "COMMIT" } else { "ROLLBACK" }));
         };
         let commit = commit && !block.failed;
+        if block.ddl {
+            self.state.routing().forget_schemas();
+        }
         let parts: Vec<usize> = (0..self.held.len())
             .filter(|&i| self.held[i].began)
             .collect();

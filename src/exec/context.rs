@@ -100,6 +100,8 @@ pub struct ExecCtx {
     /// Shards the current request used, kept only while debug logging is
     /// on (for the request's log event).
     pub traced_shards: Vec<Arc<str>>,
+    /// Generated sharding key values given to this session's INSERTs.
+    pub generated: super::sequence_values::GeneratedValues,
 }
 
 impl ExecCtx {
@@ -129,6 +131,7 @@ impl ExecCtx {
             cancel,
             touched: 0,
             traced_shards: Vec::new(),
+            generated: Default::default(),
         };
         c.rehash_settings();
         c

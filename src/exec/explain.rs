@@ -99,6 +99,26 @@ pub(crate) fn explain_lines(
             }
         )),
         Plan::RouterExplain(_) => out.push("EXPLAIN (ROUTER)".into()),
+        Plan::SequenceFn(c) => out.push(match &c.func {
+            crate::plan::SequenceFn::Nextval { sequence, table } => format!(
+                "Answered by the router: nextval of {sequence}, the distributed sequence pgrouter.sequences['{table}']"
+            ),
+            crate::plan::SequenceFn::Currval(s) => format!(
+                "Answered by the router: the value this session last got from {s} (else sent to any shard)"
+            ),
+            crate::plan::SequenceFn::Lastval => {
+                "Answered by the router: the generated key value this session last got (else sent to any shard)".into()
+            }
+        }),
+        Plan::NeedSchema { table } => out.push(format!(
+            "Needs the columns of {table}: read from its shards at the first execution, then planned again"
+        )),
+        Plan::GenerateKey(g) => {
+            out.push(format!(
+                "Insert into {}: {} row(s); sharding key {} generated from the distributed sequence pgrouter.sequences['{}'], then routed by key",
+                g.table, g.rows, g.key, g.table
+            ));
+        }
         Plan::Owned { inner, write } => {
             out = explain_lines(routing, inner, sql, lits)?;
             let names: Vec<String> = write

@@ -54,6 +54,15 @@ pub enum Route {
     /// A multi-row INSERT whose rows belong to several shards: each shard's
     /// part runs at Execute.
     SplitInsert(Arc<super::split_insert::SplitInsert>),
+    /// An INSERT whose sharding key the router generates: the values are
+    /// drawn and the rows routed when the Bind runs.
+    Generated(Arc<PendingGenerated>),
+    /// `SELECT currval/nextval/lastval(...)` of a generated key's
+    /// sequence: answered by the router or sent to a shard, decided when
+    /// the Bind runs.
+    Sequence(Arc<PendingSequence>),
+    /// The router's own one-row answer (a sequence function's value).
+    Answered(Arc<Answered>),
     /// A merged result suspended by an Execute row limit: its remaining
     /// rows were not kept, so a further Execute is refused.
     Exhausted,
@@ -91,6 +100,44 @@ pub struct PendingRoute {
     pub resolved: OnceLock<Route>,
 }
 
+/// The route of a Bind of an INSERT that omits its generated sharding key
+/// ([`crate::plan::Plan::GenerateKey`]): resolved to a split INSERT of the
+/// statement with the drawn values written in when the Bind runs.
+#[derive(Debug)]
+pub struct PendingGenerated {
+    /// The client's statement.
+    pub stmt: Arc<ClientStmt>,
+    /// What to generate.
+    pub plan: Arc<crate::plan::GeneratedInsert>,
+    /// The client's Bind frame (tag and length included).
+    pub bind: Bytes,
+    /// The route, set when the Bind ran.
+    pub resolved: OnceLock<Route>,
+}
+
+/// The route of a Bind of a sequence function call
+/// ([`crate::plan::Plan::SequenceFn`]).
+#[derive(Debug)]
+pub struct PendingSequence {
+    /// The call.
+    pub call: Arc<crate::plan::SequenceCall>,
+    /// The client's result format for the value (0 text, 1 binary).
+    pub format: i16,
+    /// The route, set when the Bind ran.
+    pub resolved: OnceLock<Route>,
+}
+
+/// A value the router answers a portal with.
+#[derive(Debug)]
+pub struct Answered {
+    /// The call answered.
+    pub call: Arc<crate::plan::SequenceCall>,
+    /// The value.
+    pub value: i64,
+    /// The client's result format (0 text, 1 binary).
+    pub format: i16,
+}
+
 /// A bound write to a table owning lookup vindexes: the Bind went to
 /// `shards`; Execute runs the lookup maintenance and the write.
 #[derive(Debug)]
@@ -108,6 +155,8 @@ pub struct OwnedRoute {
 pub fn effective(route: Option<&Route>) -> Option<Route> {
     match route {
         Some(Route::Lookup(p)) => p.resolved.get().cloned(),
+        Some(Route::Generated(p)) => p.resolved.get().cloned(),
+        Some(Route::Sequence(p)) => p.resolved.get().cloned(),
         other => other.cloned(),
     }
 }

@@ -19,6 +19,10 @@
 //! - [`owned`], [`lookup`], [`owned_ext`]: writes to tables owning lookup
 //!   vindexes and routing through lookup tables; [`inject`]: the
 //!   router's own queries inside the client's transaction.
+//! - [`schema`]: table columns read from the shards (schema awareness);
+//!   [`generated`]: generated sharding keys drawn from the distributed
+//!   sequence, `currval`/`nextval`/`lastval` answered by the router
+//!   ([`sequence_values`]: the session's values).
 //! - [`explain`]: `EXPLAIN (ROUTER)`.
 //! - [`route`]: sharding key values → shards (key ranges, IN/ANY pruning).
 //!
@@ -36,12 +40,15 @@ pub mod exchange;
 pub mod explain;
 pub mod fast_path;
 pub mod gather;
+pub mod generated;
 pub mod inject;
 pub mod lookup;
 pub mod message;
 pub mod owned;
 pub mod owned_ext;
 pub mod route;
+pub mod schema;
+pub mod sequence_values;
 pub mod settings;
 pub mod split_insert;
 pub mod statement;

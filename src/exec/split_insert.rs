@@ -60,7 +60,19 @@ pub fn split_insert(
     by_shard: BTreeMap<&str, Vec<usize>>,
     rows: usize,
 ) -> Result<SplitInsert, PgError> {
-    let sql = stmt.query.as_str();
+    split_insert_text(stmt, &stmt.query, b, by_shard, rows)
+}
+
+/// [`split_insert`] of `sql`, the client's statement `stmt` with values
+/// written in (generated sharding keys): the same placeholders and
+/// parameter types, the same result columns. One shard is allowed.
+pub fn split_insert_text(
+    stmt: &Arc<ClientStmt>,
+    sql: &str,
+    b: &Bind<'_>,
+    by_shard: BTreeMap<&str, Vec<usize>>,
+    rows: usize,
+) -> Result<SplitInsert, PgError> {
     let spans = insert_values_spans(sql)
         .filter(|s| s.rows.len() == rows)
         .ok_or_else(|| PgError::unsupported("could not split this multi-row INSERT by shard"))?;
@@ -160,7 +172,9 @@ impl ExecCtx {
         s: &SplitInsert,
         max_rows: i32,
     ) -> Result<bool, End> {
-        if max_rows > 0 && s.returning {
+        // Each VALUES row returns at most one row: a limit at least the
+        // row count suspends nothing.
+        if max_rows > 0 && s.returning && s.order.len() > max_rows as usize {
             self.send_error(&PgError::unsupported(
                 "fetching the RETURNING rows of a multi-row INSERT spanning shards in batches (Execute with a row limit) is not supported yet",
             ));

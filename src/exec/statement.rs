@@ -21,6 +21,8 @@ pub struct ClientStmt {
     pub plan: Arc<Plan>,
     /// Routing version the plan was made with.
     pub version: u64,
+    /// [`crate::state::Routing::schema_epoch`] the plan was made with.
+    pub schema_epoch: u64,
     /// Encoded Parse message with the backend name, injected on demand.
     pub parse_frame: Bytes,
     /// Backend statement name.
@@ -31,6 +33,12 @@ pub struct ClientStmt {
 }
 
 impl ClientStmt {
+    /// True if the statement was planned with `routing` as it is now (the
+    /// same catalog snapshot and table columns).
+    pub fn current(&self, routing: &crate::state::Routing) -> bool {
+        self.version == routing.version && self.schema_epoch == routing.schema_epoch()
+    }
+
     /// The gather plan of the statement, if it is a merged multi-shard
     /// SELECT.
     pub fn gather(&self) -> Option<Arc<GatherPlan>> {

@@ -124,6 +124,12 @@ pub(crate) fn pre_classify(sql: &str, schema: &dyn SchemaView) -> Option<Classif
         "vacuum" | "analyze" | "analyse" | "checkpoint" | "reindex" | "cluster" | "create"
         | "alter" | "drop" | "truncate" | "comment" | "grant" | "revoke" => plain(Plan::AllShards),
         "show" => plain(Plan::AnyShard),
+        "select" if matches!(w1, "currval" | "nextval" | "lastval" | "pg_catalog") => {
+            super::sequence_fn::plan_sequence_call(sql, schema).map(|plan| Classified {
+                plan,
+                text_derived: true,
+            })
+        }
         "set" => plain(Plan::Set {
             // SET LOCAL, SET TRANSACTION and SET CONSTRAINTS last until the
             // end of the transaction.

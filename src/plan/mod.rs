@@ -88,11 +88,14 @@ mod copy;
 mod fingerprint;
 mod gather;
 mod gather_builder;
+mod generated;
 mod having;
 mod lex;
 mod merge;
 mod names;
 mod parse;
+pub mod schema;
+mod sequence_fn;
 mod spans;
 mod split;
 mod statements;
@@ -109,8 +112,12 @@ use foldhash::{HashMap, HashMapExt};
 use parking_lot::RwLock;
 
 pub use fingerprint::Literals;
+pub use generated::with_generated_keys;
 pub use names::quote_ident;
-pub use spans::{has_word, insert_part, insert_values_spans, InsertPart, InsertSpans};
+pub use sequence_fn::{SequenceCall, SequenceFn, SequenceOwner};
+pub use spans::{
+    changes_columns, has_word, insert_part, insert_values_spans, InsertPart, InsertSpans,
+};
 pub use split::split_statements;
 pub use types::*;
 
@@ -141,6 +148,21 @@ pub trait SchemaView: Sync {
     fn lookups(&self, table: &str) -> Vec<(String, Arc<str>)> {
         let _ = table;
         Vec::new()
+    }
+
+    /// The columns of `table` (catalog name) if they were read from the
+    /// shards; None = not known yet (a statement that needs them plans to
+    /// [`Plan::NeedSchema`]). Default: never known.
+    fn table_schema(&self, table: &str) -> Option<schema::SharedSchema> {
+        let _ = table;
+        None
+    }
+
+    /// The table whose generated sharding key sequence `sequence` (name
+    /// without schema) is. Default: none.
+    fn sequence_owner(&self, sequence: &str) -> SequenceOwner {
+        let _ = sequence;
+        SequenceOwner::None
     }
 }
 
@@ -331,6 +353,7 @@ impl Planner {
                 merge: Merge::NeedsText,
                 ..
             }) => (Arc::new(plan_original(sql, schema)), Some(Entry::Original)),
+            Ok(plan @ Plan::NeedSchema { .. }) => (Arc::new(plan), None),
             Ok(plan) => {
                 let p = Arc::new(plan);
                 (p.clone(), Some(Entry::Plan(p)))
@@ -344,7 +367,9 @@ impl Planner {
                         ..
                     }
                 );
-                if has_const(&plan) || syntax {
+                if matches!(plan, Plan::NeedSchema { .. }) {
+                    (Arc::new(plan), None)
+                } else if has_const(&plan) || syntax {
                     (Arc::new(plan), Some(Entry::Original))
                 } else {
                     let p = Arc::new(plan);
@@ -363,7 +388,15 @@ impl Planner {
             return p.clone();
         }
         let p = Arc::new(plan_text(sql, schema, ParamMode::Keys));
-        insert_bounded(&self.extended, self.capacity, sql, p.clone());
+        if !matches!(*p, Plan::NeedSchema { .. }) {
+            insert_bounded(&self.extended, self.capacity, sql, p.clone());
+        }
         p
+    }
+
+    /// [`Planner::plan_extended`] without the cache: for a text made once
+    /// (an INSERT given generated key values).
+    pub fn plan_extended_once(&self, sql: &str, schema: &dyn SchemaView) -> Plan {
+        plan_text(sql, schema, ParamMode::Keys)
     }
 }

@@ -127,7 +127,9 @@ fn parse_and_plan_here(
     schema: &dyn SchemaView,
     mode: ParamMode,
 ) -> Result<Plan, String> {
-    let stmts = Parser::parse_sql(&PostgreSqlDialect {}, text).map_err(parser_message)?;
+    let blanked = without_overriding(text);
+    let parsed = blanked.as_deref().unwrap_or(text);
+    let stmts = Parser::parse_sql(&PostgreSqlDialect {}, parsed).map_err(parser_message)?;
     Ok(match stmts.as_slice() {
         [] => Plan::AnyShard,
         [stmt] => plan_statement(stmt, schema, mode, &statement_kind(text)),
@@ -142,9 +144,47 @@ fn parse_and_plan_here(
     })
 }
 
+/// An INSERT's `OVERRIDING SYSTEM VALUE` / `OVERRIDING USER VALUE`
+/// blanked out (same length), for sqlparser, which does not know the
+/// clause; the shards still get the text as written. None if there is
+/// none.
+fn without_overriding(text: &str) -> Option<String> {
+    let toks: Vec<_> = significant(text).collect();
+    if !toks.first()?.is_word(text, "insert") {
+        return None;
+    }
+    let i = toks.iter().position(|t| t.is_word(text, "overriding"))?;
+    let (kind, value) = (toks.get(i + 1)?, toks.get(i + 2)?);
+    if !(kind.is_word(text, "system") || kind.is_word(text, "user"))
+        || !value.is_word(text, "value")
+    {
+        return None;
+    }
+    let r = toks[i].start..value.end;
+    Some(format!(
+        "{}{}{}",
+        &text[..r.start],
+        " ".repeat(r.len()),
+        &text[r.end..]
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overriding_is_blanked_for_the_parser() {
+        assert_eq!(
+            without_overriding("INSERT INTO t (a) OVERRIDING SYSTEM VALUE VALUES (1)").as_deref(),
+            Some(format!("INSERT INTO t (a) {} VALUES (1)", " ".repeat(23)).as_str())
+        );
+        assert_eq!(
+            without_overriding("INSERT INTO t VALUES ('overriding')"),
+            None
+        );
+        assert_eq!(without_overriding("SELECT overriding FROM t"), None);
+    }
 
     #[test]
     fn counts_binary_operators_only() {

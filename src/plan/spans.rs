@@ -89,6 +89,15 @@ pub fn has_word(sql: &str, kw: &str) -> bool {
     significant(sql).any(|t| t.is_word(sql, kw))
 }
 
+/// True if `sql` is DDL that may change a table's columns (its first
+/// keyword is ALTER, DROP or CREATE): the router forgets the columns it
+/// read.
+pub fn changes_columns(sql: &str) -> bool {
+    significant(sql).next().is_some_and(|t| {
+        t.is_word(sql, "alter") || t.is_word(sql, "drop") || t.is_word(sql, "create")
+    })
+}
+
 /// One shard's part of a multi-row INSERT with `$n` parameters: the
 /// statement holding only some of the VALUES rows, with its placeholders
 /// renumbered `$1, $2, ...` in order of first use.

@@ -13,7 +13,10 @@ use super::analyze::{Analyzer, ParamMode, Routing};
 use super::merge::scatter_merge;
 use super::names::quote_ident;
 use super::names::{classify_object, last_part, norm_ident, system_write, undeclared, TableClass};
-use super::types::{unsupported, KeyExpr, KeyRef, Merge, OwnedKind, OwnedLookup, OwnedWrite, Plan};
+use super::types::{
+    unsupported, GeneratedInsert, InsertForm, KeyExpr, KeyRef, Merge, OwnedKind, OwnedLookup,
+    OwnedWrite, Plan,
+};
 use super::SchemaView;
 
 /// Plan one parsed statement. `kind` names the statement in errors (its
@@ -196,33 +199,58 @@ fn plan_insert(ins: &Insert, schema: &dyn SchemaView, mode: ParamMode) -> Plan {
         Err(p) => return p,
     };
     let Some(source) = &ins.source else {
-        return unsupported(
-            format!("INSERT ... DEFAULT VALUES into sharded table \"{table}\" is not supported: the sharding key must be given"),
-            None,
-        );
+        // DEFAULT VALUES: one row, every column from its default.
+        return generated_key(schema, table, key, 1, InsertForm::DefaultValues);
     };
-    if ins.columns.is_empty() {
-        return unsupported(
-            format!("INSERT into sharded table {table} must name its columns"),
-            Some(&format!(
-                "write INSERT INTO {table} ({key}, ...) VALUES (...)"
-            )),
-        );
-    }
-    let Some(key_idx) = ins
-        .columns
-        .iter()
-        .position(|c| last_part(c).as_deref() == Some(key.as_str()))
-    else {
-        return unsupported(
-            format!("INSERT into sharded table \"{table}\" must include its sharding key column \"{key}\""),
-            None,
-        );
+    let values_body = match source.body.as_ref() {
+        SetExpr::Values(v) => Some(v),
+        _ => None,
+    };
+    // The target columns: as listed, or (no list) the table's leading
+    // columns, one per VALUES expression.
+    let listed: Vec<String> = if ins.columns.is_empty() {
+        let Some(v) = values_body else {
+            return unsupported(
+                format!("INSERT ... SELECT into sharded table \"{table}\" is not supported yet"),
+                None,
+            );
+        };
+        let Some(ts) = schema.table_schema(&table) else {
+            return Plan::NeedSchema { table };
+        };
+        let width = v.rows.first().map_or(0, |r| r.content.len());
+        if width > ts.columns.len() {
+            return Plan::Error {
+                sqlstate: "42601",
+                message: "INSERT has more expressions than target columns".into(),
+                hint: None,
+            };
+        }
+        ts.columns[..width].iter().map(|c| c.name.clone()).collect()
+    } else {
+        ins.columns
+            .iter()
+            .map(|c| last_part(c).unwrap_or_default())
+            .collect()
+    };
+    let Some(key_idx) = listed.iter().position(|c| *c == key) else {
+        let Some(v) = values_body else {
+            return unsupported(
+                format!("INSERT ... SELECT into sharded table \"{table}\" is not supported yet"),
+                None,
+            );
+        };
+        let form = if ins.columns.is_empty() {
+            InsertForm::Columns(listed)
+        } else {
+            InsertForm::ColumnList
+        };
+        return generated_key(schema, table, key, v.rows.len(), form);
     };
     if source.with.is_some() {
         return unsupported("WITH ... INSERT is not supported yet", None);
     }
-    let SetExpr::Values(values) = source.body.as_ref() else {
+    let Some(values) = values_body else {
         return unsupported(
             format!("INSERT ... SELECT into sharded table \"{table}\" is not supported yet"),
             None,
@@ -232,6 +260,26 @@ fn plan_insert(ins: &Insert, schema: &dyn SchemaView, mode: ParamMode) -> Plan {
         return unsupported(
             format!("this form of INSERT into sharded table \"{table}\" is not supported yet"),
             None,
+        );
+    }
+    let defaults = values
+        .rows
+        .iter()
+        .filter(|r| r.content.get(key_idx).is_some_and(is_default))
+        .count();
+    if defaults == values.rows.len() && defaults > 0 {
+        return generated_key(
+            schema,
+            table,
+            key,
+            values.rows.len(),
+            InsertForm::DefaultAt(key_idx),
+        );
+    }
+    if defaults > 0 {
+        return unsupported(
+            format!("INSERT into sharded table \"{table}\" gives its sharding key \"{key}\" as DEFAULT in some rows only"),
+            Some("give every row a key value, or DEFAULT in every row"),
         );
     }
     let mut an = Analyzer::new(schema, mode);
@@ -304,10 +352,7 @@ fn plan_insert(ins: &Insert, schema: &dyn SchemaView, mode: ParamMode) -> Plan {
     let mut owned = Vec::with_capacity(lookups.len());
     let mut values = Vec::with_capacity(lookups.len());
     for (column, lookup_table) in lookups {
-        let idx = ins
-            .columns
-            .iter()
-            .position(|c| last_part(c).as_deref() == Some(column.as_str()));
+        let idx = listed.iter().position(|c| *c == column);
         let mut per_row = Vec::with_capacity(values_rows(source));
         if let SetExpr::Values(v) = source.body.as_ref() {
             for row in &v.rows {
@@ -337,6 +382,40 @@ fn plan_insert(ins: &Insert, schema: &dyn SchemaView, mode: ParamMode) -> Plan {
             kind: OwnedKind::Insert { values },
         }),
     }
+}
+
+/// The plan of an INSERT of `rows` rows into `table` that omits its
+/// sharding key `key`: [`Plan::GenerateKey`] if the shards would take the
+/// key from a sequence, [`Plan::NeedSchema`] if the columns are not known
+/// yet, else refused (0A000).
+fn generated_key(
+    schema: &dyn SchemaView,
+    table: Arc<str>,
+    key: String,
+    rows: usize,
+    form: InsertForm,
+) -> Plan {
+    let Some(ts) = schema.table_schema(&table) else {
+        return Plan::NeedSchema { table };
+    };
+    match ts.key_generator(&key) {
+        Some(generator) => Plan::GenerateKey(Arc::new(GeneratedInsert {
+            table,
+            key,
+            generator,
+            rows,
+            form,
+        })),
+        None => unsupported(
+            format!("INSERT into sharded table \"{table}\" must include its sharding key column \"{key}\""),
+            Some("give the key a value, or define the column as serial, bigserial, GENERATED ... AS IDENTITY or DEFAULT nextval(...) so the router generates it"),
+        ),
+    }
+}
+
+/// The `DEFAULT` keyword as a VALUES item.
+fn is_default(e: &Expr) -> bool {
+    matches!(e, Expr::Identifier(i) if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default"))
 }
 
 fn values_rows(source: &Query) -> usize {

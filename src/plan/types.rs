@@ -323,14 +323,18 @@ impl Plan {
     pub fn writes(&self) -> bool {
         match self {
             Plan::Keyed { read_only, .. } | Plan::Scatter { read_only, .. } => !read_only,
-            Plan::Insert { .. } | Plan::AllShards | Plan::Broadcast { .. } | Plan::Owned { .. } => {
-                true
-            }
+            Plan::Insert { .. }
+            | Plan::AllShards
+            | Plan::Broadcast { .. }
+            | Plan::Owned { .. }
+            | Plan::NeedSchema { .. }
+            | Plan::GenerateKey(_) => true,
             Plan::Copy(c) => c.from_stdin,
             Plan::Transaction(_)
             | Plan::Set { .. }
             | Plan::AnyShard
             | Plan::RouterExplain(_)
+            | Plan::SequenceFn(_)
             | Plan::Error { .. } => false,
         }
     }
@@ -468,6 +472,23 @@ pub enum Plan {
     /// `EXPLAIN (ROUTER) statement`: answered by the router with the route
     /// of the statement's plan (shards targeted, merge steps, shard SQL).
     RouterExplain(Arc<Plan>),
+    /// The statement (an INSERT without a column list, or without its
+    /// sharding key) needs the columns of `table`: the executor reads them
+    /// from the shards (`exec/schema.rs`) and plans the statement again.
+    /// Never cached.
+    NeedSchema {
+        /// Catalog name of the table.
+        table: Arc<str>,
+    },
+    /// An INSERT ... VALUES that omits the sharding key of a table whose
+    /// key the shards would take from a sequence: the executor draws one
+    /// value per row from the table's distributed sequence, writes them
+    /// into the text ([`super::spans::with_generated_keys`]) and plans it
+    /// again.
+    GenerateKey(Arc<GeneratedInsert>),
+    /// `SELECT currval/nextval/lastval(...)` of a generated sharding key's
+    /// sequence: answered by the router (`exec/generated.rs`).
+    SequenceFn(Arc<super::SequenceCall>),
     /// Refused: returned to the client as an ErrorResponse.
     Error {
         /// SQLSTATE, e.g. "0A000", "42601".
@@ -477,4 +498,35 @@ pub enum Plan {
         /// Optional hint.
         hint: Option<String>,
     },
+}
+
+/// What [`Plan::GenerateKey`] fills in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeneratedInsert {
+    /// Catalog name of the table (also the distributed sequence's name).
+    pub table: Arc<str>,
+    /// The sharding key column (lower case).
+    pub key: String,
+    /// Its type's range and identity kind.
+    pub generator: super::schema::KeyGenerator,
+    /// Number of VALUES rows (one value drawn per row).
+    pub rows: usize,
+    /// Where the key goes in the text.
+    pub form: InsertForm,
+}
+
+/// The shape of an INSERT whose omitted key the router fills in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InsertForm {
+    /// `INSERT INTO t (a, b) VALUES ...`: the key is appended to the
+    /// column list and to every row.
+    ColumnList,
+    /// `INSERT INTO t VALUES ...` (no column list): these leading columns
+    /// of the table, then the key, are named.
+    Columns(Vec<String>),
+    /// `INSERT INTO t DEFAULT VALUES`.
+    DefaultValues,
+    /// Every VALUES row gives the key (item `n`, 0-based) as `DEFAULT`:
+    /// the values replace those items.
+    DefaultAt(usize),
 }

@@ -154,4 +154,8 @@ pub mod codes {
     pub const DATA_CORRUPTED: &str = "XX001";
     /// program_limit_exceeded.
     pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
+    /// sequence_generator_limit_exceeded.
+    pub const SEQUENCE_LIMIT: &str = "2200H";
+    /// undefined_table.
+    pub const UNDEFINED_TABLE: &str = "42P01";
 }

@@ -224,3 +224,22 @@ pub fn text_row_description(buf: &mut BytesMut, names: &[&str]) {
         buf.put_i16(0);
     }
 }
+
+/// Appends a RowDescription of one `bigint` column named `name` in
+/// `format` (0 text, 1 binary), for values the router answers itself
+/// (PostgreSQL docs §55.7 RowDescription; int8 is type OID 20, 8 bytes).
+pub fn int8_row_description(buf: &mut BytesMut, name: &str, format: i16) {
+    let len = 4 + 2 + name.len() + 1 + 18;
+    buf.reserve(len + 1);
+    buf.put_u8(b'T');
+    buf.put_i32(len as i32);
+    buf.put_i16(1);
+    buf.put_slice(name.as_bytes());
+    buf.put_u8(0);
+    buf.put_i32(0);
+    buf.put_i16(0);
+    buf.put_i32(20);
+    buf.put_i16(8);
+    buf.put_i32(-1);
+    buf.put_i16(format);
+}

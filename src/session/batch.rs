@@ -13,6 +13,7 @@ use crate::exec::concat::MergeMode;
 use crate::exec::exchange::{Expect, Slot};
 use crate::exec::message::{effective, Item, Route};
 use crate::exec::End;
+use crate::plan::Plan;
 use crate::protocol::error::codes;
 use crate::protocol::frontend::{Bind, Execute};
 use crate::protocol::{synth, PgError};
@@ -51,6 +52,14 @@ impl Session {
                 }
                 Item::Flush => {
                     self.ctx.out.flush().await?;
+                    true
+                }
+                Item::DescribeStmt { stmt, .. } if matches!(*stmt.plan, Plan::SequenceFn(_)) => {
+                    // No parameters; one bigint column.
+                    if let Plan::SequenceFn(call) = &*stmt.plan {
+                        synth_frame(&mut self.ctx.out.buf, &[b't', 0, 0, 0, 6, 0, 0]);
+                        synth::int8_row_description(&mut self.ctx.out.buf, &call.column, 0);
+                    }
                     true
                 }
                 Item::DescribeStmt { stmt, frame } => {
@@ -121,7 +130,8 @@ impl Session {
                         | Some(Route::Copy(..))
                         | Some(Route::Set { .. })
                         | Some(Route::Gather { .. })
-                        | Some(Route::SplitInsert(_)) => {
+                        | Some(Route::SplitInsert(_))
+                        | Some(Route::Answered(_)) => {
                             synth_frame(&mut self.ctx.out.buf, synth::BIND_COMPLETE);
                             true
                         }
@@ -131,7 +141,10 @@ impl Session {
                                 .one_message(&s, Some(&stmt), &frame, Expect::Bind)
                                 .await?
                         }
-                        Some(Route::Lookup(_)) | Some(Route::Exhausted) => {
+                        Some(Route::Lookup(_))
+                        | Some(Route::Generated(_))
+                        | Some(Route::Sequence(_))
+                        | Some(Route::Exhausted) => {
                             self.ctx.send_error(&PgError::new(
                                 codes::INTERNAL_ERROR,
                                 "unresolved lookup route",
@@ -199,6 +212,14 @@ impl Session {
                                     Some(p.result_formats.clone()),
                                 )
                                 .await?
+                        }
+                        Some(Route::Answered(a)) if expect == Expect::DescribePortal => {
+                            synth::int8_row_description(
+                                &mut self.ctx.out.buf,
+                                &a.call.column,
+                                a.format,
+                            );
+                            true
                         }
                         Some(Route::Shard(s)) => {
                             let frame = frame.clone();
@@ -275,6 +296,11 @@ impl Session {
                             .unwrap_or(0);
                         self.ctx.split_insert_execute(&p, max_rows).await?
                     }
+                    Some(Route::Answered(a)) => {
+                        self.ctx
+                            .write_sequence_value(&a.call, a.value, a.format, false);
+                        true
+                    }
                     Some(Route::Txn(t, sql)) => self.ctx.txn_command(&t, &sql).await?,
                     Some(Route::Copy(c, sql)) => {
                         let routing = self.ctx.state.routing();
@@ -289,7 +315,10 @@ impl Session {
                         self.ctx.send_error(&exhausted());
                         false
                     }
-                    Some(Route::Lookup(_)) | None => {
+                    Some(Route::Lookup(_))
+                    | Some(Route::Generated(_))
+                    | Some(Route::Sequence(_))
+                    | None => {
                         // A pending route whose Bind failed.
                         self.ctx.send_error(&PgError::new(
                             codes::INVALID_CURSOR_NAME,
@@ -333,12 +362,21 @@ impl Session {
 
     /// The route a Bind runs with: a pending lookup route is resolved now
     /// (the lookup table is read in batch order, after the batch's earlier
-    /// statements). None if that failed (error sent).
+    /// statements), generated key values are drawn now. None if that
+    /// failed (error sent).
     async fn bind_route(&mut self, routing: &Routing, route: &Route) -> Result<Option<Route>, End> {
         match route {
             Route::Lookup(p) => {
                 let p = p.clone();
                 self.ctx.resolve_lookup(routing, &p).await
+            }
+            Route::Generated(p) => {
+                let p = p.clone();
+                self.ctx.resolve_generated(routing, &p).await
+            }
+            Route::Sequence(p) => {
+                let p = p.clone();
+                self.ctx.resolve_sequence(routing, &p).await
             }
             r => Ok(Some(r.clone())),
         }

@@ -17,7 +17,9 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 
 use crate::exec::concat::MergeMode;
-use crate::exec::message::{scatter_route, Item, OwnedRoute, PendingRoute, Route};
+use crate::exec::message::{
+    scatter_route, Item, OwnedRoute, PendingGenerated, PendingRoute, PendingSequence, Route,
+};
 use crate::exec::owned::keyed_shard;
 use crate::exec::owned_ext::{needs_lookup, owned_block};
 use crate::exec::route::{key_shard, null_key, rows_by_shard, scatter_shards, Values};
@@ -55,6 +57,17 @@ impl Session {
                 }
             }
         }
+        // Table columns the batch's statements need are read first.
+        let mut read_schema = false;
+        if !failed {
+            match self.read_schemas(&routing, &frames).await? {
+                None => {}
+                Some(ok) => {
+                    read_schema = true;
+                    failed = !ok;
+                }
+            }
+        }
         for f in &frames {
             if failed && f.tag != b'S' {
                 continue;
@@ -76,9 +89,27 @@ impl Session {
             self.ctx.leave_gate();
         }
         let syncs = items.iter().any(|it| matches!(it, Item::Sync));
+        if failed && read_schema && !syncs {
+            // The schema read failed (error sent): skip to the Sync.
+            self.skip_until_sync = true;
+        }
+        for it in &items {
+            if let Item::Bind {
+                stmt,
+                route: Route::Multi(..),
+                ..
+            } = it
+            {
+                if matches!(*stmt.plan, Plan::AllShards) {
+                    self.ctx.note_ddl(&routing, &stmt.query);
+                }
+            }
+        }
         self.open_batch_block(&mut items, syncs, routing.catalog.shards.len());
         let mut target: Option<&str> = None;
-        let mut fast = true;
+        // Reading columns left messages on shards that only the slow
+        // path's Sync reaches.
+        let mut fast = !read_schema;
         for it in &items {
             match it.route() {
                 Some(Route::Shard(s)) => {
@@ -143,17 +174,57 @@ impl Session {
         }
     }
 
+    /// Reads the columns of the tables the batch's Parse messages, and the
+    /// statements its Bind messages plan again, need
+    /// ([`Plan::NeedSchema`]), inside the session's transaction. None if
+    /// none was needed; Some(false) if a read failed (the error was sent).
+    async fn read_schemas(
+        &mut self,
+        routing: &Routing,
+        frames: &[Frame],
+    ) -> Result<Option<bool>, End> {
+        let mut read = None;
+        for f in frames {
+            let query = match f.tag {
+                b'P' => match Parse::decode(f.body()) {
+                    Ok(p) => p.query.to_string(),
+                    Err(_) => continue,
+                },
+                b'B' => match Bind::decode(f.body())
+                    .ok()
+                    .and_then(|b| self.statements.get(b.statement))
+                {
+                    Some(s)
+                        if !s.current(routing) || matches!(*s.plan, Plan::NeedSchema { .. }) =>
+                    {
+                        s.query.clone()
+                    }
+                    _ => continue,
+                },
+                _ => continue,
+            };
+            let plan = routing.planner.plan_extended(&query, routing);
+            let Plan::NeedSchema { table } = &*plan else {
+                continue;
+            };
+            self.ctx.in_extended = true;
+            let ok = self.ctx.load_schema(routing, table).await;
+            self.ctx.in_extended = false;
+            read = Some(ok?);
+            if read == Some(false) {
+                break;
+            }
+        }
+        Ok(read)
+    }
+
     /// Whether the batch may write: a Parse of a statement that writes, or
     /// a Bind of a prepared one (checked before routing, for the write
     /// gate).
     fn batch_writes(&self, routing: &Routing, frames: &[Frame]) -> bool {
         frames.iter().any(|f| match f.tag {
-            b'P' => Parse::decode(f.body()).is_ok_and(|p| {
-                routing
-                    .planner
-                    .plan_extended(p.query, &*routing.catalog)
-                    .writes()
-            }),
+            b'P' => Parse::decode(f.body())
+                .is_ok_and(|p| routing.planner.plan_extended(p.query, routing).writes()),
             b'B' => Bind::decode(f.body()).is_ok_and(|b| {
                 self.statements
                     .get(b.statement)
@@ -193,6 +264,11 @@ impl Session {
                     route: Route::SplitInsert(p),
                     ..
                 } => p.parts.len(),
+                // Rows may land on several shards.
+                Item::Bind {
+                    route: Route::Generated(p),
+                    ..
+                } => p.plan.rows,
                 _ => continue,
             };
             if n > 1 {
@@ -437,6 +513,23 @@ impl Session {
             Plan::RouterExplain(_) => {
                 return Err(PgError::unsupported(
                     "EXPLAIN (ROUTER) is answered in the simple query protocol only",
+                ))
+            }
+            Plan::GenerateKey(g) => Route::Generated(Arc::new(PendingGenerated {
+                stmt: stmt.clone(),
+                plan: g.clone(),
+                bind: frame.clone(),
+                resolved: OnceLock::new(),
+            })),
+            Plan::SequenceFn(call) => Route::Sequence(Arc::new(PendingSequence {
+                call: call.clone(),
+                format: b.result_formats.first().copied().unwrap_or(0),
+                resolved: OnceLock::new(),
+            })),
+            Plan::NeedSchema { table } => {
+                return Err(PgError::new(
+                    codes::INTERNAL_ERROR,
+                    format!("the columns of \"{table}\" were not read before Bind"),
                 ))
             }
         })

@@ -14,6 +14,7 @@ use crate::state::Routing;
 
 use crate::exec::concat::MergeMode;
 use crate::exec::exchange::{Expect, Slot};
+use crate::exec::generated::SequenceAnswer;
 use crate::exec::owned::{keyed_shard, InsertTargets};
 use crate::exec::route::Values;
 use crate::exec::txn_control::ends_failed_block;
@@ -39,14 +40,14 @@ impl Session {
         }
         let mut routing = self.ctx.state.routing();
         if stmts.len() == 1 {
-            let (mut p, mut lits) = routing.planner.plan_simple(stmts[0], &*routing.catalog);
+            let (mut p, mut lits) = routing.planner.plan_simple(stmts[0], &*routing);
             if p.writes() {
                 match self.ctx.admit_write().await {
                     Ok(false) => {}
                     Ok(true) => {
                         // Held across a routing change: plan again.
                         routing = self.ctx.state.routing();
-                        (p, lits) = routing.planner.plan_simple(stmts[0], &*routing.catalog);
+                        (p, lits) = routing.planner.plan_simple(stmts[0], &*routing);
                     }
                     Err(e) => {
                         self.ctx.send_error(&e);
@@ -64,7 +65,7 @@ impl Session {
         }
         let mut planned: Vec<_> = stmts
             .iter()
-            .map(|s| (*s, routing.planner.plan_simple(s, &*routing.catalog)))
+            .map(|s| (*s, routing.planner.plan_simple(s, &*routing)))
             .collect();
         if planned.iter().any(|(_, (p, _))| p.writes()) {
             match self.ctx.admit_write().await {
@@ -73,7 +74,7 @@ impl Session {
                     routing = self.ctx.state.routing();
                     planned = stmts
                         .iter()
-                        .map(|s| (*s, routing.planner.plan_simple(s, &*routing.catalog)))
+                        .map(|s| (*s, routing.planner.plan_simple(s, &*routing)))
                         .collect();
                 }
                 Err(e) => {
@@ -89,10 +90,19 @@ impl Session {
         if implicit {
             self.ctx.block = Some(Block::new("BEGIN", true));
         }
-        for (s, (p, lits)) in &planned {
+        let mut i = 0;
+        while let Some((s, (p, lits))) = planned.get(i) {
             if !self.exec_simple(&routing, s, p, lits, None).await? {
                 break;
             }
+            // DDL changed columns: later statements are planned with the
+            // table's new columns.
+            if plan::changes_columns(s) {
+                for (s, plan) in planned.iter_mut().skip(i + 1) {
+                    *plan = routing.planner.plan_simple(s, &*routing);
+                }
+            }
+            i += 1;
         }
         if implicit {
             let commit = !self.ctx.block.as_ref().is_some_and(|b| b.failed);
@@ -149,6 +159,20 @@ impl Session {
                     Ok(false)
                 }
             },
+            Plan::SequenceFn(call) => match self.ctx.sequence_fn(routing, call).await {
+                SequenceAnswer::Value(v) => {
+                    self.ctx.write_sequence_value(call, v, 0, true);
+                    Ok(true)
+                }
+                SequenceAnswer::Failed => Ok(false),
+                SequenceAnswer::Forward => match self.ctx.any_shard() {
+                    Ok(s) => self.ctx.exchange_one(&s, &query_msg(), q()).await,
+                    Err(e) => {
+                        self.ctx.send_error(&e);
+                        Ok(false)
+                    }
+                },
+            },
             Plan::AllShards | Plan::Broadcast { .. } => {
                 let msg = query_msg();
                 let parts: Vec<_> = routing
@@ -169,6 +193,7 @@ impl Session {
                     return Ok(false);
                 };
                 let ok = self.ctx.exchange_many(parts, MergeMode::FirstOnly).await?;
+                self.ctx.note_ddl(routing, sql);
                 self.ctx.close_write_block(implicit, ok).await
             }
             Plan::Keyed { keys, .. } => {
@@ -279,6 +304,26 @@ impl Session {
                 let ok = self.ctx.copy(&mut self.reader, routing, sql, c).await?;
                 self.ctx.close_write_block(implicit, ok).await
             }
+            Plan::NeedSchema { table } => {
+                if !self.ctx.load_schema(routing, table).await? {
+                    return Ok(false);
+                }
+                let (p, lits) = routing.planner.plan_simple(sql, routing);
+                if matches!(*p, Plan::NeedSchema { .. }) {
+                    return self.internal("the table's columns were read but not used");
+                }
+                Box::pin(self.exec_simple(routing, sql, &p, &lits, raw)).await
+            }
+            Plan::GenerateKey(g) => {
+                let Some(text) = self.ctx.generate_keys(sql, g).await else {
+                    return Ok(false);
+                };
+                let (p, lits) = routing.planner.plan_simple(&text, routing);
+                if matches!(*p, Plan::NeedSchema { .. } | Plan::GenerateKey(_)) {
+                    return self.internal("an INSERT given generated keys still lacks them");
+                }
+                Box::pin(self.exec_simple(routing, &text, &p, &lits, None)).await
+            }
             Plan::RouterExplain(inner) => {
                 match crate::exec::explain::explain_lines(routing, inner, sql, lits) {
                     Ok(lines) => {
@@ -296,5 +341,15 @@ impl Session {
                 }
             }
         }
+    }
+}
+
+impl Session {
+    /// Sends XX000 `message` (a planner invariant broken); the statement
+    /// failed.
+    fn internal(&mut self, message: &str) -> Result<bool, End> {
+        self.ctx
+            .send_error(&PgError::new(codes::INTERNAL_ERROR, message.to_string()));
+        Ok(false)
     }
 }

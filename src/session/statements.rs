@@ -52,10 +52,7 @@ impl Session {
                     format!("prepared statement \"{}\" already exists", p.name),
                 ));
             }
-            if old.query == p.query
-                && old.param_types == p.param_types
-                && old.version == routing.version
-            {
+            if old.query == p.query && old.param_types == p.param_types && old.current(routing) {
                 return Ok(old.clone());
             }
         }
@@ -65,7 +62,7 @@ impl Session {
     }
 
     fn new_statement(&self, routing: &Routing, query: &str, types: &[u32]) -> ClientStmt {
-        let plan = routing.planner.plan_extended(query, &*routing.catalog);
+        let plan = routing.planner.plan_extended(query, routing);
         // A gather prepares its rewritten statement on the shards.
         let shard_text: Option<String> = match &*plan {
             Plan::Scatter {
@@ -93,6 +90,7 @@ impl Session {
             param_types: types.to_vec(),
             plan,
             version: routing.version,
+            schema_epoch: routing.schema_epoch(),
             parse_frame: pf.freeze(),
             backend_name,
             shard_param_types: OnceLock::new(),
@@ -114,10 +112,10 @@ impl Session {
                 },
             ));
         };
-        if s.version == routing.version {
+        if s.current(routing) {
             return Ok(s.clone());
         }
-        // The catalog changed since Parse: plan again.
+        // The catalog or a table's columns changed since Parse: plan again.
         let fresh = Arc::new(self.new_statement(routing, &s.query.clone(), &s.param_types.clone()));
         self.statements.insert(name.to_string(), fresh.clone());
         Ok(fresh)

@@ -51,19 +51,14 @@ const FAST: Duration = Duration::from_millis(2);
 /// its own, except for a DSN that does not parse.
 pub fn spawn(state: Arc<RouterState>, dsn: String) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut config = match dsn.parse::<Config>() {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "lease: invalid catalog DSN; writes stay refused");
-                return;
-            }
-        };
-        if config.get_application_name().is_none() {
-            config.application_name(APPLICATION_NAME);
-        }
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(Duration::from_secs(2));
-        }
+        let config =
+            match crate::catalog::session_config(&dsn, APPLICATION_NAME, Duration::from_secs(2)) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e, "lease: invalid catalog DSN; writes stay refused");
+                    return;
+                }
+            };
         let mut backoff = Duration::from_millis(100);
         loop {
             match session(&state, &config).await {

@@ -6,6 +6,7 @@
 pub mod clients;
 pub mod gate;
 pub mod lease;
+pub mod sequences;
 pub mod splits;
 pub mod tls;
 
@@ -21,7 +22,8 @@ use crate::auth::UserDb;
 use crate::backend::{BackendConn, BackendError, ShardHealth, ShardPool, ShardTarget};
 use crate::catalog::Catalog;
 use crate::config::{BackendConfig, LimitsConfig, RouterConfig};
-use crate::plan::{Planner, SchemaView};
+use crate::plan::schema::SharedSchema;
+use crate::plan::{Planner, SchemaView, SequenceOwner};
 use crate::txn::log::DecisionLog;
 use crate::txn::{Gids, TxnConfig};
 
@@ -35,6 +37,94 @@ pub struct Routing {
     pub planner: Planner,
     /// Increases by one with every catalog change.
     pub version: u64,
+    /// Table columns read from the shards (by catalog table name), for
+    /// this catalog; cleared with the plan cache after DDL through the
+    /// router ([`Routing::forget_schemas`]).
+    pub schemas: RwLock<HashMap<String, SharedSchema>>,
+    /// Increases whenever `schemas` changes: prepared statements planned
+    /// at another value are planned again.
+    schema_epoch: AtomicU64,
+}
+
+impl Routing {
+    /// A snapshot of `catalog` with empty caches.
+    fn new(catalog: Arc<Catalog>, plan_cache_capacity: usize, version: u64) -> Routing {
+        Routing {
+            catalog,
+            planner: Planner::new(plan_cache_capacity),
+            version,
+            schemas: RwLock::new(HashMap::new()),
+            schema_epoch: AtomicU64::new(0),
+        }
+    }
+
+    /// The version of the table columns known (see [`Routing::schemas`]).
+    pub fn schema_epoch(&self) -> u64 {
+        self.schema_epoch.load(Ordering::Acquire)
+    }
+
+    /// Records the columns of `table` (read from the shards) and drops the
+    /// cached plans, some of which were made without them.
+    pub fn install_schema(&self, table: &str, schema: SharedSchema) {
+        self.schemas.write().insert(table.to_string(), schema);
+        self.planner.clear();
+        self.schema_epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Forgets every table's columns and the plans made from them (after
+    /// DDL through the router).
+    pub fn forget_schemas(&self) {
+        let had = {
+            let mut s = self.schemas.write();
+            let had = !s.is_empty();
+            s.clear();
+            had
+        };
+        if had {
+            self.planner.clear();
+            self.schema_epoch.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl SchemaView for Routing {
+    fn key_column(&self, table: &str) -> Option<&str> {
+        self.catalog.key_column(table)
+    }
+
+    fn is_reference(&self, table: &str) -> bool {
+        self.catalog.is_reference(table)
+    }
+
+    fn lookups(&self, table: &str) -> Vec<(String, Arc<str>)> {
+        SchemaView::lookups(&*self.catalog, table)
+    }
+
+    fn table_schema(&self, table: &str) -> Option<SharedSchema> {
+        self.schemas.read().get(table).cloned()
+    }
+
+    fn sequence_owner(&self, sequence: &str) -> SequenceOwner {
+        let schemas = self.schemas.read();
+        for (name, t) in &self.catalog.tables {
+            let key = t.key_column.as_str();
+            match schemas.get(name) {
+                Some(s) => {
+                    if s.key_generator(key)
+                        .is_some_and(|g| g.sequence.as_deref() == Some(sequence))
+                    {
+                        return SequenceOwner::Table(name.clone());
+                    }
+                }
+                // serial's default name: <table>_<column>_seq.
+                None if sequence == format!("{name}_{key}_seq") => {
+                    return SequenceOwner::Unread(name.clone())
+                }
+                None => {}
+            }
+        }
+        SequenceOwner::None
+    }
 }
 
 impl SchemaView for Catalog {
@@ -99,6 +189,8 @@ pub struct RouterState {
     pub splits: splits::SplitBoard,
     /// The `[resharding]` settings.
     pub resharding: crate::config::ReshardingConfig,
+    /// Blocks of generated sharding key values reserved by this router.
+    pub sequences: sequences::Sequences,
 }
 
 /// Why a configuration reload was refused (nothing was applied).
@@ -173,11 +265,11 @@ impl RouterState {
     ) -> Arc<Self> {
         let workers = cfg.effective_workers();
         let st = Arc::new(RouterState {
-            routing: ArcSwap::from_pointee(Routing {
-                catalog: Arc::new(Catalog::empty()),
-                planner: Planner::new(cfg.limits.plan_cache_capacity),
-                version: 0,
-            }),
+            routing: ArcSwap::from_pointee(Routing::new(
+                Arc::new(Catalog::empty()),
+                cfg.limits.plan_cache_capacity,
+                0,
+            )),
             pools: RwLock::new(HashMap::new()),
             health: RwLock::new(HashMap::new()),
             workers: workers.max(1),
@@ -202,6 +294,7 @@ impl RouterState {
             gate: gate::WriteGate::without_lease(),
             splits: splits::SplitBoard::default(),
             resharding: cfg.resharding.clone(),
+            sequences: sequences::Sequences::default(),
         });
         st.apply_catalog(catalog);
         st
@@ -218,11 +311,11 @@ impl RouterState {
     pub fn apply_catalog(&self, catalog: Catalog) {
         self.refresh_pools(&catalog);
         let version = self.version.fetch_add(1, Ordering::SeqCst) + 1;
-        self.routing.store(Arc::new(Routing {
-            catalog: Arc::new(catalog),
-            planner: Planner::new(self.limits.load().plan_cache_capacity),
+        self.routing.store(Arc::new(Routing::new(
+            Arc::new(catalog),
+            self.limits.load().plan_cache_capacity,
             version,
-        }));
+        )));
     }
 
     /// Makes a pool set for every shard of `catalog` whose target or pool

@@ -59,6 +59,27 @@ public class BulkJdbc {
                     throw new AssertionError("rows " + rs.getLong(1) + " sum " + rs.getLong(2) + ", want 500 / " + want);
             }
             c.commit();
+            // Generated keys (gk: id bigserial sharded by id): a rewritten
+            // batch omitting the key, the router's values returned.
+            try (PreparedStatement ps = c.prepareStatement("INSERT INTO gk (v) VALUES (?)", Statement.RETURN_GENERATED_KEYS)) {
+                for (int i = 0; i < 10; i++) {
+                    ps.setString(1, "jg" + i);
+                    ps.addBatch();
+                }
+                ps.executeBatch();
+                java.util.Set<Long> ids = new java.util.HashSet<>();
+                try (ResultSet rs = ps.getGeneratedKeys()) {
+                    while (rs.next()) ids.add(rs.getLong("id"));
+                }
+                if (ids.size() != 10) throw new AssertionError("generated keys " + ids);
+            }
+            c.commit();
+            try (Statement st = c.createStatement();
+                 ResultSet rs = st.executeQuery("SELECT count(DISTINCT id) FROM gk WHERE v LIKE 'jg%'")) {
+                rs.next();
+                if (rs.getLong(1) != 10) throw new AssertionError("gk rows " + rs.getLong(1));
+            }
+            c.commit();
         }
         System.out.println("pgjdbc ok");
     }

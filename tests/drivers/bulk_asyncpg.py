@@ -29,6 +29,14 @@ async def main():
     )
     want = [r[0] for r in rows] + [r[0] for r in recs] + keys
     assert (n, s) == (len(want), sum(want)), (n, s, len(want), sum(want))
+    # Generated keys (gk: id bigserial sharded by id): fetchval (Execute
+    # with a row limit of 1) and executemany omitting the key.
+    first = await conn.fetchval("INSERT INTO gk (v) VALUES ($1) RETURNING id", "a1")
+    await conn.executemany("INSERT INTO gk (v) VALUES ($1)", [("a2",), ("a3",), ("a4",)])
+    last = await conn.fetchval("SELECT lastval()")
+    assert last > first, (first, last)
+    n = await conn.fetchval("SELECT count(*) FROM gk WHERE v LIKE 'a%' AND id BETWEEN $1 AND $2", first, last)
+    assert n == 4, n
     await conn.close()
     print("asyncpg ok")
 

@@ -40,4 +40,22 @@ with psycopg.connect(conninfo, autocommit=True) as conn:
     n, s = cur.fetchone()
     want = [base + i for i in range(200)] + [base + 1000 + i for i in range(50)] + keys
     assert (n, s) == (len(want), sum(want)), (n, s, len(want), sum(want))
+
+    # Generated keys (gk: id bigserial sharded by id): executemany and a
+    # multi-row INSERT that omit the key, RETURNING the router's values.
+    cur.executemany("INSERT INTO gk (v) VALUES (%s) RETURNING id", [("ps1",), ("ps2",)], returning=True)
+    ids = []
+    while True:
+        ids.extend(r[0] for r in cur.fetchall())
+        if not cur.nextset():
+            break
+    cur.execute("INSERT INTO gk (v) VALUES (%s), (%s), (%s) RETURNING id, v", ["ps3", "ps4", "ps5"])
+    got = cur.fetchall()
+    assert [r[1] for r in got] == ["ps3", "ps4", "ps5"], got
+    ids.extend(r[0] for r in got)
+    assert len(set(ids)) == 5 and ids == sorted(ids), ids
+    cur.execute("SELECT currval('gk_id_seq')")
+    assert cur.fetchone()[0] == ids[-1]
+    cur.execute("SELECT count(*) FROM gk WHERE id = ANY(%s)", (ids,))
+    assert cur.fetchone()[0] == 5
 print("psycopg ok")

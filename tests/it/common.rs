@@ -198,6 +198,21 @@ pub fn quiet_recovery(mode: pg_router::txn::TransactionMode) -> pg_router::txn::
     }
 }
 
+/// The server's message of a failed call ("" for a client-side error).
+pub fn db_message(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default()
+}
+
+/// [`db_message`] followed by the DETAIL, if any, in parentheses.
+pub fn db_message_detail(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error().and_then(|d| d.detail()) {
+        Some(detail) => format!("{} ({detail})", db_message(e)),
+        None => db_message(e),
+    }
+}
+
 /// Sum over the shards of `sql` (a `count(*)`-like query returning one
 /// int8), each run directly on the shard.
 pub async fn sum_on_shards(dev: &DevCluster, sql: &str) -> i64 {

@@ -2,7 +2,9 @@
 //! `tests/drivers/`): psycopg 3 `executemany` (pipelined) and a multi-row
 //! INSERT with server-side parameters, asyncpg `executemany` and
 //! `copy_records_to_table` (binary COPY), pgjdbc batches with
-//! `reWriteBatchedInserts=true` (multi-row INSERTs with parameters). Each
+//! `reWriteBatchedInserts=true` (multi-row INSERTs with parameters); and
+//! the same drivers inserting rows whose generated sharding key they omit
+//! (`RETURNING`, `fetchval`, `getGeneratedKeys`, `currval`/`lastval`). Each
 //! script checks what it inserted through the router; this test then
 //! checks on the shards themselves that every row is on the shard its
 //! vindex names and that both shards got rows.
@@ -40,10 +42,14 @@ fn run(cmd: &mut Command, expect: &str) {
 async fn drivers_bulk_inserts_land_on_their_shards() {
     let dev = common::start(2, 4).await;
     let c = common::connect(&dev).await;
-    c.batch_execute("CREATE TABLE kv (k int PRIMARY KEY, v text)")
-        .await
-        .unwrap();
+    c.batch_execute(
+        "CREATE TABLE kv (k int PRIMARY KEY, v text);
+         CREATE TABLE gk (id bigserial PRIMARY KEY, v text)",
+    )
+    .await
+    .unwrap();
     common::add_table(&dev, "kv", "k", "int").await;
+    common::add_table(&dev, "gk", "id", "int").await;
     let port = dev.router.addr.port().to_string();
     let dir = drivers_dir();
 
@@ -100,4 +106,17 @@ async fn drivers_bulk_inserts_land_on_their_shards() {
         total += rows.len();
     }
     assert_eq!(total, 290 + 630 + 500);
+    // Generated keys: unique over the shards, each row where its key says.
+    let mut ids = std::collections::HashSet::new();
+    let gk = catalog.table("gk").expect("gk declared");
+    for s in &dev.cluster.shards {
+        let d = common::connect_direct(s).await;
+        for r in d.query("SELECT id FROM gk", &[]).await.unwrap() {
+            let id: i64 = r.get(0);
+            let owner = routing.shard_for(gk.vindex.keyspace_id(&KeyValue::Int(id)));
+            assert_eq!(owner, s.name, "generated key {id} on the wrong shard");
+            assert!(ids.insert(id), "generated key {id} twice");
+        }
+    }
+    assert_eq!(ids.len(), 5 + 4 + 10);
 }

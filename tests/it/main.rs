@@ -17,6 +17,7 @@ mod admin;
 mod bulk_insert;
 mod fuzz_frontend;
 mod gather;
+mod generated_keys;
 mod isolation;
 mod layout;
 mod lookup;

@@ -277,13 +277,6 @@ async fn read_error(s: &mut tokio::net::TcpStream, buf: &mut BytesMut) -> (Strin
     (error_code(body).unwrap_or_default(), message)
 }
 
-/// The server's message of a failed call ("" for a client-side error).
-fn db_message(e: &tokio_postgres::Error) -> String {
-    e.as_db_error()
-        .map(|d| d.message().to_string())
-        .unwrap_or_default()
-}
-
 /// Reads until the router closes `s` (10 s at most); returns the bytes.
 async fn read_to_close(s: &mut tokio::net::TcpStream) -> Vec<u8> {
     use tokio::io::AsyncReadExt;
@@ -342,7 +335,7 @@ async fn client_auth() {
             .unwrap_or_else(|| panic!("{user} got in"));
         assert_eq!(common::sqlstate(&e), "28P01", "{user} ({method}): {e}");
         assert_eq!(
-            db_message(&e),
+            common::db_message(&e),
             format!("password authentication failed for user \"{user}\"")
         );
     }
@@ -498,7 +491,7 @@ async fn connection_limits() {
         .err()
         .expect("fourth client admitted");
     assert_eq!(common::sqlstate(&e), "53300", "{e}");
-    assert_eq!(db_message(&e), "sorry, too many clients already");
+    assert_eq!(common::db_message(&e), "sorry, too many clients already");
     drop(c3);
     let port = dev.router.addr.port();
     let (c3, _) = connect_retry(port, "postgres", None).await;
@@ -520,7 +513,7 @@ async fn connection_limits() {
     assert_eq!(common::sqlstate(&e), "57014", "{e}");
     let shard_x = &dev.cluster.shards[0].name;
     assert!(
-        db_message(&e).contains(&format!("connection to shard \"{shard_x}\"")),
+        common::db_message(&e).contains(&format!("connection to shard \"{shard_x}\"")),
         "{e:?}"
     );
     assert!(

@@ -1,12 +1,15 @@
 //! Seeded differential test of multi-shard SELECT merging (scatter-gather).
 //!
 //! The same data set is loaded twice: through the router into a sharded
-//! cluster (3 shards, `items` sharded on `id`, `events` on `k`) and directly
+//! cluster (3 shards, `items` sharded on `id`, `events` on `k`, `logs` on a
+//! generated key `id`) and directly
 //! into a plain, unsharded PostgreSQL database (`reference`, created on the
 //! catalog instance). A seeded generator then produces SELECTs of many shapes
 //! — filters, ORDER BY mixes with LIMIT/OFFSET, aggregates with and without
 //! GROUP BY/HAVING, DISTINCT, DISTINCT ON, key lookups — over both the simple
-//! and the extended protocol, interleaved with writes applied to both sides.
+//! and the extended protocol, interleaved with writes applied to both sides
+//! (multi-row INSERTs with literals and with parameters, INSERTs without a
+//! column list, INSERTs whose generated key the router draws).
 //! Every query runs on the reference first, then through the router, and the
 //! results are compared:
 //!
@@ -81,6 +84,13 @@ const ITEMS_DDL: &str =
     "CREATE TABLE items (id bigint PRIMARY KEY, g int, h text, n numeric(12,2), \
      f float8, b bool, d date, ts timestamp, tz timestamptz, u uuid, s smallint)";
 const EVENTS_DDL: &str = "CREATE TABLE events (k bigint, id bigint, v int, PRIMARY KEY (k, id))";
+/// Sharded by a generated key: rows are inserted without `id`, the router
+/// draws it from its distributed sequence, the reference from the serial's
+/// own sequence; both hand out 1, 2, 3, ... to one session.
+const LOGS_DDL: &str = "CREATE TABLE logs (id bigserial PRIMARY KEY, item bigint, v int)";
+/// Rows initially loaded into `logs` (in batches, half of them with
+/// parameters).
+const LOG_ROWS: usize = 600;
 const ITEM_COLS: &[&str] = &["id", "g", "h", "n", "f", "b", "d", "ts", "tz", "u", "s"];
 const ITEMS_INSERT: &str = "INSERT INTO items (id, g, h, n, f, b, d, ts, tz, u, s) VALUES ";
 
@@ -293,6 +303,15 @@ fn item_row(rng: &mut Rng, id: i64, infinity_date: bool) -> String {
     let u = nullable(rng, gen_uuid);
     let s = nullable(rng, |r| r.i16(-300..=300).to_string());
     format!("({id}, {g}, {h}, {n}, {f}, {b}, {d}, {ts}, {tz}, {u}, {s})")
+}
+
+/// A `logs` row without its key: `(item, v)`.
+fn log_row(rng: &mut Rng) -> String {
+    format!(
+        "({}, {})",
+        rng.i64(1..20_000),
+        nullable(rng, |r| r.i32(-50..500).to_string())
+    )
 }
 
 fn event_rows(rng: &mut Rng, k: i64) -> Vec<String> {
@@ -1166,13 +1185,36 @@ impl Gen<'_> {
         }
     }
 
+    /// Queries over `logs`, whose keys were generated: the same ids on
+    /// both sides.
+    fn logs(&mut self) -> Q {
+        let m = self.rng.i64(2..7);
+        if self.chance(0.5) {
+            let (r, l) = (self.rng.i64(0..m), self.rng.i64(1..40));
+            let sql = format!(
+                "SELECT id, item, v FROM logs WHERE item % {} = {} ORDER BY id DESC LIMIT {}",
+                self.big(m),
+                self.big(r),
+                self.big(l)
+            );
+            self.finish("logs (generated keys)", sql, Order::Total, vec![])
+        } else {
+            let sql = format!(
+                "SELECT v % {} AS r, count(*), sum(id), min(id), max(item) FROM logs GROUP BY 1 ORDER BY 1",
+                self.int(m as i32)
+            );
+            self.finish("logs (generated keys)", sql, Order::Total, vec![])
+        }
+    }
+
     fn query(&mut self) -> Q {
         match self.rng.u32(0..100) {
             0..=29 => self.plain(),
             30..=44 => self.aggregate(),
             45..=69 => self.grouped(),
             70..=79 => self.distinct(),
-            80..=91 => self.distinct_on(),
+            80..=89 => self.distinct_on(),
+            90..=94 => self.logs(),
             _ => self.events(),
         }
     }
@@ -1202,7 +1244,42 @@ fn gen_write(rng: &mut Rng, ids: &[i64], next_id: &mut i64) -> W {
         deleted: None,
     };
     let existing = if ids.is_empty() { 1 } else { pick(rng, ids) };
-    match rng.u32(0..7) {
+    match rng.u32(0..9) {
+        // Generated keys: `logs` rows without their key, both protocols,
+        // the returned ids compared.
+        7 => {
+            let n = rng.usize(1..5);
+            if extended {
+                let rows: Vec<String> = (0..n)
+                    .map(|r| format!("(${}, ${})", 2 * r + 1, 2 * r + 2))
+                    .collect();
+                for _ in 0..n {
+                    w.params.extend([
+                        Param::I64(rng.i64(1..20_000)),
+                        Param::I32(rng.i32(-50..500)),
+                    ]);
+                }
+                w.sql = format!(
+                    "INSERT INTO logs (item, v) VALUES {} RETURNING id, v",
+                    rows.join(", ")
+                );
+            } else {
+                let rows: Vec<String> = (0..n).map(|_| log_row(rng)).collect();
+                w.sql = format!(
+                    "INSERT INTO logs (item, v) VALUES {} RETURNING id, v",
+                    rows.join(", ")
+                );
+            }
+        }
+        // No column list: the router finds the key by the table's columns.
+        8 if !extended => {
+            *next_id += 1;
+            w.new_ids.push(*next_id);
+            w.sql = format!(
+                "INSERT INTO items VALUES {}",
+                item_row(rng, *next_id, false)
+            );
+        }
         // Multi-row INSERT (split by shard), RETURNING rows compared in
         // order.
         0 | 1 if !extended => {
@@ -1290,7 +1367,7 @@ fn gen_write(rng: &mut Rng, ids: &[i64], next_id: &mut i64) -> W {
 /// Runs write `w`: its row count and, for `RETURNING id, g`, the returned
 /// rows as text, in the order they came.
 async fn exec_write(c: &Client, w: &W) -> Result<(u64, Vec<String>), tokio_postgres::Error> {
-    let returning = w.sql.ends_with("RETURNING id, g");
+    let returning = w.sql.ends_with("RETURNING id, g") || w.sql.ends_with("RETURNING id, v");
     if w.extended {
         let params: Vec<&(dyn ToSql + Sync)> = w.params.iter().map(Param::as_sql).collect();
         if !returning {
@@ -1794,7 +1871,7 @@ async fn scatter_gather_matches_reference() {
     let mut router = target_session(&dev, self_check).await;
 
     // Schema: DDL through the router runs on every shard; then declared.
-    for ddl in [ITEMS_DDL, EVENTS_DDL] {
+    for ddl in [ITEMS_DDL, EVENTS_DDL, LOGS_DDL] {
         router
             .batch_execute(ddl)
             .await
@@ -1806,6 +1883,7 @@ async fn scatter_gather_matches_reference() {
     }
     common::add_table(&dev, "items", "id", "int").await;
     common::add_table(&dev, "events", "k", "int").await;
+    common::add_table(&dev, "logs", "id", "int").await;
 
     // Data: multi-row INSERTs of the same rows to both (the router splits
     // them by shard); the self-check target gets them in reverse order.
@@ -1825,6 +1903,14 @@ async fn scatter_gather_matches_reference() {
     ref_load.extend(insert_statements(ev_head, &events, 400, false));
     let mut target_load = insert_statements(ITEMS_INSERT, &items, 250, self_check);
     target_load.extend(insert_statements(ev_head, &events, 400, self_check));
+    // Every other items batch without a column list (the table's order).
+    for load in [&mut ref_load, &mut target_load] {
+        for sql in load.iter_mut().step_by(2) {
+            if let Some(rest) = sql.strip_prefix(ITEMS_INSERT) {
+                *sql = format!("INSERT INTO items VALUES {rest}");
+            }
+        }
+    }
     for sql in &ref_load {
         reference
             .batch_execute(sql)
@@ -1837,11 +1923,58 @@ async fn scatter_gather_matches_reference() {
             .await
             .unwrap_or_else(|e| panic!("load through the router: {}", fmt_err(&e)));
     }
+    // logs: generated keys, in the same order on both sides (so the same
+    // ids); batches alternate between literals and parameters.
+    let log_batches: Vec<(String, Vec<Param>)> = (0..LOG_ROWS / 50)
+        .map(|b| {
+            if b % 2 == 0 {
+                let rows: Vec<String> = (0..50).map(|_| log_row(&mut rng)).collect();
+                (
+                    format!("INSERT INTO logs (item, v) VALUES {}", rows.join(", ")),
+                    Vec::new(),
+                )
+            } else {
+                let rows: Vec<String> = (0..50)
+                    .map(|r| format!("(${}, ${})", 2 * r + 1, 2 * r + 2))
+                    .collect();
+                let params = (0..50)
+                    .flat_map(|_| {
+                        [
+                            Param::I64(rng.i64(1..20_000)),
+                            Param::I32(rng.i32(-50..500)),
+                        ]
+                    })
+                    .collect();
+                (
+                    format!("INSERT INTO logs (item, v) VALUES {}", rows.join(", ")),
+                    params,
+                )
+            }
+        })
+        .collect();
+    for (c, side) in [(&reference, "reference"), (&router, "the router")] {
+        for (sql, params) in &log_batches {
+            let p: Vec<&(dyn ToSql + Sync)> = params.iter().map(Param::as_sql).collect();
+            let r = if p.is_empty() {
+                c.batch_execute(sql).await.map(|_| 0)
+            } else {
+                c.execute(sql.as_str(), &p).await
+            };
+            r.unwrap_or_else(|e| panic!("load logs into {side}: {}", fmt_err(&e)));
+        }
+    }
     // Load check (simple protocol, the most basic path).
-    for t in ["items", "events"] {
+    for t in ["items", "events", "logs"] {
         let q = Q {
             form: "load check",
-            sql: format!("SELECT count(*) FROM {t}"),
+            sql: format!(
+                "SELECT count(*), {} FROM {t}",
+                if t == "logs" {
+                    "sum(id), sum(id * item)"
+                } else {
+                    "1"
+                }
+            ),
             params: Vec::new(),
             extended: false,
             order: Order::None,
