@@ -223,6 +223,12 @@ pub struct LimitsConfig {
     /// restart loses at most this many, like a sequence's CACHE).
     #[serde(default = "default_sequence_block")]
     pub sequence_block: u32,
+    /// Largest intermediate result a multi-shard SELECT may pass to its
+    /// final step in PostgreSQL (the shards' partial aggregates or raw
+    /// rows, bytes of binary values); beyond it the statement fails with
+    /// 54000.
+    #[serde(default = "default_intermediate_result_bytes")]
+    pub intermediate_result_bytes: u64,
 }
 
 fn default_listen() -> String {
@@ -264,6 +270,9 @@ fn default_shutdown_timeout() -> u64 {
 fn default_sequence_block() -> u32 {
     1000
 }
+fn default_intermediate_result_bytes() -> u64 {
+    64 << 20
+}
 
 impl Default for BackendConfig {
     fn default() -> Self {
@@ -291,6 +300,7 @@ impl Default for LimitsConfig {
             idle_in_transaction_timeout_ms: 0,
             shutdown_timeout_ms: default_shutdown_timeout(),
             sequence_block: default_sequence_block(),
+            intermediate_result_bytes: default_intermediate_result_bytes(),
         }
     }
 }

@@ -185,6 +185,12 @@ pub(crate) fn explain_lines(
                         ));
                     }
                     out.push(format!("  Shard SQL: {}", simple_shard_sql(g, sql, lits)?));
+                    if let Some(f) = &g.finish {
+                        out.push(format!(
+                            "  Final SQL (on the first shard, over the shards' rows as arrays): {}",
+                            crate::exec::gather::explain_final_sql(f, g.hidden, sql, lits)?
+                        ));
+                    }
                 }
             }
         }

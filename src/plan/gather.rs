@@ -153,21 +153,24 @@ fn limits(q: &Query) -> Result<(Option<RowCount>, Option<RowCount>), String> {
     Ok((limit, offset))
 }
 
-/// Build the gather plan of a scattered SELECT that needs merging.
+/// Build the gather plan of a scattered SELECT that needs merging: merged
+/// at the router where it can be, else (grouped SELECTs) finished by
+/// PostgreSQL over the shards' rows (`final_step.rs`).
 pub(crate) fn build_gather(q: &Query, sel: &Select, mode: ParamMode) -> Result<Merge, String> {
+    match router_merge(q, sel, mode) {
+        Err(_) if super::final_step::applies(q, sel) => {
+            super::final_step::build_final(q, sel, mode)
+        }
+        r => r,
+    }
+}
+
+/// The gather plan of a SELECT the router merges itself.
+fn router_merge(q: &Query, sel: &Select, mode: ParamMode) -> Result<Merge, String> {
     if !q.locks.is_empty() {
         return Err("FOR UPDATE/SHARE with ORDER BY, LIMIT, DISTINCT or aggregates".into());
     }
-    let group_exprs: Vec<Expr> = match &sel.group_by {
-        GroupByExpr::Expressions(v, m) if m.is_empty() => v.clone(),
-        _ => return Err("GROUP BY ALL/ROLLUP/CUBE/GROUPING SETS".into()),
-    };
-    if group_exprs
-        .iter()
-        .any(|e| matches!(e, Expr::Rollup(_) | Expr::Cube(_) | Expr::GroupingSets(_)))
-    {
-        return Err("GROUP BY ROLLUP/CUBE/GROUPING SETS".into());
-    }
+    let group_exprs = super::gather_builder::group_exprs(sel)?;
     let has_agg = sel
         .projection
         .iter()
@@ -425,5 +428,7 @@ pub(crate) fn build_gather(q: &Query, sel: &Select, mode: ParamMode) -> Result<M
         offset,
         distinct_on: distinct_on_len,
         steps,
+        shard_params: None,
+        finish: None,
     })))
 }

@@ -3,8 +3,8 @@
 //! aggregate calls the router can merge.
 
 use sqlparser::ast::{
-    DuplicateTreatment, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, Ident,
-    ObjectName, ObjectNamePart, SelectItem, Value,
+    DuplicateTreatment, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments,
+    GroupByExpr, Ident, ObjectName, ObjectNamePart, Select, SelectItem, Value,
 };
 
 use super::aggregates::{func_name, item_expr};
@@ -139,7 +139,7 @@ impl<'a> Builder<'a> {
 
 /// The function, DISTINCT flag and argument of an aggregate the router can
 /// merge, or the name of what it cannot.
-fn parse_agg(f: &Function) -> Result<(AggFunc, bool, Option<Expr>), String> {
+pub(crate) fn parse_agg(f: &Function) -> Result<(AggFunc, bool, Option<Expr>), String> {
     let name = func_name(f);
     let func = match name.as_str() {
         "count" => AggFunc::Count,
@@ -183,4 +183,20 @@ fn parse_agg(f: &Function) -> Result<(AggFunc, bool, Option<Expr>), String> {
             AggFunc::Min | AggFunc::Max | AggFunc::BoolAnd | AggFunc::BoolOr
         );
     Ok((func, distinct, arg))
+}
+
+/// The GROUP BY expressions of `sel` as written, or the grouping form the
+/// gather cannot merge.
+pub(crate) fn group_exprs(sel: &Select) -> Result<Vec<Expr>, String> {
+    let group_exprs: Vec<Expr> = match &sel.group_by {
+        GroupByExpr::Expressions(v, m) if m.is_empty() => v.clone(),
+        _ => return Err("GROUP BY ALL/ROLLUP/CUBE/GROUPING SETS".into()),
+    };
+    if group_exprs
+        .iter()
+        .any(|e| matches!(e, Expr::Rollup(_) | Expr::Cube(_) | Expr::GroupingSets(_)))
+    {
+        return Err("GROUP BY ROLLUP/CUBE/GROUPING SETS".into());
+    }
+    Ok(group_exprs)
 }

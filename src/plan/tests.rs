@@ -660,14 +660,6 @@ fn scatter_merges() {
     );
     for (sql, construct) in [
         (
-            "SELECT string_agg(filler, ',') FROM pgbench_accounts",
-            "aggregate string_agg()",
-        ),
-        (
-            "SELECT sum(abalance) + 1 FROM pgbench_accounts",
-            "expressions over aggregates",
-        ),
-        (
             "SELECT * FROM pgbench_accounts ORDER BY aid FOR UPDATE",
             "FOR UPDATE",
         ),
@@ -684,10 +676,6 @@ fn scatter_merges() {
             "LIMIT expressions",
         ),
         (
-            "SELECT bid, count(*) FROM pgbench_accounts GROUP BY bid HAVING count(*) % 2 = 0",
-            "HAVING",
-        ),
-        (
             "SELECT aid FROM pgbench_accounts ORDER BY aid FETCH FIRST 3 ROWS WITH TIES",
             "WITH TIES",
         ),
@@ -702,6 +690,84 @@ fn scatter_merges() {
     ] {
         assert_error(&simple(sql), "0A000", construct);
     }
+}
+
+/// The final step of a gather plan, with its shards' SQL as text.
+fn final_of(p: &Plan) -> (String, crate::plan::FinalStep, Option<Vec<usize>>) {
+    let Plan::Scatter {
+        merge: Merge::Gather(g),
+        ..
+    } = p
+    else {
+        panic!("gather expected: {p:?}");
+    };
+    let text = g
+        .sql
+        .iter()
+        .map(|x| match x {
+            SqlPiece::Text(t) => t.clone(),
+            SqlPiece::Literal(i) => format!("${}", i + 1),
+            SqlPiece::Limit => "ALL".into(),
+        })
+        .collect();
+    let f = g.finish.as_ref().expect("final step");
+    (text, (**f).clone(), g.shard_params.clone())
+}
+
+#[test]
+fn final_step_plans() {
+    // Partial aggregates on the shards, combined by PostgreSQL.
+    let (shard, f, params) = final_of(&extended(
+        "SELECT bid, sum(abalance) / count(*) AS a, round(avg(abalance), 2) FROM pgbench_accounts \
+         WHERE aid > $1 GROUP BY bid HAVING max(abalance) - min(abalance) > $2 ORDER BY 2 DESC LIMIT $3",
+    ));
+    // avg's sum is sum(abalance)'s column.
+    assert_eq!(
+        shard,
+        "SELECT bid, sum(abalance), count(*), count(abalance), max(abalance), min(abalance) \
+         FROM pgbench_accounts WHERE aid > $1 GROUP BY bid"
+    );
+    assert_eq!(params, Some(vec![0]), "the shards get $1 only");
+    assert!(!f.raw);
+    assert_eq!(
+        f.params,
+        vec![1, 2],
+        "HAVING and LIMIT parameters, after the arrays"
+    );
+    let text: String = f
+        .sql
+        .iter()
+        .map(|x| match x {
+            SqlPiece::Text(t) => t.as_str(),
+            _ => "?",
+        })
+        .collect();
+    assert!(
+        text.contains("FROM UNNEST($__pgr_rows) AS _pgr (c0, c1, c2, c3, c4, c5)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("GROUP BY _pgr.c0 HAVING $__pgr_agg_3_ - $__pgr_agg_4_ > $7"),
+        "{text}"
+    );
+    assert!(text.contains("ORDER BY 2 DESC LIMIT $8"), "{text}");
+    // An aggregate that cannot be split: raw rows, aggregated by PostgreSQL.
+    let (shard, f, _) = final_of(&simple(
+        "SELECT bid, string_agg(filler, ',' ORDER BY aid) FROM pgbench_accounts GROUP BY bid",
+    ));
+    assert!(f.raw);
+    assert_eq!(shard, "SELECT bid, filler, aid FROM pgbench_accounts");
+    // Router merges stay router merges.
+    assert!(matches!(
+        simple("SELECT bid, count(*) FROM pgbench_accounts GROUP BY bid"),
+        Plan::Scatter { merge: Merge::Gather(g), .. } if g.finish.is_none()
+    ));
+    // Refused: a subquery among the aggregates, and a `*`.
+    assert_error(
+        &simple("SELECT sum(abalance) + (SELECT 1) FROM pgbench_accounts"),
+        "0A000",
+        "subqueries",
+    );
 }
 
 #[test]
@@ -1471,7 +1537,12 @@ fn long_operator_chains_are_refused_not_crashed() {
     assert_eq!(plans[0].0, scatter("pgbench_accounts", Merge::Concat, true));
     assert_eq!(plans[1].0, keyed("pgbench_accounts", param(0), true));
     assert_eq!(agg_funcs(&plans[2].0), vec![(AggFunc::Count, false)]);
-    assert_error(&plans[3].0, "0A000", "expressions over aggregates");
+    // Expressions over aggregates: finished by PostgreSQL over the
+    // shards' partial aggregates.
+    assert!(
+        matches!(&plans[3].0, Plan::Scatter { merge: Merge::Gather(g), .. } if g.finish.is_some()),
+        "final step expected"
+    );
     assert_eq!(plans[4].0, keyed("pgbench_accounts", param(0), true));
     for (_, big) in &plans {
         assert_error(big, "54001", "too complex");

@@ -292,6 +292,33 @@ pub struct GatherPlan {
     pub distinct_on: usize,
     /// Steps for `EXPLAIN`-style descriptions, e.g. `"merge sort (2 keys)"`.
     pub steps: Vec<String>,
+    /// Extended protocol: the client parameters (0-based) the shards'
+    /// statement uses, in its `$1, $2, ...` order; None = all, unchanged.
+    pub shard_params: Option<Vec<usize>>,
+    /// Finished by PostgreSQL over the shards' rows instead of merged at
+    /// the router (every shard column is then hidden; `visible` is 0).
+    pub finish: Option<Arc<FinalStep>>,
+}
+
+/// The final step of a grouped SELECT (`plan/final_step.rs`): the shards'
+/// rows are passed to one shard as arrays (`unnest($1, ..., $m)`), where
+/// PostgreSQL runs the client's select list, HAVING, ORDER BY, DISTINCT
+/// and LIMIT over them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinalStep {
+    /// The final query: `$__pgr_rows` stands for the array parameters,
+    /// `$__pgr_agg_<i>_` for combine `i` (rendered once the partials'
+    /// types are known); simple protocol: the client's literals as
+    /// [`SqlPiece::Literal`].
+    pub sql: Vec<SqlPiece>,
+    /// Partial mode: how each combine reads the partial columns (hidden
+    /// column indexes), e.g. `sum(count)` or `sum(sum) / sum(count)`.
+    pub combines: Vec<AggSlot>,
+    /// Raw rows: the shards do not aggregate.
+    pub raw: bool,
+    /// Extended protocol: the client parameters (0-based) the final query
+    /// uses, numbered after the arrays (`$m+1, ...`).
+    pub params: Vec<usize>,
 }
 
 /// Key values that restrict a scattered statement to the shards owning them

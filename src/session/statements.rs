@@ -80,10 +80,24 @@ impl Session {
             _ => None,
         };
         let text = shard_text.as_deref().unwrap_or(query);
-        let id = stmt_id(text, types);
+        // A shards' statement using some of the parameters has their types.
+        let shard_types: Vec<u32> = match &*plan {
+            Plan::Scatter {
+                merge: Merge::Gather(g),
+                ..
+            } => match &g.shard_params {
+                Some(idx) => idx
+                    .iter()
+                    .map(|&i| types.get(i).copied().unwrap_or(0))
+                    .collect(),
+                None => types.to_vec(),
+            },
+            _ => types.to_vec(),
+        };
+        let id = stmt_id(text, &shard_types);
         let backend_name = format!("pgr_{id:016x}");
         let mut pf = BytesMut::new();
-        let _ = fe::parse(&backend_name, text, types.iter().copied(), &mut pf);
+        let _ = fe::parse(&backend_name, text, shard_types.iter().copied(), &mut pf);
         ClientStmt {
             id,
             query: query.to_string(),

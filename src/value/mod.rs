@@ -15,8 +15,11 @@
 //! `shortest.rs` (PostgreSQL's Ryu digit choice),
 //! `datetime.rs` (date/time/timestamp calendars and ISO text), `text.rs`
 //! (bool, integer, bytea, uuid, "char" text forms), `decode.rs`,
-//! `encode.rs`, `cmp.rs` (ordering, equality, hashing).
+//! `encode.rs`, `cmp.rs` (ordering, equality, hashing), `array.rs`
+//! (binary one-dimensional arrays of values passed to a gather's final
+//! step).
 
+pub mod array;
 mod cmp;
 mod datetime;
 mod decode;

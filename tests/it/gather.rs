@@ -47,11 +47,12 @@ async fn pruning_explain_describe_and_errors() {
         .unwrap();
     let got: Vec<(i32, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     assert_eq!(got, vec![(0, 15), (1, 15)]);
+    // PostgreSQL's own error (the final step checks the statement).
     let e = c
         .simple_query("SELECT DISTINCT g % 2 FROM t GROUP BY g ORDER BY g")
         .await
         .expect_err("ORDER BY not in the select list");
-    assert_eq!(e.code().map(|c| c.code()), Some("0A000"), "{e:?}");
+    assert_eq!(e.code().map(|c| c.code()), Some("42P10"), "{e:?}");
 
     // EXPLAIN (ROUTER): every shard without a key condition, only the
     // owners of the listed keys with IN / ANY.
@@ -174,4 +175,114 @@ async fn pruning_explain_describe_and_errors() {
     c.batch_execute("ROLLBACK").await.unwrap();
     let top = c.query("SELECT max(id) FROM t", &[]).await.unwrap();
     assert_eq!(top[0].get::<_, i64>(0), 60);
+}
+
+/// Grouped SELECTs finished by PostgreSQL over the shards' rows (the
+/// final step): PostgreSQL's errors (division by zero, overflow) with the
+/// shard named, the intermediate result bounded by
+/// `limits.intermediate_result_bytes` (54000), descriptions with the
+/// client's exact column types, EXPLAIN (ROUTER), and the session (and a
+/// transaction block's rules) intact after each error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn final_step_errors_limits_and_descriptions() {
+    let dev = common::start_config(3, 4, |cfg| cfg.limits.intermediate_result_bytes = 8192).await;
+    let c = common::connect(&dev).await;
+    c.batch_execute("CREATE TABLE t (id bigint PRIMARY KEY, g int, v int, h text)")
+        .await
+        .unwrap();
+    common::add_table(&dev, "t", "id", "bigint").await;
+    let values: Vec<String> = (1..=200)
+        .map(|i| format!("({i}, {}, {}, repeat('x', 100))", i % 4, i * 10))
+        .collect();
+    c.batch_execute(&format!("INSERT INTO t VALUES {}", values.join(", ")))
+        .await
+        .unwrap();
+
+    let rows = c
+        .simple_query(
+            "SELECT g, sum(v) / count(*) AS a, count(*)::int FROM t GROUP BY g ORDER BY a DESC",
+        )
+        .await
+        .expect("expressions over aggregates");
+    assert_eq!(
+        lines(&rows),
+        // avg(v) per g: 1020 (g = 0: ids 4..200), 1010, 1000, 990.
+        vec!["0".to_string(), "3".into(), "2".into(), "1".into()]
+    );
+    // Exact result types in the extended protocol's description.
+    let st = c
+        .prepare("SELECT g, count(*)::int, round(avg(v), 2), string_agg(id::text, ',' ORDER BY id) FROM t WHERE id < $1 GROUP BY g")
+        .await
+        .expect("described");
+    let types: Vec<_> = st.columns().iter().map(|c| c.type_().clone()).collect();
+    use tokio_postgres::types::Type;
+    assert_eq!(
+        types,
+        vec![Type::INT4, Type::INT4, Type::NUMERIC, Type::TEXT]
+    );
+    let r = c
+        .query("SELECT g, count(*)::int, string_agg(id::text, ',' ORDER BY id) FROM t WHERE id < $1 GROUP BY g ORDER BY g", &[&9i64])
+        .await
+        .expect("bound");
+    assert_eq!(r[1].get::<_, &str>(2), "1,5");
+
+    // PostgreSQL's own errors, the shard named.
+    let e = c
+        .simple_query("SELECT 1 / (count(*) - 200) FROM t")
+        .await
+        .expect_err("division by zero");
+    assert_eq!(e.code(), Some(&SqlState::DIVISION_BY_ZERO), "{e:?}");
+    assert!(common::db_message_detail(&e).contains("shard"), "{e:?}");
+    let e = c
+        .simple_query("SELECT (sum(v) * 1000)::smallint FROM t")
+        .await
+        .expect_err("overflow");
+    assert_eq!(
+        e.code(),
+        Some(&SqlState::NUMERIC_VALUE_OUT_OF_RANGE),
+        "{e:?}"
+    );
+    // A column neither grouped nor aggregated: PostgreSQL's 42803.
+    let e = c
+        .simple_query("SELECT v, count(*) + 1 FROM t GROUP BY g")
+        .await
+        .expect_err("ungrouped column");
+    assert_eq!(e.code(), Some(&SqlState::GROUPING_ERROR), "{e:?}");
+    // Raw rows past the bound: 54000, nothing else sent.
+    let e = c
+        .simple_query("SELECT g, string_agg(h, ',') FROM t GROUP BY g")
+        .await
+        .expect_err("intermediate result too large");
+    assert_eq!(e.code(), Some(&SqlState::PROGRAM_LIMIT_EXCEEDED), "{e:?}");
+    assert!(
+        common::db_message(&e).contains("limits.intermediate_result_bytes"),
+        "{e:?}"
+    );
+    // In a transaction block the error fails the block, as in PostgreSQL.
+    c.batch_execute("BEGIN").await.unwrap();
+    assert!(c
+        .simple_query("SELECT 1 / (count(*) - 200) FROM t")
+        .await
+        .is_err());
+    let e = c.simple_query("SELECT 1").await.expect_err("block failed");
+    assert_eq!(e.code(), Some(&SqlState::IN_FAILED_SQL_TRANSACTION));
+    c.batch_execute("ROLLBACK").await.unwrap();
+
+    let plan = lines(
+        &c.simple_query("EXPLAIN (ROUTER) SELECT g, max(v) - min(v) FROM t GROUP BY g")
+            .await
+            .unwrap(),
+    )
+    .join("\n");
+    assert!(plan.contains("partial aggregates per group"), "{plan}");
+    assert!(plan.contains("final step by PostgreSQL"), "{plan}");
+    assert_eq!(
+        lines(
+            &c.simple_query("SELECT max(v) - min(v) FROM t")
+                .await
+                .unwrap()
+        ),
+        vec!["1990".to_string()]
+    );
+    dev.stop().await;
 }

@@ -472,7 +472,34 @@ struct Agg {
     kind: Kind,
     /// sum/avg over `f`: the query must exclude non-finite values.
     uses_f: bool,
+    /// An expression over aggregates or an aggregate the router does not
+    /// merge itself (`string_agg`, ...): finished by PostgreSQL.
+    fin: bool,
 }
+
+/// Expressions over aggregates and aggregates the router does not merge
+/// itself: the query's final step runs in PostgreSQL over the shards'
+/// partial aggregates or raw rows.
+const FINAL_AGGS: &[&str] = &[
+    "count(*)::int",
+    "sum(g) / nullif(count(*), 0)",
+    "coalesce(sum(g), 0)",
+    "sum(s) + 1",
+    "round(avg(n), 2)",
+    "max(id) - min(id)",
+    "count(DISTINCT g) * 2",
+    "avg(g)::numeric(12,3)",
+    "sum(n) / nullif(count(n), 0)",
+    "max(h) || '!'",
+    "CASE WHEN count(*) > 10 THEN 'many' ELSE 'few' END",
+    "string_agg(h, ',' ORDER BY id)",
+    "array_agg(g ORDER BY id DESC)",
+    "string_agg(DISTINCT lower(h), '|' ORDER BY lower(h))",
+    "percentile_disc(0.5) WITHIN GROUP (ORDER BY g)",
+    "stddev_samp(s)",
+    "bit_or(s)",
+    "count(*) FILTER (WHERE b) + count(g)",
+];
 
 /// A select item of a generated query.
 struct Item {
@@ -726,6 +753,15 @@ impl Gen<'_> {
     }
 
     fn agg(&mut self) -> Agg {
+        if self.chance(0.2) {
+            let sql = self.pick(FINAL_AGGS).to_string();
+            return Agg {
+                sql,
+                kind: Kind::Exact,
+                uses_f: false,
+                fin: true,
+            };
+        }
         let (sql, kind, uses_f) = match self.rng.u32(0..100) {
             0..=11 => ("count(*)".to_string(), Kind::Exact, false),
             12..=19 => (
@@ -786,11 +822,23 @@ impl Gen<'_> {
                 false,
             ),
         };
-        Agg { sql, kind, uses_f }
+        Agg {
+            sql,
+            kind,
+            uses_f,
+            fin: false,
+        }
     }
 
     fn having(&mut self) -> String {
-        match self.rng.u32(0..9) {
+        match self.rng.u32(0..13) {
+            9 => "sum(g) % 2 = 0".into(),
+            10 => {
+                let v = self.rng.i64(0..30);
+                format!("count(*) * 2 > {}", self.big(v))
+            }
+            11 => "max(s) - min(s) > 50".into(),
+            12 => "coalesce(sum(n), 0) > 100".into(),
             0 => "count(*) > 5".into(),
             1 => {
                 let v = self.rng.i64(0..20);
@@ -929,7 +977,9 @@ impl Gen<'_> {
         let kinds = aggs.iter().map(|a| a.kind).collect();
         let sql = format!("SELECT {} FROM items{wh}", sel.join(", "));
         self.finish(
-            if basic {
+            if aggs.iter().any(|a| a.fin) {
+                "agg (final step)"
+            } else if basic {
                 "agg(count/sum/min/max)"
             } else {
                 "agg"
@@ -987,8 +1037,10 @@ impl Gen<'_> {
             sel.join(", "),
             gb.join(", ")
         );
+        let mut fin = aggs.iter().any(|a| a.fin);
         if self.chance(0.3) {
             let h = self.having();
+            fin |= h.contains(['%', '*', '-']) || h.contains("coalesce");
             write!(sql, " HAVING {h}").unwrap();
         }
         let kinds: Vec<Kind> = items.iter().map(|it| it.kind).collect();
@@ -997,9 +1049,15 @@ impl Gen<'_> {
             // may differ in their last bits, and so in what is distinct).
             if kinds.iter().all(|k| *k == Kind::Exact) && self.chance(0.3) {
                 let sql = sql.replacen("SELECT ", "SELECT DISTINCT ", 1);
-                return self.finish("group distinct", sql, Order::None, kinds);
+                let form = if fin {
+                    "group distinct (final step)"
+                } else {
+                    "group distinct"
+                };
+                return self.finish(form, sql, Order::None, kinds);
             }
-            return self.finish("group", sql, Order::None, kinds);
+            let form = if fin { "group (final step)" } else { "group" };
+            return self.finish(form, sql, Order::None, kinds);
         }
         // Sort keys: select items (never float aggregates, whose last bits
         // may differ), or an aggregate that may not be in the select list.
@@ -1031,10 +1089,11 @@ impl Gen<'_> {
         if limit {
             sql += &self.limit();
         }
-        let form = if limit {
-            "group+order+limit"
-        } else {
-            "group+order"
+        let form = match (limit, fin) {
+            (true, false) => "group+order+limit",
+            (false, false) => "group+order",
+            (true, true) => "group+order+limit (final step)",
+            (false, true) => "group+order (final step)",
         };
         self.finish(
             form,

@@ -12,12 +12,14 @@
 //! A shard error is forwarded with the shard named in DETAIL; the other
 //! shards are drained so their connections stay usable.
 
+mod final_step;
 mod merge;
 mod params;
 mod run;
 mod shard_io;
 mod stream;
 
+pub use final_step::explain_final_sql;
 pub use params::{render_pieces, simple_shard_sql};
 
 use std::sync::Arc;
@@ -56,9 +58,13 @@ impl ExecCtx {
             let mut parse = BytesMut::new();
             let _ = fe::parse("", &text, std::iter::empty(), &mut parse);
             let having = having_params(plan, &args)?;
-            Ok::<_, PgError>((offset, limit, parse.freeze(), having))
+            let final_ctx = match &plan.finish {
+                Some(f) => Some(final_step::simple_ctx(f, sql, lits)?),
+                None => None,
+            };
+            Ok::<_, PgError>((offset, limit, parse.freeze(), having, final_ctx))
         })();
-        let (offset, limit, parse, having) = match prepared {
+        let (offset, limit, parse, having, final_ctx) = match prepared {
             Ok(x) => x,
             Err(e) => {
                 self.send_error(&e);
@@ -74,6 +80,7 @@ impl ExecCtx {
             client_formats: Vec::new(),
             simple: true,
             max_rows: None,
+            final_ctx,
         };
         self.run_gather(shards, plan, req, offset, limit, having)
             .await
@@ -96,15 +103,28 @@ impl ExecCtx {
             let args = Values::Bind(&b);
             let (offset, limit) = window_bounds(plan, &args)?;
             let having = having_params(plan, &args)?;
+            // The shards' statement may use only some of the parameters.
+            let (param_formats, params) = match &plan.shard_params {
+                Some(idx) => final_step::param_subset(&b, idx)?,
+                None => (
+                    b.param_formats.clone(),
+                    b.params.iter().map(|p| p.map(|x| x.to_vec())).collect(),
+                ),
+            };
+            let final_ctx = match &plan.finish {
+                Some(f) => Some(final_step::extended_ctx(f, stmt, &b)?),
+                None => None,
+            };
             let req = Request {
                 statement: stmt.backend_name.clone(),
                 prepared: Some((stmt.id, stmt.parse_frame.clone())),
                 parse_always: None,
-                param_formats: b.param_formats.clone(),
-                params: b.params.iter().map(|p| p.map(|x| x.to_vec())).collect(),
+                param_formats,
+                params,
                 client_formats: b.result_formats.clone(),
                 simple: false,
                 max_rows: u64::try_from(max_rows).ok().filter(|&m| m > 0),
+                final_ctx,
             };
             Ok::<_, PgError>((offset, limit, having, req))
         })();
@@ -140,11 +160,25 @@ impl ExecCtx {
         let mut slots = std::collections::VecDeque::new();
         self.prelude(idx, &mut slots);
         let conn = &mut self.held[idx].conn;
-        let sent_parse = !conn.prepared.contains(&stmt.id);
-        if sent_parse {
-            conn.out.extend_from_slice(&stmt.parse_frame);
+        // A statement finished by a final step is described as the client
+        // wrote it (the shards' statement has none of its columns).
+        let as_written = stmt.gather().is_some_and(|g| g.finish.is_some());
+        let hidden = if as_written { 0 } else { hidden };
+        let sent_parse = !as_written && !conn.prepared.contains(&stmt.id);
+        if as_written {
+            let _ = fe::parse(
+                "",
+                &stmt.query,
+                stmt.param_types.iter().copied(),
+                &mut conn.out,
+            );
+            let _ = fe::describe(b'S', "", &mut conn.out);
+        } else {
+            if sent_parse {
+                conn.out.extend_from_slice(&stmt.parse_frame);
+            }
+            let _ = fe::describe(b'S', &stmt.backend_name, &mut conn.out);
         }
-        let _ = fe::describe(b'S', &stmt.backend_name, &mut conn.out);
         fe::flush(&mut conn.out);
         let mut cap = Capture::default();
         let r = match conn.flush().await {
@@ -206,7 +240,9 @@ impl ExecCtx {
                     return Ok(true);
                 }
                 b'E' => {
-                    self.held[idx].conn.prepared.remove(&stmt.id);
+                    if !as_written {
+                        self.held[idx].conn.prepared.remove(&stmt.id);
+                    }
                     self.forward_error(&f.data, shard);
                     return Ok(false);
                 }

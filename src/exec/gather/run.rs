@@ -40,6 +40,8 @@ pub(super) struct Request {
     /// rows are sent, then PortalSuspended if exactly that many were (as
     /// PostgreSQL answers an Execute whose limit is reached).
     pub(super) max_rows: Option<u64>,
+    /// A plan with a final step: what it sends besides the shards' rows.
+    pub(super) final_ctx: Option<super::final_step::FinalCtx>,
 }
 
 impl ExecCtx {
@@ -48,7 +50,7 @@ impl ExecCtx {
         &mut self,
         shards: &[String],
         plan: &Arc<GatherPlan>,
-        req: Request,
+        mut req: Request,
         offset: u64,
         limit: Option<u64>,
         having: Vec<(usize, Option<String>)>,
@@ -97,7 +99,14 @@ impl ExecCtx {
                 }
             }
         };
-        let formats = match shard_formats(&req.client_formats, visible, plan.hidden) {
+        // A final step's result has the client's formats; the shards'
+        // columns are all hidden.
+        let client_formats: &[i16] = if plan.finish.is_some() {
+            &[]
+        } else {
+            &req.client_formats
+        };
+        let formats = match shard_formats(client_formats, visible, plan.hidden) {
             Ok(f) => f,
             Err(e) => {
                 self.abandon(&idxs);
@@ -191,6 +200,8 @@ impl ExecCtx {
             None => limit,
         };
         let mut window = Window::new(offset, limit);
+        let mut arrays = Vec::new();
+        let mut final_layout = None;
         if first_error.is_none() {
             let layout = match desc.as_ref().map(|d| row_description(d.body())) {
                 Some(Ok(cols)) if cols.len() == visible + plan.hidden => Layout {
@@ -207,14 +218,20 @@ impl ExecCtx {
                     return Ok(false);
                 }
             };
-            if req.simple {
+            if req.simple && plan.finish.is_none() {
                 if let Some(d) = &desc {
                     let fmt = |_: usize| 0i16;
                     let _ =
                         synth::row_description_prefix(&mut self.out.buf, d.body(), visible, &fmt);
                 }
             }
-            let r = if plan.grouping.is_some() {
+            let r = if plan.finish.is_some() {
+                let r = self
+                    .collect_rows(&idxs, shards, &layout, &mut phase, &mut arrays)
+                    .await?;
+                final_layout = Some(layout);
+                r
+            } else if plan.grouping.is_some() {
                 self.merge_groups(
                     &idxs,
                     shards,
@@ -290,6 +307,13 @@ impl ExecCtx {
         if let Some(e) = failure {
             self.send_error(&e);
             return Ok(false);
+        }
+        if let (Some(f), Some(ctx), Some(layout)) =
+            (&plan.finish, req.final_ctx.take(), final_layout)
+        {
+            return self
+                .run_final(idxs[0], &shards[0], f, ctx, &layout, &arrays, req.max_rows)
+                .await;
         }
         if req.max_rows == Some(window.sent) {
             self.out.buf.extend_from_slice(&[b's', 0, 0, 0, 4]);

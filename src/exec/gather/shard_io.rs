@@ -5,8 +5,9 @@
 
 use bytes::{Bytes, BytesMut};
 
-use crate::protocol::backend::data_row_prefix;
+use crate::protocol::backend::{data_row, data_row_prefix};
 use crate::protocol::client_io::CLIENT_FLUSH_BYTES;
+use crate::protocol::error::codes;
 use crate::protocol::{Frame, PgError, ProtocolError};
 
 use crate::exec::concat::with_shard_detail;
@@ -167,6 +168,13 @@ pub(super) fn row_or_end(
         Err(e) => return Err(Merged::Lost(idx, e)),
     }
     Ok(None)
+}
+
+/// The column values of shard row `f` (DataRow); a malformed row ends the
+/// merge (XX000).
+pub(super) fn row_values(f: &Frame) -> Result<Vec<Option<&[u8]>>, Merged> {
+    data_row(f.body())
+        .map_err(|e| Merged::Failed(PgError::new(codes::INTERNAL_ERROR, e.to_string())))
 }
 
 /// Outcome of a merge phase.

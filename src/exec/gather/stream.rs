@@ -10,7 +10,7 @@ use crate::protocol::error::codes;
 use crate::protocol::{synth, Frame, PgError};
 
 use super::merge::{cmp_sort, row_sort_values, Groups, Layout, Take, Window};
-use super::shard_io::{row_or_end, Merged, Phase};
+use super::shard_io::{row_or_end, row_values, Merged, Phase};
 use crate::exec::context::{End, ExecCtx};
 
 impl ExecCtx {
@@ -50,14 +50,9 @@ impl ExecCtx {
                     Ok(None) => continue,
                     Err(m) => return Ok(m),
                 };
-                let vals = match data_row(f.body()) {
+                let vals = match row_values(&f) {
                     Ok(v) => v,
-                    Err(e) => {
-                        return Ok(Merged::Failed(PgError::new(
-                            codes::INTERNAL_ERROR,
-                            e.to_string(),
-                        )))
-                    }
+                    Err(m) => return Ok(m),
                 };
                 let sv = match row_sort_values(plan, layout, &vals) {
                     Ok(s) => s,
