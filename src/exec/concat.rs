@@ -10,6 +10,7 @@ use bytes::{Bytes, BytesMut};
 use postgres_protocol::message::frontend as fe;
 
 use crate::protocol::backend::{command_tag, tag_count};
+use crate::protocol::copy_out::copy_data;
 use crate::protocol::{synth, Frame, ProtocolError};
 
 use super::context::{lost_connection, End, ExecCtx};
@@ -44,6 +45,12 @@ pub struct MergeState {
     /// COPY TO: skip the first CopyData of every shard but the first (CSV
     /// header line).
     pub copy_header: bool,
+    /// COPY TO in binary format: one file header (the first shard's), one
+    /// trailer (written at the end); each shard's are stripped.
+    pub copy_binary: bool,
+    /// Binary COPY TO: the current shard's last CopyData payload, held
+    /// back until it is known whether it ends the shard's stream.
+    copy_held: Option<Vec<u8>>,
     copy_done: bool,
     copy_rows_seen: Vec<bool>,
     /// Interleave: the rows held per shard.
@@ -59,6 +66,8 @@ impl MergeState {
             first_error: None,
             shard_names: Vec::new(),
             copy_header: false,
+            copy_binary: false,
+            copy_held: None,
             copy_done: false,
             copy_rows_seen: Vec::new(),
             held_rows: Vec::new(),
@@ -91,6 +100,9 @@ impl MergeState {
             return false;
         }
         if self.copy_done {
+            if self.copy_binary {
+                copy_data(out, &(-1i16).to_be_bytes());
+            }
             out.extend_from_slice(&[b'c', 0, 0, 0, 4]);
         }
         if let MergeMode::Interleave(order) = &self.mode {
@@ -130,6 +142,10 @@ impl MergeState {
     }
 }
 
+/// Bytes of a binary COPY file header (signature, flags, extension length;
+/// PostgreSQL docs, COPY "Binary Format").
+const BINARY_COPY_HEADER: usize = 19;
+
 /// Per-shard view of a [`MergeState`].
 pub struct ShardSink<'a> {
     st: &'a mut MergeState,
@@ -165,11 +181,32 @@ impl Sink for ShardSink<'_> {
                     self.st.copy_rows_seen.resize(self.shard + 1, false);
                 }
                 let seen = std::mem::replace(&mut self.st.copy_rows_seen[self.shard], true);
-                if self.first || !self.st.copy_header || seen {
+                if self.st.copy_binary {
+                    // The file header (19 bytes) starts each shard's
+                    // stream; keep the first shard's.
+                    let payload = f.data.get(5..).unwrap_or_default();
+                    let payload = if self.first || seen {
+                        payload
+                    } else {
+                        payload.get(BINARY_COPY_HEADER..).unwrap_or_default()
+                    };
+                    if let Some(prev) = self.st.copy_held.replace(payload.to_vec()) {
+                        copy_data(out, &prev);
+                    }
+                } else if self.first || !self.st.copy_header || seen {
                     out.extend_from_slice(&f.data);
                 }
             }
-            b'c' => self.st.copy_done = true,
+            b'c' => {
+                // The shard's last CopyData ends with the 2-byte trailer.
+                if let Some(prev) = self.st.copy_held.take() {
+                    let keep = prev.len().saturating_sub(2);
+                    if keep > 0 {
+                        copy_data(out, &prev[..keep]);
+                    }
+                }
+                self.st.copy_done = true
+            }
             b'D' => match self.st.mode {
                 MergeMode::Concat => out.extend_from_slice(&f.data),
                 MergeMode::Interleave(_) => {

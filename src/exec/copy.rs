@@ -55,16 +55,11 @@ impl ExecCtx {
                 .into_iter()
                 .map(|s| (s, q.clone(), VecDeque::from([Slot::Forward(Expect::Query)])))
                 .collect();
-            if c.format == CopyFormat::Binary {
-                // Binary COPY output has a per-stream header and trailer.
-                self.send_error(&PgError::unsupported(
-                    "COPY TO STDOUT in binary format across shards is not supported yet",
-                ));
-                return Ok(false);
-            }
             let mut merge = MergeState::new(MergeMode::Concat);
-            // A header line appears once, from the first shard.
+            // A header line appears once, from the first shard; so do the
+            // binary format's file header and trailer.
             merge.copy_header = c.header;
+            merge.copy_binary = c.format == CopyFormat::Binary;
             return self.exchange_many_with(parts, merge).await;
         }
         // Key column position.

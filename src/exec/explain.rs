@@ -99,6 +99,21 @@ pub(crate) fn explain_lines(
             }
         )),
         Plan::RouterExplain(_) => out.push("EXPLAIN (ROUTER)".into()),
+        Plan::CopyQuery(c) => {
+            let inner = sql.get(c.query.clone()).unwrap_or_default();
+            let scatter = Plan::Scatter {
+                table: c.table.clone(),
+                prune: c.prune.clone(),
+                lookup: None,
+                merge: c.merge.clone(),
+                read_only: true,
+            };
+            out = explain_lines(routing, &scatter, inner, &Literals::default())?;
+            out.push(match c.merge {
+                crate::plan::Merge::Gather(_) => "  COPY: the merged rows encoded as COPY data by the router".into(),
+                _ => "  COPY: each shard runs the COPY; streams concatenated (one header)".into(),
+            });
+        }
         Plan::SequenceFn(c) => out.push(match &c.func {
             crate::plan::SequenceFn::Nextval { sequence, table } => format!(
                 "Answered by the router: nextval of {sequence}, the distributed sequence pgrouter.sequences['{table}']"

@@ -34,6 +34,8 @@ pub enum Route {
     },
     /// COPY run by the router's COPY path at Execute.
     Copy(crate::plan::CopyPlan, String),
+    /// `COPY (query) TO STDOUT` over several shards, run at Execute.
+    CopyQuery(Arc<crate::plan::CopyQuery>, String),
     /// A merged multi-shard SELECT: bound and run by the gather executor
     /// at Execute (`bind` is the client's Bind frame).
     Gather {

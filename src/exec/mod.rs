@@ -13,7 +13,8 @@
 //!   commit rounds; [`txn_control`]: BEGIN/COMMIT/SAVEPOINT and implicit
 //!   blocks; [`settings`]: SET/RESET replayed on backends.
 //! - [`copy`]: COPY FROM split by sharding key (text, CSV, and binary in
-//!   [`copy_binary`]), COPY TO concatenated.
+//!   [`copy_binary`]), COPY TO concatenated; [`copy_query`]: `COPY (query)
+//!   TO STDOUT` concatenated or merged.
 //! - [`split_insert`]: a multi-row INSERT with parameters split by shard
 //!   (extended protocol), RETURNING rows in the client's order.
 //! - [`owned`], [`lookup`], [`owned_ext`]: writes to tables owning lookup
@@ -36,6 +37,7 @@ pub mod concat;
 pub mod context;
 pub mod copy;
 pub mod copy_binary;
+pub mod copy_query;
 pub mod exchange;
 pub mod explain;
 pub mod fast_path;

@@ -17,8 +17,9 @@ use sqlparser::parser::Parser;
 use super::fingerprint::{decode_literal, LitKind};
 use super::lex::{significant, Tok, Token};
 use super::names::{classify_table, norm_ident, object_parts, undeclared, TableClass};
-use super::types::{unsupported, CopyFormat, CopyPlan, Plan};
+use super::types::{unsupported, CopyFormat, CopyPlan, CopyQuery, Plan};
 use super::SchemaView;
+use crate::protocol::copy_out::{CopyOutFormat, CopyOutOptions, ForceQuote};
 
 /// What a COPY statement asks for, before catalog resolution.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -35,6 +36,15 @@ struct CopySpec {
     header: bool,
     quote: Option<String>,
     escape: Option<String>,
+    /// `COPY (query)`: the query's byte range in the statement.
+    query: Option<std::ops::Range<usize>>,
+    /// NULL string.
+    null: Option<String>,
+    /// FORCE_QUOTE targets.
+    force_quote: Option<ForceQuote>,
+    /// Options the router passes on but does not apply itself (lower case
+    /// names, e.g. `encoding`).
+    other: Vec<String>,
 }
 
 /// Plan a COPY statement (see the module docs).
@@ -52,22 +62,22 @@ pub(crate) fn plan_copy(sql: &str, schema: &dyn SchemaView) -> Plan {
             }
         },
     };
-    resolve(spec, schema)
+    resolve(sql, spec, schema)
 }
 
-fn resolve(spec: CopySpec, schema: &dyn SchemaView) -> Plan {
-    let Some(parts) = spec.table else {
-        return unsupported(
-            "COPY (query) TO is not supported through pg-router",
-            Some("use COPY table TO STDOUT, or run the query as a SELECT"),
-        );
-    };
+fn resolve(sql: &str, spec: CopySpec, schema: &dyn SchemaView) -> Plan {
     if !spec.std {
         return unsupported(
             "COPY to or from a server file or program is not supported through pg-router",
             Some("use COPY ... FROM STDIN or COPY ... TO STDOUT (psql's \\copy)"),
         );
     }
+    if let Some(r) = spec.query.clone() {
+        return resolve_query(sql, r, spec, schema);
+    }
+    let Some(parts) = spec.table.clone() else {
+        return unsupported("this COPY form is not supported through pg-router", None);
+    };
     let (table, _key) = match classify_table(&parts, schema) {
         TableClass::System if spec.to => return Plan::AnyShard,
         TableClass::System => return super::names::system_write(),
@@ -88,6 +98,24 @@ fn resolve(spec: CopySpec, schema: &dyn SchemaView) -> Plan {
             Some("use INSERT (simple query protocol), which maintains the lookup tables"),
         );
     }
+    match format_bytes(&spec) {
+        Ok((format, delimiter, quote, escape)) => Plan::Copy(CopyPlan {
+            table,
+            columns: spec.columns,
+            from_stdin: !spec.to,
+            format,
+            delimiter,
+            header: spec.header,
+            quote,
+            escape,
+        }),
+        Err(e) => e,
+    }
+}
+
+/// The format, delimiter, quote and escape bytes of `spec` (PostgreSQL's
+/// defaults: tab or comma, `"`, the quote), or the error plan.
+fn format_bytes(spec: &CopySpec) -> Result<(CopyFormat, u8, u8, u8), Plan> {
     let format = match spec
         .format
         .as_deref()
@@ -98,11 +126,11 @@ fn resolve(spec: CopySpec, schema: &dyn SchemaView) -> Plan {
         Some("csv") => CopyFormat::Csv,
         Some("binary") => CopyFormat::Binary,
         Some(other) => {
-            return Plan::Error {
+            return Err(Plan::Error {
                 sqlstate: "22023",
                 message: format!("COPY format \"{other}\" not recognized"),
                 hint: None,
-            }
+            })
         }
     };
     let one_byte = |v: &Option<String>, default: u8, what: &str| -> Result<u8, Plan> {
@@ -120,24 +148,87 @@ fn resolve(spec: CopySpec, schema: &dyn SchemaView) -> Plan {
     } else {
         b'\t'
     };
-    let built = (|| {
-        let delimiter = one_byte(&spec.delimiter, default_delim, "delimiter")?;
-        let quote = one_byte(&spec.quote, b'"', "quote")?;
-        let escape = one_byte(&spec.escape, quote, "escape")?;
-        Ok::<_, Plan>((delimiter, quote, escape))
-    })();
-    match built {
-        Ok((delimiter, quote, escape)) => Plan::Copy(CopyPlan {
-            table,
-            columns: spec.columns,
-            from_stdin: !spec.to,
-            format,
-            delimiter,
-            header: spec.header,
-            quote,
-            escape,
+    let delimiter = one_byte(&spec.delimiter, default_delim, "delimiter")?;
+    let quote = one_byte(&spec.quote, b'"', "quote")?;
+    let escape = one_byte(&spec.escape, quote, "escape")?;
+    Ok((format, delimiter, quote, escape))
+}
+
+/// `COPY (query) TO STDOUT`: the query planned like a SELECT. One shard
+/// (a key condition, or tables copied to every shard): the statement goes
+/// there. Several: [`Plan::CopyQuery`], each shard's COPY concatenated or,
+/// when the rows must be merged, the merged SELECT's rows encoded as COPY
+/// data by the router.
+fn resolve_query(
+    sql: &str,
+    r: std::ops::Range<usize>,
+    spec: CopySpec,
+    schema: &dyn SchemaView,
+) -> Plan {
+    if !spec.to {
+        return Plan::Error {
+            sqlstate: "42601",
+            message: "COPY (query) FROM is not valid: a query can only be copied TO".into(),
+            hint: None,
+        };
+    }
+    let Some(inner) = sql.get(r.clone()) else {
+        return unsupported("this COPY (query) form", None);
+    };
+    let (format, delimiter, quote, escape) = match format_bytes(&spec) {
+        Ok(x) => x,
+        Err(p) => return p,
+    };
+    let out = CopyOutOptions {
+        format: match format {
+            CopyFormat::Text => CopyOutFormat::Text,
+            CopyFormat::Csv => CopyOutFormat::Csv,
+            CopyFormat::Binary => CopyOutFormat::Binary,
+        },
+        delimiter,
+        null: spec.null.clone().unwrap_or_else(|| {
+            if format == CopyFormat::Csv {
+                String::new()
+            } else {
+                "\\N".into()
+            }
         }),
-        Err(e) => e,
+        header: spec.header,
+        quote,
+        escape,
+        force_quote: spec.force_quote.clone().unwrap_or(ForceQuote::None),
+    };
+    match super::plan_original(inner, schema) {
+        Plan::Keyed { keys, .. } => Plan::Keyed {
+            keys,
+            read_only: true,
+        },
+        Plan::AnyShard => Plan::AnyShard,
+        Plan::Scatter {
+            table,
+            prune,
+            lookup: None,
+            merge,
+            ..
+        } => Plan::CopyQuery(std::sync::Arc::new(CopyQuery {
+            table,
+            prune,
+            merge,
+            query: r,
+            out,
+            unapplied: spec.other.first().cloned(),
+        })),
+        Plan::Scatter {
+            lookup: Some(_), ..
+        } => unsupported(
+            "COPY (query) routed through a lookup vindex is not supported",
+            Some("run the query as a SELECT"),
+        ),
+        e @ Plan::Error { .. } => e,
+        _ => unsupported(
+            "COPY of this statement is not supported through pg-router",
+            None,
+        ),
     }
 }
 
@@ -170,7 +261,8 @@ fn from_sqlparser(sql: &str) -> Option<CopySpec> {
                 spec.columns = Some(columns.iter().map(norm_ident).collect());
             }
         }
-        CopySource::Query(_) => {}
+        // Our own parser keeps the query's place in the text.
+        CopySource::Query(_) => return None,
     }
     for o in options {
         match o {
@@ -272,13 +364,14 @@ impl<'a> Cur<'a> {
     }
     /// `ident [, ident]*` or `*` (FORCE QUOTE / FORCE NOT NULL targets), with
     /// optional parentheses.
-    fn column_targets(&mut self) -> Result<(), String> {
+    fn column_targets(&mut self) -> Result<ForceQuote, String> {
         if self.eat_punct(b'*') {
-            return Ok(());
+            return Ok(ForceQuote::All);
         }
         let paren = self.eat_punct(b'(');
+        let mut cols = Vec::new();
         loop {
-            self.ident()?;
+            cols.push(self.ident()?);
             if !self.eat_punct(b',') {
                 break;
             }
@@ -286,7 +379,20 @@ impl<'a> Cur<'a> {
         if paren && !self.eat_punct(b')') {
             return Err(self.err_here());
         }
-        Ok(())
+        Ok(ForceQuote::Columns(cols))
+    }
+}
+
+/// An identifier token's name: folded, or unquoted.
+fn ident_value(sql: &str, t: &Token) -> String {
+    let text = t.text(sql);
+    match t.kind {
+        Tok::QuotedIdent => text
+            .strip_prefix('"')
+            .and_then(|x| x.strip_suffix('"'))
+            .unwrap_or(text)
+            .replace("\"\"", "\""),
+        _ => text.to_ascii_lowercase(),
     }
 }
 
@@ -320,11 +426,32 @@ fn parse(sql: &str) -> Result<CopySpec, String> {
         return Err(c.err_here());
     }
     if c.peek_punct(b'(') {
-        // COPY (query) TO ...: rejected whatever follows.
-        spec.to = true;
-        spec.std = true;
-        return Ok(spec);
+        // COPY (query): the query up to the matching parenthesis.
+        let open = c.i;
+        let mut depth = 0usize;
+        loop {
+            let t = c.peek().copied().ok_or_else(|| c.err_here())?;
+            if t.is_punct(sql, b'(') {
+                depth += 1;
+            } else if t.is_punct(sql, b')') {
+                depth -= 1;
+                if depth == 0 {
+                    break;
+                }
+            }
+            c.i += 1;
+        }
+        spec.query = Some(c.toks[open].end..c.toks[c.i].start);
+        c.i += 1;
+    } else {
+        table_part(&mut c, &mut spec)?;
     }
+    direction_and_options(&mut c, &mut spec)?;
+    Ok(spec)
+}
+
+/// `[BINARY] table [(columns)]` of a COPY statement.
+fn table_part(c: &mut Cur<'_>, spec: &mut CopySpec) -> Result<(), String> {
     // Pre-7.3 `COPY BINARY table`.
     if c.peek_word("binary")
         && c.toks
@@ -349,6 +476,12 @@ fn parse(sql: &str) -> Result<CopySpec, String> {
         }
         spec.columns = Some(cols);
     }
+    Ok(())
+}
+
+/// `TO | FROM  STDOUT | STDIN | 'file' | PROGRAM 'cmd'  [WITH] options
+/// [WHERE ...]` of a COPY statement.
+fn direction_and_options(c: &mut Cur<'_>, spec: &mut CopySpec) -> Result<(), String> {
     if c.eat_word("to") {
         spec.to = true;
     } else if !c.eat_word("from") {
@@ -363,13 +496,13 @@ fn parse(sql: &str) -> Result<CopySpec, String> {
     }
     c.eat_word("with");
     if c.eat_punct(b'(') {
-        options_list(&mut c, &mut spec)?;
+        options_list(c, spec)?;
     } else {
-        legacy_options(&mut c, &mut spec)?;
+        legacy_options(c, spec)?;
     }
     if c.eat_word("where") {
         // The filter is applied by each shard.
-        return Ok(spec);
+        return Ok(());
     }
     if c.peek().is_some_and(|t| t.kind == Tok::Semicolon) {
         c.i += 1;
@@ -377,7 +510,7 @@ fn parse(sql: &str) -> Result<CopySpec, String> {
     if c.peek().is_some() {
         return Err(c.err_here());
     }
-    Ok(spec)
+    Ok(())
 }
 
 /// `( name [value] [, ...] )`, the opening parenthesis already consumed.
@@ -387,6 +520,7 @@ fn options_list(c: &mut Cur<'_>, spec: &mut CopySpec) -> Result<(), String> {
         // The value: every token up to `,` or `)` at this level.
         let mut depth = 0usize;
         let mut value: Option<String> = None;
+        let mut list = Vec::new();
         loop {
             let Some(t) = c.peek().copied() else {
                 return Err(c.err_here());
@@ -400,6 +534,8 @@ fn options_list(c: &mut Cur<'_>, spec: &mut CopySpec) -> Result<(), String> {
                 depth -= 1;
             } else if depth == 0 && value.is_none() {
                 value = Some(token_value(c.sql, &t));
+            } else if depth == 1 && matches!(t.kind, Tok::Ident | Tok::QuotedIdent) {
+                list.push(ident_value(c.sql, &t));
             }
             c.i += 1;
         }
@@ -409,7 +545,12 @@ fn options_list(c: &mut Cur<'_>, spec: &mut CopySpec) -> Result<(), String> {
             "quote" => spec.quote = value,
             "escape" => spec.escape = value,
             "header" => spec.header = truthy(value.as_deref()),
-            _ => {}
+            "null" => spec.null = value,
+            "force_quote" if value.as_deref() == Some("*") => {
+                spec.force_quote = Some(ForceQuote::All)
+            }
+            "force_quote" => spec.force_quote = Some(ForceQuote::Columns(list)),
+            other => spec.other.push(other.to_string()),
         }
         if c.eat_punct(b')') {
             return Ok(());
@@ -432,13 +573,14 @@ fn legacy_options(c: &mut Cur<'_>, spec: &mut CopySpec) -> Result<(), String> {
             spec.format = Some("csv".into());
         } else if c.eat_word("header") {
             spec.header = true;
-        } else if c.eat_word("freeze") || c.eat_word("oids") {
+        } else if c.peek_word("freeze") || c.peek_word("oids") {
+            spec.other.push(c.ident()?);
         } else if c.eat_word("delimiter") {
             c.eat_word("as");
             spec.delimiter = Some(c.string()?);
         } else if c.eat_word("null") {
             c.eat_word("as");
-            c.string()?;
+            spec.null = Some(c.string()?);
         } else if c.eat_word("quote") {
             c.eat_word("as");
             spec.quote = Some(c.string()?);
@@ -447,8 +589,10 @@ fn legacy_options(c: &mut Cur<'_>, spec: &mut CopySpec) -> Result<(), String> {
             spec.escape = Some(c.string()?);
         } else if c.eat_word("encoding") {
             c.string()?;
+            spec.other.push("encoding".into());
         } else if c.eat_word("force") {
-            if c.eat_word("quote") || c.eat_word("null") {
+            let quote = c.eat_word("quote");
+            if quote || c.eat_word("null") {
             } else if c.eat_word("not") {
                 if !c.eat_word("null") {
                     return Err(c.err_here());
@@ -456,7 +600,12 @@ fn legacy_options(c: &mut Cur<'_>, spec: &mut CopySpec) -> Result<(), String> {
             } else {
                 return Err(c.err_here());
             }
-            c.column_targets()?;
+            let targets = c.column_targets()?;
+            if quote {
+                spec.force_quote = Some(targets);
+            } else {
+                spec.other.push("force_null".into());
+            }
         } else {
             return Ok(());
         }

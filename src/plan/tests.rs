@@ -522,10 +522,33 @@ fn copy_variants() {
         panic!("not a copy plan");
     };
     assert_eq!(c.format, CopyFormat::Binary);
+    // COPY (query): planned like its query.
+    assert_eq!(simple("COPY (SELECT 1) TO STDOUT"), Plan::AnyShard);
+    assert_eq!(
+        simple("COPY (SELECT * FROM pgbench_accounts WHERE aid = 5) TO STDOUT"),
+        Plan::Keyed {
+            keys: vec![KeyRef {
+                table: Arc::from("pgbench_accounts"),
+                key: KeyExpr::Const("5".into()),
+            }],
+            read_only: true,
+        }
+    );
+    let Plan::CopyQuery(c) = simple(
+        "COPY (SELECT bid, count(*) FROM pgbench_accounts GROUP BY bid) TO STDOUT (FORMAT csv, FORCE_QUOTE *, NULL 'x')",
+    ) else {
+        panic!("not a COPY (query) plan");
+    };
+    assert!(matches!(c.merge, Merge::Gather(_)));
+    assert_eq!(c.out.null, "x");
+    assert_eq!(
+        c.out.force_quote,
+        crate::protocol::copy_out::ForceQuote::All
+    );
     assert_error(
-        &simple("COPY (SELECT 1) TO STDOUT"),
-        "0A000",
-        "COPY (query)",
+        &simple("COPY (SELECT 1) FROM STDIN"),
+        "42601",
+        "COPY (query) FROM",
     );
     assert_error(
         &simple("COPY pgbench_accounts FROM '/tmp/x'"),

@@ -362,6 +362,7 @@ impl Plan {
             | Plan::AnyShard
             | Plan::RouterExplain(_)
             | Plan::SequenceFn(_)
+            | Plan::CopyQuery(_)
             | Plan::Error { .. } => false,
         }
     }
@@ -413,6 +414,25 @@ pub struct CopyPlan {
     pub quote: u8,
     /// CSV escape character (default = quote).
     pub escape: u8,
+}
+
+/// `COPY (query) TO STDOUT` whose query spans several shards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyQuery {
+    /// The query's sharded table (its keyspace's shards run it).
+    pub table: Arc<str>,
+    /// Shard pruning of the query.
+    pub prune: Option<KeySet>,
+    /// How the query's rows combine: concatenated (each shard runs the
+    /// COPY) or merged (the router runs the SELECT and encodes its rows).
+    pub merge: Merge,
+    /// Byte range of the query in the statement text.
+    pub query: std::ops::Range<usize>,
+    /// The output format and options (for a merged query).
+    pub out: crate::protocol::copy_out::CopyOutOptions,
+    /// An option the router passes on but does not apply itself (e.g.
+    /// `encoding`): a merged query with one is refused.
+    pub unapplied: Option<String>,
 }
 
 /// COPY data formats.
@@ -516,6 +536,8 @@ pub enum Plan {
     /// `SELECT currval/nextval/lastval(...)` of a generated sharding key's
     /// sequence: answered by the router (`exec/generated.rs`).
     SequenceFn(Arc<super::SequenceCall>),
+    /// `COPY (query) TO STDOUT` over several shards (`exec/copy_query.rs`).
+    CopyQuery(Arc<CopyQuery>),
     /// Refused: returned to the client as an ErrorResponse.
     Error {
         /// SQLSTATE, e.g. "0A000", "42601".

@@ -4,6 +4,7 @@
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
+use crate::protocol::copy_out::CopyOutEncoder;
 use crate::protocol::ProtocolError;
 
 /// Output buffered beyond this many bytes is written out immediately.
@@ -21,6 +22,9 @@ pub struct ClientOut {
     w: ClientWrite,
     /// Pending bytes (whole protocol frames).
     pub buf: BytesMut,
+    /// While a merged `COPY (query) TO STDOUT` runs: the frames written
+    /// from this offset of `buf` on are turned into COPY messages.
+    copy: Option<(usize, CopyOutEncoder)>,
 }
 
 impl ClientOut {
@@ -29,16 +33,44 @@ impl ClientOut {
         ClientOut {
             w,
             buf: BytesMut::with_capacity(16 * 1024),
+            copy: None,
+        }
+    }
+
+    /// From now on, the SELECT response frames written are sent as COPY
+    /// TO STDOUT data encoded by `enc` (until [`ClientOut::end_copy_out`]).
+    pub fn begin_copy_out(&mut self, enc: CopyOutEncoder) {
+        self.copy = Some((self.buf.len(), enc));
+    }
+
+    /// Ends what [`ClientOut::begin_copy_out`] started: the frames still
+    /// buffered are encoded.
+    pub fn end_copy_out(&mut self) {
+        self.encode_copy();
+        self.copy = None;
+    }
+
+    fn encode_copy(&mut self) {
+        if let Some((from, enc)) = &mut self.copy {
+            if *from < self.buf.len() {
+                let tail = self.buf.split_off(*from);
+                enc.translate(&tail, &mut self.buf);
+            }
+            *from = self.buf.len();
         }
     }
 
     /// Writes everything buffered.
     pub async fn flush(&mut self) -> Result<(), ProtocolError> {
+        self.encode_copy();
         if !self.buf.is_empty() {
             self.w.write_all(&self.buf).await?;
             // TLS buffers records: push them to the socket.
             self.w.flush().await?;
             self.buf.clear();
+            if let Some((from, _)) = &mut self.copy {
+                *from = 0;
+            }
         }
         Ok(())
     }

@@ -11,6 +11,7 @@
 pub mod backend;
 pub mod client_io;
 pub mod copy_binary;
+pub mod copy_out;
 pub mod error;
 pub mod frame;
 pub mod frontend;

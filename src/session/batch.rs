@@ -70,7 +70,10 @@ impl Session {
                         other => other,
                     };
                     match next {
-                        Some(Route::Txn(..)) | Some(Route::Copy(..)) | Some(Route::Set { .. }) => {
+                        Some(Route::Txn(..))
+                        | Some(Route::Copy(..))
+                        | Some(Route::CopyQuery(..))
+                        | Some(Route::Set { .. }) => {
                             // No parameters, no rows.
                             let mut b = BytesMut::new();
                             b.put_u8(b't');
@@ -128,6 +131,7 @@ impl Session {
                         None => false,
                         Some(Route::Txn(..))
                         | Some(Route::Copy(..))
+                        | Some(Route::CopyQuery(..))
                         | Some(Route::Set { .. })
                         | Some(Route::Gather { .. })
                         | Some(Route::SplitInsert(_))
@@ -302,6 +306,10 @@ impl Session {
                         true
                     }
                     Some(Route::Txn(t, sql)) => self.ctx.txn_command(&t, &sql).await?,
+                    Some(Route::CopyQuery(c, sql)) => {
+                        let routing = self.ctx.state.routing();
+                        self.ctx.copy_query(&routing, &sql, &c).await?
+                    }
                     Some(Route::Copy(c, sql)) => {
                         let routing = self.ctx.state.routing();
                         self.ctx.copy(&mut self.reader, &routing, &sql, &c).await?

@@ -521,6 +521,7 @@ impl Session {
                 bind: frame.clone(),
                 resolved: OnceLock::new(),
             })),
+            Plan::CopyQuery(c) => Route::CopyQuery(c.clone(), stmt.query.clone()),
             Plan::SequenceFn(call) => Route::Sequence(Arc::new(PendingSequence {
                 call: call.clone(),
                 format: b.result_formats.first().copied().unwrap_or(0),

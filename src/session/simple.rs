@@ -159,6 +159,7 @@ impl Session {
                     Ok(false)
                 }
             },
+            Plan::CopyQuery(c) => self.ctx.copy_query(routing, sql, c).await,
             Plan::SequenceFn(call) => match self.ctx.sequence_fn(routing, call).await {
                 SequenceAnswer::Value(v) => {
                     self.ctx.write_sequence_value(call, v, 0, true);

@@ -15,6 +15,7 @@ mod drivers;
 
 mod admin;
 mod bulk_insert;
+mod copy_query;
 mod fuzz_frontend;
 mod gather;
 mod generated_keys;

@@ -54,10 +54,16 @@ pub(super) struct FinalCtx {
     pub(super) result_formats: Vec<i16>,
 }
 
-/// The final step's context of a simple-protocol execution of `sql`.
+/// The final step's context of a simple-protocol execution of `sql`
+/// (results in `result_formats`: empty for text).
 ///
 /// Errors: XX000 when a literal is not in the text.
-pub(super) fn simple_ctx(f: &FinalStep, sql: &str, lits: &Literals) -> Result<FinalCtx, PgError> {
+pub(super) fn simple_ctx(
+    f: &FinalStep,
+    sql: &str,
+    lits: &Literals,
+    result_formats: &[i16],
+) -> Result<FinalCtx, PgError> {
     Ok(FinalCtx {
         sql: render_pieces(&f.sql, sql, lits, "ALL")?,
         check: (sql.to_string(), Vec::new()),
@@ -65,7 +71,7 @@ pub(super) fn simple_ctx(f: &FinalStep, sql: &str, lits: &Literals) -> Result<Fi
         param_types: Vec::new(),
         param_formats: Vec::new(),
         params: Vec::new(),
-        result_formats: Vec::new(),
+        result_formats: result_formats.to_vec(),
     })
 }
 

@@ -51,6 +51,20 @@ impl ExecCtx {
         sql: &str,
         lits: &Literals,
     ) -> Result<bool, End> {
+        self.gather_simple_as(shards, plan, sql, lits, false).await
+    }
+
+    /// [`ExecCtx::gather_simple`] with the rows' values in binary format
+    /// when `binary` (a merged binary `COPY (query) TO STDOUT`).
+    pub async fn gather_simple_as(
+        &mut self,
+        shards: &[String],
+        plan: &Arc<GatherPlan>,
+        sql: &str,
+        lits: &Literals,
+        binary: bool,
+    ) -> Result<bool, End> {
+        let formats = if binary { vec![1] } else { Vec::new() };
         let args = Values::Simple { sql, lits };
         let prepared = (|| {
             let (offset, limit) = window_bounds(plan, &args)?;
@@ -59,7 +73,7 @@ impl ExecCtx {
             let _ = fe::parse("", &text, std::iter::empty(), &mut parse);
             let having = having_params(plan, &args)?;
             let final_ctx = match &plan.finish {
-                Some(f) => Some(final_step::simple_ctx(f, sql, lits)?),
+                Some(f) => Some(final_step::simple_ctx(f, sql, lits, &formats)?),
                 None => None,
             };
             Ok::<_, PgError>((offset, limit, parse.freeze(), having, final_ctx))
@@ -77,7 +91,7 @@ impl ExecCtx {
             parse_always: Some(parse),
             param_formats: Vec::new(),
             params: Vec::new(),
-            client_formats: Vec::new(),
+            client_formats: formats,
             simple: true,
             max_rows: None,
             final_ctx,
