@@ -99,6 +99,14 @@ pub(crate) fn explain_lines(
             }
         )),
         Plan::RouterExplain(_) => out.push("EXPLAIN (ROUTER)".into()),
+        Plan::InsertSelect(p) => {
+            out = explain_lines(routing, &p.source, sql, lits)?;
+            out.push(format!(
+                "  INSERT into {}: the SELECT's rows kept by the router (binary), grouped by the shard their {} names, inserted there from arrays in one transaction",
+                p.table,
+                if p.generator.is_some() { "generated key" } else { "key" }
+            ));
+        }
         Plan::CopyQuery(c) => {
             let inner = sql.get(c.query.clone()).unwrap_or_default();
             let scatter = Plan::Scatter {

@@ -16,7 +16,8 @@
 //!   [`copy_binary`]), COPY TO concatenated; [`copy_query`]: `COPY (query)
 //!   TO STDOUT` concatenated or merged.
 //! - [`split_insert`]: a multi-row INSERT with parameters split by shard
-//!   (extended protocol), RETURNING rows in the client's order.
+//!   (extended protocol), RETURNING rows in the client's order;
+//!   [`insert_select`]: INSERT ... SELECT rows routed by key.
 //! - [`owned`], [`lookup`], [`owned_ext`]: writes to tables owning lookup
 //!   vindexes and routing through lookup tables; [`inject`]: the
 //!   router's own queries inside the client's transaction.
@@ -44,6 +45,7 @@ pub mod fast_path;
 pub mod gather;
 pub mod generated;
 pub mod inject;
+pub mod insert_select;
 pub mod lookup;
 pub mod message;
 pub mod owned;

@@ -19,8 +19,7 @@
 //! the client's own statement.
 
 use sqlparser::ast::{
-    Expr, GroupByExpr, OrderBy, OrderByKind, Query, Select, SelectItem, SetExpr, TableAlias,
-    TableAliasColumnDef, TableFactor, TableWithJoins, Value,
+    Expr, GroupByExpr, OrderBy, OrderByKind, Query, Select, SelectItem, SetExpr, Value,
 };
 
 use super::aggregates::{contains_aggregate, func_name, item_expr};
@@ -28,7 +27,7 @@ use super::analyze::ParamMode;
 use super::gather_builder::{parse_agg, Builder};
 use super::lex::{significant, Tok};
 use super::names::norm_ident;
-use super::rewrite::{col_ref, Rewriter, ALIAS, ROWS_MARKER};
+use super::rewrite::{col_ref, unnest_from, Rewriter};
 use super::template::template;
 use super::types::{FinalStep, GatherPlan, Merge};
 use super::walk::{expr_children, Node};
@@ -169,23 +168,7 @@ pub(crate) fn build_final(q: &Query, sel: &Select, mode: ParamMode) -> Result<Me
         }
     }
     let m = r.cols.len();
-    fin_sel.from = vec![TableWithJoins {
-        relation: TableFactor::UNNEST {
-            alias: Some(TableAlias {
-                explicit: true,
-                name: sqlparser::ast::Ident::new(ALIAS),
-                columns: (0..m)
-                    .map(|i| TableAliasColumnDef::from_name(format!("c{i}")))
-                    .collect(),
-                at: None,
-            }),
-            array_exprs: vec![Expr::Value(Value::Placeholder(ROWS_MARKER.into()).into())],
-            with_offset: false,
-            with_offset_alias: None,
-            with_ordinality: false,
-        },
-        joins: Vec::new(),
-    }];
+    fin_sel.from = unnest_from(m);
     fin_sel.selection = None;
     fin_sel.group_by = GroupByExpr::Expressions(
         r.keys.iter().map(|(_, c)| col_ref(*c)).collect(),

@@ -91,6 +91,7 @@ mod gather;
 mod gather_builder;
 mod generated;
 mod having;
+mod insert_select;
 mod lex;
 mod merge;
 mod names;
@@ -156,6 +157,13 @@ pub trait SchemaView: Sync {
     /// shards; None = not known yet (a statement that needs them plans to
     /// [`Plan::NeedSchema`]). Default: never known.
     fn table_schema(&self, table: &str) -> Option<schema::SharedSchema> {
+        let _ = table;
+        None
+    }
+
+    /// The keyspace and sharding key type of sharded table `table`, if
+    /// known (co-located INSERT ... SELECT). Default: not known.
+    fn key_info(&self, table: &str) -> Option<(&str, crate::vindex::KeyType)> {
         let _ = table;
         None
     }

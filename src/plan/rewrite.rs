@@ -11,7 +11,8 @@
 
 use sqlparser::ast::{
     Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentClause, FunctionArguments, Ident,
-    ObjectName, ObjectNamePart, Value,
+    ObjectName, ObjectNamePart, TableAlias, TableAliasColumnDef, TableFactor, TableWithJoins,
+    Value,
 };
 
 use super::aggregates::is_aggregate_call;
@@ -32,6 +33,28 @@ pub(crate) fn agg_marker(i: usize) -> String {
 /// `_pgr.c<i>`: column `i` of the shards' rows in the final step.
 pub(crate) fn col_ref(i: usize) -> Expr {
     Expr::CompoundIdentifier(vec![Ident::new(ALIAS), Ident::new(format!("c{i}"))])
+}
+
+/// `FROM unnest($__pgr_rows) AS _pgr(c0, ..., c<n-1>)`: the rows the
+/// router passes to a shard as `n` arrays.
+pub(crate) fn unnest_from(n: usize) -> Vec<TableWithJoins> {
+    vec![TableWithJoins {
+        relation: TableFactor::UNNEST {
+            alias: Some(TableAlias {
+                explicit: true,
+                name: Ident::new(ALIAS),
+                columns: (0..n)
+                    .map(|i| TableAliasColumnDef::from_name(format!("c{i}")))
+                    .collect(),
+                at: None,
+            }),
+            array_exprs: vec![Expr::Value(Value::Placeholder(ROWS_MARKER.into()).into())],
+            with_offset: false,
+            with_offset_alias: None,
+            with_ordinality: false,
+        },
+        joins: Vec::new(),
+    }]
 }
 
 /// What the rewrite collected: the shards' columns, group keys and

@@ -204,7 +204,19 @@ fn plan_insert(ins: &Insert, schema: &dyn SchemaView, mode: ParamMode) -> Plan {
     };
     let values_body = match source.body.as_ref() {
         SetExpr::Values(v) => Some(v),
-        _ => None,
+        _ => {
+            let source_plan =
+                plan_statement(&Statement::Query(source.clone()), schema, mode, "SELECT");
+            return super::insert_select::plan_insert_select(
+                ins,
+                source,
+                source_plan,
+                table,
+                key,
+                schema,
+                mode,
+            );
+        }
     };
     // The target columns: as listed, or (no list) the table's leading
     // columns, one per VALUES expression.

@@ -966,10 +966,17 @@ fn insert_rules() {
         "0A000",
         "DEFAULT in some rows only",
     );
+    // INSERT ... SELECT: rows routed by the router (simple protocol).
+    let Plan::InsertSelect(p) = simple("INSERT INTO pgbench_accounts (aid) SELECT 1") else {
+        panic!("INSERT ... SELECT plan expected");
+    };
+    assert_eq!((p.key_index, &*p.source), (Some(0), &Plan::AnyShard));
     assert_error(
-        &simple("INSERT INTO pgbench_accounts (aid) SELECT 1"),
+        &extended(
+            "INSERT INTO pgbench_accounts (aid, bid) SELECT aid + 1, bid FROM pgbench_accounts",
+        ),
         "0A000",
-        "INSERT ... SELECT",
+        "simple query protocol",
     );
     assert_error(
         &simple("INSERT INTO pgbench_accounts DEFAULT VALUES"),

@@ -355,6 +355,7 @@ impl Plan {
             | Plan::Broadcast { .. }
             | Plan::Owned { .. }
             | Plan::NeedSchema { .. }
+            | Plan::InsertSelect(_)
             | Plan::GenerateKey(_) => true,
             Plan::Copy(c) => c.from_stdin,
             Plan::Transaction(_)
@@ -433,6 +434,31 @@ pub struct CopyQuery {
     /// An option the router passes on but does not apply itself (e.g.
     /// `encoding`): a merged query with one is refused.
     pub unapplied: Option<String>,
+}
+
+/// `INSERT INTO sharded_table ... SELECT ...` whose rows the router routes
+/// by key (`exec/insert_select.rs`): the SELECT runs like any SELECT
+/// (merged where needed), its rows are grouped by the shard their key
+/// names and inserted there from arrays, in one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InsertSelect {
+    /// Catalog name of the target table.
+    pub table: Arc<str>,
+    /// Where the SELECT runs: [`Plan::Keyed`], [`Plan::AnyShard`] or
+    /// [`Plan::Scatter`].
+    pub source: Arc<Plan>,
+    /// How the SELECT's rows are fetched (merged, or a plain run).
+    pub gather: Arc<GatherPlan>,
+    /// The sharding key among the SELECT's columns; None when the router
+    /// generates it.
+    pub key_index: Option<usize>,
+    /// The generated key: the key column's generator.
+    pub generator: Option<super::schema::KeyGenerator>,
+    /// The INSERT each shard runs: `$__pgr_rows` stands for the arrays
+    /// (the SELECT's columns, then a generated key).
+    pub insert_sql: Vec<SqlPiece>,
+    /// The INSERT has RETURNING.
+    pub returning: bool,
 }
 
 /// COPY data formats.
@@ -536,6 +562,8 @@ pub enum Plan {
     /// `SELECT currval/nextval/lastval(...)` of a generated sharding key's
     /// sequence: answered by the router (`exec/generated.rs`).
     SequenceFn(Arc<super::SequenceCall>),
+    /// `INSERT ... SELECT` into a sharded table, rows routed by the router.
+    InsertSelect(Arc<InsertSelect>),
     /// `COPY (query) TO STDOUT` over several shards (`exec/copy_query.rs`).
     CopyQuery(Arc<CopyQuery>),
     /// Refused: returned to the client as an ErrorResponse.

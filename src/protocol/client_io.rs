@@ -22,9 +22,22 @@ pub struct ClientOut {
     w: ClientWrite,
     /// Pending bytes (whole protocol frames).
     pub buf: BytesMut,
-    /// While a merged `COPY (query) TO STDOUT` runs: the frames written
-    /// from this offset of `buf` on are turned into COPY messages.
-    copy: Option<(usize, CopyOutEncoder)>,
+    /// While a response is redirected: the frames written from this
+    /// offset of `buf` on go there instead of to the client as they are.
+    redirect: Option<(usize, Redirect)>,
+}
+
+/// Where redirected response frames go.
+enum Redirect {
+    /// Turned into COPY messages (a merged `COPY (query) TO STDOUT`).
+    Copy(CopyOutEncoder),
+    /// Kept for the router (the rows of an `INSERT ... SELECT`), up to a
+    /// byte limit; past it only the count of bytes is kept.
+    Capture {
+        frames: BytesMut,
+        limit: usize,
+        seen: usize,
+    },
 }
 
 impl ClientOut {
@@ -33,42 +46,84 @@ impl ClientOut {
         ClientOut {
             w,
             buf: BytesMut::with_capacity(16 * 1024),
-            copy: None,
+            redirect: None,
         }
     }
 
     /// From now on, the SELECT response frames written are sent as COPY
     /// TO STDOUT data encoded by `enc` (until [`ClientOut::end_copy_out`]).
     pub fn begin_copy_out(&mut self, enc: CopyOutEncoder) {
-        self.copy = Some((self.buf.len(), enc));
+        self.redirect = Some((self.buf.len(), Redirect::Copy(enc)));
     }
 
     /// Ends what [`ClientOut::begin_copy_out`] started: the frames still
     /// buffered are encoded.
     pub fn end_copy_out(&mut self) {
-        self.encode_copy();
-        self.copy = None;
+        self.redirect_pending();
+        self.redirect = None;
     }
 
-    fn encode_copy(&mut self) {
-        if let Some((from, enc)) = &mut self.copy {
-            if *from < self.buf.len() {
-                let tail = self.buf.split_off(*from);
-                enc.translate(&tail, &mut self.buf);
-            }
-            *from = self.buf.len();
+    /// From now on, the frames written are kept, not sent, up to `limit`
+    /// bytes (until [`ClientOut::end_capture`]).
+    pub fn begin_capture(&mut self, limit: usize) {
+        let r = Redirect::Capture {
+            frames: BytesMut::new(),
+            limit,
+            seen: 0,
+        };
+        self.redirect = Some((self.buf.len(), r));
+    }
+
+    /// Ends what [`ClientOut::begin_capture`] started: the frames written
+    /// since, or Err with their byte count when they exceeded the limit.
+    pub fn end_capture(&mut self) -> Result<BytesMut, usize> {
+        self.redirect_pending();
+        match self.redirect.take() {
+            Some((
+                _,
+                Redirect::Capture {
+                    frames,
+                    limit,
+                    seen,
+                },
+            )) if seen <= limit => Ok(frames),
+            Some((_, Redirect::Capture { seen, .. })) => Err(seen),
+            _ => Ok(BytesMut::new()),
         }
+    }
+
+    fn redirect_pending(&mut self) {
+        let Some((from, r)) = &mut self.redirect else {
+            return;
+        };
+        if *from < self.buf.len() {
+            let tail = self.buf.split_off(*from);
+            match r {
+                Redirect::Copy(enc) => enc.translate(&tail, &mut self.buf),
+                Redirect::Capture {
+                    frames,
+                    limit,
+                    seen,
+                } => {
+                    *seen += tail.len();
+                    if *seen <= *limit {
+                        frames.extend_from_slice(&tail);
+                    }
+                }
+            }
+        }
+        *from = self.buf.len();
     }
 
     /// Writes everything buffered.
     pub async fn flush(&mut self) -> Result<(), ProtocolError> {
-        self.encode_copy();
+        self.redirect_pending();
         if !self.buf.is_empty() {
             self.w.write_all(&self.buf).await?;
             // TLS buffers records: push them to the socket.
             self.w.flush().await?;
             self.buf.clear();
-            if let Some((from, _)) = &mut self.copy {
+            if let Some((from, _)) = &mut self.redirect {
                 *from = 0;
             }
         }

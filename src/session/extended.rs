@@ -522,6 +522,11 @@ impl Session {
                 resolved: OnceLock::new(),
             })),
             Plan::CopyQuery(c) => Route::CopyQuery(c.clone(), stmt.query.clone()),
+            Plan::InsertSelect(_) => {
+                return Err(PgError::unsupported(
+                    "INSERT ... SELECT whose rows the router routes is supported in the simple query protocol only",
+                ))
+            }
             Plan::SequenceFn(call) => Route::Sequence(Arc::new(PendingSequence {
                 call: call.clone(),
                 format: b.result_formats.first().copied().unwrap_or(0),

@@ -160,6 +160,7 @@ impl Session {
                 }
             },
             Plan::CopyQuery(c) => self.ctx.copy_query(routing, sql, c).await,
+            Plan::InsertSelect(p) => self.ctx.insert_select(routing, sql, lits, p).await,
             Plan::SequenceFn(call) => match self.ctx.sequence_fn(routing, call).await {
                 SequenceAnswer::Value(v) => {
                     self.ctx.write_sequence_value(call, v, 0, true);

@@ -100,6 +100,10 @@ impl SchemaView for Routing {
         SchemaView::lookups(&*self.catalog, table)
     }
 
+    fn key_info(&self, table: &str) -> Option<(&str, crate::vindex::KeyType)> {
+        SchemaView::key_info(&*self.catalog, table)
+    }
+
     fn table_schema(&self, table: &str) -> Option<SharedSchema> {
         self.schemas.read().get(table).cloned()
     }
@@ -130,6 +134,10 @@ impl SchemaView for Routing {
 impl SchemaView for Catalog {
     fn key_column(&self, table: &str) -> Option<&str> {
         self.table(table).map(|t| t.key_column.as_str())
+    }
+
+    fn key_info(&self, table: &str) -> Option<(&str, crate::vindex::KeyType)> {
+        self.table(table).map(|t| (t.keyspace.as_str(), t.key_type))
     }
 
     fn is_reference(&self, table: &str) -> bool {

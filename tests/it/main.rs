@@ -19,6 +19,7 @@ mod copy_query;
 mod fuzz_frontend;
 mod gather;
 mod generated_keys;
+mod insert_select;
 mod isolation;
 mod layout;
 mod lookup;

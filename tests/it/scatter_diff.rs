@@ -9,7 +9,8 @@
 //! GROUP BY/HAVING, DISTINCT, DISTINCT ON, key lookups — over both the simple
 //! and the extended protocol, interleaved with writes applied to both sides
 //! (multi-row INSERTs with literals and with parameters, INSERTs without a
-//! column list, INSERTs whose generated key the router draws).
+//! column list, INSERTs whose generated key the router draws, INSERT ...
+//! SELECT co-located and through the router).
 //! Every query runs on the reference first, then through the router, and the
 //! results are compared:
 //!
@@ -1303,7 +1304,39 @@ fn gen_write(rng: &mut Rng, ids: &[i64], next_id: &mut i64) -> W {
         deleted: None,
     };
     let existing = if ids.is_empty() { 1 } else { pick(rng, ids) };
-    match rng.u32(0..9) {
+    match rng.u32(0..12) {
+        // INSERT ... SELECT, co-located: the target's key is the source's
+        // key, each shard inserts its own rows (both protocols).
+        9 => {
+            *next_id += 1;
+            w.sql = format!(
+                "INSERT INTO events (k, id, v) SELECT id, {}, g FROM items WHERE g = {} AND s > 0",
+                900_000 + *next_id,
+                rng.i32(0..10)
+            );
+        }
+        // INSERT ... SELECT through the router: the rows of a merged
+        // SELECT inserted under new keys (simple protocol).
+        10 => {
+            w.extended = false;
+            let base = 1_000_000_000 + *next_id * 100_000;
+            *next_id += 1;
+            w.sql = format!(
+                "INSERT INTO items (id, g, h, n, s, b) SELECT id + {base}, g, h, n, s, b FROM items WHERE g = {} ORDER BY id LIMIT {}",
+                rng.i32(0..10),
+                rng.i32(1..20)
+            );
+        }
+        // Generated keys for the rows of an ordered SELECT: the same ids
+        // on both sides.
+        11 => {
+            w.extended = false;
+            w.sql = format!(
+                "INSERT INTO logs (item, v) SELECT id, g FROM items WHERE g = {} ORDER BY id DESC LIMIT {}",
+                rng.i32(0..10),
+                rng.i32(1..15)
+            );
+        }
         // Generated keys: `logs` rows without their key, both protocols,
         // the returned ids compared.
         7 => {
