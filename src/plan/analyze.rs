@@ -17,11 +17,13 @@ use sqlparser::ast::{
     Value,
 };
 
+use super::colocate::{colocated, key_links, refusal};
 use super::names::{
-    classify_object, classify_table, last_part, norm_ident, undeclared, TableClass,
+    classify_object, classify_table, column_ref, last_part, norm_ident, undeclared, TableClass,
 };
+pub(crate) use super::occ::{Occ, Routing};
 use super::types::{unsupported, KeyExpr, KeyRef, KeySet, LookupKey, Plan};
-use super::walk::{expr_children, function_arg, window_children, Node};
+use super::walk::{conjuncts, expr_children, function_arg, window_children, Node};
 use super::SchemaView;
 
 /// How `$n` placeholders in the parsed text are read.
@@ -39,44 +41,6 @@ pub(crate) enum ParamMode {
     Ignore,
 }
 
-/// One occurrence of a sharded table in a statement.
-#[derive(Debug, Clone)]
-pub(crate) struct Occ {
-    pub table: Arc<str>,
-    pub key_col: String,
-    /// Name the statement refers to it by (alias, or table name).
-    pub qualifier: String,
-    pub key: Option<KeyExpr>,
-    /// Key values from `key IN (...)` / `key = ANY(...)`.
-    pub prune: Option<KeySet>,
-    /// In the FROM clause of the outermost SELECT (or the target of an
-    /// UPDATE/DELETE), as opposed to a subquery, CTE or set operation.
-    pub top: bool,
-    /// The table's lookup vindexes: (looked-up column, lookup table).
-    pub lookup_cols: Vec<(String, Arc<str>)>,
-    /// The first `lookup column = value` condition found.
-    pub lookup: Option<Arc<LookupKey>>,
-}
-
-/// How the sharded tables of a statement can be reached.
-#[derive(Debug)]
-pub(crate) enum Routing {
-    /// No sharded table at all (only system catalogs, or no table).
-    NoTables,
-    /// Every sharded table occurrence has a key.
-    Keyed(Vec<KeyRef>),
-    /// Exactly one sharded table occurrence, without a key.
-    Single {
-        table: Arc<str>,
-        key_col: String,
-        top: bool,
-        prune: Option<KeySet>,
-        lookup: Option<Arc<LookupKey>>,
-    },
-    /// Refused (undeclared table, unsupported construct, unkeyed join...).
-    Error(Plan),
-}
-
 /// Collects table occurrences and key conditions of one statement.
 pub(crate) struct Analyzer<'s> {
     schema: &'s dyn SchemaView,
@@ -89,6 +53,9 @@ pub(crate) struct Analyzer<'s> {
     /// sharded table. Run on several shards, every shard would return the
     /// kept rows it cannot match.
     outer_unsharded: Option<Arc<str>>,
+    /// Pairs of occurrences joined on their sharding keys
+    /// (`a.key = b.key` in WHERE or a join's ON): co-location.
+    key_joins: Vec<(usize, usize)>,
 }
 
 impl<'s> Analyzer<'s> {
@@ -100,6 +67,7 @@ impl<'s> Analyzer<'s> {
             occs: Vec::new(),
             error: None,
             outer_unsharded: None,
+            key_joins: Vec::new(),
         }
     }
 
@@ -169,22 +137,10 @@ impl<'s> Analyzer<'s> {
                 lookup: o.lookup.clone(),
             };
         }
-        let mut names: Vec<String> = Vec::new();
-        for o in &self.occs {
-            let n = format!("\"{}\"", o.table);
-            if !names.contains(&n) {
-                names.push(n);
-            }
+        if let Some(r) = colocated(&self.occs, &self.key_joins, self.schema) {
+            return r;
         }
-        let unkeyed = self.occs.iter().find(|o| o.key.is_none());
-        Routing::Error(Plan::Error {
-            sqlstate: "0A000",
-            message: format!(
-                "a statement over several sharded table references ({}) needs an equality condition on the sharding key of each; multi-shard joins and subqueries are not supported yet",
-                names.join(", ")
-            ),
-            hint: unkeyed.map(|o| format!("add a condition like {}.{} = <value>", o.qualifier, o.key_col)),
-        })
+        refusal(&self.occs)
     }
 
     pub fn node(&mut self, n: Node<'_>) {
@@ -325,6 +281,7 @@ impl<'s> Analyzer<'s> {
         }
         for c in conds {
             self.conjuncts(c, &local);
+            self.key_joins.extend(key_links(c, &local, &self.occs));
         }
         sel.projection.iter().for_each(|i| self.select_item(i));
         if let GroupByExpr::Expressions(v, _) = &sel.group_by {
@@ -408,6 +365,10 @@ impl<'s> Analyzer<'s> {
                 self.expr(e);
                 if inner {
                     conds.push(e);
+                } else {
+                    // An outer join on the sharding keys keeps its
+                    // unmatched rows on their own shard: co-located too.
+                    self.key_joins.extend(key_links(e, local, &self.occs));
                 }
             }
         }
@@ -517,63 +478,46 @@ impl<'s> Analyzer<'s> {
 
     /// Apply the key equalities of a conjunction to the scope's occurrences.
     pub fn conjuncts(&mut self, e: &Expr, local: &[usize]) {
-        let mut stack: Vec<&Expr> = vec![e];
-        while let Some(x) = stack.pop() {
-            match x {
-                Expr::BinaryOp {
-                    left,
-                    op: BinaryOperator::And,
-                    right,
-                } => {
-                    stack.push(right);
-                    stack.push(left);
-                }
-                Expr::Nested(inner) => stack.push(inner),
-                _ => {
-                    if let Some((qual, col, set)) = self.key_set(x) {
-                        for &i in local {
-                            if let Some(o) = self.occs.get_mut(i) {
-                                if o.key_col == col
-                                    && qual.as_ref().is_none_or(|q| *q == o.qualifier)
-                                {
-                                    o.prune = Some(match (o.prune.take(), set.clone()) {
-                                        (None, s) => s,
-                                        // `k >= a AND k < b`: one range.
-                                        (
-                                            Some(KeySet::Range { lo: l1, hi: h1 }),
-                                            KeySet::Range { lo: l2, hi: h2 },
-                                        ) => KeySet::Range {
-                                            lo: l1.or(l2),
-                                            hi: h1.or(h2),
-                                        },
-                                        (Some(KeySet::Range { .. }), s) => s,
-                                        (Some(old), _) => old,
-                                    });
-                                }
-                            }
+        for x in conjuncts(e) {
+            if let Some((qual, col, set)) = self.key_set(x) {
+                for &i in local {
+                    if let Some(o) = self.occs.get_mut(i) {
+                        if o.key_col == col && qual.as_ref().is_none_or(|q| *q == o.qualifier) {
+                            o.prune = Some(match (o.prune.take(), set.clone()) {
+                                (None, s) => s,
+                                // `k >= a AND k < b`: one range.
+                                (
+                                    Some(KeySet::Range { lo: l1, hi: h1 }),
+                                    KeySet::Range { lo: l2, hi: h2 },
+                                ) => KeySet::Range {
+                                    lo: l1.or(l2),
+                                    hi: h1.or(h2),
+                                },
+                                (Some(KeySet::Range { .. }), s) => s,
+                                (Some(old), _) => old,
+                            });
                         }
+                    }
+                }
+                continue;
+            }
+            let Some((qual, col, val)) = self.key_equality(x) else {
+                continue;
+            };
+            for &i in local {
+                if let Some(o) = self.occs.get_mut(i) {
+                    if qual.as_ref().is_some_and(|q| *q != o.qualifier) {
                         continue;
                     }
-                    let Some((qual, col, val)) = self.key_equality(x) else {
-                        continue;
-                    };
-                    for &i in local {
-                        if let Some(o) = self.occs.get_mut(i) {
-                            if qual.as_ref().is_some_and(|q| *q != o.qualifier) {
-                                continue;
-                            }
-                            if o.key.is_none() && o.key_col == col {
-                                o.key = Some(val.clone());
-                            } else if o.lookup.is_none() {
-                                if let Some((c, lt)) = o.lookup_cols.iter().find(|(c, _)| *c == col)
-                                {
-                                    o.lookup = Some(Arc::new(LookupKey {
-                                        lookup_table: lt.clone(),
-                                        column: c.clone(),
-                                        value: val.clone(),
-                                    }));
-                                }
-                            }
+                    if o.key.is_none() && o.key_col == col {
+                        o.key = Some(val.clone());
+                    } else if o.lookup.is_none() {
+                        if let Some((c, lt)) = o.lookup_cols.iter().find(|(c, _)| *c == col) {
+                            o.lookup = Some(Arc::new(LookupKey {
+                                lookup_table: lt.clone(),
+                                column: c.clone(),
+                                value: val.clone(),
+                            }));
                         }
                     }
                 }
@@ -747,21 +691,5 @@ fn negate(k: KeyExpr) -> KeyExpr {
             Some(rest) => KeyExpr::Const(rest.to_string()),
             None => KeyExpr::Const(format!("-{s}")),
         },
-    }
-}
-
-/// `col`, `t.col` or `schema.t.col` -> (qualifier, column), folded.
-fn column_ref(mut e: &Expr) -> Option<(Option<String>, String)> {
-    while let Expr::Nested(x) = e {
-        e = x;
-    }
-    match e {
-        Expr::Identifier(id) => Some((None, norm_ident(id))),
-        Expr::CompoundIdentifier(ids) if ids.len() >= 2 => {
-            let col = norm_ident(ids.last()?);
-            let qual = norm_ident(ids.get(ids.len() - 2)?);
-            Some((Some(qual), col))
-        }
-        _ => None,
     }
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use sqlparser::ast::{Ident, ObjectName, ObjectNamePart};
+use sqlparser::ast::{Expr, Ident, ObjectName, ObjectNamePart};
 
 use super::types::Plan;
 use super::SchemaView;
@@ -115,5 +115,21 @@ pub(crate) fn system_write() -> Plan {
         sqlstate: "0A000",
         message: "writing to system catalogs through pg-router is not supported".to_string(),
         hint: None,
+    }
+}
+
+/// `col`, `t.col` or `schema.t.col` -> (qualifier, column), folded.
+pub(crate) fn column_ref(mut e: &Expr) -> Option<(Option<String>, String)> {
+    while let Expr::Nested(x) = e {
+        e = x;
+    }
+    match e {
+        Expr::Identifier(id) => Some((None, norm_ident(id))),
+        Expr::CompoundIdentifier(ids) if ids.len() >= 2 => {
+            let col = norm_ident(ids.last()?);
+            let qual = norm_ident(ids.get(ids.len() - 2)?);
+            Some((Some(qual), col))
+        }
+        _ => None,
     }
 }

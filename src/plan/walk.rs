@@ -293,3 +293,25 @@ pub(crate) fn function_children<'a>(func: &'a Function, f: &mut dyn FnMut(Node<'
         window_children(w, f);
     }
 }
+
+/// The conjuncts of `e`: `a AND (b AND c)` gives `[a, b, c]`, parentheses
+/// removed; iterative (long AND chains are deep trees).
+pub(crate) fn conjuncts(e: &Expr) -> Vec<&Expr> {
+    let mut out = Vec::new();
+    let mut stack: Vec<&Expr> = vec![e];
+    while let Some(x) = stack.pop() {
+        match x {
+            Expr::BinaryOp {
+                left,
+                op: sqlparser::ast::BinaryOperator::And,
+                right,
+            } => {
+                stack.push(right);
+                stack.push(left);
+            }
+            Expr::Nested(inner) => stack.push(inner),
+            other => out.push(other),
+        }
+    }
+    out
+}

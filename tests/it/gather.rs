@@ -284,5 +284,28 @@ async fn final_step_errors_limits_and_descriptions() {
         ),
         vec!["1990".to_string()]
     );
+
+    // Co-located joins run on every shard; a join on other columns is
+    // refused with the tables and the missing condition named.
+    assert_eq!(
+        lines(
+            &c.simple_query("SELECT count(*) FROM t a JOIN t b ON a.id = b.id WHERE a.g = 1")
+                .await
+                .unwrap()
+        ),
+        vec!["50".to_string()]
+    );
+    let e = c
+        .simple_query("SELECT count(*) FROM t a JOIN t b ON a.g = b.g")
+        .await
+        .expect_err("join on non-key columns");
+    assert_eq!(e.code(), Some(&SqlState::FEATURE_NOT_SUPPORTED), "{e:?}");
+    let db = e.as_db_error().expect("db error");
+    assert!(db.message().contains("\"t\""), "{}", db.message());
+    assert!(
+        db.hint().unwrap_or_default().contains("a.id = b.id"),
+        "{:?}",
+        db.hint()
+    );
     dev.stop().await;
 }

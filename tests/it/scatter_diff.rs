@@ -10,7 +10,9 @@
 //! and the extended protocol, interleaved with writes applied to both sides
 //! (multi-row INSERTs with literals and with parameters, INSERTs without a
 //! column list, INSERTs whose generated key the router draws, INSERT ...
-//! SELECT co-located and through the router).
+//! SELECT co-located and through the router). Co-located joins
+//! (items.id = events.k = logs.id, outer, three tables, with the reference
+//! table `kinds`) are merged like single-table SELECTs.
 //! Every query runs on the reference first, then through the router, and the
 //! results are compared:
 //!
@@ -92,6 +94,9 @@ const LOGS_DDL: &str = "CREATE TABLE logs (id bigserial PRIMARY KEY, item bigint
 /// Rows initially loaded into `logs` (in batches, half of them with
 /// parameters).
 const LOG_ROWS: usize = 600;
+/// A reference table (a copy on every shard) joined with the sharded ones.
+const KINDS_DDL: &str = "CREATE TABLE kinds (g int PRIMARY KEY, name text)";
+const KINDS_ROWS: &str = "INSERT INTO kinds SELECT g, CASE WHEN g % 3 = 0 THEN 'fizz' ELSE 'k' || g END FROM generate_series(-5, 12) g";
 const ITEM_COLS: &[&str] = &["id", "g", "h", "n", "f", "b", "d", "ts", "tz", "u", "s"];
 const ITEMS_INSERT: &str = "INSERT INTO items (id, g, h, n, f, b, d, ts, tz, u, s) VALUES ";
 
@@ -1267,14 +1272,62 @@ impl Gen<'_> {
         }
     }
 
+    /// Co-located joins: tables of one keyspace joined on their sharding
+    /// keys (items.id = events.k = logs.id), also outer, three tables, with
+    /// the reference table `kinds`, merged like single-table SELECTs.
+    fn joins(&mut self) -> Q {
+        let g = self.rng.i32(0..10);
+        let l = self.rng.i64(1..40);
+        let sv = self.rng.i16(-300..300);
+        let (form, sql) = match self.rng.u32(0..6) {
+            0 => (
+                "join",
+                format!(
+                    "SELECT i.id, i.g, e.id, e.v FROM items i JOIN events e ON e.k = i.id WHERE i.g = {} ORDER BY i.id, e.id LIMIT {}",
+                    self.int(g),
+                    self.big(l)
+                ),
+            ),
+            1 => (
+                "join",
+                "SELECT i.g, count(*), sum(e.v), min(e.id) FROM items i JOIN events e ON i.id = e.k GROUP BY i.g ORDER BY i.g".to_string(),
+            ),
+            2 => (
+                "join outer",
+                format!(
+                    "SELECT i.id, count(e.id), max(e.v) FROM items i LEFT JOIN events e ON e.k = i.id WHERE i.s > {} GROUP BY i.id ORDER BY i.id LIMIT {}",
+                    self.small(sv),
+                    self.big(l)
+                ),
+            ),
+            3 => (
+                "join 3 tables",
+                "SELECT i.id, e.id, l.item, l.v FROM items i JOIN events e ON e.k = i.id JOIN logs l ON l.id = e.k ORDER BY i.id, e.id".to_string(),
+            ),
+            4 => (
+                "join reference",
+                "SELECT k.name, count(*), sum(e.v) FROM items i JOIN events e ON e.k = i.id JOIN kinds k ON k.g = i.g GROUP BY k.name ORDER BY k.name".to_string(),
+            ),
+            _ => (
+                "join (final step)",
+                format!(
+                    "SELECT i.g % 3 AS r, sum(e.v) / nullif(count(*), 0), string_agg(e.id::text, ',' ORDER BY e.k, e.id) FROM items i JOIN events e ON e.k = i.id WHERE i.g <> {} GROUP BY 1 ORDER BY 1",
+                    self.int(g)
+                ),
+            ),
+        };
+        self.finish(form, sql, Order::Total, vec![])
+    }
+
     fn query(&mut self) -> Q {
         match self.rng.u32(0..100) {
             0..=29 => self.plain(),
             30..=44 => self.aggregate(),
-            45..=69 => self.grouped(),
-            70..=79 => self.distinct(),
-            80..=89 => self.distinct_on(),
-            90..=94 => self.logs(),
+            45..=64 => self.grouped(),
+            65..=74 => self.distinct(),
+            75..=84 => self.distinct_on(),
+            85..=89 => self.logs(),
+            90..=94 => self.joins(),
             _ => self.events(),
         }
     }
@@ -1963,7 +2016,7 @@ async fn scatter_gather_matches_reference() {
     let mut router = target_session(&dev, self_check).await;
 
     // Schema: DDL through the router runs on every shard; then declared.
-    for ddl in [ITEMS_DDL, EVENTS_DDL, LOGS_DDL] {
+    for ddl in [ITEMS_DDL, EVENTS_DDL, LOGS_DDL, KINDS_DDL] {
         router
             .batch_execute(ddl)
             .await
@@ -1976,6 +2029,20 @@ async fn scatter_gather_matches_reference() {
     common::add_table(&dev, "items", "id", "int").await;
     common::add_table(&dev, "events", "k", "int").await;
     common::add_table(&dev, "logs", "id", "int").await;
+    common::meta(&dev, &["add-reference-table", "--table", "kinds"]);
+    let t0k = Instant::now();
+    while !dev.router.state.routing().catalog.is_reference("kinds") {
+        assert!(
+            t0k.elapsed() < Duration::from_secs(5),
+            "kinds not picked up"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    router
+        .batch_execute(KINDS_ROWS)
+        .await
+        .expect("reference rows");
+    reference.batch_execute(KINDS_ROWS).await.unwrap();
 
     // Data: multi-row INSERTs of the same rows to both (the router splits
     // them by shard); the self-check target gets them in reverse order.
