@@ -56,6 +56,14 @@ pub(crate) struct Analyzer<'s> {
     /// Pairs of occurrences joined on their sharding keys
     /// (`a.key = b.key` in WHERE or a join's ON): co-location.
     key_joins: Vec<(usize, usize)>,
+    /// Occurrences of the enclosing queries' FROM clauses, visible to a
+    /// subquery being walked (correlation), the nearest last.
+    outer: Vec<usize>,
+    /// Names (alias or table name) of the FROM items that are not sharded
+    /// tables (reference and system tables, CTEs, derived tables,
+    /// functions): a correlated key join through such a name is not
+    /// trusted.
+    other_names: Vec<String>,
 }
 
 impl<'s> Analyzer<'s> {
@@ -68,6 +76,8 @@ impl<'s> Analyzer<'s> {
             error: None,
             outer_unsharded: None,
             key_joins: Vec::new(),
+            outer: Vec::new(),
+            other_names: Vec::new(),
         }
     }
 
@@ -275,13 +285,29 @@ impl<'s> Analyzer<'s> {
         for twj in &sel.from {
             self.table_with_joins(twj, top, &mut local, &mut conds);
         }
-        if let Some(w) = &sel.selection {
-            conds.push(w);
-            self.expr(w);
-        }
-        for c in conds {
+        for c in &conds {
             self.conjuncts(c, &local);
-            self.key_joins.extend(key_links(c, &local, &self.occs));
+            self.key_joins.extend(key_links(
+                c,
+                &local,
+                &self.outer,
+                &self.other_names,
+                &self.occs,
+            ));
+        }
+        // Subqueries in the rest of the SELECT see its FROM clause.
+        let saved = self.outer.len();
+        self.outer.extend_from_slice(&local);
+        if let Some(w) = &sel.selection {
+            self.expr(w);
+            self.conjuncts(w, &local);
+            self.key_joins.extend(key_links(
+                w,
+                &local,
+                &self.outer[..saved],
+                &self.other_names,
+                &self.occs,
+            ));
         }
         sel.projection.iter().for_each(|i| self.select_item(i));
         if let GroupByExpr::Expressions(v, _) = &sel.group_by {
@@ -305,6 +331,7 @@ impl<'s> Analyzer<'s> {
         sel.lateral_views
             .iter()
             .for_each(|l| self.expr(&l.lateral_view));
+        self.outer.truncate(saved);
         if sel.into.is_some() {
             self.fail(unsupported(
                 "SELECT INTO is not supported through pg-router",
@@ -368,7 +395,13 @@ impl<'s> Analyzer<'s> {
                 } else {
                     // An outer join on the sharding keys keeps its
                     // unmatched rows on their own shard: co-located too.
-                    self.key_joins.extend(key_links(e, local, &self.occs));
+                    self.key_joins.extend(key_links(
+                        e,
+                        local,
+                        &self.outer,
+                        &self.other_names,
+                        &self.occs,
+                    ));
                 }
             }
         }
@@ -381,6 +414,11 @@ impl<'s> Analyzer<'s> {
         local: &mut Vec<usize>,
         conds: &mut Vec<&'a Expr>,
     ) {
+        if !matches!(tf, TableFactor::Table { args: None, .. }) {
+            if let Some(a) = table_factor_alias(tf) {
+                self.other_names.push(norm_ident(&a.name));
+            }
+        }
         match tf {
             TableFactor::Table {
                 name, alias, args, ..
@@ -392,26 +430,39 @@ impl<'s> Analyzer<'s> {
                         .for_each(|fa| function_arg(fa, &mut |n| self.node(n)));
                     return;
                 }
-                if name.0.len() == 1 {
-                    if let Some(n) = last_part(name) {
-                        if self.ctes.contains(&n) {
-                            return;
-                        }
-                    }
-                }
                 let qualifier = alias
                     .as_ref()
                     .map(|a| norm_ident(&a.name))
                     .or_else(|| last_part(name));
+                if name.0.len() == 1 {
+                    if let Some(n) = last_part(name) {
+                        if self.ctes.contains(&n) {
+                            self.other_names.extend(qualifier);
+                            return;
+                        }
+                    }
+                }
                 match classify_object(name, self.schema) {
-                    TableClass::System | TableClass::Reference(_) => {}
+                    TableClass::System | TableClass::Reference(_) => {
+                        self.other_names.extend(qualifier)
+                    }
                     TableClass::Unknown(t) => self.fail(undeclared(&t)),
                     TableClass::Sharded { table, key } => {
                         self.push_occ(table, key, qualifier, top, local)
                     }
                 }
             }
-            TableFactor::Derived { subquery, .. } => self.query(subquery, false),
+            TableFactor::Derived {
+                lateral, subquery, ..
+            } => {
+                // A LATERAL subquery sees the FROM items before it.
+                let saved = self.outer.len();
+                if *lateral {
+                    self.outer.extend_from_slice(local);
+                }
+                self.query(subquery, false);
+                self.outer.truncate(saved);
+            }
             TableFactor::TableFunction { expr, .. } => self.expr(expr),
             TableFactor::Function { args, .. } => args
                 .iter()
@@ -678,6 +729,21 @@ impl<'s> Analyzer<'s> {
             Value::DollarQuotedString(d) => Some(KeyExpr::Const(d.value.clone())),
             _ => None,
         }
+    }
+}
+
+/// The alias of a FROM item, when it has one.
+fn table_factor_alias(tf: &TableFactor) -> Option<&sqlparser::ast::TableAlias> {
+    match tf {
+        TableFactor::Table { alias, .. }
+        | TableFactor::Derived { alias, .. }
+        | TableFactor::TableFunction { alias, .. }
+        | TableFactor::Function { alias, .. }
+        | TableFactor::UNNEST { alias, .. }
+        | TableFactor::JsonTable { alias, .. }
+        | TableFactor::OpenJsonTable { alias, .. }
+        | TableFactor::NestedJoin { alias, .. } => alias.as_ref(),
+        _ => None,
     }
 }
 

@@ -2,7 +2,10 @@
 //! type joined on their sharding keys (`a.key = b.key`, inner or outer,
 //! through several tables) have every joined row on one shard, so the
 //! statement runs on each shard like a single-table one (Citus's
-//! co-located joins); and the refusal of the joins that are not.
+//! co-located joins). A subquery whose table is joined on the key with a
+//! table of the outer query (`EXISTS (SELECT 1 FROM s WHERE s.k = t.k)`)
+//! only needs that outer row's shard: it is pushed down likewise. And the
+//! refusal of what is neither.
 
 use sqlparser::ast::{BinaryOperator, Expr};
 
@@ -12,20 +15,27 @@ use super::types::{KeyRef, Plan};
 use super::walk::conjuncts;
 use super::SchemaView;
 
-/// The routing of occurrences all in the outermost FROM, of one
-/// keyspace and key type, connected by sharding-key joins: every
-/// joined row is on one shard, so the statement runs on each shard
-/// (or on the one a key condition names) like a single-table one.
+/// The routing of occurrences of one keyspace and key type connected by
+/// sharding-key joins, those in subqueries each joined on the key with one
+/// of the outermost FROM: every joined row is on one shard, so the
+/// statement runs on each shard (or on the one a key condition of the
+/// outermost FROM names) like a single-table one.
 pub(crate) fn colocated(
     occs: &[Occ],
     key_joins: &[(usize, usize)],
     schema: &dyn SchemaView,
 ) -> Option<Routing> {
-    let first = occs.first()?;
+    let first = occs.iter().find(|o| o.top)?;
     let info = schema.key_info(&first.table)?;
+    let linked_to_top = |i: usize| {
+        key_joins
+            .iter()
+            .any(|&(a, b)| (a == i && occs[b].top) || (b == i && occs[a].top))
+    };
     if !occs
         .iter()
-        .all(|o| o.top && schema.key_info(&o.table) == Some(info))
+        .enumerate()
+        .all(|(i, o)| schema.key_info(&o.table) == Some(info) && (o.top || linked_to_top(i)))
     {
         return None;
     }
@@ -46,9 +56,11 @@ pub(crate) fn colocated(
     if (1..occs.len()).any(|i| root(&mut parent, i) != r0) {
         return None;
     }
-    if occs.iter().any(|o| o.key.is_some()) {
+    // Key conditions in subqueries do not restrict the outer rows.
+    if occs.iter().any(|o| o.top && o.key.is_some()) {
         let keys = occs
             .iter()
+            .filter(|o| o.top)
             .filter_map(|o| {
                 o.key.clone().map(|key| KeyRef {
                     table: o.table.clone(),
@@ -62,14 +74,22 @@ pub(crate) fn colocated(
         table: first.table.clone(),
         key_col: first.key_col.clone(),
         top: true,
-        prune: occs.iter().find_map(|o| o.prune.clone()),
+        prune: occs.iter().filter(|o| o.top).find_map(|o| o.prune.clone()),
         lookup: None,
     })
 }
 
 /// Records the sharding-key joins (`a.key = b.key`, both qualified) of
-/// a conjunction among the scope's occurrences.
-pub(crate) fn key_links(e: &Expr, local: &[usize], occs: &[Occ]) -> Vec<(usize, usize)> {
+/// a conjunction among the scope's occurrences (`local`) and those of
+/// enclosing queries (`outer`, the nearest last); `other_names` are the
+/// names of the FROM items without sharded table seen so far.
+pub(crate) fn key_links(
+    e: &Expr,
+    local: &[usize],
+    outer: &[usize],
+    other_names: &[String],
+    occs: &[Occ],
+) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
     for x in conjuncts(e) {
         let Expr::BinaryOp {
@@ -84,11 +104,22 @@ pub(crate) fn key_links(e: &Expr, local: &[usize], occs: &[Occ]) -> Vec<(usize, 
         else {
             continue;
         };
+        // The name is looked up as PostgreSQL does: this scope's FROM
+        // items first, then those of enclosing queries (a correlated
+        // subquery), the nearest first. A name that is (also) a FROM item
+        // without sharded table (reference table, CTE, derived table...)
+        // is not trusted: it may shadow the outer table.
         let find = |q: &str, c: &str| {
-            local.iter().copied().find(|&i| {
-                occs.get(i)
-                    .is_some_and(|o| o.qualifier == q && o.key_col == c)
-            })
+            if other_names.iter().any(|n| n == q) {
+                return None;
+            }
+            let by_name = |i: &usize| occs.get(*i).is_some_and(|o| o.qualifier == q);
+            let i = local
+                .iter()
+                .copied()
+                .find(by_name)
+                .or_else(|| outer.iter().rev().copied().find(by_name))?;
+            (occs.get(i)?.key_col == c).then_some(i)
         };
         if let (Some(a), Some(b)) = (find(&ql, &cl), find(&qr, &cr)) {
             if a != b {

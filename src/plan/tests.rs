@@ -20,6 +20,12 @@ impl SchemaView for Pgbench {
         matches!(table, "countries" | "currencies")
     }
 
+    /// Every sharded table in one keyspace with integer keys.
+    fn key_info(&self, table: &str) -> Option<(&str, crate::vindex::KeyType)> {
+        self.key_column(table)
+            .map(|_| ("main", crate::vindex::KeyType::Int))
+    }
+
     /// Known columns: pgbench_accounts (key without a default) and
     /// pgbench_history (key `aid`... given a serial default here so an
     /// omitted key is generated); other tables not read yet.
@@ -859,6 +865,39 @@ fn joins_and_subqueries() {
         simple("SELECT * FROM pgbench_accounts WHERE aid = bid"),
         scatter("pgbench_accounts", Merge::Concat, true)
     );
+}
+
+#[test]
+fn correlated_subqueries_on_the_key_are_pushed_down() {
+    let every_shard = |sql: &str| match simple(sql) {
+        Plan::Scatter { table, .. } => assert_eq!(table.as_ref(), "pgbench_accounts", "{sql}"),
+        other => panic!("{sql}: {other:?}"),
+    };
+    every_shard("SELECT a.aid FROM pgbench_accounts a WHERE EXISTS (SELECT 1 FROM pgbench_history h WHERE h.aid = a.aid)");
+    every_shard("SELECT a.aid FROM pgbench_accounts a WHERE NOT EXISTS (SELECT 1 FROM pgbench_history h WHERE a.aid = h.aid AND h.delta > 0)");
+    every_shard("SELECT a.aid, (SELECT count(*) FROM pgbench_history h WHERE h.aid = a.aid) FROM pgbench_accounts a ORDER BY 2 DESC LIMIT 3");
+    every_shard("SELECT a.aid, x.n FROM pgbench_accounts a, LATERAL (SELECT count(*) AS n FROM pgbench_history h WHERE h.aid = a.aid) x");
+    // Two levels deep, each joined on the key with the outer query.
+    every_shard("SELECT a.aid FROM pgbench_accounts a WHERE EXISTS (SELECT 1 FROM pgbench_history h WHERE h.aid = a.aid AND h.delta IN (SELECT h2.delta FROM pgbench_history h2 WHERE h2.aid = a.aid))");
+    // A key condition of the outer query still routes it to one shard.
+    assert!(matches!(
+        simple("SELECT a.aid FROM pgbench_accounts a WHERE a.aid = 5 AND EXISTS (SELECT 1 FROM pgbench_history h WHERE h.aid = a.aid)"),
+        Plan::Keyed { .. }
+    ));
+    // Not on the key, not correlated, or through a name that a reference
+    // table or CTE of the subquery shadows: refused.
+    for sql in [
+        "SELECT a.aid FROM pgbench_accounts a WHERE EXISTS (SELECT 1 FROM pgbench_history h WHERE h.bid = a.bid)",
+        "SELECT a.aid FROM pgbench_accounts a WHERE EXISTS (SELECT 1 FROM pgbench_history h WHERE h.aid = a.bid)",
+        "SELECT a.aid FROM pgbench_accounts a WHERE a.aid IN (SELECT h.aid FROM pgbench_history h)",
+        "SELECT a.aid FROM pgbench_accounts a WHERE EXISTS (SELECT 1 FROM pgbench_history h JOIN countries a ON true WHERE h.aid = a.aid)",
+        "SELECT a.aid FROM pgbench_accounts a WHERE EXISTS (WITH a AS (SELECT 1 AS aid) SELECT 1 FROM pgbench_history h, a WHERE h.aid = a.aid)",
+        "SELECT a.aid FROM pgbench_accounts a WHERE EXISTS (SELECT 1 FROM pgbench_history h WHERE h.aid = a.aid OR h.delta = 0)",
+        "SELECT a.aid FROM pgbench_accounts a, (SELECT h.aid FROM pgbench_history h) x WHERE x.aid = a.aid",
+        "SELECT a.aid FROM pgbench_accounts a WHERE EXISTS (SELECT 1 FROM pgbench_history h WHERE h.aid = a.aid) OR EXISTS (SELECT 1 FROM pgbench_history h2)",
+    ] {
+        assert_error(&simple(sql), "0A000", "sharded table");
+    }
 }
 
 // ---- refusals ---------------------------------------------------------------

@@ -1319,6 +1319,58 @@ impl Gen<'_> {
         self.finish(form, sql, Order::Total, vec![])
     }
 
+    /// Subqueries: correlated on the sharding key (pushed down to every
+    /// shard with the outer query).
+    fn subqueries(&mut self) -> Q {
+        let g = self.rng.i32(0..10);
+        let l = self.rng.i64(1..40);
+        let v = self.rng.i32(-50..500);
+        let sv = self.rng.i16(-300..300);
+        let (form, sql) = match self.rng.u32(0..6) {
+            0 => (
+                "correlated EXISTS",
+                format!(
+                    "SELECT i.id, i.g FROM items i WHERE EXISTS (SELECT 1 FROM events e WHERE e.k = i.id AND e.v > {}) ORDER BY i.id LIMIT {}",
+                    self.int(v),
+                    self.big(l)
+                ),
+            ),
+            1 => (
+                "correlated scalar",
+                format!(
+                    "SELECT i.id, (SELECT count(*) FROM events e WHERE e.k = i.id) AS n FROM items i WHERE i.g = {} ORDER BY n DESC, i.id LIMIT {}",
+                    self.int(g),
+                    self.big(l)
+                ),
+            ),
+            2 => (
+                "correlated NOT EXISTS",
+                "SELECT i.g, count(*) FROM items i WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.k = i.id) GROUP BY i.g ORDER BY i.g".to_string(),
+            ),
+            3 => (
+                "correlated LATERAL",
+                format!(
+                    "SELECT i.id, x.s, x.c FROM items i, LATERAL (SELECT sum(e.v) AS s, count(*) AS c FROM events e WHERE e.k = i.id) x WHERE i.s > {} ORDER BY i.id LIMIT {}",
+                    self.small(sv),
+                    self.big(l)
+                ),
+            ),
+            4 => (
+                "correlated IN",
+                format!(
+                    "SELECT l.id, l.v FROM logs l WHERE l.v IN (SELECT e.v FROM events e WHERE e.k = l.id) OR l.v < {} ORDER BY l.id LIMIT {}",
+                    self.int(v - 400),
+                    self.big(l)
+                ),
+            ),
+            _ => (
+                "correlated in aggregate",
+                "SELECT i.g % 4 AS r, sum((SELECT max(e.v) FROM events e WHERE e.k = i.id)), count(*) FILTER (WHERE EXISTS (SELECT 1 FROM logs l WHERE l.id = i.id AND l.v > 10)) FROM items i GROUP BY 1 ORDER BY 1".to_string(),
+            ),
+        };
+        self.finish(form, sql, Order::Total, vec![])
+    }
+
     fn query(&mut self) -> Q {
         match self.rng.u32(0..100) {
             0..=29 => self.plain(),
@@ -1327,7 +1379,8 @@ impl Gen<'_> {
             65..=74 => self.distinct(),
             75..=84 => self.distinct_on(),
             85..=89 => self.logs(),
-            90..=94 => self.joins(),
+            90..=92 => self.joins(),
+            93..=95 => self.subqueries(),
             _ => self.events(),
         }
     }
