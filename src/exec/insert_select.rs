@@ -14,7 +14,7 @@ use bytes::BytesMut;
 use postgres_protocol::message::frontend as fe;
 
 use crate::plan::{InsertSelect, Literals, Plan};
-use crate::protocol::backend::{data_row, row_description};
+use crate::protocol::backend::{data_row, frames as frames_of, row_description};
 use crate::protocol::error::codes;
 use crate::protocol::{synth, PgError};
 use crate::state::Routing;
@@ -122,14 +122,9 @@ impl ExecCtx {
             types: Vec::new(),
             rows: Vec::new(),
         };
-        let mut at = 0;
-        while let Some(len) = frames
-            .get(at + 1..at + 5)
-            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
-        {
-            let end = (at + 1 + len).min(frames.len());
-            let body = frames.get(at + 5..end).unwrap_or_default();
-            match frames[at] {
+        for frame in frames_of(&frames) {
+            let body = frame.get(5..).unwrap_or_default();
+            match frame[0] {
                 b'T' => {
                     rows.types = row_description(body)
                         .map(|c| c.iter().map(|c| c.type_oid).collect())
@@ -142,10 +137,9 @@ impl ExecCtx {
                     }
                 }
                 // The SELECT's error or notice, as it is.
-                b'E' | b'N' => self.out.buf.extend_from_slice(&frames[at..end]),
+                b'E' | b'N' => self.out.buf.extend_from_slice(frame),
                 _ => {}
             }
-            at = end;
         }
         Ok(ok.then_some(rows))
     }

@@ -13,15 +13,15 @@ use std::sync::Arc;
 
 use sqlparser::ast::{
     BinaryOperator, Expr, GroupByExpr, JoinConstraint, JoinOperator, LimitClause, NamedWindowExpr,
-    OrderByKind, Query, Select, SelectItem, SetExpr, TableFactor, TableWithJoins, UnaryOperator,
-    Value,
+    OrderByKind, Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, TableFactor,
+    TableWithJoins, UnaryOperator, Value,
 };
 
 use super::colocate::{colocated, key_links, refusal};
 use super::names::{
     classify_object, classify_table, column_ref, last_part, norm_ident, undeclared, TableClass,
 };
-pub(crate) use super::occ::{Occ, Routing};
+pub(crate) use super::occ::{Occ, Routing, SeenNames};
 use super::types::{unsupported, KeyExpr, KeyRef, KeySet, LookupKey, Plan};
 use super::walk::{conjuncts, expr_children, function_arg, window_children, Node};
 use super::SchemaView;
@@ -64,6 +64,9 @@ pub(crate) struct Analyzer<'s> {
     /// functions): a correlated key join through such a name is not
     /// trusted.
     other_names: Vec<String>,
+    /// Names used and defined (see [`SeenNames`]; `defined` is filled by
+    /// [`Analyzer::into_names`]).
+    names: SeenNames,
 }
 
 impl<'s> Analyzer<'s> {
@@ -78,6 +81,7 @@ impl<'s> Analyzer<'s> {
             key_joins: Vec::new(),
             outer: Vec::new(),
             other_names: Vec::new(),
+            names: SeenNames::default(),
         }
     }
 
@@ -101,6 +105,14 @@ impl<'s> Analyzer<'s> {
     /// The first error found, if any.
     pub fn take_error(&mut self) -> Option<Plan> {
         self.error.take()
+    }
+
+    /// The names the walked statement used and defined.
+    pub fn into_names(mut self) -> SeenNames {
+        let mut defined: Vec<String> = self.occs.into_iter().map(|o| o.qualifier).collect();
+        defined.append(&mut self.other_names);
+        self.names.defined = defined;
+        self.names
     }
 
     /// Summarize what was found.
@@ -150,7 +162,10 @@ impl<'s> Analyzer<'s> {
         if let Some(r) = colocated(&self.occs, &self.key_joins, self.schema) {
             return r;
         }
-        refusal(&self.occs)
+        match refusal(&self.occs) {
+            Routing::Error(e) if self.occs.iter().any(|o| !o.top) => Routing::Nested(e),
+            r => r,
+        }
     }
 
     pub fn node(&mut self, n: Node<'_>) {
@@ -167,6 +182,14 @@ impl<'s> Analyzer<'s> {
         let mut stack: Vec<&Expr> = vec![e];
         let mut queries: Vec<&Query> = Vec::new();
         while let Some(x) = stack.pop() {
+            match x {
+                Expr::CompoundIdentifier(parts) if parts.len() > 1 => self
+                    .names
+                    .used
+                    .extend(parts.get(parts.len() - 2).map(norm_ident)),
+                Expr::QualifiedWildcard(name, _) => self.names.used.extend(last_part(name)),
+                _ => {}
+            }
             expr_children(x, &mut |n| match n {
                 Node::Expr(c) => stack.push(c),
                 Node::Query(q) => queries.push(q),
@@ -184,7 +207,13 @@ impl<'s> Analyzer<'s> {
         match item {
             SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => self.expr(e),
             SelectItem::ExprWithAliases { expr, .. } => self.expr(expr),
-            SelectItem::QualifiedWildcard(..) | SelectItem::Wildcard(_) => {}
+            SelectItem::QualifiedWildcard(SelectItemQualifiedWildcardKind::ObjectName(n), _) => {
+                self.names.used.extend(last_part(n))
+            }
+            SelectItem::QualifiedWildcard(SelectItemQualifiedWildcardKind::Expr(e), _) => {
+                self.expr(e)
+            }
+            SelectItem::Wildcard(_) => {}
         }
     }
 
@@ -202,6 +231,7 @@ impl<'s> Analyzer<'s> {
         if let Some(with) = &q.with {
             for cte in &with.cte_tables {
                 let name = norm_ident(&cte.alias.name);
+                self.names.ctes.push(name.clone());
                 // A non-recursive CTE cannot see itself: `WITH t AS (SELECT
                 // * FROM t)` reads the real table t.
                 if with.recursive {
@@ -440,6 +470,7 @@ impl<'s> Analyzer<'s> {
                             self.other_names.extend(qualifier);
                             return;
                         }
+                        self.names.tables.push(n);
                     }
                 }
                 match classify_object(name, self.schema) {
@@ -489,8 +520,11 @@ impl<'s> Analyzer<'s> {
         top: bool,
         local: &mut Vec<usize>,
     ) {
-        if parts.len() == 1 && self.ctes.contains(&parts[0]) {
-            return;
+        if parts.len() == 1 {
+            if self.ctes.contains(&parts[0]) {
+                return;
+            }
+            self.names.tables.push(parts[0].clone());
         }
         match classify_table(parts, self.schema) {
             TableClass::System | TableClass::Reference(_) => {}

@@ -152,7 +152,7 @@ pub(crate) fn refusal(occs: &[Occ]) -> Routing {
     Routing::Error(Plan::Error {
             sqlstate: "0A000",
             message: format!(
-                "a statement over several sharded table references ({}) runs on several shards only when they are joined on their sharding keys (co-located) or each has an equality condition on its key; joins on other columns across shards and subqueries over other shards are not supported yet",
+                "a statement over several sharded table references ({}) runs on several shards only when they are joined on their sharding keys (co-located) or each has an equality condition on its key; joins on other columns across shards are not supported",
                 names.join(", ")
             ),
             hint: (!hint.is_empty()).then_some(hint),

@@ -85,8 +85,16 @@ pub(crate) fn plan_insert_select(
             }
         }
     };
-    if let Plan::Error { .. } = source_plan {
-        return source_plan;
+    match source_plan {
+        Plan::Error { .. } => return source_plan,
+        Plan::Subqueries { message, hint, .. } => {
+            return Plan::Subqueries {
+                message,
+                hint,
+                read_only: false,
+            }
+        }
+        _ => {}
     }
     // Co-located: the statement runs on the source's shards as it is.
     if let (Some(k), false) = (key_index, wildcard) {

@@ -104,6 +104,7 @@ mod sequence_fn;
 mod spans;
 mod split;
 mod statements;
+mod subquery;
 mod template;
 mod walk;
 
@@ -124,6 +125,7 @@ pub use spans::{
     changes_columns, has_word, insert_part, insert_values_spans, InsertPart, InsertSpans,
 };
 pub use split::split_statements;
+pub use subquery::{cte_like_names, limit_one, query_groups, standalone, values_query, QueryGroup};
 pub use types::*;
 
 use analyze::ParamMode;

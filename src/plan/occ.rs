@@ -41,4 +41,24 @@ pub(crate) enum Routing {
     },
     /// Refused (undeclared table, unsupported construct, unkeyed join...).
     Error(Plan),
+    /// Refused as one statement (the [`Plan::Error`]) with sharded tables in
+    /// subqueries, CTEs or set operations that neither have a key nor are
+    /// co-located with the outer query: may run after its subqueries
+    /// ([`Plan::Subqueries`]).
+    Nested(Plan),
+}
+
+/// The names a query uses and defines, as the analyzer saw them: enough to
+/// tell whether a subquery's text can run on its own (`plan/subquery.rs`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SeenNames {
+    /// Qualifiers of column references (`q.col`, `q.*`), folded as
+    /// PostgreSQL folds identifiers.
+    pub used: Vec<String>,
+    /// Names (alias, else table name) of every FROM item, at any level.
+    pub defined: Vec<String>,
+    /// Names of the CTEs defined, at any level.
+    pub ctes: Vec<String>,
+    /// Single-part table names read that no CTE in scope defines.
+    pub tables: Vec<String>,
 }

@@ -99,13 +99,27 @@ fn plan_query(q: &Query, schema: &dyn SchemaView, mode: ParamMode, kind: &str) -
                 hint: Some(key_hint(&table, &key_col)),
             },
         },
-        Routing::Single { table, key_col, top: false, .. } => Plan::Error {
-            sqlstate: "0A000",
+        Routing::Single { table, key_col, top: false, .. } => Plan::Subqueries {
             message: format!(
                 "a subquery, CTE or set operation over sharded table \"{table}\" without an equality condition on its sharding key is not supported yet"
             ),
             hint: Some(key_hint(&table, &key_col)),
+            read_only,
         },
+        Routing::Nested(e) => subqueries(e, read_only),
+    }
+}
+
+/// The refusal `e` of a statement with nested sharded tables, as a
+/// [`Plan::Subqueries`].
+fn subqueries(e: Plan, read_only: bool) -> Plan {
+    match e {
+        Plan::Error { message, hint, .. } => Plan::Subqueries {
+            message,
+            hint,
+            read_only,
+        },
+        other => other,
     }
 }
 
@@ -524,6 +538,7 @@ fn assigns_column(target: &AssignmentTarget, key: &str) -> bool {
 fn route_dml(an: Analyzer<'_>, table: Arc<str>, what: &str) -> Plan {
     match an.routing() {
         Routing::Error(e) => e,
+        Routing::Nested(e) => subqueries(e, false),
         Routing::Keyed(keys) => Plan::Keyed {
             keys,
             read_only: false,

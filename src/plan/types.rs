@@ -349,7 +349,9 @@ impl Plan {
     /// check on the participants not classified as writers).
     pub fn writes(&self) -> bool {
         match self {
-            Plan::Keyed { read_only, .. } | Plan::Scatter { read_only, .. } => !read_only,
+            Plan::Keyed { read_only, .. }
+            | Plan::Scatter { read_only, .. }
+            | Plan::Subqueries { read_only, .. } => !read_only,
             Plan::Insert { .. }
             | Plan::AllShards
             | Plan::Broadcast { .. }
@@ -566,6 +568,21 @@ pub enum Plan {
     InsertSelect(Arc<InsertSelect>),
     /// `COPY (query) TO STDOUT` over several shards (`exec/copy_query.rs`).
     CopyQuery(Arc<CopyQuery>),
+    /// Not runnable as one statement: subqueries over sharded tables need
+    /// rows of other shards than the outer query's. In the simple
+    /// protocol, the session runs first the subqueries that can run on
+    /// their own, substitutes their rows and plans the text again
+    /// (`plan/subquery.rs`, `session/subqueries.rs`); when none can, or in
+    /// the extended protocol, the client gets 0A000 with `message` and
+    /// `hint`.
+    Subqueries {
+        /// The refusal's primary message.
+        message: String,
+        /// The refusal's hint.
+        hint: Option<String>,
+        /// `false` for a write (UPDATE/DELETE/INSERT ... SELECT).
+        read_only: bool,
+    },
     /// Refused: returned to the client as an ErrorResponse.
     Error {
         /// SQLSTATE, e.g. "0A000", "42601".

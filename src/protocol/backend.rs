@@ -18,6 +18,26 @@ pub fn tag_count(tag: &str) -> Option<(&str, u64)> {
     Some((head, n))
 }
 
+/// The whole messages (tag, length, body; at least 5 bytes each) in
+/// `buf`, a run of backend messages as the router buffers them; a
+/// truncated last one is cut at the end of `buf` (PostgreSQL protocol docs
+/// §55.7: a tag byte, then an Int32 length counting itself).
+pub fn frames(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let b = buf.get(at + 1..at + 5)?;
+        let len = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
+        let end = at
+            .saturating_add(1)
+            .saturating_add(len)
+            .min(buf.len())
+            .max(at + 5);
+        let f = buf.get(at..end)?;
+        at = end;
+        Some(f)
+    })
+}
+
 /// ErrorResponse/NoticeResponse fields as (code byte, value) pairs.
 pub fn error_fields(body: &[u8]) -> Result<Vec<(u8, &str)>, ProtocolError> {
     let mut c = Cursor::new(body);
@@ -47,6 +67,8 @@ pub struct Column {
     pub name: String,
     /// Data type OID.
     pub type_oid: u32,
+    /// Type modifier (-1: none), e.g. `numeric(12,2)`'s.
+    pub typmod: i32,
     /// Format code (0 text, 1 binary).
     pub format: i16,
 }
@@ -62,11 +84,12 @@ pub fn row_description(body: &[u8]) -> Result<Vec<Column>, ProtocolError> {
         let _attnum = c.i16()?;
         let type_oid = c.i32()? as u32;
         let _size = c.i16()?;
-        let _typmod = c.i32()?;
+        let typmod = c.i32()?;
         let format = c.i16()?;
         cols.push(Column {
             name,
             type_oid,
+            typmod,
             format,
         });
     }
@@ -103,4 +126,24 @@ pub fn data_row(body: &[u8]) -> Result<Vec<Option<&[u8]>>, ProtocolError> {
         });
     }
     Ok(vals)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_split_whole_messages_and_cut_a_truncated_one() {
+        let buf = [
+            b'C', 0, 0, 0, 6, b'x', 0, // CommandComplete "x"
+            b'Z', 0, 0, 0, 5, b'I', // ReadyForQuery
+            b'D', 0, 0, 0, 40, 0, // truncated
+        ];
+        let f: Vec<&[u8]> = frames(&buf).collect();
+        assert_eq!(f, vec![&buf[0..7], &buf[7..13], &buf[13..]]);
+        // A length below 4 still moves on.
+        let bad = [b'N', 0, 0, 0, 0, b'E', 0, 0, 0, 4];
+        assert_eq!(frames(&bad).count(), 2);
+        assert_eq!(frames(&[b'C', 0, 0]).count(), 0);
+    }
 }

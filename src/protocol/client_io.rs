@@ -25,6 +25,9 @@ pub struct ClientOut {
     /// While a response is redirected: the frames written from this
     /// offset of `buf` on go there instead of to the client as they are.
     redirect: Option<(usize, Redirect)>,
+    /// Redirects suspended by a nested capture (a subquery run while the
+    /// rows of an enclosing one are kept), innermost last.
+    suspended: Vec<Redirect>,
 }
 
 /// Where redirected response frames go.
@@ -47,6 +50,7 @@ impl ClientOut {
             w,
             buf: BytesMut::with_capacity(16 * 1024),
             redirect: None,
+            suspended: Vec::new(),
         }
     }
 
@@ -71,6 +75,12 @@ impl ClientOut {
             limit,
             seen: 0,
         };
+        // Nested: what was written so far goes to the enclosing redirect,
+        // which resumes at end_capture.
+        self.redirect_pending();
+        if let Some((_, outer)) = self.redirect.take() {
+            self.suspended.push(outer);
+        }
         self.redirect = Some((self.buf.len(), r));
     }
 
@@ -78,7 +88,9 @@ impl ClientOut {
     /// since, or Err with their byte count when they exceeded the limit.
     pub fn end_capture(&mut self) -> Result<BytesMut, usize> {
         self.redirect_pending();
-        match self.redirect.take() {
+        let ended = self.redirect.take();
+        self.redirect = self.suspended.pop().map(|r| (self.buf.len(), r));
+        match ended {
             Some((
                 _,
                 Redirect::Capture {
@@ -128,5 +140,26 @@ impl ClientOut {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_captures_resume_the_enclosing_one() {
+        let mut out = ClientOut::new(Box::new(tokio::io::sink()));
+        out.buf.extend_from_slice(b"sent");
+        out.begin_capture(100);
+        out.buf.extend_from_slice(b"outer1 ");
+        out.begin_capture(3);
+        out.buf.extend_from_slice(b"inner");
+        // The inner one went past its limit: only its size is kept.
+        assert_eq!(out.end_capture(), Err(5));
+        out.buf.extend_from_slice(b"outer2");
+        assert_eq!(out.end_capture().as_deref(), Ok(&b"outer1 outer2"[..]));
+        out.buf.extend_from_slice(b" again");
+        assert_eq!(&out.buf[..], b"sent again");
     }
 }

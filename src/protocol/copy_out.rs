@@ -80,13 +80,7 @@ impl CopyOutEncoder {
     /// and `COPY n`; anything else (errors, notices) as it is. A frame
     /// that does not decode is passed on unchanged.
     pub fn translate(&mut self, frames: &[u8], out: &mut BytesMut) {
-        let mut at = 0;
-        while let Some(len) = frames
-            .get(at + 1..at + 5)
-            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
-        {
-            let end = (at + 1 + len).min(frames.len());
-            let frame = &frames[at..end];
+        for frame in super::backend::frames(frames) {
             let body = frame.get(5..).unwrap_or_default();
             match frame[0] {
                 b'T' => match column_names(body) {
@@ -120,7 +114,6 @@ impl CopyOutEncoder {
                 }
                 _ => out.extend_from_slice(frame),
             }
-            at = end;
         }
     }
 

@@ -323,6 +323,10 @@ impl Session {
                     e.hint = hint.clone();
                     return Err(e);
                 }
+                if let Plan::Subqueries { message, hint, .. } = &*stmt.plan {
+                    self.statements.remove(p.name);
+                    return Err(subqueries_refusal(message, hint));
+                }
                 Ok(Item::Parse(stmt))
             }
             b'B' => {
@@ -457,6 +461,7 @@ impl Session {
                 e.hint = hint.clone();
                 return Err(e);
             }
+            Plan::Subqueries { message, hint, .. } => return Err(subqueries_refusal(message, hint)),
             Plan::Transaction(t) => Route::Txn(t.clone(), stmt.query.clone()),
             Plan::Set { local, reset_all } => Route::Set {
                 sql: stmt.query.clone(),
@@ -540,4 +545,13 @@ impl Session {
             }
         })
     }
+}
+
+/// The 0A000 of [`Plan::Subqueries`] in the extended protocol.
+fn subqueries_refusal(message: &str, hint: &Option<String>) -> PgError {
+    let mut e = PgError::unsupported(message.to_string()).with_detail(
+        "subqueries over sharded tables run before the statement (their rows substituted) only in the simple query protocol",
+    );
+    e.hint = hint.clone();
+    e
 }

@@ -9,6 +9,7 @@ mod batch;
 mod extended;
 mod simple;
 mod statements;
+mod subqueries;
 
 use std::sync::Arc;
 use std::time::Instant;

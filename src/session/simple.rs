@@ -112,7 +112,7 @@ impl Session {
     }
 
     /// Runs one planned statement; returns false if it failed (error sent).
-    async fn exec_simple(
+    pub(super) async fn exec_simple(
         &mut self,
         routing: &Routing,
         sql: &str,
@@ -324,6 +324,13 @@ impl Session {
                 if matches!(*p, Plan::NeedSchema { .. } | Plan::GenerateKey(_)) {
                     return self.internal("an INSERT given generated keys still lacks them");
                 }
+                Box::pin(self.exec_simple(routing, &text, &p, &lits, None)).await
+            }
+            Plan::Subqueries { message, hint, .. } => {
+                let Some(text) = self.run_subqueries(routing, sql, message, hint).await? else {
+                    return Ok(false);
+                };
+                let (p, lits) = routing.planner.plan_simple(&text, routing);
                 Box::pin(self.exec_simple(routing, &text, &p, &lits, None)).await
             }
             Plan::RouterExplain(inner) => {

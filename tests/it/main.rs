@@ -36,6 +36,7 @@ mod split_data;
 mod split_online;
 mod split_tls;
 mod split_verify;
+mod subqueries;
 mod tls;
 mod transactions;
 mod twopc_crash;

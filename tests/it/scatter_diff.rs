@@ -1320,8 +1320,12 @@ impl Gen<'_> {
     }
 
     /// Subqueries: correlated on the sharding key (pushed down to every
-    /// shard with the outer query).
+    /// shard with the outer query), and uncorrelated ones over sharded
+    /// tables, which run first (simple protocol only).
     fn subqueries(&mut self) -> Q {
+        if !self.extended && self.chance(0.6) {
+            return self.uncorrelated();
+        }
         let g = self.rng.i32(0..10);
         let l = self.rng.i64(1..40);
         let v = self.rng.i32(-50..500);
@@ -1371,6 +1375,107 @@ impl Gen<'_> {
         self.finish(form, sql, Order::Total, vec![])
     }
 
+    /// Uncorrelated subqueries over sharded tables: run first, their rows
+    /// substituted (simple protocol).
+    fn uncorrelated(&mut self) -> Q {
+        let g = self.rng.i32(0..10);
+        let l = self.rng.i64(1..40);
+        let v = self.rng.i32(-50..500);
+        let sv = self.rng.i16(-300..300);
+        let r = self.rng.i64(0..5);
+        let (form, sql) = match self.rng.u32(0..11) {
+            0 => (
+                "subquery IN",
+                format!(
+                    "SELECT i.id, i.g FROM items i WHERE i.id IN (SELECT e.k FROM events e WHERE e.v > {}) ORDER BY i.id LIMIT {}",
+                    self.int(v),
+                    self.big(l)
+                ),
+            ),
+            1 => (
+                "subquery = scalar",
+                format!(
+                    "SELECT id, g, s FROM items WHERE g = (SELECT max(g) FROM items WHERE s < {}) ORDER BY id LIMIT {}",
+                    self.small(sv),
+                    self.big(l)
+                ),
+            ),
+            2 => (
+                "subquery in select list",
+                format!(
+                    "SELECT g, count(*), (SELECT count(*) FROM events WHERE v > {}) AS ne, (SELECT max(v) FROM events) FROM items GROUP BY g ORDER BY g",
+                    self.int(v)
+                ),
+            ),
+            3 => (
+                "subquery EXISTS",
+                format!(
+                    "SELECT count(*), sum(s) FROM items WHERE g = {} AND EXISTS (SELECT 1 FROM events WHERE v > {})",
+                    self.int(g),
+                    self.int(v)
+                ),
+            ),
+            4 => (
+                "subquery NOT IN",
+                format!(
+                    "SELECT count(*), sum(g) FROM items WHERE id NOT IN (SELECT k FROM events WHERE k IS NOT NULL AND v < {})",
+                    self.int(v)
+                ),
+            ),
+            5 => (
+                "subquery derived table",
+                format!(
+                    "SELECT x.r, sum(x.n), count(*) FROM (SELECT g % 3 AS r, count(*) AS n FROM items WHERE s > {} GROUP BY g) x GROUP BY x.r ORDER BY x.r",
+                    self.small(sv)
+                ),
+            ),
+            6 => (
+                "subquery derived table with LIMIT",
+                format!(
+                    "SELECT * FROM (SELECT id, g, n FROM items ORDER BY g DESC NULLS LAST, id LIMIT {}) t ORDER BY id",
+                    self.big(l)
+                ),
+            ),
+            7 => (
+                "subquery CTE",
+                format!(
+                    "WITH top AS (SELECT k, sum(v) AS s FROM events GROUP BY k ORDER BY s DESC NULLS LAST, k LIMIT {}) SELECT i.id, i.g, top.s FROM items i JOIN top ON top.k = i.id ORDER BY i.id",
+                    self.big(l)
+                ),
+            ),
+            8 => (
+                "subquery nested",
+                format!(
+                    "SELECT count(*), min(id) FROM items WHERE id IN (SELECT k FROM events WHERE v IN (SELECT v FROM logs WHERE item % 5 = {}))",
+                    self.big(r)
+                ),
+            ),
+            9 => (
+                "subquery set operation",
+                format!(
+                    "(SELECT id FROM items WHERE g = {}) UNION (SELECT k FROM events WHERE v > {}) ORDER BY 1 LIMIT {}",
+                    self.int(g),
+                    self.int(v),
+                    self.big(l)
+                ),
+            ),
+            _ => (
+                "subquery and correlated",
+                format!(
+                    "SELECT i.id FROM items i WHERE EXISTS (SELECT 1 FROM events e WHERE e.k = i.id AND e.v IN (SELECT l.v FROM logs l WHERE l.item > {})) ORDER BY i.id LIMIT {}",
+                    self.big(r * 500),
+                    self.big(l)
+                ),
+            ),
+        };
+        let order = if sql.contains("ORDER BY") {
+            Order::Total
+        } else {
+            Order::None
+        };
+        self.finish(form, sql, order, vec![])
+    }
+
     fn query(&mut self) -> Q {
         match self.rng.u32(0..100) {
             0..=29 => self.plain(),
@@ -1378,9 +1483,9 @@ impl Gen<'_> {
             45..=64 => self.grouped(),
             65..=74 => self.distinct(),
             75..=84 => self.distinct_on(),
-            85..=89 => self.logs(),
-            90..=92 => self.joins(),
-            93..=95 => self.subqueries(),
+            85..=88 => self.logs(),
+            89..=91 => self.joins(),
+            92..=96 => self.subqueries(),
             _ => self.events(),
         }
     }
