@@ -172,17 +172,70 @@ fn escape_literal(value: &str) -> String {
     s
 }
 
+/// One value of a PostgreSQL array literal: double-quoted, `"` and `\`
+/// backslash-escaped, or `NULL` (PostgreSQL docs §8.15.6).
+fn array_element(v: &Option<String>, out: &mut String) {
+    match v {
+        None => out.push_str("NULL"),
+        Some(v) => {
+            out.push('"');
+            for c in v.chars() {
+                if c == '"' || c == '\\' {
+                    out.push('\\');
+                }
+                out.push(c);
+            }
+            out.push('"');
+        }
+    }
+}
+
 /// A query returning `rows` (text values, None = NULL) with columns named
-/// and typed as `columns` (name, type as `format_type` writes it):
-/// `SELECT * FROM (VALUES (E'1'::bigint, ...), ...) AS _pgr_sq("a", ...)`;
-/// `... WHERE false` when there are no rows; `SELECT FROM
-/// generate_series(1, n)` for zero columns. Each value is PostgreSQL's text
-/// output, read back by the type's input function in the same session.
+/// and typed as `columns` (name, type as `format_type` writes it, modifier
+/// included), each value PostgreSQL's text output read back by the type's
+/// input function in the same session:
+///
+/// * one array per column, so the text has a few casts whatever the row
+///   count: `SELECT _pgr_sq.c1::bigint AS "a", ... FROM
+///   unnest(E'{"1","2"}'::bigint[], ...) AS _pgr_sq(c1, ...)` (rows in
+///   array order; the outer cast keeps the type modifier);
+/// * when a column's type is an array itself (unnest would flatten it) or
+///   `box` (`;`-delimited arrays), a VALUES list cast per value;
+/// * no rows: `SELECT * FROM (VALUES (NULL::bigint, ...)) AS
+///   _pgr_sq("a", ...) WHERE false`; no columns: `SELECT FROM
+///   generate_series(1, n)`.
 pub fn values_query(columns: &[(String, String)], rows: &[Vec<Option<String>>]) -> String {
     if columns.is_empty() {
         return format!("SELECT FROM pg_catalog.generate_series(1, {})", rows.len());
     }
     let names: Vec<String> = columns.iter().map(|(n, _)| quote_ident(n)).collect();
+    let arrays = !rows.is_empty()
+        && columns
+            .iter()
+            .all(|(_, ty)| !ty.ends_with(']') && ty != "box");
+    if arrays {
+        let mut outs = Vec::with_capacity(columns.len());
+        let mut ins = Vec::with_capacity(columns.len());
+        for (i, (_, ty)) in columns.iter().enumerate() {
+            let mut lit = String::from("{");
+            for (k, r) in rows.iter().enumerate() {
+                if k > 0 {
+                    lit.push(',');
+                }
+                array_element(&r.get(i).cloned().flatten(), &mut lit);
+            }
+            lit.push('}');
+            ins.push(format!("{}::{ty}[]", escape_literal(&lit)));
+            outs.push(format!("_pgr_sq.c{}::{ty} AS {}", i + 1, names[i]));
+        }
+        let cols: Vec<String> = (1..=columns.len()).map(|i| format!("c{i}")).collect();
+        return format!(
+            "SELECT {} FROM unnest({}) AS _pgr_sq({})",
+            outs.join(", "),
+            ins.join(", "),
+            cols.join(", ")
+        );
+    }
     let row = |r: Option<&Vec<Option<String>>>| {
         let cells: Vec<String> = columns
             .iter()
@@ -299,12 +352,18 @@ mod tests {
             ("we\"ird".to_string(), "numeric(12,2)".to_string()),
         ];
         let rows = vec![
-            vec![Some("1".to_string()), Some("it's \\ 1.50".to_string())],
+            vec![Some("1".to_string()), Some("it's \\ \"1.50".to_string())],
             vec![Some("2".to_string()), None],
         ];
         assert_eq!(
             values_query(&cols, &rows),
-            "SELECT * FROM (VALUES (E'1'::bigint, E'it''s \\\\ 1.50'::numeric(12,2)), (E'2'::bigint, NULL::numeric(12,2))) AS _pgr_sq(\"id\", \"we\"\"ird\")"
+            "SELECT _pgr_sq.c1::bigint AS \"id\", _pgr_sq.c2::numeric(12,2) AS \"we\"\"ird\" FROM unnest(E'{\"1\",\"2\"}'::bigint[], E'{\"it''s \\\\\\\\ \\\\\"1.50\",NULL}'::numeric(12,2)[]) AS _pgr_sq(c1, c2)"
+        );
+        // Array-typed columns: a VALUES list.
+        let arr = vec![("a".to_string(), "integer[]".to_string())];
+        assert_eq!(
+            values_query(&arr, &[vec![Some("{1,2}".to_string())], vec![None]]),
+            "SELECT * FROM (VALUES (E'{1,2}'::integer[]), (NULL::integer[])) AS _pgr_sq(\"a\")"
         );
         assert_eq!(
             values_query(&cols[..1], &[]),

@@ -47,7 +47,8 @@ async fn names(c: &Client, sql: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subqueries_run_first_with_exact_results() {
-    let dev = common::start_config(3, 4, |cfg| cfg.limits.intermediate_result_bytes = 65_536).await;
+    let dev =
+        common::start_config(3, 4, |cfg| cfg.limits.intermediate_result_bytes = 262_144).await;
     let c = common::connect(&dev).await;
     c.batch_execute(DDL).await.unwrap();
     common::add_table(&dev, "items", "id", "bigint").await;
@@ -78,6 +79,9 @@ async fn subqueries_run_first_with_exact_results() {
         "(SELECT id FROM items WHERE g = 2 ORDER BY id LIMIT 3) UNION ALL (SELECT k FROM events WHERE v = 3 ORDER BY k LIMIT 3)",
         "SELECT count(*) FROM items WHERE n > (SELECT avg(n) FROM items) AND id IN (SELECT k FROM events WHERE v IN (SELECT g FROM items WHERE id < 5))",
         "SELECT id FROM items WHERE id = (SELECT min(k) FROM events WHERE v = 999)",
+        // Array-typed columns; thousands of rows (a few casts in the text).
+        "SELECT * FROM (SELECT id, ARRAY[g, id::int] AS a, ARRAY[t] AS ta FROM items WHERE g = 2) x ORDER BY id",
+        "SELECT count(*), sum(id) FROM items WHERE (id, g) IN (SELECT e.k, s.i FROM events e, generate_series(0, 9) s(i))",
     ] {
         let want = rows(&plain, sql).await.expect(sql);
         let got = rows(&c, sql).await.unwrap_or_else(|e| panic!("{sql}: {}", common::db_message_detail(&e)));
