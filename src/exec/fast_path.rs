@@ -126,7 +126,7 @@ impl ExecCtx {
                     slots.push_back(Slot::Forward(Expect::Sync));
                 }
                 Item::Flush => fe::flush(&mut self.held[idx].conn.out),
-                Item::Fail(_) => {}
+                Item::Fail(_) | Item::FailFrame(_) => {}
             }
         }
         let conn = &mut self.held[idx].conn;

@@ -216,6 +216,9 @@ pub enum Item {
     Flush,
     /// A message the router refused (sent as an error in batch order).
     Fail(PgError),
+    /// A message that failed before the batch ran, its ErrorResponse frame
+    /// already made (and counted): a subquery's own error.
+    FailFrame(Bytes),
 }
 
 impl Item {

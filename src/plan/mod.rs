@@ -125,7 +125,10 @@ pub use spans::{
     changes_columns, has_word, insert_part, insert_values_spans, InsertPart, InsertSpans,
 };
 pub use split::split_statements;
-pub use subquery::{cte_like_names, limit_one, query_groups, standalone, values_query, QueryGroup};
+pub use subquery::{
+    cte_like_names, escape_literal, limit_one, param_spans, query_groups, standalone, values_query,
+    QueryGroup,
+};
 pub use types::*;
 
 use analyze::ParamMode;

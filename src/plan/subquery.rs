@@ -62,6 +62,23 @@ pub fn query_groups(sql: &str) -> Vec<QueryGroup> {
     out
 }
 
+/// Byte ranges of the `$n` parameter tokens of `sql` (outside strings,
+/// quoted identifiers and comments), each with whether it comes right
+/// after `LIMIT` or `OFFSET`.
+pub fn param_spans(sql: &str) -> Vec<(Range<usize>, bool)> {
+    let mut out = Vec::new();
+    let mut prev: Option<Token> = None;
+    for t in significant(sql) {
+        if t.kind == Tok::Param {
+            let after_limit =
+                prev.is_some_and(|p| p.is_word(sql, "limit") || p.is_word(sql, "offset"));
+            out.push((t.start..t.end, after_limit));
+        }
+        prev = Some(t);
+    }
+    out
+}
+
 /// Names that look like CTE names in `sql` (`name AS (`, `name AS
 /// [NOT] MATERIALIZED (`, `name (cols) AS (`): a lexical over-estimate,
 /// which only makes [`standalone`] more cautious.
@@ -158,7 +175,7 @@ pub fn limit_one(sql: &str) -> Option<String> {
 
 /// `value` as an escape string constant (`E'...'`, PostgreSQL docs
 /// §4.1.2.2): valid whatever `standard_conforming_strings` is.
-fn escape_literal(value: &str) -> String {
+pub fn escape_literal(value: &str) -> String {
     let mut s = String::with_capacity(value.len() + 3);
     s.push_str("E'");
     for c in value.chars() {

@@ -569,12 +569,12 @@ pub enum Plan {
     /// `COPY (query) TO STDOUT` over several shards (`exec/copy_query.rs`).
     CopyQuery(Arc<CopyQuery>),
     /// Not runnable as one statement: subqueries over sharded tables need
-    /// rows of other shards than the outer query's. In the simple
-    /// protocol, the session runs first the subqueries that can run on
-    /// their own, substitutes their rows and plans the text again
-    /// (`plan/subquery.rs`, `session/subqueries.rs`); when none can, or in
-    /// the extended protocol, the client gets 0A000 with `message` and
-    /// `hint`.
+    /// rows of other shards than the outer query's. The session runs
+    /// first the subqueries that can run on their own, substitutes their
+    /// rows and plans the text again (`plan/subquery.rs`,
+    /// `session/subqueries.rs`; for an extended-protocol Bind,
+    /// `session/subqueries_ext.rs`); when none can, the client gets 0A000
+    /// with `message` and `hint`.
     Subqueries {
         /// The refusal's primary message.
         message: String,

@@ -42,6 +42,11 @@ impl Session {
                     self.ctx.send_error(e);
                     false
                 }
+                Item::FailFrame(f) => {
+                    self.ctx.out.buf.extend_from_slice(f);
+                    self.ctx.note_error();
+                    false
+                }
                 Item::Parse(_) => {
                     synth_frame(&mut self.ctx.out.buf, synth::PARSE_COMPLETE);
                     true

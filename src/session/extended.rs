@@ -34,6 +34,7 @@ use crate::protocol::{Frame, PgError};
 use crate::state::Routing;
 
 use super::statements::rename_frame;
+use super::subqueries_ext::SubqueryBinds;
 use super::Session;
 
 impl Session {
@@ -68,15 +69,26 @@ impl Session {
                 }
             }
         }
-        for f in &frames {
+        // Binds of statements whose subqueries run first are resolved
+        // before routing (`session/subqueries_ext.rs`).
+        let mut frames = frames;
+        let mut subqueries = SubqueryBinds::default();
+        if !failed {
+            subqueries = self.bind_subqueries(&routing, &mut frames).await?;
+        }
+        for (i, f) in frames.iter().enumerate() {
             if failed && f.tag != b'S' {
                 continue;
             }
-            let item = match self.decode_item(&routing, f) {
-                Ok(i) => i,
-                Err(e) => Item::Fail(e),
+            let failed_bind = subqueries.failed.iter().find(|(at, _)| *at == i);
+            let item = match failed_bind {
+                Some((_, frame)) => Item::FailFrame(frame.clone()),
+                None => match self.decode_item(&routing, f) {
+                    Ok(i) => i,
+                    Err(e) => Item::Fail(e),
+                },
             };
-            if matches!(item, Item::Fail(_)) {
+            if matches!(item, Item::Fail(_) | Item::FailFrame(_)) {
                 failed = true;
             }
             items.push(item);
@@ -107,9 +119,9 @@ impl Session {
         }
         self.open_batch_block(&mut items, syncs, routing.catalog.shards.len());
         let mut target: Option<&str> = None;
-        // Reading columns left messages on shards that only the slow
-        // path's Sync reaches.
-        let mut fast = !read_schema;
+        // Reading columns (or running subqueries) left messages on shards
+        // that only the slow path's Sync reaches.
+        let mut fast = !read_schema && !subqueries.ran;
         for it in &items {
             match it.route() {
                 Some(Route::Shard(s)) => {
@@ -151,6 +163,25 @@ impl Session {
             fast = false;
         }
         self.unsynced = !syncs;
+        let target = target.map(str::to_string);
+        let r = self
+            .route_batch(fast, target.as_deref(), &routing, items)
+            .await;
+        if subqueries.ran {
+            self.forget_subquery_statements();
+        }
+        r
+    }
+
+    /// Runs the routed batch: on `target` in one write (`fast`), or
+    /// message by message.
+    async fn route_batch(
+        &mut self,
+        fast: bool,
+        target: Option<&str>,
+        routing: &Routing,
+        items: Vec<Item>,
+    ) -> Result<(), End> {
         if fast {
             let shard = match target {
                 Some(s) => s.to_string(),
@@ -168,7 +199,7 @@ impl Session {
             Ok(())
         } else {
             self.ctx.in_extended = true;
-            let r = self.batch_slow(&routing, items).await;
+            let r = self.batch_slow(routing, items).await;
             self.ctx.in_extended = false;
             r
         }
@@ -322,10 +353,6 @@ impl Session {
                     let mut e = PgError::new(sqlstate, message.clone());
                     e.hint = hint.clone();
                     return Err(e);
-                }
-                if let Plan::Subqueries { message, hint, .. } = &*stmt.plan {
-                    self.statements.remove(p.name);
-                    return Err(subqueries_refusal(message, hint));
                 }
                 Ok(Item::Parse(stmt))
             }
@@ -549,9 +576,8 @@ impl Session {
 
 /// The 0A000 of [`Plan::Subqueries`] in the extended protocol.
 fn subqueries_refusal(message: &str, hint: &Option<String>) -> PgError {
-    let mut e = PgError::unsupported(message.to_string()).with_detail(
-        "subqueries over sharded tables run before the statement (their rows substituted) only in the simple query protocol",
-    );
+    let mut e = PgError::unsupported(message.to_string())
+        .with_detail("the statement's subqueries over sharded tables did not run before its Bind");
     e.hint = hint.clone();
     e
 }

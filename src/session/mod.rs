@@ -10,6 +10,7 @@ mod extended;
 mod simple;
 mod statements;
 mod subqueries;
+mod subqueries_ext;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -63,52 +63,19 @@ impl Session {
 
     fn new_statement(&self, routing: &Routing, query: &str, types: &[u32]) -> ClientStmt {
         let plan = routing.planner.plan_extended(query, routing);
-        // A gather prepares its rewritten statement on the shards.
-        let shard_text: Option<String> = match &*plan {
-            Plan::Scatter {
-                merge: Merge::Gather(g),
-                ..
-            } => Some(
-                g.sql
-                    .iter()
-                    .map(|p| match p {
-                        SqlPiece::Text(t) => t.as_str(),
-                        _ => "",
-                    })
-                    .collect(),
-            ),
-            _ => None,
-        };
-        let text = shard_text.as_deref().unwrap_or(query);
-        // A shards' statement using some of the parameters has their types.
-        let shard_types: Vec<u32> = match &*plan {
-            Plan::Scatter {
-                merge: Merge::Gather(g),
-                ..
-            } => match &g.shard_params {
-                Some(idx) => idx
-                    .iter()
-                    .map(|&i| types.get(i).copied().unwrap_or(0))
-                    .collect(),
-                None => types.to_vec(),
-            },
-            _ => types.to_vec(),
-        };
-        let id = stmt_id(text, &shard_types);
-        let backend_name = format!("pgr_{id:016x}");
-        let mut pf = BytesMut::new();
-        let _ = fe::parse(&backend_name, text, shard_types.iter().copied(), &mut pf);
-        ClientStmt {
-            id,
-            query: query.to_string(),
-            param_types: types.to_vec(),
-            plan,
-            version: routing.version,
-            schema_epoch: routing.schema_epoch(),
-            parse_frame: pf.freeze(),
-            backend_name,
-            shard_param_types: OnceLock::new(),
-        }
+        statement_with_plan(routing, query, types, plan)
+    }
+
+    /// [`Session::new_statement`] of a text made once (planned without the
+    /// plan cache): a statement with the values of one Bind written in.
+    pub(super) fn new_statement_once(
+        &self,
+        routing: &Routing,
+        query: &str,
+        types: &[u32],
+    ) -> ClientStmt {
+        let plan = Arc::new(routing.planner.plan_extended_once(query, routing));
+        statement_with_plan(routing, query, types, plan)
     }
 
     pub(super) fn lookup_statement(
@@ -133,5 +100,60 @@ impl Session {
         let fresh = Arc::new(self.new_statement(routing, &s.query.clone(), &s.param_types.clone()));
         self.statements.insert(name.to_string(), fresh.clone());
         Ok(fresh)
+    }
+}
+
+/// A statement of `query` (parameter types `types`) planned as `plan`.
+fn statement_with_plan(
+    routing: &Routing,
+    query: &str,
+    types: &[u32],
+    plan: Arc<Plan>,
+) -> ClientStmt {
+    // A gather prepares its rewritten statement on the shards.
+    let shard_text: Option<String> = match &*plan {
+        Plan::Scatter {
+            merge: Merge::Gather(g),
+            ..
+        } => Some(
+            g.sql
+                .iter()
+                .map(|p| match p {
+                    SqlPiece::Text(t) => t.as_str(),
+                    _ => "",
+                })
+                .collect(),
+        ),
+        _ => None,
+    };
+    let text = shard_text.as_deref().unwrap_or(query);
+    // A shards' statement using some of the parameters has their types.
+    let shard_types: Vec<u32> = match &*plan {
+        Plan::Scatter {
+            merge: Merge::Gather(g),
+            ..
+        } => match &g.shard_params {
+            Some(idx) => idx
+                .iter()
+                .map(|&i| types.get(i).copied().unwrap_or(0))
+                .collect(),
+            None => types.to_vec(),
+        },
+        _ => types.to_vec(),
+    };
+    let id = stmt_id(text, &shard_types);
+    let backend_name = format!("pgr_{id:016x}");
+    let mut pf = BytesMut::new();
+    let _ = fe::parse(&backend_name, text, shard_types.iter().copied(), &mut pf);
+    ClientStmt {
+        id,
+        query: query.to_string(),
+        param_types: types.to_vec(),
+        plan,
+        version: routing.version,
+        schema_epoch: routing.schema_epoch(),
+        parse_frame: pf.freeze(),
+        backend_name,
+        shard_param_types: OnceLock::new(),
     }
 }

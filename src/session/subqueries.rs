@@ -1,5 +1,6 @@
-//! Recursive planning of subqueries ([`Plan::Subqueries`], simple query
-//! protocol; Citus's recursive planning): the subqueries of the statement
+//! Recursive planning of subqueries ([`Plan::Subqueries`]; Citus's
+//! recursive planning; the extended protocol's Binds come here through
+//! `subqueries_ext.rs`): the subqueries of the statement
 //! that can run on their own (`plan/subquery.rs`), outermost first, each
 //! run like a statement of the client's (planned, routed, merged, its own
 //! subqueries run first in turn) with its response kept by the router
@@ -135,7 +136,7 @@ impl Session {
         }
         if !ran_any {
             let mut e = PgError::unsupported(message.to_string()).with_detail(
-                "no subquery over sharded tables could run before the statement on its own: a subquery that refers to the outer query runs with it only when joined with it on the sharding key (inner.key = outer.key)",
+                "no parenthesized subquery over sharded tables could run before the statement on its own: a subquery that refers to the outer query runs with it only when joined with it on the sharding key (inner.key = outer.key); the parts of a set operation run first when parenthesized ((SELECT ...) UNION (SELECT ...))",
             );
             e.hint = hint.clone();
             self.ctx.send_error(&e);
@@ -222,20 +223,22 @@ impl Session {
         Ok(ok.then_some(res))
     }
 
-    /// The VALUES query of `rows`, with the type names read from a shard
-    /// (`format_type`) unless built in. None after sending an error.
-    async fn values_text(&mut self, rows: SubqueryRows) -> Result<Option<String>, End> {
-        let mut names: Vec<Option<String>> = rows
-            .columns
+    /// The names `format_type` gives the (type OID, modifier) pairs, read
+    /// from a shard unless built in. None after sending an error.
+    pub(super) async fn type_names(
+        &mut self,
+        types: &[(u32, i32)],
+    ) -> Result<Option<Vec<String>>, End> {
+        let mut names: Vec<Option<String>> = types
             .iter()
-            .map(|(_, oid, m)| builtin_type_name(*oid, *m).map(str::to_string))
+            .map(|&(oid, m)| builtin_type_name(oid, m).map(str::to_string))
             .collect();
         let missing: Vec<usize> = (0..names.len()).filter(|&i| names[i].is_none()).collect();
         if !missing.is_empty() {
             let calls: Vec<String> = missing
                 .iter()
                 .map(|&i| {
-                    let (_, oid, m) = rows.columns[i];
+                    let (oid, m) = types[i];
                     format!("pg_catalog.format_type({oid}, {m})")
                 })
                 .collect();
@@ -255,17 +258,33 @@ impl Session {
                 names[i] = row.get(k).cloned().flatten();
             }
         }
-        let mut columns = Vec::with_capacity(names.len());
-        for ((name, oid, _), ty) in rows.columns.into_iter().zip(names) {
-            let Some(ty) = ty else {
+        let mut out = Vec::with_capacity(names.len());
+        for (&(oid, _), name) in types.iter().zip(names) {
+            let Some(name) = name else {
                 self.ctx.send_error(&PgError::new(
                     codes::INTERNAL_ERROR,
-                    format!("no name for the type (oid {oid}) of subquery column \"{name}\""),
+                    format!("no name for the type with oid {oid}"),
                 ));
                 return Ok(None);
             };
-            columns.push((name, ty));
+            out.push(name);
         }
+        Ok(Some(out))
+    }
+
+    /// The VALUES query of `rows` ([`plan::values_query`]). None after
+    /// sending an error.
+    async fn values_text(&mut self, rows: SubqueryRows) -> Result<Option<String>, End> {
+        let types: Vec<(u32, i32)> = rows.columns.iter().map(|&(_, o, m)| (o, m)).collect();
+        let Some(names) = self.type_names(&types).await? else {
+            return Ok(None);
+        };
+        let columns: Vec<(String, String)> = rows
+            .columns
+            .into_iter()
+            .zip(names)
+            .map(|((name, _, _), ty)| (name, ty))
+            .collect();
         Ok(Some(plan::values_query(&columns, &rows.rows)))
     }
 }

@@ -80,6 +80,24 @@ public class BulkJdbc {
                 if (rs.getLong(1) != 10) throw new AssertionError("gk rows " + rs.getLong(1));
             }
             c.commit();
+            // A subquery over another sharded table runs first with the
+            // parameters written in (extended protocol; pgjdbc switches to
+            // a named server statement after five runs).
+            try (PreparedStatement ps = c.prepareStatement(
+                    "SELECT count(*), min(k) FROM kv WHERE k >= ? AND k < ? AND v IN (SELECT 'j' || ? FROM gk WHERE v LIKE ?)")) {
+                for (int i = 0; i < 7; i++) {
+                    ps.setInt(1, base);
+                    ps.setInt(2, base + 500);
+                    ps.setInt(3, i);
+                    ps.setString(4, "jg%");
+                    try (ResultSet rs = ps.executeQuery()) {
+                        rs.next();
+                        if (rs.getLong(1) != 1 || rs.getInt(2) != base + i)
+                            throw new AssertionError("subquery run " + i + ": " + rs.getLong(1) + " rows, min " + rs.getInt(2));
+                    }
+                }
+            }
+            c.commit();
         }
         System.out.println("pgjdbc ok");
     }

@@ -4,7 +4,9 @@
 //! `copy_records_to_table` (binary COPY), pgjdbc batches with
 //! `reWriteBatchedInserts=true` (multi-row INSERTs with parameters); and
 //! the same drivers inserting rows whose generated sharding key they omit
-//! (`RETURNING`, `fetchval`, `getGeneratedKeys`, `currval`/`lastval`). Each
+//! (`RETURNING`, `fetchval`, `getGeneratedKeys`, `currval`/`lastval`);
+//! pgjdbc also runs a prepared SELECT whose subquery over another sharded
+//! table runs first, with its parameters, seven times. Each
 //! script checks what it inserted through the router; this test then
 //! checks on the shards themselves that every row is on the shard its
 //! vindex names and that both shards got rows.

@@ -1321,9 +1321,9 @@ impl Gen<'_> {
 
     /// Subqueries: correlated on the sharding key (pushed down to every
     /// shard with the outer query), and uncorrelated ones over sharded
-    /// tables, which run first (simple protocol only).
+    /// tables, which run first.
     fn subqueries(&mut self) -> Q {
-        if !self.extended && self.chance(0.6) {
+        if self.chance(0.6) {
             return self.uncorrelated();
         }
         let g = self.rng.i32(0..10);
@@ -1376,7 +1376,8 @@ impl Gen<'_> {
     }
 
     /// Uncorrelated subqueries over sharded tables: run first, their rows
-    /// substituted (simple protocol).
+    /// substituted (in the extended protocol with the Bind's values
+    /// written in).
     fn uncorrelated(&mut self) -> Q {
         let g = self.rng.i32(0..10);
         let l = self.rng.i64(1..40);
