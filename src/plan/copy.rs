@@ -225,6 +225,13 @@ fn resolve_query(
             Some("run the query as a SELECT"),
         ),
         e @ Plan::Error { .. } => e,
+        // Its subqueries run first; the query itself may then run first as
+        // a whole (`session/subqueries.rs`).
+        Plan::Subqueries { message, hint, .. } => Plan::Subqueries {
+            message,
+            hint,
+            read_only: true,
+        },
         _ => unsupported(
             "COPY of this statement is not supported through pg-router",
             None,

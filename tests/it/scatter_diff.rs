@@ -12,7 +12,10 @@
 //! column list, INSERTs whose generated key the router draws, INSERT ...
 //! SELECT co-located and through the router). Co-located joins
 //! (items.id = events.k = logs.id, outer, three tables, with the reference
-//! table `kinds`) are merged like single-table SELECTs.
+//! table `kinds`) are merged like single-table SELECTs; subqueries
+//! correlated on the key are pushed down, uncorrelated ones run first
+//! (both protocols); `COPY (query) TO STDOUT` forms (text, CSV with
+//! options, a subquery inside) compare their output lines.
 //! Every query runs on the reference first, then through the router, and the
 //! results are compared:
 //!
@@ -1477,6 +1480,46 @@ impl Gen<'_> {
         self.finish(form, sql, order, vec![])
     }
 
+    /// `COPY (query) TO STDOUT` (tokio-postgres `copy_out`, extended
+    /// protocol; COPY takes no parameters, so literals), each output line
+    /// one row.
+    fn copy(&mut self) -> Q {
+        let was = std::mem::replace(&mut self.extended, false);
+        let g = self.rng.i32(0..10);
+        let v = self.rng.i32(-50..500);
+        let l = self.rng.i64(1..40);
+        let (sql, order) = match self.rng.u32(0..6) {
+            5 => (
+                format!("COPY (SELECT id, g FROM items WHERE id IN (SELECT k FROM events WHERE v > {v}) ORDER BY id) TO STDOUT (FORMAT csv)"),
+                Order::Total,
+            ),
+            0 => (
+                format!("COPY (SELECT id, g, h, n, d, tz FROM items WHERE g = {g} ORDER BY id) TO STDOUT"),
+                Order::Total,
+            ),
+            1 => (
+                "COPY (SELECT g, count(*), sum(n), string_agg(h, ';' ORDER BY id) FROM items GROUP BY g ORDER BY g) TO STDOUT WITH (FORMAT csv, HEADER)".to_string(),
+                Order::Total,
+            ),
+            2 => (
+                format!("COPY (SELECT k, v FROM events WHERE v > {v}) TO STDOUT (FORMAT csv, NULL 'nil')"),
+                Order::None,
+            ),
+            3 => (
+                format!("COPY (SELECT i.id, e.id, e.v FROM items i JOIN events e ON e.k = i.id ORDER BY i.id, e.id LIMIT {l}) TO STDOUT (FORMAT csv, FORCE_QUOTE *)"),
+                Order::Total,
+            ),
+            _ => (
+                format!("COPY (SELECT id, f, b FROM items WHERE s > {} ORDER BY id DESC LIMIT {l}) TO STDOUT", v - 200),
+                Order::Total,
+            ),
+        };
+        self.extended = was;
+        let mut q = self.finish("copy (query)", sql, order, vec![]);
+        q.extended = true;
+        q
+    }
+
     fn query(&mut self) -> Q {
         match self.rng.u32(0..100) {
             0..=29 => self.plain(),
@@ -1487,6 +1530,7 @@ impl Gen<'_> {
             85..=88 => self.logs(),
             89..=91 => self.joins(),
             92..=96 => self.subqueries(),
+            97 => self.copy(),
             _ => self.events(),
         }
     }
@@ -1898,6 +1942,19 @@ fn render_binary(ty: &Type, raw: &[u8]) -> String {
 /// Runs `q` on `c`: the simple protocol yields PostgreSQL's text cells; the
 /// extended protocol binary cells rendered by [`Cell`].
 async fn exec(c: &Client, q: &Q) -> Result<Rs, tokio_postgres::Error> {
+    if q.sql.starts_with("COPY") {
+        use futures_util::TryStreamExt;
+        let data: Vec<bytes::Bytes> = c.copy_out(q.sql.as_str()).await?.try_collect().await?;
+        let text: Vec<u8> = data.concat();
+        let rows = String::from_utf8_lossy(&text)
+            .lines()
+            .map(|l| vec![Some(l.to_string())])
+            .collect();
+        return Ok(Rs {
+            cols: vec!["copy".into()],
+            rows,
+        });
+    }
     if q.extended {
         let stmt = c.prepare(&q.sql).await?;
         let params: Vec<&(dyn ToSql + Sync)> = q.params.iter().map(Param::as_sql).collect();
