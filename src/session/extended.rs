@@ -577,7 +577,7 @@ impl Session {
 /// The 0A000 of [`Plan::Subqueries`] in the extended protocol.
 fn subqueries_refusal(message: &str, hint: &Option<String>) -> PgError {
     let mut e = PgError::unsupported(message.to_string())
-        .with_detail("the statement's subqueries over sharded tables did not run before its Bind");
+        .with_detail(super::subqueries::NO_RUNNABLE_SUBQUERY);
     e.hint = hint.clone();
     e
 }

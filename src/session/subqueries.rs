@@ -24,6 +24,10 @@ use crate::exec::End;
 
 use super::Session;
 
+/// DETAIL of the 0A000 for a statement none of whose subqueries over
+/// sharded tables can run first.
+pub(super) const NO_RUNNABLE_SUBQUERY: &str = "no parenthesized subquery over sharded tables could run before the statement on its own: a subquery that refers to the outer query runs with it only when joined with it on the sharding key (inner.key = outer.key); the parts of a set operation run first when parenthesized ((SELECT ...) UNION (SELECT ...))";
+
 /// A subquery's response as the router kept it.
 struct SubqueryRows {
     /// (name, type OID, type modifier) of each column.
@@ -135,9 +139,7 @@ impl Session {
             copied = g.range.end;
         }
         if !ran_any {
-            let mut e = PgError::unsupported(message.to_string()).with_detail(
-                "no parenthesized subquery over sharded tables could run before the statement on its own: a subquery that refers to the outer query runs with it only when joined with it on the sharding key (inner.key = outer.key); the parts of a set operation run first when parenthesized ((SELECT ...) UNION (SELECT ...))",
-            );
+            let mut e = PgError::unsupported(message.to_string()).with_detail(NO_RUNNABLE_SUBQUERY);
             e.hint = hint.clone();
             self.ctx.send_error(&e);
             return Ok(None);

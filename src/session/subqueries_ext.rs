@@ -19,7 +19,6 @@
 use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
-use foldhash::{HashMap, HashMapExt};
 
 use crate::exec::inject::Params;
 use crate::exec::End;
@@ -92,41 +91,45 @@ impl Session {
         frames: &mut [Frame],
     ) -> Result<SubqueryBinds, End> {
         let mut done = SubqueryBinds::default();
-        // Statements parsed earlier in this batch: name → (text, types).
-        let mut parsed: HashMap<String, Option<(String, Vec<u32>)>> = HashMap::new();
+        // Cheap on the common path: a Bind's statement name, a look at its
+        // plan; texts without a parenthesis cannot have a subquery to run.
+        let may_have = |q: &str| q.contains('(');
+        let mut parse_at: Vec<usize> = Vec::new();
         for i in 0..frames.len() {
             let f = &frames[i];
             match f.tag {
                 b'P' => {
-                    if let Ok(p) = Parse::decode(f.body()) {
-                        let sub = matches!(
-                            *routing.planner.plan_extended(p.query, routing),
-                            Plan::Subqueries { .. }
-                        );
-                        parsed.insert(
-                            p.name.to_string(),
-                            sub.then(|| (p.query.to_string(), p.param_types.clone())),
-                        );
-                    }
+                    parse_at.push(i);
                     continue;
                 }
                 b'B' => {}
                 _ => continue,
             }
-            let Ok(b) = Bind::decode(f.body()) else {
+            let Ok(name) = Bind::statement_name(f.body()) else {
                 continue;
             };
-            let stmt = match parsed.get(b.statement) {
-                Some(s) => s.clone(),
-                None => self.statements.get(b.statement).and_then(|s| {
-                    matches!(
-                        *routing.planner.plan_extended(&s.query, routing),
+            // A Parse of this batch, else a registered statement.
+            let parsed = parse_at.iter().rev().find_map(|&k| {
+                let p = Parse::decode(frames[k].body()).ok()?;
+                (p.name == name).then(|| (p.query.to_string(), p.param_types))
+            });
+            let stmt = match parsed {
+                Some((q, t)) => (may_have(&q)
+                    && matches!(
+                        *routing.planner.plan_extended(&q, routing),
                         Plan::Subqueries { .. }
-                    )
-                    .then(|| (s.query.clone(), s.param_types.clone()))
-                }),
+                    ))
+                .then_some((q, t)),
+                None => self
+                    .statements
+                    .get(name)
+                    .filter(|s| matches!(*s.plan, Plan::Subqueries { .. }))
+                    .map(|s| (s.query.clone(), s.param_types.clone())),
             };
             let Some((query, types)) = stmt else {
+                continue;
+            };
+            let Ok(b) = Bind::decode(f.body()) else {
                 continue;
             };
             done.ran = true;
