@@ -100,7 +100,7 @@ pub(crate) fn explain_lines(
         )),
         Plan::RouterExplain(_) => out.push("EXPLAIN (ROUTER)".into()),
         Plan::Subqueries { .. } => {
-            out.push("Subqueries first: each subquery below that runs on its own is run and merged like a statement, its rows substituted as VALUES, then the statement is planned again".into());
+            out.push("Subqueries first: each subquery below that runs on its own is run and merged like a statement, its rows written into the text, then the statement is planned again".into());
             for g in crate::plan::query_groups(sql) {
                 out.push(format!("  Subquery: {}", sql.get(g.range).unwrap_or_default().trim()));
             }

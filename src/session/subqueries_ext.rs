@@ -111,15 +111,15 @@ impl Session {
             // A Parse of this batch, else a registered statement.
             let parsed = parse_at.iter().rev().find_map(|&k| {
                 let p = Parse::decode(frames[k].body()).ok()?;
-                (p.name == name).then(|| (p.query.to_string(), p.param_types))
+                (p.name == name).then_some(p)
             });
             let stmt = match parsed {
-                Some((q, t)) => (may_have(&q)
+                Some(p) => (may_have(p.query)
                     && matches!(
-                        *routing.planner.plan_extended(&q, routing),
+                        *routing.planner.plan_extended(p.query, routing),
                         Plan::Subqueries { .. }
                     ))
-                .then_some((q, t)),
+                .then(|| (p.query.to_string(), p.param_types)),
                 None => self
                     .statements
                     .get(name)
