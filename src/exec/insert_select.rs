@@ -6,7 +6,8 @@
 //! (or a key the router generates) names, and every such shard inserts its
 //! rows from one binary array per column
 //! (`INSERT ... SELECT * FROM unnest($1, ...)`, PostgreSQL's assignment
-//! casts to the target columns). Simple protocol.
+//! casts to the target columns). Simple protocol (the extended protocol
+//! comes here through `session/insert_select_ext.rs`).
 
 use std::collections::{BTreeMap, VecDeque};
 

@@ -56,6 +56,10 @@ pub enum Route {
     /// A multi-row INSERT whose rows belong to several shards: each shard's
     /// part runs at Execute.
     SplitInsert(Arc<super::split_insert::SplitInsert>),
+    /// `INSERT ... SELECT` whose rows the router routes
+    /// ([`crate::plan::Plan::InsertSelect`]): run at Execute with the
+    /// Bind's values written into the text (`session/insert_select_ext.rs`).
+    InsertSelect(Arc<PendingInsertSelect>),
     /// An INSERT whose sharding key the router generates: the values are
     /// drawn and the rows routed when the Bind runs.
     Generated(Arc<PendingGenerated>),
@@ -115,6 +119,17 @@ pub struct PendingGenerated {
     pub bind: Bytes,
     /// The route, set when the Bind ran.
     pub resolved: OnceLock<Route>,
+}
+
+/// A bound `INSERT ... SELECT` routed by the router, run at Execute.
+#[derive(Debug)]
+pub struct PendingInsertSelect {
+    /// The client's statement.
+    pub stmt: Arc<ClientStmt>,
+    /// The client's Bind frame (tag and length included).
+    pub bind: Bytes,
+    /// The client's result formats (RETURNING).
+    pub result_formats: Vec<i16>,
 }
 
 /// The route of a Bind of a sequence function call

@@ -147,12 +147,6 @@ pub(crate) fn plan_insert_select(
             )
         }
     };
-    if mode == ParamMode::Keys {
-        return unsupported(
-            format!("INSERT ... SELECT into sharded table \"{table}\" whose rows the router routes is supported in the simple query protocol only"),
-            Some("send it as a simple query, or make the SELECT read the target's keyspace by its key"),
-        );
-    }
     // The INSERT each shard runs over the arrays of its rows.
     let width = if wildcard {
         columns.len()

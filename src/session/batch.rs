@@ -140,6 +140,7 @@ impl Session {
                         | Some(Route::Set { .. })
                         | Some(Route::Gather { .. })
                         | Some(Route::SplitInsert(_))
+                        | Some(Route::InsertSelect(_))
                         | Some(Route::Answered(_)) => {
                             synth_frame(&mut self.ctx.out.buf, synth::BIND_COMPLETE);
                             true
@@ -221,6 +222,24 @@ impl Session {
                                     Some(p.result_formats.clone()),
                                 )
                                 .await?
+                        }
+                        Some(Route::InsertSelect(p)) if expect == Expect::DescribePortal => {
+                            match self.ctx.any_shard() {
+                                Ok(shard) => {
+                                    self.ctx
+                                        .describe_as_portal(
+                                            &shard,
+                                            0,
+                                            &p.stmt,
+                                            Some(p.result_formats.clone()),
+                                        )
+                                        .await?
+                                }
+                                Err(e) => {
+                                    self.ctx.send_error(&e);
+                                    false
+                                }
+                            }
                         }
                         Some(Route::Answered(a)) if expect == Expect::DescribePortal => {
                             synth::int8_row_description(
@@ -310,6 +329,7 @@ impl Session {
                             .write_sequence_value(&a.call, a.value, a.format, false);
                         true
                     }
+                    Some(Route::InsertSelect(p)) => self.insert_select_execute(routing, &p).await?,
                     Some(Route::Txn(t, sql)) => self.ctx.txn_command(&t, &sql).await?,
                     Some(Route::CopyQuery(c, sql)) => {
                         let routing = self.ctx.state.routing();

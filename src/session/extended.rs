@@ -18,7 +18,8 @@ use bytes::Bytes;
 
 use crate::exec::concat::MergeMode;
 use crate::exec::message::{
-    scatter_route, Item, OwnedRoute, PendingGenerated, PendingRoute, PendingSequence, Route,
+    scatter_route, Item, OwnedRoute, PendingGenerated, PendingInsertSelect, PendingRoute,
+    PendingSequence, Route,
 };
 use crate::exec::owned::keyed_shard;
 use crate::exec::owned_ext::{needs_lookup, owned_block};
@@ -488,7 +489,9 @@ impl Session {
                 e.hint = hint.clone();
                 return Err(e);
             }
-            Plan::Subqueries { message, hint, .. } => return Err(subqueries_refusal(message, hint)),
+            Plan::Subqueries { message, hint, .. } => {
+                return Err(subqueries_refusal(message, hint))
+            }
             Plan::Transaction(t) => Route::Txn(t.clone(), stmt.query.clone()),
             Plan::Set { local, reset_all } => Route::Set {
                 sql: stmt.query.clone(),
@@ -554,11 +557,11 @@ impl Session {
                 resolved: OnceLock::new(),
             })),
             Plan::CopyQuery(c) => Route::CopyQuery(c.clone(), stmt.query.clone()),
-            Plan::InsertSelect(_) => {
-                return Err(PgError::unsupported(
-                    "INSERT ... SELECT whose rows the router routes is supported in the simple query protocol only",
-                ))
-            }
+            Plan::InsertSelect(_) => Route::InsertSelect(Arc::new(PendingInsertSelect {
+                stmt: stmt.clone(),
+                bind: frame.clone(),
+                result_formats: b.result_formats.clone(),
+            })),
             Plan::SequenceFn(call) => Route::Sequence(Arc::new(PendingSequence {
                 call: call.clone(),
                 format: b.result_formats.first().copied().unwrap_or(0),

@@ -7,6 +7,7 @@
 
 mod batch;
 mod extended;
+mod insert_select_ext;
 mod simple;
 mod statements;
 mod subqueries;

@@ -208,6 +208,40 @@ impl Session {
         n: usize,
         section: &[u8],
     ) -> Result<Option<(String, Vec<u32>)>, End> {
+        let was = std::mem::replace(&mut self.ctx.in_extended, true);
+        let r = self.bind_text(routing, query, types, n, section).await;
+        self.ctx.in_extended = was;
+        let Some((mut text, all_types)) = r? else {
+            return Ok(None);
+        };
+        for _ in 0..MAX_ROUNDS {
+            let (p, _) = routing.planner.plan_simple(&text, routing);
+            let Plan::Subqueries { message, hint, .. } = &*p else {
+                return Ok(Some((text, all_types)));
+            };
+            let Some(next) = self.run_subqueries(routing, &text, message, hint).await? else {
+                return Ok(None);
+            };
+            text = next;
+        }
+        self.ctx.send_error(&crate::protocol::PgError::new(
+            crate::protocol::error::codes::PROGRAM_LIMIT_EXCEEDED,
+            format!("subqueries nested more than {MAX_ROUNDS} levels deep"),
+        ));
+        Ok(None)
+    }
+
+    /// `query` with the Bind's values (see [`Session::resolve_bind`])
+    /// written in as typed literals, and the type of every parameter.
+    /// Inside an extended-protocol batch. None after sending an error.
+    pub(super) async fn bind_text(
+        &mut self,
+        routing: &Routing,
+        query: &str,
+        types: &[u32],
+        n: usize,
+        section: &[u8],
+    ) -> Result<Option<(String, Vec<u32>)>, End> {
         let shard = match self.ctx.any_shard() {
             Ok(s) => s,
             Err(e) => {
@@ -215,12 +249,10 @@ impl Session {
                 return Ok(None);
             }
         };
-        self.ctx.in_extended = true;
-        let r = self
+        let Some((all_types, values)) = self
             .read_params(routing, &shard, query, types, n, section)
-            .await;
-        self.ctx.in_extended = false;
-        let Some((all_types, values)) = r? else {
+            .await?
+        else {
             return Ok(None);
         };
         let mods: Vec<(u32, i32)> = all_types.iter().map(|&t| (t, -1)).collect();
@@ -241,22 +273,7 @@ impl Session {
                 },
             })
             .collect();
-        let mut text = with_literals(query, &literals);
-        for _ in 0..MAX_ROUNDS {
-            let (p, _) = routing.planner.plan_simple(&text, routing);
-            let Plan::Subqueries { message, hint, .. } = &*p else {
-                return Ok(Some((text, all_types)));
-            };
-            let Some(next) = self.run_subqueries(routing, &text, message, hint).await? else {
-                return Ok(None);
-            };
-            text = next;
-        }
-        self.ctx.send_error(&crate::protocol::PgError::new(
-            crate::protocol::error::codes::PROGRAM_LIMIT_EXCEEDED,
-            format!("subqueries nested more than {MAX_ROUNDS} levels deep"),
-        ));
-        Ok(None)
+        Ok(Some((with_literals(query, &literals), all_types)))
     }
 
     /// Every parameter's type (the shard's inference where `types` leaves

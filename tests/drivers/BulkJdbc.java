@@ -98,6 +98,26 @@ public class BulkJdbc {
                 }
             }
             c.commit();
+            // INSERT ... SELECT whose new keys the router routes, with
+            // parameters, in a transaction rolled back, then committed.
+            for (boolean commit : new boolean[] {false, true}) {
+                try (PreparedStatement ps = c.prepareStatement(
+                        "INSERT INTO kv (k, v) SELECT k + ?, 'copied' FROM kv WHERE k >= ? AND k < ?")) {
+                    ps.setInt(1, 50000);
+                    ps.setInt(2, base);
+                    ps.setInt(3, base + 10);
+                    int n = ps.executeUpdate();
+                    if (n != 10) throw new AssertionError("INSERT ... SELECT count " + n);
+                }
+                if (commit) c.commit(); else c.rollback();
+                try (Statement st = c.createStatement();
+                     ResultSet rs = st.executeQuery("SELECT count(*) FROM kv WHERE v = 'copied' AND k >= " + (base + 50000) + " AND k < " + (base + 50010))) {
+                    rs.next();
+                    if (rs.getLong(1) != (commit ? 10 : 0))
+                        throw new AssertionError("copied rows " + rs.getLong(1) + " after " + (commit ? "commit" : "rollback"));
+                }
+                c.commit();
+            }
         }
         System.out.println("pgjdbc ok");
     }

@@ -1,9 +1,10 @@
 //! INSERT ... SELECT into sharded tables: rows routed by the router land
 //! on the shard their key names (checked on the shards), generated keys in
 //! the SELECT's order, the co-located form run by the shards themselves,
-//! one transaction (a failing shard leaves nothing anywhere), and clear
-//! errors: a key of another type, a NULL key, an intermediate result past
-//! `limits.intermediate_result_bytes`, the extended protocol.
+//! one transaction (a failing shard leaves nothing anywhere), the extended
+//! protocol (parameters, a rolled-back block), and clear errors: a key of
+//! another type, a NULL key, an intermediate result past
+//! `limits.intermediate_result_bytes`.
 
 use pg_router::vindex::KeyValue;
 
@@ -55,14 +56,24 @@ async fn insert_select_routes_rows_in_one_transaction() {
     assert_eq!(placed_ids(&dev, "src").await, (1..=120).collect::<Vec<_>>());
 
     // New keys computed by the SELECT (through the router), merged SELECT.
+    // The extended protocol: values written in, run at Execute; a
+    // rolled-back block leaves nothing.
+    c.batch_execute("BEGIN").await.unwrap();
     let n = c
         .execute(
-            "INSERT INTO dst SELECT id * 7, g, upper(h) FROM src WHERE g < 3 ORDER BY id LIMIT 50",
-            &[],
+            "INSERT INTO dst SELECT id * 11, g, h FROM src WHERE g = $1 ORDER BY id LIMIT $2",
+            &[&5i32, &7i64],
         )
-        .await;
-    assert!(n.is_err(), "extended protocol: refused, not half done");
-    assert_eq!(common::sqlstate(&n.unwrap_err()), "0A000");
+        .await
+        .expect("extended INSERT ... SELECT");
+    assert_eq!(n, 7);
+    c.batch_execute("ROLLBACK").await.unwrap();
+    let left = c
+        .query_one("SELECT count(*) FROM dst", &[])
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(left, 0);
     let r = c
         .simple_query(
             "INSERT INTO dst SELECT id * 7, g, upper(h) FROM src WHERE g < 3 ORDER BY id LIMIT 50",

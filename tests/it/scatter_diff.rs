@@ -1572,25 +1572,34 @@ fn gen_write(rng: &mut Rng, ids: &[i64], next_id: &mut i64) -> W {
             );
         }
         // INSERT ... SELECT through the router: the rows of a merged
-        // SELECT inserted under new keys (simple protocol).
+        // SELECT inserted under new keys (both protocols; parameters in
+        // the extended one).
         10 => {
-            w.extended = false;
             let base = 1_000_000_000 + *next_id * 100_000;
             *next_id += 1;
+            let (g, l) = (rng.i32(0..10), rng.i64(1..20));
+            let (gs, ls) = if extended {
+                w.params = vec![Param::I32(g), Param::I64(l)];
+                ("$1".to_string(), "$2".to_string())
+            } else {
+                (g.to_string(), l.to_string())
+            };
             w.sql = format!(
-                "INSERT INTO items (id, g, h, n, s, b) SELECT id + {base}, g, h, n, s, b FROM items WHERE g = {} ORDER BY id LIMIT {}",
-                rng.i32(0..10),
-                rng.i32(1..20)
+                "INSERT INTO items (id, g, h, n, s, b) SELECT id + {base}, g, h, n, s, b FROM items WHERE g = {gs} ORDER BY id LIMIT {ls}"
             );
         }
         // Generated keys for the rows of an ordered SELECT: the same ids
         // on both sides.
         11 => {
-            w.extended = false;
+            let (g, l) = (rng.i32(0..10), rng.i64(1..15));
+            let (gs, ls) = if extended {
+                w.params = vec![Param::I32(g), Param::I64(l)];
+                ("$1".to_string(), "$2".to_string())
+            } else {
+                (g.to_string(), l.to_string())
+            };
             w.sql = format!(
-                "INSERT INTO logs (item, v) SELECT id, g FROM items WHERE g = {} ORDER BY id DESC LIMIT {}",
-                rng.i32(0..10),
-                rng.i32(1..15)
+                "INSERT INTO logs (item, v) SELECT id, g FROM items WHERE g = {gs} ORDER BY id DESC LIMIT {ls}"
             );
         }
         // Generated keys: `logs` rows without their key, both protocols,
