@@ -91,6 +91,10 @@ pub struct ExecCtx {
     /// An extended-protocol batch is running: router-injected queries use
     /// the extended protocol without Sync (see `inject.rs`).
     pub in_extended: bool,
+    /// Result formats (Bind's encoding: empty = all text) of the RETURNING
+    /// rows of an INSERT ... SELECT the router routes: the client's, when
+    /// an extended-protocol Execute runs it (`session/insert_select_ext.rs`).
+    pub returning_formats: Vec<i16>,
     /// The write gate's grace period this request entered (see `admit.rs`).
     pub gate_period: Option<usize>,
     /// The client's cancel slot: the backends it holds.
@@ -127,6 +131,7 @@ impl ExecCtx {
             last_count: None,
             portal_suspended: false,
             in_extended: false,
+            returning_formats: Vec::new(),
             gate_period: None,
             cancel,
             touched: 0,

@@ -250,7 +250,7 @@ impl ExecCtx {
                 ));
                 return Ok(false);
             }
-            synth::bind(&mut m, "", "", &formats, &params, &[]);
+            synth::bind(&mut m, "", "", &formats, &params, &self.returning_formats);
             let mut slots = VecDeque::from([
                 Slot::Swallow(Expect::Parse(None)),
                 Slot::Swallow(Expect::Bind),

@@ -4,10 +4,10 @@
 //! are written into the statement as typed literals (read back as text by
 //! PostgreSQL, `session/subqueries_ext.rs`) and the text runs as in the
 //! simple protocol, its response kept by the router and passed on as the
-//! portal's: the command tag, and RETURNING rows in text format (binary
-//! result formats for RETURNING are refused with 0A000 before anything
-//! runs). BindComplete is the router's; Describe of the portal is answered
-//! by a shard from the client's statement.
+//! portal's: the command tag, and RETURNING rows, which the shards' own
+//! INSERTs return in the client's result formats. BindComplete is the
+//! router's; Describe of the portal is answered by a shard from the
+//! client's statement.
 
 use crate::exec::message::PendingInsertSelect;
 use crate::exec::End;
@@ -27,13 +27,6 @@ impl Session {
         routing: &Routing,
         p: &PendingInsertSelect,
     ) -> Result<bool, End> {
-        let returning = crate::plan::has_word(&p.stmt.query, "returning");
-        if returning && p.result_formats.iter().any(|&f| f != 0) {
-            self.ctx.send_error(&PgError::unsupported(
-                "INSERT ... SELECT ... RETURNING whose rows the router routes returns text only in the extended protocol",
-            ).with_hint("request text result formats, or use the simple query protocol"));
-            return Ok(false);
-        }
         let body = p.bind.get(5..).unwrap_or_default();
         let b = match Bind::decode(body) {
             Ok(b) => b,
@@ -66,11 +59,14 @@ impl Session {
         }
         // The statement runs as in the simple protocol; its response is
         // passed on without the row description (Describe gave it).
+        // RETURNING rows come from the shards in the client's formats.
         let was = std::mem::replace(&mut self.ctx.in_extended, false);
+        self.ctx.returning_formats = p.result_formats.clone();
         self.ctx.out.begin_capture(usize::MAX);
         let ran = Box::pin(self.exec_simple(routing, &text, &plan, &lits, None)).await;
         let captured = self.ctx.out.end_capture();
         self.ctx.in_extended = was;
+        self.ctx.returning_formats.clear();
         let ok = ran?;
         for f in frames_of(&captured.unwrap_or_default()) {
             if matches!(f.first(), Some(b'D' | b'C' | b'E' | b'N')) {

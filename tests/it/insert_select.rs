@@ -74,6 +74,22 @@ async fn insert_select_routes_rows_in_one_transaction() {
         .unwrap()
         .get::<_, i64>(0);
     assert_eq!(left, 0);
+    // RETURNING in the client's (binary) formats.
+    let rows = c
+        .query(
+            "INSERT INTO dst SELECT id * 13, g, h FROM src WHERE g = $1 RETURNING id, h",
+            &[&4i32],
+        )
+        .await
+        .expect("extended INSERT ... SELECT ... RETURNING");
+    let mut got: Vec<(i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    got.sort();
+    let want: Vec<(i64, String)> = (1..=120i64)
+        .filter(|i| i % 6 == 4)
+        .map(|i| (i * 13, format!("h{i}")))
+        .collect();
+    assert_eq!(got, want);
+    c.batch_execute("DELETE FROM dst").await.unwrap();
     let r = c
         .simple_query(
             "INSERT INTO dst SELECT id * 7, g, upper(h) FROM src WHERE g < 3 ORDER BY id LIMIT 50",
