@@ -15,7 +15,7 @@ use bytes::BytesMut;
 use postgres_protocol::message::frontend as fe;
 
 use crate::plan::{InsertSelect, Literals, Plan};
-use crate::protocol::backend::{data_row, frames as frames_of, row_description};
+use crate::protocol::backend::captured_rows;
 use crate::protocol::error::codes;
 use crate::protocol::{synth, PgError};
 use crate::state::Routing;
@@ -119,29 +119,15 @@ impl ExecCtx {
                 return Ok(None);
             }
         };
-        let mut rows = Rows {
-            types: Vec::new(),
-            rows: Vec::new(),
-        };
-        for frame in frames_of(&frames) {
-            let body = frame.get(5..).unwrap_or_default();
-            match frame[0] {
-                b'T' => {
-                    rows.types = row_description(body)
-                        .map(|c| c.iter().map(|c| c.type_oid).collect())
-                        .unwrap_or_default()
-                }
-                b'D' => {
-                    if let Ok(v) = data_row(body) {
-                        rows.rows
-                            .push(v.iter().map(|x| x.map(<[u8]>::to_vec)).collect());
-                    }
-                }
-                // The SELECT's error or notice, as it is.
-                b'E' | b'N' => self.out.buf.extend_from_slice(frame),
-                _ => {}
-            }
+        let got = captured_rows(&frames);
+        // The SELECT's errors and notices, as they are.
+        for m in &got.messages {
+            self.out.buf.extend_from_slice(m);
         }
+        let rows = Rows {
+            types: got.columns.iter().map(|c| c.type_oid).collect(),
+            rows: got.rows,
+        };
         Ok(ok.then_some(rows))
     }
 

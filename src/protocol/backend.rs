@@ -38,6 +38,39 @@ pub fn frames(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
+/// A SELECT's response as the router kept it ([`frames`] of a capture):
+/// its columns, its rows (raw values in the columns' formats, None =
+/// NULL) and its ErrorResponse/NoticeResponse frames, as they are.
+#[derive(Debug, Default)]
+pub struct CapturedRows {
+    /// Columns of the RowDescription (none if there was none).
+    pub columns: Vec<Column>,
+    /// DataRow values.
+    pub rows: Vec<Vec<Option<Vec<u8>>>>,
+    /// Whole 'E' and 'N' frames, in order.
+    pub messages: Vec<Vec<u8>>,
+}
+
+/// Decodes a captured response; undecodable frames are skipped.
+pub fn captured_rows(buf: &[u8]) -> CapturedRows {
+    let mut out = CapturedRows::default();
+    for frame in frames(buf) {
+        let body = frame.get(5..).unwrap_or_default();
+        match frame[0] {
+            b'T' => out.columns = row_description(body).unwrap_or_default(),
+            b'D' => {
+                if let Ok(v) = data_row(body) {
+                    out.rows
+                        .push(v.iter().map(|x| x.map(<[u8]>::to_vec)).collect());
+                }
+            }
+            b'E' | b'N' => out.messages.push(frame.to_vec()),
+            _ => {}
+        }
+    }
+    out
+}
+
 /// ErrorResponse/NoticeResponse fields as (code byte, value) pairs.
 pub fn error_fields(body: &[u8]) -> Result<Vec<(u8, &str)>, ProtocolError> {
     let mut c = Cursor::new(body);

@@ -79,6 +79,16 @@ pub struct Parse<'a> {
 }
 
 impl<'a> Parse<'a> {
+    /// The statement name and query text of a Parse body, without
+    /// decoding (or allocating for) its parameter types.
+    ///
+    /// Errors: [`ProtocolError::Malformed`] when they are not
+    /// NUL-terminated UTF-8.
+    pub fn name_and_query(body: &'a [u8]) -> Result<(&'a str, &'a str), ProtocolError> {
+        let mut c = Cursor::new(body);
+        Ok((c.cstr()?, c.cstr()?))
+    }
+
     /// Decodes a Parse body.
     pub fn decode(body: &'a [u8]) -> Result<Self, ProtocolError> {
         let mut c = Cursor::new(body);

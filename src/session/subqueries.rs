@@ -13,9 +13,7 @@
 //! one snapshot with the rest of the statement.
 
 use crate::plan::{self, Plan};
-use crate::protocol::backend::{
-    data_row, error_code, error_fields, frames as frames_of, row_description,
-};
+use crate::protocol::backend::{captured_rows, error_code, error_fields};
 use crate::protocol::error::codes;
 use crate::protocol::PgError;
 use crate::state::Routing;
@@ -177,51 +175,52 @@ impl Session {
                 return Ok(None);
             }
         };
-        let mut res = SubqueryRows {
-            columns: Vec::new(),
-            rows: Vec::new(),
-        };
-        for frame in frames_of(&frames) {
-            let body = frame.get(5..).unwrap_or_default();
-            match frame[0] {
-                b'T' => {
-                    res.columns = row_description(body)
-                        .map(|c| {
-                            c.into_iter()
-                                .map(|c| (c.name, c.type_oid, c.typmod))
-                                .collect()
-                        })
-                        .unwrap_or_default()
-                }
-                b'D' => {
-                    if let Ok(v) = data_row(body) {
-                        res.rows.push(
-                            v.iter()
-                                .map(|x| x.map(|b| String::from_utf8_lossy(b).into_owned()))
-                                .collect(),
-                        );
-                    }
-                }
-                b'E' if error_code(body).as_deref() == Some(codes::UNDEFINED_COLUMN) => {
-                    let orig = error_fields(body)
-                        .ok()
-                        .and_then(|f| f.into_iter().find(|(c, _)| *c == b'M'))
-                        .map(|(_, m)| m.to_string())
-                        .unwrap_or_default();
-                    // Already counted and the block failed when it was
-                    // written: only its text changes.
-                    let mut e = PgError::unsupported(format!(
-                        "a subquery over sharded tables could not run before the statement on its own: {orig}"
-                    ))
-                    .with_detail(format!("subquery: {sql}"));
-                    e.hint = Some("a subquery that refers to the outer query runs with it only when joined with it on the sharding key (inner.key = outer.key)".into());
-                    crate::protocol::synth::error(&mut self.ctx.out.buf, &e);
-                }
+        let got = captured_rows(&frames);
+        for m in &got.messages {
+            let body = m.get(5..).unwrap_or_default();
+            if m.first() != Some(&b'E')
+                || error_code(body).as_deref() != Some(codes::UNDEFINED_COLUMN)
+            {
                 // Its error or notice, as it is.
-                b'E' | b'N' => self.ctx.out.buf.extend_from_slice(frame),
-                _ => {}
+                self.ctx.out.buf.extend_from_slice(m);
+                continue;
             }
+            let orig = error_fields(body)
+                .ok()
+                .and_then(|f| f.into_iter().find(|(c, _)| *c == b'M'))
+                .map(|(_, m)| m.to_string())
+                .unwrap_or_default();
+            // Already counted and the block failed when it was written:
+            // only its text changes.
+            let mut e = PgError::unsupported(format!(
+                "a subquery over sharded tables could not run before the statement on its own: {orig}"
+            ))
+            .with_detail(format!("subquery: {sql}"));
+            e.hint = Some("a subquery that refers to the outer query runs with it only when joined with it on the sharding key (inner.key = outer.key)".into());
+            crate::protocol::synth::error(&mut self.ctx.out.buf, &e);
         }
+        let res = SubqueryRows {
+            columns: got
+                .columns
+                .into_iter()
+                .map(|c| (c.name, c.type_oid, c.typmod))
+                .collect(),
+            rows: got
+                .rows
+                .into_iter()
+                .map(|r| {
+                    r.into_iter()
+                        .map(|v| {
+                            v.map(|b| {
+                                String::from_utf8(b).unwrap_or_else(|e| {
+                                    String::from_utf8_lossy(e.as_bytes()).into_owned()
+                                })
+                            })
+                        })
+                        .collect()
+                })
+                .collect(),
+        };
         Ok(ok.then_some(res))
     }
 

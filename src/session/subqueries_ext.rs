@@ -110,16 +110,19 @@ impl Session {
             };
             // A Parse of this batch, else a registered statement.
             let parsed = parse_at.iter().rev().find_map(|&k| {
-                let p = Parse::decode(frames[k].body()).ok()?;
-                (p.name == name).then_some(p)
+                let body = frames[k].body();
+                let (n, q) = Parse::name_and_query(body).ok()?;
+                (n == name).then_some((body, q))
             });
             let stmt = match parsed {
-                Some(p) => (may_have(p.query)
+                Some((body, q)) => (may_have(q)
                     && matches!(
-                        *routing.planner.plan_extended(p.query, routing),
+                        *routing.planner.plan_extended(q, routing),
                         Plan::Subqueries { .. }
                     ))
-                .then(|| (p.query.to_string(), p.param_types)),
+                .then(|| Parse::decode(body).ok())
+                .flatten()
+                .map(|p| (p.query.to_string(), p.param_types)),
                 None => self
                     .statements
                     .get(name)

@@ -1550,6 +1550,17 @@ struct W {
     deleted: Option<i64>,
 }
 
+/// A `g` value and a LIMIT for `w`: `$1` and `$2` bound to them in the
+/// extended protocol, else the values as literals.
+fn g_and_limit(w: &mut W, extended: bool, g: i32, limit: i64) -> (String, String) {
+    if extended {
+        w.params = vec![Param::I32(g), Param::I64(limit)];
+        ("$1".to_string(), "$2".to_string())
+    } else {
+        (g.to_string(), limit.to_string())
+    }
+}
+
 fn gen_write(rng: &mut Rng, ids: &[i64], next_id: &mut i64) -> W {
     let extended = chance(rng, 0.3);
     let mut w = W {
@@ -1577,13 +1588,7 @@ fn gen_write(rng: &mut Rng, ids: &[i64], next_id: &mut i64) -> W {
         10 => {
             let base = 1_000_000_000 + *next_id * 100_000;
             *next_id += 1;
-            let (g, l) = (rng.i32(0..10), rng.i64(1..20));
-            let (gs, ls) = if extended {
-                w.params = vec![Param::I32(g), Param::I64(l)];
-                ("$1".to_string(), "$2".to_string())
-            } else {
-                (g.to_string(), l.to_string())
-            };
+            let (gs, ls) = g_and_limit(&mut w, extended, rng.i32(0..10), rng.i64(1..20));
             w.sql = format!(
                 "INSERT INTO items (id, g, h, n, s, b) SELECT id + {base}, g, h, n, s, b FROM items WHERE g = {gs} ORDER BY id LIMIT {ls}"
             );
@@ -1591,13 +1596,7 @@ fn gen_write(rng: &mut Rng, ids: &[i64], next_id: &mut i64) -> W {
         // Generated keys for the rows of an ordered SELECT: the same ids
         // on both sides.
         11 => {
-            let (g, l) = (rng.i32(0..10), rng.i64(1..15));
-            let (gs, ls) = if extended {
-                w.params = vec![Param::I32(g), Param::I64(l)];
-                ("$1".to_string(), "$2".to_string())
-            } else {
-                (g.to_string(), l.to_string())
-            };
+            let (gs, ls) = g_and_limit(&mut w, extended, rng.i32(0..10), rng.i64(1..15));
             w.sql = format!(
                 "INSERT INTO logs (item, v) SELECT id, g FROM items WHERE g = {gs} ORDER BY id DESC LIMIT {ls}"
             );
