@@ -225,6 +225,9 @@ fn resolve_query(
             Some("run the query as a SELECT"),
         ),
         e @ Plan::Error { .. } => e,
+        // A merged `*`: the table's columns are read, then COPY is planned
+        // again.
+        need @ Plan::NeedSchema { .. } => need,
         // Its subqueries run first; the query itself may then run first as
         // a whole (`session/subqueries.rs`).
         Plan::Subqueries { message, hint, .. } => Plan::Subqueries {

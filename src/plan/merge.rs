@@ -7,29 +7,57 @@ use sqlparser::ast::{GroupByExpr, LimitClause, Query, Select, SetExpr};
 use super::aggregates::{contains_aggregate, contains_window, item_expr};
 use super::analyze::ParamMode;
 use super::gather::build_gather;
+use super::star::{expand, Star};
 use super::types::Merge;
+use super::SchemaView;
 
-/// The merge for a scattered top-level query, or the name of the construct
-/// that prevents it (e.g. `"window functions"`).
-pub(crate) fn scatter_merge(q: &Query, mode: ParamMode) -> Result<Merge, String> {
+/// Why a scattered query has no merge.
+pub(crate) enum NoMerge {
+    /// The construct that prevents it (e.g. `"window functions"`).
+    Construct(String),
+    /// Its `*` needs the columns of this table (catalog name), not read yet.
+    NeedSchema(String),
+}
+
+impl From<String> for NoMerge {
+    fn from(s: String) -> Self {
+        NoMerge::Construct(s)
+    }
+}
+
+/// The merge for a scattered top-level query. A `*` in a merged select
+/// list is written out from the tables' columns first (`star.rs`).
+pub(crate) fn scatter_merge(
+    q: &Query,
+    mode: ParamMode,
+    schema: &dyn SchemaView,
+) -> Result<Merge, NoMerge> {
     match q.body.as_ref() {
         SetExpr::Select(sel) => {
             // Window functions are named first: they usually come with
             // ORDER BY inside OVER (), which is not the query's ORDER BY.
             select_windows(sel)?;
-            if needs_gather(q, sel) {
-                build_gather(q, sel, mode)
-            } else {
-                Ok(Merge::Concat)
+            if !needs_gather(q, sel) {
+                return Ok(Merge::Concat);
+            }
+            match expand(q, sel, schema) {
+                Star::Keep => Ok(build_gather(q, sel, mode)?),
+                Star::NeedSchema(t) => Err(NoMerge::NeedSchema(t)),
+                Star::Expanded(q2) => match q2.body.as_ref() {
+                    SetExpr::Select(s2) => Ok(build_gather(&q2, s2, mode)?),
+                    _ => Err(NoMerge::Construct("this query shape".into())),
+                },
             }
         }
         SetExpr::Table(_) => {
             if q.order_by.is_some() || q.limit_clause.is_some() || q.fetch.is_some() {
-                return Err("TABLE with ORDER BY/LIMIT".into());
+                return Err(NoMerge::Construct("TABLE with ORDER BY/LIMIT".into()));
             }
             Ok(Merge::Concat)
         }
-        _ => Err("this query shape (set operations)".into()),
+        _ => Err(NoMerge::Construct(
+            "this query shape (set operations)".into(),
+        )),
     }
 }
 

@@ -103,6 +103,7 @@ pub mod schema;
 mod sequence_fn;
 mod spans;
 mod split;
+mod star;
 mod statements;
 mod subquery;
 mod template;

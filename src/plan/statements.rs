@@ -10,7 +10,7 @@ use sqlparser::ast::{
 };
 
 use super::analyze::{Analyzer, ParamMode, Routing};
-use super::merge::scatter_merge;
+use super::merge::{scatter_merge, NoMerge};
 use super::names::quote_ident;
 use super::names::{classify_object, last_part, norm_ident, system_write, undeclared, TableClass};
 use super::types::{
@@ -85,7 +85,7 @@ fn plan_query(q: &Query, schema: &dyn SchemaView, mode: ParamMode, kind: &str) -
             top: true,
             prune,
             lookup,
-        } => match scatter_merge(q, mode) {
+        } => match scatter_merge(q, mode, schema) {
             Ok(merge) => Plan::Scatter {
                 table,
                 prune,
@@ -93,7 +93,8 @@ fn plan_query(q: &Query, schema: &dyn SchemaView, mode: ParamMode, kind: &str) -
                 merge,
                 read_only,
             },
-            Err(construct) => Plan::Error {
+            Err(NoMerge::NeedSchema(t)) => Plan::NeedSchema { table: t.into() },
+            Err(NoMerge::Construct(construct)) => Plan::Error {
                 sqlstate: "0A000",
                 message: format!("{construct} across shards is not supported yet"),
                 hint: Some(key_hint(&table, &key_col)),

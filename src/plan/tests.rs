@@ -1959,3 +1959,52 @@ fn lookup_vindex_maintenance_plans() {
     ));
     assert!(matches!(users("COPY users TO STDOUT"), Plan::Copy(_)));
 }
+
+#[test]
+fn merged_wildcards_are_written_out_from_the_columns() {
+    // The column count is known at planning time: no Describe round trip.
+    let p = simple("SELECT * FROM pgbench_accounts ORDER BY abalance LIMIT 3");
+    assert_eq!(
+        shard_text(&p),
+        "SELECT pgbench_accounts.\"aid\", pgbench_accounts.\"bid\", pgbench_accounts.\"abalance\", pgbench_accounts.\"filler\", abalance FROM pgbench_accounts ORDER BY abalance LIMIT <limit>"
+    );
+    assert_eq!(gather(&p).visible, Some(4));
+    // DISTINCT * and GROUP BY with * group by the written-out columns.
+    let g = gather(&simple("SELECT DISTINCT * FROM pgbench_accounts a"));
+    assert_eq!(g.visible, Some(4));
+    assert_eq!(g.grouping.as_ref().map(|g| g.keys.len()), Some(4));
+    let g = gather(&simple(
+        "SELECT * FROM pgbench_accounts GROUP BY aid, bid, abalance, filler ORDER BY 3",
+    ));
+    assert_eq!(g.visible, Some(4));
+    // `t.*` of a join: that table's columns, qualified by its alias.
+    let p = simple("SELECT h.*, a.abalance FROM pgbench_accounts a JOIN pgbench_history h ON a.aid = h.aid ORDER BY 1 LIMIT 2");
+    assert!(
+        shard_text(&p)
+            .starts_with("SELECT h.\"tid\", h.\"bid\", h.\"aid\", h.\"delta\", a.abalance"),
+        "{}",
+        shard_text(&p)
+    );
+    assert_eq!(gather(&p).visible, Some(5));
+    // Columns not read yet: read first.
+    assert!(matches!(
+        simple("SELECT * FROM pgbench_tellers ORDER BY 1"),
+        Plan::NeedSchema { table } if &*table == "pgbench_tellers"
+    ));
+    assert!(matches!(
+        extended("SELECT * FROM pgbench_accounts a JOIN pgbench_tellers t ON a.aid = t.tid ORDER BY 1"),
+        Plan::NeedSchema { table } if &*table == "pgbench_tellers"
+    ));
+    // Column aliases name their own columns: the `*` stays and the shards
+    // describe it.
+    let p = simple("SELECT * FROM pgbench_accounts AS a (x, y) ORDER BY 1");
+    assert_eq!(gather(&p).visible, None);
+    // Concatenated rows need no column count.
+    assert!(matches!(
+        simple("SELECT * FROM pgbench_tellers"),
+        Plan::Scatter {
+            merge: Merge::Concat,
+            ..
+        }
+    ));
+}

@@ -235,16 +235,24 @@ impl Session {
                 },
                 _ => continue,
             };
-            let plan = routing.planner.plan_extended(&query, routing);
-            let Plan::NeedSchema { table } = &*plan else {
-                continue;
-            };
-            self.ctx.in_extended = true;
-            let ok = self.ctx.load_schema(routing, table).await;
-            self.ctx.in_extended = false;
-            read = Some(ok?);
-            if read == Some(false) {
-                break;
+            // A join may need several tables' columns, one after another.
+            let mut last: Option<String> = None;
+            loop {
+                let plan = routing.planner.plan_extended(&query, routing);
+                let Plan::NeedSchema { table } = &*plan else {
+                    break;
+                };
+                if last.as_deref() == Some(&**table) {
+                    break;
+                }
+                self.ctx.in_extended = true;
+                let ok = self.ctx.load_schema(routing, table).await;
+                self.ctx.in_extended = false;
+                if !ok? {
+                    return Ok(Some(false));
+                }
+                read = Some(true);
+                last = Some(table.to_string());
             }
         }
         Ok(read)

@@ -134,6 +134,22 @@ async fn generated_keys_and_schema_awareness() {
     .expect("insert after ALTER TABLE");
     let extra = common::sum_on_shards(&dev, "SELECT coalesce(sum(extra), 0) FROM g").await;
     assert_eq!(extra, 42);
+    // A merged `SELECT *` (written out from the columns the router read)
+    // sees the new column too, in both protocols.
+    for sql in [
+        "SELECT * FROM g WHERE extra IS NOT NULL ORDER BY id DESC LIMIT 1",
+        "SELECT DISTINCT * FROM g WHERE extra = 42",
+    ] {
+        let r = c.query_one(sql, &[]).await.expect(sql);
+        let names: Vec<&str> = r.columns().iter().map(|c| c.name()).collect();
+        assert_eq!(names, ["id", "k", "c", "extra"], "{sql}");
+        assert_eq!(r.get::<_, Option<i32>>(3), Some(42), "{sql}");
+        let rows = c.simple_query(sql).await.expect(sql);
+        let tokio_postgres::SimpleQueryMessage::Row(r) = &rows[1] else {
+            panic!("{sql}: no row: {rows:?}");
+        };
+        assert_eq!((r.len(), r.get(3)), (4, Some("42")), "{sql}");
+    }
 
     // The extended protocol (drivers' parameters): one row, several rows
     // over both shards, DEFAULT as the key, no column list; a prepared

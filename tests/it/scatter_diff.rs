@@ -1488,7 +1488,11 @@ impl Gen<'_> {
         let g = self.rng.i32(0..10);
         let v = self.rng.i32(-50..500);
         let l = self.rng.i64(1..40);
-        let (sql, order) = match self.rng.u32(0..6) {
+        let (sql, order) = match self.rng.u32(0..7) {
+            6 => (
+                format!("COPY (SELECT * FROM events WHERE v > {v} ORDER BY k, id LIMIT {l}) TO STDOUT"),
+                Order::Total,
+            ),
             5 => (
                 format!("COPY (SELECT id, g FROM items WHERE id IN (SELECT k FROM events WHERE v > {v}) ORDER BY id) TO STDOUT (FORMAT csv)"),
                 Order::Total,
@@ -1520,6 +1524,64 @@ impl Gen<'_> {
         q
     }
 
+    /// `*` and `t.*` in merged SELECTs: written out by the router from the
+    /// tables' columns (ORDER BY/LIMIT, DISTINCT, GROUP BY, joins).
+    fn stars(&mut self) -> Q {
+        let g = self.rng.i32(0..10);
+        let v = self.rng.i32(-50..500);
+        let l = self.rng.i64(1..40);
+        let (form, sql, order) = match self.rng.u32(0..6) {
+            0 => (
+                "star+order+limit",
+                format!(
+                    "SELECT * FROM events WHERE v > {} ORDER BY v DESC NULLS LAST, k, id LIMIT {}",
+                    self.int(v),
+                    self.big(l)
+                ),
+                Order::Total,
+            ),
+            1 => (
+                "distinct star",
+                format!(
+                    "SELECT DISTINCT k.* FROM items i JOIN kinds k ON k.g = i.g WHERE i.g <> {}",
+                    self.int(g)
+                ),
+                Order::None,
+            ),
+            2 => (
+                "distinct star",
+                "SELECT DISTINCT e.v, k.* FROM items i JOIN events e ON e.k = i.id JOIN kinds k ON k.g = i.g ORDER BY 1, 2".to_string(),
+                Order::Total,
+            ),
+            3 => (
+                "star group by",
+                format!(
+                    "SELECT * FROM events GROUP BY k, id ORDER BY 3, 1, 2 LIMIT {}",
+                    self.big(l)
+                ),
+                Order::Total,
+            ),
+            4 => (
+                "star join",
+                format!(
+                    "SELECT e.*, i.g FROM items i JOIN events e ON e.k = i.id WHERE i.g = {} ORDER BY e.k, e.id LIMIT {}",
+                    self.int(g),
+                    self.big(l)
+                ),
+                Order::Total,
+            ),
+            _ => (
+                "star join",
+                format!(
+                    "SELECT * FROM items i, events e WHERE e.k = i.id AND e.v > {} ORDER BY e.k, e.id",
+                    self.int(v)
+                ),
+                Order::Total,
+            ),
+        };
+        self.finish(form, sql, order, vec![])
+    }
+
     fn query(&mut self) -> Q {
         match self.rng.u32(0..100) {
             0..=29 => self.plain(),
@@ -1527,7 +1589,8 @@ impl Gen<'_> {
             45..=64 => self.grouped(),
             65..=74 => self.distinct(),
             75..=84 => self.distinct_on(),
-            85..=88 => self.logs(),
+            85..=86 => self.logs(),
+            87..=88 => self.stars(),
             89..=91 => self.joins(),
             92..=96 => self.subqueries(),
             97 => self.copy(),
