@@ -5,8 +5,9 @@
 #               1-shard cluster's shard0)
 #   pg-router/1 pg-router in front of a 1-shard cluster
 #   pg-router/2 pg-router in front of a 2-shard cluster (rows split by id)
-# Through the router the one extra step is declaring sysbench's tables,
-# sharded by id, before `prepare` (`pg-router meta add-table`). Each target
+# Through the router the one extra step is a keyspace rule sharding new
+# tables by their id column, before `prepare` (`pg-router meta
+# add-table-rule --column id`). Each target
 # runs prepare, every workload for SECS seconds, and cleanup. Output is a
 # Markdown table (docs/benchmarks.md): tps, p95 latency (ms), errors
 # (sysbench's "ignored errors": deadlocks and serialization failures it
@@ -46,9 +47,7 @@ start_router() { # shards port -> sets LAST_PID, log in $WORK/router<shards>.log
   grep -q "is ready" "$log" || { cat "$log"; exit 1; }
   local catalog
   catalog=$(sed -n 's/^ *catalog: //p' "$log" | head -1)
-  for i in 1 2 3 4; do
-    "$BIN" meta --catalog "$catalog" add-table --table "sbtest$i" --column id >/dev/null
-  done
+  "$BIN" meta --catalog "$catalog" add-table-rule --column id >/dev/null
   sleep 1.5 # the router picks catalog changes up within a second
 }
 start_router 1 "$R1_PORT"

@@ -13,6 +13,7 @@ use super::migrate::migrate;
 use super::model::normalize_table_name;
 use super::ops::{add_keyspace, add_reference_table, add_shard, add_table, drop_reference_table};
 use super::ranges::{add_ranges, RangeLayout};
+use super::rules::{add_table_rule, drop_table_rule};
 use super::show::show_routing;
 
 /// `pg-router meta`: read and change the routing catalog.
@@ -91,6 +92,23 @@ pub enum MetaCommand {
         /// Key type: int, text or uuid.
         #[arg(long, default_value = "int", value_parser = parse_key_type_arg)]
         key_type: KeyType,
+    },
+    /// Declare a keyspace rule: a table later created through a router with
+    /// this column (and not declared yet) is declared sharded by it, e.g.
+    /// `--column id` before `sysbench ... prepare`.
+    AddTableRule {
+        /// Key column name (stored lower case).
+        #[arg(long)]
+        column: String,
+        /// Keyspace (default: the only keyspace; an error if there are several).
+        #[arg(long)]
+        keyspace: Option<String>,
+    },
+    /// Remove a keyspace rule (the tables it declared stay declared).
+    DropTableRule {
+        /// Key column name.
+        #[arg(long)]
+        column: String,
     },
     /// Declare a reference table (a full copy on every shard: reads go to
     /// one shard, writes to every shard). Create the table on every shard
@@ -251,6 +269,27 @@ pub async fn execute(client: &Client, command: &MetaCommand) -> Result<String, C
                 t.key_column,
                 t.vindex.as_str(),
                 t.key_type.as_str()
+            );
+        }
+        MetaCommand::AddTableRule { column, keyspace } => {
+            let keyspace = match keyspace {
+                Some(k) => k.clone(),
+                None => only_keyspace(client).await?,
+            };
+            add_table_rule(client, column, &keyspace).await?;
+            let _ = writeln!(
+                out,
+                "table rule {}: new tables with this column are sharded by it in keyspace {keyspace}",
+                column.trim().to_lowercase()
+            );
+        }
+        MetaCommand::DropTableRule { column } => {
+            let dropped = drop_table_rule(client, column).await?;
+            let _ = writeln!(
+                out,
+                "table rule {}: {}",
+                column.trim().to_lowercase(),
+                if dropped { "dropped" } else { "not found" }
             );
         }
         MetaCommand::AddReferenceTable { table } => {

@@ -18,7 +18,8 @@ use super::validate;
 /// `numeric::text` and parsed to `u64` (an end of 2^64 or NULL = unbounded).
 /// A catalog without `pgrouter.reference_tables` (migration 3 not applied
 /// yet) loads with no reference tables, and one without
-/// `pgrouter.lookup_vindexes` (migration 4) with no lookup vindexes, so a
+/// `pgrouter.lookup_vindexes` (migration 4) with no lookup vindexes, one
+/// without `pgrouter.table_rules` (migration 8) with no rules, so a
 /// newer router still runs against a catalog that has not been upgraded with
 /// `pg-router meta init`.
 ///
@@ -101,6 +102,7 @@ async fn read_all(client: &Client) -> Result<RawCatalog, CatalogError> {
     let tables = read_sharded_tables(client).await?;
     let reference_tables = read_reference_tables(client).await?;
     let lookup_vindexes = read_lookup_vindexes(client).await?;
+    let table_rules = read_table_rules(client).await?;
     Ok(RawCatalog {
         keyspaces,
         shards,
@@ -108,7 +110,26 @@ async fn read_all(client: &Client) -> Result<RawCatalog, CatalogError> {
         tables,
         reference_tables,
         lookup_vindexes,
+        table_rules,
     })
+}
+
+/// Every `pgrouter.table_rules` row as `(key_column, keyspace)`, by column;
+/// none if the table does not exist (a catalog not yet migrated to
+/// version 8).
+///
+/// Errors: [`CatalogError::Db`].
+async fn read_table_rules(client: &Client) -> Result<Vec<(String, String)>, CatalogError> {
+    if !table_exists(client, "pgrouter.table_rules").await? {
+        return Ok(Vec::new());
+    }
+    select(
+        client,
+        "pgrouter.table_rules",
+        "select key_column, keyspace from pgrouter.table_rules order by key_column",
+        |r| Ok((r.try_get(0)?, r.try_get(1)?)),
+    )
+    .await
 }
 
 /// Every `pgrouter.sharded_tables` row, by name.

@@ -60,6 +60,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "sequences",
         sql: include_str!("../../shard-metadata/migrations/0007_sequences.sql"),
     },
+    Migration {
+        version: 8,
+        name: "table_rules",
+        sql: include_str!("../../shard-metadata/migrations/0008_table_rules.sql"),
+    },
 ];
 
 /// Creates the schema and the bookkeeping table before anything else, so the

@@ -3,7 +3,7 @@
 //!
 //! The catalog lives in a PostgreSQL database, schema `pgrouter` (see
 //! `shard-metadata/README.md`): tables `keyspaces`, `shards`, `shard_ranges`,
-//! `sharded_tables`, `reference_tables`, `lookup_vindexes`,
+//! `sharded_tables`, `reference_tables`, `lookup_vindexes`, `table_rules`,
 //! `schema_migrations`. This module
 //! - applies the embedded schema migrations ([`migrate`]),
 //! - reads and validates a snapshot of it ([`load`] → [`Catalog`]),
@@ -11,6 +11,8 @@
 //!   [`add_shard`], [`add_ranges`], [`add_table`], [`add_reference_table`],
 //!   [`drop_reference_table`], [`seed_default`]) and lookup vindexes
 //!   ([`add_lookup_vindex`], [`drop_lookup_vindex`], [`lookup_table_ddl`]),
+//!   and keyspace rules ([`add_table_rule`], [`drop_table_rule`],
+//!   [`declare_by_rule`]),
 //! - follows changes live via `LISTEN pgrouter_catalog` ([`spawn_watcher`]),
 //! - renders it for people ([`show_routing`]) and backs the
 //!   `pg-router meta` subcommand ([`cli`]).
@@ -30,6 +32,7 @@ mod ops;
 mod parse_row;
 mod ranges;
 mod raw;
+mod rules;
 mod seed;
 mod show;
 mod tx;
@@ -51,6 +54,7 @@ pub use migrate::{migrate, Migration, MIGRATIONS};
 pub use model::{normalize_table_name, Catalog, Keyspace, LookupVindex, ShardInfo, ShardedTable};
 pub use ops::{add_keyspace, add_reference_table, add_shard, add_table, drop_reference_table};
 pub use ranges::{add_ranges, plan_ranges, RangeLayout};
+pub use rules::{add_table_rule, declare_by_rule, drop_table_rule};
 pub use seed::{seed_default, DEFAULT_KEYSPACE, DEFAULT_TABLES};
 pub use show::show_routing;
 pub use watch::{session_config, spawn_watcher, CHANNEL, WATCHER_APPLICATION_NAME};

@@ -30,6 +30,10 @@ pub struct Catalog {
     /// Lookup vindexes by owner table name (lower case, no schema), each
     /// list sorted by vindex name.
     pub lookup_vindexes: HashMap<String, Vec<LookupVindex>>,
+    /// Keyspace rules `(key_column, keyspace)` sorted by column: a table
+    /// created through a router with such a column is declared sharded by
+    /// it (`pgrouter.table_rules`, `docs/generated-keys.md`).
+    pub table_rules: Vec<(String, String)>,
     /// When this snapshot was read.
     pub loaded_at: Instant,
 }
@@ -114,6 +118,7 @@ impl Catalog {
             tables: HashMap::new(),
             reference_tables: HashSet::new(),
             lookup_vindexes: HashMap::new(),
+            table_rules: Vec::new(),
             loaded_at: Instant::now(),
         }
     }

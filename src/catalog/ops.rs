@@ -125,17 +125,21 @@ pub async fn add_table(
     let key_column = column.trim().to_lowercase();
     require_name("key column", &key_column)?;
     tx::begin(client, tx::READ_WRITE).await?;
-    let result = upsert_table(client, name, key_column, keyspace, vindex, key_type).await;
+    let result = upsert_table(client, name, key_column, keyspace, vindex, key_type, true).await;
     tx::finish(client, result).await
 }
 
-async fn upsert_table(
+/// Inserts (or, with `overwrite`, upserts) the `sharded_tables` row, inside
+/// the caller's transaction. Without `overwrite` a row already there is
+/// kept and returned as the caller asked for it.
+pub(super) async fn upsert_table(
     client: &Client,
     name: String,
     key_column: String,
     keyspace: &str,
     vindex: Option<VindexKind>,
     key_type: KeyType,
+    overwrite: bool,
 ) -> Result<ShardedTable, CatalogError> {
     let row = || format!("table '{name}'");
     lock_table_kinds(client).await?;
@@ -162,18 +166,31 @@ async fn upsert_table(
             parse_vindex(&stored, || format!("keyspace '{keyspace}'"))?
         }
     };
+    let sql = if overwrite {
+        "insert into pgrouter.sharded_tables (table_name, keyspace, key_column, vindex, key_type)
+         values ($1, $2, $3, $4, $5)
+         on conflict (table_name) do update
+            set keyspace = excluded.keyspace, key_column = excluded.key_column,
+                vindex = excluded.vindex, key_type = excluded.key_type
+          where (sharded_tables.keyspace, sharded_tables.key_column,
+                 sharded_tables.vindex, sharded_tables.key_type)
+                is distinct from (excluded.keyspace, excluded.key_column,
+                                  excluded.vindex, excluded.key_type)"
+    } else {
+        "insert into pgrouter.sharded_tables (table_name, keyspace, key_column, vindex, key_type)
+         values ($1, $2, $3, $4, $5)
+         on conflict (table_name) do nothing"
+    };
     client
         .execute(
-            "insert into pgrouter.sharded_tables (table_name, keyspace, key_column, vindex, key_type)
-             values ($1, $2, $3, $4, $5)
-             on conflict (table_name) do update
-                set keyspace = excluded.keyspace, key_column = excluded.key_column,
-                    vindex = excluded.vindex, key_type = excluded.key_type
-              where (sharded_tables.keyspace, sharded_tables.key_column,
-                     sharded_tables.vindex, sharded_tables.key_type)
-                    is distinct from (excluded.keyspace, excluded.key_column,
-                                      excluded.vindex, excluded.key_type)",
-            &[&name, &keyspace, &key_column, &vindex.as_str(), &key_type.as_str()],
+            sql,
+            &[
+                &name,
+                &keyspace,
+                &key_column,
+                &vindex.as_str(),
+                &key_type.as_str(),
+            ],
         )
         .await
         .ctx(format!("upserting {}", row()))?;

@@ -89,4 +89,7 @@ pub struct RawCatalog {
     pub reference_tables: Vec<String>,
     /// Lookup vindexes, by name (none before catalog migration 4).
     pub lookup_vindexes: Vec<RawLookupVindex>,
+    /// Keyspace rules `(key_column, keyspace)`, by column (none before
+    /// catalog migration 8).
+    pub table_rules: Vec<(String, String)>,
 }

@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use super::model::Catalog;
 
-/// Renders `catalog` as plain text, sorted by name, in five sections:
+/// Renders `catalog` as plain text, sorted by name, in five or six sections:
 ///
 /// ```text
 /// keyspaces:
@@ -19,7 +19,11 @@ use super::model::Catalog;
 ///   countries
 /// lookup vindexes:
 ///   users_email  users.email -> users_email_lookup  unique  key_type text
+/// table rules:
+///   new tables with column id -> sharded by it in keyspace main
 /// ```
+///
+/// (The table rules section only when there are rules.)
 ///
 /// Ranges use `KeyRange`'s `Display`: an unbounded end is shown as the
 /// inclusive `0xffffffffffffffff]`.
@@ -32,7 +36,23 @@ pub fn show_routing(catalog: &Catalog) -> String {
     let _ = write_tables(&mut out, catalog);
     let _ = write_reference_tables(&mut out, catalog);
     let _ = write_lookup_vindexes(&mut out, catalog);
+    let _ = write_table_rules(&mut out, catalog);
     out
+}
+
+/// The keyspace rules, a section only when there are some.
+fn write_table_rules(out: &mut String, catalog: &Catalog) -> std::fmt::Result {
+    if catalog.table_rules.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "table rules:")?;
+    for (column, keyspace) in &catalog.table_rules {
+        writeln!(
+            out,
+            "  new tables with column {column} -> sharded by it in keyspace {keyspace}"
+        )?;
+    }
+    Ok(())
 }
 
 fn write_keyspaces(out: &mut String, catalog: &Catalog) -> std::fmt::Result {
@@ -201,6 +221,7 @@ mod tests {
                     unique: *unique,
                 })
                 .collect(),
+            table_rules: vec![("id".into(), "main".into())],
         };
         let text = show_routing(&build(raw).expect("valid"));
         assert!(
@@ -229,7 +250,9 @@ mod tests {
             text.ends_with(
                 "lookup vindexes:\n\
                  \x20 by_email    orders.email -> orders_email_lookup  unique  key_type text\n\
-                 \x20 orders_sku  orders.sku -> orders_sku_lookup  non-unique  key_type text\n"
+                 \x20 orders_sku  orders.sku -> orders_sku_lookup  non-unique  key_type text\n\
+                 table rules:\n\
+                 \x20 new tables with column id -> sharded by it in keyspace main\n"
             ),
             "{text}"
         );

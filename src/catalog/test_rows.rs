@@ -55,6 +55,7 @@ pub(super) fn raw() -> RawCatalog {
         }],
         reference_tables: vec!["Public.Countries".into(), "currencies".into()],
         lookup_vindexes: vec![],
+        table_rules: vec![],
     }
 }
 

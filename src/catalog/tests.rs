@@ -241,6 +241,56 @@ async fn reference_tables_add_drop_load_and_conflicts() {
     add_table(&c, "countries", "code", "main", None, KeyType::Text)
         .await
         .expect("now sharded");
+
+    // Keyspace rules: loaded and shown; a table they declare keeps any
+    // declaration it has; reference tables are not declared.
+    let e = add_table_rule(&c, "id", "nope")
+        .await
+        .expect_err("keyspace");
+    assert!(matches!(e, CatalogError::UnknownKeyspace { .. }), "{e}");
+    add_table_rule(&c, " ID ", "main").await.expect("rule");
+    let (cat, _) = wait_for(&mut rx, Duration::from_secs(2), |cat| {
+        !cat.table_rules.is_empty()
+    })
+    .await
+    .expect("watcher must deliver the rule");
+    assert_eq!(
+        cat.table_rules,
+        vec![("id".to_string(), "main".to_string())]
+    );
+    assert!(
+        show_routing(&cat).contains("new tables with column id -> sharded by it in keyspace main")
+    );
+    let t = declare_by_rule(&c, "Orders", "id", KeyType::Int)
+        .await
+        .expect("declare")
+        .expect("declared");
+    assert_eq!((t.name.as_str(), t.key_column.as_str()), ("orders", "id"));
+    declare_by_rule(&c, "countries", "id", KeyType::Int)
+        .await
+        .expect("declare");
+    let cat = load(&c).await.expect("load");
+    assert_eq!(
+        cat.table("countries").map(|t| t.key_column.as_str()),
+        Some("code")
+    );
+    add_reference_table(&c, "currencies")
+        .await
+        .expect("reference");
+    assert!(declare_by_rule(&c, "currencies", "id", KeyType::Int)
+        .await
+        .expect("declare")
+        .is_none());
+    assert!(declare_by_rule(&c, "t2", "k", KeyType::Int)
+        .await
+        .expect("no rule")
+        .is_none());
+    assert!(drop_table_rule(&c, "id").await.expect("drop"));
+    assert!(!drop_table_rule(&c, "id").await.expect("drop again"));
+    assert!(declare_by_rule(&c, "t3", "id", KeyType::Int)
+        .await
+        .expect("rule gone")
+        .is_none());
     watcher.abort();
 }
 

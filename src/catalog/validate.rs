@@ -60,12 +60,21 @@ pub fn build(raw: RawCatalog) -> Result<Catalog, CatalogError> {
     }
     let reference_tables = build_reference_tables(raw.reference_tables, &tables)?;
     let lookup_vindexes = build_lookup_vindexes(raw.lookup_vindexes, &tables)?;
+    for (column, keyspace) in &raw.table_rules {
+        if !keyspaces.contains_key(keyspace) {
+            return Err(CatalogError::UnknownKeyspace {
+                row: format!("table rule '{column}'"),
+                keyspace: keyspace.clone(),
+            });
+        }
+    }
     Ok(Catalog {
         keyspaces,
         shards,
         tables,
         reference_tables,
         lookup_vindexes,
+        table_rules: raw.table_rules,
         loaded_at: Instant::now(),
     })
 }

@@ -56,6 +56,7 @@ pub mod sequence_values;
 pub mod settings;
 pub mod split_insert;
 pub mod statement;
+pub mod table_rule;
 pub mod txn_control;
 
 pub use block::{Block, BlockOp};

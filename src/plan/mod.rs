@@ -86,6 +86,7 @@ mod analyze;
 mod classify;
 mod colocate;
 mod copy;
+mod create_table;
 mod final_step;
 mod fingerprint;
 mod gather;
@@ -118,6 +119,7 @@ use std::sync::Arc;
 use foldhash::{HashMap, HashMapExt};
 use parking_lot::RwLock;
 
+pub use create_table::{created_table, CreatedTable};
 pub use fingerprint::Literals;
 pub use generated::with_generated_keys;
 pub use names::quote_ident;

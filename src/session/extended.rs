@@ -70,6 +70,17 @@ impl Session {
                 }
             }
         }
+        // A CREATE TABLE that a keyspace rule shards is declared first.
+        if !failed && !routing.catalog.table_rules.is_empty() {
+            match self.declare_by_rules(&routing, &frames).await {
+                None => {}
+                Some(ok) => {
+                    routing = self.ctx.state.routing();
+                    read_schema = true;
+                    failed = !ok;
+                }
+            }
+        }
         // Binds of statements whose subqueries run first are resolved
         // before routing (`session/subqueries_ext.rs`).
         let mut frames = frames;
@@ -256,6 +267,30 @@ impl Session {
             }
         }
         Ok(read)
+    }
+
+    /// Declares the tables that the batch's `CREATE TABLE` Parse messages
+    /// create and keyspace rules shard ([`crate::exec::ExecCtx::declare_by_rule`]).
+    /// None if there were none; Some(false) if a declaration failed (the
+    /// error was sent).
+    async fn declare_by_rules(&mut self, routing: &Routing, frames: &[Frame]) -> Option<bool> {
+        let mut declared = None;
+        for f in frames.iter().filter(|f| f.tag == b'P') {
+            let Ok((_, query)) = Parse::name_and_query(f.body()) else {
+                continue;
+            };
+            if crate::plan::created_table(query, routing).is_none() {
+                continue;
+            }
+            self.ctx.in_extended = true;
+            let ok = self.ctx.declare_by_rule(routing, query).await;
+            self.ctx.in_extended = false;
+            declared = Some(ok);
+            if !ok {
+                break;
+            }
+        }
+        declared
     }
 
     /// Whether the batch may write: a Parse of a statement that writes, or

@@ -191,6 +191,9 @@ impl Session {
                 } else {
                     1
                 };
+                if !self.ctx.declare_by_rule(routing, sql).await {
+                    return Ok(false);
+                }
                 let Some(implicit) = self.ctx.open_write_block(n) else {
                     return Ok(false);
                 };

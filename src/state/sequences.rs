@@ -9,7 +9,9 @@
 //!
 //! Sessions run on their own worker runtimes; the catalog session lives in
 //! a task on the control runtime ([`spawn`]) that serves reservations
-//! through a channel.
+//! through a channel. The same task declares the tables that keyspace
+//! rules shard ([`Sequences::declare_by_rule`]), since both are the
+//! router's own writes to the catalog.
 
 use std::time::Duration;
 
@@ -21,6 +23,7 @@ use tokio_postgres::{Client, Config, NoTls};
 
 use crate::protocol::error::codes;
 use crate::protocol::PgError;
+use crate::vindex::KeyType;
 
 /// `application_name` of the sequence session.
 pub const APPLICATION_NAME: &str = "pg-router-sequences";
@@ -35,11 +38,22 @@ const RESERVE_SQL: &str = "insert into pgrouter.sequences as s (table_name, next
      set next_value = s.next_value + $2::int8, updated_at = now() \
      returning s.next_value - $2::int8";
 
-/// One reservation asked of the catalog task.
-struct Reserve {
-    table: String,
-    count: i64,
-    reply: oneshot::Sender<Result<i64, String>>,
+/// One request to the catalog task.
+enum Request {
+    /// Reserve `count` values of `table`'s sequence.
+    Reserve {
+        table: String,
+        count: i64,
+        reply: oneshot::Sender<Result<i64, String>>,
+    },
+    /// Declare `table` by the rule of `column` (true: declared now or
+    /// before; false: no rule, or a reference table).
+    Declare {
+        table: String,
+        column: String,
+        key_type: KeyType,
+        reply: oneshot::Sender<Result<bool, String>>,
+    },
 }
 
 /// The values this router holds, per table: `[next, end)`.
@@ -52,7 +66,7 @@ struct Block {
 /// This router's reserved blocks and the channel to the catalog task.
 pub struct Sequences {
     blocks: Mutex<HashMap<String, Block>>,
-    tx: Mutex<Option<mpsc::UnboundedSender<Reserve>>>,
+    tx: Mutex<Option<mpsc::UnboundedSender<Request>>>,
 }
 
 impl Default for Sequences {
@@ -131,23 +145,62 @@ impl Sequences {
                 "generated sharding keys are reserved from pgrouter.sequences in the catalog",
             )
         };
-        let tx = self
-            .tx
-            .lock()
-            .clone()
-            .ok_or_else(|| unreachable("no catalog connection".into()))?;
-        let (reply, rx) = oneshot::channel();
-        tx.send(Reserve {
+        self.ask(|reply| Request::Reserve {
             table: table.to_string(),
             count,
             reply,
         })
-        .map_err(|_| unreachable("the catalog task ended".into()))?;
+        .await
+        .map_err(unreachable)
+    }
+
+    /// Declares `table` sharded by `column` (of key type `key_type`) in
+    /// the keyspace of `column`'s rule, in the catalog
+    /// ([`crate::catalog::declare_by_rule`]). True if the table is now
+    /// declared (by this call or before it).
+    ///
+    /// Errors: 08006 naming the table when the catalog cannot be reached in
+    /// 5 s or refuses the declaration (the catalog's message).
+    pub async fn declare_by_rule(
+        &self,
+        table: &str,
+        column: &str,
+        key_type: KeyType,
+    ) -> Result<bool, PgError> {
+        self.ask(|reply| Request::Declare {
+            table: table.to_string(),
+            column: column.to_string(),
+            key_type,
+            reply,
+        })
+        .await
+        .map_err(|why| {
+            PgError::new(
+                codes::CONNECTION_FAILURE,
+                format!("cannot declare table \"{table}\" by the keyspace rule of column \"{column}\": {why}"),
+            )
+            .with_hint("nothing was created; declare it with pg-router meta add-table, or retry")
+        })
+    }
+
+    /// Sends the request `make` builds to the catalog task and waits (5 s
+    /// at most) for its answer.
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Request,
+    ) -> Result<T, String> {
+        let tx = self
+            .tx
+            .lock()
+            .clone()
+            .ok_or_else(|| "no catalog connection".to_string())?;
+        let (reply, rx) = oneshot::channel();
+        tx.send(make(reply))
+            .map_err(|_| "the catalog task ended".to_string())?;
         match tokio::time::timeout(RESERVE_TIMEOUT, rx).await {
-            Ok(Ok(Ok(v))) => Ok(v),
-            Ok(Ok(Err(e))) => Err(unreachable(e)),
-            Ok(Err(_)) => Err(unreachable("the catalog task ended".into())),
-            Err(_) => Err(unreachable("the catalog did not answer within 5 s".into())),
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err("the catalog task ended".into()),
+            Err(_) => Err("the catalog did not answer within 5 s".into()),
         }
     }
 }
@@ -157,7 +210,7 @@ impl Sequences {
 /// It connects on first use and again after a failure; a reservation that
 /// fails is answered with the error. Ends when the runtime does.
 pub fn spawn(seq: &Sequences, dsn: String) -> JoinHandle<()> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Reserve>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Request>();
     *seq.tx.lock() = Some(tx);
     tokio::spawn(async move {
         let config = match crate::catalog::session_config(&dsn, APPLICATION_NAME, RESERVE_TIMEOUT) {
@@ -169,13 +222,50 @@ pub fn spawn(seq: &Sequences, dsn: String) -> JoinHandle<()> {
         };
         let mut client: Option<Client> = None;
         while let Some(r) = rx.recv().await {
-            let res = reserve_once(&config, &mut client, &r.table, r.count).await;
-            if res.is_err() {
-                client = None;
+            match r {
+                Request::Reserve {
+                    table,
+                    count,
+                    reply,
+                } => {
+                    let res = reserve_once(&config, &mut client, &table, count).await;
+                    if res.is_err() {
+                        client = None;
+                    }
+                    let _ = reply.send(res);
+                }
+                Request::Declare {
+                    table,
+                    column,
+                    key_type,
+                    reply,
+                } => {
+                    let res = declare_once(&config, &mut client, &table, &column, key_type).await;
+                    if res.is_err() {
+                        client = None;
+                    }
+                    let _ = reply.send(res);
+                }
             }
-            let _ = r.reply.send(res);
         }
     })
+}
+
+/// The catalog session, connected if it is not.
+async fn connected<'a>(
+    config: &Config,
+    client: &'a mut Option<Client>,
+) -> Result<&'a Client, String> {
+    if client.as_ref().is_none_or(|c| c.is_closed()) {
+        let (c, conn) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        *client = Some(c);
+    }
+    client
+        .as_ref()
+        .ok_or_else(|| "no catalog connection".into())
 }
 
 async fn reserve_once(
@@ -184,17 +274,24 @@ async fn reserve_once(
     table: &str,
     count: i64,
 ) -> Result<i64, String> {
-    if client.as_ref().is_none_or(|c| c.is_closed()) {
-        let (c, conn) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        *client = Some(c);
-    }
-    let c = client.as_ref().ok_or("no catalog connection")?;
+    let c = connected(config, client).await?;
     let row = c
         .query_one(RESERVE_SQL, &[&table, &count])
         .await
         .map_err(|e| e.to_string())?;
     row.try_get::<_, i64>(0).map_err(|e| e.to_string())
+}
+
+async fn declare_once(
+    config: &Config,
+    client: &mut Option<Client>,
+    table: &str,
+    column: &str,
+    key_type: KeyType,
+) -> Result<bool, String> {
+    let c = connected(config, client).await?;
+    crate::catalog::declare_by_rule(c, table, column, key_type)
+        .await
+        .map(|t| t.is_some())
+        .map_err(|e| e.to_string())
 }

@@ -314,11 +314,65 @@ fn summary_count(text: &str, label: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sysbench_oltp_with_default_options() {
     let dev = common::start(2, 4).await;
-    // The one step sysbench needs: its tables declared, sharded by id.
-    for i in 1..=4 {
-        common::add_table(&dev, &format!("sbtest{i}"), "id", "int").await;
+    // The one step sysbench needs: a keyspace rule that shards new tables
+    // with an `id` column by it.
+    common::meta(&dev, &["add-table-rule", "--column", "id"]);
+    let t0 = std::time::Instant::now();
+    while dev.router.state.routing().catalog.table_rules.is_empty() {
+        assert!(t0.elapsed().as_secs() < 5, "rule not loaded");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+    // The rule in the extended protocol (tokio-postgres), and tables it
+    // does not apply to.
+    let c = common::connect(&dev).await;
+    c.execute("CREATE TABLE ruled (v text, id bigint PRIMARY KEY)", &[])
+        .await
+        .expect("CREATE TABLE, extended");
+    let t = dev.router.state.routing().catalog.table("ruled").cloned();
+    assert_eq!(
+        t.map(|t| (t.key_column, t.key_type.as_str())),
+        Some(("id".to_string(), "int")),
+        "declared before the CREATE TABLE completed"
+    );
+    for id in 0..200i64 {
+        c.execute("INSERT INTO ruled (id, v) VALUES ($1, 'x')", &[&id])
+            .await
+            .expect("insert by key");
+    }
+    let per_shard = common::sum_on_shards(&dev, "SELECT count(*) FROM ruled").await;
+    assert_eq!(per_shard, 200);
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM ruled WHERE id = 7", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    for sql in [
+        "CREATE TABLE unruled (x int)",
+        "CREATE TEMP TABLE tmp_ruled (id int)",
+    ] {
+        c.batch_execute(sql).await.expect(sql);
+    }
+    assert!(dev
+        .router
+        .state
+        .routing()
+        .catalog
+        .table("unruled")
+        .is_none());
+    assert!(dev
+        .router
+        .state
+        .routing()
+        .catalog
+        .table("tmp_ruled")
+        .is_none());
     sysbench(&dev, &["oltp_read_write", "prepare"]);
+    for i in 1..=4 {
+        let name = format!("sbtest{i}");
+        let t = dev.router.state.routing().catalog.table(&name).cloned();
+        assert_eq!(t.map(|t| t.key_column), Some("id".into()), "{name}");
+    }
     let ids = common::ids_per_shard(&dev, "sbtest1").await;
     assert_eq!(ids.iter().map(Vec::len).sum::<usize>(), 2000);
     assert!(
@@ -345,6 +399,8 @@ async fn sysbench_oltp_with_default_options() {
         "ids unique"
     );
     sysbench(&dev, &["oltp_read_write", "cleanup"]);
+    let out = common::meta(&dev, &["drop-table-rule", "--column", "id"]);
+    assert!(out.contains("dropped"), "{out}");
     assert_eq!(
         common::sum_on_shards(
             &dev,
