@@ -40,7 +40,9 @@ pub struct RouterConfig {
     /// Address to listen on for PostgreSQL clients, e.g. "127.0.0.1:6432".
     #[serde(default = "default_listen")]
     pub listen: String,
-    /// Catalog database connection string (libpq key=value or URL).
+    /// Catalog database connection string (libpq key=value or URL); env
+    /// `PGROUTER_CATALOG_PASSWORD` adds a password to a key=value string
+    /// that has none.
     pub catalog: String,
     /// Session worker threads (one single-threaded runtime each); 0 = one
     /// per CPU.
@@ -359,6 +361,9 @@ impl RouterConfig {
         if c.backend.password.is_none() {
             c.backend.password = std::env::var("PGROUTER_BACKEND_PASSWORD").ok();
         }
+        if let Ok(p) = std::env::var("PGROUTER_CATALOG_PASSWORD") {
+            c.catalog = with_password(&c.catalog, &p);
+        }
         c.validate()?;
         Ok(c)
     }
@@ -486,5 +491,39 @@ mod tests {
         assert!(e.to_string().contains("mode"), "{e}");
         let e = RouterConfig::parse("catalog = \"x\"\nbogus = 1").unwrap_err();
         assert!(e.to_string().contains("bogus"), "{e}");
+    }
+}
+
+/// `dsn` (libpq key=value form) with `password` added, quoted as libpq
+/// reads it (single quotes, `\\` and `\'` escaped), unless it already
+/// sets one or is a URL (`postgres://...`, which then must carry it).
+fn with_password(dsn: &str, password: &str) -> String {
+    let url = dsn.starts_with("postgres://") || dsn.starts_with("postgresql://");
+    let has = dsn
+        .split_whitespace()
+        .any(|kv| kv.trim_start().starts_with("password="));
+    if url || has {
+        return dsn.to_string();
+    }
+    let quoted = password.replace('\\', "\\\\").replace('\'', "\\'");
+    format!("{dsn} password='{quoted}'")
+}
+
+#[cfg(test)]
+mod password_tests {
+    use super::with_password;
+
+    #[test]
+    fn catalog_password_is_added_once() {
+        assert_eq!(
+            with_password("host=h user=postgres", "p'w\\x"),
+            "host=h user=postgres password='p\\'w\\\\x'"
+        );
+        assert_eq!(with_password("host=h password=a", "b"), "host=h password=a");
+        assert_eq!(with_password("postgres://u@h/db", "b"), "postgres://u@h/db");
+        let cfg: tokio_postgres::Config = with_password("host=h user=u", "it's")
+            .parse()
+            .expect("parses");
+        assert_eq!(cfg.get_password(), Some(&b"it's"[..]));
     }
 }

@@ -26,6 +26,8 @@ pub mod config;
 pub mod dev;
 pub mod metrics;
 pub mod protocol;
+#[cfg(feature = "operator")]
+pub mod reconciler;
 pub mod split;
 pub mod state;
 pub mod topology;

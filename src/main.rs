@@ -54,6 +54,10 @@ enum Command {
     /// Online resharding: move a key range to another shard while clients
     /// keep reading and writing.
     Split(pg_router::split::cli::SplitArgs),
+    /// The Kubernetes reconciler (built with the `operator` feature).
+    #[cfg(feature = "operator")]
+    #[command(subcommand)]
+    Operator(OperatorCommand),
     /// Print a users-file line for USER with a SCRAM-SHA-256 verifier (or an
     /// MD5 hash) of the password read from the first line of stdin.
     Secret {
@@ -62,6 +66,21 @@ enum Command {
         /// Secret format: "scram-sha-256" or "md5".
         #[arg(long, default_value = "scram-sha-256")]
         method: String,
+    },
+}
+
+/// `pg-router operator ...`.
+#[cfg(feature = "operator")]
+#[derive(Subcommand)]
+enum OperatorCommand {
+    /// Print the CRDs (PostgresCluster, ShardRange, ShardSplitJob) as YAML,
+    /// as checked in under charts/pg-router/crds/.
+    Crds,
+    /// Run the reconciler (in-cluster credentials, or the kubeconfig).
+    Run {
+        /// Watch only this namespace (default: every namespace).
+        #[arg(long, env = "PGROUTER_WATCH_NAMESPACE")]
+        namespace: Option<String>,
     },
 }
 
@@ -124,6 +143,14 @@ fn main() -> ExitCode {
                 .await
                 .map_err(|e| e.to_string()),
             Command::Split(args) => pg_router::split::cli::run_split(args).await,
+            #[cfg(feature = "operator")]
+            Command::Operator(OperatorCommand::Crds) => pg_router::reconciler::crds::crds_yaml()
+                .map(|y| print!("{y}"))
+                .map_err(|e| e.to_string()),
+            #[cfg(feature = "operator")]
+            Command::Operator(OperatorCommand::Run { namespace }) => {
+                pg_router::reconciler::run::run(namespace).await
+            }
             Command::Secret { user, method } => {
                 secret_line(&user, &method).map(|l| println!("{l}"))
             }

@@ -21,6 +21,8 @@ mod gather;
 mod generated_keys;
 mod insert_select;
 mod isolation;
+#[cfg(feature = "operator")]
+mod kube_objects;
 mod layout;
 mod lookup;
 mod operations;

@@ -1,0 +1,154 @@
+//! The PostgresCluster reconcile: every desired object
+//! ([`super::desired::cluster_objects`]) server-side applied (field manager
+//! `pg-router-operator`, forced), readiness read from what the applies
+//! return, and the status patched ([`super::status::cluster_status`]).
+//! Level-based and idempotent: the same spec and cluster give the same
+//! requests. Deleting the cluster deletes its objects through their owner
+//! references (Kubernetes garbage collection); volumes' PVCs stay.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Client, ResourceExt};
+
+use super::crd::PostgresCluster;
+use super::desired::{cluster_objects, Object, SpecError, FIELD_MANAGER};
+use super::status::{cluster_status, Observed};
+
+/// What a reconcile needs besides the object.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// The current time, RFC 3339 (a parameter so tests are exact).
+    pub now: fn() -> String,
+}
+
+/// Why a reconcile failed (it is retried with backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// An API request failed.
+    #[error("{what}: {source}")]
+    Api {
+        /// The request.
+        what: String,
+        /// kube's error.
+        #[source]
+        source: kube::Error,
+    },
+    /// An object has no apiVersion/kind (not expected).
+    #[error("object without apiVersion/kind: {0}")]
+    Malformed(String),
+}
+
+/// The current time as RFC 3339.
+pub fn now_rfc3339() -> String {
+    k8s_openapi::jiff::Timestamp::now().to_string()
+}
+
+/// Reconciles one PostgresCluster: applies its objects, then patches its
+/// status. An invalid spec applies nothing and sets `Degraded` (no retry
+/// until the spec changes); a failed request is an error (retried).
+///
+/// Errors: [`ReconcileError`].
+pub async fn reconcile(
+    pc: Arc<PostgresCluster>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let ns = pc.namespace().unwrap_or_default();
+    let mut observed = Observed::default();
+    match cluster_objects(&pc) {
+        Ok(objects) => {
+            for o in &objects {
+                let applied = apply(&ctx.client, &ns, o).await?;
+                observe(&pc, &applied, &mut observed);
+            }
+        }
+        Err(e @ SpecError::Invalid { .. }) => {
+            observed.invalid = Some(("InvalidSpec".into(), e.to_string()));
+        }
+        Err(e) => return Err(ReconcileError::Malformed(e.to_string())),
+    }
+    let status = cluster_status(
+        pc.status.as_ref(),
+        &observed,
+        pc.metadata.generation,
+        &(ctx.now)(),
+    );
+    if pc.status.as_ref() != Some(&status) {
+        let api: Api<PostgresCluster> = Api::namespaced(ctx.client.clone(), &ns);
+        let patch = serde_json::json!({ "status": status });
+        api.patch_status(
+            &pc.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map_err(|source| ReconcileError::Api {
+            what: format!("patching the status of PostgresCluster {}", pc.name_any()),
+            source,
+        })?;
+    }
+    Ok(if observed.invalid.is_some() {
+        Action::await_change()
+    } else if status.phase.as_deref() == Some("Ready") {
+        Action::requeue(Duration::from_secs(300))
+    } else {
+        Action::requeue(Duration::from_secs(15))
+    })
+}
+
+/// Backoff after a failed reconcile.
+pub fn error_policy(_pc: Arc<PostgresCluster>, e: &ReconcileError, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(error = %e, "reconcile failed");
+    Action::requeue(Duration::from_secs(10))
+}
+
+/// Server-side applies `o` in namespace `ns`; returns the object as stored.
+async fn apply(client: &Client, ns: &str, o: &Object) -> Result<DynamicObject, ReconcileError> {
+    let (Some(api_version), Some(kind), Some(name)) = (
+        o["apiVersion"].as_str(),
+        o["kind"].as_str(),
+        o["metadata"]["name"].as_str(),
+    ) else {
+        return Err(ReconcileError::Malformed(o.to_string()));
+    };
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+    api.patch(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(o),
+    )
+    .await
+    .map_err(|source| ReconcileError::Api {
+        what: format!("applying {kind} {name}"),
+        source,
+    })
+}
+
+/// Readiness from an applied StatefulSet or Deployment.
+fn observe(pc: &PostgresCluster, applied: &DynamicObject, observed: &mut Observed) {
+    let kind = applied
+        .types
+        .as_ref()
+        .map(|t| t.kind.as_str())
+        .unwrap_or("");
+    let ready = applied.data["status"]["readyReplicas"]
+        .as_u64()
+        .unwrap_or(0) as u32;
+    let name = applied.name_any();
+    let prefix = format!("{}-", pc.name_any());
+    match (kind, name.strip_prefix(&prefix)) {
+        ("StatefulSet", Some("catalog")) => observed.catalog_ready = ready,
+        ("StatefulSet", Some(shard)) => {
+            observed
+                .shards
+                .push((shard.to_string(), ready, pc.spec.shards.replicas));
+        }
+        ("Deployment", Some("router")) => observed.router_ready = ready,
+        _ => {}
+    }
+}

@@ -1,0 +1,216 @@
+//! The PostgresCluster reconcile against kube's mock API server
+//! (`tower-test`): the exact requests, in order, and the responses the
+//! reconcile reads.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Request, Response};
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use kube::Client;
+
+use super::cluster::{reconcile, Context};
+use super::crd::PostgresCluster;
+use super::desired::tests::{cluster, TWO_SHARDS};
+use super::desired::{cluster_objects, Object};
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+fn ctx(client: Client) -> Arc<Context> {
+    Arc::new(Context {
+        client,
+        now: || "2026-12-06T12:00:00Z".to_string(),
+    })
+}
+
+/// The path an apply of `o` must use.
+fn path_of(o: &Object) -> String {
+    let api_version = o["apiVersion"].as_str().expect("apiVersion");
+    let kind = o["kind"].as_str().expect("kind").to_ascii_lowercase();
+    let name = o["metadata"]["name"].as_str().expect("name");
+    let base = if api_version.contains('/') {
+        format!("/apis/{api_version}")
+    } else {
+        format!("/api/{api_version}")
+    };
+    format!("{base}/namespaces/db/{kind}s/{name}")
+}
+
+async fn body_json(req: Request<Body>) -> serde_json::Value {
+    let bytes = req.into_body().collect_bytes().await.expect("body");
+    serde_json::from_slice(&bytes).expect("JSON body")
+}
+
+fn respond(
+    send: tower_test::mock::SendResponse<Response<Body>>,
+    status: u16,
+    v: &serde_json::Value,
+) {
+    send.send_response(
+        Response::builder()
+            .status(status)
+            .body(Body::from(serde_json::to_vec(v).expect("json")))
+            .expect("response"),
+    );
+}
+
+/// Answers the applies of `expected` (echoing each object with
+/// `readyReplicas` = `ready(o)`), asserting method, path, field manager
+/// and body.
+async fn serve_applies(handle: &mut Handle, expected: &[Object], ready: impl Fn(&Object) -> u64) {
+    for o in expected {
+        let (req, send) = handle.next_request().await.expect("an apply");
+        assert_eq!(req.method(), Method::PATCH);
+        assert_eq!(req.uri().path(), path_of(o));
+        let query = req.uri().query().unwrap_or("");
+        assert!(
+            query.contains("fieldManager=pg-router-operator") && query.contains("force=true"),
+            "{query}"
+        );
+        assert_eq!(
+            req.headers()["content-type"],
+            "application/apply-patch+yaml"
+        );
+        assert_eq!(&body_json(req).await, o, "apply body of {}", path_of(o));
+        let mut stored = o.clone();
+        stored["status"] = serde_json::json!({ "readyReplicas": ready(o) });
+        respond(send, 200, &stored);
+    }
+}
+
+#[tokio::test]
+async fn a_new_cluster_is_applied_then_its_status_patched() {
+    let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let pc = cluster(TWO_SHARDS);
+    let expected = cluster_objects(&pc).expect("objects");
+    let server = tokio::spawn(async move {
+        // shard1 has one of its two instances ready.
+        serve_applies(&mut handle, &expected, |o| {
+            match (o["kind"].as_str(), o["metadata"]["name"].as_str()) {
+                (Some("StatefulSet"), Some("shop-shard1")) => 1,
+                (Some("StatefulSet"), _) => o["spec"]["replicas"].as_u64().unwrap_or(0),
+                (Some("Deployment"), _) => 2,
+                _ => 0,
+            }
+        })
+        .await;
+        let (req, send) = handle.next_request().await.expect("status patch");
+        assert_eq!(req.method(), Method::PATCH);
+        assert_eq!(
+            req.uri().path(),
+            "/apis/pgrouter.io/v1alpha1/namespaces/db/postgresclusters/shop/status"
+        );
+        assert_eq!(
+            req.headers()["content-type"],
+            "application/merge-patch+json"
+        );
+        let patch = body_json(req).await;
+        let status = &patch["status"];
+        assert_eq!(status["phase"], "Provisioning");
+        assert_eq!(status["routerReplicas"], 2);
+        assert_eq!(
+            status["shards"][1],
+            serde_json::json!({"name": "shard1", "readyReplicas": 1, "ready": false})
+        );
+        assert_eq!(status["conditions"][1]["type"], "Progressing");
+        assert_eq!(status["conditions"][1]["message"], "waiting for shard1");
+        assert_eq!(
+            status["conditions"][1]["lastTransitionTime"],
+            "2026-12-06T12:00:00Z"
+        );
+        let mut stored = serde_json::to_value(cluster(TWO_SHARDS)).expect("json");
+        stored["status"] = status.clone();
+        respond(send, 200, &stored);
+        handle
+    });
+    let action = reconcile(Arc::new(pc), ctx(Client::new(svc, "db")))
+        .await
+        .expect("reconcile");
+    let mut handle = server.await.expect("server");
+    assert_eq!(action, Action::requeue(Duration::from_secs(15)));
+    // Nothing more was asked.
+    drop(handle.next_request());
+}
+
+#[tokio::test]
+async fn a_ready_cluster_applies_without_a_status_patch() {
+    let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let mut pc = cluster(TWO_SHARDS);
+    let expected = cluster_objects(&pc).expect("objects");
+    // The status a previous reconcile left, with every instance ready.
+    let observed = super::status::Observed {
+        shards: vec![("shard0".into(), 2, 2), ("shard1".into(), 2, 2)],
+        catalog_ready: 1,
+        router_ready: 3,
+        invalid: None,
+    };
+    pc.status = Some(super::status::cluster_status(
+        None, &observed, None, "earlier",
+    ));
+    let server = tokio::spawn(async move {
+        serve_applies(&mut handle, &expected, |o| match o["kind"].as_str() {
+            Some("StatefulSet") => o["spec"]["replicas"].as_u64().unwrap_or(0),
+            Some("Deployment") => 3,
+            _ => 0,
+        })
+        .await;
+        handle
+    });
+    let action = reconcile(Arc::new(pc), ctx(Client::new(svc, "db")))
+        .await
+        .expect("reconcile");
+    let _handle = server.await.expect("server");
+    assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+}
+
+#[tokio::test]
+async fn an_invalid_spec_applies_nothing_and_is_degraded() {
+    let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let mut pc: PostgresCluster = cluster(TWO_SHARDS);
+    pc.spec.router.min_replicas = 9;
+    let server = tokio::spawn(async move {
+        let (req, send) = handle.next_request().await.expect("status patch");
+        assert!(req.uri().path().ends_with("/postgresclusters/shop/status"));
+        let patch = body_json(req).await;
+        assert_eq!(patch["status"]["phase"], "Degraded");
+        assert_eq!(patch["status"]["conditions"][2]["reason"], "InvalidSpec");
+        assert!(patch["status"]["conditions"][2]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("minReplicas")));
+        respond(
+            send,
+            200,
+            &serde_json::to_value(cluster(TWO_SHARDS)).expect("json"),
+        );
+    });
+    let action = reconcile(Arc::new(pc), ctx(Client::new(svc, "db")))
+        .await
+        .expect("reconcile");
+    server.await.expect("server");
+    assert_eq!(action, Action::await_change());
+}
+
+#[tokio::test]
+async fn a_refused_apply_is_an_error() {
+    let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let pc = cluster(TWO_SHARDS);
+    let server = tokio::spawn(async move {
+        let (_req, send) = handle.next_request().await.expect("first apply");
+        respond(
+            send,
+            403,
+            &serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                "message": "configmaps is forbidden", "reason": "Forbidden", "code": 403}),
+        );
+    });
+    let e = reconcile(Arc::new(pc), ctx(Client::new(svc, "db")))
+        .await
+        .expect_err("forbidden");
+    server.await.expect("server");
+    assert!(
+        e.to_string()
+            .contains("applying ConfigMap shop-postgres-config"),
+        "{e}"
+    );
+}

@@ -1,0 +1,60 @@
+//! `pg-router operator run`: the controller (kube-runtime) that reconciles
+//! PostgresClusters ([`super::cluster::reconcile`]) when they or the
+//! StatefulSets and Deployments they own change, until SIGTERM/SIGINT.
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use kube::runtime::{watcher, Controller};
+use kube::{Api, Client};
+
+use super::cluster::{error_policy, now_rfc3339, reconcile, Context};
+use super::crd::PostgresCluster;
+
+/// Runs the controller with the in-cluster (or kubeconfig) credentials,
+/// watching `namespace` or every namespace.
+///
+/// Errors: no Kubernetes configuration found or usable (message).
+pub async fn run(namespace: Option<String>) -> Result<(), String> {
+    let client = Client::try_default()
+        .await
+        .map_err(|e| format!("no Kubernetes API access: {e}"))?;
+    fn api<K>(client: &Client, ns: &Option<String>) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        match ns {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        now: now_rfc3339,
+    });
+    tracing::info!(namespace = ?namespace, "pg-router operator: reconciling PostgresClusters");
+    Controller::new(
+        api::<PostgresCluster>(&client, &namespace),
+        watcher::Config::default(),
+    )
+    .owns(
+        api::<StatefulSet>(&client, &namespace),
+        watcher::Config::default(),
+    )
+    .owns(
+        api::<Deployment>(&client, &namespace),
+        watcher::Config::default(),
+    )
+    .shutdown_on_signal()
+    .run(reconcile, error_policy, ctx)
+    .for_each(|res| async move {
+        match res {
+            Ok((obj, _)) => tracing::debug!(cluster = %obj.name, "reconciled"),
+            Err(e) => tracing::warn!(error = %e, "reconcile error"),
+        }
+    })
+    .await;
+    Ok(())
+}
