@@ -497,7 +497,7 @@ mod tests {
 /// `dsn` (libpq key=value form) with `password` added, quoted as libpq
 /// reads it (single quotes, `\\` and `\'` escaped), unless it already
 /// sets one or is a URL (`postgres://...`, which then must carry it).
-fn with_password(dsn: &str, password: &str) -> String {
+pub fn with_password(dsn: &str, password: &str) -> String {
     let url = dsn.starts_with("postgres://") || dsn.starts_with("postgresql://");
     let has = dsn
         .split_whitespace()

@@ -40,7 +40,7 @@ mod validate;
 mod watch;
 
 #[cfg(test)]
-mod test_pg;
+pub(crate) mod test_pg;
 #[cfg(test)]
 mod test_rows;
 #[cfg(test)]

@@ -13,9 +13,18 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchP
 use kube::runtime::controller::Action;
 use kube::{Client, ResourceExt};
 
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret;
+
+use super::catalog_sync::CatalogAccess;
 use super::crd::PostgresCluster;
-use super::desired::{cluster_objects, Object, SpecError, FIELD_MANAGER};
+use super::desired::{
+    catalog_dsn, cluster_objects, password_secret, shard_host, Ctx, Object, SpecError,
+    FIELD_MANAGER, PG_PORT,
+};
 use super::status::{cluster_status, Observed};
+use crate::catalog::ShardInfo;
 
 /// What a reconcile needs besides the object.
 pub struct Context {
@@ -23,6 +32,9 @@ pub struct Context {
     pub client: Client,
     /// The current time, RFC 3339 (a parameter so tests are exact).
     pub now: fn() -> String,
+    /// The catalog operations ([`PgCatalog`](super::catalog_sync::PgCatalog)
+    /// outside tests).
+    pub catalog: Arc<dyn CatalogAccess>,
 }
 
 /// Why a reconcile failed (it is retried with backoff).
@@ -64,6 +76,9 @@ pub async fn reconcile(
                 let applied = apply(&ctx.client, &ns, o).await?;
                 observe(&pc, &applied, &mut observed);
             }
+            if observed.catalog_ready >= 1 {
+                observed.catalog = Some(sync_catalog(&pc, &ctx, &ns).await?);
+            }
         }
         Err(e @ SpecError::Invalid { .. }) => {
             observed.invalid = Some(("InvalidSpec".into(), e.to_string()));
@@ -97,6 +112,49 @@ pub async fn reconcile(
     } else {
         Action::requeue(Duration::from_secs(15))
     })
+}
+
+/// Migrates the catalog and registers the shards
+/// ([`CatalogAccess::sync`]) with the password from the `<cluster>-postgres`
+/// Secret. A catalog error, or a Secret without the password, is the
+/// result (reported in the status, retried at the next requeue).
+///
+/// Errors: an API failure reading the Secret (other than "not found").
+async fn sync_catalog(
+    pc: &PostgresCluster,
+    ctx: &Context,
+    ns: &str,
+) -> Result<Result<BTreeMap<String, i64>, String>, ReconcileError> {
+    let Ok(cctx) = Ctx::new(pc) else {
+        return Ok(Err("the PostgresCluster has no uid yet".into()));
+    };
+    let secret_name = password_secret(&cctx);
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let secret = secrets
+        .get_opt(&secret_name)
+        .await
+        .map_err(|source| ReconcileError::Api {
+            what: format!("reading Secret {secret_name}"),
+            source,
+        })?;
+    let password = secret.and_then(|s| s.data).and_then(|d| {
+        d.get("password")
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+    });
+    let Some(password) = password else {
+        return Ok(Err(format!("Secret {secret_name} has no key \"password\"")));
+    };
+    let dsn = crate::config::with_password(&catalog_dsn(&cctx), &password);
+    let shards = (0..pc.spec.shards.count)
+        .map(|i| ShardInfo {
+            name: format!("shard{i}"),
+            host: shard_host(&cctx, i),
+            port: PG_PORT as u16,
+            dbname: "postgres".into(),
+            user: None,
+        })
+        .collect();
+    Ok(ctx.catalog.sync(dsn, shards).await)
 }
 
 /// Backoff after a failed reconcile.

@@ -2,26 +2,92 @@
 //! (`tower-test`): the exact requests, in order, and the responses the
 //! reconcile reads.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use parking_lot::Mutex;
 
 use http::{Method, Request, Response};
 use kube::client::Body;
 use kube::runtime::controller::Action;
 use kube::Client;
 
+use super::catalog_sync::CatalogAccess;
 use super::cluster::{reconcile, Context};
 use super::crd::PostgresCluster;
 use super::desired::tests::{cluster, TWO_SHARDS};
 use super::desired::{cluster_objects, Object};
+use crate::catalog::ShardInfo;
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
-fn ctx(client: Client) -> Arc<Context> {
+/// The catalog faked at the library boundary: records each sync, answers
+/// with `answer`.
+struct FakeCatalog {
+    calls: Mutex<Vec<(String, Vec<ShardInfo>)>>,
+    answer: Result<BTreeMap<String, i64>, String>,
+}
+
+impl CatalogAccess for FakeCatalog {
+    fn sync(
+        &self,
+        dsn: String,
+        shards: Vec<ShardInfo>,
+    ) -> BoxFuture<'_, Result<BTreeMap<String, i64>, String>> {
+        self.calls.lock().push((dsn, shards));
+        let a = self.answer.clone();
+        Box::pin(async move { a })
+    }
+}
+
+fn generations() -> BTreeMap<String, i64> {
+    BTreeMap::from([("main".to_string(), 1)])
+}
+
+fn fake() -> Arc<FakeCatalog> {
+    Arc::new(FakeCatalog {
+        calls: Mutex::new(Vec::new()),
+        answer: Ok(generations()),
+    })
+}
+
+fn ctx(client: Client, catalog: Arc<FakeCatalog>) -> Arc<Context> {
     Arc::new(Context {
         client,
         now: || "2026-12-06T12:00:00Z".to_string(),
+        catalog,
     })
+}
+
+/// Answers the read of Secret `shop-postgres` (None: 404).
+async fn serve_secret(handle: &mut Handle, password: Option<&str>) {
+    let (req, send) = handle.next_request().await.expect("secret read");
+    assert_eq!(req.method(), Method::GET);
+    assert_eq!(
+        req.uri().path(),
+        "/api/v1/namespaces/db/secrets/shop-postgres"
+    );
+    match password {
+        Some(p) => {
+            use base64::Engine;
+            let b64 = base64::engine::general_purpose::STANDARD.encode(p);
+            respond(
+                send,
+                200,
+                &serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+                    "metadata": {"name": "shop-postgres", "namespace": "db"},
+                    "data": {"password": b64}}),
+            );
+        }
+        None => respond(
+            send,
+            404,
+            &serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                "message": "secrets \"shop-postgres\" not found", "reason": "NotFound", "code": 404}),
+        ),
+    }
 }
 
 /// The path an apply of `o` must use.
@@ -95,6 +161,7 @@ async fn a_new_cluster_is_applied_then_its_status_patched() {
             }
         })
         .await;
+        serve_secret(&mut handle, Some("s3'cret")).await;
         let (req, send) = handle.next_request().await.expect("status patch");
         assert_eq!(req.method(), Method::PATCH);
         assert_eq!(
@@ -109,6 +176,7 @@ async fn a_new_cluster_is_applied_then_its_status_patched() {
         let status = &patch["status"];
         assert_eq!(status["phase"], "Provisioning");
         assert_eq!(status["routerReplicas"], 2);
+        assert_eq!(status["catalogGenerations"], serde_json::json!({"main": 1}));
         assert_eq!(
             status["shards"][1],
             serde_json::json!({"name": "shard1", "readyReplicas": 1, "ready": false})
@@ -124,11 +192,35 @@ async fn a_new_cluster_is_applied_then_its_status_patched() {
         respond(send, 200, &stored);
         handle
     });
-    let action = reconcile(Arc::new(pc), ctx(Client::new(svc, "db")))
+    let catalog = fake();
+    let action = reconcile(Arc::new(pc), ctx(Client::new(svc, "db"), catalog.clone()))
         .await
         .expect("reconcile");
     let mut handle = server.await.expect("server");
     assert_eq!(action, Action::requeue(Duration::from_secs(15)));
+    // The catalog was migrated and both shards registered at their client
+    // Services, with the Secret's password.
+    let calls = catalog.calls.lock().clone();
+    assert_eq!(calls.len(), 1);
+    let cfg: tokio_postgres::Config = calls[0].0.parse().expect("dsn");
+    assert_eq!(cfg.get_password(), Some(&b"s3'cret"[..]));
+    assert!(
+        calls[0].0.starts_with("host=shop-catalog.db.svc port=5432"),
+        "{}",
+        calls[0].0
+    );
+    let hosts: Vec<(&str, &str, u16)> = calls[0]
+        .1
+        .iter()
+        .map(|s| (s.name.as_str(), s.host.as_str(), s.port))
+        .collect();
+    assert_eq!(
+        hosts,
+        [
+            ("shard0", "shop-shard0.db.svc", 5432),
+            ("shard1", "shop-shard1.db.svc", 5432)
+        ]
+    );
     // Nothing more was asked.
     drop(handle.next_request());
 }
@@ -144,6 +236,7 @@ async fn a_ready_cluster_applies_without_a_status_patch() {
         catalog_ready: 1,
         router_ready: 3,
         invalid: None,
+        catalog: Some(Ok(generations())),
     };
     pc.status = Some(super::status::cluster_status(
         None, &observed, None, "earlier",
@@ -155,9 +248,10 @@ async fn a_ready_cluster_applies_without_a_status_patch() {
             _ => 0,
         })
         .await;
+        serve_secret(&mut handle, Some("pw")).await;
         handle
     });
-    let action = reconcile(Arc::new(pc), ctx(Client::new(svc, "db")))
+    let action = reconcile(Arc::new(pc), ctx(Client::new(svc, "db"), fake()))
         .await
         .expect("reconcile");
     let _handle = server.await.expect("server");
@@ -184,7 +278,7 @@ async fn an_invalid_spec_applies_nothing_and_is_degraded() {
             &serde_json::to_value(cluster(TWO_SHARDS)).expect("json"),
         );
     });
-    let action = reconcile(Arc::new(pc), ctx(Client::new(svc, "db")))
+    let action = reconcile(Arc::new(pc), ctx(Client::new(svc, "db"), fake()))
         .await
         .expect("reconcile");
     server.await.expect("server");
@@ -204,7 +298,7 @@ async fn a_refused_apply_is_an_error() {
                 "message": "configmaps is forbidden", "reason": "Forbidden", "code": 403}),
         );
     });
-    let e = reconcile(Arc::new(pc), ctx(Client::new(svc, "db")))
+    let e = reconcile(Arc::new(pc), ctx(Client::new(svc, "db"), fake()))
         .await
         .expect_err("forbidden");
     server.await.expect("server");
@@ -213,4 +307,52 @@ async fn a_refused_apply_is_an_error() {
             .contains("applying ConfigMap shop-postgres-config"),
         "{e}"
     );
+}
+
+#[tokio::test]
+async fn a_missing_password_or_catalog_error_keeps_the_cluster_provisioning() {
+    for (password, answer, message) in [
+        (
+            None,
+            Ok(generations()),
+            "catalog: Secret shop-postgres has no key \"password\"",
+        ),
+        (
+            Some("pw"),
+            Err("connecting to the catalog: refused".to_string()),
+            "catalog: connecting to the catalog: refused",
+        ),
+    ] {
+        let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let pc = cluster(TWO_SHARDS);
+        let expected = cluster_objects(&pc).expect("objects");
+        let server = tokio::spawn(async move {
+            serve_applies(&mut handle, &expected, |o| match o["kind"].as_str() {
+                Some("StatefulSet") => o["spec"]["replicas"].as_u64().unwrap_or(0),
+                Some("Deployment") => 1,
+                _ => 0,
+            })
+            .await;
+            serve_secret(&mut handle, password).await;
+            let (req, send) = handle.next_request().await.expect("status patch");
+            let patch = body_json(req).await;
+            assert_eq!(patch["status"]["phase"], "Provisioning");
+            assert_eq!(patch["status"]["conditions"][1]["message"], message);
+            respond(
+                send,
+                200,
+                &serde_json::to_value(cluster(TWO_SHARDS)).expect("json"),
+            );
+        });
+        let catalog = Arc::new(FakeCatalog {
+            calls: Mutex::new(Vec::new()),
+            answer,
+        });
+        let action = reconcile(Arc::new(pc), ctx(Client::new(svc, "db"), catalog.clone()))
+            .await
+            .expect("reconcile");
+        server.await.expect("server");
+        assert_eq!(action, Action::requeue(Duration::from_secs(15)));
+        assert_eq!(catalog.calls.lock().len(), usize::from(password.is_some()));
+    }
 }

@@ -4,6 +4,7 @@
 //! spec ([`desired`]), and the PostgresCluster reconcile that applies them
 //! and reports status ([`cluster`], [`status`]).
 
+pub mod catalog_sync;
 pub mod cluster;
 pub mod crd;
 pub mod crds;

@@ -9,6 +9,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use kube::runtime::{watcher, Controller};
 use kube::{Api, Client};
 
+use super::catalog_sync::PgCatalog;
 use super::cluster::{error_policy, now_rfc3339, reconcile, Context};
 use super::crd::PostgresCluster;
 
@@ -33,6 +34,7 @@ pub async fn run(namespace: Option<String>) -> Result<(), String> {
     let ctx = Arc::new(Context {
         client: client.clone(),
         now: now_rfc3339,
+        catalog: Arc::new(PgCatalog),
     });
     tracing::info!(namespace = ?namespace, "pg-router operator: reconciling PostgresClusters");
     Controller::new(

@@ -4,6 +4,8 @@
 //! conditions, whose `lastTransitionTime` only changes when their status
 //! does (so a steady cluster's status patch is a no-op).
 
+use std::collections::BTreeMap;
+
 use super::crd::{Condition, PostgresClusterStatus, ShardStatus};
 
 /// What one reconcile saw of the cluster's workloads.
@@ -17,10 +19,13 @@ pub struct Observed {
     pub router_ready: u32,
     /// Why the spec could not be applied (reason, message), if it could not.
     pub invalid: Option<(String, String)>,
+    /// The catalog sync ([`super::catalog_sync`]): None until the catalog
+    /// instance is ready, then the keyspaces' generations or the error.
+    pub catalog: Option<Result<BTreeMap<String, i64>, String>>,
 }
 
-/// The new status: `Ready` when every shard instance, the catalog and at
-/// least one router are ready; `Degraded` when the spec is invalid;
+/// The new status: `Ready` when every shard instance, the catalog (synced)
+/// and at least one router are ready; `Degraded` when the spec is invalid;
 /// `Provisioning` otherwise. `now` is an RFC 3339 time, `generation` the
 /// object's `metadata.generation`.
 pub fn cluster_status(
@@ -39,8 +44,11 @@ pub fn cluster_status(
             ready: ready >= want,
         })
         .collect();
-    let all_ready =
-        shards.iter().all(|s| s.ready) && observed.catalog_ready >= 1 && observed.router_ready >= 1;
+    let synced = matches!(observed.catalog, Some(Ok(_)));
+    let all_ready = shards.iter().all(|s| s.ready)
+        && observed.catalog_ready >= 1
+        && synced
+        && observed.router_ready >= 1;
     let (phase, ready, progressing, degraded) = match &observed.invalid {
         Some((reason, message)) => (
             "Degraded",
@@ -66,7 +74,14 @@ pub fn cluster_status(
                 .chain((observed.catalog_ready == 0).then_some("catalog"))
                 .chain((observed.router_ready == 0).then_some("router"))
                 .collect();
-            let msg = format!("waiting for {}", waiting.join(", "));
+            let mut msg = format!("waiting for {}", waiting.join(", "));
+            if let Some(Err(e)) = &observed.catalog {
+                msg = if waiting.is_empty() {
+                    format!("catalog: {e}")
+                } else {
+                    format!("{msg}; catalog: {e}")
+                };
+            }
             (
                 "Provisioning",
                 (false, "NotReady", msg.clone()),
@@ -87,9 +102,12 @@ pub fn cluster_status(
             cond("Degraded", degraded),
         ],
         shards,
-        catalog_generations: prev
-            .map(|p| p.catalog_generations.clone())
-            .unwrap_or_default(),
+        catalog_generations: match &observed.catalog {
+            Some(Ok(g)) => g.clone(),
+            _ => prev
+                .map(|p| p.catalog_generations.clone())
+                .unwrap_or_default(),
+        },
         router_replicas: Some(observed.router_ready),
     }
 }
@@ -132,6 +150,7 @@ mod tests {
             catalog_ready: 1,
             router_ready: 0,
             invalid: None,
+            catalog: Some(Ok(BTreeMap::from([("main".to_string(), 2)]))),
         };
         let s1 = cluster_status(None, &o, Some(3), "t1");
         assert_eq!(s1.phase.as_deref(), Some("Provisioning"));
@@ -146,8 +165,20 @@ mod tests {
             s2.conditions[2].last_transition_time, "t1",
             "Degraded unchanged"
         );
+        assert_eq!(s2.catalog_generations["main"], 2);
         let s3 = cluster_status(Some(&s2), &o, Some(3), "t3");
         assert_eq!(s3, s2, "a steady cluster's status does not change");
+        // A catalog that cannot be synced holds the cluster back; its last
+        // generations stay.
+        let mut down = o.clone();
+        down.catalog = Some(Err("connecting to the catalog: refused".into()));
+        let s = cluster_status(Some(&s3), &down, Some(3), "t5");
+        assert_eq!(s.phase.as_deref(), Some("Provisioning"));
+        assert_eq!(
+            s.conditions[1].message,
+            "catalog: connecting to the catalog: refused"
+        );
+        assert_eq!(s.catalog_generations["main"], 2);
         o.invalid = Some((
             "InvalidSpec".into(),
             "spec.router.minReplicas: 7 > 6".into(),
