@@ -11,14 +11,15 @@ use std::time::Duration;
 
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::{Client, ResourceExt};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource, ResourceExt};
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
 
 use super::catalog_sync::CatalogAccess;
-use super::crd::PostgresCluster;
+use super::crd::{PostgresCluster, PostgresClusterStatus};
 use super::desired::{
     catalog_dsn, cluster_objects, password_secret, shard_host, Ctx, Object, SpecError,
     FIELD_MANAGER, PG_PORT,
@@ -35,6 +36,16 @@ pub struct Context {
     /// The catalog operations ([`PgCatalog`](super::catalog_sync::PgCatalog)
     /// outside tests).
     pub catalog: Arc<dyn CatalogAccess>,
+    /// Publishes the Events of phase changes.
+    pub recorder: Recorder,
+}
+
+/// The reporter of the reconciler's Events.
+pub fn reporter() -> Reporter {
+    Reporter {
+        controller: FIELD_MANAGER.into(),
+        instance: std::env::var("HOSTNAME").ok(),
+    }
 }
 
 /// Why a reconcile failed (it is retried with backoff).
@@ -105,6 +116,10 @@ pub async fn reconcile(
             source,
         })?;
     }
+    let before = pc.status.as_ref().and_then(|s| s.phase.clone());
+    if before != status.phase {
+        phase_event(&pc, &status, &ctx.recorder).await;
+    }
     Ok(if observed.invalid.is_some() {
         Action::await_change()
     } else if status.phase.as_deref() == Some("Ready") {
@@ -155,6 +170,34 @@ async fn sync_catalog(
         })
         .collect();
     Ok(ctx.catalog.sync(dsn, shards).await)
+}
+
+/// The Event of a phase change: Normal, Warning for `Degraded`; reason the
+/// new phase, note the `Progressing` or `Degraded` message. A failure to
+/// publish is logged, not retried.
+async fn phase_event(pc: &PostgresCluster, status: &PostgresClusterStatus, recorder: &Recorder) {
+    let phase = status.phase.clone().unwrap_or_default();
+    let degraded = phase == "Degraded";
+    let note = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == if degraded { "Degraded" } else { "Progressing" })
+        .map(|c| c.message.clone())
+        .filter(|m| !m.is_empty());
+    let ev = Event {
+        type_: if degraded {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: phase,
+        note,
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&ev, &pc.object_ref(&())).await {
+        tracing::warn!(error = %e, cluster = %pc.name_any(), "could not publish an Event");
+    }
 }
 
 /// Backoff after a failed reconcile.

@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 use http::{Method, Request, Response};
 use kube::client::Body;
 use kube::runtime::controller::Action;
+use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
 
 use super::catalog_sync::CatalogAccess;
@@ -54,11 +55,41 @@ fn fake() -> Arc<FakeCatalog> {
 }
 
 fn ctx(client: Client, catalog: Arc<FakeCatalog>) -> Arc<Context> {
+    let reporter = Reporter {
+        controller: "pg-router-operator".into(),
+        instance: Some("operator-0".into()),
+    };
     Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
         client,
         now: || "2026-12-06T12:00:00Z".to_string(),
         catalog,
     })
+}
+
+/// Answers the Event the reconcile publishes, asserting type, reason and
+/// that its note contains `note`.
+async fn serve_event(handle: &mut Handle, type_: &str, reason: &str, note: &str) {
+    let (req, send) = handle.next_request().await.expect("an Event");
+    assert_eq!(req.method(), Method::POST);
+    assert_eq!(
+        req.uri().path(),
+        "/apis/events.k8s.io/v1/namespaces/db/events"
+    );
+    let ev = body_json(req).await;
+    assert_eq!(
+        (ev["type"].as_str(), ev["reason"].as_str()),
+        (Some(type_), Some(reason)),
+        "{ev}"
+    );
+    assert!(
+        ev["note"].as_str().is_some_and(|n| n.contains(note)),
+        "{ev}"
+    );
+    assert_eq!(ev["regarding"]["kind"], "PostgresCluster");
+    assert_eq!(ev["regarding"]["name"], "shop");
+    assert_eq!(ev["reportingController"], "pg-router-operator");
+    respond(send, 201, &ev);
 }
 
 /// Answers the read of Secret `shop-postgres` (None: 404).
@@ -190,6 +221,7 @@ async fn a_new_cluster_is_applied_then_its_status_patched() {
         let mut stored = serde_json::to_value(cluster(TWO_SHARDS)).expect("json");
         stored["status"] = status.clone();
         respond(send, 200, &stored);
+        serve_event(&mut handle, "Normal", "Provisioning", "waiting for shard1").await;
         handle
     });
     let catalog = fake();
@@ -277,6 +309,7 @@ async fn an_invalid_spec_applies_nothing_and_is_degraded() {
             200,
             &serde_json::to_value(cluster(TWO_SHARDS)).expect("json"),
         );
+        serve_event(&mut handle, "Warning", "Degraded", "minReplicas").await;
     });
     let action = reconcile(Arc::new(pc), ctx(Client::new(svc, "db"), fake()))
         .await
@@ -343,6 +376,7 @@ async fn a_missing_password_or_catalog_error_keeps_the_cluster_provisioning() {
                 200,
                 &serde_json::to_value(cluster(TWO_SHARDS)).expect("json"),
             );
+            serve_event(&mut handle, "Normal", "Provisioning", message).await;
         });
         let catalog = Arc::new(FakeCatalog {
             calls: Mutex::new(Vec::new()),

@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use kube::runtime::events::Recorder;
 use kube::runtime::{watcher, Controller};
 use kube::{Api, Client};
 
 use super::catalog_sync::PgCatalog;
-use super::cluster::{error_policy, now_rfc3339, reconcile, Context};
+use super::cluster::{error_policy, now_rfc3339, reconcile, reporter, Context};
 use super::crd::PostgresCluster;
 
 /// Runs the controller with the in-cluster (or kubeconfig) credentials,
@@ -35,6 +36,7 @@ pub async fn run(namespace: Option<String>) -> Result<(), String> {
         client: client.clone(),
         now: now_rfc3339,
         catalog: Arc::new(PgCatalog),
+        recorder: Recorder::new(client.clone(), reporter()),
     });
     tracing::info!(namespace = ?namespace, "pg-router operator: reconciling PostgresClusters");
     Controller::new(
