@@ -81,6 +81,13 @@ enum OperatorCommand {
         /// Watch only this namespace (default: every namespace).
         #[arg(long, env = "PGROUTER_WATCH_NAMESPACE")]
         namespace: Option<String>,
+        /// Address of its /metrics and /healthz endpoint.
+        #[arg(
+            long,
+            env = "PGROUTER_OPERATOR_METRICS",
+            default_value = "0.0.0.0:9931"
+        )]
+        metrics_listen: String,
     },
 }
 
@@ -148,9 +155,10 @@ fn main() -> ExitCode {
                 .map(|y| print!("{y}"))
                 .map_err(|e| e.to_string()),
             #[cfg(feature = "operator")]
-            Command::Operator(OperatorCommand::Run { namespace }) => {
-                pg_router::reconciler::run::run(namespace).await
-            }
+            Command::Operator(OperatorCommand::Run {
+                namespace,
+                metrics_listen,
+            }) => pg_router::reconciler::run::run(namespace, &metrics_listen).await,
             Command::Secret { user, method } => {
                 secret_line(&user, &method).map(|l| println!("{l}"))
             }

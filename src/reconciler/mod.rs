@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod crd;
 pub mod crds;
 pub mod desired;
+pub mod metrics;
 pub mod run;
 pub mod status;
 

@@ -3,6 +3,7 @@
 //! StatefulSets and Deployments they own change, until SIGTERM/SIGINT.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -13,12 +14,19 @@ use kube::{Api, Client};
 use super::catalog_sync::PgCatalog;
 use super::cluster::{error_policy, now_rfc3339, reconcile, reporter, Context};
 use super::crd::PostgresCluster;
+use super::metrics::{serve, ReconcileMetrics};
+use tokio::net::TcpListener;
 
 /// Runs the controller with the in-cluster (or kubeconfig) credentials,
-/// watching `namespace` or every namespace.
+/// watching `namespace` or every namespace, and serves its metrics on
+/// `metrics_listen` (`ip:port`, [`super::metrics`]).
 ///
-/// Errors: no Kubernetes configuration found or usable (message).
-pub async fn run(namespace: Option<String>) -> Result<(), String> {
+/// Errors: no Kubernetes configuration found or usable, or the metrics
+/// address cannot be bound (message).
+pub async fn run(namespace: Option<String>, metrics_listen: &str) -> Result<(), String> {
+    let listener = TcpListener::bind(metrics_listen)
+        .await
+        .map_err(|e| format!("cannot listen on {metrics_listen} for metrics: {e}"))?;
     let client = Client::try_default()
         .await
         .map_err(|e| format!("no Kubernetes API access: {e}"))?;
@@ -38,7 +46,9 @@ pub async fn run(namespace: Option<String>) -> Result<(), String> {
         catalog: Arc::new(PgCatalog),
         recorder: Recorder::new(client.clone(), reporter()),
     });
-    tracing::info!(namespace = ?namespace, "pg-router operator: reconciling PostgresClusters");
+    let metrics = Arc::new(ReconcileMetrics::default());
+    let http = tokio::spawn(serve(listener, metrics.clone()));
+    tracing::info!(namespace = ?namespace, metrics = metrics_listen, "pg-router operator: reconciling PostgresClusters");
     Controller::new(
         api::<PostgresCluster>(&client, &namespace),
         watcher::Config::default(),
@@ -52,7 +62,19 @@ pub async fn run(namespace: Option<String>) -> Result<(), String> {
         watcher::Config::default(),
     )
     .shutdown_on_signal()
-    .run(reconcile, error_policy, ctx)
+    .run(
+        move |pc, ctx| {
+            let m = metrics.clone();
+            async move {
+                let t = Instant::now();
+                let r = reconcile(pc, ctx).await;
+                m.observe("PostgresCluster", r.is_ok(), t.elapsed());
+                r
+            }
+        },
+        error_policy,
+        ctx,
+    )
     .for_each(|res| async move {
         match res {
             Ok((obj, _)) => tracing::debug!(cluster = %obj.name, "reconciled"),
@@ -60,5 +82,6 @@ pub async fn run(namespace: Option<String>) -> Result<(), String> {
         }
     })
     .await;
+    http.abort();
     Ok(())
 }

@@ -92,6 +92,8 @@ fn chart_and_generated_objects_pass_strict_validation() {
         "prometheusRule.enabled=true",
         "--set",
         "grafanaDashboard.enabled=true",
+        "--set",
+        "serviceMonitor.enabled=true",
     ];
     run(Command::new(helm()).arg("lint").arg(&chart).args(optional));
     for extra in [&[][..], &["--set", "watchNamespace=shop"][..]] {
@@ -113,6 +115,7 @@ fn chart_and_generated_objects_pass_strict_validation() {
             "Deployment",
             "ServiceAccount",
             "PrometheusRule",
+            "ServiceMonitor",
         ] {
             assert!(
                 rendered.contains(&format!("kind: {kind}")),
@@ -122,9 +125,12 @@ fn chart_and_generated_objects_pass_strict_validation() {
         let file = dir.path().join("chart.yaml");
         std::fs::write(&file, &rendered).expect("write");
         let out = validate(&file);
-        // Only the prometheus-operator kind has no built-in schema.
+        // Only the prometheus-operator kinds have no built-in schema.
         for line in out.lines().filter(|l| l.contains("WARN")) {
-            assert!(line.contains("PrometheusRule"), "{line}");
+            assert!(
+                line.contains("PrometheusRule") || line.contains("ServiceMonitor"),
+                "{line}"
+            );
         }
     }
     // What the reconciler applies for the example, and for a one-shard
