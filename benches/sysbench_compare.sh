@@ -64,17 +64,24 @@ sb() { # port db args...
     --pgsql-db="$db" --tables=4 --table-size="$SIZE" "$@"
 }
 
+# The first error line of sysbench's output (none is not an error here:
+# under `set -e -o pipefail` a grep that finds nothing would end the script
+# and drop the rest of the table).
+first_error() {
+  echo "$1" | grep -m1 -iE 'error|fatal' | cut -c1-100 || true
+}
+
 target() { # name port db
   local name=$1 port=$2 db=$3 out status
   if ! out=$(sb "$port" "$db" oltp_read_write prepare 2>&1); then
-    printf "| %s | prepare | failed: %s | | | |\n" "$name" "$(echo "$out" | grep -m1 -iE 'error|fatal' | cut -c1-100)"
+    printf "| %s | prepare | failed: %s | | | |\n" "$name" "$(first_error "$out")"
     return 0
   fi
   for t in $TESTS; do
     if out=$(sb "$port" "$db" --threads="$THREADS" --time="$SECS" --report-interval=0 "$t" run 2>&1); then
       status=ok
     else
-      status="failed: $(echo "$out" | grep -m1 -iE 'error|fatal' | cut -c1-100)"
+      status="failed: $(first_error "$out")"
     fi
     printf "| %s | %s | %s | %s | %s | %s |\n" "$name" "$t" \
       "$(echo "$out" | awk '/transactions:/ {gsub(/\(/, "", $3); printf "%.0f", $3}')" \

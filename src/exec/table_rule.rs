@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::plan::created_table;
+use crate::plan::{created_table, CreatedTable};
 use crate::protocol::error::codes;
 use crate::protocol::PgError;
 use crate::state::Routing;
@@ -20,19 +20,24 @@ const LOAD_WAIT: Duration = Duration::from_secs(5);
 const POLL: Duration = Duration::from_millis(5);
 
 impl ExecCtx {
-    /// Before `sql` runs on every shard: if it creates a table that a
-    /// keyspace rule shards, declares it (see the module docs). Returns
-    /// false after sending an error (nothing was created): 08006 when the
-    /// catalog cannot be reached or refuses, or this router did not load
-    /// the declaration within 5 s.
-    pub async fn declare_by_rule(&mut self, routing: &Routing, sql: &str) -> bool {
-        let rules = &routing.catalog.table_rules;
-        if rules.is_empty() {
-            return true;
+    /// The table `sql` creates if a keyspace rule may shard it (the
+    /// catalog has rules and `sql` is a CREATE TABLE of an undeclared
+    /// table); None otherwise, without parsing when there are no rules.
+    pub fn rule_candidate(routing: &Routing, sql: &str) -> Option<CreatedTable> {
+        if routing.catalog.table_rules.is_empty() {
+            return None;
         }
-        let Some(created) = created_table(sql, routing) else {
-            return true;
-        };
+        created_table(sql, routing)
+    }
+
+    /// Before `created`'s CREATE TABLE runs on every shard
+    /// ([`ExecCtx::rule_candidate`]): if a keyspace rule shards it,
+    /// declares it (see the module docs). Returns false after sending an
+    /// error (nothing was created): 08006 when the catalog cannot be
+    /// reached or refuses, or this router did not load the declaration
+    /// within 5 s.
+    pub async fn declare_by_rule(&mut self, routing: &Routing, created: &CreatedTable) -> bool {
+        let rules = &routing.catalog.table_rules;
         // The first column (in table order) a rule names.
         let Some((column, Some(key_type))) = created
             .columns

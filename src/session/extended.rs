@@ -279,11 +279,11 @@ impl Session {
             let Ok((_, query)) = Parse::name_and_query(f.body()) else {
                 continue;
             };
-            if crate::plan::created_table(query, routing).is_none() {
+            let Some(created) = crate::exec::ExecCtx::rule_candidate(routing, query) else {
                 continue;
-            }
+            };
             self.ctx.in_extended = true;
-            let ok = self.ctx.declare_by_rule(routing, query).await;
+            let ok = self.ctx.declare_by_rule(routing, &created).await;
             self.ctx.in_extended = false;
             declared = Some(ok);
             if !ok {

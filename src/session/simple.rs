@@ -18,7 +18,7 @@ use crate::exec::generated::SequenceAnswer;
 use crate::exec::owned::{keyed_shard, InsertTargets};
 use crate::exec::route::Values;
 use crate::exec::txn_control::ends_failed_block;
-use crate::exec::{Block, End};
+use crate::exec::{Block, End, ExecCtx};
 
 use super::Session;
 
@@ -191,8 +191,10 @@ impl Session {
                 } else {
                     1
                 };
-                if !self.ctx.declare_by_rule(routing, sql).await {
-                    return Ok(false);
+                if let Some(created) = ExecCtx::rule_candidate(routing, sql) {
+                    if !self.ctx.declare_by_rule(routing, &created).await {
+                        return Ok(false);
+                    }
                 }
                 let Some(implicit) = self.ctx.open_write_block(n) else {
                     return Ok(false);
