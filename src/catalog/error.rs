@@ -162,6 +162,16 @@ pub enum CatalogError {
         requested: String,
     },
 
+    /// The keyspace's routing is being changed by something else: a split
+    /// job is active, or its ranges changed since the caller read them.
+    #[error("keyspace '{keyspace}': {reason}")]
+    Busy {
+        /// Keyspace name.
+        keyspace: String,
+        /// What holds it (names the split job or the generations).
+        reason: String,
+    },
+
     /// An argument of an operation is invalid (no shards given, zero vnodes,
     /// ambiguous default keyspace, ...).
     #[error("invalid argument: {0}")]

@@ -20,6 +20,7 @@
 //! Every operation takes a `&tokio_postgres::Client` connected to the catalog
 //! database and returns [`CatalogError`], whose messages name the row at fault.
 
+mod assign;
 pub mod cli;
 mod error;
 pub mod keyid;
@@ -46,6 +47,7 @@ mod test_rows;
 #[cfg(test)]
 mod tests;
 
+pub use assign::{active_ranges, assign_ranges, reassigned, Assigned, Reassigned};
 pub use cli::{run_meta, MetaArgs, MetaCommand};
 pub use error::{pg_error_text, CatalogError};
 pub use load::load;

@@ -143,21 +143,9 @@ async fn sync_catalog(
     let Ok(cctx) = Ctx::new(pc) else {
         return Ok(Err("the PostgresCluster has no uid yet".into()));
     };
-    let secret_name = password_secret(&cctx);
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let secret = secrets
-        .get_opt(&secret_name)
-        .await
-        .map_err(|source| ReconcileError::Api {
-            what: format!("reading Secret {secret_name}"),
-            source,
-        })?;
-    let password = secret.and_then(|s| s.data).and_then(|d| {
-        d.get("password")
-            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-    });
-    let Some(password) = password else {
-        return Ok(Err(format!("Secret {secret_name} has no key \"password\"")));
+    let password = match read_password(&ctx.client, ns, &cctx).await? {
+        Ok(p) => p,
+        Err(e) => return Ok(Err(e)),
     };
     let dsn = crate::config::with_password(&catalog_dsn(&cctx), &password);
     let shards = (0..pc.spec.shards.count)
@@ -170,6 +158,31 @@ async fn sync_catalog(
         })
         .collect();
     Ok(ctx.catalog.sync(dsn, shards).await)
+}
+
+/// The `password` key of the cluster's `<cluster>-postgres` Secret (the
+/// catalog's and the shards' `postgres` password), or why there is none.
+///
+/// Errors: an API failure other than "not found".
+pub(crate) async fn read_password(
+    client: &Client,
+    ns: &str,
+    cctx: &Ctx,
+) -> Result<Result<String, String>, ReconcileError> {
+    let secret_name = password_secret(cctx);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let secret = secrets
+        .get_opt(&secret_name)
+        .await
+        .map_err(|source| ReconcileError::Api {
+            what: format!("reading Secret {secret_name}"),
+            source,
+        })?;
+    let password = secret.and_then(|s| s.data).and_then(|d| {
+        d.get("password")
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+    });
+    Ok(password.ok_or_else(|| format!("Secret {secret_name} has no key \"password\"")))
 }
 
 /// The Event of a phase change: Normal, Warning for `Degraded`; reason the

@@ -15,20 +15,23 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
 
-use super::catalog_sync::CatalogAccess;
+use super::catalog_sync::{CatalogAccess, RangesError, RangesRequest};
 use super::cluster::{reconcile, Context};
 use super::crd::PostgresCluster;
 use super::desired::tests::{cluster, TWO_SHARDS};
 use super::desired::{cluster_objects, Object};
 use crate::catalog::ShardInfo;
 
-type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+pub(super) type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
-/// The catalog faked at the library boundary: records each sync, answers
-/// with `answer`.
-struct FakeCatalog {
-    calls: Mutex<Vec<(String, Vec<ShardInfo>)>>,
-    answer: Result<BTreeMap<String, i64>, String>,
+/// The catalog faked at the library boundary: records each call, answers
+/// a sync with `answer` and a layout with `ranges_answer`.
+pub(super) struct FakeCatalog {
+    pub calls: Mutex<Vec<(String, Vec<ShardInfo>)>>,
+    pub answer: Result<BTreeMap<String, i64>, String>,
+    /// (DSN, shard password, request) of each `apply_ranges`.
+    pub range_calls: Mutex<Vec<(String, String, RangesRequest)>>,
+    pub ranges_answer: Result<(i64, bool), RangesError>,
 }
 
 impl CatalogAccess for FakeCatalog {
@@ -41,20 +44,40 @@ impl CatalogAccess for FakeCatalog {
         let a = self.answer.clone();
         Box::pin(async move { a })
     }
+
+    fn apply_ranges(
+        &self,
+        dsn: String,
+        shard_password: String,
+        req: RangesRequest,
+    ) -> BoxFuture<'_, Result<(i64, bool), RangesError>> {
+        self.range_calls.lock().push((dsn, shard_password, req));
+        let a = self.ranges_answer.clone();
+        Box::pin(async move { a })
+    }
 }
 
 fn generations() -> BTreeMap<String, i64> {
     BTreeMap::from([("main".to_string(), 1)])
 }
 
-fn fake() -> Arc<FakeCatalog> {
+pub(super) fn fake() -> Arc<FakeCatalog> {
+    fake_with(Ok(generations()), Ok((1, false)))
+}
+
+pub(super) fn fake_with(
+    answer: Result<BTreeMap<String, i64>, String>,
+    ranges_answer: Result<(i64, bool), RangesError>,
+) -> Arc<FakeCatalog> {
     Arc::new(FakeCatalog {
         calls: Mutex::new(Vec::new()),
-        answer: Ok(generations()),
+        answer,
+        range_calls: Mutex::new(Vec::new()),
+        ranges_answer,
     })
 }
 
-fn ctx(client: Client, catalog: Arc<FakeCatalog>) -> Arc<Context> {
+pub(super) fn ctx(client: Client, catalog: Arc<FakeCatalog>) -> Arc<Context> {
     let reporter = Reporter {
         controller: "pg-router-operator".into(),
         instance: Some("operator-0".into()),
@@ -70,6 +93,19 @@ fn ctx(client: Client, catalog: Arc<FakeCatalog>) -> Arc<Context> {
 /// Answers the Event the reconcile publishes, asserting type, reason and
 /// that its note contains `note`.
 async fn serve_event(handle: &mut Handle, type_: &str, reason: &str, note: &str) {
+    serve_event_on(handle, "PostgresCluster", "shop", type_, reason, note).await
+}
+
+/// Answers an Event about the `kind` object `name`, asserting type,
+/// reason and that its note contains `note`.
+pub(super) async fn serve_event_on(
+    handle: &mut Handle,
+    kind: &str,
+    name: &str,
+    type_: &str,
+    reason: &str,
+    note: &str,
+) {
     let (req, send) = handle.next_request().await.expect("an Event");
     assert_eq!(req.method(), Method::POST);
     assert_eq!(
@@ -86,14 +122,14 @@ async fn serve_event(handle: &mut Handle, type_: &str, reason: &str, note: &str)
         ev["note"].as_str().is_some_and(|n| n.contains(note)),
         "{ev}"
     );
-    assert_eq!(ev["regarding"]["kind"], "PostgresCluster");
-    assert_eq!(ev["regarding"]["name"], "shop");
+    assert_eq!(ev["regarding"]["kind"], kind);
+    assert_eq!(ev["regarding"]["name"], name);
     assert_eq!(ev["reportingController"], "pg-router-operator");
     respond(send, 201, &ev);
 }
 
 /// Answers the read of Secret `shop-postgres` (None: 404).
-async fn serve_secret(handle: &mut Handle, password: Option<&str>) {
+pub(super) async fn serve_secret(handle: &mut Handle, password: Option<&str>) {
     let (req, send) = handle.next_request().await.expect("secret read");
     assert_eq!(req.method(), Method::GET);
     assert_eq!(
@@ -134,12 +170,12 @@ fn path_of(o: &Object) -> String {
     format!("{base}/namespaces/db/{kind}s/{name}")
 }
 
-async fn body_json(req: Request<Body>) -> serde_json::Value {
+pub(super) async fn body_json(req: Request<Body>) -> serde_json::Value {
     let bytes = req.into_body().collect_bytes().await.expect("body");
     serde_json::from_slice(&bytes).expect("JSON body")
 }
 
-fn respond(
+pub(super) fn respond(
     send: tower_test::mock::SendResponse<Response<Body>>,
     status: u16,
     v: &serde_json::Value,
@@ -378,10 +414,7 @@ async fn a_missing_password_or_catalog_error_keeps_the_cluster_provisioning() {
             );
             serve_event(&mut handle, "Normal", "Provisioning", message).await;
         });
-        let catalog = Arc::new(FakeCatalog {
-            calls: Mutex::new(Vec::new()),
-            answer,
-        });
+        let catalog = fake_with(answer, Ok((1, false)));
         let action = reconcile(Arc::new(pc), ctx(Client::new(svc, "db"), catalog.clone()))
             .await
             .expect("reconcile");

@@ -284,8 +284,11 @@ pub struct ShardRangeStatus {
     /// `metadata.generation` last applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Applied`, or `Refused` (a populated range reassigned without a
-    /// split job) with the reason.
+    /// `Applied`: True (reason `Written` or `InSync`) once the catalog has
+    /// the layout; False with reason `Refused` (a populated range would be
+    /// reassigned without a split job: never applied), `Busy` (a split job
+    /// of the keyspace is active), `CatalogError`, `InvalidSpec` or
+    /// `Waiting` (no cluster or password yet), and the message.
     #[serde(default)]
     pub conditions: Vec<Condition>,
 }

@@ -11,7 +11,10 @@ pub mod crds;
 pub mod desired;
 pub mod metrics;
 pub mod run;
+pub mod shard_range;
 pub mod status;
 
 #[cfg(test)]
 mod cluster_tests;
+#[cfg(test)]
+mod shard_range_tests;

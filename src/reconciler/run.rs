@@ -1,6 +1,7 @@
-//! `pg-router operator run`: the controller (kube-runtime) that reconciles
-//! PostgresClusters ([`super::cluster::reconcile`]) when they or the
-//! StatefulSets and Deployments they own change, until SIGTERM/SIGINT.
+//! `pg-router operator run`: the controllers (kube-runtime) that reconcile
+//! PostgresClusters ([`super::cluster::reconcile`], also when the
+//! StatefulSets and Deployments they own change) and ShardRanges
+//! ([`super::shard_range::reconcile`]), until SIGTERM/SIGINT.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,8 +14,9 @@ use kube::{Api, Client};
 
 use super::catalog_sync::PgCatalog;
 use super::cluster::{error_policy, now_rfc3339, reconcile, reporter, Context};
-use super::crd::PostgresCluster;
+use super::crd::{PostgresCluster, ShardRange};
 use super::metrics::{serve, ReconcileMetrics};
+use super::shard_range;
 use tokio::net::TcpListener;
 
 /// Runs the controller with the in-cluster (or kubeconfig) credentials,
@@ -48,8 +50,9 @@ pub async fn run(namespace: Option<String>, metrics_listen: &str) -> Result<(), 
     });
     let metrics = Arc::new(ReconcileMetrics::default());
     let http = tokio::spawn(serve(listener, metrics.clone()));
-    tracing::info!(namespace = ?namespace, metrics = metrics_listen, "pg-router operator: reconciling PostgresClusters");
-    Controller::new(
+    tracing::info!(namespace = ?namespace, metrics = metrics_listen, "pg-router operator: reconciling PostgresClusters and ShardRanges");
+    let m = metrics.clone();
+    let clusters = Controller::new(
         api::<PostgresCluster>(&client, &namespace),
         watcher::Config::default(),
     )
@@ -64,7 +67,7 @@ pub async fn run(namespace: Option<String>, metrics_listen: &str) -> Result<(), 
     .shutdown_on_signal()
     .run(
         move |pc, ctx| {
-            let m = metrics.clone();
+            let m = m.clone();
             async move {
                 let t = Instant::now();
                 let r = reconcile(pc, ctx).await;
@@ -73,15 +76,40 @@ pub async fn run(namespace: Option<String>, metrics_listen: &str) -> Result<(), 
             }
         },
         error_policy,
-        ctx,
+        ctx.clone(),
     )
     .for_each(|res| async move {
         match res {
             Ok((obj, _)) => tracing::debug!(cluster = %obj.name, "reconciled"),
             Err(e) => tracing::warn!(error = %e, "reconcile error"),
         }
-    })
-    .await;
+    });
+    let m = metrics.clone();
+    let ranges = Controller::new(
+        api::<ShardRange>(&client, &namespace),
+        watcher::Config::default(),
+    )
+    .shutdown_on_signal()
+    .run(
+        move |sr, ctx| {
+            let m = m.clone();
+            async move {
+                let t = Instant::now();
+                let r = shard_range::reconcile(sr, ctx).await;
+                m.observe("ShardRange", r.is_ok(), t.elapsed());
+                r
+            }
+        },
+        shard_range::error_policy,
+        ctx,
+    )
+    .for_each(|res| async move {
+        match res {
+            Ok((obj, _)) => tracing::debug!(shardrange = %obj.name, "reconciled"),
+            Err(e) => tracing::warn!(error = %e, "ShardRange reconcile error"),
+        }
+    });
+    futures_util::future::join(clusters, ranges).await;
     http.abort();
     Ok(())
 }

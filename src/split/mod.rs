@@ -30,6 +30,7 @@ pub mod env;
 pub mod error;
 pub mod filter;
 pub mod job;
+pub mod occupancy;
 pub mod passed;
 pub mod progress;
 pub mod purge;

@@ -21,7 +21,7 @@ use super::error::SplitError;
 use super::filter::RangeFilter;
 
 /// Blocks read per scan statement.
-const BLOCKS_PER_SCAN: i64 = 1024;
+pub(crate) const BLOCKS_PER_SCAN: i64 = 1024;
 
 /// Most passes over the table before giving up (rows keep appearing in
 /// the range: something still writes to it).
