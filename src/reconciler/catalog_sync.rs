@@ -93,16 +93,8 @@ impl CatalogAccess for PgCatalog {
         shards: Vec<ShardInfo>,
     ) -> BoxFuture<'_, Result<BTreeMap<String, i64>, String>> {
         Box::pin(async move {
-            let config = session_config(&dsn, APPLICATION_NAME, Duration::from_secs(5))
-                .map_err(|e| format!("catalog DSN: {e}"))?;
-            let (client, conn) = config
-                .connect(NoTls)
-                .await
-                .map_err(|e| format!("connecting to the catalog: {e}"))?;
-            let conn = tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            let result = async {
+            let client = connect(&dsn).await?;
+            {
                 migrate(&client)
                     .await
                     .map_err(|e| format!("migrating the catalog: {e}"))?;
@@ -127,12 +119,9 @@ impl CatalogAccess for PgCatalog {
                     .collect::<Result<BTreeMap<String, i64>, tokio_postgres::Error>>()
                     .map_err(|e| format!("reading keyspaces: {e}"))
             }
-            .await;
-            drop(client);
-            let _ = conn.await;
-            result
         })
     }
+
     fn apply_ranges(
         &self,
         dsn: String,
@@ -140,22 +129,28 @@ impl CatalogAccess for PgCatalog {
         req: RangesRequest,
     ) -> BoxFuture<'_, Result<(i64, bool), RangesError>> {
         Box::pin(async move {
-            let failed = RangesError::Failed;
-            let config = session_config(&dsn, APPLICATION_NAME, Duration::from_secs(5))
-                .map_err(|e| failed(format!("catalog DSN: {e}")))?;
-            let (client, conn) = config
-                .connect(NoTls)
-                .await
-                .map_err(|e| failed(format!("connecting to the catalog: {e}")))?;
-            let conn = tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            let result = apply_checked(&client, &shard_password, &req).await;
-            drop(client);
-            let _ = conn.await;
-            result
+            let client = connect(&dsn).await.map_err(RangesError::Failed)?;
+            apply_checked(&client, &shard_password, &req).await
         })
     }
+}
+
+/// A session on the catalog at `dsn` (application name
+/// [`APPLICATION_NAME`], 5 s connect timeout, no TLS), its connection
+/// driven by a task until the client is dropped.
+///
+/// Errors: a message (bad DSN, cannot connect).
+pub(crate) async fn connect(dsn: &str) -> Result<tokio_postgres::Client, String> {
+    let config = session_config(dsn, APPLICATION_NAME, Duration::from_secs(5))
+        .map_err(|e| format!("catalog DSN: {e}"))?;
+    let (client, conn) = config
+        .connect(NoTls)
+        .await
+        .map_err(|e| format!("connecting to the catalog: {e}"))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
 }
 
 /// [`CatalogAccess::apply_ranges`] on an open catalog session.

@@ -9,20 +9,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::api::DynamicObject;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::{Client, Resource, ResourceExt};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::{Client, ResourceExt};
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Secret;
+use super::api::{apply, patch_status, publish, read_password};
 
 use super::catalog_sync::CatalogAccess;
 use super::crd::{PostgresCluster, PostgresClusterStatus};
 use super::desired::{
-    catalog_dsn, cluster_objects, password_secret, shard_host, Ctx, Object, SpecError,
-    FIELD_MANAGER, PG_PORT,
+    catalog_dsn, cluster_objects, shard_host, Ctx, SpecError, FIELD_MANAGER, PG_PORT,
 };
 use super::status::{cluster_status, Observed};
 use crate::catalog::ShardInfo;
@@ -38,6 +37,9 @@ pub struct Context {
     pub catalog: Arc<dyn CatalogAccess>,
     /// Publishes the Events of phase changes.
     pub recorder: Recorder,
+    /// The split-job operations ([`PgSplit`](super::split_access::PgSplit)
+    /// outside tests).
+    pub split: Arc<dyn super::split_access::SplitAccess>,
 }
 
 /// The reporter of the reconciler's Events.
@@ -103,18 +105,7 @@ pub async fn reconcile(
         &(ctx.now)(),
     );
     if pc.status.as_ref() != Some(&status) {
-        let api: Api<PostgresCluster> = Api::namespaced(ctx.client.clone(), &ns);
-        let patch = serde_json::json!({ "status": status });
-        api.patch_status(
-            &pc.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-        .map_err(|source| ReconcileError::Api {
-            what: format!("patching the status of PostgresCluster {}", pc.name_any()),
-            source,
-        })?;
+        patch_status(&ctx.client, &*pc, &status).await?;
     }
     let before = pc.status.as_ref().and_then(|s| s.phase.clone());
     if before != status.phase {
@@ -160,34 +151,8 @@ async fn sync_catalog(
     Ok(ctx.catalog.sync(dsn, shards).await)
 }
 
-/// The `password` key of the cluster's `<cluster>-postgres` Secret (the
-/// catalog's and the shards' `postgres` password), or why there is none.
-///
-/// Errors: an API failure other than "not found".
-pub(crate) async fn read_password(
-    client: &Client,
-    ns: &str,
-    cctx: &Ctx,
-) -> Result<Result<String, String>, ReconcileError> {
-    let secret_name = password_secret(cctx);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let secret = secrets
-        .get_opt(&secret_name)
-        .await
-        .map_err(|source| ReconcileError::Api {
-            what: format!("reading Secret {secret_name}"),
-            source,
-        })?;
-    let password = secret.and_then(|s| s.data).and_then(|d| {
-        d.get("password")
-            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-    });
-    Ok(password.ok_or_else(|| format!("Secret {secret_name} has no key \"password\"")))
-}
-
 /// The Event of a phase change: Normal, Warning for `Degraded`; reason the
-/// new phase, note the `Progressing` or `Degraded` message. A failure to
-/// publish is logged, not retried.
+/// new phase, note the `Progressing` or `Degraded` message.
 async fn phase_event(pc: &PostgresCluster, status: &PostgresClusterStatus, recorder: &Recorder) {
     let phase = status.phase.clone().unwrap_or_default();
     let degraded = phase == "Degraded";
@@ -197,50 +162,13 @@ async fn phase_event(pc: &PostgresCluster, status: &PostgresClusterStatus, recor
         .find(|c| c.type_ == if degraded { "Degraded" } else { "Progressing" })
         .map(|c| c.message.clone())
         .filter(|m| !m.is_empty());
-    let ev = Event {
-        type_: if degraded {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
-        reason: phase,
-        note,
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(e) = recorder.publish(&ev, &pc.object_ref(&())).await {
-        tracing::warn!(error = %e, cluster = %pc.name_any(), "could not publish an Event");
-    }
+    publish(recorder, pc, degraded, &phase, note, "Reconcile").await;
 }
 
 /// Backoff after a failed reconcile.
 pub fn error_policy(_pc: Arc<PostgresCluster>, e: &ReconcileError, _ctx: Arc<Context>) -> Action {
     tracing::warn!(error = %e, "reconcile failed");
     Action::requeue(Duration::from_secs(10))
-}
-
-/// Server-side applies `o` in namespace `ns`; returns the object as stored.
-async fn apply(client: &Client, ns: &str, o: &Object) -> Result<DynamicObject, ReconcileError> {
-    let (Some(api_version), Some(kind), Some(name)) = (
-        o["apiVersion"].as_str(),
-        o["kind"].as_str(),
-        o["metadata"]["name"].as_str(),
-    ) else {
-        return Err(ReconcileError::Malformed(o.to_string()));
-    };
-    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
-    api.patch(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(o),
-    )
-    .await
-    .map_err(|source| ReconcileError::Api {
-        what: format!("applying {kind} {name}"),
-        source,
-    })
 }
 
 /// Readiness from an applied StatefulSet or Deployment.

@@ -20,6 +20,7 @@ use super::cluster::{reconcile, Context};
 use super::crd::PostgresCluster;
 use super::desired::tests::{cluster, TWO_SHARDS};
 use super::desired::{cluster_objects, Object};
+use super::split_job_tests::FakeSplit;
 use crate::catalog::ShardInfo;
 
 pub(super) type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
@@ -78,6 +79,15 @@ pub(super) fn fake_with(
 }
 
 pub(super) fn ctx(client: Client, catalog: Arc<FakeCatalog>) -> Arc<Context> {
+    ctx_with(client, catalog, Arc::new(FakeSplit::default()))
+}
+
+/// A context with the catalog and the split jobs faked.
+pub(super) fn ctx_with(
+    client: Client,
+    catalog: Arc<FakeCatalog>,
+    split: Arc<FakeSplit>,
+) -> Arc<Context> {
     let reporter = Reporter {
         controller: "pg-router-operator".into(),
         instance: Some("operator-0".into()),
@@ -87,6 +97,7 @@ pub(super) fn ctx(client: Client, catalog: Arc<FakeCatalog>) -> Arc<Context> {
         client,
         now: || "2026-12-06T12:00:00Z".to_string(),
         catalog,
+        split,
     })
 }
 
@@ -191,7 +202,11 @@ pub(super) fn respond(
 /// Answers the applies of `expected` (echoing each object with
 /// `readyReplicas` = `ready(o)`), asserting method, path, field manager
 /// and body.
-async fn serve_applies(handle: &mut Handle, expected: &[Object], ready: impl Fn(&Object) -> u64) {
+pub(super) async fn serve_applies(
+    handle: &mut Handle,
+    expected: &[Object],
+    ready: impl Fn(&Object) -> u64,
+) {
     for o in expected {
         let (req, send) = handle.next_request().await.expect("an apply");
         assert_eq!(req.method(), Method::PATCH);

@@ -1,7 +1,9 @@
 //! `pg-router operator run`: the controllers (kube-runtime) that reconcile
 //! PostgresClusters ([`super::cluster::reconcile`], also when the
-//! StatefulSets and Deployments they own change) and ShardRanges
-//! ([`super::shard_range::reconcile`]), until SIGTERM/SIGINT.
+//! StatefulSets and Deployments they own change), ShardRanges
+//! ([`super::shard_range::reconcile`]) and ShardSplitJobs
+//! ([`super::split_job::reconcile`], whose jobs run in this process), until
+//! SIGTERM/SIGINT.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,9 +16,11 @@ use kube::{Api, Client};
 
 use super::catalog_sync::PgCatalog;
 use super::cluster::{error_policy, now_rfc3339, reconcile, reporter, Context};
-use super::crd::{PostgresCluster, ShardRange};
+use super::crd::{PostgresCluster, ShardRange, ShardSplitJob};
 use super::metrics::{serve, ReconcileMetrics};
 use super::shard_range;
+use super::split_access::pg_split;
+use super::split_job;
 use tokio::net::TcpListener;
 
 /// Runs the controller with the in-cluster (or kubeconfig) credentials,
@@ -47,10 +51,11 @@ pub async fn run(namespace: Option<String>, metrics_listen: &str) -> Result<(), 
         now: now_rfc3339,
         catalog: Arc::new(PgCatalog),
         recorder: Recorder::new(client.clone(), reporter()),
+        split: pg_split(),
     });
     let metrics = Arc::new(ReconcileMetrics::default());
     let http = tokio::spawn(serve(listener, metrics.clone()));
-    tracing::info!(namespace = ?namespace, metrics = metrics_listen, "pg-router operator: reconciling PostgresClusters and ShardRanges");
+    tracing::info!(namespace = ?namespace, metrics = metrics_listen, "pg-router operator: reconciling PostgresClusters, ShardRanges and ShardSplitJobs");
     let m = metrics.clone();
     let clusters = Controller::new(
         api::<PostgresCluster>(&client, &namespace),
@@ -101,7 +106,7 @@ pub async fn run(namespace: Option<String>, metrics_listen: &str) -> Result<(), 
             }
         },
         shard_range::error_policy,
-        ctx,
+        ctx.clone(),
     )
     .for_each(|res| async move {
         match res {
@@ -109,7 +114,32 @@ pub async fn run(namespace: Option<String>, metrics_listen: &str) -> Result<(), 
             Err(e) => tracing::warn!(error = %e, "ShardRange reconcile error"),
         }
     });
-    futures_util::future::join(clusters, ranges).await;
+    let m = metrics.clone();
+    let jobs = Controller::new(
+        api::<ShardSplitJob>(&client, &namespace),
+        watcher::Config::default(),
+    )
+    .shutdown_on_signal()
+    .run(
+        move |sj, ctx| {
+            let m = m.clone();
+            async move {
+                let t = Instant::now();
+                let r = split_job::reconcile(sj, ctx).await;
+                m.observe("ShardSplitJob", r.is_ok(), t.elapsed());
+                r
+            }
+        },
+        split_job::error_policy,
+        ctx,
+    )
+    .for_each(|res| async move {
+        match res {
+            Ok((obj, _)) => tracing::debug!(splitjob = %obj.name, "reconciled"),
+            Err(e) => tracing::warn!(error = %e, "ShardSplitJob reconcile error"),
+        }
+    });
+    futures_util::future::join3(clusters, ranges, jobs).await;
     http.abort();
     Ok(())
 }

@@ -12,15 +12,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 
+use super::api::{cluster_access, patch_status, publish};
 use super::catalog_sync::{RangesError, RangesRequest};
-use super::cluster::{read_password, Context, ReconcileError};
-use super::crd::{PostgresCluster, RangeAssignment, ShardRange, ShardRangeSpec, ShardRangeStatus};
-use super::desired::{catalog_dsn, Ctx};
+use super::cluster::{Context, ReconcileError};
+use super::crd::{RangeAssignment, ShardRange, ShardRangeSpec, ShardRangeStatus};
 use super::status::condition;
 use crate::topology::KeyRange;
 use crate::vindex::VindexKind;
@@ -162,17 +160,7 @@ pub async fn reconcile(sr: Arc<ShardRange>, ctx: Arc<Context>) -> Result<Action,
         &(ctx.now)(),
     );
     if sr.status.as_ref() != Some(&status) {
-        let api: Api<ShardRange> = Api::namespaced(ctx.client.clone(), &ns);
-        api.patch_status(
-            &sr.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&serde_json::json!({ "status": status })),
-        )
-        .await
-        .map_err(|source| ReconcileError::Api {
-            what: format!("patching the status of ShardRange {}", sr.name_any()),
-            source,
-        })?;
+        patch_status(&ctx.client, &*sr, &status).await?;
     }
     let reason_before = sr
         .status
@@ -183,20 +171,17 @@ pub async fn reconcile(sr: Arc<ShardRange>, ctx: Arc<Context>) -> Result<Action,
     if matches!(result, RangeResult::Applied { written: true, .. })
         || (now.status == "False" && reason_before.as_deref() != Some(now.reason.as_str()))
     {
-        let ev = Event {
-            type_: if now.status == "True" {
-                EventType::Normal
-            } else {
-                EventType::Warning
-            },
-            reason: now.reason.clone(),
-            note: Some(now.message.clone()),
-            action: "ApplyRanges".into(),
-            secondary: None,
-        };
-        if let Err(e) = ctx.recorder.publish(&ev, &sr.object_ref(&())).await {
-            tracing::warn!(error = %e, shardrange = %sr.name_any(), "could not publish an Event");
-        }
+        let warning = now.status != "True";
+        let note = Some(now.message.clone());
+        publish(
+            &ctx.recorder,
+            &*sr,
+            warning,
+            &now.reason,
+            note,
+            "ApplyRanges",
+        )
+        .await;
     }
     Ok(match result {
         RangeResult::Applied { .. } => Action::requeue(Duration::from_secs(300)),
@@ -214,39 +199,25 @@ async fn apply(
     ns: &str,
     req: RangesRequest,
 ) -> Result<RangeResult, ReconcileError> {
-    let clusters: Api<PostgresCluster> = Api::namespaced(ctx.client.clone(), ns);
-    let name = &sr.spec.cluster;
-    let pc = clusters
-        .get_opt(name)
-        .await
-        .map_err(|source| ReconcileError::Api {
-            what: format!("reading PostgresCluster {name}"),
-            source,
-        })?;
-    let Some(pc) = pc else {
-        return Ok(RangeResult::Waiting(format!(
-            "PostgresCluster {name} does not exist"
-        )));
-    };
-    let Ok(cctx) = Ctx::new(&pc) else {
-        return Ok(RangeResult::Waiting(format!(
-            "PostgresCluster {name} has no uid yet"
-        )));
-    };
-    let password = match read_password(&ctx.client, ns, &cctx).await? {
-        Ok(p) => p,
+    let access = match cluster_access(&ctx.client, ns, &sr.spec.cluster).await? {
+        Ok(a) => a,
         Err(m) => return Ok(RangeResult::Waiting(m)),
     };
-    let dsn = crate::config::with_password(&catalog_dsn(&cctx), &password);
-    Ok(match ctx.catalog.apply_ranges(dsn, password, req).await {
-        Ok((generation, written)) => RangeResult::Applied {
-            generation,
-            written,
+    Ok(
+        match ctx
+            .catalog
+            .apply_ranges(access.catalog_dsn, access.password, req)
+            .await
+        {
+            Ok((generation, written)) => RangeResult::Applied {
+                generation,
+                written,
+            },
+            Err(RangesError::Refused(m)) => RangeResult::Refused(m),
+            Err(RangesError::Busy(m)) => RangeResult::Busy(m),
+            Err(RangesError::Failed(m)) => RangeResult::Failed(m),
         },
-        Err(RangesError::Refused(m)) => RangeResult::Refused(m),
-        Err(RangesError::Busy(m)) => RangeResult::Busy(m),
-        Err(RangesError::Failed(m)) => RangeResult::Failed(m),
-    })
+    )
 }
 
 /// Backoff after a failed ShardRange reconcile.

@@ -30,6 +30,19 @@ const COLUMNS: &str = "id, keyspace, source, target, start_id::text, end_id::tex
 /// longer `spec.generation`; [`SplitError::UnknownShard`] for a source or
 /// target not in `pgrouter.shards`; [`SplitError::Db`] otherwise.
 pub async fn create(c: &Client, spec: &MoveSpec) -> Result<Job, SplitError> {
+    create_owned(c, spec, None).await
+}
+
+/// [`create`], recording `owner` (e.g. the uid of the Kubernetes object
+/// the job is for) in `progress.owner` in the same statement, so the owner
+/// finds its job again ([`owned_by`]) whatever happened after the insert.
+///
+/// Errors: as [`create`].
+pub async fn create_owned(
+    c: &Client,
+    spec: &MoveSpec,
+    owner: Option<&str>,
+) -> Result<Job, SplitError> {
     for shard in [&spec.source, &spec.target] {
         let known = c
             .query_opt("select 1 from pgrouter.shards where name = $1", &[shard])
@@ -44,8 +57,10 @@ pub async fn create(c: &Client, spec: &MoveSpec) -> Result<Job, SplitError> {
     let inserted = c
         .query_opt(
             "insert into pgrouter.split_jobs \
-                 (keyspace, source, target, start_id, end_id, generation) \
-             select $1, $2, $3, $4::text::numeric, $5::text::numeric, $6 \
+                 (keyspace, source, target, start_id, end_id, generation, progress) \
+             select $1, $2, $3, $4::text::numeric, $5::text::numeric, $6, \
+                    case when $7::text is null then '{}'::jsonb \
+                         else jsonb_build_object('owner', $7::text) end \
                from pgrouter.keyspaces where name = $1 and generation = $6 \
              returning id",
             &[
@@ -55,6 +70,7 @@ pub async fn create(c: &Client, spec: &MoveSpec) -> Result<Job, SplitError> {
                 &start,
                 &end,
                 &spec.generation,
+                &owner,
             ],
         )
         .await;
@@ -100,6 +116,24 @@ fn is_one_active_violation(e: &tokio_postgres::Error) -> bool {
     e.as_db_error().is_some_and(|d| {
         *d.code() == SqlState::UNIQUE_VIOLATION && d.constraint() == Some(ONE_ACTIVE)
     })
+}
+
+/// The latest job recorded with `owner` ([`create_owned`]), if any.
+///
+/// Errors: [`SplitError::Db`], [`SplitError::BadRow`].
+pub async fn owned_by(c: &Client, owner: &str) -> Result<Option<Job>, SplitError> {
+    let row = c
+        .query_opt(
+            "select id from pgrouter.split_jobs where progress ->> 'owner' = $1 \
+              order by id desc limit 1",
+            &[&owner],
+        )
+        .await
+        .context(|| format!("finding the split job of owner {owner}"))?;
+    match row {
+        Some(r) => load(c, r.get(0)).await,
+        None => Ok(None),
+    }
 }
 
 /// The job with id `id`, if any.

@@ -58,6 +58,38 @@ fn example() -> PostgresCluster {
     pc
 }
 
+#[test]
+fn range_and_split_job_examples_are_read_whole() {
+    use pg_router::reconciler::crd::{ShardRange, ShardSplitJob};
+    use pg_router::reconciler::shard_range::layout_of;
+    use pg_router::reconciler::split_job::range_choice;
+    let read = |name: &str| -> serde_json::Value {
+        let path = root().join("charts/pg-router/examples").join(name);
+        let text = std::fs::read_to_string(&path).expect("read example");
+        serde_norway::from_str(&text).expect("example YAML")
+    };
+    let raw = read("shardrange.yaml");
+    let sr: ShardRange = serde_json::from_value(raw.clone()).expect("a ShardRange");
+    keys_kept(
+        &raw["spec"],
+        &serde_json::to_value(&sr.spec).expect("json"),
+        "spec",
+    );
+    let layout = layout_of(&sr.spec).expect("a layout");
+    assert_eq!(layout.layout.len(), 2);
+    let raw = read("shardsplitjob.yaml");
+    let sj: ShardSplitJob = serde_json::from_value(raw.clone()).expect("a ShardSplitJob");
+    keys_kept(
+        &raw["spec"],
+        &serde_json::to_value(&sj.spec).expect("json"),
+        "spec",
+    );
+    assert_eq!(
+        range_choice(&sj).expect("a range"),
+        pg_router::split::RangeChoice::At(0xc000_0000_0000_0000)
+    );
+}
+
 fn helm() -> String {
     std::env::var("PGR_HELM").unwrap_or_else(|_| "helm".into())
 }

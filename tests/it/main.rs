@@ -23,6 +23,8 @@ mod insert_select;
 mod isolation;
 #[cfg(feature = "operator")]
 mod kube_objects;
+#[cfg(feature = "operator")]
+mod kube_split;
 mod layout;
 mod lookup;
 mod operations;

@@ -14,7 +14,9 @@ use kube::{Resource, ResourceExt};
 
 use super::crd::PostgresCluster;
 
-pub use postgres::{catalog_dsn, password_secret, postgres_objects, shard_host, PG_PORT};
+pub use postgres::{
+    catalog_dsn, password_secret, postgres_objects, shard_host, shard_objects, PG_PORT,
+};
 pub use router::{router_objects, router_toml, ROUTER_PORT};
 
 /// Field manager of the reconciler's server-side applies.
