@@ -88,6 +88,11 @@ enum OperatorCommand {
             default_value = "0.0.0.0:9931"
         )]
         metrics_listen: String,
+        /// Elect one leader among the replicas on the Lease
+        /// `pg-router-operator` in this namespace (the chart passes the
+        /// pod's own); unset = reconcile without election (one replica).
+        #[arg(long, env = "PGROUTER_LEADER_ELECTION_NAMESPACE")]
+        leader_election_namespace: Option<String>,
     },
 }
 
@@ -158,7 +163,15 @@ fn main() -> ExitCode {
             Command::Operator(OperatorCommand::Run {
                 namespace,
                 metrics_listen,
-            }) => pg_router::reconciler::run::run(namespace, &metrics_listen).await,
+                leader_election_namespace,
+            }) => {
+                pg_router::reconciler::run::run(
+                    namespace,
+                    &metrics_listen,
+                    leader_election_namespace,
+                )
+                .await
+            }
             Command::Secret { user, method } => {
                 secret_line(&user, &method).map(|l| println!("{l}"))
             }

@@ -11,9 +11,25 @@ use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::cluster::ReconcileError;
 use super::crd::PostgresCluster;
 use super::desired::{catalog_dsn, password_secret, Ctx, Object, FIELD_MANAGER};
+
+/// Why a reconcile failed (it is retried with backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// An API request failed.
+    #[error("{what}: {source}")]
+    Api {
+        /// The request.
+        what: String,
+        /// kube's error.
+        #[source]
+        source: kube::Error,
+    },
+    /// An object has no apiVersion/kind (not expected).
+    #[error("object without apiVersion/kind: {0}")]
+    Malformed(String),
+}
 
 /// Server-side applies `o` in namespace `ns`; returns the object as stored.
 pub(crate) async fn apply(

@@ -63,6 +63,11 @@ pub struct RangesRequest {
     pub vindex: VindexKind,
     /// Ranges and their shards, covering the id space exactly.
     pub layout: Vec<(KeyRange, String)>,
+    /// The keyspace generation this same layout was last applied at, if
+    /// it was: when the catalog has moved past it to other ranges since
+    /// (a split job), the layout is not applied again
+    /// ([`RangesError::Superseded`]).
+    pub applied_at: Option<i64>,
 }
 
 /// Why a layout was not applied.
@@ -77,6 +82,11 @@ pub enum RangesError {
     /// they were checked: applied later.
     #[error("{0}")]
     Busy(String),
+    /// The catalog moved on from this layout after it was applied (a split
+    /// job changed the ranges): not re-applied, which would undo the
+    /// split; the message names the generations.
+    #[error("{0}")]
+    Superseded(String),
     /// Anything else (connect, a catalog error, a shard unreachable, a
     /// layout with a gap).
     #[error("{0}")]
@@ -161,10 +171,9 @@ async fn apply_checked(
 ) -> Result<(i64, bool), RangesError> {
     let failed = |e: CatalogError| RangesError::Failed(e.to_string());
     migrate(client).await.map_err(failed)?;
-    let current = active_ranges(client, &req.keyspace)
+    let (generation, current) = active_ranges(client, &req.keyspace)
         .await
         .map_err(failed)?
-        .map(|(_, r)| r)
         .unwrap_or_default();
     let next: Vec<_> = req
         .layout
@@ -177,6 +186,17 @@ async fn apply_checked(
         })
         .collect();
     let pieces = reassigned(&current, &next);
+    if let Some(applied) = req
+        .applied_at
+        .filter(|g| generation > *g && !pieces.is_empty())
+    {
+        return Err(RangesError::Superseded(format!(
+            "keyspace '{}' moved from generation {applied}, where this layout was applied, \
+             to {generation} with other ranges (a split job): not re-applied; \
+             set spec.ranges to the catalog's layout (`pg-router meta show`) to manage it again",
+            req.keyspace
+        )));
+    }
     if !pieces.is_empty() {
         let catalog = crate::catalog::load(client).await.map_err(failed)?;
         let access = ShardAccess {
@@ -302,6 +322,7 @@ mod tests {
         let layout = |lo: &str, hi: &str| RangesRequest {
             keyspace: "main".into(),
             vindex: VindexKind::HashMurmur3,
+            applied_at: None,
             layout: vec![
                 (
                     KeyRange {
@@ -358,6 +379,14 @@ mod tests {
         // Once the range is empty, the same change applies.
         c.batch_execute("truncate items").await.expect("truncate");
         assert_eq!(apply(layout("shard0", "shard0")).await, Ok((2, true)));
+        // Applied at generation 1, the catalog since at 2 with other ranges:
+        // not re-applied.
+        let mut again = layout("shard0", "shard1");
+        again.applied_at = Some(1);
+        let e = apply(again.clone()).await.expect_err("superseded");
+        assert!(matches!(e, RangesError::Superseded(_)), "{e:?}");
+        again.applied_at = Some(2);
+        assert_eq!(apply(again).await, Ok((3, true)), "a spec edited since");
         let e = apply(layout("shard0", "nope"))
             .await
             .expect_err("unknown shard");

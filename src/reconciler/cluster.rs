@@ -16,6 +16,7 @@ use kube::{Client, ResourceExt};
 
 use std::collections::BTreeMap;
 
+pub use super::api::ReconcileError;
 use super::api::{apply, patch_status, publish, read_password};
 
 use super::catalog_sync::CatalogAccess;
@@ -48,23 +49,6 @@ pub fn reporter() -> Reporter {
         controller: FIELD_MANAGER.into(),
         instance: std::env::var("HOSTNAME").ok(),
     }
-}
-
-/// Why a reconcile failed (it is retried with backoff).
-#[derive(Debug, thiserror::Error)]
-pub enum ReconcileError {
-    /// An API request failed.
-    #[error("{what}: {source}")]
-    Api {
-        /// The request.
-        what: String,
-        /// kube's error.
-        #[source]
-        source: kube::Error,
-    },
-    /// An object has no apiVersion/kind (not expected).
-    #[error("object without apiVersion/kind: {0}")]
-    Malformed(String),
 }
 
 /// The current time as RFC 3339.

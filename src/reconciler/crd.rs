@@ -287,8 +287,10 @@ pub struct ShardRangeStatus {
     /// `Applied`: True (reason `Written` or `InSync`) once the catalog has
     /// the layout; False with reason `Refused` (a populated range would be
     /// reassigned without a split job: never applied), `Busy` (a split job
-    /// of the keyspace is active), `CatalogError`, `InvalidSpec` or
-    /// `Waiting` (no cluster or password yet), and the message.
+    /// of the keyspace is active), `Superseded` (a split job changed the
+    /// ranges after this spec was applied: not re-applied until the spec
+    /// changes), `CatalogError`, `InvalidSpec` or `Waiting` (no cluster or
+    /// password yet), and the message.
     #[serde(default)]
     pub conditions: Vec<Condition>,
 }

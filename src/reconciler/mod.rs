@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod crd;
 pub mod crds;
 pub mod desired;
+pub mod leader;
 pub mod metrics;
 pub mod run;
 pub mod shard_range;

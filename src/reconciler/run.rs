@@ -17,19 +17,27 @@ use kube::{Api, Client};
 use super::catalog_sync::PgCatalog;
 use super::cluster::{error_policy, now_rfc3339, reconcile, reporter, Context};
 use super::crd::{PostgresCluster, ShardRange, ShardSplitJob};
+use super::leader::{campaign, while_leading};
 use super::metrics::{serve, ReconcileMetrics};
 use super::shard_range;
 use super::split_access::pg_split;
 use super::split_job;
 use tokio::net::TcpListener;
 
-/// Runs the controller with the in-cluster (or kubeconfig) credentials,
+/// Runs the controllers with the in-cluster (or kubeconfig) credentials,
 /// watching `namespace` or every namespace, and serves its metrics on
-/// `metrics_listen` (`ip:port`, [`super::metrics`]).
+/// `metrics_listen` (`ip:port`, [`super::metrics`]). With
+/// `leader_namespace`, reconciles only while it holds the leader Lease
+/// there ([`super::leader`], identity `$HOSTNAME`).
 ///
-/// Errors: no Kubernetes configuration found or usable, or the metrics
-/// address cannot be bound (message).
-pub async fn run(namespace: Option<String>, metrics_listen: &str) -> Result<(), String> {
+/// Errors: no Kubernetes configuration found or usable, the metrics
+/// address cannot be bound, the Lease cannot be used, or leadership was
+/// lost (message).
+pub async fn run(
+    namespace: Option<String>,
+    metrics_listen: &str,
+    leader_namespace: Option<String>,
+) -> Result<(), String> {
     let listener = TcpListener::bind(metrics_listen)
         .await
         .map_err(|e| format!("cannot listen on {metrics_listen} for metrics: {e}"))?;
@@ -139,7 +147,22 @@ pub async fn run(namespace: Option<String>, metrics_listen: &str) -> Result<(), 
             Err(e) => tracing::warn!(error = %e, "ShardSplitJob reconcile error"),
         }
     });
-    futures_util::future::join3(clusters, ranges, jobs).await;
+    let all = async {
+        futures_util::future::join3(clusters, ranges, jobs).await;
+    };
+    let result = match leader_namespace {
+        Some(ns) => {
+            let identity = std::env::var("HOSTNAME")
+                .unwrap_or_else(|_| format!("pg-router-operator-{}", std::process::id()));
+            tracing::info!(namespace = %ns, identity = %identity, "campaigning for the leader Lease");
+            let leading = campaign(client.clone(), &ns, &identity).await?;
+            while_leading(leading, all).await
+        }
+        None => {
+            all.await;
+            Ok(())
+        }
+    };
     http.abort();
-    Ok(())
+    result
 }

@@ -4,10 +4,10 @@
 //! catalog's NOTIFY), and the result reported in status. A layout that
 //! gives a populated key range to another shard is refused (condition
 //! `Applied=False`, reason `Refused`) and never applied: moving rows is a
-//! ShardSplitJob's work. Level-based: after a split job has moved a range,
-//! a ShardRange still naming the old layout is refused the same way until
-//! its spec names the new one. Deleting a ShardRange leaves the catalog as
-//! it is.
+//! ShardSplitJob's work. A layout applied once is not re-applied after a
+//! split job has changed the catalog's ranges (reason `Superseded`, which
+//! would undo the split) until the spec changes. Deleting a ShardRange
+//! leaves the catalog as it is.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +38,9 @@ pub enum RangeResult {
     Refused(String),
     /// Not applied yet: a split job is active or the ranges moved meanwhile.
     Busy(String),
+    /// Not re-applied: a split job changed the ranges after this layout
+    /// was applied.
+    Superseded(String),
     /// Not applied: the catalog or a shard could not be reached or refused.
     Failed(String),
     /// The spec cannot be read (bad hex, unknown vindex).
@@ -90,12 +93,13 @@ pub fn layout_of(spec: &ShardRangeSpec) -> Result<RangesRequest, String> {
         keyspace: spec.keyspace.clone(),
         vindex,
         layout,
+        applied_at: None,
     })
 }
 
 /// The new status: condition `Applied` (True with reason `Written` or
-/// `InSync`; False with `Refused`, `Busy`, `CatalogError`, `InvalidSpec`
-/// or `Waiting`); `catalogGeneration` from the last apply that succeeded.
+/// `InSync`; False with `Refused`, `Busy`, `Superseded`, `CatalogError`,
+/// `InvalidSpec` or `Waiting`); `catalogGeneration` from the last apply that succeeded.
 /// Pure; `now` is RFC 3339.
 pub fn shard_range_status(
     prev: Option<&ShardRangeStatus>,
@@ -120,6 +124,7 @@ pub fn shard_range_status(
         ),
         RangeResult::Refused(m) => (false, "Refused", m.clone()),
         RangeResult::Busy(m) => (false, "Busy", m.clone()),
+        RangeResult::Superseded(m) => (false, "Superseded", m.clone()),
         RangeResult::Failed(m) => (false, "CatalogError", m.clone()),
         RangeResult::Invalid(m) => (false, "InvalidSpec", m.clone()),
         RangeResult::Waiting(m) => (false, "Waiting", m.clone()),
@@ -151,7 +156,20 @@ pub async fn reconcile(sr: Arc<ShardRange>, ctx: Arc<Context>) -> Result<Action,
     let ns = sr.namespace().unwrap_or_default();
     let result = match layout_of(&sr.spec) {
         Err(m) => RangeResult::Invalid(m),
-        Ok(req) => apply(&sr, &ctx, &ns, req).await?,
+        Ok(mut req) => {
+            // This spec was applied before: the catalog generation then.
+            req.applied_at = sr
+                .status
+                .as_ref()
+                .filter(|s| s.observed_generation == sr.metadata.generation)
+                .filter(|s| {
+                    s.conditions.iter().any(|c| {
+                        c.type_ == "Applied" && (c.status == "True" || c.reason == "Superseded")
+                    })
+                })
+                .and_then(|s| s.catalog_generation);
+            apply(&sr, &ctx, &ns, req).await?
+        }
     };
     let status = shard_range_status(
         sr.status.as_ref(),
@@ -171,7 +189,7 @@ pub async fn reconcile(sr: Arc<ShardRange>, ctx: Arc<Context>) -> Result<Action,
     if matches!(result, RangeResult::Applied { written: true, .. })
         || (now.status == "False" && reason_before.as_deref() != Some(now.reason.as_str()))
     {
-        let warning = now.status != "True";
+        let warning = now.status != "True" && now.reason != "Superseded";
         let note = Some(now.message.clone());
         publish(
             &ctx.recorder,
@@ -184,7 +202,9 @@ pub async fn reconcile(sr: Arc<ShardRange>, ctx: Arc<Context>) -> Result<Action,
         .await;
     }
     Ok(match result {
-        RangeResult::Applied { .. } => Action::requeue(Duration::from_secs(300)),
+        RangeResult::Applied { .. } | RangeResult::Superseded(_) => {
+            Action::requeue(Duration::from_secs(300))
+        }
         RangeResult::Invalid(_) => Action::await_change(),
         RangeResult::Refused(_) => Action::requeue(Duration::from_secs(120)),
         RangeResult::Busy(_) | RangeResult::Waiting(_) => Action::requeue(Duration::from_secs(30)),
@@ -215,6 +235,7 @@ async fn apply(
             },
             Err(RangesError::Refused(m)) => RangeResult::Refused(m),
             Err(RangesError::Busy(m)) => RangeResult::Busy(m),
+            Err(RangesError::Superseded(m)) => RangeResult::Superseded(m),
             Err(RangesError::Failed(m)) => RangeResult::Failed(m),
         },
     )

@@ -120,6 +120,7 @@ async fn a_layout_is_written_then_reported() {
     assert_eq!(req.keyspace, "main");
     assert_eq!(req.layout[1].1, "shard1");
     assert_eq!(req.layout[1].0.start, 1 << 63);
+    assert_eq!(req.applied_at, None, "a new spec");
 }
 
 #[tokio::test]
@@ -137,11 +138,13 @@ async fn an_unchanged_layout_patches_nothing() {
         handle
     });
     let catalog = fake_with(Ok(Default::default()), Ok((2, false)));
-    let action = reconcile(Arc::new(sr), ctx(Client::new(svc, "db"), catalog))
+    let action = reconcile(Arc::new(sr), ctx(Client::new(svc, "db"), catalog.clone()))
         .await
         .expect("reconcile");
     let _handle = server.await.expect("server");
     assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+    // Applied before at generation 2: a split job's later change is kept.
+    assert_eq!(catalog.range_calls.lock()[0].2.applied_at, Some(2));
 }
 
 #[tokio::test]

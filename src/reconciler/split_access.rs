@@ -20,7 +20,7 @@ use crate::split::capture::CaptureSettings;
 use crate::split::catchup::CatchUpSettings;
 use crate::split::cutover::{self, CutoverSettings};
 use crate::split::progress::Observer;
-use crate::split::run::{drive, JobContext, RunSettings};
+use crate::split::run::{claim, drive, JobContext, RunSettings};
 use crate::split::shards::ShardAccess;
 use crate::split::{plan, rollback, store, Phase, RangeChoice, SplitError};
 
@@ -108,6 +108,11 @@ pub trait SplitAccess: Send + Sync {
         conn: SplitConn,
         req: SplitRequest,
     ) -> BoxFuture<'_, Result<i64, CreateError>>;
+
+    /// The job recorded for `owner`, if any (nothing is created).
+    ///
+    /// Errors: a message (catalog unreachable).
+    fn find(&self, conn: SplitConn, owner: String) -> BoxFuture<'_, Result<Option<i64>, String>>;
 
     /// The job's row (None: no such job).
     ///
@@ -219,6 +224,16 @@ impl SplitAccess for PgSplit {
                 ) => Err(CreateError::Refused(e.to_string())),
                 Err(e) => Err(failed(e)),
             }
+        })
+    }
+
+    fn find(&self, conn: SplitConn, owner: String) -> BoxFuture<'_, Result<Option<i64>, String>> {
+        Box::pin(async move {
+            let cat = catalog(&conn.catalog_dsn).await?;
+            store::owned_by(&cat, &owner)
+                .await
+                .map(|j| j.map(|j| j.id))
+                .map_err(|e| e.to_string())
         })
     }
 
@@ -382,6 +397,7 @@ impl SplitAccess for PgSplit {
             let ctx = JobContext::open(cat, PgSplit::access(&conn), &job)
                 .await
                 .map_err(s)?;
+            claim(&ctx.cat, id).await.map_err(s)?;
             let job = store::load(&ctx.cat, id)
                 .await
                 .map_err(s)?

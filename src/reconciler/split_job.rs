@@ -422,10 +422,28 @@ async fn finalize(
             .cloned()
             .collect::<Vec<_>>()
     };
-    let id = sj.status.as_ref().and_then(|s| s.job_id);
-    let info = connect_info(sj, ctx, ns).await?;
-    let (Some(id), Ok((conn, _, _))) = (id, info) else {
-        // No job was recorded, or its cluster (and catalog) is gone.
+    let Ok((conn, _, _)) = connect_info(sj, ctx, ns).await? else {
+        // The cluster (and its catalog) is gone, or never was.
+        set_finalizers(api, sj, release(sj)).await?;
+        return Ok(Action::await_change());
+    };
+    let id = match sj.status.as_ref().and_then(|s| s.job_id) {
+        Some(id) => Some(id),
+        // Recorded, but the status patch was lost: found by uid.
+        None => match ctx
+            .split
+            .find(conn.clone(), sj.uid().unwrap_or_default())
+            .await
+        {
+            Ok(id) => id,
+            Err(m) => {
+                tracing::warn!(error = %m, "deleting a ShardSplitJob: catalog unavailable");
+                return Ok(Action::requeue(Duration::from_secs(15)));
+            }
+        },
+    };
+    let Some(id) = id else {
+        // No job was recorded.
         set_finalizers(api, sj, release(sj)).await?;
         return Ok(Action::await_change());
     };

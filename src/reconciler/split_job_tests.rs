@@ -68,6 +68,12 @@ impl SplitAccess for FakeSplit {
         Box::pin(async move { r })
     }
 
+    fn find(&self, _conn: SplitConn, owner: String) -> BoxFuture<'_, Result<Option<i64>, String>> {
+        self.calls.lock().push(format!("find {owner}"));
+        let r = self.phase.lock().map(|_| 7);
+        Box::pin(async move { Ok(r) })
+    }
+
     fn observe(
         &self,
         _conn: SplitConn,
@@ -537,4 +543,61 @@ async fn a_new_target_shard_is_bootstrapped_and_registered_first() {
             assert!(split.calls()[0].contains("shard0→shard2"));
         }
     }
+}
+
+#[tokio::test]
+async fn deletion_finds_a_job_whose_id_the_status_lost() {
+    let split = FakeSplit::at(Phase::Copy);
+    let mut sj = deleted(TO_SHARD1, "Pending");
+    if let Some(st) = sj.status.as_mut() {
+        st.job_id = None;
+    }
+    let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let server = tokio::spawn(async move {
+        serve_cluster(&mut handle).await;
+        serve_secret(&mut handle, Some("pw")).await;
+        event(
+            &mut handle,
+            "Normal",
+            "RolledBack",
+            "rolled back on deletion",
+        )
+        .await;
+        serve_finalizers(&mut handle, &[]).await;
+    });
+    reconcile(
+        Arc::new(sj),
+        ctx_with(Client::new(svc, "db"), fake(), split.clone()),
+    )
+    .await
+    .expect("reconcile");
+    server.await.expect("server");
+    assert_eq!(
+        split.calls(),
+        [
+            format!("find {UID}"),
+            "observe 7".into(),
+            "rollback 7".into()
+        ]
+    );
+    // Nothing recorded: released at once.
+    let split = Arc::new(FakeSplit::default());
+    let mut sj = deleted(TO_SHARD1, "Pending");
+    if let Some(st) = sj.status.as_mut() {
+        st.job_id = None;
+    }
+    let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let server = tokio::spawn(async move {
+        serve_cluster(&mut handle).await;
+        serve_secret(&mut handle, Some("pw")).await;
+        serve_finalizers(&mut handle, &[]).await;
+    });
+    reconcile(
+        Arc::new(sj),
+        ctx_with(Client::new(svc, "db"), fake(), split.clone()),
+    )
+    .await
+    .expect("reconcile");
+    server.await.expect("server");
+    assert_eq!(split.calls(), [format!("find {UID}")]);
 }

@@ -220,6 +220,7 @@ pub async fn run_split(args: SplitArgs) -> Result<(), String> {
         SplitCommand::Rollback { job } => {
             let job = pick_any(&cat, job).await?;
             let ctx = JobContext::open(cat, access, &job).await.map_err(s)?;
+            super::run::claim(&ctx.cat, job.id).await.map_err(s)?;
             super::rollback::rollback(ctx.env(), &job, None)
                 .await
                 .map_err(s)?;

@@ -30,6 +30,11 @@ pub enum SplitError {
         running: String,
     },
 
+    /// Another process runs the job (its catalog session holds the job's
+    /// advisory lock, [`super::run::claim`]).
+    #[error("split job {0} is being run by another process (pg-router split or the reconciler); stop it first")]
+    RunElsewhere(i64),
+
     /// The job's routing update has committed: it can only go forward.
     #[error("{0} is past its routing update (the point of no return): it can only be completed, not rolled back")]
     PastPointOfNoReturn(String),

@@ -140,17 +140,55 @@ impl JobContext {
     }
 }
 
+/// Takes job `id`'s session advisory lock on the catalog session `cat`
+/// (key `hashtextextended('pgrouter.split_job/<id>', 0)`), so one process
+/// at a time runs or rolls back a job; held until the session ends. Waits
+/// up to 10 s for a process that just died to let go of it. Re-entrant
+/// within the session.
+///
+/// Errors: [`SplitError::RunElsewhere`]; [`SplitError::Db`].
+pub async fn claim(cat: &Client, id: i64) -> Result<(), SplitError> {
+    claim_within(cat, id, Duration::from_secs(10)).await
+}
+
+/// [`claim`], waiting at most `wait` (tried every 200 ms, at least once).
+///
+/// Errors: as [`claim`].
+pub async fn claim_within(cat: &Client, id: i64, wait: Duration) -> Result<(), SplitError> {
+    use super::error::Context;
+    let tries = (wait.as_millis() / 200).max(1);
+    for i in 0..tries {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let got: bool = cat
+            .query_one(
+                "select pg_try_advisory_lock(hashtextextended('pgrouter.split_job/' || $1::int8::text, 0))",
+                &[&id],
+            )
+            .await
+            .context(|| format!("locking split job {id}"))?
+            .get(0);
+        if got {
+            return Ok(());
+        }
+    }
+    Err(SplitError::RunElsewhere(id))
+}
+
 /// Runs job `id` until it ends (or, with a failure past the routing
 /// update, until that failure); returns its final phase.
 ///
-/// Errors: [`SplitError::NoSuchJob`]; any step's error (before the
-/// routing update the job is rolled back first, phase failed).
+/// Errors: [`SplitError::RunElsewhere`] (see [`claim`]);
+/// [`SplitError::NoSuchJob`]; any step's error (before the routing update
+/// the job is rolled back first, phase failed).
 pub async fn drive(
     ctx: &JobContext,
     id: i64,
     settings: &RunSettings,
     observer: &dyn Observer,
 ) -> Result<Phase, SplitError> {
+    claim(&ctx.cat, id).await?;
     loop {
         let job = store::load(&ctx.cat, id)
             .await?
@@ -453,4 +491,30 @@ async fn requested(cat: &Client, id: i64) -> Result<(bool, bool), SplitError> {
         .await
         .context(|| format!("reading split job {id}"))?;
     Ok((r.get(0), r.get(1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::test_pg::TestPg;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_session_at_a_time_claims_a_job() {
+        let pg = TestPg::start();
+        let (a, b) = (pg.connect().await, pg.connect().await);
+        claim(&a, 7).await.expect("first claim");
+        claim(&a, 7).await.expect("re-entrant in its session");
+        let e = claim_within(&b, 7, Duration::ZERO)
+            .await
+            .expect_err("held by a");
+        assert!(matches!(e, SplitError::RunElsewhere(7)), "{e}");
+        claim_within(&b, 8, Duration::ZERO)
+            .await
+            .expect("another job");
+        // The holder's session ends: the next process takes it over.
+        drop(a);
+        claim_within(&b, 7, Duration::from_secs(5))
+            .await
+            .expect("released with the session");
+    }
 }

@@ -128,7 +128,15 @@ fn chart_and_generated_objects_pass_strict_validation() {
         "serviceMonitor.enabled=true",
     ];
     run(Command::new(helm()).arg("lint").arg(&chart).args(optional));
-    for extra in [&[][..], &["--set", "watchNamespace=shop"][..]] {
+    for extra in [
+        &[][..],
+        &[
+            "--set",
+            "watchNamespace=shop",
+            "--set",
+            "leaderElection=false",
+        ][..],
+    ] {
         let rendered = run(Command::new(helm())
             .args([
                 "template",
@@ -154,6 +162,15 @@ fn chart_and_generated_objects_pass_strict_validation() {
                 "{kind} rendered"
             );
         }
+        // Leader election: its Lease Role and the pod's namespace passed;
+        // without it, one replica recreated.
+        let electing = !extra.contains(&"leaderElection=false");
+        assert_eq!(rendered.contains("coordination.k8s.io"), electing);
+        assert_eq!(
+            rendered.contains("PGROUTER_LEADER_ELECTION_NAMESPACE"),
+            electing
+        );
+        assert_eq!(rendered.contains("type: Recreate"), !electing);
         let file = dir.path().join("chart.yaml");
         std::fs::write(&file, &rendered).expect("write");
         let out = validate(&file);

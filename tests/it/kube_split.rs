@@ -53,6 +53,9 @@ impl SplitAccess for Local {
     ) -> BoxFuture<'_, Result<i64, CreateError>> {
         self.inner.find_or_create(self.conn(conn), req)
     }
+    fn find(&self, conn: SplitConn, owner: String) -> BoxFuture<'_, Result<Option<i64>, String>> {
+        self.inner.find(self.conn(conn), owner)
+    }
     fn observe(
         &self,
         conn: SplitConn,

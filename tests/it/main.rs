@@ -22,6 +22,8 @@ mod generated_keys;
 mod insert_select;
 mod isolation;
 #[cfg(feature = "operator")]
+mod kube_live;
+#[cfg(feature = "operator")]
 mod kube_objects;
 #[cfg(feature = "operator")]
 mod kube_split;
