@@ -38,6 +38,8 @@ pub struct Context {
     pub catalog: Arc<dyn CatalogAccess>,
     /// Publishes the Events of phase changes.
     pub recorder: Recorder,
+    /// The reconciler's own metrics (split job failures).
+    pub metrics: Arc<super::metrics::ReconcileMetrics>,
     /// The split-job operations ([`PgSplit`](super::split_access::PgSplit)
     /// outside tests).
     pub split: Arc<dyn super::split_access::SplitAccess>,

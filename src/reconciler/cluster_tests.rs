@@ -98,6 +98,7 @@ pub(super) fn ctx_with(
         now: || "2026-12-06T12:00:00Z".to_string(),
         catalog,
         split,
+        metrics: Default::default(),
     })
 }
 

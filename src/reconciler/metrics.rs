@@ -5,7 +5,9 @@
 //! - `pgrouter_operator_reconciles_total{kind, result}`: reconciles ended,
 //!   `result` = `ok` or `error`;
 //! - `pgrouter_operator_reconcile_duration_seconds{kind}`: their duration,
-//!   histogram with buckets from 5 ms doubling to about 20 s.
+//!   histogram with buckets from 5 ms doubling to about 20 s;
+//! - `pgrouter_operator_split_job_failed{namespace, name}`: 1 while a
+//!   ShardSplitJob's phase is `Failed`, else 0 (gone with the object).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use hyper_util::rt::TokioIo;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -36,11 +39,18 @@ struct KindLabels {
     kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ObjectLabels {
+    namespace: String,
+    name: String,
+}
+
 /// The reconciler's metrics (cheap to share behind an `Arc`).
 pub struct ReconcileMetrics {
     registry: Registry,
     reconciles: Family<ResultLabels, Counter>,
     durations: Family<KindLabels, Histogram>,
+    split_failed: Family<ObjectLabels, Gauge>,
 }
 
 impl Default for ReconcileMetrics {
@@ -60,10 +70,17 @@ impl Default for ReconcileMetrics {
             "Reconcile duration by resource kind, seconds.",
             durations.clone(),
         );
+        let split_failed = Family::<ObjectLabels, Gauge>::default();
+        registry.register(
+            "pgrouter_operator_split_job_failed",
+            "1 while a ShardSplitJob's phase is Failed, else 0.",
+            split_failed.clone(),
+        );
         ReconcileMetrics {
             registry,
             reconciles,
             durations,
+            split_failed,
         }
     }
 }
@@ -80,6 +97,23 @@ impl ReconcileMetrics {
         self.durations
             .get_or_create(&KindLabels { kind: kind.into() })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records whether ShardSplitJob `namespace/name` has failed; `None`
+    /// forgets it (the object is gone).
+    pub fn split_job_failed(&self, namespace: &str, name: &str, failed: Option<bool>) {
+        let labels = ObjectLabels {
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        match failed {
+            Some(f) => {
+                self.split_failed.get_or_create(&labels).set(i64::from(f));
+            }
+            None => {
+                self.split_failed.remove(&labels);
+            }
+        }
     }
 
     /// The OpenMetrics text of every metric.

@@ -54,14 +54,15 @@ pub async fn run(
             None => Api::all(client.clone()),
         }
     }
+    let metrics = Arc::new(ReconcileMetrics::default());
     let ctx = Arc::new(Context {
+        metrics: metrics.clone(),
         client: client.clone(),
         now: now_rfc3339,
         catalog: Arc::new(PgCatalog),
         recorder: Recorder::new(client.clone(), reporter()),
         split: pg_split(),
     });
-    let metrics = Arc::new(ReconcileMetrics::default());
     let http = tokio::spawn(serve(listener, metrics.clone()));
     tracing::info!(namespace = ?namespace, metrics = metrics_listen, "pg-router operator: reconciling PostgresClusters, ShardRanges and ShardSplitJobs");
     let m = metrics.clone();

@@ -232,6 +232,9 @@ pub async fn reconcile(
     if sj.status.as_ref() != Some(&status) {
         patch_status(&ctx.client, &*sj, &status).await?;
     }
+    let failed = status.phase.as_deref() == Some("Failed");
+    ctx.metrics
+        .split_job_failed(&ns, &sj.name_any(), Some(failed));
     let before = sj.status.as_ref().and_then(|s| s.phase.clone());
     let degraded_before = sj
         .status
@@ -415,16 +418,9 @@ async fn finalize(
     if !sj.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(Action::await_change());
     }
-    let release = |sj: &ShardSplitJob| {
-        sj.finalizers()
-            .iter()
-            .filter(|f| *f != FINALIZER)
-            .cloned()
-            .collect::<Vec<_>>()
-    };
     let Ok((conn, _, _)) = connect_info(sj, ctx, ns).await? else {
         // The cluster (and its catalog) is gone, or never was.
-        set_finalizers(api, sj, release(sj)).await?;
+        release(ctx, api, sj).await?;
         return Ok(Action::await_change());
     };
     let id = match sj.status.as_ref().and_then(|s| s.job_id) {
@@ -444,7 +440,7 @@ async fn finalize(
     };
     let Some(id) = id else {
         // No job was recorded.
-        set_finalizers(api, sj, release(sj)).await?;
+        release(ctx, api, sj).await?;
         return Ok(Action::await_change());
     };
     let snap = match ctx.split.observe(conn.clone(), id).await {
@@ -469,7 +465,7 @@ async fn finalize(
                     "split job {id} is past its point of no return; it runs to completion without this object"
                 );
                 publish(ctx, sj, false, "ForwardOnly", Some(note)).await;
-                set_finalizers(api, sj, release(sj)).await?;
+                release(ctx, api, sj).await?;
                 return Ok(Action::await_change());
             }
             Ok(Action::requeue(POLL))
@@ -485,14 +481,32 @@ async fn finalize(
                     return Ok(Action::requeue(Duration::from_secs(15)));
                 }
             }
-            set_finalizers(api, sj, release(sj)).await?;
+            release(ctx, api, sj).await?;
             Ok(Action::await_change())
         }
         _ => {
-            set_finalizers(api, sj, release(sj)).await?;
+            release(ctx, api, sj).await?;
             Ok(Action::await_change())
         }
     }
+}
+
+/// Removes this reconciler's finalizer from `sj` (and its metric series).
+async fn release(
+    ctx: &Context,
+    api: &Api<ShardSplitJob>,
+    sj: &ShardSplitJob,
+) -> Result<(), ReconcileError> {
+    let rest = sj
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    set_finalizers(api, sj, rest).await?;
+    let ns = sj.namespace().unwrap_or_default();
+    ctx.metrics.split_job_failed(&ns, &sj.name_any(), None);
+    Ok(())
 }
 
 /// Sets `metadata.finalizers` (merge patch, conditional on the object's

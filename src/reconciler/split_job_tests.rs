@@ -363,14 +363,19 @@ async fn a_failed_job_is_degraded_with_its_reason() {
         assert_eq!(status["conditions"][2]["status"], "True");
         event(&mut handle, "Warning", "Failed", "disk full").await;
     });
-    let action = reconcile(
-        Arc::new(split_job(TO_SHARD1, true)),
-        ctx_with(Client::new(svc, "db"), fake(), split.clone()),
-    )
-    .await
-    .expect("reconcile");
+    let c = ctx_with(Client::new(svc, "db"), fake(), split.clone());
+    let action = reconcile(Arc::new(split_job(TO_SHARD1, true)), c.clone())
+        .await
+        .expect("reconcile");
     server.await.expect("server");
     assert_eq!(action, Action::await_change());
+    assert!(
+        c.metrics
+            .render()
+            .contains(r#"pgrouter_operator_split_job_failed{namespace="db",name="split1"} 1"#),
+        "{}",
+        c.metrics.render()
+    );
     // A spec that cannot be planned: Degraded/Refused, retried later.
     let split = Arc::new(FakeSplit::default());
     *split.create_error.lock() = Some(CreateError::Refused(
@@ -424,15 +429,18 @@ async fn deletion_rolls_back_before_the_point_of_no_return() {
         .await;
         serve_finalizers(&mut handle, &[]).await;
     });
-    let action = reconcile(
-        Arc::new(deleted(TO_SHARD1, "CatchUp")),
-        ctx_with(Client::new(svc, "db"), fake(), split.clone()),
-    )
-    .await
-    .expect("reconcile");
+    let c = ctx_with(Client::new(svc, "db"), fake(), split.clone());
+    c.metrics.split_job_failed("db", "split1", Some(false));
+    let action = reconcile(Arc::new(deleted(TO_SHARD1, "CatchUp")), c.clone())
+        .await
+        .expect("reconcile");
     server.await.expect("server");
     assert_eq!(action, Action::await_change());
     assert_eq!(split.calls(), ["observe 7", "rollback 7"]);
+    assert!(
+        !c.metrics.render().contains("split1"),
+        "the released object's series is gone"
+    );
     assert_eq!(*split.phase.lock(), Some(Phase::RolledBack));
 }
 

@@ -195,6 +195,7 @@ async fn setup(cutover: serde_json::Value) -> Setup {
         now: pg_router::reconciler::cluster::now_rfc3339,
         catalog: Arc::new(PgCatalog),
         split: split.clone(),
+        metrics: Default::default(),
     });
     Setup {
         dev,
