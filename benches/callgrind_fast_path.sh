@@ -14,7 +14,11 @@
 #   binary   pg-router binaries to compare, default target/release/pg-router
 # SHARDS=<n> runs the router over n shards (default 1).
 # Prints one Markdown table row per binary (instructions per query), each
-# followed by its top functions by self cost (callgrind_annotate).
+# followed by its top functions by self cost (callgrind_annotate). When
+# pgbouncer is installed (BOUNCER=0 skips it) and the mode is not prepared,
+# a last row measures PgBouncer (transaction pooling, single-threaded) the
+# same way in front of the same shard0 (the router runs plainly to keep the
+# shard up; only PgBouncer is under callgrind).
 # Needs: valgrind, pgbench; run as root (PostgreSQL runs as postgres).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,9 +65,9 @@ for bin in "${BINS[@]}"; do
   RPID=$!
   wait_ready "$WORK/run.log" 300
   "$PGBENCH" -S -n -M "$MODE" -c 1 -t 200 -h 127.0.0.1 -p "$PORT" -U postgres postgres >/dev/null 2>&1
-  callgrind_control -z "$RPID" >/dev/null
+  callgrind_control -z "$RPID" >/dev/null 2>&1
   "$PGBENCH" -S -n -M "$MODE" -c 1 -t "$QUERIES" -h 127.0.0.1 -p "$PORT" -U postgres postgres >/dev/null 2>&1
-  callgrind_control -d "$RPID" >/dev/null
+  callgrind_control -d "$RPID" >/dev/null 2>&1
   # The dump made by -d (after -z): part 1 of this process's output.
   dump=$out.$RPID.1
   kill -TERM "$RPID"; wait "$RPID" 2>/dev/null || true; RPID=
@@ -77,3 +81,51 @@ for bin in "${BINS[@]}"; do
   sed 's/^/    /' "$WORK/top.txt"
   [ -n "${KEEP:-}" ] || rm -f "$out".*
 done
+
+# PgBouncer in front of the same shard0, under callgrind.
+if command -v pgbouncer >/dev/null && [ "${BOUNCER:-1}" = 1 ] && [ "$MODE" != prepared ] && [ "$SHARDS" = 1 ]; then
+  "${BINS[0]}" dev --shards 1 --port "$PORT" --workers 1 --data-dir "$WORK/data" >"$WORK/plain.log" 2>&1 &
+  RPID=$!
+  wait_ready "$WORK/plain.log" 60
+  SHARD0_PORT=$(grep -o 'shard0: 127.0.0.1:[0-9]*' "$WORK/plain.log" | cut -d: -f3)
+  B=$WORK/bouncer
+  BPORT=$((PORT + 1))
+  mkdir -p "$B"
+  cat >"$B/pgbouncer.ini" <<INI
+[databases]
+postgres = host=127.0.0.1 port=$SHARD0_PORT dbname=postgres user=postgres
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $BPORT
+auth_type = trust
+auth_file = $B/userlist.txt
+pool_mode = transaction
+default_pool_size = 20
+logfile = $B/pgbouncer.log
+INI
+  echo '"postgres" ""' >"$B/userlist.txt"
+  chown -R postgres "$B"
+  runuser -u postgres -- valgrind --tool=callgrind --callgrind-out-file="$B/callgrind.out.%p" \
+    pgbouncer "$B/pgbouncer.ini" >"$B/valgrind.log" 2>&1 &
+  BPID=
+  for _ in $(seq 1 100); do
+    BPID=$(pgrep -u postgres -f "callgrind.*pgbouncer" | head -1 || true)
+    [ -n "$BPID" ] && "$PGBENCH" -S -n -M "$MODE" -c 1 -t 1 -h 127.0.0.1 -p "$BPORT" -U postgres postgres >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+  "$PGBENCH" -S -n -M "$MODE" -c 1 -t 200 -h 127.0.0.1 -p "$BPORT" -U postgres postgres >/dev/null 2>&1
+  # vgdb reaches a process of its own user only.
+  runuser -u postgres -- callgrind_control -z "$BPID" >/dev/null 2>&1
+  "$PGBENCH" -S -n -M "$MODE" -c 1 -t "$QUERIES" -h 127.0.0.1 -p "$BPORT" -U postgres postgres >/dev/null 2>&1
+  runuser -u postgres -- callgrind_control -d "$BPID" >/dev/null 2>&1
+  kill -INT "$BPID" 2>/dev/null || true
+  sleep 1
+  dump=$B/callgrind.out.$BPID.1
+  [ -s "$dump" ] || { echo "no callgrind dump $dump" >&2; ls "$B" >&2; exit 1; }
+  ir=$(grep -m1 '^summary:' "$dump" | awk '{print $2}')
+  printf "| pgbouncer %s | %s |\n" "$(pgbouncer --version | head -1 | awk '{print $2}')" \
+    "$(awk -v i="$ir" -v n="$QUERIES" 'BEGIN {printf "%.0f", i/n}')"
+  callgrind_annotate --inclusive=no --threshold=100 --auto=no "$dump" 2>/dev/null \
+    | sed -n '/file:function/,$p' | sed -n '3,$p' | head -12 | sed 's/^/    /' || true
+  kill -TERM "$RPID"; wait "$RPID" 2>/dev/null || true; RPID=
+fi
