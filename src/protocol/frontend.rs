@@ -141,6 +141,15 @@ impl<'a> Bind<'a> {
         c.cstr()
     }
 
+    /// The destination portal name of a Bind body, without decoding its
+    /// parameters.
+    ///
+    /// Errors: [`ProtocolError::Malformed`] when the name is not
+    /// NUL-terminated UTF-8.
+    pub fn portal_name(body: &'a [u8]) -> Result<&'a str, ProtocolError> {
+        Cursor::new(body).cstr()
+    }
+
     /// Decodes a Bind body.
     pub fn decode(body: &'a [u8]) -> Result<Self, ProtocolError> {
         let mut c = Cursor::new(body);
@@ -312,6 +321,8 @@ mod tests {
         assert_eq!(d.after_names, 4);
         assert_eq!(Bind::statement_name(&b).unwrap(), "s");
         assert!(Bind::statement_name(b"p\0s").is_err());
+        assert_eq!(Bind::portal_name(&b).unwrap(), "p");
+        assert!(Bind::portal_name(b"p").is_err());
     }
 
     #[test]

@@ -129,8 +129,8 @@ impl Session {
                 }
                 Item::Bind { stmt, frame, route } => {
                     // A portal bound again is a new portal.
-                    if let Ok(b) = Bind::decode(frame.get(5..).unwrap_or_default()) {
-                        suspended.retain(|p| p != b.portal);
+                    if let Ok(portal) = Bind::portal_name(frame.get(5..).unwrap_or_default()) {
+                        suspended.retain(|p| p != portal);
                     }
                     match self.bind_route(routing, route).await? {
                         None => false,

@@ -233,9 +233,9 @@ impl Session {
                     Ok(p) => p.query.to_string(),
                     Err(_) => continue,
                 },
-                b'B' => match Bind::decode(f.body())
+                b'B' => match Bind::statement_name(f.body())
                     .ok()
-                    .and_then(|b| self.statements.get(b.statement))
+                    .and_then(|name| self.statements.get(name))
                 {
                     Some(s)
                         if !s.current(routing) || matches!(*s.plan, Plan::NeedSchema { .. }) =>
@@ -300,11 +300,8 @@ impl Session {
         frames.iter().any(|f| match f.tag {
             b'P' => Parse::decode(f.body())
                 .is_ok_and(|p| routing.planner.plan_extended(p.query, routing).writes()),
-            b'B' => Bind::decode(f.body()).is_ok_and(|b| {
-                self.statements
-                    .get(b.statement)
-                    .is_some_and(|s| s.plan.writes())
-            }),
+            b'B' => Bind::statement_name(f.body())
+                .is_ok_and(|name| self.statements.get(name).is_some_and(|s| s.plan.writes())),
             _ => false,
         })
     }
