@@ -300,6 +300,10 @@ async fn observe_and_drive(
         Ok(c) => c,
         Err(m) => return Ok(JobView::Refused(m)),
     };
+    // The uid tags the catalog job; a stored object always has one.
+    let Some(owner) = sj.uid().filter(|u| !u.is_empty()) else {
+        return Ok(JobView::Pending("the ShardSplitJob has no uid yet".into()));
+    };
     let (conn, pc, cctx) = match connect_info(sj, ctx, ns).await? {
         Ok(x) => x,
         Err(m) => return Ok(JobView::Pending(m)),
@@ -315,7 +319,7 @@ async fn observe_and_drive(
         }
     }
     let req = SplitRequest {
-        owner: sj.uid().unwrap_or_default(),
+        owner,
         keyspace: sj.spec.keyspace.clone(),
         source: sj.spec.source.clone(),
         target: sj.spec.target.clone(),
@@ -426,16 +430,15 @@ async fn finalize(
     let id = match sj.status.as_ref().and_then(|s| s.job_id) {
         Some(id) => Some(id),
         // Recorded, but the status patch was lost: found by uid.
-        None => match ctx
-            .split
-            .find(conn.clone(), sj.uid().unwrap_or_default())
-            .await
-        {
-            Ok(id) => id,
-            Err(m) => {
-                tracing::warn!(error = %m, "deleting a ShardSplitJob: catalog unavailable");
-                return Ok(Action::requeue(Duration::from_secs(15)));
-            }
+        None => match sj.uid().filter(|u| !u.is_empty()) {
+            None => None,
+            Some(uid) => match ctx.split.find(conn.clone(), uid).await {
+                Ok(id) => id,
+                Err(m) => {
+                    tracing::warn!(error = %m, "deleting a ShardSplitJob: catalog unavailable");
+                    return Ok(Action::requeue(Duration::from_secs(15)));
+                }
+            },
         },
     };
     let Some(id) = id else {
