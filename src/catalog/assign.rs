@@ -15,6 +15,7 @@ use crate::vindex::VindexKind;
 use super::error::{CatalogError, DbContext};
 use super::keyid;
 use super::ops::add_keyspace;
+use super::ranges::{require_shards, write_generation};
 use super::tx;
 
 /// A piece of the keyspace id space whose shard a new layout changes.
@@ -244,49 +245,13 @@ pub async fn assign_ranges(
             }
         }
         let shards: Vec<&str> = layout.iter().map(|(_, s)| s.as_str()).collect();
-        let known: HashSet<String> = client
-            .query(
-                "select name from pgrouter.shards where name = any($1)",
-                &[&shards],
-            )
-            .await
-            .ctx(ctx())?
-            .iter()
-            .map(|r| r.try_get::<_, String>(0))
-            .collect::<Result<_, _>>()
-            .ctx(ctx())?;
-        if let Some(missing) = shards.iter().find(|s| !known.contains(**s)) {
-            return Err(CatalogError::UnknownShard {
-                row: format!("ranges of keyspace '{keyspace}'"),
-                shard: missing.to_string(),
-            });
-        }
+        require_shards(client, keyspace, &shards).await?;
         let next = if current.is_empty() {
             generation
         } else {
             generation + 1
         };
-        client
-            .execute(
-                "delete from pgrouter.shard_ranges where keyspace = $1 and generation = $2",
-                &[&keyspace, &next],
-            )
-            .await
-            .ctx(ctx())?;
-        let starts: Vec<String> = layout.iter().map(|(r, _)| r.start.to_string()).collect();
-        let ends: Vec<Option<String>> = layout
-            .iter()
-            .map(|(r, _)| keyid::end_to_text(r.end))
-            .collect();
-        client
-            .execute(
-                "insert into pgrouter.shard_ranges (keyspace, start_id, end_id, shard, generation)
-                 select $1, u.s::numeric, u.e::numeric, u.sh, $2
-                   from unnest($3::text[], $4::text[], $5::text[]) as u(s, e, sh)",
-                &[&keyspace, &next, &starts, &ends, &shards],
-            )
-            .await
-            .ctx(ctx())?;
+        write_generation(client, keyspace, next, &rows(next)).await?;
         client
             .execute(
                 "update pgrouter.keyspaces set generation = $2 where name = $1",

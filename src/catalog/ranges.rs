@@ -117,10 +117,27 @@ async fn replace_ranges(
         })?
         .try_get(0)
         .ctx(ctx())?;
+    require_shards(client, keyspace, shards).await?;
+    let ranges = plan_ranges(keyspace, generation, shards, layout)?;
+    write_generation(client, keyspace, generation, &ranges).await?;
+    Ok(ranges)
+}
+
+/// Fails unless every one of `shards` is a row of `pgrouter.shards`.
+///
+/// Errors: [`CatalogError::UnknownShard`] naming the first missing one;
+/// [`CatalogError::Db`].
+pub(super) async fn require_shards<S: AsRef<str>>(
+    client: &Client,
+    keyspace: &str,
+    shards: &[S],
+) -> Result<(), CatalogError> {
+    let ctx = || format!("writing the ranges of keyspace '{keyspace}'");
+    let names: Vec<&str> = shards.iter().map(AsRef::as_ref).collect();
     let known: HashSet<String> = client
         .query(
             "select name from pgrouter.shards where name = any($1)",
-            &[&shards],
+            &[&names],
         )
         .await
         .ctx(ctx())?
@@ -128,13 +145,27 @@ async fn replace_ranges(
         .map(|r| r.try_get::<_, String>(0))
         .collect::<Result<_, _>>()
         .ctx(ctx())?;
-    if let Some(missing) = shards.iter().find(|s| !known.contains(*s)) {
-        return Err(CatalogError::UnknownShard {
+    match names.iter().find(|s| !known.contains(**s)) {
+        Some(missing) => Err(CatalogError::UnknownShard {
             row: format!("ranges of keyspace '{keyspace}'"),
-            shard: missing.clone(),
-        });
+            shard: missing.to_string(),
+        }),
+        None => Ok(()),
     }
-    let ranges = plan_ranges(keyspace, generation, shards, layout)?;
+}
+
+/// Replaces the `shard_ranges` rows of `keyspace` at `generation` with
+/// `ranges` (their own `generation` fields are not used), inside the
+/// caller's transaction.
+///
+/// Errors: [`CatalogError::Db`].
+pub(super) async fn write_generation(
+    client: &Client,
+    keyspace: &str,
+    generation: i64,
+    ranges: &[ShardRange],
+) -> Result<(), CatalogError> {
+    let ctx = || format!("writing the ranges of keyspace '{keyspace}'");
     client
         .execute(
             "delete from pgrouter.shard_ranges where keyspace = $1 and generation = $2",
@@ -157,7 +188,7 @@ async fn replace_ranges(
         )
         .await
         .ctx(ctx())?;
-    Ok(ranges)
+    Ok(())
 }
 
 #[cfg(test)]

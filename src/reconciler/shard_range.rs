@@ -49,8 +49,10 @@ pub enum RangeResult {
     Waiting(String),
 }
 
-/// A `0x` hex keyspace id (1–16 digits).
-fn parse_hex(field: &str, s: &str) -> Result<u64, String> {
+/// A `0x` hex keyspace id (1–16 digits), as the CRDs spell them.
+///
+/// Errors: a message naming `field`.
+pub fn keyspace_id(field: &str, s: &str) -> Result<u64, String> {
     s.strip_prefix("0x")
         .or_else(|| s.strip_prefix("0X"))
         .filter(|h| !h.is_empty() && h.len() <= 16)
@@ -62,11 +64,11 @@ fn parse_hex(field: &str, s: &str) -> Result<u64, String> {
 ///
 /// Errors: a message naming the field.
 pub fn key_range(field: &str, r: &RangeAssignment) -> Result<KeyRange, String> {
-    let start = parse_hex(&format!("{field}.start"), &r.start)?;
+    let start = keyspace_id(&format!("{field}.start"), &r.start)?;
     let end = r
         .end
         .as_deref()
-        .map(|e| parse_hex(&format!("{field}.end"), e))
+        .map(|e| keyspace_id(&format!("{field}.end"), e))
         .transpose()?;
     Ok(KeyRange { start, end })
 }

@@ -23,7 +23,7 @@ use super::api::{apply, cluster_access, patch_status, publish as publish_event};
 use super::cluster::{Context, ReconcileError};
 use super::crd::{CutoverMode, PostgresCluster, ShardSplitJob, ShardSplitJobStatus};
 use super::desired::{shard_host, shard_objects, Ctx, PG_PORT};
-use super::shard_range::key_range;
+use super::shard_range::{key_range, keyspace_id};
 use super::split_access::{CreateError, JobSnapshot, RunnerSettings, SplitConn, SplitRequest};
 use super::status::condition;
 use crate::catalog::ShardInfo;
@@ -184,14 +184,7 @@ pub fn range_choice(sj: &ShardSplitJob) -> Result<RangeChoice, String> {
     match (&sj.spec.range, &sj.spec.split_point) {
         (Some(_), Some(_)) => Err("spec.range and spec.splitPoint are exclusive".into()),
         (Some(r), None) => Ok(RangeChoice::Range(key_range("spec.range", r)?)),
-        (None, Some(p)) => {
-            let r = super::crd::RangeAssignment {
-                start: p.clone(),
-                end: None,
-                shard: String::new(),
-            };
-            Ok(RangeChoice::At(key_range("spec.splitPoint", &r)?.start))
-        }
+        (None, Some(p)) => Ok(RangeChoice::At(keyspace_id("spec.splitPoint", p)?)),
         (None, None) => Ok(RangeChoice::UpperHalf),
     }
 }
