@@ -63,7 +63,7 @@ pub async fn run<R: tokio::io::AsyncRead + Unpin>(
             }
             tokio::select! {
                 r = reader.next() => break r,
-                _ = slot.wake.notified() => continue,
+                _ = slot.wake.wait() => continue,
             }
         };
         let f = match f {

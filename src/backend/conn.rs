@@ -2,7 +2,6 @@
 //! (trust, cleartext, MD5, SCRAM-SHA-256 via `postgres-protocol`), and frame
 //! I/O (PostgreSQL docs §55.2).
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -117,8 +116,9 @@ pub struct BackendConn {
     /// Cancel secret (from BackendKeyData).
     pub secret: i32,
     /// Ids of the router-named prepared statements that exist on this
-    /// connection (`pgr_<id>`).
-    pub prepared: HashSet<u64>,
+    /// connection (`pgr_<id>`); foldhash, looked up on every extended
+    /// batch.
+    pub prepared: foldhash::HashSet<u64>,
     /// Hash of the session settings last applied (0 = server defaults).
     pub settings_hash: u64,
     /// Transaction status from the last ReadyForQuery (`b'I'`, `b'T'`, `b'E'`).
@@ -171,7 +171,7 @@ impl BackendConn {
                 shard: t.name.as_str().into(),
                 pid: 0,
                 secret: 0,
-                prepared: HashSet::new(),
+                prepared: foldhash::HashSet::default(),
                 settings_hash: 0,
                 status: b'I',
                 broken: false,

@@ -209,7 +209,7 @@ impl ExecCtx {
             })),
             SequenceAnswer::Failed => return Ok(None),
             SequenceAnswer::Forward => match self.any_shard() {
-                Ok(s) => Route::Shard(s),
+                Ok(s) => Route::Shard(s.into()),
                 Err(e) => {
                     self.send_error(&e);
                     return Ok(None);

@@ -13,11 +13,16 @@ use crate::protocol::PgError;
 use super::concat::MergeMode;
 use super::statement::ClientStmt;
 
+/// A shard name in a [`Route`]: names up to 23 bytes (all usual ones) are
+/// stored inline, so routing a Bind and keeping its route with the portal
+/// allocate nothing.
+pub type ShardName = smol_str::SmolStr;
+
 /// Where one message of a batch goes.
 #[derive(Debug, Clone)]
 pub enum Route {
     /// One shard.
-    Shard(String),
+    Shard(ShardName),
     /// Several shards, merged.
     Multi(Vec<String>, MergeMode),
     /// Answered by the router (transaction control).

@@ -127,7 +127,7 @@ pub use sequence_fn::{SequenceCall, SequenceFn, SequenceOwner};
 pub use spans::{
     changes_columns, has_word, insert_part, insert_values_spans, InsertPart, InsertSpans,
 };
-pub use split::split_statements;
+pub use split::{single_statement, split_statements};
 pub use subquery::{
     cte_like_names, escape_literal, limit_one, param_spans, query_groups, standalone, values_query,
     QueryGroup,

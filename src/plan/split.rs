@@ -47,25 +47,28 @@ fn split_lexed(sql: &str) -> Vec<&str> {
 /// Fast path for the common case, without lexing: text that starts with a
 /// letter and has no `;` is one statement; so is such text followed by one
 /// final `;` when nothing before it could open a quote or comment that would
-/// swallow that `;`. Anything else goes through the lexer.
-fn single_statement(sql: &str) -> Option<&str> {
-    let t = sql.trim();
-    if !t
-        .as_bytes()
-        .first()
-        .is_some_and(|b| b.is_ascii_alphabetic())
-    {
+/// swallow that `;`. Returns the statement as [`split_statements`] would
+/// (trimmed, without its `;`); None when the text needs the lexer (also
+/// when it ends in non-ASCII text, which [`split_statements`] trims as
+/// Unicode whitespace may be). Searches with `memchr` (SIMD), no
+/// allocation.
+pub fn single_statement(sql: &str) -> Option<&str> {
+    let t = sql.trim_ascii();
+    let b = t.as_bytes();
+    if !b.first()?.is_ascii_alphabetic() {
         return None;
     }
-    match t.strip_suffix(';') {
-        None => (!t.contains(';')).then_some(t),
+    let (body, plain) = match t.strip_suffix(';') {
+        None => (t, memchr::memchr(b';', b).is_none()),
         Some(body) => {
-            let plain = !body
-                .bytes()
-                .any(|b| matches!(b, b';' | b'\'' | b'"' | b'$' | b'-' | b'/'));
-            plain.then(|| body.trim_end())
+            let body = body.trim_ascii_end();
+            let bb = body.as_bytes();
+            let plain = memchr::memchr3(b';', b'\'', b'"', bb).is_none()
+                && memchr::memchr3(b'$', b'-', b'/', bb).is_none();
+            (body, plain)
         }
-    }
+    };
+    (plain && body.as_bytes().last()?.is_ascii()).then_some(body)
 }
 
 fn push_stmt<'a>(
@@ -140,6 +143,7 @@ mod tests {
             "SELECT 'unterminated",
             "SELECT $$x$$",
             "INSERT INTO t VALUES (1) ;  ",
+            "\n\tSELECT 'é' FROM t\r\n",
         ];
         for c in cases {
             let one = single_statement(c).unwrap_or_else(|| panic!("fast path refused {c:?}"));
@@ -156,6 +160,8 @@ mod tests {
             "SELECT 1 /* ;",
             "SELECT 'a;",
             "SELECT 'a';",
+            "SELECT 1\u{3000};",
+            "SELECT 1 \u{a0}",
         ] {
             assert!(
                 single_statement(c).is_none(),

@@ -71,7 +71,7 @@ impl Session {
                     // Route like the next routed message, else any shard.
                     let next = items[i + 1..].iter().find_map(|x| x.route()).cloned();
                     let next = match next {
-                        Some(Route::Owned(o)) => o.shards.first().cloned().map(Route::Shard),
+                        Some(Route::Owned(o)) => o.shards.first().map(|s| Route::Shard(s.into())),
                         other => other,
                     };
                     match next {
@@ -90,7 +90,7 @@ impl Session {
                         }
                         other => {
                             let shard = match other {
-                                Some(Route::Shard(s)) => s,
+                                Some(Route::Shard(s)) => s.to_string(),
                                 Some(Route::Multi(v, _)) if !v.is_empty() => v[0].clone(),
                                 Some(Route::Gather { shards, .. }) if !shards.is_empty() => {
                                     shards[0].clone()

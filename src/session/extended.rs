@@ -12,6 +12,7 @@
 //! forwarded byte for byte. Otherwise each message is sent to its own route
 //! followed by Flush, and Sync is sent to every pinned backend at the end.
 
+use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
@@ -19,7 +20,7 @@ use bytes::Bytes;
 use crate::exec::concat::MergeMode;
 use crate::exec::message::{
     scatter_route, Item, OwnedRoute, PendingGenerated, PendingInsertSelect, PendingRoute,
-    PendingSequence, Route,
+    PendingSequence, Route, ShardName,
 };
 use crate::exec::owned::keyed_shard;
 use crate::exec::owned_ext::{needs_lookup, owned_block};
@@ -130,7 +131,7 @@ impl Session {
             }
         }
         self.open_batch_block(&mut items, syncs, routing.catalog.shards.len());
-        let mut target: Option<&str> = None;
+        let mut target: Option<&ShardName> = None;
         // Reading columns (or running subqueries) left messages on shards
         // that only the slow path's Sync reaches.
         let mut fast = !read_schema && !subqueries.ran;
@@ -170,12 +171,12 @@ impl Session {
                 .ctx
                 .held
                 .iter()
-                .any(|h| target.is_none_or(|t| *h.conn.shard != *t))
+                .any(|h| target.is_none_or(|t| *h.conn.shard != **t))
         {
             fast = false;
         }
         self.unsynced = !syncs;
-        let target = target.map(str::to_string);
+        let target = target.cloned();
         let r = self
             .route_batch(fast, target.as_deref(), &routing, items)
             .await;
@@ -195,17 +196,21 @@ impl Session {
         items: Vec<Item>,
     ) -> Result<(), End> {
         if fast {
+            let any;
             let shard = match target {
-                Some(s) => s.to_string(),
+                Some(s) => s,
                 None => match self.ctx.any_shard() {
-                    Ok(s) => s,
+                    Ok(s) => {
+                        any = s;
+                        &any
+                    }
                     Err(e) => {
                         self.ctx.send_error(&e);
                         return Ok(());
                     }
                 },
             };
-            if !self.ctx.batch_fast(&shard, items).await? {
+            if !self.ctx.batch_fast(shard, items).await? {
                 self.skip_until_sync = true;
             }
             Ok(())
@@ -228,20 +233,23 @@ impl Session {
     ) -> Result<Option<bool>, End> {
         let mut read = None;
         for f in frames {
-            let query = match f.tag {
-                b'P' => match Parse::decode(f.body()) {
-                    Ok(p) => p.query.to_string(),
+            let stale =
+                |s: &ClientStmt| !s.current(routing) || matches!(*s.plan, Plan::NeedSchema { .. });
+            let query: Cow<'_, str> = match f.tag {
+                b'P' => match Parse::name_and_query(f.body()) {
+                    // The unnamed statement parsed again with the same
+                    // text (what drivers do for every query) is planned.
+                    Ok((name, query)) => match self.statements.get(name) {
+                        Some(s) if s.query == query && !stale(s) => continue,
+                        _ => Cow::Borrowed(query),
+                    },
                     Err(_) => continue,
                 },
                 b'B' => match Bind::statement_name(f.body())
                     .ok()
                     .and_then(|name| self.statements.get(name))
                 {
-                    Some(s)
-                        if !s.current(routing) || matches!(*s.plan, Plan::NeedSchema { .. }) =>
-                    {
-                        s.query.clone()
-                    }
+                    Some(s) if stale(s) => Cow::Owned(s.query.clone()),
                     _ => continue,
                 },
                 _ => continue,
@@ -488,7 +496,7 @@ impl Session {
             return Ok(route);
         }
         let shards = match route {
-            Route::Shard(s) => vec![s],
+            Route::Shard(s) => vec![s.to_string()],
             Route::Multi(shards, _) => shards,
             Route::SplitInsert(_) => {
                 return Err(PgError::unsupported(
@@ -538,14 +546,14 @@ impl Session {
                 local: *local,
                 reset_all: *reset_all,
             },
-            Plan::AnyShard => Route::Shard(self.ctx.any_shard()?),
+            Plan::AnyShard => Route::Shard(self.ctx.any_shard()?.into()),
             Plan::AllShards | Plan::Broadcast { .. } => Route::Multi(
                 cat.shard_names().iter().map(|s| s.to_string()).collect(),
                 MergeMode::FirstOnly,
             ),
             Plan::Keyed { keys, .. } => match keyed_shard(cat, keys, &values)? {
-                Some(s) => Route::Shard(s.to_string()),
-                None => Route::Shard(self.ctx.any_shard()?),
+                Some(s) => Route::Shard(s.into()),
+                None => Route::Shard(self.ctx.any_shard()?.into()),
             },
             Plan::Insert { table, rows } => {
                 // One shard without allocating (the fast path); rows on
@@ -563,8 +571,8 @@ impl Session {
                 }
                 Route::Shard(
                     target
-                        .map(str::to_string)
-                        .ok_or_else(|| PgError::unsupported("INSERT without rows"))?,
+                        .ok_or_else(|| PgError::unsupported("INSERT without rows"))?
+                        .into(),
                 )
             }
             Plan::Scatter {

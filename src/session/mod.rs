@@ -43,6 +43,10 @@ pub struct Session {
     ctx: ExecCtx,
     reader: FrameReader<ClientRead>,
     statements: HashMap<String, Arc<ClientStmt>>,
+    /// Some statement the session prepared is a COPY (set when one is
+    /// kept, never cleared): until then no Execute needs the check for
+    /// a COPY that must run before Sync.
+    copy_statements: bool,
     batch: Batch,
     /// Routes of the portals bound in the current transaction.
     portals: HashMap<String, Route>,
@@ -74,6 +78,7 @@ impl Session {
             ctx: ExecCtx::new(state, worker, out, settings, slot),
             reader,
             statements: HashMap::new(),
+            copy_statements: false,
             batch: Batch::default(),
             portals: HashMap::new(),
             skip_until_sync: false,
@@ -121,10 +126,13 @@ impl Session {
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(idle_limit)).await;
             };
+            // Biased: the client's message first, and no random branch
+            // order to draw on every request.
             tokio::select! {
+                biased;
                 r = self.reader.next() => return Ok(r),
                 // RouterState::set_phase wakes every waiting session.
-                _ = self.ctx.cancel.wake.notified() => continue,
+                _ = self.ctx.cancel.wake.wait() => continue,
                 _ = idle => {
                     return Err(self
                         .terminate(PgError::fatal(
@@ -258,7 +266,7 @@ impl Session {
             }
             tokio::select! {
                 _ = resumed => {}
-                _ = self.ctx.cancel.wake.notified() => {}
+                _ = self.ctx.cancel.wake.wait() => {}
             }
         }
     }
@@ -304,6 +312,9 @@ impl Session {
 
     /// True when the last Bind of the pending batch binds a COPY statement.
     fn batch_executes_copy(&self) -> bool {
+        if !self.copy_statements {
+            return false;
+        }
         let Some(b) = self.batch.frames.iter().rev().find(|f| f.tag == b'B') else {
             return false;
         };

@@ -33,36 +33,52 @@ impl Session {
                 return Ok(());
             }
         };
-        let stmts = plan::split_statements(sql);
-        if stmts.is_empty() {
-            synth::empty_query(&mut self.ctx.out.buf);
-            return Ok(());
-        }
-        let mut routing = self.ctx.state.routing();
-        if stmts.len() == 1 {
-            let (mut p, mut lits) = routing.planner.plan_simple(stmts[0], &*routing);
-            if p.writes() {
-                match self.ctx.admit_write().await {
-                    Ok(false) => {}
-                    Ok(true) => {
-                        // Held across a routing change: plan again.
-                        routing = self.ctx.state.routing();
-                        (p, lits) = routing.planner.plan_simple(stmts[0], &*routing);
-                    }
-                    Err(e) => {
-                        self.ctx.send_error(&e);
+        // The common one-statement text without the lexer or a Vec.
+        let several;
+        let one = match plan::single_statement(sql) {
+            Some(one) => one,
+            None => {
+                several = plan::split_statements(sql);
+                match several.as_slice() {
+                    [] => {
+                        synth::empty_query(&mut self.ctx.out.buf);
                         return Ok(());
                     }
+                    [one] => one,
+                    stmts => return self.on_statements(stmts).await,
                 }
             }
-            let raw = if stmts[0].len() + 2 >= sql.trim().len() {
-                Some(&frame)
-            } else {
-                None
-            };
-            self.exec_simple(&routing, stmts[0], &p, &lits, raw).await?;
-            return Ok(());
+        };
+        let mut routing = self.ctx.state.routing();
+        let (mut p, mut lits) = routing.planner.plan_simple(one, &*routing);
+        if p.writes() {
+            match self.ctx.admit_write().await {
+                Ok(false) => {}
+                Ok(true) => {
+                    // Held across a routing change: plan again.
+                    routing = self.ctx.state.routing();
+                    (p, lits) = routing.planner.plan_simple(one, &*routing);
+                }
+                Err(e) => {
+                    self.ctx.send_error(&e);
+                    return Ok(());
+                }
+            }
         }
+        let raw = if one.len() + 2 >= sql.trim_ascii().len() {
+            Some(&frame)
+        } else {
+            None
+        };
+        self.exec_simple(&routing, one, &p, &lits, raw).await?;
+        Ok(())
+    }
+
+    /// Handles a Query message of several statements: planned together,
+    /// run in order inside one implicit transaction unless they control
+    /// transactions themselves.
+    async fn on_statements(&mut self, stmts: &[&str]) -> Result<(), End> {
+        let mut routing = self.ctx.state.routing();
         let mut planned: Vec<_> = stmts
             .iter()
             .map(|s| (*s, routing.planner.plan_simple(s, &*routing)))

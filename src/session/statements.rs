@@ -57,8 +57,17 @@ impl Session {
             }
         }
         let stmt = Arc::new(self.new_statement(routing, p.query, &p.param_types));
-        self.statements.insert(p.name.to_string(), stmt.clone());
+        self.keep_statement(p.name.to_string(), stmt.clone());
         Ok(stmt)
+    }
+
+    /// Keeps `stmt` as the client's statement `name` (replacing one of
+    /// that name).
+    pub(super) fn keep_statement(&mut self, name: String, stmt: Arc<ClientStmt>) {
+        if matches!(*stmt.plan, Plan::Copy(_)) {
+            self.copy_statements = true;
+        }
+        self.statements.insert(name, stmt);
     }
 
     fn new_statement(&self, routing: &Routing, query: &str, types: &[u32]) -> ClientStmt {
@@ -98,7 +107,7 @@ impl Session {
         }
         // The catalog or a table's columns changed since Parse: plan again.
         let fresh = Arc::new(self.new_statement(routing, &s.query.clone(), &s.param_types.clone()));
-        self.statements.insert(name.to_string(), fresh.clone());
+        self.keep_statement(name.to_string(), fresh.clone());
         Ok(fresh)
     }
 }

@@ -173,7 +173,7 @@ impl Session {
             }
             let name = format!("{SYNTHETIC}{i}");
             let stmt = Arc::new(self.new_statement_once(routing, &text, &all_types));
-            self.statements.insert(name.clone(), stmt);
+            self.keep_statement(name.clone(), stmt);
             // The Bind, naming that statement.
             let body = f.body();
             let rest = body.get(b.after_names..).unwrap_or_default();

@@ -37,7 +37,7 @@ struct Backend {
 pub struct CancelSlot {
     backends: Mutex<Vec<Backend>>,
     /// Notified when the router's phase changes (the session re-checks it).
-    pub wake: tokio::sync::Notify,
+    pub wake: super::wake::WakeSignal,
     /// Who the client is (set once after authentication; `SHOW CLIENTS`).
     pub info: std::sync::OnceLock<ClientInfo>,
     /// What the session is doing now, one of the `ACTIVITY_*` values.
@@ -174,7 +174,7 @@ impl CancelRegistry {
     /// session that is not waiting).
     pub fn wake_all(&self) {
         for (_, slot) in self.clients.lock().values() {
-            slot.wake.notify_one();
+            slot.wake.wake();
         }
     }
 

@@ -9,6 +9,7 @@ pub mod lease;
 pub mod sequences;
 pub mod splits;
 pub mod tls;
+pub mod wake;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};

@@ -19,6 +19,9 @@ const TYPE_NAME: &str = "bigint";
 /// (reported as soon as the digits overflow, as PostgreSQL does).
 pub fn parse_i64(s: &str) -> Result<i64, VindexError> {
     let b = s.as_bytes();
+    if let Some(v) = plain_decimal(b) {
+        return Ok(v);
+    }
     let syntax = || VindexError::InvalidSyntax {
         type_name: TYPE_NAME,
         input: s.to_string(),
@@ -101,6 +104,29 @@ pub fn parse_i64(s: &str) -> Result<i64, VindexError> {
     }
 }
 
+/// The value of `b` when it is an optional `-` and 1 to 18 decimal digits
+/// (which cannot overflow an `i64`), the form nearly every key takes;
+/// None for anything else (the full parser decides).
+#[inline]
+fn plain_decimal(b: &[u8]) -> Option<i64> {
+    let (neg, digits) = match b.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, b),
+    };
+    if digits.is_empty() || digits.len() > 18 {
+        return None;
+    }
+    let mut v: i64 = 0;
+    for &c in digits {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        v = v * 10 + i64::from(d);
+    }
+    Some(if neg { -v } else { v })
+}
+
 /// C `isspace` in the C locale.
 #[inline]
 fn is_c_space(c: u8) -> bool {
@@ -150,6 +176,19 @@ mod tests {
         assert_eq!(ok("9223372036854775807"), i64::MAX);
         assert_eq!(ok("-9223372036854775808"), i64::MIN);
         assert_eq!(ok("1_000_000"), 1_000_000);
+    }
+
+    #[test]
+    fn plain_decimal_agrees_with_the_full_parser() {
+        // 18 digits take the fast path, 19 the full parser.
+        assert_eq!(ok("999999999999999999"), 999_999_999_999_999_999);
+        assert_eq!(ok("-999999999999999999"), -999_999_999_999_999_999);
+        assert_eq!(ok("1000000000000000000"), 1_000_000_000_000_000_000);
+        assert_eq!(plain_decimal(b"-"), None);
+        assert_eq!(plain_decimal(b"12a"), None);
+        assert_eq!(plain_decimal(b"1_0"), None);
+        assert_eq!(plain_decimal(b"1234567890123456789"), None);
+        assert_eq!(plain_decimal(b"-42"), Some(-42));
     }
 
     #[test]
