@@ -14,3 +14,6 @@ pub use conn::{
 };
 pub use health::ShardHealth;
 pub use pool::{PoolError, PooledConn, ShardPool};
+
+#[cfg(test)]
+mod pool_tests;

@@ -1,13 +1,22 @@
 //! Per-shard connection pool for raw backend connections, used in
 //! transaction pooling mode: a client holds a connection for the length of a
 //! transaction and gives it back at ReadyForQuery idle.
+//!
+//! Checkouts barge: a session that asks while a connection is idle takes it
+//! at once, even when other checkouts are waiting. A released connection
+//! wakes one waiter (oldest first), which takes it if no running session
+//! did meanwhile and otherwise waits again; the checkout timeout bounds how
+//! long a waiter can lose that race. Handing a released connection to the
+//! oldest waiter instead (a fair queue) leaves it idle until that waiter's
+//! task runs, which with hundreds of runnable sessions per worker is most
+//! of the time (docs/benchmarks.md, 1,000 clients).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Notify;
 
 use super::health::{marks_down, ShardHealth};
 use super::{BackendConn, BackendError, ShardTarget};
@@ -16,13 +25,22 @@ use super::{BackendConn, BackendError, ShardTarget};
 pub struct ShardPool {
     /// Connection parameters.
     pub target: ShardTarget,
-    idle: Mutex<Vec<BackendConn>>,
-    slots: Arc<Semaphore>,
+    slots: Mutex<Slots>,
+    /// One wake-up per released connection or freed slot.
+    freed: Notify,
     max_size: usize,
     checkout_timeout: Duration,
     opened: AtomicU64,
     waiting: AtomicUsize,
     health: Arc<ShardHealth>,
+}
+
+/// The pool's connections: `open` counts every connection against
+/// `max_size` (idle, checked out, or being opened).
+#[derive(Default)]
+struct Slots {
+    idle: Vec<BackendConn>,
+    open: usize,
 }
 
 /// Errors checking a connection out.
@@ -58,6 +76,14 @@ pub enum PoolError {
     Backend(#[from] BackendError),
 }
 
+/// What a checkout attempt got.
+enum Got<'a> {
+    /// An idle connection.
+    Idle(BackendConn),
+    /// A free slot, now counted in `open`: connect on it.
+    Slot(OpenSlot<'a>),
+}
+
 impl ShardPool {
     /// A pool of at most `max_size` connections; checkouts wait at most
     /// `checkout_timeout` and fail at once while `health` says the shard is
@@ -70,8 +96,8 @@ impl ShardPool {
     ) -> Arc<ShardPool> {
         Arc::new(ShardPool {
             target,
-            idle: Mutex::new(Vec::new()),
-            slots: Arc::new(Semaphore::new(max_size.max(1))),
+            slots: Mutex::new(Slots::default()),
+            freed: Notify::new(),
             max_size: max_size.max(1),
             checkout_timeout,
             opened: AtomicU64::new(0),
@@ -80,8 +106,11 @@ impl ShardPool {
         })
     }
 
-    /// Checks out an idle connection or opens a new one. Idle connections
-    /// the shard has closed meanwhile are dropped, not handed out.
+    /// Checks out an idle connection or opens a new one, waiting (at most
+    /// the checkout timeout) while all `max_size` are in use; a checkout
+    /// takes an idle connection even when others are waiting (see the
+    /// module docs). Idle connections the shard has closed meanwhile are
+    /// dropped, not handed out.
     ///
     /// Errors: [`PoolError::Down`] at once while the shard is marked down,
     /// [`PoolError::Timeout`], [`PoolError::Backend`] (a failed connect,
@@ -96,61 +125,98 @@ impl ShardPool {
                 retry_ms: d.retry_in.as_millis(),
             });
         }
-        // Fast path: a free slot, no timer.
-        let permit = match self.slots.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
-                let waited = {
-                    let _waiting = Waiting::new(&self.waiting);
-                    tokio::time::timeout(self.checkout_timeout, self.slots.clone().acquire_owned())
-                        .await
-                };
-                match waited {
-                    Ok(Ok(p)) => p,
-                    _ => {
-                        return Err(PoolError::Timeout {
-                            shard: self.target.name.clone(),
-                            ms: self.checkout_timeout.as_millis(),
-                            size: self.max_size,
-                        })
-                    }
-                }
-            }
+        // Fast path: an idle connection or a free slot, no timer.
+        let got = match self.take() {
+            Some(got) => got,
+            None => self.wait().await?,
         };
-        let conn = loop {
-            let idle = self.idle.lock().pop();
-            match idle {
-                Some(mut c) => {
-                    if !c.is_stale() {
-                        break c;
-                    }
-                    // The shard closed it (restart, terminated backend).
-                    self.health.suspect();
-                }
-                None => {
-                    self.opened.fetch_add(1, Ordering::Relaxed);
-                    match BackendConn::connect(&self.target).await {
-                        Ok(c) => break c,
-                        Err(e) => {
-                            if marks_down(&e) && self.health.mark_down(&e.to_string()) {
-                                tracing::warn!(shard = %self.target.name, error = %e, "shard is down; failing its queries fast until a probe succeeds");
-                            }
-                            return Err(e.into());
-                        }
-                    }
-                }
-            }
+        let slot = match got {
+            Got::Idle(c) => return Ok(self.pooled(c)),
+            Got::Slot(slot) => slot,
         };
-        Ok(PooledConn {
-            conn: Some(conn),
-            pool: self.clone(),
-            _permit: permit,
-        })
+        self.opened.fetch_add(1, Ordering::Relaxed);
+        match BackendConn::connect(&self.target).await {
+            Ok(c) => {
+                slot.keep();
+                Ok(self.pooled(c))
+            }
+            Err(e) => {
+                if marks_down(&e) && self.health.mark_down(&e.to_string()) {
+                    tracing::warn!(shard = %self.target.name, error = %e, "shard is down; failing its queries fast until a probe succeeds");
+                }
+                Err(e.into())
+            }
+        }
     }
 
-    /// Connections checked out now.
+    /// An idle connection, or a free slot; None when all are in use.
+    fn take(&self) -> Option<Got<'_>> {
+        let mut s = self.slots.lock();
+        while let Some(mut c) = s.idle.pop() {
+            if !c.is_stale() {
+                return Some(Got::Idle(c));
+            }
+            // The shard closed it (restart, terminated backend).
+            s.open -= 1;
+            self.health.suspect();
+        }
+        if s.open < self.max_size {
+            s.open += 1;
+            return Some(Got::Slot(OpenSlot(Some(self))));
+        }
+        None
+    }
+
+    /// Waits for a released connection or slot, until the checkout
+    /// timeout (a woken waiter that finds it taken waits again).
+    async fn wait(&self) -> Result<Got<'_>, PoolError> {
+        let _waiting = Waiting::new(&self.waiting);
+        let deadline = tokio::time::Instant::now() + self.checkout_timeout;
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            // Registered before looking, so a release in between wakes it.
+            freed.as_mut().enable();
+            if let Some(got) = self.take() {
+                return Ok(got);
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return Err(PoolError::Timeout {
+                    shard: self.target.name.clone(),
+                    ms: self.checkout_timeout.as_millis(),
+                    size: self.max_size,
+                });
+            }
+        }
+    }
+
+    fn pooled(self: &Arc<Self>, conn: BackendConn) -> PooledConn {
+        PooledConn {
+            conn: Some(conn),
+            pool: self.clone(),
+        }
+    }
+
+    /// Gives a connection back (kept idle when `keep`, else closed) and
+    /// wakes one waiting checkout.
+    fn put_back(&self, conn: BackendConn, keep: bool) {
+        {
+            let mut s = self.slots.lock();
+            if keep {
+                s.idle.push(conn);
+            } else {
+                s.open -= 1;
+                drop(s);
+                drop(conn);
+            }
+        }
+        self.freed.notify_one();
+    }
+
+    /// Connections checked out now (or being opened).
     pub fn in_use(&self) -> usize {
-        self.max_size - self.slots.available_permits().min(self.max_size)
+        let s = self.slots.lock();
+        s.open - s.idle.len()
     }
 
     /// Checkouts waiting for a free connection now.
@@ -175,12 +241,39 @@ impl ShardPool {
 
     /// Idle connections in the pool.
     pub fn idle_count(&self) -> usize {
-        self.idle.lock().len()
+        self.slots.lock().idle.len()
     }
 
     /// Drops every idle connection (e.g. after the shard restarted).
     pub fn clear_idle(&self) {
-        self.idle.lock().clear();
+        let idle = {
+            let mut s = self.slots.lock();
+            s.open -= s.idle.len();
+            std::mem::take(&mut s.idle)
+        };
+        drop(idle);
+        self.freed.notify_one();
+    }
+}
+
+/// A slot counted in the pool's `open` while a connection is opened on it;
+/// freed again (and a waiter woken) unless [`OpenSlot::keep`] is called,
+/// also when the checkout is abandoned mid-connect.
+struct OpenSlot<'a>(Option<&'a ShardPool>);
+
+impl OpenSlot<'_> {
+    /// The connection was opened: the slot is now its.
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for OpenSlot<'_> {
+    fn drop(&mut self) {
+        if let Some(pool) = self.0.take() {
+            pool.slots.lock().open -= 1;
+            pool.freed.notify_one();
+        }
     }
 }
 
@@ -189,7 +282,6 @@ impl ShardPool {
 pub struct PooledConn {
     conn: Option<BackendConn>,
     pool: Arc<ShardPool>,
-    _permit: OwnedSemaphorePermit,
 }
 
 impl std::ops::Deref for PooledConn {
@@ -213,13 +305,13 @@ impl std::ops::DerefMut for PooledConn {
 impl Drop for PooledConn {
     fn drop(&mut self) {
         if let Some(c) = self.conn.take() {
-            if !c.broken && c.status == b'I' && c.out.is_empty() {
-                self.pool.idle.lock().push(c);
-            } else if c.broken {
+            let keep = !c.broken && c.status == b'I' && c.out.is_empty();
+            if c.broken {
                 // Lost mid-use: probe the shard now rather than at the next
                 // interval.
                 self.pool.health.suspect();
             }
+            self.pool.put_back(c, keep);
         }
     }
 }

@@ -106,6 +106,8 @@ pub struct ExecCtx {
     pub traced_shards: Vec<Arc<str>>,
     /// Generated sharding key values given to this session's INSERTs.
     pub generated: super::sequence_values::GeneratedValues,
+    /// The pools this session checks connections out of.
+    pub pools: super::pool_cache::PoolCache,
 }
 
 impl ExecCtx {
@@ -137,6 +139,7 @@ impl ExecCtx {
             touched: 0,
             traced_shards: Vec::new(),
             generated: Default::default(),
+            pools: Default::default(),
         };
         c.rehash_settings();
         c
@@ -226,12 +229,16 @@ impl ExecCtx {
         if let Some(i) = self.held.iter().position(|h| &*h.conn.shard == shard) {
             return Ok(i);
         }
-        let pool = self.state.pool(shard, self.worker).ok_or_else(|| {
-            PgError::new(
-                codes::CONNECTION_FAILURE,
-                format!("shard \"{shard}\" is not configured"),
-            )
-        })?;
+        let pool = self
+            .pools
+            .get(&self.state, shard, self.worker)
+            .cloned()
+            .ok_or_else(|| {
+                PgError::new(
+                    codes::CONNECTION_FAILURE,
+                    format!("shard \"{shard}\" is not configured"),
+                )
+            })?;
         let conn = pool.get().await.map_err(|e| match e {
             // A statement that waited too long, like statement_timeout; the
             // client's connection stays usable.

@@ -50,6 +50,7 @@ pub mod lookup;
 pub mod message;
 pub mod owned;
 pub mod owned_ext;
+pub mod pool_cache;
 pub mod route;
 pub mod schema;
 pub mod sequence_values;

@@ -111,6 +111,49 @@ pub(crate) fn is_ident_cont(c: u8) -> bool {
     IDENT_CONT[c as usize]
 }
 
+/// [`SCAN_CLASS`]: no token the fingerprinter needs starts at this byte.
+const SCAN_SKIP: u8 = 0;
+/// [`SCAN_CLASS`]: an identifier (or a prefixed string constant) starts.
+const SCAN_IDENT: u8 = 1;
+/// [`SCAN_CLASS`]: a number, a `'` string, or `$` (parameter or dollar
+/// quote) starts.
+const SCAN_LITERAL: u8 = 2;
+/// [`SCAN_CLASS`]: `.` (a number when a digit follows).
+const SCAN_DOT: u8 = 3;
+/// [`SCAN_CLASS`]: `"` (quoted identifier).
+const SCAN_DQUOTE: u8 = 4;
+/// [`SCAN_CLASS`]: `-` (a comment when `-` follows).
+const SCAN_DASH: u8 = 5;
+/// [`SCAN_CLASS`]: `/` (a comment when `*` follows).
+const SCAN_SLASH: u8 = 6;
+
+/// `SCAN_CLASS[c]`: what may start at byte `c`, for
+/// [`Lexer::next_literal`] (the first-byte cases of [`Lexer::next`]).
+static SCAN_CLASS: [u8; 256] = {
+    let mut t = [SCAN_SKIP; 256];
+    let mut c = 0usize;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = if b.is_ascii_alphabetic() || b == b'_' || b >= 0x80 {
+            SCAN_IDENT
+        } else if b.is_ascii_digit() || b == b'\'' || b == b'$' {
+            SCAN_LITERAL
+        } else if b == b'.' {
+            SCAN_DOT
+        } else if b == b'"' {
+            SCAN_DQUOTE
+        } else if b == b'-' {
+            SCAN_DASH
+        } else if b == b'/' {
+            SCAN_SLASH
+        } else {
+            SCAN_SKIP
+        };
+        c += 1;
+    }
+    t
+};
+
 #[inline]
 fn is_dollar_tag_cont(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80
@@ -308,22 +351,36 @@ impl<'a> Lexer<'a> {
     /// The next token that matters to the fingerprinter: a string or number
     /// constant, a `$n` parameter, or an unterminated quoted identifier or
     /// comment. Identifiers, whitespace, punctuation and complete comments
-    /// and quoted identifiers are skipped in a tight loop.
+    /// and quoted identifiers are skipped in tight loops driven by a byte
+    /// class table ([`SCAN_CLASS`]).
     pub fn next_literal(&mut self) -> Option<Token> {
         let b = self.b;
         let mut i = self.pos;
         loop {
+            // Whitespace, operators, punctuation: nothing starts here.
+            while i < b.len() && SCAN_CLASS[b[i] as usize] == SCAN_SKIP {
+                i += 1;
+            }
             let c = *b.get(i)?;
-            match c {
-                b'a'..=b'z' | b'A'..=b'Z' | b'_' | 0x80..=0xff => {
-                    let (kind, end, _) = self.word(i);
-                    if kind != Tok::Ident {
-                        self.pos = i;
-                        return self.next();
+            match SCAN_CLASS[c as usize] {
+                SCAN_IDENT => {
+                    let n = self.at(i + 1);
+                    if n == b'\'' || n == b'&' {
+                        // Maybe a prefixed string constant (`E'..'`, `U&'..'`).
+                        let (kind, end, _) = self.word(i);
+                        if kind != Tok::Ident {
+                            self.pos = i;
+                            return self.next();
+                        }
+                        i = end;
+                    } else {
+                        i += 1;
+                        while i < b.len() && is_ident_cont(b[i]) {
+                            i += 1;
+                        }
                     }
-                    i = end;
                 }
-                b'0'..=b'9' | b'\'' | b'$' => {
+                SCAN_LITERAL => {
                     self.pos = i;
                     let t = self.next()?;
                     if t.kind != Tok::Other {
@@ -331,11 +388,11 @@ impl<'a> Lexer<'a> {
                     }
                     i = t.end;
                 }
-                b'.' if self.at(i + 1).is_ascii_digit() => {
+                SCAN_DOT if self.at(i + 1).is_ascii_digit() => {
                     self.pos = i;
                     return self.next();
                 }
-                b'"' => {
+                SCAN_DQUOTE => {
                     let (e, t) = self.quoted(i, b'"', false);
                     if !t {
                         self.pos = i;
@@ -343,13 +400,13 @@ impl<'a> Lexer<'a> {
                     }
                     i = e;
                 }
-                b'-' if self.at(i + 1) == b'-' => {
+                SCAN_DASH if self.at(i + 1) == b'-' => {
                     i += 2;
                     while i < b.len() && b[i] != b'\n' && b[i] != b'\r' {
                         i += 1;
                     }
                 }
-                b'/' if self.at(i + 1) == b'*' => {
+                SCAN_SLASH if self.at(i + 1) == b'*' => {
                     let (e, t) = self.block_comment(i);
                     if !t {
                         self.pos = i;

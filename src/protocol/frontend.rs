@@ -24,10 +24,7 @@ impl<'a> Cursor<'a> {
             .buf
             .get(self.pos..)
             .ok_or_else(|| Self::err("string"))?;
-        let end = rest
-            .iter()
-            .position(|&b| b == 0)
-            .ok_or_else(|| Self::err("string terminator"))?;
+        let end = memchr::memchr(0, rest).ok_or_else(|| Self::err("string terminator"))?;
         let s = std::str::from_utf8(&rest[..end])
             .map_err(|_| ProtocolError::Malformed("invalid UTF-8 in string".into()))?;
         self.pos += end + 1;

@@ -163,6 +163,8 @@ pub struct RouterState {
     routing: ArcSwap<Routing>,
     /// Per shard, one pool per session worker (index = worker).
     pools: RwLock<HashMap<String, Arc<[Arc<ShardPool>]>>>,
+    /// Bumped whenever `pools` changes, so sessions can cache lookups.
+    pools_epoch: AtomicU64,
     /// Per shard, its health (shared by its pools in every worker; kept
     /// across pool replacement unless the shard's address changed).
     health: RwLock<HashMap<String, (ShardTarget, Arc<ShardHealth>)>>,
@@ -280,6 +282,7 @@ impl RouterState {
                 0,
             )),
             pools: RwLock::new(HashMap::new()),
+            pools_epoch: AtomicU64::new(0),
             health: RwLock::new(HashMap::new()),
             workers: workers.max(1),
             backend: RwLock::new(cfg.backend.clone()),
@@ -372,7 +375,16 @@ impl RouterState {
                     pools.insert(name.clone(), per);
                 }
             }
+            // Under the write lock: a session that sees the new epoch
+            // finds the new pools.
+            self.pools_epoch.fetch_add(1, Ordering::Release);
         }
+    }
+
+    /// Changes whenever a shard's pools are added, replaced or removed
+    /// (see [`crate::exec::pool_cache::PoolCache`]).
+    pub fn pools_epoch(&self) -> u64 {
+        self.pools_epoch.load(Ordering::Acquire)
     }
 
     /// Installs the 2PC decision log (once; later calls are ignored).
