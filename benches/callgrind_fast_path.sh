@@ -22,6 +22,7 @@
 # Needs: valgrind, pgbench; run as root (PostgreSQL runs as postgres).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/pgbouncer.sh
 
 QUERIES=${1:-2000}
 MODE=${2:-simple}
@@ -90,21 +91,7 @@ if command -v pgbouncer >/dev/null && [ "${BOUNCER:-1}" = 1 ] && [ "$MODE" != pr
   SHARD0_PORT=$(grep -o 'shard0: 127.0.0.1:[0-9]*' "$WORK/plain.log" | cut -d: -f3)
   B=$WORK/bouncer
   BPORT=$((PORT + 1))
-  mkdir -p "$B"
-  cat >"$B/pgbouncer.ini" <<INI
-[databases]
-postgres = host=127.0.0.1 port=$SHARD0_PORT dbname=postgres user=postgres
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $BPORT
-auth_type = trust
-auth_file = $B/userlist.txt
-pool_mode = transaction
-default_pool_size = 20
-logfile = $B/pgbouncer.log
-INI
-  echo '"postgres" ""' >"$B/userlist.txt"
-  chown -R postgres "$B"
+  pgbouncer_config "$B" "$BPORT" "$SHARD0_PORT"
   runuser -u postgres -- valgrind --tool=callgrind --callgrind-out-file="$B/callgrind.out.%p" \
     pgbouncer "$B/pgbouncer.ini" >"$B/valgrind.log" 2>&1 &
   BPID=

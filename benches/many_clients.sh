@@ -17,6 +17,7 @@
 # root (PostgreSQL and PgBouncer run as the postgres user); 127.0.0.1 only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/pgbouncer.sh
 
 CLIENTS=${1:-1000}
 SECS=${2:-20}
@@ -71,27 +72,8 @@ done
 
 if [ "${BOUNCER:-1}" != 0 ] && command -v pgbouncer >/dev/null; then
   B=$WORK/bouncer
-  mkdir -p "$B"
-  cat >"$B/pgbouncer.ini" <<INI
-[databases]
-postgres = host=127.0.0.1 port=$SHARD0_PORT dbname=postgres user=postgres
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $BOUNCER_PORT
-auth_type = trust
-auth_file = $B/userlist.txt
-pool_mode = transaction
-default_pool_size = 20
-max_client_conn = $(( CLIENTS + 100 ))
-logfile = $B/pgbouncer.log
-pidfile = $B/pgbouncer.pid
-INI
-  echo '"postgres" ""' >"$B/userlist.txt"
-  chown -R postgres "$B"
-  runuser -u postgres -- pgbouncer "$B/pgbouncer.ini" >/dev/null 2>&1 &
-  for _ in $(seq 1 50); do BOUNCER_PID=$(pgrep -n -u postgres -x pgbouncer || true); [ -n "$BOUNCER_PID" ] && break; sleep 0.1; done
-  [ -n "${BOUNCER_PID:-}" ] || { echo "pgbouncer did not start:"; cat "$B/pgbouncer.log"; exit 1; }
-  sleep 0.5
+  pgbouncer_config "$B" "$BOUNCER_PORT" "$SHARD0_PORT" $(( CLIENTS + 100 ))
+  start_pgbouncer "$B"
   for mode in simple extended; do
     "$PGBIN/pgbench" -S -n -M "$mode" -c "$CLIENTS" -j 2 -T "$SECS" -h 127.0.0.1 -p "$BOUNCER_PORT" -U postgres postgres >"$WORK/bench.out" 2>&1 \
       || { cat "$WORK/bench.out"; exit 1; }

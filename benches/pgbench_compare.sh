@@ -17,6 +17,7 @@
 # BIN=<path> runs another pg-router binary (default target/release/pg-router).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/pgbouncer.sh
 
 SCALE=${1:-10}
 CLIENTS=${2:-8}
@@ -57,27 +58,8 @@ start_router 2 "$R2_PORT"
 R2_PID=$LAST_PID
 
 B=$WORK/bouncer
-mkdir -p "$B"
-cat >"$B/pgbouncer.ini" <<INI
-[databases]
-postgres = host=127.0.0.1 port=$SHARD0_PORT dbname=postgres user=postgres
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $BOUNCER_PORT
-auth_type = trust
-auth_file = $B/userlist.txt
-pool_mode = transaction
-default_pool_size = 20
-max_client_conn = 200
-logfile = $B/pgbouncer.log
-pidfile = $B/pgbouncer.pid
-INI
-echo '"postgres" ""' >"$B/userlist.txt"
-chown -R postgres "$B"
-runuser -u postgres -- pgbouncer "$B/pgbouncer.ini" >/dev/null 2>&1 &
-for _ in $(seq 1 50); do BOUNCER_PID=$(pgrep -n -u postgres -x pgbouncer || true); [ -n "$BOUNCER_PID" ] && break; sleep 0.1; done
-[ -n "$BOUNCER_PID" ] || { echo "pgbouncer did not start:"; cat "$B/pgbouncer.log"; exit 1; }
-sleep 0.5
+pgbouncer_config "$B" "$BOUNCER_PORT" "$SHARD0_PORT"
+start_pgbouncer "$B"
 
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 
