@@ -3,7 +3,7 @@
 # path, counted by valgrind's callgrind (repeatable on a noisy machine, unlike
 # times). The router runs `dev` with one shard and one session worker under
 # callgrind; pgbench -S warms it up, the counters are zeroed
-# (callgrind_control -z), pgbench -S -t QUERIES runs with one client, and the
+# (callgrind_control -z), pgbench -S -t QUERIES runs with CLIENTS clients (default 1), and the
 # counters are dumped (callgrind_control -d). Instructions of every router
 # thread (session worker, control runtime, health checker) are counted;
 # PostgreSQL runs outside valgrind.
@@ -12,7 +12,8 @@
 #   queries  pgbench transactions (one SELECT each), default 2000
 #   mode     pgbench -M: simple (default), extended or prepared
 #   binary   pg-router binaries to compare, default target/release/pg-router
-# SHARDS=<n> runs the router over n shards (default 1).
+# SHARDS=<n> runs the router over n shards (default 1); CLIENTS=<n> runs
+# n pgbench clients (default 1; each runs `queries` transactions).
 # Prints one Markdown table row per binary (instructions per query), each
 # followed by its top functions by self cost (callgrind_annotate). When
 # pgbouncer is installed (BOUNCER=0 skips it) and the mode is not prepared,
@@ -31,6 +32,7 @@ BINS=("$@")
 [ ${#BINS[@]} -gt 0 ] || BINS=(target/release/pg-router)
 PORT=${PORT:-16451}
 SHARDS=${SHARDS:-1}
+CLIENTS=${CLIENTS:-1}
 PGBIN=$(dirname "$(readlink -f "$(command -v pg_ctl || ls /usr/lib/postgresql/*/bin/pg_ctl | tail -1)")")
 PGBENCH=$PGBIN/pgbench
 command -v valgrind >/dev/null || { echo "install valgrind" >&2; exit 1; }
@@ -56,7 +58,7 @@ wait_ready "$WORK/init.log" 60
 "$PGBENCH" -i -s 1 -q -h 127.0.0.1 -p "$PORT" -U postgres postgres >/dev/null 2>&1
 kill -TERM "$RPID"; wait "$RPID" 2>/dev/null || true; RPID=
 
-echo "== callgrind: pgbench -S -M $MODE -c 1 -t $QUERIES, $SHARDS shard(s), one session worker"
+echo "== callgrind: pgbench -S -M $MODE -c $CLIENTS -t $QUERIES, $SHARDS shard(s), one session worker"
 echo "| binary | instructions / query |"
 echo "|---|---|"
 for bin in "${BINS[@]}"; do
@@ -65,16 +67,16 @@ for bin in "${BINS[@]}"; do
     --workers 1 --data-dir "$WORK/data" >"$WORK/run.log" 2>&1 &
   RPID=$!
   wait_ready "$WORK/run.log" 300
-  "$PGBENCH" -S -n -M "$MODE" -c 1 -t 200 -h 127.0.0.1 -p "$PORT" -U postgres postgres >/dev/null 2>&1
+  "$PGBENCH" -S -n -M "$MODE" -c "$CLIENTS" -t 200 -h 127.0.0.1 -p "$PORT" -U postgres postgres >/dev/null 2>&1
   callgrind_control -z "$RPID" >/dev/null 2>&1
-  "$PGBENCH" -S -n -M "$MODE" -c 1 -t "$QUERIES" -h 127.0.0.1 -p "$PORT" -U postgres postgres >/dev/null 2>&1
+  "$PGBENCH" -S -n -M "$MODE" -c "$CLIENTS" -t "$QUERIES" -h 127.0.0.1 -p "$PORT" -U postgres postgres >/dev/null 2>&1
   callgrind_control -d "$RPID" >/dev/null 2>&1
   # The dump made by -d (after -z): part 1 of this process's output.
   dump=$out.$RPID.1
   kill -TERM "$RPID"; wait "$RPID" 2>/dev/null || true; RPID=
   [ -s "$dump" ] || { echo "no callgrind dump $dump" >&2; ls "$WORK" >&2; exit 1; }
   ir=$(grep -m1 '^summary:' "$dump" | awk '{print $2}')
-  printf "| %s | %s |\n" "$bin" "$(awk -v i="$ir" -v n="$QUERIES" 'BEGIN {printf "%.0f", i/n}')"
+  printf "| %s | %s |\n" "$bin" "$(awk -v i="$ir" -v n="$(( QUERIES * CLIENTS ))" 'BEGIN {printf "%.0f", i/n}')"
   callgrind_annotate --inclusive=no --threshold=100 --auto=no "$dump" 2>/dev/null \
     | sed -n '/file:function/,$p' | sed -n '3,$p' \
     | grep -Ev 'clone\.S|pthread_create|thread_start|vtable\.shim|__rust_begin_short_backtrace' \
@@ -100,10 +102,10 @@ if command -v pgbouncer >/dev/null && [ "${BOUNCER:-1}" = 1 ] && [ "$MODE" != pr
     [ -n "$BPID" ] && "$PGBENCH" -S -n -M "$MODE" -c 1 -t 1 -h 127.0.0.1 -p "$BPORT" -U postgres postgres >/dev/null 2>&1 && break
     sleep 0.2
   done
-  "$PGBENCH" -S -n -M "$MODE" -c 1 -t 200 -h 127.0.0.1 -p "$BPORT" -U postgres postgres >/dev/null 2>&1
+  "$PGBENCH" -S -n -M "$MODE" -c "$CLIENTS" -t 200 -h 127.0.0.1 -p "$BPORT" -U postgres postgres >/dev/null 2>&1
   # vgdb reaches a process of its own user only.
   runuser -u postgres -- callgrind_control -z "$BPID" >/dev/null 2>&1
-  "$PGBENCH" -S -n -M "$MODE" -c 1 -t "$QUERIES" -h 127.0.0.1 -p "$BPORT" -U postgres postgres >/dev/null 2>&1
+  "$PGBENCH" -S -n -M "$MODE" -c "$CLIENTS" -t "$QUERIES" -h 127.0.0.1 -p "$BPORT" -U postgres postgres >/dev/null 2>&1
   runuser -u postgres -- callgrind_control -d "$BPID" >/dev/null 2>&1
   kill -INT "$BPID" 2>/dev/null || true
   sleep 1
@@ -111,7 +113,7 @@ if command -v pgbouncer >/dev/null && [ "${BOUNCER:-1}" = 1 ] && [ "$MODE" != pr
   [ -s "$dump" ] || { echo "no callgrind dump $dump" >&2; ls "$B" >&2; exit 1; }
   ir=$(grep -m1 '^summary:' "$dump" | awk '{print $2}')
   printf "| pgbouncer %s | %s |\n" "$(pgbouncer --version | head -1 | awk '{print $2}')" \
-    "$(awk -v i="$ir" -v n="$QUERIES" 'BEGIN {printf "%.0f", i/n}')"
+    "$(awk -v i="$ir" -v n="$(( QUERIES * CLIENTS ))" 'BEGIN {printf "%.0f", i/n}')"
   callgrind_annotate --inclusive=no --threshold=100 --auto=no "$dump" 2>/dev/null \
     | sed -n '/file:function/,$p' | sed -n '3,$p' | head -12 | sed 's/^/    /' || true
   kill -TERM "$RPID"; wait "$RPID" 2>/dev/null || true; RPID=
