@@ -20,6 +20,10 @@
 # a last row measures PgBouncer (transaction pooling, single-threaded) the
 # same way in front of the same shard0 (the router runs plainly to keep the
 # shard up; only PgBouncer is under callgrind).
+# FLOOR=1 adds rows for benches/tokio_floor.rs (built here with cargo
+# bench --no-run): a plain TCP forwarder on a current-thread tokio runtime
+# in front of the same shard0, with and without tokio's time driver, the
+# floor of any proxy built on tokio.
 # Needs: valgrind, pgbench; run as root (PostgreSQL runs as postgres).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,6 +54,25 @@ wait_ready() { # log seconds
   cat "$1"; exit 1
 }
 
+# measure PID PORT [PREFIX...]: the warm-up, zeroing the counters, the
+# measured run and the dump, for the process PID listening on PORT (PREFIX
+# runs callgrind_control, e.g. as another user).
+measure() {
+  local pid=$1 port=$2
+  shift 2
+  "$PGBENCH" -S -n -M "$MODE" -c "$CLIENTS" -t 200 -h 127.0.0.1 -p "$port" -U postgres postgres >/dev/null 2>&1
+  "$@" callgrind_control -z "$pid" >/dev/null 2>&1
+  "$PGBENCH" -S -n -M "$MODE" -c "$CLIENTS" -t "$QUERIES" -h 127.0.0.1 -p "$port" -U postgres postgres >/dev/null 2>&1
+  "$@" callgrind_control -d "$pid" >/dev/null 2>&1
+}
+
+# per_query DUMP: user-space instructions per query in callgrind dump DUMP.
+per_query() {
+  local ir
+  ir=$(grep -m1 '^summary:' "$1" | awk '{print $2}')
+  awk -v i="$ir" -v n="$(( QUERIES * CLIENTS ))" 'BEGIN {printf "%.0f", i/n}'
+}
+
 # The cluster and pgbench tables, made once without valgrind and kept in
 # --data-dir for every measured run.
 "${BINS[0]}" dev --shards "$SHARDS" --port "$PORT" --workers 1 --data-dir "$WORK/data" >"$WORK/init.log" 2>&1 &
@@ -67,16 +90,12 @@ for bin in "${BINS[@]}"; do
     --workers 1 --data-dir "$WORK/data" >"$WORK/run.log" 2>&1 &
   RPID=$!
   wait_ready "$WORK/run.log" 300
-  "$PGBENCH" -S -n -M "$MODE" -c "$CLIENTS" -t 200 -h 127.0.0.1 -p "$PORT" -U postgres postgres >/dev/null 2>&1
-  callgrind_control -z "$RPID" >/dev/null 2>&1
-  "$PGBENCH" -S -n -M "$MODE" -c "$CLIENTS" -t "$QUERIES" -h 127.0.0.1 -p "$PORT" -U postgres postgres >/dev/null 2>&1
-  callgrind_control -d "$RPID" >/dev/null 2>&1
+  measure "$RPID" "$PORT"
   # The dump made by -d (after -z): part 1 of this process's output.
   dump=$out.$RPID.1
   kill -TERM "$RPID"; wait "$RPID" 2>/dev/null || true; RPID=
   [ -s "$dump" ] || { echo "no callgrind dump $dump" >&2; ls "$WORK" >&2; exit 1; }
-  ir=$(grep -m1 '^summary:' "$dump" | awk '{print $2}')
-  printf "| %s | %s |\n" "$bin" "$(awk -v i="$ir" -v n="$(( QUERIES * CLIENTS ))" 'BEGIN {printf "%.0f", i/n}')"
+  printf "| %s | %s |\n" "$bin" "$(per_query "$dump")"
   callgrind_annotate --inclusive=no --threshold=100 --auto=no "$dump" 2>/dev/null \
     | sed -n '/file:function/,$p' | sed -n '3,$p' \
     | grep -Ev 'clone\.S|pthread_create|thread_start|vtable\.shim|__rust_begin_short_backtrace' \
@@ -102,19 +121,40 @@ if command -v pgbouncer >/dev/null && [ "${BOUNCER:-1}" = 1 ] && [ "$MODE" != pr
     [ -n "$BPID" ] && "$PGBENCH" -S -n -M "$MODE" -c 1 -t 1 -h 127.0.0.1 -p "$BPORT" -U postgres postgres >/dev/null 2>&1 && break
     sleep 0.2
   done
-  "$PGBENCH" -S -n -M "$MODE" -c "$CLIENTS" -t 200 -h 127.0.0.1 -p "$BPORT" -U postgres postgres >/dev/null 2>&1
   # vgdb reaches a process of its own user only.
-  runuser -u postgres -- callgrind_control -z "$BPID" >/dev/null 2>&1
-  "$PGBENCH" -S -n -M "$MODE" -c "$CLIENTS" -t "$QUERIES" -h 127.0.0.1 -p "$BPORT" -U postgres postgres >/dev/null 2>&1
-  runuser -u postgres -- callgrind_control -d "$BPID" >/dev/null 2>&1
+  measure "$BPID" "$BPORT" runuser -u postgres --
   kill -INT "$BPID" 2>/dev/null || true
   sleep 1
   dump=$B/callgrind.out.$BPID.1
   [ -s "$dump" ] || { echo "no callgrind dump $dump" >&2; ls "$B" >&2; exit 1; }
-  ir=$(grep -m1 '^summary:' "$dump" | awk '{print $2}')
-  printf "| pgbouncer %s | %s |\n" "$(pgbouncer --version | head -1 | awk '{print $2}')" \
-    "$(awk -v i="$ir" -v n="$(( QUERIES * CLIENTS ))" 'BEGIN {printf "%.0f", i/n}')"
+  printf "| pgbouncer %s | %s |\n" "$(pgbouncer --version | head -1 | awk '{print $2}')" "$(per_query "$dump")"
   callgrind_annotate --inclusive=no --threshold=100 --auto=no "$dump" 2>/dev/null \
     | sed -n '/file:function/,$p' | sed -n '3,$p' | head -12 | sed 's/^/    /' || true
+  kill -TERM "$RPID"; wait "$RPID" 2>/dev/null || true; RPID=
+fi
+
+# The tokio floor: a plain forwarder in front of the same shard0.
+if [ "${FLOOR:-0}" = 1 ]; then
+  FLOOR_BIN=$(cargo bench --bench tokio_floor --no-run 2>&1 | grep -o 'target/release/deps/tokio_floor-[0-9a-f]*' | head -1)
+  [ -x "$FLOOR_BIN" ] || { echo "could not build benches/tokio_floor.rs" >&2; exit 1; }
+  "${BINS[0]}" dev --shards 1 --port "$PORT" --workers 1 --data-dir "$WORK/data" >"$WORK/plain.log" 2>&1 &
+  RPID=$!
+  wait_ready "$WORK/plain.log" 60
+  SHARD0_PORT=$(grep -o 'shard0: 127.0.0.1:[0-9]*' "$WORK/plain.log" | cut -d: -f3)
+  FPORT=$((PORT + 2))
+  for timer in time none; do
+    valgrind --tool=callgrind --callgrind-out-file="$WORK/floor.out.%p" "$FLOOR_BIN" "$FPORT" "$SHARD0_PORT" "$timer" \
+      >"$WORK/floor.log" 2>&1 &
+    FPID=$!
+    wait_ready "$WORK/floor.log" 60
+    measure "$FPID" "$FPORT"
+    kill -TERM "$FPID"; wait "$FPID" 2>/dev/null || true
+    dump=$WORK/floor.out.$FPID.1
+    [ -s "$dump" ] || { echo "no callgrind dump $dump" >&2; exit 1; }
+    printf "| tokio floor (time driver: %s) | %s |\n" "$timer" "$(per_query "$dump")"
+    callgrind_annotate --inclusive=no --threshold=100 --auto=no "$dump" 2>/dev/null \
+      | sed -n '/file:function/,$p' | sed -n '3,$p' \
+      | grep -Ev '\((100\.0|[5-9][0-9]\.[0-9]+)%\)' | head -8 | sed 's/^/    /' || true
+  done
   kill -TERM "$RPID"; wait "$RPID" 2>/dev/null || true; RPID=
 fi

@@ -399,25 +399,16 @@ fn route_key(
     shards: &[String],
 ) -> Result<usize, PgError> {
     let key = KeyExpr::Const(key.ok_or_else(|| null_key(catalog, table))?);
-    let shard = key_shard(
-        catalog,
-        table,
-        &key,
-        &super::route::Values::Bind(&EMPTY_BIND),
-    )?
-    .ok_or_else(|| null_key(catalog, table))?;
+    // A constant key reads no values.
+    let no_literals = crate::plan::Literals::default();
+    let no_values = super::route::Values::Simple {
+        sql: "",
+        lits: &no_literals,
+    };
+    let shard =
+        key_shard(catalog, table, &key, &no_values)?.ok_or_else(|| null_key(catalog, table))?;
     shard_index(shards, shard)
 }
-
-static EMPTY_BIND: crate::protocol::frontend::Bind<'static> = crate::protocol::frontend::Bind {
-    portal: "",
-    statement: "",
-    param_formats: Vec::new(),
-    params: Vec::new(),
-    after_names: 0,
-    params_end: 0,
-    result_formats: Vec::new(),
-};
 
 /// Splits a COPY data stream (text or CSV) into records and extracts the
 /// sharding key field of each (PostgreSQL docs, COPY "File Formats").

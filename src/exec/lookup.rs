@@ -44,7 +44,7 @@ impl ExecCtx {
         cat: &Catalog,
         table: &str,
         l: &LookupKey,
-        values: &Values<'_>,
+        values: &Values<'_, '_>,
     ) -> Result<Option<Vec<String>>, End> {
         let (owner, lookup) = match (tables(cat, table), tables(cat, &l.lookup_table)) {
             (Ok(o), Ok(lt)) => (o, lt),
@@ -132,7 +132,7 @@ impl ExecCtx {
         write: &OwnedWrite,
         keys: &[KeyExpr],
         vals: &[Vec<Option<KeyExpr>>],
-        values: &Values<'_>,
+        values: &Values<'_, '_>,
     ) -> Result<bool, End> {
         let ksids = match owner_ksids(cat, &write.table, keys, values) {
             Ok(k) => k,
@@ -283,7 +283,7 @@ impl ExecCtx {
         cat: &Catalog,
         write: &OwnedWrite,
         ksids: &[KeyspaceId],
-        values: &Values<'_>,
+        values: &Values<'_, '_>,
     ) -> Result<bool, End> {
         let OwnedKind::Rows { new: Some(new), .. } = &write.kind else {
             return Ok(true);
@@ -375,7 +375,7 @@ fn owner_ksids(
     cat: &Catalog,
     table: &str,
     keys: &[KeyExpr],
-    values: &Values<'_>,
+    values: &Values<'_, '_>,
 ) -> Result<Vec<Option<KeyspaceId>>, PgError> {
     let t = tables(cat, table)?;
     keys.iter()
@@ -411,7 +411,7 @@ fn value_literal(
     cat: &Catalog,
     lookup: &ShardedTable,
     value: &KeyExpr,
-    values: &Values<'_>,
+    values: &Values<'_, '_>,
 ) -> Result<Option<(String, String)>, PgError> {
     let ks = cat
         .keyspace_of(lookup)

@@ -30,7 +30,7 @@ use super::route::{key_shard, part_order, rows_by_shard, scatter_shards, Values}
 pub(crate) fn keyed_shard<'c>(
     cat: &'c Catalog,
     keys: &[KeyRef],
-    values: &Values<'_>,
+    values: &Values<'_, '_>,
 ) -> Result<Option<&'c str>, PgError> {
     let mut target: Option<&str> = None;
     for k in keys {
@@ -121,7 +121,7 @@ impl ExecCtx {
         table: &str,
         prune: Option<&KeySet>,
         lookup: Option<&LookupKey>,
-        values: &Values<'_>,
+        values: &Values<'_, '_>,
     ) -> Result<Option<Vec<String>>, End> {
         if let Some(l) = lookup {
             return self.lookup_shards(cat, table, l, values).await;
@@ -168,7 +168,7 @@ impl ExecCtx {
         inner: &Plan,
         write: &OwnedWrite,
         msg: Bytes,
-        values: &Values<'_>,
+        values: &Values<'_, '_>,
     ) -> Result<bool, End> {
         let mut mode = MergeMode::Concat;
         let parts: Vec<(String, Bytes)> = match inner {

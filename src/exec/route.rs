@@ -12,17 +12,19 @@ use crate::protocol::frontend::Bind;
 use crate::protocol::PgError;
 use crate::vindex::{KeyType, KeyValue};
 
-/// Where the values referenced by [`KeyExpr::Param`] come from.
-pub enum Values<'a> {
+/// Where the values referenced by [`KeyExpr::Param`] come from: `'a` is
+/// the lifetime of the message or text the values are read from, `'b`
+/// that of the decoded view of it.
+pub enum Values<'a, 'b> {
     /// Literals of a simple-protocol statement.
     Simple {
         /// The statement text.
         sql: &'a str,
         /// Its literal spans.
-        lits: &'a Literals,
+        lits: &'b Literals,
     },
     /// Parameters of a Bind message.
-    Bind(&'a Bind<'a>),
+    Bind(&'b Bind<'a>),
 }
 
 /// The shard that owns `key` of sharded table `table`, or `Ok(None)` when the
@@ -36,7 +38,7 @@ pub fn key_shard<'c>(
     catalog: &'c Catalog,
     table: &str,
     key: &KeyExpr,
-    values: &Values<'_>,
+    values: &Values<'_, '_>,
 ) -> Result<Option<&'c str>, PgError> {
     let (t, ks) = table_keyspace(catalog, table)?;
     key_value_map(t.key_type, key, values, |kv| {
@@ -105,7 +107,7 @@ pub fn rows_by_shard<'c>(
     catalog: &'c Catalog,
     table: &str,
     rows: &[KeyExpr],
-    values: &Values<'_>,
+    values: &Values<'_, '_>,
 ) -> Result<BTreeMap<&'c str, Vec<usize>>, PgError> {
     let mut by_shard: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, k) in rows.iter().enumerate() {
@@ -151,7 +153,7 @@ pub fn part_order(by_shard: &BTreeMap<&str, Vec<usize>>, rows: usize) -> Arc<[u3
 pub fn key_value_map<R>(
     key_type: KeyType,
     key: &KeyExpr,
-    values: &Values<'_>,
+    values: &Values<'_, '_>,
     f: impl FnOnce(&KeyValue<'_>) -> R,
 ) -> Result<Option<R>, PgError> {
     let bad = |e: crate::vindex::VindexError| PgError::new(e.sqlstate(), e.to_string());
@@ -194,7 +196,7 @@ pub enum Raw<'a> {
     Binary(&'a [u8]),
 }
 
-impl<'a> Values<'a> {
+impl<'a> Values<'a, '_> {
     /// Literal `index` (simple protocol; the `NULL` keyword reads as NULL)
     /// or Bind parameter `index`; None for NULL.
     ///
@@ -254,7 +256,7 @@ pub fn scatter_shards(
     catalog: &Catalog,
     table: &str,
     prune: Option<&crate::plan::KeySet>,
-    values: &Values<'_>,
+    values: &Values<'_, '_>,
 ) -> Result<Vec<String>, PgError> {
     let t = catalog.table(table).ok_or_else(|| {
         PgError::unsupported(format!(

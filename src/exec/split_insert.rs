@@ -116,7 +116,7 @@ pub fn split_insert_text(
         parts,
         order,
         stmt: stmt.clone(),
-        result_formats: b.result_formats.clone(),
+        result_formats: b.result_formats.to_vec(),
         returning: crate::plan::has_word(suffix, "returning"),
     })
 }

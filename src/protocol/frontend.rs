@@ -2,6 +2,8 @@
 //! inspects (PostgreSQL docs §55.7). Nothing here panics on malformed input:
 //! every read is checked and reported as [`ProtocolError::Malformed`].
 
+use smallvec::SmallVec;
+
 use super::ProtocolError;
 
 /// A cursor over a message body.
@@ -112,9 +114,9 @@ pub struct Bind<'a> {
     /// Source statement ("" = unnamed).
     pub statement: &'a str,
     /// Parameter format codes (0 text, 1 binary); empty = all text, one = all.
-    pub param_formats: Vec<i16>,
+    pub param_formats: Formats,
     /// Parameter values; `None` = NULL.
-    pub params: Vec<Option<&'a [u8]>>,
+    pub params: SmallVec<[Option<&'a [u8]>; 8]>,
     /// Byte offset in the body where the parameter-format section starts
     /// (everything after the two names), used to rewrite the statement name.
     pub after_names: usize,
@@ -123,8 +125,12 @@ pub struct Bind<'a> {
     /// and values) as the client sent it.
     pub params_end: usize,
     /// Result-column format codes.
-    pub result_formats: Vec<i16>,
+    pub result_formats: Formats,
 }
+
+/// Format codes of a Bind (parameters or result columns): up to 4 inline,
+/// as drivers send none, one, or one per column of a narrow row.
+pub type Formats = SmallVec<[i16; 4]>;
 
 impl<'a> Bind<'a> {
     /// The source statement name of a Bind body, without decoding (or
@@ -154,12 +160,12 @@ impl<'a> Bind<'a> {
         let statement = c.cstr()?;
         let after_names = c.position();
         let nf = c.count()?;
-        let mut param_formats = Vec::with_capacity(nf.min(body.len() / 2));
+        let mut param_formats = Formats::with_capacity(nf.min(body.len() / 2));
         for _ in 0..nf {
             param_formats.push(c.i16()?);
         }
         let np = c.count()?;
-        let mut params = Vec::with_capacity(np.min(body.len() / 4));
+        let mut params = SmallVec::with_capacity(np.min(body.len() / 4));
         for _ in 0..np {
             let len = c.i32()?;
             if len < -1 {
@@ -175,7 +181,7 @@ impl<'a> Bind<'a> {
         }
         let params_end = c.position();
         let nr = c.count()?;
-        let mut result_formats = Vec::with_capacity(nr.min(body.len() / 2));
+        let mut result_formats = Formats::with_capacity(nr.min(body.len() / 2));
         for _ in 0..nr {
             result_formats.push(c.i16()?);
         }
@@ -314,7 +320,7 @@ mod tests {
         let d = Bind::decode(&b).unwrap();
         assert_eq!(d.portal, "p");
         assert_eq!(d.statement, "s");
-        assert_eq!(d.params, vec![Some(&b"42"[..]), None]);
+        assert_eq!(d.params.as_slice(), [Some(&b"42"[..]), None]);
         assert_eq!(d.after_names, 4);
         assert_eq!(Bind::statement_name(&b).unwrap(), "s");
         assert!(Bind::statement_name(b"p\0s").is_err());

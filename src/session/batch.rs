@@ -209,7 +209,12 @@ impl Session {
                                 stmt.clone(),
                             );
                             self.ctx
-                                .describe_as_portal(&shard, plan.hidden, &stmt, Some(formats))
+                                .describe_as_portal(
+                                    &shard,
+                                    plan.hidden,
+                                    &stmt,
+                                    Some(formats.to_vec()),
+                                )
                                 .await?
                         }
                         Some(Route::SplitInsert(p)) if expect == Expect::DescribePortal => {

@@ -608,7 +608,7 @@ impl Session {
             Plan::InsertSelect(_) => Route::InsertSelect(Arc::new(PendingInsertSelect {
                 stmt: stmt.clone(),
                 bind: frame.clone(),
-                result_formats: b.result_formats.clone(),
+                result_formats: b.result_formats.to_vec(),
             })),
             Plan::SequenceFn(call) => Route::Sequence(Arc::new(PendingSequence {
                 call: call.clone(),

@@ -185,6 +185,7 @@ impl Session {
             nb.extend_from_slice(name.as_bytes());
             nb.put_u8(0);
             nb.extend_from_slice(rest);
+            drop(b);
             frames[i] = Frame {
                 tag: b'B',
                 data: nb.freeze(),

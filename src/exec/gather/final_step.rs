@@ -96,7 +96,7 @@ pub(super) fn extended_ctx(
             .collect(),
         param_formats,
         params,
-        result_formats: b.result_formats.clone(),
+        result_formats: b.result_formats.to_vec(),
     })
 }
 

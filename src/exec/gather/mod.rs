@@ -121,7 +121,7 @@ impl ExecCtx {
             let (param_formats, params) = match &plan.shard_params {
                 Some(idx) => final_step::param_subset(&b, idx)?,
                 None => (
-                    b.param_formats.clone(),
+                    b.param_formats.to_vec(),
                     b.params.iter().map(|p| p.map(|x| x.to_vec())).collect(),
                 ),
             };
@@ -135,7 +135,7 @@ impl ExecCtx {
                 parse_always: None,
                 param_formats,
                 params,
-                client_formats: b.result_formats.clone(),
+                client_formats: b.result_formats.to_vec(),
                 simple: false,
                 max_rows: u64::try_from(max_rows).ok().filter(|&m| m > 0),
                 final_ctx,

@@ -12,7 +12,7 @@ use crate::exec::route::{Raw, Values};
 /// Literal/parameter `i` as text (None = NULL); binary integer parameters
 /// (int8/int4/int2, as LIMIT/OFFSET/HAVING constants) are rendered in
 /// decimal.
-pub(super) fn param_text(values: &Values<'_>, i: usize) -> Result<Option<String>, PgError> {
+pub(super) fn param_text(values: &Values<'_, '_>, i: usize) -> Result<Option<String>, PgError> {
     match values.raw(i)? {
         None => Ok(None),
         Some(Raw::Text(t)) => Ok(Some(t.into_owned())),
@@ -34,7 +34,7 @@ pub(super) fn param_text(values: &Values<'_>, i: usize) -> Result<Option<String>
 
 /// A LIMIT/OFFSET value; None for NULL.
 pub(super) fn row_count(
-    values: &Values<'_>,
+    values: &Values<'_, '_>,
     c: RowCount,
     what: &str,
 ) -> Result<Option<i64>, PgError> {
@@ -59,7 +59,7 @@ pub(super) fn row_count(
 /// (offset, limit) of one execution, validated like PostgreSQL.
 pub(super) fn window_bounds(
     plan: &GatherPlan,
-    values: &Values<'_>,
+    values: &Values<'_, '_>,
 ) -> Result<(u64, Option<u64>), PgError> {
     let limit = match plan.limit {
         Some(c) => row_count(values, c, "LIMIT")?,
@@ -155,7 +155,7 @@ pub(super) fn shard_formats(
 /// The values of the literals/parameters HAVING reads, as text.
 pub(super) fn having_params(
     plan: &GatherPlan,
-    args: &Values<'_>,
+    args: &Values<'_, '_>,
 ) -> Result<Vec<(usize, Option<String>)>, PgError> {
     let mut out = Vec::new();
     if let Some(c) = plan.grouping.as_ref().and_then(|g| g.having.as_ref()) {
