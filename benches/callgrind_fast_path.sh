@@ -23,7 +23,8 @@
 # FLOOR=1 adds rows for benches/tokio_floor.rs (built here with cargo
 # bench --no-run): a plain TCP forwarder on a current-thread tokio runtime
 # in front of the same shard0, with and without tokio's time driver, the
-# floor of any proxy built on tokio.
+# floor of any proxy built on tokio; and for benches/uring_floor.rs, the
+# same forwarder on one io_uring ring (feature uring-floor).
 # Needs: valgrind, pgbench; run as root (PostgreSQL runs as postgres).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -133,28 +134,42 @@ if command -v pgbouncer >/dev/null && [ "${BOUNCER:-1}" = 1 ] && [ "$MODE" != pr
   kill -TERM "$RPID"; wait "$RPID" 2>/dev/null || true; RPID=
 fi
 
-# The tokio floor: a plain forwarder in front of the same shard0.
+# floor_row LABEL SIGNAL BIN [ARG]: a floor forwarder BIN under callgrind
+# on FPORT in front of shard0 (BIN FPORT SHARD0_PORT ARG), measured like
+# the router; prints its row. SIGNAL stops it (the io_uring one ignores
+# SIGTERM inside io_uring_enter under valgrind; its dump is written by
+# then).
+floor_row() {
+  local label=$1 sig=$2 bin=$3
+  shift 3
+  valgrind --tool=callgrind --callgrind-out-file="$WORK/floor.out.%p" "$bin" "$FPORT" "$SHARD0_PORT" "$@" \
+    >"$WORK/floor.log" 2>&1 &
+  FPID=$!
+  wait_ready "$WORK/floor.log" 60
+  measure "$FPID" "$FPORT"
+  kill -"$sig" "$FPID"; wait "$FPID" 2>/dev/null || true
+  local dump=$WORK/floor.out.$FPID.1
+  [ -s "$dump" ] || { echo "no callgrind dump $dump" >&2; cat "$WORK/floor.log" >&2; exit 1; }
+  printf "| %s | %s |\n" "$label" "$(per_query "$dump")"
+  callgrind_annotate --inclusive=no --threshold=100 --auto=no "$dump" 2>/dev/null \
+    | sed -n '/file:function/,$p' | sed -n '3,$p' \
+    | grep -Ev '\((100\.0|[5-9][0-9]\.[0-9]+)%\)' | head -8 | sed 's/^/    /' || true
+}
+
+# The floors: plain forwarders in front of the same shard0.
 if [ "${FLOOR:-0}" = 1 ]; then
   FLOOR_BIN=$(cargo bench --bench tokio_floor --no-run 2>&1 | grep -o 'target/release/deps/tokio_floor-[0-9a-f]*' | head -1)
   [ -x "$FLOOR_BIN" ] || { echo "could not build benches/tokio_floor.rs" >&2; exit 1; }
+  URING_BIN=$(cargo bench --features uring-floor --bench uring_floor --no-run 2>&1 | grep -o 'target/release/deps/uring_floor-[0-9a-f]*' | head -1)
   "${BINS[0]}" dev --shards 1 --port "$PORT" --workers 1 --data-dir "$WORK/data" >"$WORK/plain.log" 2>&1 &
   RPID=$!
   wait_ready "$WORK/plain.log" 60
   SHARD0_PORT=$(grep -o 'shard0: 127.0.0.1:[0-9]*' "$WORK/plain.log" | cut -d: -f3)
   FPORT=$((PORT + 2))
-  for timer in time none; do
-    valgrind --tool=callgrind --callgrind-out-file="$WORK/floor.out.%p" "$FLOOR_BIN" "$FPORT" "$SHARD0_PORT" "$timer" \
-      >"$WORK/floor.log" 2>&1 &
-    FPID=$!
-    wait_ready "$WORK/floor.log" 60
-    measure "$FPID" "$FPORT"
-    kill -TERM "$FPID"; wait "$FPID" 2>/dev/null || true
-    dump=$WORK/floor.out.$FPID.1
-    [ -s "$dump" ] || { echo "no callgrind dump $dump" >&2; exit 1; }
-    printf "| tokio floor (time driver: %s) | %s |\n" "$timer" "$(per_query "$dump")"
-    callgrind_annotate --inclusive=no --threshold=100 --auto=no "$dump" 2>/dev/null \
-      | sed -n '/file:function/,$p' | sed -n '3,$p' \
-      | grep -Ev '\((100\.0|[5-9][0-9]\.[0-9]+)%\)' | head -8 | sed 's/^/    /' || true
-  done
+  floor_row "tokio floor (time driver: on)" TERM "$FLOOR_BIN" time
+  floor_row "tokio floor (time driver: off)" TERM "$FLOOR_BIN" none
+  if [ -x "$URING_BIN" ]; then
+    floor_row "io_uring floor" KILL "$URING_BIN"
+  fi
   kill -TERM "$RPID"; wait "$RPID" 2>/dev/null || true; RPID=
 fi
