@@ -150,21 +150,27 @@ impl ShardPool {
     }
 
     /// An idle connection, or a free slot; None when all are in use.
+    /// The staleness probe (a socket read) runs outside the lock.
     fn take(&self) -> Option<Got<'_>> {
-        let mut s = self.slots.lock();
-        while let Some(mut c) = s.idle.pop() {
+        loop {
+            let mut c = {
+                let mut s = self.slots.lock();
+                match s.idle.pop() {
+                    Some(c) => c,
+                    None if s.open < self.max_size => {
+                        s.open += 1;
+                        return Some(Got::Slot(OpenSlot(Some(self))));
+                    }
+                    None => return None,
+                }
+            };
             if !c.is_stale() {
                 return Some(Got::Idle(c));
             }
             // The shard closed it (restart, terminated backend).
-            s.open -= 1;
+            self.slots.lock().open -= 1;
             self.health.suspect();
         }
-        if s.open < self.max_size {
-            s.open += 1;
-            return Some(Got::Slot(OpenSlot(Some(self))));
-        }
-        None
     }
 
     /// Waits for a released connection or slot, until the checkout
@@ -200,16 +206,14 @@ impl ShardPool {
     /// Gives a connection back (kept idle when `keep`, else closed) and
     /// wakes one waiting checkout.
     fn put_back(&self, conn: BackendConn, keep: bool) {
-        {
-            let mut s = self.slots.lock();
-            if keep {
-                s.idle.push(conn);
-            } else {
-                s.open -= 1;
-                drop(s);
-                drop(conn);
-            }
+        let mut s = self.slots.lock();
+        if keep {
+            s.idle.push(conn);
+        } else {
+            s.open -= 1;
         }
+        drop(s);
+        // A connection not kept closes here, outside the lock.
         self.freed.notify_one();
     }
 
@@ -251,8 +255,10 @@ impl ShardPool {
             s.open -= s.idle.len();
             std::mem::take(&mut s.idle)
         };
-        drop(idle);
-        self.freed.notify_one();
+        if !idle.is_empty() {
+            drop(idle);
+            self.freed.notify_one();
+        }
     }
 }
 

@@ -391,6 +391,10 @@ fn copy_data(out: &mut BytesMut, data: &mut BytesMut) {
     data.clear();
 }
 
+/// The values of a COPY row's constant key: none (a static, not one per
+/// row).
+static NO_LITERALS: crate::plan::Literals = crate::plan::Literals::NONE;
+
 /// Index into `shards` of the shard owning `key` (text form, `None` = NULL).
 fn route_key(
     catalog: &Catalog,
@@ -400,10 +404,9 @@ fn route_key(
 ) -> Result<usize, PgError> {
     let key = KeyExpr::Const(key.ok_or_else(|| null_key(catalog, table))?);
     // A constant key reads no values.
-    let no_literals = crate::plan::Literals::default();
     let no_values = super::route::Values::Simple {
         sql: "",
-        lits: &no_literals,
+        lits: &NO_LITERALS,
     };
     let shard =
         key_shard(catalog, table, &key, &no_values)?.ok_or_else(|| null_key(catalog, table))?;

@@ -50,6 +50,17 @@ pub struct Literals {
 }
 
 impl Literals {
+    /// No literal (for values that are read from nowhere: constant keys).
+    pub const NONE: Literals = Literals {
+        inline: [Lit {
+            start: 0,
+            end: 0,
+            kind: LitKind::Number,
+        }; INLINE],
+        len: 0,
+        spill: Vec::new(),
+    };
+
     /// Number of literals found in the text.
     pub fn len(&self) -> usize {
         self.len
