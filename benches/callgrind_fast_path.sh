@@ -14,6 +14,8 @@
 #   binary   pg-router binaries to compare, default target/release/pg-router
 # SHARDS=<n> runs the router over n shards (default 1); CLIENTS=<n> runs
 # n pgbench clients (default 1; each runs `queries` transactions).
+# SCRIPT=<file> runs that pgbench script (-f, one statement per
+# transaction) instead of the built-in -S, e.g. a scatter-gather query.
 # Prints one Markdown table row per binary (instructions per query), each
 # followed by its top functions by self cost (callgrind_annotate). When
 # pgbouncer is installed (BOUNCER=0 skips it) and the mode is not prepared,
@@ -38,6 +40,8 @@ BINS=("$@")
 PORT=${PORT:-16451}
 SHARDS=${SHARDS:-1}
 CLIENTS=${CLIENTS:-1}
+WORKLOAD=(-S)
+[ -z "${SCRIPT:-}" ] || WORKLOAD=(-f "$(readlink -f "$SCRIPT")")
 PGBIN=$(dirname "$(readlink -f "$(command -v pg_ctl || ls /usr/lib/postgresql/*/bin/pg_ctl | tail -1)")")
 PGBENCH=$PGBIN/pgbench
 command -v valgrind >/dev/null || { echo "install valgrind" >&2; exit 1; }
@@ -61,9 +65,9 @@ wait_ready() { # log seconds
 measure() {
   local pid=$1 port=$2
   shift 2
-  "$PGBENCH" -S -n -M "$MODE" -c "$CLIENTS" -t 200 -h 127.0.0.1 -p "$port" -U postgres postgres >/dev/null 2>&1
+  "$PGBENCH" "${WORKLOAD[@]}" -n -M "$MODE" -c "$CLIENTS" -t 200 -h 127.0.0.1 -p "$port" -U postgres postgres >/dev/null 2>&1
   "$@" callgrind_control -z "$pid" >/dev/null 2>&1
-  "$PGBENCH" -S -n -M "$MODE" -c "$CLIENTS" -t "$QUERIES" -h 127.0.0.1 -p "$port" -U postgres postgres >/dev/null 2>&1
+  "$PGBENCH" "${WORKLOAD[@]}" -n -M "$MODE" -c "$CLIENTS" -t "$QUERIES" -h 127.0.0.1 -p "$port" -U postgres postgres >/dev/null 2>&1
   "$@" callgrind_control -d "$pid" >/dev/null 2>&1
 }
 
@@ -82,7 +86,7 @@ wait_ready "$WORK/init.log" 60
 "$PGBENCH" -i -s 1 -q -h 127.0.0.1 -p "$PORT" -U postgres postgres >/dev/null 2>&1
 kill -TERM "$RPID"; wait "$RPID" 2>/dev/null || true; RPID=
 
-echo "== callgrind: pgbench -S -M $MODE -c $CLIENTS -t $QUERIES, $SHARDS shard(s), one session worker"
+echo "== callgrind: pgbench ${WORKLOAD[*]} -M $MODE -c $CLIENTS -t $QUERIES, $SHARDS shard(s), one session worker"
 echo "| binary | instructions / query |"
 echo "|---|---|"
 for bin in "${BINS[@]}"; do

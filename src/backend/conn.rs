@@ -341,7 +341,26 @@ impl BackendConn {
     /// closing the connection, e.g. 57P01 at shutdown) is returned as
     /// [`ProtocolError::ServerClosed`] and marks the connection broken.
     pub async fn recv(&mut self) -> Result<Frame, ProtocolError> {
-        match self.reader.next().await {
+        let r = self.reader.next().await;
+        self.checked(r)
+    }
+
+    /// [`BackendConn::recv`] without I/O: the next frame if it is already
+    /// completely buffered (None if not), with the same checks. Lets a
+    /// caller that reads many frames skip the async machinery for the ones
+    /// that arrived together.
+    pub fn try_recv(&mut self) -> Result<Option<Frame>, ProtocolError> {
+        match self.reader.try_next() {
+            Ok(None) => Ok(None),
+            Ok(Some(f)) => self.checked(Ok(f)).map(Some),
+            Err(e) => self.checked(Err(e)).map(Some),
+        }
+    }
+
+    /// A received frame (or read error) as [`BackendConn::recv`] returns
+    /// it: FATAL/PANIC errors and read errors mark the connection broken.
+    fn checked(&mut self, r: Result<Frame, ProtocolError>) -> Result<Frame, ProtocolError> {
+        match r {
             Ok(f) if f.tag == b'E' => match server_closed(f.body()) {
                 Some(e) => {
                     self.broken = true;

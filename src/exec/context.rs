@@ -88,6 +88,9 @@ pub struct ExecCtx {
     /// The last gather Execute with a row limit returned that many rows
     /// and answered PortalSuspended (the rest of its result is not kept).
     pub portal_suspended: bool,
+    /// Shards whose connections the last gather ended with Sync and whose
+    /// ReadyForQuery it read: the batch's Sync need not reach them.
+    pub gather_synced: Vec<Arc<str>>,
     /// An extended-protocol batch is running: router-injected queries use
     /// the extended protocol without Sync (see `inject.rs`).
     pub in_extended: bool,
@@ -132,6 +135,7 @@ impl ExecCtx {
             deferred: None,
             last_count: None,
             portal_suspended: false,
+            gather_synced: Vec::new(),
             in_extended: false,
             returning_formats: Vec::new(),
             gate_period: None,

@@ -121,7 +121,11 @@ pub async fn run<S: Sink>(
             Slot::Swallow(e) => (*e, false),
             Slot::Synth(_) => continue,
         };
-        let f = conn.recv().await.map_err(ExchangeError::Backend)?;
+        // Frames that arrived together are taken without the async path.
+        let f = match conn.try_recv().map_err(ExchangeError::Backend)? {
+            Some(f) => f,
+            None => conn.recv().await.map_err(ExchangeError::Backend)?,
+        };
         let out = &mut client.buf;
         match f.tag {
             b'N' | b'S' | b'A' => {

@@ -129,6 +129,51 @@ pub fn row_description(body: &[u8]) -> Result<Vec<Column>, ProtocolError> {
     Ok(cols)
 }
 
+/// Column `i` of a DataRow body (`None` = NULL), found by skipping the
+/// columns before it without decoding them or the ones after it.
+///
+/// Errors: [`ProtocolError`] when the body is truncated or has no column
+/// `i`.
+pub fn data_row_column(body: &[u8], i: usize) -> Result<Option<&[u8]>, ProtocolError> {
+    let mut c = Cursor::new(body);
+    if i >= c.count()? {
+        return Err(ProtocolError::Malformed(format!(
+            "DataRow has no column {i}"
+        )));
+    }
+    for _ in 0..i {
+        let len = c.i32()?;
+        if len > 0 {
+            c.bytes(len as usize)?;
+        }
+    }
+    let len = c.i32()?;
+    Ok(if len < 0 {
+        None
+    } else {
+        Some(c.bytes(len as usize)?)
+    })
+}
+
+/// The type OIDs of a RowDescription body's columns, in order (what a
+/// gather needs of it; [`row_description`] also copies the names).
+///
+/// Errors: [`ProtocolError`] when the body is truncated.
+pub fn row_types(body: &[u8]) -> Result<Vec<u32>, ProtocolError> {
+    let mut c = Cursor::new(body);
+    let n = c.count()?;
+    let mut types = Vec::with_capacity(n.min(1024));
+    for _ in 0..n {
+        c.cstr()?;
+        // Table OID (4), column number (2), then the type OID.
+        c.bytes(6)?;
+        types.push(c.i32()? as u32);
+        // Type size (2), type modifier (4), format code (2).
+        c.bytes(8)?;
+    }
+    Ok(types)
+}
+
 /// Byte offset in a DataRow body just after its first `n` columns (the
 /// whole body when it has fewer), without decoding the values.
 ///
@@ -145,11 +190,17 @@ pub fn data_row_prefix(body: &[u8], n: usize) -> Result<usize, ProtocolError> {
     Ok(c.position())
 }
 
+/// A DataRow's column values, borrowed from its body (`None` = NULL):
+/// inline up to 8 columns, so decoding a merged row does not allocate.
+pub type RowValues<'a> = smallvec::SmallVec<[Option<&'a [u8]>; 8]>;
+
 /// Decodes a DataRow body into column values (`None` = NULL).
-pub fn data_row(body: &[u8]) -> Result<Vec<Option<&[u8]>>, ProtocolError> {
+///
+/// Errors: [`ProtocolError`] when the body is truncated.
+pub fn data_row(body: &[u8]) -> Result<RowValues<'_>, ProtocolError> {
     let mut c = Cursor::new(body);
     let n = c.count()?;
-    let mut vals = Vec::with_capacity(n.min(1024));
+    let mut vals = RowValues::with_capacity(n.min(1024));
     for _ in 0..n {
         let len = c.i32()?;
         vals.push(if len < 0 {
@@ -164,6 +215,40 @@ pub fn data_row(body: &[u8]) -> Result<Vec<Option<&[u8]>>, ProtocolError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_row_column_reads_one_column_and_refuses_a_short_row() {
+        let mut buf = bytes::BytesMut::new();
+        crate::protocol::synth::data_row(&mut buf, &[Some(b"ab"), None, Some(b""), Some(b"xyz")]);
+        let body = &buf[5..];
+        let all = data_row(body).unwrap();
+        for i in 0..4 {
+            assert_eq!(data_row_column(body, i).unwrap(), all[i]);
+        }
+        assert_eq!(data_row_column(body, 3).unwrap(), Some(&b"xyz"[..]));
+        assert!(data_row_column(body, 4).is_err());
+        assert!(data_row_column(&body[..body.len() - 1], 3).is_err());
+    }
+
+    #[test]
+    fn row_types_reads_the_type_oids() {
+        let mut body = Vec::new();
+        body.extend_from_slice(&2i16.to_be_bytes());
+        for (name, oid) in [(&b"id"[..], 20u32), (&b"x"[..], 25)] {
+            body.extend_from_slice(name);
+            body.push(0);
+            body.extend_from_slice(&[0; 6]);
+            body.extend_from_slice(&oid.to_be_bytes());
+            body.extend_from_slice(&[0; 8]);
+        }
+        assert_eq!(row_types(&body).unwrap(), vec![20, 25]);
+        let cols = row_description(&body).unwrap();
+        assert_eq!(
+            cols.iter().map(|c| c.type_oid).collect::<Vec<_>>(),
+            vec![20, 25]
+        );
+        assert!(row_types(&body[..body.len() - 1]).is_err());
+    }
 
     #[test]
     fn frames_split_whole_messages_and_cut_a_truncated_one() {

@@ -4,8 +4,7 @@
 
 use bytes::{BufMut, BytesMut};
 use pgwire::messages::response::{
-    CommandComplete, EmptyQueryResponse, ErrorResponse, NoticeResponse, ReadyForQuery,
-    TransactionStatus,
+    EmptyQueryResponse, ErrorResponse, NoticeResponse, ReadyForQuery, TransactionStatus,
 };
 use pgwire::messages::startup::{Authentication, BackendKeyData, ParameterStatus, SecretKey};
 use pgwire::messages::Message;
@@ -64,7 +63,11 @@ pub fn ready(buf: &mut BytesMut, status: u8) {
 
 /// Appends CommandComplete with `tag` (e.g. "SELECT 1", "INSERT 0 3").
 pub fn command_complete(buf: &mut BytesMut, tag: &str) {
-    let _ = CommandComplete::new(tag.to_string()).encode(buf);
+    buf.reserve(tag.len() + 6);
+    buf.put_u8(b'C');
+    buf.put_i32(tag.len() as i32 + 5);
+    buf.put_slice(tag.as_bytes());
+    buf.put_u8(0);
 }
 
 /// Appends EmptyQueryResponse.
@@ -182,26 +185,29 @@ pub fn row_description_prefix(
     if keep > n {
         return Err(bad());
     }
-    let mut out = Vec::with_capacity(body.len());
-    out.extend_from_slice(&(keep as i16).to_be_bytes());
+    // Written in place; the length is filled in at the end.
+    let start = buf.len();
+    buf.reserve(body.len() + 5);
+    buf.put_u8(b'T');
+    buf.put_i32(0);
+    buf.put_i16(keep as i16);
     let mut pos = 2;
     for i in 0..keep {
-        let name_end = body
+        // Name, NUL, then 18 bytes of attributes (the last 2 the format).
+        let field = body
             .get(pos..)
-            .and_then(|r| r.iter().position(|&c| c == 0))
-            .ok_or_else(bad)?
-            + pos
-            + 1;
-        let end = name_end + 18;
-        let field = body.get(pos..end).ok_or_else(bad)?;
-        out.extend_from_slice(&field[..field.len() - 2]);
-        out.extend_from_slice(&formats(i).to_be_bytes());
-        pos = end;
+            .and_then(|r| memchr::memchr(0, r))
+            .and_then(|nul| body.get(pos..pos + nul + 1 + 18));
+        let Some(field) = field else {
+            buf.truncate(start);
+            return Err(bad());
+        };
+        buf.put_slice(&field[..field.len() - 2]);
+        buf.put_i16(formats(i));
+        pos += field.len();
     }
-    buf.reserve(out.len() + 5);
-    buf.put_u8(b'T');
-    buf.put_i32(out.len() as i32 + 4);
-    buf.put_slice(&out);
+    let len = (buf.len() - start - 1) as i32;
+    buf[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
     Ok(())
 }
 
@@ -242,4 +248,37 @@ pub fn int8_row_description(buf: &mut BytesMut, name: &str, format: i16) {
     buf.put_i16(8);
     buf.put_i32(-1);
     buf.put_i16(format);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::backend::row_description;
+
+    #[test]
+    fn command_complete_frames_the_tag() {
+        let mut buf = BytesMut::new();
+        command_complete(&mut buf, "SELECT 10");
+        assert_eq!(&buf[..], b"C\0\0\0\x0eSELECT 10\0");
+    }
+
+    #[test]
+    fn row_description_prefix_keeps_fields_and_sets_formats() {
+        let mut full = BytesMut::new();
+        text_row_description(&mut full, &["a", "bc", "hidden"]);
+        let body = &full[5..];
+        let mut buf = BytesMut::from(&b"x"[..]);
+        row_description_prefix(&mut buf, body, 2, &|i| i as i16).unwrap();
+        assert_eq!(buf[0], b'x');
+        let len = i32::from_be_bytes([buf[2], buf[3], buf[4], buf[5]]) as usize;
+        assert_eq!(len + 2, buf.len());
+        let cols = row_description(&buf[6..]).unwrap();
+        let names: Vec<_> = cols.iter().map(|c| (c.name.as_str(), c.format)).collect();
+        assert_eq!(names, vec![("a", 0), ("bc", 1)]);
+        // A truncated body is refused and nothing is written.
+        let mut buf = BytesMut::from(&b"x"[..]);
+        assert!(row_description_prefix(&mut buf, &body[..body.len() - 20], 3, &|_| 0).is_err());
+        assert!(row_description_prefix(&mut buf, body, 4, &|_| 0).is_err());
+        assert_eq!(&buf[..], b"x");
+    }
 }

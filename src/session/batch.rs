@@ -11,11 +11,12 @@ use postgres_protocol::message::frontend as fe;
 
 use crate::exec::concat::MergeMode;
 use crate::exec::exchange::{Expect, Slot};
+use crate::exec::gather::GatherEnds;
 use crate::exec::message::{effective, Item, Route};
 use crate::exec::End;
 use crate::plan::Plan;
 use crate::protocol::error::codes;
-use crate::protocol::frontend::{Bind, Execute};
+use crate::protocol::frontend::{Bind, Execute, Target};
 use crate::protocol::{synth, PgError};
 use crate::state::Routing;
 
@@ -30,6 +31,10 @@ impl Session {
         let mut failed = false;
         // Portals of merged results suspended by a row limit in this batch.
         let mut suspended: Vec<String> = Vec::new();
+        // A Describe of a gather's portal left to the Execute right after it.
+        let mut describe_next = false;
+        // Shards the last gather synced (its Execute came right before Sync).
+        let mut synced: Vec<std::sync::Arc<str>> = Vec::new();
         let n = items.len();
         let items: Vec<Item> = items;
         for i in 0..n {
@@ -194,6 +199,16 @@ impl Session {
                         Expect::DescribePortal
                     };
                     match effective(route.as_ref()) {
+                        Some(Route::Gather { plan, .. })
+                            if expect == Expect::DescribePortal
+                                && plan.finish.is_none()
+                                && executes_next(&items, i, frame, &suspended) =>
+                        {
+                            // The Execute sends the RowDescription it gets
+                            // from the shards: no round trip of its own.
+                            describe_next = true;
+                            true
+                        }
                         Some(Route::Gather {
                             shards,
                             plan,
@@ -313,10 +328,20 @@ impl Session {
                             false
                         } else {
                             self.ctx.portal_suspended = false;
+                            // Right before the batch's closing Sync, outside
+                            // a transaction block, the shards get Sync now.
+                            let ends = GatherEnds {
+                                describe: std::mem::take(&mut describe_next),
+                                sync: i + 2 == n
+                                    && matches!(items[i + 1], Item::Sync)
+                                    && self.ctx.block.is_none()
+                                    && !self.ctx.cur_write,
+                            };
                             let ok = self
                                 .ctx
-                                .gather_extended(&shards, &plan, &stmt, &bind, max_rows)
+                                .gather_extended(&shards, &plan, &stmt, &bind, max_rows, ends)
                                 .await?;
+                            synced = std::mem::take(&mut self.ctx.gather_synced);
                             if std::mem::take(&mut self.ctx.portal_suspended) {
                                 suspended.push(portal);
                             }
@@ -370,6 +395,7 @@ impl Session {
                         .ctx
                         .held
                         .iter()
+                        .filter(|h| !synced.contains(&h.conn.shard))
                         .map(|h| {
                             let mut b = BytesMut::new();
                             fe::sync(&mut b);
@@ -418,6 +444,20 @@ impl Session {
             }
             r => Ok(Some(r.clone())),
         }
+    }
+}
+
+/// Whether item `i` of `items`, a Describe of a portal (`frame`), is
+/// followed right away by an Execute of that portal that will run (not
+/// suspended by an earlier row limit in this batch).
+fn executes_next(items: &[Item], i: usize, frame: &[u8], suspended: &[String]) -> bool {
+    let Ok(described) = Target::decode(frame.get(5..).unwrap_or_default()) else {
+        return false;
+    };
+    match items.get(i + 1) {
+        Some(Item::Execute { frame, .. }) => Execute::decode(frame.get(5..).unwrap_or_default())
+            .is_ok_and(|e| e.portal == described.name && !suspended.iter().any(|p| p == e.portal)),
+        _ => false,
     }
 }
 

@@ -309,3 +309,177 @@ async fn final_step_errors_limits_and_descriptions() {
     );
     dev.stop().await;
 }
+
+/// A raw client's Bind, Describe (portal), Execute and Sync of a gather
+/// (what libpq's PQexecParams sends): the Describe is answered by the
+/// Execute with the RowDescription the shards sent (visible columns only,
+/// the Bind's formats), before an error too, and the shards get the Sync
+/// with the Execute. Checked against PostgreSQL's answers: the same
+/// messages in the same order, and no shard connection left inside a
+/// transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_and_sync_answered_with_the_execute() {
+    use postgres_protocol::message::frontend as fe;
+    use tokio::io::AsyncWriteExt;
+    let dev = common::start(2, 1).await;
+    let c = common::connect(&dev).await;
+    c.batch_execute("CREATE TABLE g (k int PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+    common::add_table(&dev, "g", "k", "int").await;
+    let values: Vec<String> = (1..=20).map(|i| format!("({i}, 'v{i}')")).collect();
+    c.batch_execute(&format!("INSERT INTO g VALUES {}", values.join(", ")))
+        .await
+        .unwrap();
+
+    let mut s = tokio::net::TcpStream::connect(dev.router.addr)
+        .await
+        .unwrap();
+    let mut out = bytes::BytesMut::new();
+    fe::startup_message([("user", "postgres"), ("database", "postgres")], &mut out).unwrap();
+    s.write_all(&out).await.unwrap();
+    let mut buf = bytes::BytesMut::new();
+    common::read_until(&mut s, &mut buf, b'Z').await;
+    out.clear();
+    // Ordered by v: a hidden sort column the client must not see.
+    fe::parse(
+        "q",
+        "SELECT k, v FROM g ORDER BY v DESC LIMIT $1",
+        [],
+        &mut out,
+    )
+    .unwrap();
+    s.write_all(&out).await.unwrap();
+    // One batch: Bind (k in binary, v in text), Describe, Execute, Sync.
+    let batch = |limit: &str, describe: bool, execute: bool| {
+        let mut out = bytes::BytesMut::new();
+        fe::bind(
+            "",
+            "q",
+            Some(0),
+            [limit],
+            |v, o| {
+                o.extend_from_slice(v.as_bytes());
+                Ok(postgres_protocol::IsNull::No)
+            },
+            [1, 0],
+            &mut out,
+        )
+        .map_err(|_| ())
+        .unwrap();
+        if describe {
+            fe::describe(b'P', "", &mut out).unwrap();
+        }
+        if execute {
+            fe::execute("", 0, &mut out).unwrap();
+        }
+        fe::sync(&mut out);
+        out
+    };
+    let tags = |frames: &[bytes::BytesMut]| frames.iter().map(|f| f[0]).collect::<Vec<u8>>();
+    for round in 0..3 {
+        s.write_all(&batch("3", true, true)).await.unwrap();
+        let frames = common::read_frames(&mut s, &mut buf, b'Z').await;
+        let want: &[u8] = if round == 0 { b"12TDDDCZ" } else { b"2TDDDCZ" };
+        assert_eq!(tags(&frames), want, "round {round}");
+        let t = &frames[want.len() - 6];
+        let cols = pg_router::protocol::backend::row_description(&t[5..]).unwrap();
+        let seen: Vec<_> = cols.iter().map(|c| (c.name.as_str(), c.format)).collect();
+        assert_eq!(
+            seen,
+            vec![("k", 1), ("v", 0)],
+            "visible columns, Bind's formats"
+        );
+        let first = pg_router::protocol::backend::data_row(&frames[want.len() - 5][5..]).unwrap();
+        assert_eq!(first[0], Some(&9i32.to_be_bytes()[..]), "v9 sorts last");
+        assert_eq!(first[1], Some(&b"v9"[..]));
+        assert_eq!(&frames[want.len() - 2][5..], b"SELECT 3\0");
+        assert_eq!(frames[want.len() - 1][5], b'I');
+    }
+    // Describe without Execute: answered on its own.
+    s.write_all(&batch("3", true, false)).await.unwrap();
+    assert_eq!(
+        tags(&common::read_frames(&mut s, &mut buf, b'Z').await),
+        b"2TZ"
+    );
+    // A refused LIMIT: the Describe is still answered first (PostgreSQL:
+    // 2TEZ), then the error.
+    s.write_all(&batch("-1", true, true)).await.unwrap();
+    let frames = common::read_frames(&mut s, &mut buf, b'Z').await;
+    assert_eq!(tags(&frames), b"2TEZ");
+    let e = pg_router::protocol::backend::error_fields(&frames[2][5..]).unwrap();
+    assert!(e.contains(&(b'C', "2201W")), "{e:?}");
+    // In a transaction block the shards get no Sync of their own: the
+    // block goes on, and its rows are seen by the gather.
+    out.clear();
+    fe::query("BEGIN; INSERT INTO g VALUES (0, 'zz')", &mut out).unwrap();
+    s.write_all(&out).await.unwrap();
+    common::read_until(&mut s, &mut buf, b'Z').await;
+    s.write_all(&batch("1", true, true)).await.unwrap();
+    let frames = common::read_frames(&mut s, &mut buf, b'Z').await;
+    assert_eq!(tags(&frames), b"2TDCZ");
+    assert!(frames[2][5..].ends_with(b"zz"), "the block's own row");
+    assert_eq!(frames[4][5], b'T', "still in the block");
+    out.clear();
+    fe::query("ROLLBACK", &mut out).unwrap();
+    s.write_all(&out).await.unwrap();
+    assert_eq!(common::read_until(&mut s, &mut buf, b'Z').await, b"CZ");
+    // A simple-protocol gather (it syncs its shards itself), then a batch
+    // whose gather is not its last message: the INSERT after it must still
+    // get the batch's Sync, and commit.
+    out.clear();
+    fe::query("SELECT k FROM g ORDER BY v LIMIT 1", &mut out).unwrap();
+    s.write_all(&out).await.unwrap();
+    assert_eq!(common::read_until(&mut s, &mut buf, b'Z').await, b"TDCZ");
+    let mut out = batch("2", true, true);
+    out.truncate(out.len() - 5); // without its Sync
+    fe::parse("ins", "INSERT INTO g VALUES ($1::int, 'new')", [], &mut out).unwrap();
+    fe::bind(
+        "",
+        "ins",
+        Some(0),
+        ["100"],
+        |v, o| {
+            o.extend_from_slice(v.as_bytes());
+            Ok(postgres_protocol::IsNull::No)
+        },
+        Some(0),
+        &mut out,
+    )
+    .map_err(|_| ())
+    .unwrap();
+    fe::execute("", 0, &mut out).unwrap();
+    fe::sync(&mut out);
+    s.write_all(&out).await.unwrap();
+    assert_eq!(
+        tags(&common::read_frames(&mut s, &mut buf, b'Z').await),
+        b"2TDDC12CZ"
+    );
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM g WHERE k = 100", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1, "committed at the batch's Sync");
+    // Every shard connection is idle, none inside a transaction (a Sync
+    // skipped without the gather's own would leave one open).
+    s.write_all(&batch("2", true, true)).await.unwrap();
+    assert_eq!(
+        tags(&common::read_frames(&mut s, &mut buf, b'Z').await),
+        b"2TDDCZ"
+    );
+    for shard in &dev.cluster.shards {
+        let d = common::connect_direct(shard).await;
+        let open: i64 = d
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(open, 0, "no shard connection left in a transaction");
+    }
+    assert_eq!(buf.len(), 0, "nothing more was sent");
+    dev.stop().await;
+}

@@ -25,7 +25,7 @@ use crate::value::oid;
 
 use super::merge::Layout;
 use super::params::render_pieces;
-use super::shard_io::{row_or_end, row_values, Merged, Phase};
+use super::shard_io::{next_event, row_or_end, row_values, Merged, Phase};
 use crate::exec::concat::with_shard_detail;
 use crate::exec::context::{End, ExecCtx};
 use crate::exec::statement::ClientStmt;
@@ -239,7 +239,7 @@ impl ExecCtx {
         let mut size = 0u64;
         for n in 0..idxs.len() {
             while phase[n] == Phase::Open {
-                let ev = self.next_ev(idxs[n]).await;
+                let ev = next_event!(self, idxs[n]);
                 let f = match row_or_end(ev, &mut phase[n], idxs[n], &shards[n]) {
                     Ok(Some(f)) => f,
                     Ok(None) => continue,

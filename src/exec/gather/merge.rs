@@ -15,6 +15,7 @@ use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use crate::plan::{
     AggFunc, AggSlot, CmpOp, Cond, GatherPlan, Grouping, Operand, SortKey, SortSource,
 };
+use crate::protocol::backend::data_row_column;
 use crate::protocol::error::codes;
 use crate::protocol::PgError;
 use crate::value::numeric::Numeric;
@@ -48,8 +49,13 @@ impl Layout {
 
     /// Decodes visible column `c` (in the client's format) of a row.
     pub fn visible_value(&self, row: &[Option<&[u8]>], c: usize) -> Result<Value, PgError> {
+        self.visible_at(row.get(c).copied().flatten(), c)
+    }
+
+    /// Decodes `raw`, the value of visible column `c` (None = NULL).
+    fn visible_at(&self, raw: Option<&[u8]>, c: usize) -> Result<Value, PgError> {
         let ty = self.types.get(c).copied().unwrap_or(0);
-        match row.get(c).copied().flatten() {
+        match raw {
             None => Ok(Value::Null),
             Some(b) if self.formats.get(c) == Some(&1) => {
                 Value::decode_binary(ty, b).map_err(value_error)
@@ -60,7 +66,12 @@ impl Layout {
 
     /// Decodes hidden column `h` (binary format) of a row.
     pub fn hidden(&self, row: &[Option<&[u8]>], h: usize) -> Result<Value, PgError> {
-        match row.get(self.visible + h).copied().flatten() {
+        self.hidden_at(row.get(self.visible + h).copied().flatten(), h)
+    }
+
+    /// Decodes `raw`, the value of hidden column `h` (None = NULL).
+    fn hidden_at(&self, raw: Option<&[u8]>, h: usize) -> Result<Value, PgError> {
+        match raw {
             None => Ok(Value::Null),
             Some(b) => Value::decode_binary(self.hidden_type(h), b).map_err(value_error),
         }
@@ -103,20 +114,32 @@ pub fn cmp_sort(keys: &[SortKey], a: &[Value], b: &[Value]) -> Ordering {
     Ordering::Equal
 }
 
-/// The sort values of a shard row of an ungrouped gather.
+/// A row's values for the sort keys, in key order: inline up to 4 keys.
+pub type SortValues = smallvec::SmallVec<[Value; 4]>;
+
+/// Writes the sort values of a shard row (DataRow body `row`) of an
+/// ungrouped gather into `out` (cleared first); only the sort keys'
+/// columns are read.
+///
+/// Errors: XX000 for a malformed row, the value errors of [`value_error`].
 pub fn row_sort_values(
     plan: &GatherPlan,
     layout: &Layout,
-    row: &[Option<&[u8]>],
-) -> Result<Vec<Value>, PgError> {
-    plan.order
-        .iter()
-        .map(|k| match k.source {
-            SortSource::Hidden(h) => layout.hidden(row, h),
-            SortSource::Visible(c) => layout.visible_value(row, c),
-            _ => Ok(Value::Null),
-        })
-        .collect()
+    row: &[u8],
+    out: &mut SortValues,
+) -> Result<(), PgError> {
+    let column = |i: usize| {
+        data_row_column(row, i).map_err(|e| PgError::new(codes::INTERNAL_ERROR, e.to_string()))
+    };
+    out.clear();
+    for k in &plan.order {
+        out.push(match k.source {
+            SortSource::Hidden(h) => layout.hidden_at(column(layout.visible + h)?, h)?,
+            SortSource::Visible(c) => layout.visible_at(column(c)?, c)?,
+            _ => Value::Null,
+        });
+    }
+    Ok(())
 }
 
 /// What to do with the next merged row.

@@ -34,12 +34,22 @@ use crate::protocol::frontend::Bind;
 use crate::protocol::{synth, PgError};
 
 use self::params::{having_params, shard_formats, shard_sql, window_bounds};
-use self::run::Request;
+use self::run::{Describe, Request};
 use self::shard_io::Capture;
 use crate::exec::context::{End, ExecCtx};
 use crate::exec::exchange::{self};
 use crate::exec::route::Values;
 use crate::exec::statement::ClientStmt;
+
+/// How an extended-protocol gather ends its exchange with the shards and
+/// the client ([`ExecCtx::gather_extended`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GatherEnds {
+    /// Send the portal's RowDescription before the rows.
+    pub describe: bool,
+    /// End the shards' messages with Sync.
+    pub sync: bool,
+}
 
 impl ExecCtx {
     /// Runs a gather for a simple-protocol statement. Returns false if it
@@ -69,7 +79,7 @@ impl ExecCtx {
         let prepared = (|| {
             let (offset, limit) = window_bounds(plan, &args)?;
             let text = shard_sql(plan, sql, lits, offset, limit)?;
-            let mut parse = BytesMut::new();
+            let mut parse = BytesMut::with_capacity(text.len() + 16);
             let _ = fe::parse("", &text, std::iter::empty(), &mut parse);
             let having = having_params(plan, &args)?;
             let final_ctx = match &plan.finish {
@@ -92,7 +102,8 @@ impl ExecCtx {
             param_formats: Vec::new(),
             params: Vec::new(),
             client_formats: formats,
-            simple: true,
+            sync: true,
+            describe: Describe::WithRows,
             max_rows: None,
             final_ctx,
         };
@@ -103,6 +114,13 @@ impl ExecCtx {
     /// Runs a gather at an extended-protocol Execute of a portal bound to
     /// `stmt` by the client's Bind `bind` (a whole frame). Returns false if
     /// it failed (the error was sent).
+    ///
+    /// `ends`: what the Execute answers besides its rows. `describe`: the
+    /// portal's RowDescription first (a Describe of the portal right
+    /// before it, answered here instead of by a round trip of its own).
+    /// `sync`: the shards' messages end with Sync (the Execute is the
+    /// batch's last before Sync, outside a transaction block); the shards
+    /// synced are then in [`ExecCtx::gather_synced`].
     pub async fn gather_extended(
         &mut self,
         shards: &[String],
@@ -110,6 +128,7 @@ impl ExecCtx {
         stmt: &Arc<ClientStmt>,
         bind: &Bytes,
         max_rows: i32,
+        ends: GatherEnds,
     ) -> Result<bool, End> {
         let prepared = (|| {
             let b = Bind::decode(bind.get(5..).unwrap_or_default())
@@ -136,7 +155,12 @@ impl ExecCtx {
                 param_formats,
                 params,
                 client_formats: b.result_formats.to_vec(),
-                simple: false,
+                sync: ends.sync,
+                describe: if ends.describe {
+                    Describe::Portal
+                } else {
+                    Describe::No
+                },
                 max_rows: u64::try_from(max_rows).ok().filter(|&m| m > 0),
                 final_ctx,
             };
@@ -145,6 +169,19 @@ impl ExecCtx {
         let (offset, limit, having, req) = match prepared {
             Ok(x) => x,
             Err(e) => {
+                // The Describe left to this Execute is answered first, as
+                // PostgreSQL answers it before Execute fails.
+                let formats = Bind::decode(bind.get(5..).unwrap_or_default())
+                    .map(|b| b.result_formats.to_vec());
+                if let (true, Ok(formats), Some(shard)) = (ends.describe, formats, shards.first()) {
+                    let shard = shard.clone();
+                    if !self
+                        .describe_as_portal(&shard, plan.hidden, stmt, Some(formats))
+                        .await?
+                    {
+                        return Ok(false);
+                    }
+                }
                 self.send_error(&e);
                 return Ok(false);
             }

@@ -16,20 +16,23 @@ pub(super) fn param_text(values: &Values<'_, '_>, i: usize) -> Result<Option<Str
     match values.raw(i)? {
         None => Ok(None),
         Some(Raw::Text(t)) => Ok(Some(t.into_owned())),
-        Some(Raw::Binary(b)) => {
-            let v = match *b {
-                [a, b2, c, d, e, f, g, h] => i64::from_be_bytes([a, b2, c, d, e, f, g, h]),
-                [a, b2, c, d] => i32::from_be_bytes([a, b2, c, d]) as i64,
-                [a, b2] => i16::from_be_bytes([a, b2]) as i64,
-                _ => {
-                    return Err(PgError::unsupported(
-                        "binary parameters of this type in LIMIT/OFFSET/HAVING across shards",
-                    ))
-                }
-            };
-            Ok(Some(v.to_string()))
-        }
+        Some(Raw::Binary(b)) => Ok(Some(binary_int(b)?.to_string())),
     }
+}
+
+/// A binary int8/int4/int2 parameter's value. Errors: 0A000 for another
+/// length (another type).
+fn binary_int(b: &[u8]) -> Result<i64, PgError> {
+    Ok(match *b {
+        [a, b2, c, d, e, f, g, h] => i64::from_be_bytes([a, b2, c, d, e, f, g, h]),
+        [a, b2, c, d] => i32::from_be_bytes([a, b2, c, d]) as i64,
+        [a, b2] => i16::from_be_bytes([a, b2]) as i64,
+        _ => {
+            return Err(PgError::unsupported(
+                "binary parameters of this type in LIMIT/OFFSET/HAVING across shards",
+            ))
+        }
+    })
 }
 
 /// A LIMIT/OFFSET value; None for NULL.
@@ -38,11 +41,16 @@ pub(super) fn row_count(
     c: RowCount,
     what: &str,
 ) -> Result<Option<i64>, PgError> {
-    let t = match c {
+    let i = match c {
         RowCount::Const(v) => return Ok(Some(v)),
-        RowCount::Param(i) => param_text(values, i)?,
+        RowCount::Param(i) => i,
     };
-    let Some(t) = t else { return Ok(None) };
+    // A text value is read where it is (no copy).
+    let t = match values.raw(i)? {
+        None => return Ok(None),
+        Some(Raw::Text(t)) => t,
+        Some(Raw::Binary(b)) => return binary_int(b).map(Some),
+    };
     let t = t.trim();
     if let Ok(v) = t.parse::<i64>() {
         return Ok(Some(v));

@@ -9,13 +9,13 @@ use bytes::Bytes;
 use postgres_protocol::message::frontend as fe;
 
 use crate::plan::GatherPlan;
-use crate::protocol::backend::row_description;
+use crate::protocol::backend::{row_description, row_types};
 use crate::protocol::error::codes;
 use crate::protocol::{synth, Frame, PgError};
 
 use super::merge::{Layout, Window};
 use super::params::shard_formats;
-use super::shard_io::{Capture, Ev, Merged, Phase};
+use super::shard_io::{next_event, Capture, Ev, Merged, Phase};
 use crate::exec::concat::with_shard_detail;
 use crate::exec::context::{End, ExecCtx};
 use crate::exec::exchange::{self, Expect, Slot};
@@ -34,14 +34,33 @@ pub(super) struct Request {
     pub(super) params: Vec<Option<Vec<u8>>>,
     /// The client's result format codes.
     pub(super) client_formats: Vec<i16>,
-    /// Simple protocol: end with Sync and send RowDescription.
-    pub(super) simple: bool,
+    /// End the shards' messages with Sync (and read their ReadyForQuery)
+    /// instead of Flush: the simple protocol, or an Execute right before
+    /// the batch's Sync.
+    pub(super) sync: bool,
+    /// Whether and when the client gets the RowDescription (of the
+    /// visible columns, in the client's formats).
+    pub(super) describe: Describe,
     /// The client's Execute row limit (None: all rows): at most that many
     /// rows are sent, then PortalSuspended if exactly that many were (as
     /// PostgreSQL answers an Execute whose limit is reached).
     pub(super) max_rows: Option<u64>,
     /// A plan with a final step: what it sends besides the shards' rows.
     pub(super) final_ctx: Option<super::final_step::FinalCtx>,
+}
+
+/// When a gather sends the client the RowDescription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Describe {
+    /// Never (an extended-protocol Execute; a final step's own).
+    No,
+    /// With the rows, not before an error (the simple protocol: a failed
+    /// statement answers ErrorResponse alone).
+    WithRows,
+    /// Whenever the shards described the result, even if they then fail
+    /// (a Describe of the portal answered by its Execute: PostgreSQL
+    /// answers the Describe before Execute runs).
+    Portal,
 }
 
 impl ExecCtx {
@@ -55,6 +74,7 @@ impl ExecCtx {
         limit: Option<u64>,
         having: Vec<(usize, Option<String>)>,
     ) -> Result<bool, End> {
+        self.gather_synced.clear();
         // Connections and router-injected preludes.
         let mut idxs = Vec::with_capacity(shards.len());
         for s in shards {
@@ -127,7 +147,7 @@ impl ExecCtx {
             );
             let _ = fe::describe(b'P', "", &mut conn.out);
             let _ = fe::execute("", 0, &mut conn.out);
-            if req.simple {
+            if req.sync {
                 fe::sync(&mut conn.out);
             } else {
                 fe::flush(&mut conn.out);
@@ -174,7 +194,7 @@ impl ExecCtx {
         let mut desc: Option<Frame> = None;
         for (n, &i) in idxs.iter().enumerate() {
             while phase[n] == Phase::Open {
-                match self.next_ev(i).await {
+                match next_event!(self, i) {
                     Ok(Ev::Desc(f)) => {
                         desc.get_or_insert(f);
                         break;
@@ -202,12 +222,28 @@ impl ExecCtx {
         let mut window = Window::new(offset, limit);
         let mut arrays = Vec::new();
         let mut final_layout = None;
+        let describe = match req.describe {
+            _ if plan.finish.is_some() => Describe::No,
+            Describe::WithRows if first_error.is_some() => Describe::No,
+            d => d,
+        };
+        if let (Describe::WithRows | Describe::Portal, Some(d)) = (describe, &desc) {
+            // The simple protocol's description says text (a binary COPY
+            // reads only its names); a portal's, the Bind's formats.
+            let portal = describe == Describe::Portal;
+            let fmt = |i: usize| if portal && i < visible { formats[i] } else { 0 };
+            let _ = synth::row_description_prefix(&mut self.out.buf, d.body(), visible, &fmt);
+        }
         if first_error.is_none() {
-            let layout = match desc.as_ref().map(|d| row_description(d.body())) {
-                Some(Ok(cols)) if cols.len() == visible + plan.hidden => Layout {
+            let layout = match desc.as_ref().map(|d| row_types(d.body())) {
+                Some(Ok(types)) if types.len() == visible + plan.hidden => Layout {
                     visible,
-                    types: cols.iter().map(|c| c.type_oid).collect(),
-                    formats: formats[..visible].to_vec(),
+                    types,
+                    formats: {
+                        let mut f = formats;
+                        f.truncate(visible);
+                        f
+                    },
                 },
                 _ => {
                     self.abandon(&idxs);
@@ -218,13 +254,6 @@ impl ExecCtx {
                     return Ok(false);
                 }
             };
-            if req.simple && plan.finish.is_none() {
-                if let Some(d) = &desc {
-                    let fmt = |_: usize| 0i16;
-                    let _ =
-                        synth::row_description_prefix(&mut self.out.buf, d.body(), visible, &fmt);
-                }
-            }
             let r = if plan.finish.is_some() {
                 let r = self
                     .collect_rows(&idxs, shards, &layout, &mut phase, &mut arrays)
@@ -268,13 +297,13 @@ impl ExecCtx {
             loop {
                 let done = match phase[n] {
                     Phase::Finished => true,
-                    Phase::Ended => !req.simple,
+                    Phase::Ended => !req.sync,
                     Phase::Open => false,
                 };
                 if done {
                     break;
                 }
-                match self.next_ev(i).await {
+                match next_event!(self, i) {
                     Ok(Ev::Error(f)) => {
                         if !cancelled {
                             first_error.get_or_insert_with(|| {
@@ -298,6 +327,13 @@ impl ExecCtx {
         if !cancelled {
             for &i in &idxs {
                 self.held[i].conn.broken = false;
+            }
+            if req.sync {
+                // Every shard answered the Sync: nothing is pending there.
+                self.gather_synced = idxs
+                    .iter()
+                    .map(|&i| self.held[i].conn.shard.clone())
+                    .collect();
             }
         }
         if let Some(e) = first_error {

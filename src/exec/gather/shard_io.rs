@@ -5,11 +5,12 @@
 
 use bytes::{Bytes, BytesMut};
 
-use crate::protocol::backend::{data_row, data_row_prefix};
+use crate::protocol::backend::{data_row, data_row_prefix, RowValues};
 use crate::protocol::client_io::CLIENT_FLUSH_BYTES;
 use crate::protocol::error::codes;
 use crate::protocol::{Frame, PgError, ProtocolError};
 
+use crate::backend::conn::BackendConn;
 use crate::exec::concat::with_shard_detail;
 use crate::exec::context::{End, ExecCtx};
 use crate::exec::exchange::Sink;
@@ -51,6 +52,19 @@ pub(super) enum Phase {
     Finished,
 }
 
+/// The next event of held connection `$idx` of ExecCtx `$ctx`: taken
+/// from the buffered frames without the async path when there is one
+/// ([`ExecCtx::ready_ev`]), else awaited ([`ExecCtx::next_ev`]).
+macro_rules! next_event {
+    ($ctx:expr, $idx:expr) => {
+        match $ctx.ready_ev($idx) {
+            Some(ev) => ev,
+            None => $ctx.next_ev($idx).await,
+        }
+    };
+}
+pub(super) use next_event;
+
 impl ExecCtx {
     pub(super) fn forward_error(&mut self, frame: &Bytes, shard: &str) {
         let f = Frame {
@@ -66,28 +80,36 @@ impl ExecCtx {
         Ok(false)
     }
 
+    /// The next event of held connection `idx`, reading from the shard
+    /// when none is buffered.
     pub(super) async fn next_ev(&mut self, idx: usize) -> Result<Ev, ProtocolError> {
         loop {
+            if let Some(ev) = self.ready_ev(idx) {
+                return ev;
+            }
             let conn = &mut self.held[idx].conn;
             let f = conn.recv().await?;
-            return Ok(match f.tag {
-                b'D' => Ev::Row(f),
-                b'T' => Ev::Desc(f),
-                b'C' | b'I' => Ev::Done,
-                b'E' => Ev::Error(f),
-                b'Z' => {
-                    conn.status = f.body().first().copied().unwrap_or(b'I');
-                    Ev::Ready
+            if let Some(ev) = classify(conn, f) {
+                return ev;
+            }
+        }
+    }
+
+    /// The next event of held connection `idx` if its frames are already
+    /// buffered (no I/O; None if not): the merge reads rows that arrived
+    /// together without the async path.
+    pub(super) fn ready_ev(&mut self, idx: usize) -> Option<Result<Ev, ProtocolError>> {
+        let conn = &mut self.held[idx].conn;
+        loop {
+            match conn.try_recv() {
+                Ok(Some(f)) => {
+                    if let Some(ev) = classify(conn, f) {
+                        return Some(ev);
+                    }
                 }
-                b'1' | b'2' | b't' | b'n' | b'N' | b'S' | b'A' => continue,
-                t => {
-                    conn.broken = true;
-                    return Err(ProtocolError::Malformed(format!(
-                        "unexpected backend message '{}' during a gather",
-                        t as char
-                    )));
-                }
-            });
+                Ok(None) => return None,
+                Err(e) => return Some(Err(e)),
+            }
         }
     }
 
@@ -147,6 +169,30 @@ impl ExecCtx {
     }
 }
 
+/// The event frame `f` of `conn` makes during a gather; None for frames
+/// the gather skips (ParseComplete, BindComplete, descriptions of
+/// parameters, notices, ParameterStatus, notifications).
+fn classify(conn: &mut BackendConn, f: Frame) -> Option<Result<Ev, ProtocolError>> {
+    Some(Ok(match f.tag {
+        b'D' => Ev::Row(f),
+        b'T' => Ev::Desc(f),
+        b'C' | b'I' => Ev::Done,
+        b'E' => Ev::Error(f),
+        b'Z' => {
+            conn.status = f.body().first().copied().unwrap_or(b'I');
+            Ev::Ready
+        }
+        b'1' | b'2' | b't' | b'n' | b'N' | b'S' | b'A' => return None,
+        t => {
+            conn.broken = true;
+            return Some(Err(ProtocolError::Malformed(format!(
+                "unexpected backend message '{}' during a gather",
+                t as char
+            ))));
+        }
+    }))
+}
+
 /// Handles a shard event while merging: a row is returned; CommandComplete,
 /// ReadyForQuery and descriptions update the shard's phase (None); an
 /// error or a lost connection ends the merge (Err).
@@ -172,7 +218,7 @@ pub(super) fn row_or_end(
 
 /// The column values of shard row `f` (DataRow); a malformed row ends the
 /// merge (XX000).
-pub(super) fn row_values(f: &Frame) -> Result<Vec<Option<&[u8]>>, Merged> {
+pub(super) fn row_values(f: &Frame) -> Result<RowValues<'_>, Merged> {
     data_row(f.body())
         .map_err(|e| Merged::Failed(PgError::new(codes::INTERNAL_ERROR, e.to_string())))
 }

@@ -9,8 +9,8 @@ use crate::protocol::client_io::CLIENT_FLUSH_BYTES;
 use crate::protocol::error::codes;
 use crate::protocol::{synth, Frame, PgError};
 
-use super::merge::{cmp_sort, row_sort_values, Groups, Layout, Take, Window};
-use super::shard_io::{row_or_end, row_values, Merged, Phase};
+use super::merge::{cmp_sort, row_sort_values, Groups, Layout, SortValues, Take, Window};
+use super::shard_io::{next_event, row_or_end, Merged, Phase};
 use crate::exec::context::{End, ExecCtx};
 
 impl ExecCtx {
@@ -25,9 +25,11 @@ impl ExecCtx {
         phase: &mut [Phase],
         window: &mut Window,
     ) -> Result<Merged, End> {
-        // Next row of each shard with its sort values.
-        let mut heads: Vec<Option<(Frame, Vec<crate::value::Value>)>> = vec![None; idxs.len()];
-        let mut last_on: Option<Vec<crate::value::Value>> = None;
+        // Next row of each shard (None: not read yet) with its sort values,
+        // filled in place (no per-row allocation or move of the values).
+        let mut heads: Vec<(Option<Frame>, SortValues)> =
+            vec![(None, SortValues::new()); idxs.len()];
+        let mut last_on: Option<SortValues> = None;
         let ordered = !plan.order.is_empty();
         let mut cur = 0usize;
         loop {
@@ -35,63 +37,49 @@ impl ExecCtx {
                 return Ok(Merged::Ok);
             }
             // Fill heads (all shards when ordered, the current one when not).
-            let range: Vec<usize> = if ordered {
-                (0..idxs.len()).collect()
-            } else {
-                vec![cur]
-            };
+            let range = if ordered { 0..idxs.len() } else { cur..cur + 1 };
             for n in range {
-                if heads[n].is_some() || phase[n] != Phase::Open {
+                if heads[n].0.is_some() || phase[n] != Phase::Open {
                     continue;
                 }
-                let ev = self.next_ev(idxs[n]).await;
+                let ev = next_event!(self, idxs[n]);
                 let f = match row_or_end(ev, &mut phase[n], idxs[n], &shards[n]) {
                     Ok(Some(f)) => f,
                     Ok(None) => continue,
                     Err(m) => return Ok(m),
                 };
-                let vals = match row_values(&f) {
-                    Ok(v) => v,
-                    Err(m) => return Ok(m),
-                };
-                let sv = match row_sort_values(plan, layout, &vals) {
-                    Ok(s) => s,
-                    Err(e) => return Ok(Merged::Failed(e)),
-                };
-                heads[n] = Some((f, sv));
+                if let Err(e) = row_sort_values(plan, layout, f.body(), &mut heads[n].1) {
+                    return Ok(Merged::Failed(e));
+                }
+                heads[n].0 = Some(f);
             }
             // Pick the next row.
             let pick = if ordered {
-                let mut best: Option<usize> = None;
-                for n in 0..heads.len() {
-                    if let Some((_, sv)) = &heads[n] {
-                        best = match best {
-                            Some(b) => {
-                                let bv = heads[b].as_ref().map(|h| &h.1);
-                                match bv {
-                                    Some(bv)
-                                        if cmp_sort(&plan.order, sv, bv)
-                                            == std::cmp::Ordering::Less =>
-                                    {
-                                        Some(n)
-                                    }
-                                    _ => Some(b),
-                                }
-                            }
-                            None => Some(n),
-                        };
-                    }
-                }
                 // Every shard must have a head or be finished before picking.
                 if heads
                     .iter()
                     .zip(phase.iter())
-                    .any(|(h, p)| h.is_none() && *p == Phase::Open)
+                    .any(|(h, p)| h.0.is_none() && *p == Phase::Open)
                 {
                     continue;
                 }
+                let mut best: Option<usize> = None;
+                for n in 0..heads.len() {
+                    if heads[n].0.is_none() {
+                        continue;
+                    }
+                    best = match best {
+                        Some(b)
+                            if cmp_sort(&plan.order, &heads[n].1, &heads[b].1)
+                                != std::cmp::Ordering::Less =>
+                        {
+                            Some(b)
+                        }
+                        _ => Some(n),
+                    };
+                }
                 best
-            } else if heads[cur].is_some() {
+            } else if heads[cur].0.is_some() {
                 Some(cur)
             } else if phase[cur] != Phase::Open {
                 cur += 1;
@@ -104,10 +92,11 @@ impl ExecCtx {
                 continue;
             };
             let Some(n) = pick else { return Ok(Merged::Ok) };
-            let Some((f, sv)) = heads[n].take() else {
+            let Some(f) = heads[n].0.take() else {
                 return Ok(Merged::Ok);
             };
             if plan.distinct_on > 0 {
+                let sv = &heads[n].1;
                 let key = &sv[..plan.distinct_on.min(sv.len())];
                 let keys = &plan.order[..plan.distinct_on.min(plan.order.len())];
                 if let Some(prev) = &last_on {
@@ -115,7 +104,7 @@ impl ExecCtx {
                         continue;
                     }
                 }
-                last_on = Some(key.to_vec());
+                last_on = Some(key.iter().cloned().collect());
             }
             match window.take() {
                 Take::Skip => {}
@@ -144,7 +133,7 @@ impl ExecCtx {
         let mut groups = Groups::new(g);
         for n in 0..idxs.len() {
             while phase[n] == Phase::Open {
-                let ev = self.next_ev(idxs[n]).await;
+                let ev = next_event!(self, idxs[n]);
                 let f = match row_or_end(ev, &mut phase[n], idxs[n], &shards[n]) {
                     Ok(Some(f)) => f,
                     Ok(None) => continue,
