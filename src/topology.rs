@@ -13,6 +13,7 @@
 
 use std::fmt;
 use std::io::Cursor;
+use std::sync::Arc;
 
 // Defined with the vindexes that produce it (`crate::vindex` must not
 // depend on this module); kept at this path for existing users.
@@ -167,8 +168,9 @@ pub struct RoutingTable {
     starts: Vec<KeyspaceId>,
     /// `shard_of[i]` = index into `shards` of `ranges[i].shard`.
     shard_of: Vec<usize>,
-    /// Distinct shard names in range order of first appearance.
-    shards: Vec<String>,
+    /// Distinct shard names in range order of first appearance (shared:
+    /// a scatter's route takes it without copying).
+    shards: Arc<[String]>,
 }
 
 impl RoutingTable {
@@ -272,7 +274,7 @@ impl RoutingTable {
             ranges,
             starts,
             shard_of,
-            shards,
+            shards: shards.into(),
         })
     }
 
@@ -297,6 +299,11 @@ impl RoutingTable {
     #[inline]
     pub fn shards(&self) -> &[String] {
         &self.shards
+    }
+
+    /// [`RoutingTable::shards`], shared (a reference count, no copy).
+    pub fn shard_list(&self) -> Arc<[String]> {
+        self.shards.clone()
     }
 
     /// Distinct shards owning at least one keyspace id in the closed interval

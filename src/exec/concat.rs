@@ -121,7 +121,7 @@ impl MergeState {
         }
         if let Some((head, n, counted)) = &self.tag {
             if *counted {
-                synth::command_complete(out, &format!("{head} {n}"));
+                synth::command_complete_count(out, head, *n);
             } else {
                 synth::command_complete(out, head);
             }

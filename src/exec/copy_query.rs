@@ -64,8 +64,14 @@ impl ExecCtx {
         let _ = fe::query(sql, &mut q);
         let q = q.freeze();
         let parts = shards
-            .into_iter()
-            .map(|s| (s, q.clone(), VecDeque::from([Slot::Forward(Expect::Query)])))
+            .iter()
+            .map(|s| {
+                (
+                    s.clone(),
+                    q.clone(),
+                    VecDeque::from([Slot::Forward(Expect::Query)]),
+                )
+            })
             .collect();
         let mut merge = MergeState::new(MergeMode::Concat);
         merge.copy_header = c.out.header && !binary;

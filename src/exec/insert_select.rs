@@ -28,7 +28,7 @@ use super::context::{End, ExecCtx};
 use super::exchange::{Expect, Slot};
 use super::gather::render_pieces;
 use super::owned::keyed_shard;
-use super::route::{binary_key_shard, scatter_shards, Values};
+use super::route::{binary_key_shard, scatter_shards, ShardList, Values};
 
 /// `$__pgr_rows` in the shards' INSERT.
 const ROWS_MARKER: &str = "$__pgr_rows";
@@ -82,14 +82,14 @@ impl ExecCtx {
         let values = Values::Simple { sql, lits };
         let shards = match &*p.source {
             Plan::Keyed { keys, .. } => match keyed_shard(&routing.catalog, keys, &values) {
-                Ok(Some(s)) => Ok(vec![s.to_string()]),
-                Ok(None) => self.any_shard().map(|s| vec![s]),
+                Ok(Some(s)) => Ok(ShardList::from([s.to_string()])),
+                Ok(None) => self.any_shard().map(|s| ShardList::from([s])),
                 Err(e) => Err(e),
             },
             Plan::Scatter { table, prune, .. } => {
                 scatter_shards(&routing.catalog, table, prune.as_ref(), &values)
             }
-            _ => self.any_shard().map(|s| vec![s]),
+            _ => self.any_shard().map(|s| ShardList::from([s])),
         };
         let shards = match shards {
             Ok(s) => s,

@@ -11,6 +11,7 @@ use crate::plan::{GatherPlan, Merge, TxnStmt};
 use crate::protocol::PgError;
 
 use super::concat::MergeMode;
+pub use super::route::ShardList;
 use super::statement::ClientStmt;
 
 /// A shard name in a [`Route`]: names up to 23 bytes (all usual ones) are
@@ -24,7 +25,7 @@ pub enum Route {
     /// One shard.
     Shard(ShardName),
     /// Several shards, merged.
-    Multi(Vec<String>, MergeMode),
+    Multi(ShardList, MergeMode),
     /// Answered by the router (transaction control).
     Txn(TxnStmt, String),
     /// SET / RESET / DISCARD, run by the router at Execute (recorded for
@@ -45,7 +46,7 @@ pub enum Route {
     /// at Execute (`bind` is the client's Bind frame).
     Gather {
         /// Shards of the keyspace.
-        shards: Vec<String>,
+        shards: ShardList,
         /// The merge.
         plan: Arc<GatherPlan>,
         /// The client's statement.
@@ -82,7 +83,7 @@ pub enum Route {
 /// The route of a scatter on `shards` with `merge` (the client's Bind
 /// frame `bind` is kept for a gather).
 pub fn scatter_route(
-    shards: Vec<String>,
+    shards: ShardList,
     merge: &Merge,
     stmt: &Arc<ClientStmt>,
     bind: &Bytes,

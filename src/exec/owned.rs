@@ -20,7 +20,7 @@ use crate::state::Routing;
 use super::concat::MergeMode;
 use super::context::{End, ExecCtx};
 use super::exchange::{Expect, Slot};
-use super::route::{key_shard, part_order, rows_by_shard, scatter_shards, Values};
+use super::route::{key_shard, part_order, rows_by_shard, scatter_shards, ShardList, Values};
 
 /// The shard of a keyed statement: every key must map to the same shard;
 /// None when every key is NULL (the statement matches no row: any shard).
@@ -122,9 +122,10 @@ impl ExecCtx {
         prune: Option<&KeySet>,
         lookup: Option<&LookupKey>,
         values: &Values<'_, '_>,
-    ) -> Result<Option<Vec<String>>, End> {
+    ) -> Result<Option<ShardList>, End> {
         if let Some(l) = lookup {
-            return self.lookup_shards(cat, table, l, values).await;
+            let shards = self.lookup_shards(cat, table, l, values).await?;
+            return Ok(shards.map(ShardList::from));
         }
         match scatter_shards(cat, table, prune, values) {
             Ok(s) => Ok(Some(s)),
@@ -202,7 +203,7 @@ impl ExecCtx {
                 else {
                     return Ok(false);
                 };
-                shards.into_iter().map(|s| (s, msg.clone())).collect()
+                shards.iter().map(|s| (s.clone(), msg.clone())).collect()
             }
             _ => {
                 self.send_error(&PgError::new(

@@ -88,7 +88,7 @@ impl ExecCtx {
                 bind: p.bind.clone(),
             }))
         } else {
-            scatter_route(shards, merge, &p.stmt, &p.bind)
+            scatter_route(shards.into(), merge, &p.stmt, &p.bind)
         };
         let _ = p.resolved.set(route.clone());
         Ok(Some(route))

@@ -12,6 +12,10 @@ use crate::protocol::frontend::Bind;
 use crate::protocol::PgError;
 use crate::vindex::{KeyType, KeyValue};
 
+/// The shards a route reaches, in keyspace order: shared, so cloning a
+/// route (per portal, per Execute) copies no names.
+pub type ShardList = Arc<[String]>;
+
 /// Where the values referenced by [`KeyExpr::Param`] come from: `'a` is
 /// the lifetime of the message or text the values are read from, `'b`
 /// that of the decoded view of it.
@@ -257,7 +261,7 @@ pub fn scatter_shards(
     table: &str,
     prune: Option<&crate::plan::KeySet>,
     values: &Values<'_, '_>,
-) -> Result<Vec<String>, PgError> {
+) -> Result<ShardList, PgError> {
     let t = catalog.table(table).ok_or_else(|| {
         PgError::unsupported(format!(
             "table \"{table}\" is not declared in the pg-router catalog"
@@ -268,7 +272,7 @@ pub fn scatter_shards(
         .ok_or_else(|| PgError::unsupported(format!("table \"{table}\" has no routing")))?;
     let all = ks.routing.shards();
     let Some(prune) = prune else {
-        return Ok(all.to_vec());
+        return Ok(ks.routing.shard_list());
     };
     let mut owned: Vec<&str> = Vec::new();
     match prune {
@@ -311,7 +315,7 @@ pub fn scatter_shards(
     }
     if let crate::plan::KeySet::Range { lo, hi } = prune {
         if !t.vindex.is_order_preserving() {
-            return Ok(all.to_vec());
+            return Ok(ks.routing.shard_list());
         }
         let bound = |k: &Option<KeyExpr>, open: u64| -> Result<Option<u64>, PgError> {
             let Some(k) = k else { return Ok(Some(open)) };

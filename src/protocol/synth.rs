@@ -70,6 +70,20 @@ pub fn command_complete(buf: &mut BytesMut, tag: &str) {
     buf.put_u8(0);
 }
 
+/// Appends CommandComplete with the tag `"{head} {n}"` (e.g. "SELECT 10",
+/// "INSERT 0 3" with head "INSERT 0"), without formatting into a String.
+pub fn command_complete_count(buf: &mut BytesMut, head: &str, n: u64) {
+    let mut digits = itoa::Buffer::new();
+    let n = digits.format(n);
+    buf.reserve(head.len() + n.len() + 7);
+    buf.put_u8(b'C');
+    buf.put_i32((head.len() + 1 + n.len()) as i32 + 5);
+    buf.put_slice(head.as_bytes());
+    buf.put_u8(b' ');
+    buf.put_slice(n.as_bytes());
+    buf.put_u8(0);
+}
+
 /// Appends EmptyQueryResponse.
 pub fn empty_query(buf: &mut BytesMut) {
     let _ = EmptyQueryResponse::new().encode(buf);
@@ -260,6 +274,12 @@ mod tests {
         let mut buf = BytesMut::new();
         command_complete(&mut buf, "SELECT 10");
         assert_eq!(&buf[..], b"C\0\0\0\x0eSELECT 10\0");
+        let mut counted = BytesMut::new();
+        command_complete_count(&mut counted, "SELECT", 10);
+        assert_eq!(counted, buf);
+        counted.clear();
+        command_complete_count(&mut counted, "INSERT 0", 0);
+        assert_eq!(&counted[..], b"C\0\0\0\x0fINSERT 0 0\0");
     }
 
     #[test]

@@ -497,7 +497,7 @@ impl Session {
         }
         let shards = match route {
             Route::Shard(s) => vec![s.to_string()],
-            Route::Multi(shards, _) => shards,
+            Route::Multi(shards, _) => shards.to_vec(),
             Route::SplitInsert(_) => {
                 return Err(PgError::unsupported(
                     "a multi-row INSERT spanning shards into a table owning lookup vindexes is not supported with the extended protocol yet",

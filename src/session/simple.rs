@@ -294,8 +294,10 @@ impl Session {
                 match merge {
                     plan::Merge::Concat => {
                         let msg = query_msg();
-                        let parts: Vec<_> =
-                            shards.into_iter().map(|s| (s, msg.clone(), q())).collect();
+                        let parts: Vec<_> = shards
+                            .iter()
+                            .map(|s| (s.clone(), msg.clone(), q()))
+                            .collect();
                         let Some(implicit) =
                             self.ctx
                                 .open_write_block(if p.writes() { parts.len() } else { 1 })

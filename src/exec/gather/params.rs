@@ -145,10 +145,11 @@ pub(super) fn shard_formats(
     visible: usize,
     hidden: usize,
 ) -> Result<Vec<i16>, PgError> {
-    let mut v = match client.len() {
-        0 => vec![0; visible],
-        1 => vec![client[0]; visible],
-        n if n == visible => client.to_vec(),
+    let mut v = Vec::with_capacity(visible + hidden);
+    match client.len() {
+        0 => v.resize(visible, 0),
+        1 => v.resize(visible, client[0]),
+        n if n == visible => v.extend_from_slice(client),
         n => {
             return Err(PgError::new(
                 codes::PROTOCOL_VIOLATION,

@@ -355,7 +355,7 @@ impl ExecCtx {
             self.out.buf.extend_from_slice(&[b's', 0, 0, 0, 4]);
             self.portal_suspended = true;
         } else {
-            synth::command_complete(&mut self.out.buf, &format!("SELECT {}", window.sent));
+            synth::command_complete_count(&mut self.out.buf, "SELECT", window.sent);
         }
         Ok(true)
     }
