@@ -36,6 +36,9 @@ command -v pgbouncer >/dev/null || { echo "install pgbouncer: apt-get install pg
 WORK=$(mktemp -d /tmp/pgr-bench.XXXXXX)
 chmod 755 "$WORK"
 cleanup() {
+  # The routers' warnings and errors (e.g. a shard marked down) explain a
+  # failed row.
+  sed 's/\x1b\[[0-9;]*m//g' "$WORK"/router*.log 2>/dev/null | grep -E " (WARN|ERROR) " | head -20 >&2 || true
   [ -n "${BOUNCER_PID:-}" ] && kill "$BOUNCER_PID" 2>/dev/null || true
   for p in ${R1_PID:-} ${R2_PID:-}; do kill -TERM "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
   rm -rf "$WORK"

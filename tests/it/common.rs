@@ -300,6 +300,26 @@ pub fn meta(dev: &DevCluster, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A raw protocol connection to `addr` past startup (user and database
+/// `postgres`): the stream, its read buffer, and the frames the router
+/// answered the startup with (up to ReadyForQuery).
+pub async fn raw_session(
+    addr: std::net::SocketAddr,
+) -> (tokio::net::TcpStream, bytes::BytesMut, Vec<bytes::BytesMut>) {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut out = bytes::BytesMut::new();
+    postgres_protocol::message::frontend::startup_message(
+        [("user", "postgres"), ("database", "postgres")],
+        &mut out,
+    )
+    .unwrap();
+    s.write_all(&out).await.unwrap();
+    let mut buf = bytes::BytesMut::new();
+    let frames = read_frames(&mut s, &mut buf, b'Z').await;
+    (s, buf, frames)
+}
+
 /// Reads backend messages from a raw connection until one tagged `until`;
 /// returns the tags read.
 pub async fn read_until(

@@ -332,15 +332,8 @@ async fn describe_and_sync_answered_with_the_execute() {
         .await
         .unwrap();
 
-    let mut s = tokio::net::TcpStream::connect(dev.router.addr)
-        .await
-        .unwrap();
+    let (mut s, mut buf, _) = common::raw_session(dev.router.addr).await;
     let mut out = bytes::BytesMut::new();
-    fe::startup_message([("user", "postgres"), ("database", "postgres")], &mut out).unwrap();
-    s.write_all(&out).await.unwrap();
-    let mut buf = bytes::BytesMut::new();
-    common::read_until(&mut s, &mut buf, b'Z').await;
-    out.clear();
     // Ordered by v: a hidden sort column the client must not see.
     fe::parse(
         "q",

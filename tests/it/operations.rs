@@ -128,14 +128,8 @@ async fn cancel_requests() {
 
     // A CancelRequest with the right process id but a wrong secret key, or
     // an unknown process id, cancels nothing.
-    let mut s = tokio::net::TcpStream::connect(dev.router.addr)
-        .await
-        .unwrap();
+    let (mut s, mut buf, frames) = common::raw_session(dev.router.addr).await;
     let mut out = BytesMut::new();
-    fe::startup_message([("user", "postgres"), ("database", "postgres")], &mut out).unwrap();
-    s.write_all(&out).await.unwrap();
-    let mut buf = BytesMut::new();
-    let frames = common::read_frames(&mut s, &mut buf, b'Z').await;
     let key = frames
         .iter()
         .find(|f| f[0] == b'K')

@@ -511,14 +511,8 @@ async fn flush_batches_then_sync(dev: &pg_router::dev::DevCluster, c: &tokio_pos
     };
     let a = 5001i64;
     let b = (5002..6000).find(|&k| shard_of(k) != shard_of(a)).unwrap();
-    let mut s = tokio::net::TcpStream::connect(dev.router.addr)
-        .await
-        .unwrap();
+    let (mut s, mut buf, _) = common::raw_session(dev.router.addr).await;
     let mut out = bytes::BytesMut::new();
-    fe::startup_message([("user", "postgres"), ("database", "postgres")], &mut out).unwrap();
-    s.write_all(&out).await.unwrap();
-    let mut buf = bytes::BytesMut::new();
-    common::read_until(&mut s, &mut buf, b'Z').await;
     let bind = |k: i64, out: &mut bytes::BytesMut| {
         bind_execute(out, "ins", &[k.to_string()]);
         fe::flush(out);
