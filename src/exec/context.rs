@@ -88,6 +88,9 @@ pub struct ExecCtx {
     /// The last gather Execute with a row limit returned that many rows
     /// and answered PortalSuspended (the rest of its result is not kept).
     pub portal_suspended: bool,
+    /// The fast path's slot queue, kept between queries for its capacity
+    /// (empty between uses).
+    pub slot_buf: VecDeque<Slot>,
     /// Shards whose connections the last gather ended with Sync and whose
     /// ReadyForQuery it read: the batch's Sync need not reach them.
     pub gather_synced: Vec<Arc<str>>,
@@ -135,6 +138,7 @@ impl ExecCtx {
             deferred: None,
             last_count: None,
             portal_suspended: false,
+            slot_buf: VecDeque::new(),
             gather_synced: Vec::new(),
             in_extended: false,
             returning_formats: Vec::new(),

@@ -46,6 +46,9 @@ pub enum Expect {
     Query,
 }
 
+/// The slots of one simple Query whose responses are forwarded.
+pub const QUERY_SLOTS: &[Slot] = &[Slot::Forward(Expect::Query)];
+
 /// One expected response and what to do with it.
 #[derive(Debug, Clone)]
 pub enum Slot {

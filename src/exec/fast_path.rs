@@ -17,12 +17,13 @@ use super::statement::ClientStmt;
 impl ExecCtx {
     /// Sends `msgs` (already encoded client messages, with their `slots`) to
     /// `shard` and forwards the responses. Returns false if the statement
-    /// failed (error already sent to the client).
+    /// failed (error already sent to the client). The slot queue is the
+    /// session's own, reused (no allocation per query).
     pub async fn exchange_one(
         &mut self,
         shard: &str,
         msgs: &[u8],
-        user_slots: VecDeque<Slot>,
+        user_slots: &[Slot],
     ) -> Result<bool, End> {
         let idx = match self.acquire(shard).await {
             Ok(i) => i,
@@ -31,19 +32,18 @@ impl ExecCtx {
                 return Ok(false);
             }
         };
-        let mut slots = VecDeque::new();
+        let mut slots = std::mem::take(&mut self.slot_buf);
+        slots.clear();
         self.prelude(idx, &mut slots);
-        if slots.is_empty() {
-            slots = user_slots;
-        } else {
-            slots.extend(user_slots);
-        }
+        slots.extend(user_slots.iter().cloned());
         let conn = &mut self.held[idx].conn;
         conn.out.extend_from_slice(msgs);
         let r = match conn.flush().await {
             Ok(()) => exchange::run(conn, &mut slots, &mut self.out, &mut Direct).await,
             Err(e) => Err(ExchangeError::Backend(e)),
         };
+        slots.clear();
+        self.slot_buf = slots;
         self.after_exchange(idx, r)
     }
 

@@ -14,7 +14,7 @@ use postgres_protocol::message::frontend as fe;
 use super::block::{Block, BlockOp};
 use super::concat::MergeMode;
 use super::context::{End, ExecCtx};
-use super::exchange::{Expect, Slot};
+use super::exchange::{Expect, Slot, QUERY_SLOTS};
 
 impl ExecCtx {
     /// Runs a SET / RESET / DISCARD statement (`local`: SET LOCAL,
@@ -37,7 +37,7 @@ impl ExecCtx {
                     return Ok(false);
                 }
             };
-            let ok = self.exchange_one(&shard, &query(sql), slots()).await?;
+            let ok = self.exchange_one(&shard, &query(sql), QUERY_SLOTS).await?;
             if ok && !local {
                 self.record_setting(sql, reset_all);
                 // That connection already has the new setting.
@@ -52,7 +52,7 @@ impl ExecCtx {
             None => match self.any_shard() {
                 // Beginning the block on it replays the block's earlier
                 // savepoints and settings first.
-                Ok(s) => self.exchange_one(&s, &query(sql), slots()).await?,
+                Ok(s) => self.exchange_one(&s, &query(sql), QUERY_SLOTS).await?,
                 Err(e) => {
                     self.send_error(&e);
                     return Ok(false);

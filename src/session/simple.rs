@@ -13,7 +13,7 @@ use crate::protocol::{synth, Frame, PgError};
 use crate::state::Routing;
 
 use crate::exec::concat::MergeMode;
-use crate::exec::exchange::{Expect, Slot};
+use crate::exec::exchange::{Expect, Slot, QUERY_SLOTS};
 use crate::exec::generated::SequenceAnswer;
 use crate::exec::owned::{keyed_shard, InsertTargets};
 use crate::exec::route::Values;
@@ -169,7 +169,7 @@ impl Session {
             Plan::Transaction(t) => self.ctx.txn_command(t, sql).await,
             Plan::Set { local, reset_all } => self.ctx.set_command(sql, *local, *reset_all).await,
             Plan::AnyShard => match self.ctx.any_shard() {
-                Ok(s) => self.ctx.exchange_one(&s, &query_msg(), q()).await,
+                Ok(s) => self.ctx.exchange_one(&s, &query_msg(), QUERY_SLOTS).await,
                 Err(e) => {
                     self.ctx.send_error(&e);
                     Ok(false)
@@ -184,7 +184,7 @@ impl Session {
                 }
                 SequenceAnswer::Failed => Ok(false),
                 SequenceAnswer::Forward => match self.ctx.any_shard() {
-                    Ok(s) => self.ctx.exchange_one(&s, &query_msg(), q()).await,
+                    Ok(s) => self.ctx.exchange_one(&s, &query_msg(), QUERY_SLOTS).await,
                     Err(e) => {
                         self.ctx.send_error(&e);
                         Ok(false)
@@ -242,7 +242,9 @@ impl Session {
                         }
                     },
                 };
-                self.ctx.exchange_one(shard, &query_msg(), q()).await
+                self.ctx
+                    .exchange_one(shard, &query_msg(), QUERY_SLOTS)
+                    .await
             }
             Plan::Insert { table, rows } => {
                 let (parts, order) =
@@ -251,7 +253,10 @@ impl Session {
                         .insert_parts(&routing.catalog, table, rows, sql, lits)
                     {
                         Some(InsertTargets::One(shard)) => {
-                            return self.ctx.exchange_one(shard, &query_msg(), q()).await
+                            return self
+                                .ctx
+                                .exchange_one(shard, &query_msg(), QUERY_SLOTS)
+                                .await
                         }
                         Some(InsertTargets::Split(parts, order)) => (parts, order),
                         None => return Ok(false),
