@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# pgbench -S side by side, same machine, same run:
+# pgbench -S (or TXN=-N: the simple-update transaction) side by side, same
+# machine, same run:
 #   direct      pgbench straight to PostgreSQL (the 1-shard cluster's shard0)
 #   pgbouncer   PgBouncer in transaction pooling mode in front of that database
 #   pg-router/1 pg-router in front of that same database (a 1-shard cluster):
@@ -15,6 +16,8 @@
 # the postgres user. Everything listens on 127.0.0.1 and is stopped at the end.
 # WORKERS=<n> sets the router's session workers (default: one per CPU).
 # BIN=<path> runs another pg-router binary (default target/release/pg-router).
+# TXN=<pgbench flag> picks the built-in script: -S (default, select-only) or
+# -N (simple-update: BEGIN, UPDATE, SELECT, INSERT, END on one shard).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/pgbouncer.sh
@@ -27,6 +30,9 @@ R1_PORT=${R1_PORT:-16431}
 R2_PORT=${R2_PORT:-16432}
 BOUNCER_PORT=${BOUNCER_PORT:-16433}
 WORKERS=${WORKERS:-0}
+TXN=${TXN:--S}
+UNIT=queries
+[ "$TXN" = -S ] || UNIT=transactions
 BIN=${BIN:-target/release/pg-router}
 PGBIN=$(dirname "$(readlink -f "$(command -v pg_ctl || ls /usr/lib/postgresql/*/bin/pg_ctl | tail -1)")")
 PGBENCH=$PGBIN/pgbench
@@ -66,12 +72,12 @@ start_pgbouncer "$B"
 
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 
-# Runs pgbench -S; prints a table row with tps and, when a pid is given, that
+# Runs pgbench $TXN; prints a table row with tps and, when a pid is given, that
 # process's CPU seconds per 1,000 queries.
 run() { # name port mode [pid]
   local t0=0 out tps tx cpu="-"
   [ -n "${4:-}" ] && t0=$(cpu_ticks "$4")
-  if ! out=$("$PGBENCH" -S -n -M "$3" -c "$CLIENTS" -j 2 -T "$SECS" -h 127.0.0.1 -p "$2" -U postgres postgres 2>&1); then
+  if ! out=$("$PGBENCH" "$TXN" -n -M "$3" -c "$CLIENTS" -j 2 -T "$SECS" -h 127.0.0.1 -p "$2" -U postgres postgres 2>&1); then
     printf "| %s | %s | failed: %s | - |\n" "$1" "$3" "$(echo "$out" | grep -m1 -i error | cut -c1-90)"
     return 0
   fi
@@ -83,8 +89,8 @@ run() { # name port mode [pid]
   printf "| %s | %s | %s | %s |\n" "$1" "$3" "$tps" "$cpu"
 }
 
-echo "== pgbench -S -c $CLIENTS -j 2 -T $SECS, $ROUNDS rounds, $(nproc) CPUs"
-echo "| target | mode | tps | proxy CPU s / 1000 queries |"
+echo "== pgbench $TXN -c $CLIENTS -j 2 -T $SECS, $ROUNDS rounds, $(nproc) CPUs"
+echo "| target | mode | tps | proxy CPU s / 1000 $UNIT |"
 echo "|---|---|---|---|"
 for r in $(seq 1 "$ROUNDS"); do
   for mode in simple extended prepared; do

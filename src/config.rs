@@ -163,6 +163,18 @@ pub struct BackendConfig {
     /// config file).
     #[serde(default)]
     pub tls_ca_file: Option<std::path::PathBuf>,
+    /// A simple-protocol statement that runs on one shard is sent there as
+    /// a prepared statement of its normalized text, the literals as
+    /// parameters typed as PostgreSQL types them (the shard parses it once
+    /// per connection, as for the extended protocol); false = sent as
+    /// written. Like any prepared statement, it may get a generic plan
+    /// after five executions (the shard's `plan_cache_mode`).
+    #[serde(default = "default_true")]
+    pub prepare_simple_queries: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// `backend.tls`.
@@ -288,6 +300,7 @@ impl Default for BackendConfig {
             retry_backoff_max_ms: default_retry_backoff_max(),
             tls: BackendTlsMode::Disable,
             tls_ca_file: None,
+            prepare_simple_queries: true,
         }
     }
 }

@@ -95,6 +95,8 @@ pub struct Outcome {
     pub error: bool,
     /// Status of the last ReadyForQuery seen, if any.
     pub status: Option<u8>,
+    /// The response the first ErrorResponse came in place of.
+    pub error_at: Option<Expect>,
 }
 
 /// Reads backend frames until every slot in `slots` is satisfied, feeding
@@ -139,6 +141,7 @@ pub async fn run<S: Sink>(
             }
             b'E' => {
                 outcome.error = true;
+                outcome.error_at.get_or_insert(expect);
                 sink.error(out, &f);
                 if expect == Expect::Query || expect == Expect::Sync {
                     continue;

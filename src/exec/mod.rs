@@ -4,7 +4,8 @@
 //!
 //! - [`fast_path`]: one shard, frames forwarded byte for byte (simple
 //!   queries and whole extended-protocol batches); [`exchange`] tracks
-//!   which backend response answers which request.
+//!   which backend response answers which request; [`auto_prepared`]: a
+//!   simple query run as a prepared statement of its normalized text.
 //! - [`concat`]: scatter-gather without merging (first shard's response,
 //!   or concatenated rows with summed command tags).
 //! - [`gather`]: scatter-gather of merged SELECTs (ORDER BY, LIMIT/OFFSET,
@@ -32,6 +33,7 @@
 //! [`ExecCtx`]; extended-protocol messages reach them as [`message::Item`]s.
 
 pub mod admit;
+pub mod auto_prepared;
 pub mod block;
 pub mod commit;
 pub mod concat;

@@ -96,6 +96,11 @@ impl Literals {
         self.spill.clear();
     }
 
+    /// The kind of literal `i`; None if out of range.
+    pub(crate) fn kind(&self, i: usize) -> Option<LitKind> {
+        self.get(i).map(|l| l.kind)
+    }
+
     /// Byte range of literal `i` in the statement text, including its quotes
     /// and any `E`/`B`/`X`/`N`/`U&` prefix (a leading minus sign is not part
     /// of a literal). None if out of range.

@@ -83,6 +83,7 @@ pub mod types;
 
 mod aggregates;
 mod analyze;
+mod auto_prepare;
 mod classify;
 mod colocate;
 mod copy;
@@ -119,6 +120,7 @@ use std::sync::Arc;
 use foldhash::{HashMap, HashMapExt};
 use parking_lot::RwLock;
 
+pub use auto_prepare::{AutoParams, AutoStmt};
 pub use create_table::{created_table, CreatedTable};
 pub use fingerprint::Literals;
 pub use generated::with_generated_keys;
@@ -193,8 +195,9 @@ pub const MAX_CACHED_TEXT: usize = 16 * 1024;
 /// A simple-protocol cache entry.
 #[derive(Clone)]
 enum Entry {
-    /// The plan of every statement with this normalized text.
-    Plan(Arc<Plan>),
+    /// The plan of every statement with this normalized text, and the text
+    /// as a statement to prepare on shards (if it may be).
+    Plan(Arc<Plan>, Option<Arc<AutoStmt>>),
     /// The normalized text does not parse: plan the original text.
     Original,
 }
@@ -208,6 +211,7 @@ thread_local! {
 /// sessions (`Send + Sync`).
 pub struct Planner {
     capacity: usize,
+    auto_prepare: bool,
     simple: RwLock<HashMap<Box<str>, Entry>>,
     extended: RwLock<HashMap<Box<str>, Arc<Plan>>>,
 }
@@ -286,9 +290,18 @@ impl Planner {
     pub fn new(capacity: usize) -> Planner {
         Planner {
             capacity,
+            auto_prepare: false,
             simple: RwLock::new(HashMap::new()),
             extended: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// Also cache, for a simple-protocol statement that runs on one shard,
+    /// its normalized text as an [`AutoStmt`] (given by
+    /// [`Planner::plan_simple_shaped`]) when `on`.
+    pub fn with_auto_prepare(mut self, on: bool) -> Planner {
+        self.auto_prepare = on;
+        self
     }
 
     /// Forget all cached plans (called when the catalog changes).
@@ -313,6 +326,19 @@ impl Planner {
     /// errors, 54001 for statements too complex to parse safely). Several
     /// statements in one text are refused with 42601.
     pub fn plan_simple(&self, sql: &str, schema: &dyn SchemaView) -> (Arc<Plan>, Literals) {
+        let (p, lits, _) = self.plan_simple_shaped(sql, schema);
+        (p, lits)
+    }
+
+    /// [`Planner::plan_simple`], and the statement's normalized text as an
+    /// [`AutoStmt`] if it may run as a prepared statement on its shard
+    /// (only with [`Planner::with_auto_prepare`], for plans whose text is
+    /// valid for every statement of the shape).
+    pub fn plan_simple_shaped(
+        &self,
+        sql: &str,
+        schema: &dyn SchemaView,
+    ) -> (Arc<Plan>, Literals, Option<Arc<AutoStmt>>) {
         NORMALIZED.with(|cell| match cell.try_borrow_mut() {
             Ok(mut buf) => {
                 let r = self.plan_simple_with(sql, schema, &mut buf);
@@ -330,22 +356,26 @@ impl Planner {
         sql: &str,
         schema: &dyn SchemaView,
         buf: &mut String,
-    ) -> (Arc<Plan>, Literals) {
+    ) -> (Arc<Plan>, Literals, Option<Arc<AutoStmt>>) {
         let mut lits = Literals::default();
         if normalize(sql, buf, &mut lits) == Normalized::Unfit {
-            return (Arc::new(plan_original(sql, schema)), lits);
+            return (Arc::new(plan_original(sql, schema)), lits, None);
         }
         let cached = self.simple.read().get(buf.as_str()).cloned();
         match cached {
-            Some(Entry::Plan(p)) => return (p, lits),
-            Some(Entry::Original) => return (Arc::new(plan_original(sql, schema)), lits),
+            Some(Entry::Plan(p, auto)) => return (p, lits, auto),
+            Some(Entry::Original) => return (Arc::new(plan_original(sql, schema)), lits, None),
             None => {}
         }
-        let (plan, entry) = Self::simple_miss(sql, buf, &lits, schema);
+        let (plan, entry) = Self::simple_miss(sql, buf, &lits, schema, self.auto_prepare);
+        let auto = match &entry {
+            Some(Entry::Plan(_, a)) => a.clone(),
+            _ => None,
+        };
         if let Some(e) = entry {
             insert_bounded(&self.simple, self.capacity, buf, e);
         }
-        (plan, lits)
+        (plan, lits, auto)
     }
 
     /// Plan a statement whose shape is not cached; also returns what to
@@ -355,18 +385,19 @@ impl Planner {
         normalized: &str,
         lits: &Literals,
         schema: &dyn SchemaView,
+        auto_prepare: bool,
     ) -> (Arc<Plan>, Option<Entry>) {
         if split_statements(sql).len() > 1 {
             // Valid for the whole shape: literals never hold a `;`.
             let p = Arc::new(several_statements());
-            return (p.clone(), Some(Entry::Plan(p)));
+            return (p.clone(), Some(Entry::Plan(p, None)));
         }
         if let Some(c) = pre_classify(sql, schema) {
             let p = Arc::new(c.plan);
             // A plan built from the text (BEGIN's replay text, COPY options)
             // is valid for this exact text only.
             let cache = !c.text_derived || lits.is_empty();
-            return (p.clone(), cache.then_some(Entry::Plan(p)));
+            return (p.clone(), cache.then_some(Entry::Plan(p, None)));
         }
         match parse_and_plan(normalized, schema, ParamMode::Literals) {
             Ok(Plan::Scatter {
@@ -375,8 +406,13 @@ impl Planner {
             }) => (Arc::new(plan_original(sql, schema)), Some(Entry::Original)),
             Ok(plan @ Plan::NeedSchema { .. }) => (Arc::new(plan), None),
             Ok(plan) => {
+                // Only a text that parsed with its placeholders may be
+                // prepared as it is.
+                let auto = auto_prepare
+                    .then(|| auto_prepare::auto_stmt(normalized, &plan).map(Arc::new))
+                    .flatten();
                 let p = Arc::new(plan);
-                (p.clone(), Some(Entry::Plan(p)))
+                (p.clone(), Some(Entry::Plan(p, auto)))
             }
             Err(_) => {
                 let plan = plan_original(sql, schema);
@@ -393,7 +429,7 @@ impl Planner {
                     (Arc::new(plan), Some(Entry::Original))
                 } else {
                     let p = Arc::new(plan);
-                    (p.clone(), Some(Entry::Plan(p)))
+                    (p.clone(), Some(Entry::Plan(p, None)))
                 }
             }
         }

@@ -63,7 +63,7 @@ impl Session {
         let was = std::mem::replace(&mut self.ctx.in_extended, false);
         self.ctx.returning_formats = p.result_formats.clone();
         self.ctx.out.begin_capture(usize::MAX);
-        let ran = Box::pin(self.exec_simple(routing, &text, &plan, &lits, None)).await;
+        let ran = Box::pin(self.exec_simple(routing, &text, &plan, &lits, None, None)).await;
         let captured = self.ctx.out.end_capture();
         self.ctx.in_extended = was;
         self.ctx.returning_formats.clear();

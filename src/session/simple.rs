@@ -6,12 +6,13 @@ use std::collections::VecDeque;
 use bytes::{Bytes, BytesMut};
 use postgres_protocol::message::frontend as fe;
 
-use crate::plan::{self, Literals, Plan};
+use crate::plan::{self, AutoStmt, Literals, Plan};
 use crate::protocol::error::codes;
 use crate::protocol::frontend::query_text;
 use crate::protocol::{synth, Frame, PgError};
 use crate::state::Routing;
 
+use crate::exec::auto_prepared::{AutoRun, ClientText};
 use crate::exec::concat::MergeMode;
 use crate::exec::exchange::{Expect, Slot, QUERY_SLOTS};
 use crate::exec::generated::SequenceAnswer;
@@ -50,14 +51,14 @@ impl Session {
             }
         };
         let mut routing = self.ctx.state.routing();
-        let (mut p, mut lits) = routing.planner.plan_simple(one, &*routing);
+        let (mut p, mut lits, mut auto) = routing.planner.plan_simple_shaped(one, &*routing);
         if p.writes() {
             match self.ctx.admit_write().await {
                 Ok(false) => {}
                 Ok(true) => {
                     // Held across a routing change: plan again.
                     routing = self.ctx.state.routing();
-                    (p, lits) = routing.planner.plan_simple(one, &*routing);
+                    (p, lits, auto) = routing.planner.plan_simple_shaped(one, &*routing);
                 }
                 Err(e) => {
                     self.ctx.send_error(&e);
@@ -70,7 +71,17 @@ impl Session {
         } else {
             None
         };
-        self.exec_simple(&routing, one, &p, &lits, raw).await?;
+        // Error positions count from the start of the Query's text.
+        let before = (one.as_ptr() as usize)
+            .checked_sub(sql.as_ptr() as usize)
+            .and_then(|n| sql.get(..n))
+            .unwrap_or("");
+        let auto = auto
+            .as_deref()
+            .filter(|_| self.ctx.state.prepare_simple_queries())
+            .map(|a| (a, before));
+        self.exec_simple(&routing, one, &p, &lits, raw, auto)
+            .await?;
         Ok(())
     }
 
@@ -108,7 +119,7 @@ impl Session {
         }
         let mut i = 0;
         while let Some((s, (p, lits))) = planned.get(i) {
-            if !self.exec_simple(&routing, s, p, lits, None).await? {
+            if !self.exec_simple(&routing, s, p, lits, None, None).await? {
                 break;
             }
             // DDL changed columns: later statements are planned with the
@@ -128,6 +139,8 @@ impl Session {
     }
 
     /// Runs one planned statement; returns false if it failed (error sent).
+    /// `auto`: the statement's text as a prepared statement for its shard,
+    /// and the Query's text before the statement.
     pub(super) async fn exec_simple(
         &mut self,
         routing: &Routing,
@@ -135,6 +148,7 @@ impl Session {
         p: &Plan,
         lits: &Literals,
         raw: Option<&Frame>,
+        auto: Option<(&AutoStmt, &str)>,
     ) -> Result<bool, End> {
         if self.ctx.block.as_ref().is_some_and(|b| b.failed) && !ends_failed_block(p, sql) {
             self.ctx.send_error(&PgError::new(
@@ -169,7 +183,7 @@ impl Session {
             Plan::Transaction(t) => self.ctx.txn_command(t, sql).await,
             Plan::Set { local, reset_all } => self.ctx.set_command(sql, *local, *reset_all).await,
             Plan::AnyShard => match self.ctx.any_shard() {
-                Ok(s) => self.ctx.exchange_one(&s, &query_msg(), QUERY_SLOTS).await,
+                Ok(s) => self.run_one(&s, auto, sql, lits, query_msg).await,
                 Err(e) => {
                     self.ctx.send_error(&e);
                     Ok(false)
@@ -242,9 +256,7 @@ impl Session {
                         }
                     },
                 };
-                self.ctx
-                    .exchange_one(shard, &query_msg(), QUERY_SLOTS)
-                    .await
+                self.run_one(shard, auto, sql, lits, query_msg).await
             }
             Plan::Insert { table, rows } => {
                 let (parts, order) =
@@ -253,10 +265,7 @@ impl Session {
                         .insert_parts(&routing.catalog, table, rows, sql, lits)
                     {
                         Some(InsertTargets::One(shard)) => {
-                            return self
-                                .ctx
-                                .exchange_one(shard, &query_msg(), QUERY_SLOTS)
-                                .await
+                            return self.run_one(shard, auto, sql, lits, query_msg).await
                         }
                         Some(InsertTargets::Split(parts, order)) => (parts, order),
                         None => return Ok(false),
@@ -343,7 +352,7 @@ impl Session {
                 if matches!(&*p, Plan::NeedSchema { table: t } if t == table) {
                     return self.internal("the table's columns were read but not used");
                 }
-                Box::pin(self.exec_simple(routing, sql, &p, &lits, raw)).await
+                Box::pin(self.exec_simple(routing, sql, &p, &lits, raw, None)).await
             }
             Plan::GenerateKey(g) => {
                 let Some(text) = self.ctx.generate_keys(sql, g).await else {
@@ -353,14 +362,14 @@ impl Session {
                 if matches!(*p, Plan::NeedSchema { .. } | Plan::GenerateKey(_)) {
                     return self.internal("an INSERT given generated keys still lacks them");
                 }
-                Box::pin(self.exec_simple(routing, &text, &p, &lits, None)).await
+                Box::pin(self.exec_simple(routing, &text, &p, &lits, None, None)).await
             }
             Plan::Subqueries { message, hint, .. } => {
                 let Some(text) = self.run_subqueries(routing, sql, message, hint).await? else {
                     return Ok(false);
                 };
                 let (p, lits) = routing.planner.plan_simple(&text, routing);
-                Box::pin(self.exec_simple(routing, &text, &p, &lits, None)).await
+                Box::pin(self.exec_simple(routing, &text, &p, &lits, None, None)).await
             }
             Plan::RouterExplain(inner) => {
                 match crate::exec::explain::explain_lines(routing, inner, sql, lits) {
@@ -383,6 +392,34 @@ impl Session {
 }
 
 impl Session {
+    /// Runs a statement on `shard`: as a prepared statement of its
+    /// normalized text when `auto` allows, else as the Query `msg()`.
+    async fn run_one(
+        &mut self,
+        shard: &str,
+        auto: Option<(&AutoStmt, &str)>,
+        sql: &str,
+        lits: &Literals,
+        msg: impl Fn() -> Bytes,
+    ) -> Result<bool, End> {
+        if let Some((stmt, before)) = auto {
+            let text = ClientText { sql, before };
+            match self.ctx.exchange_auto(shard, stmt, text, lits).await? {
+                AutoRun::Done(ok) => return Ok(ok),
+                AutoRun::Declined => {}
+                AutoRun::Original => {
+                    let ok = self.ctx.exchange_one(shard, &msg(), QUERY_SLOTS).await?;
+                    if ok {
+                        // The literal worked where the parameter did not.
+                        stmt.refuse();
+                    }
+                    return Ok(ok);
+                }
+            }
+        }
+        self.ctx.exchange_one(shard, &msg(), QUERY_SLOTS).await
+    }
+
     /// Sends XX000 `message` (a planner invariant broken); the statement
     /// failed.
     fn internal(&mut self, message: &str) -> Result<bool, End> {

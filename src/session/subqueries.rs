@@ -157,7 +157,7 @@ impl Session {
         limit: usize,
     ) -> Result<Option<SubqueryRows>, End> {
         self.ctx.out.begin_capture(limit);
-        let ran = Box::pin(self.exec_simple(routing, sql, p, lits, None)).await;
+        let ran = Box::pin(self.exec_simple(routing, sql, p, lits, None, None)).await;
         let captured = self.ctx.out.end_capture();
         let ok = ran?;
         let frames = match captured {

@@ -52,7 +52,7 @@ impl Routing {
     fn new(catalog: Arc<Catalog>, plan_cache_capacity: usize, version: u64) -> Routing {
         Routing {
             catalog,
-            planner: Planner::new(plan_cache_capacity),
+            planner: Planner::new(plan_cache_capacity).with_auto_prepare(true),
             version,
             schemas: RwLock::new(HashMap::new()),
             schema_epoch: AtomicU64::new(0),
@@ -171,6 +171,8 @@ pub struct RouterState {
     workers: usize,
     /// Backend connection settings (reloadable: new pools use them).
     backend: RwLock<BackendConfig>,
+    /// `backend.prepare_simple_queries` (reloadable).
+    prepare_simple: std::sync::atomic::AtomicBool,
     /// TLS to the shards built from `backend` (None = plaintext).
     backend_tls: RwLock<Option<crate::backend::tls::BackendTls>>,
     /// Limits (reloadable; each is read where it applies).
@@ -286,6 +288,7 @@ impl RouterState {
             health: RwLock::new(HashMap::new()),
             workers: workers.max(1),
             backend: RwLock::new(cfg.backend.clone()),
+            prepare_simple: std::sync::atomic::AtomicBool::new(cfg.backend.prepare_simple_queries),
             backend_tls: RwLock::new(backend_tls),
             limits: ArcSwap::from_pointee(cfg.limits.clone()),
             server_params: RwLock::new(Vec::new()),
@@ -310,6 +313,13 @@ impl RouterState {
         });
         st.apply_catalog(catalog);
         st
+    }
+
+    /// True if single-shard simple-protocol statements run on the shards
+    /// as prepared statements of their normalized text
+    /// (`backend.prepare_simple_queries`).
+    pub fn prepare_simple_queries(&self) -> bool {
+        self.prepare_simple.load(Ordering::Relaxed)
     }
 
     /// The current routing snapshot.
@@ -539,6 +549,8 @@ impl RouterState {
         *self.backend_tls.write() = backend_tls;
         self.limits.store(Arc::new(cfg.limits.clone()));
         *self.backend.write() = cfg.backend.clone();
+        self.prepare_simple
+            .store(cfg.backend.prepare_simple_queries, Ordering::Relaxed);
         self.refresh_pools(&self.routing().catalog);
         let mut restart = Vec::new();
         if cfg.listen != running.listen {

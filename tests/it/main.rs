@@ -14,6 +14,7 @@ mod common;
 mod drivers;
 
 mod admin;
+mod auto_prepare;
 mod bulk_insert;
 mod copy_query;
 mod fuzz_frontend;

@@ -1,0 +1,438 @@
+//! Auto-prepared statements: a single-shard simple-protocol statement can
+//! run on its shard as a prepared statement of its normalized text, the
+//! literals sent as parameters, so the shard parses and analyzes each
+//! statement shape once per backend connection (as for the extended
+//! protocol) instead of once per query.
+//!
+//! A parameter must mean exactly what the literal meant, so each one is
+//! typed as PostgreSQL types the literal (`scan.l` and `make_const` in
+//! `parse_node.c`): an integer that fits int4 is int4, else int8, else
+//! numeric; a number with a fraction or an exponent is numeric; a string
+//! constant has unknown type, so its parameter's type is left for the
+//! server to infer from the context, as it does for the literal. The text
+//! is not auto-prepared ([`auto_stmt`] gives None) where a parameter would
+//! not be equivalent:
+//!
+//! * it is not a SELECT, INSERT, UPDATE, DELETE, WITH, VALUES or TABLE
+//!   statement (utility statements take no parameters), or is a
+//!   `SELECT ... INTO`;
+//! * a literal stands alone as an ORDER BY, GROUP BY or DISTINCT ON item
+//!   (`ORDER BY 2` is a column position; `ORDER BY $1` sorts by a constant);
+//!
+//! and one execution is not ([`AutoStmt::params`] gives None) when a
+//! literal is a bit string, an `E''`, `N''` or `U&''` string, a standard
+//! string holding a backslash (its value depends on
+//! `standard_conforming_strings`), a number PostgreSQL 16 spells in hex,
+//! octal, binary or with `_`, 2147483648 or 9223372036854775808 (which a
+//! unary minus turns into an int4 / int8 literal), or touches an
+//! identifier (`date'x'`, `1x`), or the text has more than
+//! [`MAX_PARAMS`] literals.
+//!
+//! A string's parameter can still fail where its literal did not (a
+//! parameter whose type cannot be inferred, `SELECT 'a'`; a typed literal
+//! `date '2020-01-01'`): a combination of parameter types with strings is
+//! trusted once it prepared without error ([`AutoStmt::verify`]), and
+//! [`AutoStmt::refuse`] turns the text's auto-preparing off for good.
+
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use smallvec::SmallVec;
+
+use super::fingerprint::{LitKind, Literals};
+use super::lex::{is_ident_cont, significant, StrKind, Tok};
+use super::types::Plan;
+
+/// Most literals an auto-prepared text may have.
+pub const MAX_PARAMS: usize = 256;
+
+/// Type OID of int4 (`pg_type.dat`).
+const INT4: u32 = 23;
+/// Type OID of int8.
+const INT8: u32 = 20;
+/// Type OID of numeric.
+const NUMERIC: u32 = 1700;
+/// "Unspecified": the server infers the parameter's type.
+const UNSPECIFIED: u32 = 0;
+
+/// A normalized statement text that may run as a prepared statement,
+/// shared by every session through the plan cache.
+#[derive(Debug)]
+pub struct AutoStmt {
+    text: Box<str>,
+    text_id: u64,
+    /// Types hash of every parameter type combination with strings that
+    /// prepared without error: one is remembered (0 = none).
+    verified: AtomicU64,
+    refused: AtomicBool,
+}
+
+/// One execution's parameters: their type OIDs and the backend statement
+/// (`pgr_<id>` of the text and these types).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutoParams {
+    /// Parameter type OIDs (0 = unspecified), one per literal.
+    pub types: SmallVec<[u32; 8]>,
+    /// Backend statement id: the statement is `pgr_<id as 16 hex digits>`.
+    pub id: u64,
+    /// Hash of `types` (never 0).
+    types_hash: u64,
+    /// Some literal is a string (its parameter's type is inferred).
+    pub strings: bool,
+}
+
+fn hasher() -> foldhash::fast::FixedState {
+    foldhash::fast::FixedState::with_seed(0x7067_725f_6175_746f)
+}
+
+impl AutoStmt {
+    /// The normalized text (`$1..$n` in place of the literals).
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The parameters of one execution: `sql` is the statement text and
+    /// `lits` its literals (as [`super::Planner::plan_simple_shaped`] gave
+    /// them). None if this execution cannot be auto-prepared (see the
+    /// module docs).
+    pub fn params(&self, sql: &str, lits: &Literals) -> Option<AutoParams> {
+        if lits.len() > MAX_PARAMS {
+            return None;
+        }
+        let b = sql.as_bytes();
+        let mut types = SmallVec::with_capacity(lits.len());
+        let mut strings = false;
+        for i in 0..lits.len() {
+            let span = lits.span(i)?;
+            let before = span.start.checked_sub(1).and_then(|j| b.get(j));
+            if before.is_some_and(|&c| is_ident_cont(c))
+                || b.get(span.end).is_some_and(|&c| is_ident_cont(c))
+            {
+                return None;
+            }
+            let tok = sql.get(span)?;
+            let ty = match lits.kind(i)? {
+                LitKind::Number => number_type(tok)?,
+                LitKind::Str(StrKind::Standard) if !tok.contains('\\') => UNSPECIFIED,
+                LitKind::Str(StrKind::Dollar) => UNSPECIFIED,
+                LitKind::Str(_) => return None,
+            };
+            strings |= ty == UNSPECIFIED;
+            types.push(ty);
+        }
+        let types_hash = hasher().hash_one(types.as_slice()) | 1;
+        let id = hasher().hash_one((self.text_id, types_hash));
+        Some(AutoParams {
+            types,
+            id,
+            types_hash,
+            strings,
+        })
+    }
+
+    /// True if `p` may be prepared where a failure cannot be undone (inside
+    /// a transaction block): no string parameters, or this combination
+    /// prepared before.
+    pub fn trusted(&self, p: &AutoParams) -> bool {
+        !p.strings || self.verified.load(Ordering::Relaxed) == p.types_hash
+    }
+
+    /// Records that `p` prepared without error.
+    pub fn verify(&self, p: &AutoParams) {
+        if p.strings {
+            self.verified.store(p.types_hash, Ordering::Relaxed);
+        }
+    }
+
+    /// Turns auto-preparing off for this text (a parameter failed where
+    /// the literal did not).
+    pub fn refuse(&self) {
+        self.refused.store(true, Ordering::Relaxed);
+    }
+
+    /// True after [`AutoStmt::refuse`].
+    pub fn refused(&self) -> bool {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Maps a byte offset in the normalized text to the byte offset in
+    /// `sql` (the statement whose literals are `lits`) of the same place; a
+    /// place inside a placeholder maps to its literal's start. None if the
+    /// offset is past the text or `lits` does not fit it.
+    pub fn original_offset(&self, sql: &str, lits: &Literals, at: usize) -> Option<usize> {
+        let norm = self.text.as_bytes();
+        let orig = sql.as_bytes();
+        let (mut o, mut n) = (0usize, 0usize);
+        for i in 0..lits.len() {
+            let span = lits.span(i)?;
+            let seg = span.start.checked_sub(o)?;
+            if at < n + seg {
+                return Some(o + (at - n));
+            }
+            n += seg;
+            // A space the normalizer put between an identifier and `$k`.
+            if norm.get(n) == Some(&b' ') {
+                n += 1;
+            }
+            let digits = (i + 1).ilog10() as usize + 1;
+            n += 1 + digits;
+            if norm.get(n) == Some(&b' ') && orig.get(span.end).is_some_and(|&c| is_ident_cont(c)) {
+                n += 1;
+            }
+            if at < n {
+                return Some(span.start);
+            }
+            o = span.end;
+        }
+        let rest = at - n;
+        (o + rest <= orig.len()).then_some(o + rest)
+    }
+}
+
+/// The type PostgreSQL gives a numeric literal written `tok` (unsigned),
+/// None for spellings and values a parameter cannot stand for (see the
+/// module docs).
+fn number_type(tok: &str) -> Option<u32> {
+    let b = tok.as_bytes();
+    if b.is_empty() {
+        return None;
+    }
+    if b.iter().all(u8::is_ascii_digit) {
+        return match tok.parse::<u64>() {
+            Ok(v) if v <= i32::MAX as u64 => Some(INT4),
+            Ok(0x8000_0000) => None,
+            Ok(v) if v <= i64::MAX as u64 => Some(INT8),
+            Ok(0x8000_0000_0000_0000) => None,
+            _ => Some(NUMERIC),
+        };
+    }
+    let plain = b
+        .iter()
+        .all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'E' | b'+' | b'-'));
+    (plain && b.iter().any(u8::is_ascii_digit)).then_some(NUMERIC)
+}
+
+/// The auto-prepared form of a simple-protocol statement whose
+/// normalized text is `normalized` and plan is `plan`; None when the plan
+/// does not run on one shard as written (only [`Plan::Keyed`],
+/// [`Plan::Insert`] and [`Plan::AnyShard`] do) or the text has a literal a
+/// parameter cannot replace (see the module docs).
+pub(crate) fn auto_stmt(normalized: &str, plan: &Plan) -> Option<AutoStmt> {
+    if !matches!(
+        plan,
+        Plan::Keyed { .. } | Plan::Insert { .. } | Plan::AnyShard
+    ) || !eligible_text(normalized)
+    {
+        return None;
+    }
+    Some(AutoStmt {
+        text: normalized.into(),
+        text_id: hasher().hash_one(normalized),
+        verified: AtomicU64::new(0),
+        refused: AtomicBool::new(false),
+    })
+}
+
+/// Statement kind and positional literals (see the module docs).
+fn eligible_text(sql: &str) -> bool {
+    let mut toks = significant(sql).peekable();
+    let Some(first) = toks.peek().copied() else {
+        return false;
+    };
+    let lead = [
+        "SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "VALUES", "TABLE",
+    ]
+    .into_iter()
+    .find(|k| first.is_word(sql, k));
+    let Some(lead) = lead else {
+        return false;
+    };
+    let mut depth = 0usize;
+    // Paren depth of the ORDER BY / GROUP BY / DISTINCT ON list being read.
+    let mut clause: Option<usize> = None;
+    // The next token starts an item of that list.
+    let mut item_start = false;
+    let mut prev: Option<super::lex::Token> = None;
+    for t in toks {
+        if lead != "INSERT" && t.is_word(sql, "INTO") {
+            return false;
+        }
+        if let Some(p) = prev {
+            if t.is_word(sql, "BY") && (p.is_word(sql, "ORDER") || p.is_word(sql, "GROUP"))
+                || t.is_word(sql, "ON") && p.is_word(sql, "DISTINCT")
+            {
+                clause = Some(depth);
+                item_start = true;
+                prev = Some(t);
+                continue;
+            }
+        }
+        if t.is_punct(sql, b'(') {
+            depth += 1;
+        } else if t.is_punct(sql, b')') {
+            depth = depth.saturating_sub(1);
+            if clause.is_some_and(|d| depth < d) {
+                clause = None;
+            }
+        }
+        if let Some(d) = clause {
+            if item_start && t.kind == Tok::Param {
+                return false;
+            }
+            item_start = (t.is_punct(sql, b',') || t.is_punct(sql, b'(')) && depth >= d
+                || item_start && (t.is_punct(sql, b'-') || t.is_punct(sql, b'+'));
+        }
+        prev = Some(t);
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::fingerprint::{normalize, Literals};
+
+    fn shape(sql: &str) -> Option<(AutoStmt, Literals)> {
+        let mut out = String::new();
+        let mut lits = Literals::default();
+        normalize(sql, &mut out, &mut lits);
+        auto_stmt(&out, &Plan::AnyShard).map(|s| (s, lits))
+    }
+
+    fn types(sql: &str) -> Option<Vec<u32>> {
+        let (s, lits) = shape(sql)?;
+        s.params(sql, &lits).map(|p| p.types.to_vec())
+    }
+
+    #[test]
+    fn literal_types_follow_postgresql() {
+        assert_eq!(
+            types("SELECT a FROM t WHERE k = 5 AND b = 2147483647 AND c = 2147483649"),
+            Some(vec![INT4, INT4, INT8])
+        );
+        assert_eq!(
+            types("SELECT 9223372036854775807, 9223372036854775809, 1.5, .5, 1e3, 007"),
+            Some(vec![INT8, NUMERIC, NUMERIC, NUMERIC, NUMERIC, INT4])
+        );
+        assert_eq!(
+            types("UPDATE t SET s = 'it''s', d = $$x\\y$$ WHERE k = 1"),
+            Some(vec![0, 0, INT4])
+        );
+    }
+
+    #[test]
+    fn unfit_executions() {
+        // Boundaries a unary minus turns into a smaller type.
+        assert_eq!(types("SELECT -2147483648"), None);
+        assert_eq!(types("SELECT -9223372036854775808"), None);
+        for sql in [
+            "SELECT B'101'",
+            "SELECT X'1F'",
+            "SELECT E'a'",
+            "SELECT N'a'",
+            "SELECT 'a\\b'",
+            "SELECT 0x1F",
+            "SELECT 1_000",
+            "SELECT date'2020-01-01'",
+            "SELECT 1x",
+        ] {
+            assert_eq!(types(sql), None, "{sql}");
+        }
+        let many = format!("SELECT {}", vec!["1"; MAX_PARAMS + 1].join(","));
+        assert_eq!(types(&many), None);
+    }
+
+    #[test]
+    fn ineligible_texts() {
+        for sql in [
+            "SELECT a FROM t ORDER BY 1",
+            "SELECT a FROM t ORDER BY a, 2 DESC",
+            "SELECT a, count(*) FROM t GROUP BY 1",
+            "SELECT a FROM t GROUP BY ROLLUP (1)",
+            "SELECT DISTINCT ON (1) a FROM t",
+            "SELECT a FROM t ORDER BY -1",
+            "SELECT a INTO u FROM t WHERE k = 1",
+            "SHOW x",
+            "EXPLAIN SELECT 1",
+            "(SELECT 1)",
+            "",
+        ] {
+            assert!(shape(sql).is_none(), "{sql}");
+        }
+        for sql in [
+            "SELECT a FROM t WHERE k = 1 ORDER BY a LIMIT 5",
+            "SELECT a FROM t ORDER BY a + 1",
+            "SELECT a FROM (SELECT a FROM t ORDER BY a) s WHERE a IN (1, 2)",
+            "INSERT INTO t (k, v) VALUES (1, 'x')",
+            "WITH x AS (SELECT 1) SELECT * FROM x",
+        ] {
+            assert!(shape(sql).is_some(), "{sql}");
+        }
+        let mut out = String::new();
+        let mut lits = Literals::default();
+        normalize("SELECT 1", &mut out, &mut lits);
+        assert!(auto_stmt(&out, &Plan::AllShards).is_none());
+    }
+
+    #[test]
+    fn ids_depend_on_text_and_types() {
+        let (s, l1) = shape("SELECT a FROM t WHERE k = 1").unwrap();
+        let p1 = s.params("SELECT a FROM t WHERE k = 1", &l1).unwrap();
+        let (_, l2) = shape("SELECT a FROM t WHERE k = 2").unwrap();
+        let p2 = s.params("SELECT a FROM t WHERE k = 2", &l2).unwrap();
+        assert_eq!(p1.id, p2.id);
+        let big = "SELECT a FROM t WHERE k = 5000000000";
+        let (_, l3) = shape(big).unwrap();
+        assert_ne!(s.params(big, &l3).unwrap().id, p1.id);
+        let (other, _) = shape("SELECT b FROM t WHERE k = 1").unwrap();
+        assert_ne!(
+            other.params("SELECT b FROM t WHERE k = 1", &l1).unwrap().id,
+            p1.id
+        );
+    }
+
+    #[test]
+    fn strings_are_trusted_once_verified() {
+        let sql = "SELECT a FROM t WHERE s = 'x' AND k = 1";
+        let (s, lits) = shape(sql).unwrap();
+        let p = s.params(sql, &lits).unwrap();
+        assert!(p.strings && !s.trusted(&p));
+        s.verify(&p);
+        assert!(s.trusted(&p));
+        let nums = "SELECT a FROM t WHERE s = 5 AND k = 1";
+        let (_, l2) = shape(nums).unwrap();
+        let q = s.params(nums, &l2).unwrap();
+        assert!(!q.strings && s.trusted(&q));
+        assert!(!s.refused());
+        s.refuse();
+        assert!(s.refused());
+    }
+
+    #[test]
+    fn offsets_map_back_to_the_original_text() {
+        let sql = "SELECT x FROM t WHERE k = 12345 AND s = date'a' AND zz = 1";
+        let mut norm = String::new();
+        let mut lits = Literals::default();
+        normalize(sql, &mut norm, &mut lits);
+        assert_eq!(
+            norm,
+            "SELECT x FROM t WHERE k = $1 AND s = date $2 AND zz = $3"
+        );
+        let st = AutoStmt {
+            text: norm.as_str().into(),
+            text_id: 0,
+            verified: AtomicU64::new(0),
+            refused: AtomicBool::new(false),
+        };
+        let at = |needle: &str| norm.find(needle).unwrap();
+        let map = |n: usize| st.original_offset(sql, &lits, n);
+        assert_eq!(map(0), Some(0));
+        assert_eq!(map(at("$1")), sql.find("12345"));
+        assert_eq!(map(at("$1") + 1), sql.find("12345"));
+        assert_eq!(map(at(" AND s")), sql.find(" AND s"));
+        assert_eq!(map(at("$2")), sql.find("'a'"));
+        assert_eq!(map(at("zz")), sql.find("zz"));
+        assert_eq!(map(norm.len()), Some(sql.len()));
+        assert_eq!(map(norm.len() + 1), None);
+    }
+}
