@@ -4,7 +4,9 @@
 //! exponential backoff and marks it up again when it answers. Shards that
 //! are up are probed every `backend.health_check_interval_ms` over one kept
 //! connection, so a shard that stops answering is noticed without a client
-//! paying for it.
+//! paying for it; a probe of a shard that is up that times out is retried
+//! once on a new connection before the shard is marked down (a stall of
+//! the router's machine must not fail a healthy shard's queries).
 //!
 //! Same idea as PgBouncer's `server_login_retry` and pgdog's ban list, with
 //! the state shared by every session worker.
@@ -165,7 +167,8 @@ pub struct CheckTarget {
 /// The health checker loop: every 50 ms, probes each shard whose probe is
 /// due — down shards with backoff (100 ms doubling up to `max_backoff`), up
 /// shards every `interval` (zero: only when a broken connection made the
-/// shard suspect) — and marks them up or down. `targets` is called each
+/// shard suspect) — and marks them up or down (an up shard after two
+/// timed-out probes in a row, or one refused or failed). `targets` is called each
 /// round (the shard list follows the catalog and reloads). Runs until
 /// aborted.
 pub async fn run_checker(
@@ -194,7 +197,15 @@ pub async fn run_checker(
                     .remove(&t.target.name)
                     .filter(|(target, _)| *target == t.target)
                     .map(|(_, c)| c);
-                match probe(&t.target, conn).await {
+                let mut r = probe(&t.target, conn).await;
+                // A stall of this machine (a paused VM, swapping) outlasts
+                // a probe as a hung shard does: a shard that is up is
+                // marked down only if a second probe, on a new connection,
+                // times out too.
+                if matches!(&r, Err(f) if f.timed_out) && t.health.is_up() {
+                    r = probe(&t.target, None).await;
+                }
+                match r.map_err(|f| f.reason) {
                     Ok(conn) => {
                         if t.health.mark_up() {
                             tracing::info!(shard = %t.target.name, "shard is reachable again");
@@ -220,12 +231,20 @@ pub async fn run_checker(
     }
 }
 
+/// Why a probe failed.
+struct ProbeFailure {
+    reason: String,
+    /// No answer within the connect timeout (as opposed to a refused
+    /// connection or an error answer).
+    timed_out: bool,
+}
+
 /// Runs `SELECT 1` on `conn` (or a new connection) within the target's
 /// connect timeout. Returns the connection for reuse, or why it failed.
 async fn probe(
     t: &super::ShardTarget,
     conn: Option<super::BackendConn>,
-) -> Result<super::BackendConn, String> {
+) -> Result<super::BackendConn, ProbeFailure> {
     let fut = async {
         let reuse = conn.and_then(|mut c| (!c.is_stale()).then_some(c));
         let mut conn = match reuse {
@@ -244,12 +263,18 @@ async fn probe(
         }
     };
     match tokio::time::timeout(t.connect_timeout, fut).await {
-        Ok(r) => r,
-        Err(_) => Err(format!(
-            "shard \"{}\" did not answer a health check within {} ms",
-            t.name,
-            t.connect_timeout.as_millis()
-        )),
+        Ok(r) => r.map_err(|reason| ProbeFailure {
+            reason,
+            timed_out: false,
+        }),
+        Err(_) => Err(ProbeFailure {
+            reason: format!(
+                "shard \"{}\" did not answer a health check within {} ms",
+                t.name,
+                t.connect_timeout.as_millis()
+            ),
+            timed_out: true,
+        }),
     }
 }
 

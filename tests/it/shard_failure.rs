@@ -297,3 +297,50 @@ async fn unresponsive_shard_is_marked_down() {
     c.simple_query(count).await.unwrap();
     dev.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_shorter_than_two_health_checks_marks_nothing_down() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let dev = common::start_config(1, 2, |c| {
+        c.backend.connect_timeout_ms = 1000;
+        c.backend.health_check_interval_ms = 100;
+    })
+    .await;
+    let c = common::connect(&dev).await;
+    c.simple_query("SELECT 1").await.unwrap();
+    let down = || {
+        dev.router
+            .state
+            .shard_health()
+            .into_iter()
+            .find_map(|(s, d)| d.map(|d| format!("{s}: {d:?}")))
+    };
+    assert_eq!(down(), None);
+    // The shard pauses for 1.3 s, as everything does when this machine
+    // stalls: one health check times out (1 s), its retry on a new
+    // connection is answered once the shard runs again.
+    let pids = shard_processes(&dev, 0);
+    for p in &pids {
+        kill(Pid::from_raw(*p), Signal::SIGSTOP).unwrap();
+    }
+    let t0 = Instant::now();
+    let mut resumed = false;
+    while t0.elapsed() < Duration::from_millis(3000) {
+        if !resumed && t0.elapsed() >= Duration::from_millis(1300) {
+            for p in pids.iter().rev() {
+                let _ = kill(Pid::from_raw(*p), Signal::SIGCONT);
+            }
+            resumed = true;
+        }
+        if let Some(d) = down() {
+            for p in pids.iter().rev() {
+                let _ = kill(Pid::from_raw(*p), Signal::SIGCONT);
+            }
+            panic!("marked down after {:?}: {d}", t0.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    c.simple_query("SELECT 1").await.unwrap();
+    dev.stop().await;
+}
