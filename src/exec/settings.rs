@@ -43,6 +43,11 @@ impl ExecCtx {
                 // That connection already has the new setting.
                 if let Some(h) = self.held.iter_mut().find(|h| *h.conn.shard == *shard) {
                     h.conn.settings_hash = self.settings_hash;
+                    // DISCARD ALL (never inside a block) deallocated the
+                    // router's prepared statements there too.
+                    if reset_all && is_discard(sql) {
+                        h.conn.prepared.clear();
+                    }
                 }
             }
             return Ok(ok);
@@ -237,4 +242,10 @@ mod tests {
             "BEGIN READ ONLY; SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"
         );
     }
+}
+
+/// True if `sql` is a DISCARD statement (the planner gives DISCARD ALL
+/// `reset_all`).
+fn is_discard(sql: &str) -> bool {
+    crate::plan::has_word(sql, "discard")
 }

@@ -131,6 +131,12 @@ async fn simple_queries_answer_as_postgresql_does() {
     let rows = direct.query(activity, &[]).await.unwrap();
     assert!(prepared_seen(rows, last), "the shard ran no `{last}`");
 
+    // DISCARD ALL deallocated them on that connection: prepared again.
+    query(&mut r, &mut rbuf, "DISCARD ALL").await;
+    let again = query(&mut r, &mut rbuf, "SELECT k FROM t WHERE k = 3 AND i = 6").await;
+    let tags: Vec<u8> = again.iter().map(|f| f[0]).collect();
+    assert_eq!(tags, b"TCZ", "after DISCARD ALL");
+
     // Turned off (SIGHUP reload): sent as written.
     let cfg = pg_router::config::RouterConfig::parse(&format!(
         "catalog = \"{}\"\n[auth]\nmethod = \"trust\"\n[backend]\npool_size = 1\nprepare_simple_queries = false\n",
