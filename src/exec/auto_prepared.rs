@@ -55,9 +55,11 @@ pub struct ClientText<'a> {
 }
 
 /// Forwards an extended-protocol response as its simple-protocol form:
-/// NoData dropped, the ErrorResponse kept for [`ExecCtx::exchange_auto`].
+/// NoData dropped; the statement's ErrorResponse kept for
+/// [`ExecCtx::exchange_auto`] (with the message it answered), an error of
+/// the router's own queries before it (settings replay) forwarded.
 struct SimpleSink {
-    error: Option<Frame>,
+    error: Option<(Frame, Expect)>,
 }
 
 impl Sink for SimpleSink {
@@ -68,8 +70,13 @@ impl Sink for SimpleSink {
         }
     }
 
-    fn error(&mut self, _out: &mut BytesMut, f: &Frame) {
-        self.error.get_or_insert_with(|| f.clone());
+    fn error_at(&mut self, out: &mut BytesMut, f: &Frame, at: Expect) {
+        match at {
+            Expect::Query => self.error(out, f),
+            _ => {
+                self.error.get_or_insert_with(|| (f.clone(), at));
+            }
+        }
     }
 }
 
@@ -175,17 +182,17 @@ impl ExecCtx {
         };
         slots.clear();
         self.slot_buf = slots;
-        if let Ok(o) = &r {
-            if let Some(f) = sink.error {
+        if r.is_ok() {
+            if let Some((f, at)) = sink.error {
                 let code = error_code(f.body()).unwrap_or_default();
-                let before_run = matches!(o.error_at, Some(Expect::Parse(_) | Expect::Bind));
+                let before_run = matches!(at, Expect::Parse(_) | Expect::Bind);
                 // Errors of the text or its values, not of the moment (a
                 // cancel, a timeout, a shortage): the text runs again.
                 let of_text = ["42", "22", "0A"].iter().any(|c| code.starts_with(c));
                 if undoable && before_run && of_text {
                     return Ok(AutoRun::Original);
                 }
-                if matches!(o.error_at, Some(Expect::Parse(_)))
+                if matches!(at, Expect::Parse(_))
                     && ["42601", "42P18", "42P08"].contains(&code.as_str())
                 {
                     // A parameter where the grammar wants a literal, or one

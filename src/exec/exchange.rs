@@ -76,6 +76,12 @@ pub trait Sink {
         crate::metrics::note_error_body(f.body());
         self.frame(out, f);
     }
+    /// A backend ErrorResponse that came in place of the response to
+    /// `at`: [`Sink::error`] by default.
+    fn error_at(&mut self, out: &mut BytesMut, f: &Frame, at: Expect) {
+        let _ = at;
+        self.error(out, f);
+    }
 }
 
 /// Sink that forwards everything to the client unchanged (the fast path).
@@ -95,8 +101,6 @@ pub struct Outcome {
     pub error: bool,
     /// Status of the last ReadyForQuery seen, if any.
     pub status: Option<u8>,
-    /// The response the first ErrorResponse came in place of.
-    pub error_at: Option<Expect>,
 }
 
 /// Reads backend frames until every slot in `slots` is satisfied, feeding
@@ -141,8 +145,7 @@ pub async fn run<S: Sink>(
             }
             b'E' => {
                 outcome.error = true;
-                outcome.error_at.get_or_insert(expect);
-                sink.error(out, &f);
+                sink.error_at(out, &f, expect);
                 if expect == Expect::Query || expect == Expect::Sync {
                     continue;
                 }

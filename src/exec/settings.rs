@@ -175,6 +175,12 @@ fn setting_name(sql: &str) -> String {
     name
 }
 
+/// True if `sql` is a DISCARD statement (the planner gives DISCARD ALL
+/// `reset_all`).
+fn is_discard(sql: &str) -> bool {
+    crate::plan::has_word(sql, "discard")
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::block::{Block, BlockOp};
@@ -242,10 +248,4 @@ mod tests {
             "BEGIN READ ONLY; SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"
         );
     }
-}
-
-/// True if `sql` is a DISCARD statement (the planner gives DISCARD ALL
-/// `reset_all`).
-fn is_discard(sql: &str) -> bool {
-    crate::plan::has_word(sql, "discard")
 }
