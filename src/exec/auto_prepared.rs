@@ -25,7 +25,7 @@ use postgres_protocol::message::frontend as fe;
 use postgres_protocol::IsNull;
 use smallvec::SmallVec;
 
-use crate::plan::{AutoStmt, Literals};
+use crate::plan::{AutoParams, AutoStmt, Literals};
 use crate::protocol::backend::{error_code, error_fields};
 use crate::protocol::Frame;
 
@@ -118,8 +118,12 @@ impl ExecCtx {
         if !undoable && !stmt.trusted(&params) {
             return Ok(AutoRun::Declined);
         }
+        // One value per parameter: its first literal's.
         let mut values: SmallVec<[Cow<'_, str>; 8]> = SmallVec::with_capacity(lits.len());
         for i in 0..lits.len() {
+            if params.slots.get(i).copied() != Some(values.len() as u32 + 1) {
+                continue;
+            }
             match lits.value(text.sql, i) {
                 Some(v) => values.push(v),
                 None => return Ok(AutoRun::Declined),
@@ -141,7 +145,7 @@ impl ExecCtx {
         if !conn.prepared.contains(&params.id) {
             let _ = fe::parse(
                 name,
-                stmt.text(),
+                &stmt.text_for(&params),
                 params.types.iter().copied(),
                 &mut conn.out,
             );
@@ -199,7 +203,7 @@ impl ExecCtx {
                     // whose type cannot be inferred: never again.
                     stmt.refuse();
                 }
-                let mapped = client_error(f.body(), stmt, text, lits);
+                let mapped = client_error(f.body(), stmt, &params, text, lits);
                 crate::metrics::note_error_body(mapped.get(5..).unwrap_or_default());
                 self.out.buf.extend_from_slice(&mapped);
             } else {
@@ -215,7 +219,13 @@ impl ExecCtx {
 /// from the normalized text to the client's, the context line naming a
 /// parameter dropped (and its literal's position given when the error has
 /// none), other fields unchanged.
-fn client_error(body: &[u8], stmt: &AutoStmt, text: ClientText<'_>, lits: &Literals) -> BytesMut {
+fn client_error(
+    body: &[u8],
+    stmt: &AutoStmt,
+    params: &AutoParams,
+    text: ClientText<'_>,
+    lits: &Literals,
+) -> BytesMut {
     let mut out = BytesMut::with_capacity(body.len() + 16);
     out.put_u8(b'E');
     out.put_i32(0);
@@ -245,11 +255,12 @@ fn client_error(body: &[u8], stmt: &AutoStmt, text: ClientText<'_>, lits: &Liter
                     .parse::<usize>()
                     .ok()
                     .and_then(|p| {
-                        let at = match stmt.text().char_indices().nth(p.checked_sub(1)?) {
+                        let prepared = stmt.text_for(params);
+                        let at = match prepared.char_indices().nth(p.checked_sub(1)?) {
                             Some((b, _)) => b,
-                            None => stmt.text().len(),
+                            None => prepared.len(),
                         };
-                        stmt.original_offset(text.sql, lits, at)
+                        stmt.original_offset(params, text.sql, lits, at)
                     })
                     .and_then(to_client);
                 match pos {
@@ -281,7 +292,8 @@ fn client_error(body: &[u8], stmt: &AutoStmt, text: ClientText<'_>, lits: &Liter
     if !has_position {
         // The literal a parameter's value came from.
         let at = param
-            .and_then(|k| lits.span(k.checked_sub(1)?))
+            .and_then(|k| (0..lits.len()).find(|&i| params.slots.get(i) == Some(&(k as u32))))
+            .and_then(|i| lits.span(i))
             .and_then(|span| to_client(span.start));
         if let Some(p) = at {
             put(&mut out, b'P', itoa::Buffer::new().format(p));

@@ -71,8 +71,16 @@ pub struct AutoStmt {
 /// (`pgr_<id>` of the text and these types).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AutoParams {
-    /// Parameter type OIDs (0 = unspecified), one per literal.
+    /// Parameter type OIDs (0 = unspecified), one per parameter.
     pub types: SmallVec<[u32; 8]>,
+    /// The parameter (1-based) of each literal: numbers of equal type and
+    /// value share one, so that equal expressions stay equal
+    /// (`SELECT s % 10 ... GROUP BY s % 10`); parameters are numbered in
+    /// the order of their first literal.
+    pub slots: SmallVec<[u32; 8]>,
+    /// Some literals share a parameter: the text's placeholders are
+    /// renumbered ([`AutoStmt::text_for`]).
+    pub shared: bool,
     /// Backend statement id: the statement is `pgr_<id as 16 hex digits>`.
     pub id: u64,
     /// Hash of `types` (never 0).
@@ -99,35 +107,67 @@ impl AutoStmt {
         if lits.len() > MAX_PARAMS {
             return None;
         }
-        let b = sql.as_bytes();
         let mut types = SmallVec::with_capacity(lits.len());
+        let mut slots: SmallVec<[u32; 8]> = SmallVec::with_capacity(lits.len());
         let mut strings = false;
+        let mut shared = false;
         for i in 0..lits.len() {
-            let span = lits.span(i)?;
-            let before = span.start.checked_sub(1).and_then(|j| b.get(j));
-            if before.is_some_and(|&c| is_ident_cont(c))
-                || b.get(span.end).is_some_and(|&c| is_ident_cont(c))
-            {
-                return None;
-            }
-            let tok = sql.get(span)?;
-            let ty = match lits.kind(i)? {
-                LitKind::Number => number_type(tok)?,
-                LitKind::Str(StrKind::Standard) if !tok.contains('\\') => UNSPECIFIED,
-                LitKind::Str(StrKind::Dollar) => UNSPECIFIED,
-                LitKind::Str(_) => return None,
-            };
+            let ty = literal_type(sql, lits, i)?;
             strings |= ty == UNSPECIFIED;
-            types.push(ty);
+            // An earlier number of the same type and value.
+            let same = (ty != UNSPECIFIED)
+                .then(|| {
+                    (0..i).find(|&j| {
+                        types.get(slots[j] as usize - 1) == Some(&ty)
+                            && same_number(sql, lits, i, j)
+                    })
+                })
+                .flatten();
+            match same {
+                Some(j) => {
+                    shared = true;
+                    slots.push(slots[j]);
+                }
+                None => {
+                    types.push(ty);
+                    slots.push(types.len() as u32);
+                }
+            }
         }
-        let types_hash = hasher().hash_one(types.as_slice()) | 1;
+        let types_hash = hasher().hash_one((types.as_slice(), slots.as_slice())) | 1;
         let id = hasher().hash_one((self.text_id, types_hash));
         Some(AutoParams {
             types,
+            slots,
+            shared,
             id,
             types_hash,
             strings,
         })
+    }
+
+    /// The text to prepare for `p`: the normalized text, its placeholders
+    /// renumbered when literals share a parameter.
+    pub fn text_for(&self, p: &AutoParams) -> std::borrow::Cow<'_, str> {
+        if !p.shared {
+            return std::borrow::Cow::Borrowed(&self.text);
+        }
+        let mut out = String::with_capacity(self.text.len());
+        for t in super::lex::Lexer::new(&self.text) {
+            let tok = t.text(&self.text);
+            let slot = (t.kind == Tok::Param)
+                .then(|| tok.get(1..)?.parse::<usize>().ok())
+                .flatten()
+                .and_then(|k| p.slots.get(k.checked_sub(1)?));
+            match slot {
+                Some(n) => {
+                    out.push('$');
+                    out.push_str(itoa::Buffer::new().format(*n));
+                }
+                None => out.push_str(tok),
+            }
+        }
+        std::borrow::Cow::Owned(out)
     }
 
     /// True if `p` may be prepared where a failure cannot be undone (inside
@@ -155,12 +195,20 @@ impl AutoStmt {
         self.refused.load(Ordering::Relaxed)
     }
 
-    /// Maps a byte offset in the normalized text to the byte offset in
-    /// `sql` (the statement whose literals are `lits`) of the same place; a
-    /// place inside a placeholder maps to its literal's start. None if the
-    /// offset is past the text or `lits` does not fit it.
-    pub fn original_offset(&self, sql: &str, lits: &Literals, at: usize) -> Option<usize> {
-        let norm = self.text.as_bytes();
+    /// Maps a byte offset in the text prepared for `p`
+    /// ([`AutoStmt::text_for`]) to the byte offset in `sql` (the statement
+    /// whose literals are `lits`) of the same place; a place inside a
+    /// placeholder maps to its literal's start. None if the offset is past
+    /// the text or `lits` does not fit it.
+    pub fn original_offset(
+        &self,
+        p: &AutoParams,
+        sql: &str,
+        lits: &Literals,
+        at: usize,
+    ) -> Option<usize> {
+        let text = self.text_for(p);
+        let norm = text.as_bytes();
         let orig = sql.as_bytes();
         let (mut o, mut n) = (0usize, 0usize);
         for i in 0..lits.len() {
@@ -174,7 +222,8 @@ impl AutoStmt {
             if norm.get(n) == Some(&b' ') {
                 n += 1;
             }
-            let digits = (i + 1).ilog10() as usize + 1;
+            let k = p.slots.get(i).map_or(i + 1, |&k| k as usize).max(1);
+            let digits = k.ilog10() as usize + 1;
             n += 1 + digits;
             if norm.get(n) == Some(&b' ') && orig.get(span.end).is_some_and(|&c| is_ident_cont(c)) {
                 n += 1;
@@ -186,6 +235,64 @@ impl AutoStmt {
         }
         let rest = at - n;
         (o + rest <= orig.len()).then_some(o + rest)
+    }
+}
+
+/// The parameter type of literal `i` of `sql` (0 = unspecified, for a
+/// string); None if a parameter cannot stand for it (see the module docs).
+fn literal_type(sql: &str, lits: &Literals, i: usize) -> Option<u32> {
+    let b = sql.as_bytes();
+    let span = lits.span(i)?;
+    let before = span.start.checked_sub(1).and_then(|j| b.get(j));
+    if before.is_some_and(|&c| is_ident_cont(c))
+        || b.get(span.end).is_some_and(|&c| is_ident_cont(c))
+    {
+        return None;
+    }
+    let tok = sql.get(span)?;
+    match lits.kind(i)? {
+        LitKind::Number => number_type(tok),
+        LitKind::Str(StrKind::Standard) if !tok.contains('\\') => Some(UNSPECIFIED),
+        LitKind::Str(StrKind::Dollar) => Some(UNSPECIFIED),
+        LitKind::Str(_) => None,
+    }
+}
+
+/// For a text the router writes itself from the client's literals (a
+/// gather's shard statement): the parameter type of literal `i` of `sql`
+/// if it is a number a parameter can stand for; None for strings (their
+/// inferred types could fail where the literal did not, and such a text
+/// has no fallback) and the literals of [`AutoStmt::params`]'s list.
+pub fn number_literal_type(sql: &str, lits: &Literals, i: usize) -> Option<u32> {
+    literal_type(sql, lits, i).filter(|&t| t != UNSPECIFIED)
+}
+
+/// True if a text with `$n` placeholders in place of literals may be
+/// prepared as it is (a statement kind that takes parameters, no
+/// placeholder standing for a column position; see the module docs).
+pub fn preparable_text(text: &str) -> bool {
+    eligible_text(text)
+}
+
+/// The backend statement id of `text` with parameter types `types` (the
+/// statement is `pgr_<id as 16 hex digits>`).
+pub fn statement_id(text: &str, types: &[u32]) -> u64 {
+    hasher().hash_one((text, types))
+}
+
+/// True if number literals `i` and `j` of `sql` (of one type) have the
+/// same value: integers compared as integers (`010` = `10`), numerics as
+/// written. Literals of equal value must share a parameter: PostgreSQL
+/// matches equal constants, not different parameters, between a GROUP BY
+/// expression and the select list.
+pub fn same_number(sql: &str, lits: &Literals, i: usize, j: usize) -> bool {
+    let tok = |k: usize| lits.span(k).and_then(|r| sql.get(r));
+    match (tok(i), tok(j)) {
+        (Some(a), Some(b)) => match (a.parse::<u64>(), b.parse::<u64>()) {
+            (Ok(x), Ok(y)) => x == y,
+            _ => a == b,
+        },
+        _ => false,
     }
 }
 
@@ -392,6 +499,31 @@ mod tests {
     }
 
     #[test]
+    fn equal_numbers_share_a_parameter() {
+        let sql =
+            "SELECT s % 10, 010, 10.0 FROM t WHERE k = 10 AND a = 'x' AND b = 'x' GROUP BY s % 10";
+        let (st, lits) = shape(sql).unwrap();
+        let p = st.params(sql, &lits).unwrap();
+        assert_eq!(p.slots.to_vec(), vec![1, 1, 2, 1, 3, 4, 1]);
+        assert_eq!(p.types.to_vec(), vec![INT4, NUMERIC, 0, 0]);
+        assert!(p.shared);
+        assert_eq!(
+            st.text_for(&p),
+            "SELECT s % $1, $1, $2 FROM t WHERE k = $1 AND a = $3 AND b = $4 GROUP BY s % $1"
+        );
+        let other =
+            "SELECT s % 10, 11, 10.0 FROM t WHERE k = 12 AND a = 'x' AND b = 'x' GROUP BY s % 13";
+        let (_, l2) = shape(other).unwrap();
+        let q = st.params(other, &l2).unwrap();
+        assert!(!q.shared && q.id != p.id);
+        assert_eq!(st.text_for(&q), st.text());
+        // Offsets follow the renumbered text.
+        let text = st.text_for(&p);
+        let at = text.find("GROUP").unwrap();
+        assert_eq!(st.original_offset(&p, sql, &lits, at), sql.find("GROUP"));
+    }
+
+    #[test]
     fn strings_are_trusted_once_verified() {
         let sql = "SELECT a FROM t WHERE s = 'x' AND k = 1";
         let (s, lits) = shape(sql).unwrap();
@@ -425,7 +557,15 @@ mod tests {
             refused: AtomicBool::new(false),
         };
         let at = |needle: &str| norm.find(needle).unwrap();
-        let map = |n: usize| st.original_offset(sql, &lits, n);
+        let p = st.params(sql, &lits).unwrap_or(AutoParams {
+            types: SmallVec::new(),
+            slots: SmallVec::new(),
+            shared: false,
+            id: 0,
+            types_hash: 1,
+            strings: false,
+        });
+        let map = |n: usize| st.original_offset(&p, sql, &lits, n);
         assert_eq!(map(0), Some(0));
         assert_eq!(map(at("$1")), sql.find("12345"));
         assert_eq!(map(at("$1") + 1), sql.find("12345"));

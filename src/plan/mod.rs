@@ -120,7 +120,9 @@ use std::sync::Arc;
 use foldhash::{HashMap, HashMapExt};
 use parking_lot::RwLock;
 
-pub use auto_prepare::{AutoParams, AutoStmt};
+pub use auto_prepare::{
+    number_literal_type, preparable_text, same_number, statement_id, AutoParams, AutoStmt,
+};
 pub use create_table::{created_table, CreatedTable};
 pub use fingerprint::Literals;
 pub use generated::with_generated_keys;

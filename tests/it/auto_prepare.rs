@@ -31,12 +31,24 @@ const STATEMENTS: &[&str] = &[
     "SELECT k FROM t WHERE k = 2 AND i = 1/0",
     "SELECT k FROM t WHERE k = 2 AND i = 5000000000",
     "SELECT k FROM t WHERE k = 2 LIMIT 1",
+    "SELECT i % 10, count(*) FROM t WHERE k = 1 GROUP BY i % 10 ORDER BY i % 10",
+    "SELECT i % 010, count(*) FROM t WHERE k = 1 GROUP BY i % 10",
+    "SELECT i % 10 FROM t WHERE k = 1 GROUP BY i % 5",
     "UPDATE t SET i = 30 WHERE k = 3",
     "INSERT INTO t (k, i, s) VALUES (100, 5, 'new') ON CONFLICT (k) DO UPDATE SET i = excluded.i RETURNING k, i, s",
     "INSERT INTO t (k, i) VALUES (1, 1)",
     "DELETE FROM t WHERE k = 999",
     "SELECT 1",
     "SELECT 'a' || 'b'",
+];
+
+/// Statements first run inside a block (their shape never ran outside
+/// one): equal literals must stay equal expressions where GROUP BY matches
+/// the select list.
+const IN_BLOCK_FIRST: &[&str] = &[
+    "SELECT i % 7, count(*) FROM t WHERE k = 2 AND i > 0 GROUP BY i % 7 ORDER BY i % 7",
+    "SELECT i % 07 FROM t WHERE k = 2 GROUP BY i % 7",
+    "SELECT i % 7 FROM t WHERE k = 2 GROUP BY i % 6",
 ];
 
 /// Sends one Query and returns its response frames, ReadyForQuery last.
@@ -99,7 +111,7 @@ async fn simple_queries_answer_as_postgresql_does() {
     // Inside a block: rows and command tags byte for byte, errors as a
     // client shows them (position in the client's text, no parameter
     // context).
-    for sql in STATEMENTS {
+    for sql in IN_BLOCK_FIRST.iter().chain(STATEMENTS) {
         // One after the other: both may lock the same row.
         let mut answers = Vec::new();
         for (s, b) in [(&mut d, &mut dbuf), (&mut r, &mut rbuf)] {

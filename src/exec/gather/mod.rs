@@ -27,13 +27,13 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use postgres_protocol::message::frontend as fe;
 
-use crate::plan::{GatherPlan, Literals};
+use crate::plan::{statement_id, GatherPlan, Literals};
 use crate::protocol::backend::row_description;
 use crate::protocol::error::codes;
 use crate::protocol::frontend::Bind;
 use crate::protocol::{synth, PgError};
 
-use self::params::{having_params, shard_formats, shard_sql, window_bounds};
+use self::params::{having_params, prepared_shard_sql, shard_formats, shard_sql, window_bounds};
 use self::run::{Describe, Request};
 use self::shard_io::Capture;
 use crate::exec::context::{End, ExecCtx};
@@ -76,31 +76,50 @@ impl ExecCtx {
     ) -> Result<bool, End> {
         let formats = if binary { vec![1] } else { Vec::new() };
         let args = Values::Simple { sql, lits };
+        let auto = self.state.prepare_simple_queries();
         let prepared = (|| {
             let (offset, limit) = window_bounds(plan, &args)?;
-            let text = shard_sql(plan, sql, lits, offset, limit)?;
-            let mut parse = BytesMut::with_capacity(text.len() + 16);
-            let _ = fe::parse("", &text, std::iter::empty(), &mut parse);
+            // The literals as parameters of a statement the shards keep
+            // prepared, or written into a text parsed every time.
+            let shard = match auto
+                .then(|| prepared_shard_sql(plan, sql, lits, offset, limit))
+                .flatten()
+            {
+                Some(p) => {
+                    let id = statement_id(&p.text, &p.types);
+                    let name = format!("pgr_{id:016x}");
+                    let mut parse = BytesMut::with_capacity(p.text.len() + 64);
+                    let _ = fe::parse(&name, &p.text, p.types.iter().copied(), &mut parse);
+                    (name, Some((id, parse.freeze())), None, p.values)
+                }
+                None => {
+                    let text = shard_sql(plan, sql, lits, offset, limit)?;
+                    let mut parse = BytesMut::with_capacity(text.len() + 16);
+                    let _ = fe::parse("", &text, std::iter::empty(), &mut parse);
+                    (String::new(), None, Some(parse.freeze()), Vec::new())
+                }
+            };
             let having = having_params(plan, &args)?;
             let final_ctx = match &plan.finish {
                 Some(f) => Some(final_step::simple_ctx(f, sql, lits, &formats)?),
                 None => None,
             };
-            Ok::<_, PgError>((offset, limit, parse.freeze(), having, final_ctx))
+            Ok::<_, PgError>((offset, limit, shard, having, final_ctx))
         })();
-        let (offset, limit, parse, having, final_ctx) = match prepared {
-            Ok(x) => x,
-            Err(e) => {
-                self.send_error(&e);
-                return Ok(false);
-            }
-        };
+        let (offset, limit, (statement, prepared, parse_always, params), having, final_ctx) =
+            match prepared {
+                Ok(x) => x,
+                Err(e) => {
+                    self.send_error(&e);
+                    return Ok(false);
+                }
+            };
         let req = Request {
-            statement: String::new(),
-            prepared: None,
-            parse_always: Some(parse),
+            statement,
+            prepared,
+            parse_always,
             param_formats: Vec::new(),
-            params: Vec::new(),
+            params,
             client_formats: formats,
             sync: true,
             describe: Describe::WithRows,

@@ -3,7 +3,9 @@
 //! (the client's literals kept), result formats of visible and hidden
 //! columns, and the values HAVING reads.
 
-use crate::plan::{GatherPlan, Literals, RowCount, SqlPiece};
+use crate::plan::{
+    number_literal_type, preparable_text, same_number, GatherPlan, Literals, RowCount, SqlPiece,
+};
 use crate::protocol::error::codes;
 use crate::protocol::PgError;
 
@@ -99,6 +101,69 @@ pub(super) fn shard_sql(
         None => "ALL".to_string(),
     };
     render_pieces(&plan.sql, sql, lits, &rows)
+}
+
+/// The shards' statement of a simple-protocol execution as a statement to
+/// prepare: the client's literals as typed parameters.
+pub(super) struct PreparedShardSql {
+    /// The text, `$k` where the literals were.
+    pub text: String,
+    /// Parameter type OIDs.
+    pub types: Vec<u32>,
+    /// Parameter values as text.
+    pub values: Vec<Option<Vec<u8>>>,
+}
+
+/// [`shard_sql`] with the client's literals as parameters, so the shards
+/// can keep the statement prepared; None when a literal is not a number a
+/// parameter can stand for (`plan::number_literal_type`) or the text may
+/// not be prepared as it is (`plan::preparable_text`): then the literals
+/// are written into the text.
+pub(super) fn prepared_shard_sql(
+    plan: &GatherPlan,
+    sql: &str,
+    lits: &Literals,
+    offset: u64,
+    limit: Option<u64>,
+) -> Option<PreparedShardSql> {
+    let mut text = String::with_capacity(sql.len() + 64);
+    let mut types = Vec::new();
+    let mut values = Vec::new();
+    // (literal, its type, its parameter) of the literals used: numbers of
+    // equal type and value share a parameter, numbered in order of first
+    // use.
+    let mut numbers: Vec<(usize, u32, usize)> = Vec::new();
+    for p in &plan.sql {
+        match p {
+            SqlPiece::Text(t) => text.push_str(t),
+            SqlPiece::Literal(i) => {
+                let ty = number_literal_type(sql, lits, *i)?;
+                let same = numbers
+                    .iter()
+                    .find(|&&(l, t, _)| t == ty && (l == *i || same_number(sql, lits, l, *i)));
+                let k = match same {
+                    Some(&(_, _, k)) => k,
+                    None => {
+                        types.push(ty);
+                        values.push(Some(lits.value(sql, *i)?.as_bytes().to_vec()));
+                        numbers.push((*i, ty, values.len()));
+                        values.len()
+                    }
+                };
+                text.push('$');
+                text.push_str(itoa::Buffer::new().format(k));
+            }
+            SqlPiece::Limit => match limit {
+                Some(l) => text.push_str(itoa::Buffer::new().format(l.saturating_add(offset))),
+                None => text.push_str("ALL"),
+            },
+        }
+    }
+    preparable_text(&text).then_some(PreparedShardSql {
+        text,
+        types,
+        values,
+    })
 }
 
 /// Renders statement pieces for a simple-protocol execution: verbatim
