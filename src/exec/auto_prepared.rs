@@ -27,7 +27,8 @@ use smallvec::SmallVec;
 
 use crate::plan::{AutoParams, AutoStmt, Literals};
 use crate::protocol::backend::{error_code, error_fields};
-use crate::protocol::Frame;
+use crate::protocol::error::codes;
+use crate::protocol::{Frame, PgError};
 
 use super::context::{End, ExecCtx};
 use super::exchange::{self, ExchangeError, Expect, Sink, Slot};
@@ -164,11 +165,18 @@ impl ExecCtx {
             &mut conn.out,
         );
         if bound.is_err() {
-            // Cannot happen below 32,768 parameters; nothing was sent yet.
+            // Cannot happen below 32,768 parameters or 2 GiB of values
+            // (MAX_PARAMS literals of a text within the message limit):
+            // the half-written messages are never sent.
             conn.broken = true;
+            self.held.remove(idx);
             slots.clear();
             self.slot_buf = slots;
-            return Ok(AutoRun::Declined);
+            self.send_error(&PgError::new(
+                codes::PROGRAM_LIMIT_EXCEEDED,
+                "statement has too many or too large parameters",
+            ));
+            return Ok(AutoRun::Done(false));
         }
         let _ = fe::describe(b'P', "", &mut conn.out);
         let _ = fe::execute("", 0, &mut conn.out);
