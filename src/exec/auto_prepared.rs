@@ -32,6 +32,7 @@ use crate::protocol::{Frame, PgError};
 
 use super::context::{End, ExecCtx};
 use super::exchange::{self, ExchangeError, Expect, Sink, Slot};
+use super::statement::BackendName;
 
 /// What [`ExecCtx::exchange_auto`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,20 +82,6 @@ impl Sink for SimpleSink {
     }
 }
 
-/// `pgr_<id as 16 hex digits>`, on the stack.
-fn backend_name(id: u64) -> ([u8; 20], usize) {
-    let mut b = *b"pgr_0000000000000000";
-    for i in 0..16 {
-        let nibble = ((id >> (60 - 4 * i)) & 0xf) as u8;
-        b[4 + i] = if nibble < 10 {
-            b'0' + nibble
-        } else {
-            b'a' + nibble - 10
-        };
-    }
-    (b, 20)
-}
-
 impl ExecCtx {
     /// Runs the statement `text.sql` (literals `lits`, normalized text
     /// `stmt`) on `shard` as a prepared statement, if this execution may
@@ -141,8 +128,8 @@ impl ExecCtx {
         slots.clear();
         self.prelude(idx, &mut slots);
         let conn = &mut self.held[idx].conn;
-        let (name, len) = backend_name(params.id);
-        let name = std::str::from_utf8(&name[..len]).unwrap_or("pgr_");
+        let name = BackendName::new(params.id);
+        let name = name.as_str();
         if !conn.prepared.contains(&params.id) {
             let _ = fe::parse(
                 name,
@@ -311,17 +298,4 @@ fn client_error(
     let len = (out.len() - 1) as i32;
     out[1..5].copy_from_slice(&len.to_be_bytes());
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backend_names_are_hex() {
-        let (b, n) = backend_name(0x0123_4567_89ab_cdef);
-        assert_eq!(&b[..n], b"pgr_0123456789abcdef");
-        let (b, n) = backend_name(u64::MAX);
-        assert_eq!(&b[..n], b"pgr_ffffffffffffffff");
-    }
 }

@@ -8,6 +8,33 @@ use bytes::Bytes;
 
 use crate::plan::{GatherPlan, Merge, Plan};
 
+/// `pgr_<id as 16 lower-case hex digits>`: the backend name of the
+/// router's statement `id`, built on the stack.
+#[derive(Debug, Clone, Copy)]
+pub struct BackendName([u8; 20]);
+
+impl BackendName {
+    /// The name of statement `id`.
+    pub fn new(id: u64) -> BackendName {
+        let mut b = *b"pgr_0000000000000000";
+        for (i, c) in b[4..].iter_mut().enumerate() {
+            let nibble = ((id >> (60 - 4 * i)) & 0xf) as u8;
+            *c = if nibble < 10 {
+                b'0' + nibble
+            } else {
+                b'a' + nibble - 10
+            };
+        }
+        BackendName(b)
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        // ASCII by construction.
+        std::str::from_utf8(&self.0).unwrap_or("pgr_")
+    }
+}
+
 /// A client's prepared statement.
 #[derive(Debug)]
 pub struct ClientStmt {
@@ -49,5 +76,20 @@ impl ClientStmt {
             } => Some(g.clone()),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BackendName;
+
+    #[test]
+    fn backend_names_are_hex() {
+        assert_eq!(
+            BackendName::new(0x0123_4567_89ab_cdef).as_str(),
+            "pgr_0123456789abcdef"
+        );
+        assert_eq!(BackendName::new(u64::MAX).as_str(), "pgr_ffffffffffffffff");
+        assert_eq!(BackendName::new(5).as_str(), format!("pgr_{:016x}", 5));
     }
 }

@@ -267,13 +267,6 @@ pub fn number_literal_type(sql: &str, lits: &Literals, i: usize) -> Option<u32> 
     literal_type(sql, lits, i).filter(|&t| t != UNSPECIFIED)
 }
 
-/// True if a text with `$n` placeholders in place of literals may be
-/// prepared as it is (a statement kind that takes parameters, no
-/// placeholder standing for a column position; see the module docs).
-pub fn preparable_text(text: &str) -> bool {
-    eligible_text(text)
-}
-
 /// The backend statement id of `text` with parameter types `types` (the
 /// statement is `pgr_<id as 16 hex digits>`).
 pub fn statement_id(text: &str, types: &[u32]) -> u64 {
@@ -328,7 +321,7 @@ pub(crate) fn auto_stmt(normalized: &str, plan: &Plan) -> Option<AutoStmt> {
     if !matches!(
         plan,
         Plan::Keyed { .. } | Plan::Insert { .. } | Plan::AnyShard
-    ) || !eligible_text(normalized)
+    ) || !preparable_text(normalized)
     {
         return None;
     }
@@ -340,8 +333,10 @@ pub(crate) fn auto_stmt(normalized: &str, plan: &Plan) -> Option<AutoStmt> {
     })
 }
 
-/// Statement kind and positional literals (see the module docs).
-fn eligible_text(sql: &str) -> bool {
+/// True if a text with `$n` placeholders in place of literals may be
+/// prepared as it is (a statement kind that takes parameters, no
+/// placeholder standing for a column position; see the module docs).
+pub fn preparable_text(sql: &str) -> bool {
     let mut toks = significant(sql).peekable();
     let Some(first) = toks.peek().copied() else {
         return false;

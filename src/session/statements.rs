@@ -3,27 +3,19 @@
 //! it can be (re-)prepared on whichever backend connection serves a Bind;
 //! a statement planned with an older catalog snapshot is planned again.
 
-use std::hash::{Hash, Hasher};
 use std::sync::{Arc, OnceLock};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use postgres_protocol::message::frontend as fe;
 
-use crate::exec::statement::ClientStmt;
-use crate::plan::{Merge, Plan, SqlPiece};
+use crate::exec::statement::{BackendName, ClientStmt};
+use crate::plan::{statement_id, Merge, Plan, SqlPiece};
 use crate::protocol::error::codes;
 use crate::protocol::frontend::Parse;
 use crate::protocol::PgError;
 use crate::state::Routing;
 
 use super::Session;
-
-fn stmt_id(query: &str, types: &[u32]) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    query.hash(&mut h);
-    types.hash(&mut h);
-    h.finish()
-}
 
 /// Rebuilds a Bind or Describe/Close-statement frame with another statement
 /// name. `prefix` is the bytes before the name inside the body.
@@ -150,8 +142,8 @@ fn statement_with_plan(
         },
         _ => types.to_vec(),
     };
-    let id = stmt_id(text, &shard_types);
-    let backend_name = format!("pgr_{id:016x}");
+    let id = statement_id(text, &shard_types);
+    let backend_name = BackendName::new(id).as_str().to_string();
     let mut pf = BytesMut::new();
     let _ = fe::parse(&backend_name, text, shard_types.iter().copied(), &mut pf);
     ClientStmt {

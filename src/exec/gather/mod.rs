@@ -39,7 +39,7 @@ use self::shard_io::Capture;
 use crate::exec::context::{End, ExecCtx};
 use crate::exec::exchange::{self};
 use crate::exec::route::Values;
-use crate::exec::statement::ClientStmt;
+use crate::exec::statement::{BackendName, ClientStmt};
 
 /// How an extended-protocol gather ends its exchange with the shards and
 /// the client ([`ExecCtx::gather_extended`]).
@@ -87,7 +87,7 @@ impl ExecCtx {
             {
                 Some(p) => {
                     let id = statement_id(&p.text, &p.types);
-                    let name = format!("pgr_{id:016x}");
+                    let name = BackendName::new(id).as_str().to_string();
                     let mut parse = BytesMut::with_capacity(p.text.len() + 64);
                     let _ = fe::parse(&name, &p.text, p.types.iter().copied(), &mut parse);
                     (name, Some((id, parse.freeze())), None, p.values)
