@@ -247,7 +247,7 @@ impl ExecCtx {
                     format!("shard \"{shard}\" is not configured"),
                 )
             })?;
-        let conn = pool.get().await.map_err(|e| match e {
+        let mut conn = pool.get().await.map_err(|e| match e {
             // A statement that waited too long, like statement_timeout; the
             // client's connection stays usable.
             PoolError::Timeout { .. } => PgError::new(codes::QUERY_CANCELED, e.to_string())
@@ -256,6 +256,25 @@ impl ExecCtx {
                 .with_hint("the router reconnects by itself when the shard is back; queries that do not need this shard keep working"),
             PoolError::Backend(_) => PgError::new(codes::CONNECTION_FAILURE, e.to_string()),
         })?;
+        if conn.prepared.len() > MAX_PREPARED_PER_BACKEND {
+            // The statement cache is reset here, before any message of
+            // the request is decided or queued: later, a statement may
+            // already be counted as prepared, or a Bind wait for its
+            // Execute (the reset would drop both).
+            let failure = match conn.simple_rows("DEALLOCATE ALL").await {
+                Ok(Ok(_)) => None,
+                Ok(Err((code, msg))) => Some(format!("{code}: {msg}")),
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(why) = failure {
+                conn.broken = true;
+                return Err(PgError::new(
+                    codes::CONNECTION_FAILURE,
+                    format!("resetting the statement cache on shard \"{shard}\" failed: {why}"),
+                ));
+            }
+            conn.prepared.clear();
+        }
         let cancel = self.cancel.hold(&pool, conn.pid, conn.secret);
         self.held.push(Held {
             conn,
@@ -267,15 +286,10 @@ impl ExecCtx {
     }
 
     /// Queues what a held connection needs before the client's messages:
-    /// session settings replay, statement-cache reset, lazy BEGIN.
+    /// session settings replay, lazy BEGIN.
     pub fn prelude(&mut self, idx: usize, slots: &mut VecDeque<Slot>) {
         let h = &mut self.held[idx];
         let conn = &mut *h.conn;
-        if conn.prepared.len() > MAX_PREPARED_PER_BACKEND {
-            let _ = fe::query("DEALLOCATE ALL", &mut conn.out);
-            conn.prepared.clear();
-            slots.push_back(Slot::Swallow(Expect::Query));
-        }
         if conn.settings_hash != self.settings_hash {
             let mut sql = String::from("RESET ALL;");
             for (_, s) in &self.settings {

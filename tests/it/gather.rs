@@ -476,3 +476,31 @@ async fn describe_and_sync_answered_with_the_execute() {
     assert_eq!(buf.len(), 0, "nothing more was sent");
     dev.stop().await;
 }
+
+/// The per-connection statement cache is reset (DEALLOCATE ALL past 2,000
+/// statements) only when a connection is checked out: a reset queued
+/// between a scattered Bind and its Execute would drop the portal (34000)
+/// and the statement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_cache_reset_never_splits_a_bind_from_its_execute() {
+    let dev = common::start(2, 1).await;
+    let c = common::connect(&dev).await;
+    c.batch_execute("CREATE TABLE t (k int PRIMARY KEY, i int)")
+        .await
+        .unwrap();
+    common::add_table(&dev, "t", "k", "int").await;
+    c.batch_execute("INSERT INTO t SELECT g, g FROM generate_series(1, 10) g")
+        .await
+        .unwrap();
+    // Each statement is new, so each one is prepared on both shards: the
+    // cache of each connection passes its limit during one of them.
+    for n in 0..2010 {
+        let sql = format!("SELECT k FROM t WHERE i >= $1 AND {n} >= 0");
+        let rows = c
+            .query(sql.as_str(), &[&5i32])
+            .await
+            .unwrap_or_else(|e| panic!("statement {n}: {:?}", e.as_db_error()));
+        assert_eq!(rows.len(), 6, "statement {n}");
+    }
+    dev.stop().await;
+}
