@@ -185,10 +185,7 @@ impl ExecCtx {
             if let Some((f, at)) = sink.error {
                 let code = error_code(f.body()).unwrap_or_default();
                 let before_run = matches!(at, Expect::Parse(_) | Expect::Bind);
-                // Errors of the text or its values, not of the moment (a
-                // cancel, a timeout, a shortage): the text runs again.
-                let of_text = ["42", "22", "0A"].iter().any(|c| code.starts_with(c));
-                if undoable && before_run && of_text {
+                if undoable && before_run && of_text(&code) {
                     return Ok(AutoRun::Original);
                 }
                 if matches!(at, Expect::Parse(_))
@@ -207,6 +204,14 @@ impl ExecCtx {
         }
         self.after_exchange(idx, r).map(AutoRun::Done)
     }
+}
+
+/// True if SQLSTATE `code` reports an error of the statement's text or
+/// values (class 42, 22 or 0A), not of the moment (a cancel, a timeout, a
+/// shortage): a prepared form that failed so before running is run again
+/// as written.
+pub(crate) fn of_text(code: &str) -> bool {
+    ["42", "22", "0A"].iter().any(|c| code.starts_with(c))
 }
 
 /// The ErrorResponse frame the client gets for a shard's error `body` about

@@ -35,12 +35,12 @@
 //! [`AutoStmt::refuse`] turns the text's auto-preparing off for good.
 
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use smallvec::SmallVec;
 
 use super::fingerprint::{LitKind, Literals};
 use super::lex::{is_ident_cont, significant, StrKind, Tok};
+use super::prepare_verdict::PrepareVerdict;
 use super::types::Plan;
 
 /// Most literals an auto-prepared text may have.
@@ -61,10 +61,7 @@ const UNSPECIFIED: u32 = 0;
 pub struct AutoStmt {
     text: Box<str>,
     text_id: u64,
-    /// Types hash of every parameter type combination with strings that
-    /// prepared without error: one is remembered (0 = none).
-    verified: AtomicU64,
-    refused: AtomicBool,
+    verdict: PrepareVerdict,
 }
 
 /// One execution's parameters: their type OIDs and the backend statement
@@ -174,25 +171,23 @@ impl AutoStmt {
     /// a transaction block): no string parameters, or this combination
     /// prepared before.
     pub fn trusted(&self, p: &AutoParams) -> bool {
-        !p.strings || self.verified.load(Ordering::Relaxed) == p.types_hash
+        self.verdict.trusted(p.strings, p.types_hash)
     }
 
     /// Records that `p` prepared without error.
     pub fn verify(&self, p: &AutoParams) {
-        if p.strings {
-            self.verified.store(p.types_hash, Ordering::Relaxed);
-        }
+        self.verdict.verify(p.strings, p.types_hash);
     }
 
     /// Turns auto-preparing off for this text (a parameter failed where
     /// the literal did not).
     pub fn refuse(&self) {
-        self.refused.store(true, Ordering::Relaxed);
+        self.verdict.refuse();
     }
 
     /// True after [`AutoStmt::refuse`].
     pub fn refused(&self) -> bool {
-        self.refused.load(Ordering::Relaxed)
+        self.verdict.refused()
     }
 
     /// Maps a byte offset in the text prepared for `p`
@@ -240,7 +235,7 @@ impl AutoStmt {
 
 /// The parameter type of literal `i` of `sql` (0 = unspecified, for a
 /// string); None if a parameter cannot stand for it (see the module docs).
-fn literal_type(sql: &str, lits: &Literals, i: usize) -> Option<u32> {
+pub fn literal_type(sql: &str, lits: &Literals, i: usize) -> Option<u32> {
     let b = sql.as_bytes();
     let span = lits.span(i)?;
     let before = span.start.checked_sub(1).and_then(|j| b.get(j));
@@ -258,13 +253,11 @@ fn literal_type(sql: &str, lits: &Literals, i: usize) -> Option<u32> {
     }
 }
 
-/// For a text the router writes itself from the client's literals (a
-/// gather's shard statement): the parameter type of literal `i` of `sql`
-/// if it is a number a parameter can stand for; None for strings (their
-/// inferred types could fail where the literal did not, and such a text
-/// has no fallback) and the literals of [`AutoStmt::params`]'s list.
-pub fn number_literal_type(sql: &str, lits: &Literals, i: usize) -> Option<u32> {
-    literal_type(sql, lits, i).filter(|&t| t != UNSPECIFIED)
+/// Hash of one execution's parameter types (0 = unspecified), never 0:
+/// the key of [`PrepareVerdict::trusted`] for a text the router writes
+/// itself (a gather's shard statement).
+pub fn types_hash(types: &[u32]) -> u64 {
+    hasher().hash_one(types) | 1
 }
 
 /// The backend statement id of `text` with parameter types `types` (the
@@ -328,8 +321,7 @@ pub(crate) fn auto_stmt(normalized: &str, plan: &Plan) -> Option<AutoStmt> {
     Some(AutoStmt {
         text: normalized.into(),
         text_id: hasher().hash_one(normalized),
-        verified: AtomicU64::new(0),
-        refused: AtomicBool::new(false),
+        verdict: PrepareVerdict::default(),
     })
 }
 
@@ -548,8 +540,7 @@ mod tests {
         let st = AutoStmt {
             text: norm.as_str().into(),
             text_id: 0,
-            verified: AtomicU64::new(0),
-            refused: AtomicBool::new(false),
+            verdict: PrepareVerdict::default(),
         };
         let at = |needle: &str| norm.find(needle).unwrap();
         let p = st.params(sql, &lits).unwrap_or(AutoParams {

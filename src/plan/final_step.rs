@@ -237,6 +237,7 @@ pub(crate) fn build_final(q: &Query, sel: &Select, mode: ParamMode) -> Result<Me
             raw,
             params: fin_params,
         })),
+        verdict: Default::default(),
     })))
 }
 

@@ -430,5 +430,6 @@ fn router_merge(q: &Query, sel: &Select, mode: ParamMode) -> Result<Merge, Strin
         steps,
         shard_params: None,
         finish: None,
+        verdict: Default::default(),
     })))
 }

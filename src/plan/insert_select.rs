@@ -139,6 +139,7 @@ pub(crate) fn plan_insert_select(
             steps: Vec::new(),
             shard_params: None,
             finish: None,
+            verdict: Default::default(),
         }),
         _ => {
             return unsupported(

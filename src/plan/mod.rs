@@ -100,6 +100,7 @@ mod merge;
 mod names;
 mod occ;
 mod parse;
+mod prepare_verdict;
 mod rewrite;
 pub mod schema;
 mod sequence_fn;
@@ -121,12 +122,13 @@ use foldhash::{HashMap, HashMapExt};
 use parking_lot::RwLock;
 
 pub use auto_prepare::{
-    number_literal_type, preparable_text, same_number, statement_id, AutoParams, AutoStmt,
+    literal_type, preparable_text, same_number, statement_id, types_hash, AutoParams, AutoStmt,
 };
 pub use create_table::{created_table, CreatedTable};
 pub use fingerprint::Literals;
 pub use generated::with_generated_keys;
 pub use names::quote_ident;
+pub use prepare_verdict::PrepareVerdict;
 pub use sequence_fn::{SequenceCall, SequenceFn, SequenceOwner};
 pub use spans::{
     changes_columns, has_word, insert_part, insert_values_spans, InsertPart, InsertSpans,

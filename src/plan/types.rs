@@ -7,6 +7,8 @@
 
 use std::sync::Arc;
 
+use super::prepare_verdict::PrepareVerdict;
+
 /// Where the value of a sharding key comes from.
 ///
 /// For the simple protocol, the planner replaces every literal of the query
@@ -298,6 +300,9 @@ pub struct GatherPlan {
     /// Finished by PostgreSQL over the shards' rows instead of merged at
     /// the router (every shard column is then hidden; `visible` is 0).
     pub finish: Option<Arc<FinalStep>>,
+    /// Simple protocol: whether the client's literals may be parameters of
+    /// a statement the shards keep prepared (`exec/gather/params.rs`).
+    pub verdict: PrepareVerdict,
 }
 
 /// The final step of a grouped SELECT (`plan/final_step.rs`): the shards'

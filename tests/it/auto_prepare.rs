@@ -162,3 +162,139 @@ async fn simple_queries_answer_as_postgresql_does() {
     assert!(prepared_seen(rows, written), "the shard ran no `{written}`");
     dev.stop().await;
 }
+
+/// The rows of a simple-protocol query as text cells.
+async fn text_rows(c: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<String>>> {
+    let msgs = c
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    msgs.iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The last statement text of every client backend of `shard` (the
+/// router's connections there).
+async fn shard_statements(shard: &tokio_postgres::Client) -> Vec<String> {
+    shard
+        .query(
+            "SELECT query FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|r| r.get::<_, Option<String>>(0))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simple_scatter_strings_are_parameters_where_they_can_be() {
+    let dev = common::start(2, 1).await;
+    let c = common::connect(&dev).await;
+    c.batch_execute("CREATE TABLE t (k int PRIMARY KEY, i int, s text)")
+        .await
+        .unwrap();
+    common::add_table(&dev, "t", "k", "int").await;
+    c.batch_execute(
+        "INSERT INTO t VALUES (1, 10, 'apple'), (2, 20, 'banana'), (3, 30, 'cherry'), (4, 40, 'date'), (5, 50, 'banana')",
+    )
+    .await
+    .unwrap();
+    let shard0 = common::connect_direct(&dev.cluster.shards[0]).await;
+    let rows = |v: &[&[&str]]| -> Vec<Vec<Option<String>>> {
+        v.iter()
+            .map(|r| r.iter().map(|c| Some(c.to_string())).collect())
+            .collect()
+    };
+
+    // A string the shards can infer (text): a parameter of a statement the
+    // shards keep prepared.
+    let sql = "SELECT k, s FROM t WHERE s > 'b' ORDER BY k";
+    let want = rows(&[
+        &["2", "banana"],
+        &["3", "cherry"],
+        &["4", "date"],
+        &["5", "banana"],
+    ]);
+    assert_eq!(text_rows(&c, sql).await, want);
+    let ran = shard_statements(&shard0).await;
+    assert!(
+        ran.iter().any(|q| q.contains("s > $1")),
+        "shard0 ran no prepared form: {ran:?}"
+    );
+    // In a block, once verified: prepared again, the block intact.
+    c.batch_execute("BEGIN").await.unwrap();
+    assert_eq!(text_rows(&c, sql).await, want);
+    c.batch_execute("COMMIT").await.unwrap();
+
+    // A parameter whose type cannot be inferred (`$1 IS NULL`: 42P18 at
+    // Parse) and
+    // equal strings that are two parameters (42803: GROUP BY no longer
+    // matches the select list): run as written, then never prepared.
+    for _ in 0..2 {
+        let tagged = text_rows(&c, "SELECT k, 'x' IS NULL FROM t WHERE k < 3 ORDER BY k").await;
+        assert_eq!(tagged, rows(&[&["1", "f"], &["2", "f"]]));
+        let ran = shard_statements(&shard0).await;
+        assert!(
+            ran.iter().any(|q| q.contains("'x' IS NULL")),
+            "shard0 did not run the text as written: {ran:?}"
+        );
+        let grouped = text_rows(
+            &c,
+            "SELECT s || '!' AS e, count(*) FROM t GROUP BY s || '!' ORDER BY e",
+        )
+        .await;
+        assert_eq!(
+            grouped,
+            rows(&[
+                &["apple!", "1"],
+                &["banana!", "2"],
+                &["cherry!", "1"],
+                &["date!", "1"]
+            ])
+        );
+        let ran = shard_statements(&shard0).await;
+        assert!(
+            ran.iter().any(|q| q.contains("s || '!'")),
+            "shard0 did not run the text as written: {ran:?}"
+        );
+    }
+
+    // A value that does not fit the inferred type fails at Bind; the text
+    // runs as written so the client gets PostgreSQL's own error, with its
+    // position.
+    let err = c
+        .simple_query("SELECT k FROM t WHERE i = 'abc' ORDER BY k")
+        .await
+        .unwrap_err();
+    let db = err.as_db_error().expect("a database error");
+    assert_eq!(db.code().code(), "22P02", "{db:?}");
+    assert_eq!(
+        db.message(),
+        "invalid input syntax for type integer: \"abc\""
+    );
+    assert!(db.position().is_some(), "no position: {db:?}");
+
+    // First run inside a block: not prepared (a failure would abort the
+    // block), so the block stays usable.
+    c.batch_execute("BEGIN").await.unwrap();
+    let first = text_rows(
+        &c,
+        "SELECT k FROM t WHERE 'y' IS NOT NULL AND i < 20 ORDER BY k",
+    )
+    .await;
+    assert_eq!(first, rows(&[&["1"]]));
+    assert_eq!(
+        text_rows(&c, "SELECT count(*) FROM t").await,
+        rows(&[&["5"]])
+    );
+    c.batch_execute("COMMIT").await.unwrap();
+    dev.stop().await;
+}

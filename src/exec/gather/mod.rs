@@ -34,7 +34,7 @@ use crate::protocol::frontend::Bind;
 use crate::protocol::{synth, PgError};
 
 use self::params::{having_params, prepared_shard_sql, shard_formats, shard_sql, window_bounds};
-use self::run::{Describe, Request};
+use self::run::{Describe, Gathered, Request};
 use self::shard_io::Capture;
 use crate::exec::context::{End, ExecCtx};
 use crate::exec::exchange::{self};
@@ -66,6 +66,17 @@ impl ExecCtx {
 
     /// [`ExecCtx::gather_simple`] with the rows' values in binary format
     /// when `binary` (a merged binary `COPY (query) TO STDOUT`).
+    ///
+    /// The client's literals become parameters of a statement the shards
+    /// keep prepared when they can (`params::prepared_shard_sql`): numbers
+    /// always; strings, whose types the shards infer, outside a
+    /// transaction block (a failure there is undone: below) or once their
+    /// parameter types prepared without error (`GatherPlan::verdict`). If
+    /// the prepared form fails on every shard before running (at Parse or
+    /// Bind) with an error of its text or values (SQLSTATE class 42, 22 or
+    /// 0A), the statement runs again with the literals written into the
+    /// text, so the client gets PostgreSQL's answer to that; if that one
+    /// succeeds, the shape is not prepared again.
     pub async fn gather_simple_as(
         &mut self,
         shards: &[String],
@@ -75,59 +86,47 @@ impl ExecCtx {
         binary: bool,
     ) -> Result<bool, End> {
         let formats = if binary { vec![1] } else { Vec::new() };
-        let args = Values::Simple { sql, lits };
-        let auto = self.state.prepare_simple_queries();
-        let prepared = (|| {
-            let (offset, limit) = window_bounds(plan, &args)?;
-            // The literals as parameters of a statement the shards keep
-            // prepared, or written into a text parsed every time.
-            let shard = match auto
-                .then(|| prepared_shard_sql(plan, sql, lits, offset, limit))
-                .flatten()
-            {
-                Some(p) => {
-                    let id = statement_id(&p.text, &p.types);
-                    let name = BackendName::new(id).as_str().to_string();
-                    let mut parse = BytesMut::with_capacity(p.text.len() + 64);
-                    let _ = fe::parse(&name, &p.text, p.types.iter().copied(), &mut parse);
-                    (name, Some((id, parse.freeze())), None, p.values)
-                }
-                None => {
-                    let text = shard_sql(plan, sql, lits, offset, limit)?;
-                    let mut parse = BytesMut::with_capacity(text.len() + 16);
-                    let _ = fe::parse("", &text, std::iter::empty(), &mut parse);
-                    (String::new(), None, Some(parse.freeze()), Vec::new())
-                }
-            };
-            let having = having_params(plan, &args)?;
-            let final_ctx = match &plan.finish {
-                Some(f) => Some(final_step::simple_ctx(f, sql, lits, &formats)?),
-                None => None,
-            };
-            Ok::<_, PgError>((offset, limit, shard, having, final_ctx))
-        })();
-        let (offset, limit, (statement, prepared, parse_always, params), having, final_ctx) =
-            match prepared {
+        let undoable = self.block.is_none();
+        let mut inline = !self.state.prepare_simple_queries() || plan.verdict.refused();
+        let mut retried = false;
+        loop {
+            let prepared = simple_request(plan, sql, lits, &formats, inline, undoable);
+            let SimpleRun {
+                offset,
+                limit,
+                req,
+                having,
+                types,
+            } = match prepared {
                 Ok(x) => x,
                 Err(e) => {
                     self.send_error(&e);
                     return Ok(false);
                 }
             };
-        let req = Request {
-            statement,
-            prepared,
-            parse_always,
-            param_formats: Vec::new(),
-            params,
-            client_formats: formats,
-            sync: true,
-            describe: Describe::WithRows,
-            max_rows: None,
-            final_ctx,
-        };
-        self.run_gather(shards, plan, req, offset, limit, having)
-            .await
+            match self
+                .run_gather(shards, plan, req, offset, limit, having)
+                .await?
+            {
+                Gathered::Ran(ok) => {
+                    if ok && retried {
+                        // The literals ran where their parameters failed.
+                        plan.verdict.refuse();
+                    } else if let (true, Some((strings, hash))) = (ok, types) {
+                        plan.verdict.verify(strings, hash);
+                    }
+                    return Ok(ok);
+                }
+                Gathered::BeforeRun(_) if !inline => {
+                    inline = true;
+                    retried = true;
+                }
+                Gathered::BeforeRun(e) => {
+                    self.forward_error_frame(&e);
+                    return Ok(false);
+                }
+            }
+        }
     }
 
     /// Runs a gather at an extended-protocol Execute of a portal bound to
@@ -169,6 +168,7 @@ impl ExecCtx {
             };
             let req = Request {
                 statement: stmt.backend_name.clone(),
+                retry_before_run: false,
                 prepared: Some((stmt.id, stmt.parse_frame.clone())),
                 parse_always: None,
                 param_formats,
@@ -205,8 +205,16 @@ impl ExecCtx {
                 return Ok(false);
             }
         };
-        self.run_gather(shards, plan, req, offset, limit, having)
-            .await
+        match self
+            .run_gather(shards, plan, req, offset, limit, having)
+            .await?
+        {
+            Gathered::Ran(ok) => Ok(ok),
+            Gathered::BeforeRun(e) => {
+                self.forward_error_frame(&e);
+                Ok(false)
+            }
+        }
     }
 
     /// Describe of statement `stmt` (`portal_formats` None) or of a portal
@@ -320,4 +328,83 @@ impl ExecCtx {
             }
         }
     }
+}
+
+/// One simple-protocol gather execution, ready to run.
+struct SimpleRun {
+    offset: u64,
+    limit: Option<u64>,
+    req: Request,
+    /// The values HAVING reads.
+    having: Vec<(usize, Option<String>)>,
+    /// When the literals are parameters: whether one is a string, and the
+    /// hash of their types (`plan::PrepareVerdict`).
+    types: Option<(bool, u64)>,
+}
+
+/// The request of one simple-protocol gather execution. `inline`: the
+/// literals are written into the text. `undoable`: outside a transaction
+/// block (a failure before running may be retried as written).
+///
+/// Errors: the client's LIMIT/OFFSET or HAVING values are invalid, or a
+/// final step cannot be set up.
+fn simple_request(
+    plan: &GatherPlan,
+    sql: &str,
+    lits: &Literals,
+    formats: &[i16],
+    inline: bool,
+    undoable: bool,
+) -> Result<SimpleRun, PgError> {
+    let args = Values::Simple { sql, lits };
+    let (offset, limit) = window_bounds(plan, &args)?;
+    // Strings only where a failure can be retried as written (the
+    // statement's column count known without a Describe first), or once
+    // their types prepared.
+    let retry = undoable && plan.visible.is_some();
+    let params = (!inline)
+        .then(|| prepared_shard_sql(plan, sql, lits, offset, limit))
+        .flatten()
+        .filter(|p| retry || plan.verdict.trusted(p.strings, p.types_hash));
+    let (statement, prepared, parse_always, params, types) = match params {
+        Some(p) => {
+            let id = statement_id(&p.text, &p.types);
+            let name = BackendName::new(id).as_str().to_string();
+            let mut parse = BytesMut::with_capacity(p.text.len() + 64);
+            let _ = fe::parse(&name, &p.text, p.types.iter().copied(), &mut parse);
+            let types = Some((p.strings, p.types_hash));
+            (name, Some((id, parse.freeze())), None, p.values, types)
+        }
+        None => {
+            let text = shard_sql(plan, sql, lits, offset, limit)?;
+            let mut parse = BytesMut::with_capacity(text.len() + 16);
+            let _ = fe::parse("", &text, std::iter::empty(), &mut parse);
+            (String::new(), None, Some(parse.freeze()), Vec::new(), None)
+        }
+    };
+    let having = having_params(plan, &args)?;
+    let final_ctx = match &plan.finish {
+        Some(f) => Some(final_step::simple_ctx(f, sql, lits, formats)?),
+        None => None,
+    };
+    let req = Request {
+        statement,
+        retry_before_run: retry && prepared.is_some(),
+        prepared,
+        parse_always,
+        param_formats: Vec::new(),
+        params,
+        client_formats: formats.to_vec(),
+        sync: true,
+        describe: Describe::WithRows,
+        max_rows: None,
+        final_ctx,
+    };
+    Ok(SimpleRun {
+        offset,
+        limit,
+        req,
+        having,
+        types,
+    })
 }

@@ -4,7 +4,8 @@
 //! columns, and the values HAVING reads.
 
 use crate::plan::{
-    number_literal_type, preparable_text, same_number, GatherPlan, Literals, RowCount, SqlPiece,
+    literal_type, preparable_text, same_number, types_hash, GatherPlan, Literals, RowCount,
+    SqlPiece,
 };
 use crate::protocol::error::codes;
 use crate::protocol::PgError;
@@ -112,13 +113,19 @@ pub(super) struct PreparedShardSql {
     pub types: Vec<u32>,
     /// Parameter values as text.
     pub values: Vec<Option<Vec<u8>>>,
+    /// Some parameter is a string's (its type is inferred): see
+    /// `plan::PrepareVerdict`.
+    pub strings: bool,
+    /// `plan::types_hash` of `types`.
+    pub types_hash: u64,
 }
 
 /// [`shard_sql`] with the client's literals as parameters, so the shards
-/// can keep the statement prepared; None when a literal is not a number a
-/// parameter can stand for (`plan::number_literal_type`) or the text may
-/// not be prepared as it is (`plan::preparable_text`): then the literals
-/// are written into the text.
+/// can keep the statement prepared: numbers typed as PostgreSQL types the
+/// literal, strings untyped (inferred by the server, as for the literal;
+/// see `plan::literal_type`). None when a literal has no parameter form or
+/// the text may not be prepared as it is (`plan::preparable_text`): then
+/// the literals are written into the text.
 pub(super) fn prepared_shard_sql(
     plan: &GatherPlan,
     sql: &str,
@@ -129,7 +136,7 @@ pub(super) fn prepared_shard_sql(
     let mut text = String::with_capacity(sql.len() + 64);
     let mut types = Vec::new();
     let mut values = Vec::new();
-    // (literal, its type, its parameter) of the literals used: numbers of
+    // (literal, its type, its parameter) of the numbers used: numbers of
     // equal type and value share a parameter, numbered in order of first
     // use.
     let mut numbers: Vec<(usize, u32, usize)> = Vec::new();
@@ -137,16 +144,22 @@ pub(super) fn prepared_shard_sql(
         match p {
             SqlPiece::Text(t) => text.push_str(t),
             SqlPiece::Literal(i) => {
-                let ty = number_literal_type(sql, lits, *i)?;
-                let same = numbers
-                    .iter()
-                    .find(|&&(l, t, _)| t == ty && (l == *i || same_number(sql, lits, l, *i)));
+                let ty = literal_type(sql, lits, *i)?;
+                let same = (ty != 0)
+                    .then(|| {
+                        numbers.iter().find(|&&(l, t, _)| {
+                            t == ty && (l == *i || same_number(sql, lits, l, *i))
+                        })
+                    })
+                    .flatten();
                 let k = match same {
                     Some(&(_, _, k)) => k,
                     None => {
                         types.push(ty);
                         values.push(Some(lits.value(sql, *i)?.as_bytes().to_vec()));
-                        numbers.push((*i, ty, values.len()));
+                        if ty != 0 {
+                            numbers.push((*i, ty, values.len()));
+                        }
                         values.len()
                     }
                 };
@@ -159,7 +172,10 @@ pub(super) fn prepared_shard_sql(
             },
         }
     }
-    preparable_text(&text).then_some(PreparedShardSql {
+    let strings = types.contains(&0);
+    preparable_text(&text).then(|| PreparedShardSql {
+        types_hash: types_hash(&types),
+        strings,
         text,
         types,
         values,

@@ -9,13 +9,14 @@ use bytes::Bytes;
 use postgres_protocol::message::frontend as fe;
 
 use crate::plan::GatherPlan;
-use crate::protocol::backend::{row_description, row_types};
+use crate::protocol::backend::{error_code, row_description, row_types};
 use crate::protocol::error::codes;
 use crate::protocol::{synth, Frame, PgError};
 
 use super::merge::{Layout, Window};
 use super::params::shard_formats;
 use super::shard_io::{next_event, Capture, Ev, Merged, Phase};
+use crate::exec::auto_prepared::of_text;
 use crate::exec::concat::with_shard_detail;
 use crate::exec::context::{End, ExecCtx};
 use crate::exec::exchange::{self, Expect, Slot};
@@ -24,6 +25,10 @@ use crate::exec::exchange::{self, Expect, Slot};
 pub(super) struct Request {
     /// Backend statement name ("" = unnamed).
     pub(super) statement: String,
+    /// A failure of the prepared statement before it ran is returned as
+    /// [`Gathered::BeforeRun`] instead of sent (the caller runs the text
+    /// as written): outside a transaction block only.
+    pub(super) retry_before_run: bool,
     /// Parse to send where the statement is not prepared: (id for the
     /// prepared set, frame); None = always send `parse_always`.
     pub(super) prepared: Option<(u64, Bytes)>,
@@ -47,6 +52,18 @@ pub(super) struct Request {
     pub(super) max_rows: Option<u64>,
     /// A plan with a final step: what it sends besides the shards' rows.
     pub(super) final_ctx: Option<super::final_step::FinalCtx>,
+}
+
+/// How [`ExecCtx::run_gather`] ended.
+pub(super) enum Gathered {
+    /// The statement ran; false if it failed (the error was sent).
+    Ran(bool),
+    /// With [`Request::retry_before_run`]: the prepared statement failed
+    /// on every shard before running (at Parse or Bind) with an error of
+    /// its text or values (SQLSTATE class 42, 22 or 0A); that ErrorResponse
+    /// (shard named), not sent. Nothing ran and every connection is
+    /// usable.
+    BeforeRun(Bytes),
 }
 
 /// When a gather sends the client the RowDescription.
@@ -73,7 +90,7 @@ impl ExecCtx {
         offset: u64,
         limit: Option<u64>,
         having: Vec<(usize, Option<String>)>,
-    ) -> Result<bool, End> {
+    ) -> Result<Gathered, End> {
         self.gather_synced.clear();
         // Connections and router-injected preludes.
         let mut idxs = Vec::with_capacity(shards.len());
@@ -82,7 +99,7 @@ impl ExecCtx {
                 Ok(i) => idxs.push(i),
                 Err(e) => {
                     self.send_error(&e);
-                    return Ok(false);
+                    return Ok(Gathered::Ran(false));
                 }
             }
         }
@@ -115,7 +132,7 @@ impl ExecCtx {
                 }
                 match self.describe_count(&idxs, &mut preludes, shards).await? {
                     Some(n) => n.saturating_sub(plan.hidden),
-                    None => return Ok(false),
+                    None => return Ok(Gathered::Ran(false)),
                 }
             }
         };
@@ -131,7 +148,7 @@ impl ExecCtx {
             Err(e) => {
                 self.abandon(&idxs);
                 self.send_error(&e);
-                return Ok(false);
+                return Ok(Gathered::Ran(false));
             }
         };
         let params: Vec<Option<&[u8]>> = req.params.iter().map(|p| p.as_deref()).collect();
@@ -156,7 +173,7 @@ impl ExecCtx {
         for &i in &idxs {
             if let Err(e) = self.held[i].conn.flush().await {
                 self.abandon(&idxs);
-                return self.lost(i, e);
+                return self.lost(i, e).map(Gathered::Ran);
             }
             // Until the response is read to its end (below), the connection
             // must not return to the pool: if the client goes away while
@@ -165,6 +182,8 @@ impl ExecCtx {
         }
         // Preludes (settings, BEGIN, statement preparation).
         let mut first_error: Option<Bytes> = None;
+        // Shards whose statement failed before running (Parse or Bind).
+        let mut before_run = 0usize;
         let mut phase = vec![Phase::Open; idxs.len()];
         for (n, &i) in idxs.iter().enumerate() {
             if preludes[n].is_empty() {
@@ -177,7 +196,7 @@ impl ExecCtx {
                 Err(exchange::ExchangeError::Client(e)) => return Err(e.into()),
                 Err(exchange::ExchangeError::Backend(e)) => {
                     self.abandon(&idxs);
-                    return self.lost(i, e);
+                    return self.lost(i, e).map(Gathered::Ran);
                 }
             }
             if let Some(e) = cap.0 {
@@ -187,6 +206,7 @@ impl ExecCtx {
                 first_error.get_or_insert_with(|| {
                     with_shard_detail(&Frame { tag: b'E', data: e }, Some(shards[n].as_str()))
                 });
+                before_run += 1;
                 phase[n] = Phase::Ended;
             }
         }
@@ -202,6 +222,7 @@ impl ExecCtx {
                     Ok(Ev::Error(f)) => {
                         first_error
                             .get_or_insert_with(|| with_shard_detail(&f, Some(shards[n].as_str())));
+                        before_run += 1;
                         phase[n] = Phase::Ended;
                     }
                     Ok(Ev::Done) => phase[n] = Phase::Ended,
@@ -209,7 +230,7 @@ impl ExecCtx {
                     Ok(Ev::Row(_)) => {}
                     Err(e) => {
                         self.abandon(&idxs);
-                        return self.lost(i, e);
+                        return self.lost(i, e).map(Gathered::Ran);
                     }
                 }
             }
@@ -251,7 +272,7 @@ impl ExecCtx {
                         codes::INTERNAL_ERROR,
                         "shards returned an unexpected row description",
                     ));
-                    return Ok(false);
+                    return Ok(Gathered::Ran(false));
                 }
             };
             let r = if plan.finish.is_some() {
@@ -281,14 +302,18 @@ impl ExecCtx {
                 Merged::Failed(e) => failure = Some(e),
                 Merged::Lost(i, e) => {
                     self.abandon(&idxs);
-                    return self.lost(i, e);
+                    return self.lost(i, e).map(Gathered::Ran);
                 }
             }
         }
         // After a failure, cancel the shards still running (outside a
         // transaction block: those connections are then not reused, so a
-        // late cancel cannot hit a later statement).
-        let cancelled = (first_error.is_some() || failure.is_some()) && self.block.is_none();
+        // late cancel cannot hit a later statement). When every shard had
+        // ended and its Sync is read below, nothing is cancelled and every
+        // connection is reused.
+        let cancelled = (first_error.is_some() || failure.is_some())
+            && self.block.is_none()
+            && (!req.sync || phase.contains(&Phase::Open));
         if cancelled {
             self.cancel_open(&idxs, shards, &phase).await;
         }
@@ -317,7 +342,7 @@ impl ExecCtx {
                     Ok(_) => {}
                     Err(e) => {
                         self.abandon(&idxs);
-                        return self.lost(i, e);
+                        return self.lost(i, e).map(Gathered::Ran);
                     }
                 }
             }
@@ -337,19 +362,23 @@ impl ExecCtx {
             }
         }
         if let Some(e) = first_error {
+            if req.retry_before_run && before_run == idxs.len() && frame_of_text(&e) {
+                return Ok(Gathered::BeforeRun(e));
+            }
             self.forward_error_frame(&e);
-            return Ok(false);
+            return Ok(Gathered::Ran(false));
         }
         if let Some(e) = failure {
             self.send_error(&e);
-            return Ok(false);
+            return Ok(Gathered::Ran(false));
         }
         if let (Some(f), Some(ctx), Some(layout)) =
             (&plan.finish, req.final_ctx.take(), final_layout)
         {
             return self
                 .run_final(idxs[0], &shards[0], f, ctx, &layout, &arrays, req.max_rows)
-                .await;
+                .await
+                .map(Gathered::Ran);
         }
         if req.max_rows == Some(window.sent) {
             self.out.buf.extend_from_slice(&[b's', 0, 0, 0, 4]);
@@ -357,7 +386,7 @@ impl ExecCtx {
         } else {
             synth::command_complete_count(&mut self.out.buf, "SELECT", window.sent);
         }
-        Ok(true)
+        Ok(Gathered::Ran(true))
     }
 
     /// Sends the queued Describe (statement) with a Flush and reads every
@@ -419,4 +448,10 @@ impl ExecCtx {
         }
         Ok(count)
     }
+}
+
+/// True if ErrorResponse frame `e` (tag and length included) reports an
+/// error of the statement's text or values ([`of_text`]).
+fn frame_of_text(e: &[u8]) -> bool {
+    of_text(&error_code(e.get(5..).unwrap_or_default()).unwrap_or_default())
 }
