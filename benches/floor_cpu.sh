@@ -4,10 +4,14 @@
 # side: the tokio forwarder floor (benches/tokio_floor.rs, time driver on),
 # the io_uring forwarder floor (benches/uring_floor.rs, feature
 # uring-floor), PgBouncer (transaction pooling, pool 20) and pg-router
-# (`dev --shards 1`, WORKERS session workers, default 1). Unlike
-# callgrind_fast_path.sh this counts the kernel's work too.
+# (`dev --shards 1`, WORKERS session workers, default 1), and pgbench
+# straight to the database ("direct", no proxy CPU to count). Unlike
+# callgrind_fast_path.sh this counts the kernel's work too. MODE (default
+# simple) is pgbench's -M; with MODE=prepared the PgBouncer row is left
+# out (transaction pooling in PgBouncer 1.18 cannot run protocol-level
+# prepared statements).
 #
-# Usage: benches/floor_cpu.sh [clients] [seconds] [rounds]
+# Usage: [MODE=simple|extended|prepared] benches/floor_cpu.sh [clients] [seconds] [rounds]
 # Needs: a release build, pgbench, pgbouncer; run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +22,7 @@ SECS=${2:-10}
 ROUNDS=${3:-2}
 PORT=${PORT:-16460}
 WORKERS=${WORKERS:-1}
+MODE=${MODE:-simple}
 BIN=${BIN:-target/release/pg-router}
 PGBIN=$(dirname "$(readlink -f "$(command -v pg_ctl || ls /usr/lib/postgresql/*/bin/pg_ctl | tail -1)")")
 command -v pgbouncer >/dev/null || { echo "install pgbouncer" >&2; exit 1; }
@@ -49,16 +54,18 @@ pgbouncer_config "$WORK/bouncer" $((PORT + 3)) "$SHARD0" $((CLIENTS + 100))
 start_pgbouncer "$WORK/bouncer"
 
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
-echo "== pgbench -S -c $CLIENTS -j 2 -T $SECS, $ROUNDS rounds, $(nproc) CPUs, pg-router --workers $WORKERS"
+ROWS=("direct:$SHARD0:" "tokio floor:$((PORT + 1)):${PIDS[0]}" "io_uring floor:$((PORT + 2)):${PIDS[1]}")
+[ "$MODE" = prepared ] || ROWS+=("pgbouncer:$((PORT + 3)):$BOUNCER_PID")
+ROWS+=("pg-router:$PORT:$RPID")
+echo "== pgbench -S -M $MODE -c $CLIENTS -j 2 -T $SECS, $ROUNDS rounds, $(nproc) CPUs, pg-router --workers $WORKERS"
 echo "| proxy | round | tps | CPU s / 1000 queries |"
 echo "|---|---|---|---|"
 for r in $(seq 1 "$ROUNDS"); do
-  for t in "tokio floor:$((PORT + 1)):${PIDS[0]}" "io_uring floor:$((PORT + 2)):${PIDS[1]}" \
-           "pgbouncer:$((PORT + 3)):$BOUNCER_PID" "pg-router:$PORT:$RPID"; do
+  for t in "${ROWS[@]}"; do
     IFS=: read -r name port pid <<<"$t"
-    a=$(ticks "$pid")
-    out=$("$PGBIN/pgbench" -S -n -c "$CLIENTS" -j 2 -T "$SECS" -h 127.0.0.1 -p "$port" -U postgres postgres 2>&1)
-    b=$(ticks "$pid")
+    a=0; [ -z "$pid" ] || a=$(ticks "$pid")
+    out=$("$PGBIN/pgbench" -S -M "$MODE" -n -c "$CLIENTS" -j 2 -T "$SECS" -h 127.0.0.1 -p "$port" -U postgres postgres 2>&1)
+    b=0; [ -z "$pid" ] || b=$(ticks "$pid")
     tx=$(echo "$out" | awk -F': ' '/actually processed/ {split($2,x,"/"); print x[1]}')
     tps=$(echo "$out" | awk '/^tps/ {printf "%.0f", $3}')
     printf "| %s | %s | %s | %s |\n" "$name" "$r" "$tps" \

@@ -9,6 +9,9 @@
 # sorted rows), and prints tps and the router's user + system CPU seconds
 # (/proc/<pid>/stat) per 1,000 queries, kernel work included.
 #
+# SCATTER=<file> runs that pgbench script as the scatter instead, e.g.
+# benches/scatter_string.sql (the same query with a string literal).
+#
 # Usage: benches/scatter_cpu.sh [clients] [seconds] [rounds] [mode]
 #   mode  pgbench -M: simple (default), extended or prepared
 # Needs: a release build, pgbench; run as root (PostgreSQL runs as postgres).
@@ -21,6 +24,7 @@ ROUNDS=${3:-2}
 MODE=${4:-simple}
 PORT=${PORT:-16470}
 WORKERS=${WORKERS:-1}
+SCATTER=${SCATTER:-benches/scatter_limit.sql}
 BIN=${BIN:-target/release/pg-router}
 PGBIN=$(dirname "$(readlink -f "$(command -v pg_ctl || ls /usr/lib/postgresql/*/bin/pg_ctl | tail -1)")")
 [ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 1; }
@@ -45,7 +49,7 @@ echo "| round | query | tps | router CPU s / 1000 queries |"
 echo "|---|---|---|---|"
 for r in $(seq 1 "$ROUNDS"); do
   fast=
-  for w in "fast path (-S):-S" "scatter ORDER BY LIMIT 10:-f benches/scatter_limit.sql"; do
+  for w in "fast path (-S):-S" "scatter ORDER BY LIMIT 10:-f $SCATTER"; do
     IFS=: read -r name args <<<"$w"
     a=$(ticks)
     # shellcheck disable=SC2086
