@@ -206,7 +206,10 @@ impl ExecCtx {
                 first_error.get_or_insert_with(|| {
                     with_shard_detail(&Frame { tag: b'E', data: e }, Some(shards[n].as_str()))
                 });
-                before_run += 1;
+                // A failed settings replay or BEGIN is never retried.
+                if cap.1 {
+                    before_run += 1;
+                }
                 phase[n] = Phase::Ended;
             }
         }

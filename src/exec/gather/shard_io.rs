@@ -13,11 +13,12 @@ use crate::protocol::{Frame, PgError, ProtocolError};
 use crate::backend::conn::BackendConn;
 use crate::exec::concat::with_shard_detail;
 use crate::exec::context::{End, ExecCtx};
-use crate::exec::exchange::Sink;
+use crate::exec::exchange::{Expect, Sink};
 
-/// Records the first error of router-injected exchanges.
+/// Records the first error of router-injected exchanges, and whether it
+/// answered a Parse (not a settings replay or a BEGIN).
 #[derive(Default)]
-pub(super) struct Capture(pub(super) Option<Bytes>);
+pub(super) struct Capture(pub(super) Option<Bytes>, pub(super) bool);
 
 impl Sink for Capture {
     fn frame(&mut self, _out: &mut BytesMut, f: &Frame) {
@@ -29,6 +30,12 @@ impl Sink for Capture {
     /// Captured, not sent: the caller reports it.
     fn error(&mut self, out: &mut BytesMut, f: &Frame) {
         self.frame(out, f);
+    }
+    fn error_at(&mut self, out: &mut BytesMut, f: &Frame, at: Expect) {
+        if self.0.is_none() {
+            self.1 = matches!(at, Expect::Parse(_));
+        }
+        self.error(out, f);
     }
 }
 
