@@ -29,7 +29,7 @@
 //! [`MAX_PARAMS`] literals.
 //!
 //! A string's parameter can still fail where its literal did not (a
-//! parameter whose type cannot be inferred, `SELECT 'a'`; a typed literal
+//! parameter whose type cannot be inferred, `SELECT 'a' IS NULL`; a typed literal
 //! `date '2020-01-01'`): a combination of parameter types with strings is
 //! trusted once it prepared without error ([`AutoStmt::verify`]), and
 //! [`AutoStmt::refuse`] turns the text's auto-preparing off for good.

@@ -5,7 +5,7 @@
 //! ([`super::GatherPlan::verdict`]).
 //!
 //! A string literal's parameter is left untyped for the server to infer,
-//! which can fail where the literal did not (`SELECT 'a'`: 42P18). Outside
+//! which can fail where the literal did not (`SELECT 'a' IS NULL`: 42P18). Outside
 //! a transaction block such a failure is undone by running the text as
 //! written; inside one it would abort the client's transaction, so there a
 //! combination of parameter types with strings is used only once it
