@@ -70,6 +70,11 @@ pub enum BackendError {
         addr: String,
         /// Cause.
         reason: String,
+        /// No answer within the connect timeout (connect, TLS handshake,
+        /// startup and authentication together), as opposed to a refused
+        /// or failed connection: the shard may be hung, or this machine
+        /// stalled.
+        timed_out: bool,
     },
     /// The shard refused the startup or authentication.
     #[error("shard \"{shard}\" refused the connection: {message}")]
@@ -90,6 +95,20 @@ pub enum BackendError {
         #[source]
         source: ProtocolError,
     },
+}
+
+impl BackendError {
+    /// True for a connect that got no answer within the connect timeout
+    /// ([`BackendError::Connect`] `timed_out`).
+    pub fn timed_out(&self) -> bool {
+        matches!(
+            self,
+            BackendError::Connect {
+                timed_out: true,
+                ..
+            }
+        )
+    }
 }
 
 /// What [`BackendConn::read_extended`] read.
@@ -145,6 +164,7 @@ impl BackendConn {
                     shard: t.name.clone(),
                     addr: addr.clone(),
                     reason: e.to_string(),
+                    timed_out: false,
                 })?;
             let _ = stream.set_nodelay(true);
             let (r, w): (BackendRead, BackendWrite) = match &t.tls {
@@ -158,6 +178,7 @@ impl BackendConn {
                             shard: t.name.clone(),
                             addr: addr.clone(),
                             reason,
+                            timed_out: false,
                         }
                     })?;
                     let (r, w) = tokio::io::split(s);
@@ -186,6 +207,7 @@ impl BackendConn {
                 shard: t.name.clone(),
                 addr,
                 reason: format!("timed out after {} ms", t.connect_timeout.as_millis()),
+                timed_out: true,
             }),
         }
     }

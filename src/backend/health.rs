@@ -147,9 +147,13 @@ impl ShardHealth {
 /// Whether a connect error means the shard itself is unavailable (so later
 /// checkouts should fail fast) rather than this one connection being
 /// refused for a reason of its own (too many connections, bad password).
+/// A connect that timed out does not: a stall of this machine looks the
+/// same as a hung shard, so it only makes the shard suspect (probed at
+/// once, and marked down if two probes in a row time out).
 pub fn marks_down(e: &super::BackendError) -> bool {
     match e {
-        super::BackendError::Connect { .. } | super::BackendError::Protocol { .. } => true,
+        super::BackendError::Connect { timed_out, .. } => !timed_out,
+        super::BackendError::Protocol { .. } => true,
         // 57P01-57P03: admin shutdown, crash shutdown, cannot connect now
         // (starting up / shutting down / in recovery).
         super::BackendError::Refused { code, .. } => code.starts_with("57P"),
@@ -312,10 +316,13 @@ mod tests {
         assert!(marks_down(&refused("57P03")));
         assert!(!marks_down(&refused("53300")));
         assert!(!marks_down(&refused("28P01")));
-        assert!(marks_down(&super::super::BackendError::Connect {
+        let connect = |timed_out: bool| super::super::BackendError::Connect {
             shard: "s".into(),
             addr: "a".into(),
-            reason: "refused".into()
-        }));
+            reason: "refused".into(),
+            timed_out,
+        };
+        assert!(marks_down(&connect(false)));
+        assert!(!marks_down(&connect(true)));
     }
 }

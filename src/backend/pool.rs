@@ -114,7 +114,8 @@ impl ShardPool {
     ///
     /// Errors: [`PoolError::Down`] at once while the shard is marked down,
     /// [`PoolError::Timeout`], [`PoolError::Backend`] (a failed connect,
-    /// which marks the shard down when the shard itself is unavailable).
+    /// which marks the shard down when the shard itself is unavailable,
+    /// and asks the health checker for a probe when it timed out).
     pub async fn get(self: &Arc<Self>) -> Result<PooledConn, PoolError> {
         if let Some(d) = self.health.down() {
             self.clear_idle();
@@ -141,7 +142,10 @@ impl ShardPool {
                 Ok(self.pooled(c))
             }
             Err(e) => {
-                if marks_down(&e) && self.health.mark_down(&e.to_string()) {
+                if e.timed_out() {
+                    tracing::warn!(shard = %self.target.name, error = %e, "connect timed out; probing the shard now");
+                    self.health.suspect();
+                } else if marks_down(&e) && self.health.mark_down(&e.to_string()) {
                     tracing::warn!(shard = %self.target.name, error = %e, "shard is down; failing its queries fast until a probe succeeds");
                 }
                 Err(e.into())

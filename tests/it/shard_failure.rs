@@ -344,3 +344,72 @@ async fn a_stall_shorter_than_two_health_checks_marks_nothing_down() {
     c.simple_query("SELECT 1").await.unwrap();
     dev.stop().await;
 }
+
+/// A checkout whose connect times out during such a stall fails that one
+/// query, but only asks for a probe: the shard is not marked down (a
+/// refused connect still marks it down at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_timeout_during_a_stall_marks_nothing_down() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let dev = common::start_config(1, 16, |c| {
+        c.backend.connect_timeout_ms = 1000;
+        c.backend.health_check_interval_ms = 100;
+    })
+    .await;
+    // Clients connected, no query run yet: the pools hold few or no
+    // connections, so the queries below have to open some.
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        clients.push(std::sync::Arc::new(common::connect(&dev).await));
+    }
+    let down = || {
+        dev.router
+            .state
+            .shard_health()
+            .into_iter()
+            .find_map(|(s, d)| d.map(|d| format!("{s}: {d:?}")))
+    };
+    assert_eq!(down(), None);
+    let pids = shard_processes(&dev, 0);
+    for p in &pids {
+        kill(Pid::from_raw(*p), Signal::SIGSTOP).unwrap();
+    }
+    let queries: Vec<_> = clients
+        .iter()
+        .map(|c| {
+            let c = c.clone();
+            tokio::spawn(async move { c.simple_query("SELECT 1").await.map(|_| ()) })
+        })
+        .collect();
+    let t0 = Instant::now();
+    let mut resumed = false;
+    while t0.elapsed() < Duration::from_millis(3000) {
+        if !resumed && t0.elapsed() >= Duration::from_millis(1300) {
+            for p in pids.iter().rev() {
+                let _ = kill(Pid::from_raw(*p), Signal::SIGCONT);
+            }
+            resumed = true;
+        }
+        if let Some(d) = down() {
+            for p in pids.iter().rev() {
+                let _ = kill(Pid::from_raw(*p), Signal::SIGCONT);
+            }
+            panic!("marked down after {:?}: {d}", t0.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Some queries waited for a connect that timed out (08006).
+    let mut timed_out = 0;
+    for q in queries {
+        if let Err(e) = q.await.unwrap() {
+            assert_eq!(common::sqlstate(&e), "08006", "{e:?}");
+            timed_out += 1;
+        }
+    }
+    assert!(timed_out > 0, "no query needed a new connection");
+    for c in &clients {
+        c.simple_query("SELECT 1").await.unwrap();
+    }
+    dev.stop().await;
+}
