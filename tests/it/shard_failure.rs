@@ -298,10 +298,58 @@ async fn unresponsive_shard_is_marked_down() {
     dev.stop().await;
 }
 
+/// Any shard the router has marked down, as "name: state".
+fn first_down(dev: &DevCluster) -> Option<String> {
+    dev.router
+        .state
+        .shard_health()
+        .into_iter()
+        .find_map(|(s, d)| d.map(|d| format!("{s}: {d:?}")))
+}
+
+/// Pauses (SIGSTOP) shard 0's processes, as everything pauses when this
+/// machine stalls; returns them for [`resume_watching`].
+fn pause_shard0(dev: &DevCluster) -> Vec<i32> {
+    let pids = shard_processes(dev, 0);
+    for p in &pids {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*p),
+            nix::sys::signal::Signal::SIGSTOP,
+        )
+        .unwrap();
+    }
+    pids
+}
+
+/// Resumes the paused `pids` 1.3 s from now, watching the router's shard
+/// health every 5 ms for 3 s: panics (after resuming them) if it marks any
+/// shard down.
+async fn resume_watching(dev: &DevCluster, pids: &[i32]) {
+    let resume = || {
+        for p in pids.iter().rev() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*p),
+                nix::sys::signal::Signal::SIGCONT,
+            );
+        }
+    };
+    let t0 = Instant::now();
+    let mut resumed = false;
+    while t0.elapsed() < Duration::from_millis(3000) {
+        if !resumed && t0.elapsed() >= Duration::from_millis(1300) {
+            resume();
+            resumed = true;
+        }
+        if let Some(d) = first_down(dev) {
+            resume();
+            panic!("marked down after {:?}: {d}", t0.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stall_shorter_than_two_health_checks_marks_nothing_down() {
-    use nix::sys::signal::{kill, Signal};
-    use nix::unistd::Pid;
     let dev = common::start_config(1, 2, |c| {
         c.backend.connect_timeout_ms = 1000;
         c.backend.health_check_interval_ms = 100;
@@ -309,38 +357,11 @@ async fn a_stall_shorter_than_two_health_checks_marks_nothing_down() {
     .await;
     let c = common::connect(&dev).await;
     c.simple_query("SELECT 1").await.unwrap();
-    let down = || {
-        dev.router
-            .state
-            .shard_health()
-            .into_iter()
-            .find_map(|(s, d)| d.map(|d| format!("{s}: {d:?}")))
-    };
-    assert_eq!(down(), None);
-    // The shard pauses for 1.3 s, as everything does when this machine
-    // stalls: one health check times out (1 s), its retry on a new
-    // connection is answered once the shard runs again.
-    let pids = shard_processes(&dev, 0);
-    for p in &pids {
-        kill(Pid::from_raw(*p), Signal::SIGSTOP).unwrap();
-    }
-    let t0 = Instant::now();
-    let mut resumed = false;
-    while t0.elapsed() < Duration::from_millis(3000) {
-        if !resumed && t0.elapsed() >= Duration::from_millis(1300) {
-            for p in pids.iter().rev() {
-                let _ = kill(Pid::from_raw(*p), Signal::SIGCONT);
-            }
-            resumed = true;
-        }
-        if let Some(d) = down() {
-            for p in pids.iter().rev() {
-                let _ = kill(Pid::from_raw(*p), Signal::SIGCONT);
-            }
-            panic!("marked down after {:?}: {d}", t0.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    assert_eq!(first_down(&dev), None);
+    // One health check times out (1 s), its retry on a new connection is
+    // answered once the shard runs again.
+    let pids = pause_shard0(&dev);
+    resume_watching(&dev, &pids).await;
     c.simple_query("SELECT 1").await.unwrap();
     dev.stop().await;
 }
@@ -350,8 +371,6 @@ async fn a_stall_shorter_than_two_health_checks_marks_nothing_down() {
 /// refused connect still marks it down at once).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connect_timeout_during_a_stall_marks_nothing_down() {
-    use nix::sys::signal::{kill, Signal};
-    use nix::unistd::Pid;
     let dev = common::start_config(1, 16, |c| {
         c.backend.connect_timeout_ms = 1000;
         c.backend.health_check_interval_ms = 100;
@@ -363,18 +382,8 @@ async fn a_connect_timeout_during_a_stall_marks_nothing_down() {
     for _ in 0..8 {
         clients.push(std::sync::Arc::new(common::connect(&dev).await));
     }
-    let down = || {
-        dev.router
-            .state
-            .shard_health()
-            .into_iter()
-            .find_map(|(s, d)| d.map(|d| format!("{s}: {d:?}")))
-    };
-    assert_eq!(down(), None);
-    let pids = shard_processes(&dev, 0);
-    for p in &pids {
-        kill(Pid::from_raw(*p), Signal::SIGSTOP).unwrap();
-    }
+    assert_eq!(first_down(&dev), None);
+    let pids = pause_shard0(&dev);
     let queries: Vec<_> = clients
         .iter()
         .map(|c| {
@@ -382,23 +391,7 @@ async fn a_connect_timeout_during_a_stall_marks_nothing_down() {
             tokio::spawn(async move { c.simple_query("SELECT 1").await.map(|_| ()) })
         })
         .collect();
-    let t0 = Instant::now();
-    let mut resumed = false;
-    while t0.elapsed() < Duration::from_millis(3000) {
-        if !resumed && t0.elapsed() >= Duration::from_millis(1300) {
-            for p in pids.iter().rev() {
-                let _ = kill(Pid::from_raw(*p), Signal::SIGCONT);
-            }
-            resumed = true;
-        }
-        if let Some(d) = down() {
-            for p in pids.iter().rev() {
-                let _ = kill(Pid::from_raw(*p), Signal::SIGCONT);
-            }
-            panic!("marked down after {:?}: {d}", t0.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    resume_watching(&dev, &pids).await;
     // Some queries waited for a connect that timed out (08006).
     let mut timed_out = 0;
     for q in queries {
